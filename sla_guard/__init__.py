@@ -1,0 +1,39 @@
+"""sla-guard: makes a sales team answer every lead on time."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+__version__ = "0.1.0"
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the web app. Settings: defaults → environment → ``test_config``.
+
+    ``test_config`` may also hold ``CLOCK``, a function returning the aware current time.
+    Raises :class:`~sla_guard.exceptions.ConfigError` or :class:`~sla_guard.exceptions.RulesError`
+    with a message naming what is wrong.
+    """
+    from . import store
+    from .config import load_settings
+    from .logs import configure_logging
+    from .runtime import RulesHolder, redis_client, utcnow
+    from .web import api, errors, health, webhooks
+
+    overrides = dict(test_config or {})
+    clock = overrides.pop("CLOCK", utcnow)
+    settings = load_settings(overrides=overrides)
+    app = Flask(__name__)
+    app.config.update(settings)
+    app.config["MAX_CONTENT_LENGTH"] = settings["SLA_GUARD_MAX_BODY_BYTES"]
+    if not app.testing:
+        configure_logging(settings["SLA_GUARD_LOG_LEVEL"])
+    app.extensions["sla_guard.clock"] = clock
+    app.extensions["sla_guard.rules"] = RulesHolder(settings["SLA_GUARD_RULES"])
+    app.extensions["sla_guard.redis"] = redis_client(settings["REDIS_URL"])
+    store.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    return app

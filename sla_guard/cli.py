@@ -1,0 +1,168 @@
+"""The ``sla-guard`` command: serve, worker, dev, rules check/explain, db upgrade."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+import click
+
+from .exceptions import ConfigError, RulesError
+
+
+def _fail(message: str, code: int = 2):
+    click.echo(f"sla-guard: {message}", err=True)
+    sys.exit(code)
+
+
+def _settings(**overrides) -> dict:
+    from .config import load_settings
+
+    try:
+        return load_settings(overrides={k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _rules_or_fail(path: str):
+    from .rules.schema import load_rules_file
+
+    try:
+        return load_rules_file(path)
+    except RulesError as exc:
+        lines = "\n".join(f"  {where or path}: {message}" for where, message in exc.errors)
+        _fail(f"rules file {path} is invalid:\n{lines}")
+
+
+def _redis_or_fail(url: str) -> None:
+    from redis.exceptions import RedisError
+
+    from .runtime import redis_client
+
+    try:
+        redis_client(url).ping()
+    except RedisError:
+        _fail(f"Redis is not reachable at {url}: start it (`sudo apt-get install redis-server`, or "
+              f"`redis-server --daemonize yes`) or point REDIS_URL at yours")
+
+
+def _schema_or_fail(url: str) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .store.migrate import current, head
+
+    try:
+        at = current(url)
+    except SQLAlchemyError as exc:
+        _fail(f"database at DATABASE_URL is not reachable ({type(exc).__name__})")
+    if at != head():
+        _fail("the database schema is not up to date: run `sla-guard db upgrade`")
+
+
+@click.group()
+@click.version_option(package_name="sla-guard")
+def main():
+    """sla-guard: SLA clocks, escalations and follow-ups for your CRM's leads."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=None, type=int, help="gunicorn worker processes [SLA_GUARD_WEB_WORKERS]")
+def serve(host: str, port: int, workers: int | None):
+    """Run the web app (webhooks, API, metrics) under gunicorn."""
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="sla-guard-metrics-"))
+    settings = _settings()
+    _rules_or_fail(settings["SLA_GUARD_RULES"])
+    _schema_or_fail(settings["DATABASE_URL"])
+    from .web.server import run_gunicorn
+
+    run_gunicorn(host, port, workers or settings["SLA_GUARD_WEB_WORKERS"])
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+def worker(burst: bool):
+    """Run a worker: jobs, the timer scheduler and the reconciler."""
+    settings = _settings()
+    _rules_or_fail(settings["SLA_GUARD_RULES"])
+    _redis_or_fail(settings["REDIS_URL"])
+    _schema_or_fail(settings["DATABASE_URL"])
+    from workers.main import run
+
+    from .logs import configure_logging
+    from .runtime import Runtime
+
+    configure_logging(settings["SLA_GUARD_LOG_LEVEL"])
+    run(Runtime.from_settings(settings), burst=burst)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def dev(host: str, port: int):
+    """Web and worker in one command, for trying sla-guard out (SQLite, local Redis)."""
+    from .devserver import run_dev
+
+    run_dev(host, port)
+
+
+@main.group()
+def rules():
+    """Check and explain rules files."""
+
+
+@rules.command("check")
+@click.argument("file", required=False)
+def rules_check(file: str | None):
+    """Validate a rules file (default: SLA_GUARD_RULES); exit 0 when valid."""
+    from .rules.lint import lint
+
+    path = file or os.environ.get("SLA_GUARD_RULES", "config/sla.yaml")
+    ruleset = _rules_or_fail(path)
+    warnings = lint(ruleset)
+    for where, message in warnings:
+        click.echo(f"warning: {where}: {message}")
+    click.echo(f"{path}: OK, {len(ruleset.rules)} rules, version {ruleset.version}"
+               + (f", {len(warnings)} warnings" if warnings else ""))
+
+
+@rules.command("explain")
+@click.argument("file")
+@click.argument("event_file")
+def rules_explain(file: str, event_file: str):
+    """Which rule matches the lead in EVENT_FILE (one event or an array) and its deadlines."""
+    from .events import parse_events
+    from .exceptions import InvalidEvent
+    from .rules.explain import explain
+
+    ruleset = _rules_or_fail(file)
+    try:
+        with open(event_file, encoding="utf-8") as handle:
+            events = parse_events(json.load(handle))
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read {event_file}: {exc}")
+    except InvalidEvent as exc:
+        _fail(f"{event_file}: {exc.field}: {exc.message}")
+    click.echo(explain(ruleset, events))
+
+
+@main.group()
+def db():
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade():
+    """Apply schema migrations to DATABASE_URL."""
+    from .store.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings["DATABASE_URL"])
+    click.echo("database schema is up to date")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Deliver one alert row: claim it, send it, record the outcome, schedule a retry if it may help.
+
+An alert is claimed with a conditional UPDATE, so two workers (a retry and the reconciler, say)
+never send the same alert at once; a claim expires, so a worker killed mid-send does not strand it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+
+import requests
+from redis.exceptions import RedisError
+from sqlalchemy import or_, select, update
+
+from .notify.channels import DeliveryError, send
+from .queueing import enqueue
+from .runtime import Runtime
+from .store.models import AlertRow
+
+log = logging.getLogger("sla_guard.delivery")
+
+CLAIM_S = 60
+"""How long a claimed alert is left to the worker sending it before another may take it over."""
+
+BACKOFF_CAP_S = 600
+"""Longest wait between two delivery attempts."""
+
+DELIVER_JOB = "workers.jobs.deliver_alert"
+"""Dotted path of the job that (re)tries a delivery."""
+
+
+def backoff_s(attempts: int) -> float:
+    """Exponential backoff after ``attempts`` failed tries: 2, 4, 8, ... seconds, capped."""
+    return float(min(BACKOFF_CAP_S, 2 ** max(1, attempts)))
+
+
+def _claim(runtime: Runtime, alert_id: int, now: datetime) -> AlertRow | None:
+    with runtime.db.session() as session:
+        claimed = session.execute(
+            update(AlertRow)
+            .where(AlertRow.id == alert_id, AlertRow.status.in_(("pending", "sending")),
+                   or_(AlertRow.claimed_until.is_(None), AlertRow.claimed_until <= now))
+            .values(status="sending", attempts=AlertRow.attempts + 1, claimed_until=now + timedelta(seconds=CLAIM_S))
+        ).rowcount
+        if not claimed:
+            return None
+        return session.execute(select(AlertRow).where(AlertRow.id == alert_id)).scalar_one()
+
+
+def _http(runtime: Runtime) -> requests.Session:
+    http = getattr(runtime, "_alert_http", None)
+    if http is None:
+        http = requests.Session()
+        runtime._alert_http = http
+    return http
+
+
+def deliver(runtime: Runtime, alert_id: int) -> str:
+    """Try to deliver the alert once; return its status afterwards."""
+    now = runtime.now()
+    alert = _claim(runtime, alert_id, now)
+    if alert is None:
+        return "not_claimed"
+    payload = json.loads(alert.payload)
+    rules = runtime.rules.current()
+    context = {"lead_id": alert.lead_id, "alert_id": alert_id, "channel": alert.channel, "attempt": alert.attempts}
+    try:
+        send(alert.channel, rules.channels.get(alert.channel), payload, _http(runtime))
+    except DeliveryError as exc:
+        limit = runtime.settings["SLA_GUARD_ALERT_MAX_ATTEMPTS"]
+        retry = exc.transient and alert.attempts < limit
+        wait = max(backoff_s(alert.attempts), exc.retry_after_s or 0.0)
+        done_at = runtime.now()
+        with runtime.db.session() as session:
+            session.execute(update(AlertRow).where(AlertRow.id == alert_id).values(
+                status="pending" if retry else "failed", last_error=str(exc)[:2000],
+                claimed_until=done_at + timedelta(seconds=wait) if retry else None,
+            ))
+        if retry:
+            log.warning("alert delivery failed, will retry", extra={**context, "error": str(exc), "retry_in_s": wait})
+            try:
+                enqueue(runtime.redis, DELIVER_JOB, alert_id, job_id=f"{runtime.queue_name}-alert-{alert_id}-{alert.attempts}",
+                        at=done_at + timedelta(seconds=wait), retry=None, queue_name=runtime.queue_name)
+            except RedisError:
+                pass  # the reconciler picks the alert up when its wait is over
+            return "pending"
+        log.error("alert delivery failed for good", extra={**context, "error": str(exc)})
+        return "failed"
+    with runtime.db.session() as session:
+        session.execute(update(AlertRow).where(AlertRow.id == alert_id).values(
+            status="delivered", delivered_at=runtime.now(), claimed_until=None, last_error=None))
+    log.info("alert delivered", extra=context)
+    return "delivered"
+
+
+def stranded_alerts(runtime: Runtime, now: datetime, limit: int = 1000) -> list[tuple[int, int]]:
+    """Alerts waiting for a (re)try whose time has come: ``(alert_id, attempts)``."""
+    with runtime.db.session() as session:
+        return list(session.execute(
+            select(AlertRow.id, AlertRow.attempts)
+            .where(AlertRow.status.in_(("pending", "sending")),
+                   or_(AlertRow.claimed_until.is_(None), AlertRow.claimed_until <= now),
+                   AlertRow.created_at <= now - timedelta(seconds=5))
+            .order_by(AlertRow.id).limit(limit)
+        ).all())

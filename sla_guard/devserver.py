@@ -1,0 +1,86 @@
+"""``sla-guard dev``: the web app and a worker in one command, for a first look on a laptop."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+
+def _redis_up(url: str) -> bool:
+    from redis.exceptions import RedisError
+
+    from .runtime import redis_client
+
+    try:
+        redis_client(url).ping()
+        return True
+    except RedisError:
+        return False
+
+
+def _ensure_redis(url: str) -> subprocess.Popen | None:
+    """Use the Redis at ``url``, or start a local ``redis-server`` when it is installed."""
+    if _redis_up(url):
+        return None
+    binary = shutil.which("redis-server")
+    if binary is None or not url.startswith("redis://127.0.0.1:6379"):
+        click.echo(f"sla-guard: Redis is not reachable at {url}: install it (`sudo apt-get install redis-server`) "
+                   "or set REDIS_URL", err=True)
+        sys.exit(2)
+    click.echo("starting a local redis-server on 127.0.0.1:6379 (nothing kept on disk)")
+    process = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", "6379", "--save", "", "--appendonly", "no"],
+                               stdout=subprocess.DEVNULL)
+    for _ in range(50):
+        if _redis_up(url):
+            return process
+        time.sleep(0.1)
+    click.echo("sla-guard: redis-server did not start", err=True)
+    sys.exit(2)
+
+
+def run_dev(host: str, port: int) -> None:
+    env = dict(os.environ)
+    for key in ("SLA_GUARD_WEBHOOK_SECRET", "SLA_GUARD_API_TOKEN"):
+        if not env.get(key):
+            env[key] = secrets.token_urlsafe(24)
+            click.echo(f"{key}={env[key]}  (generated for this run; export your own to keep it)")
+    os.environ.update(env)
+    from .cli import _rules_or_fail, _settings
+    from .store.migrate import upgrade
+
+    settings = _settings()
+    _rules_or_fail(settings["SLA_GUARD_RULES"])
+    redis_process = _ensure_redis(settings["REDIS_URL"])
+    upgrade(settings["DATABASE_URL"])
+    command = [sys.executable, "-m", "sla_guard.cli"]
+    children = [subprocess.Popen(command + ["worker"], env=env),
+                subprocess.Popen(command + ["serve", "--host", host, "--port", str(port), "--workers", "2"], env=env)]
+    click.echo(f"sla-guard is running on http://{host}:{port} (Ctrl-C stops it)")
+
+    def stop(*_):
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if redis_process is not None:
+            redis_process.terminate()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    stop()

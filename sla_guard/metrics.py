@@ -1,0 +1,75 @@
+"""Prometheus metrics.
+
+Counters of what the web processes see (events accepted and rejected) are process-local, and
+aggregated across gunicorn workers through ``PROMETHEUS_MULTIPROC_DIR`` (``sla-guard serve``
+sets it). What lives in the database (open clocks, escalations, alerts, scheduler lag) is read
+from it at scrape time, so every process reports the same numbers as the API.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from sqlalchemy import func, select
+
+from .store.models import AlertRow, ClockRow, EscalationRow, EventRow
+
+EVENTS_ACCEPTED = Counter("sla_guard_events_accepted_total", "Webhook events stored", ["source"])
+EVENTS_DUPLICATE = Counter("sla_guard_events_duplicate_total", "Webhook events already stored", ["source"])
+EVENTS_REJECTED = Counter("sla_guard_events_rejected_total", "Webhook requests refused", ["source", "reason"])
+EVENTS_IGNORED = Counter("sla_guard_events_ignored_total", "CRM notifications acknowledged but not used", ["source", "kind"])
+INGEST_SECONDS = Histogram("sla_guard_ingest_seconds", "Time from request to acknowledgement", ["source"],
+                           buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+
+
+class DatabaseCollector:
+    """Numbers read from the database at scrape time."""
+
+    def __init__(self, database):
+        self.database = database
+
+    def collect(self):
+        now = datetime.now(UTC)
+        with self.database.session() as session:
+            open_clocks = session.execute(select(func.count()).where(ClockRow.stopped_at.is_(None))).scalar()
+            overdue = session.execute(select(func.count()).where(
+                ClockRow.stopped_at.is_(None), ClockRow.due_at <= now)).scalar()
+            escalations = session.execute(select(EscalationRow.kind, func.count()).group_by(EscalationRow.kind)).all()
+            alerts = session.execute(select(AlertRow.status, func.count()).group_by(AlertRow.status)).all()
+            oldest_due = session.execute(select(func.min(ClockRow.next_fire_at)).where(ClockRow.next_fire_at <= now)).scalar()
+            backlog = session.execute(select(func.count()).where(EventRow.processed_at.is_(None))).scalar()
+        gauge = GaugeMetricFamily("sla_guard_open_clocks", "SLA clocks still running", labels=["state"])
+        gauge.add_metric(["running"], open_clocks - overdue)
+        gauge.add_metric(["overdue"], overdue)
+        yield gauge
+        counter = CounterMetricFamily("sla_guard_escalations", "Escalations recorded", labels=["kind"])
+        for kind, count in escalations:
+            counter.add_metric([kind], count)
+        yield counter
+        counter = CounterMetricFamily("sla_guard_alerts", "Alerts by delivery status", labels=["status"])
+        for status, count in alerts:
+            counter.add_metric([status], count)
+        yield counter
+        lag = (now - oldest_due).total_seconds() if oldest_due else 0.0
+        yield GaugeMetricFamily("sla_guard_scheduler_lag_seconds", "Age of the oldest timer that is due but has not fired", value=lag)
+        yield GaugeMetricFamily("sla_guard_events_unprocessed", "Accepted events not yet applied", value=backlog)
+
+
+def render(database) -> bytes:
+    """The /metrics body: process counters (all gunicorn workers) plus database numbers."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry)
+        process_part = generate_latest(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        process_part = generate_latest(REGISTRY)
+    db_registry = CollectorRegistry()
+    db_registry.register(DatabaseCollector(database))
+    return process_part + generate_latest(db_registry)

@@ -1,0 +1,55 @@
+"""Apply a lead's events: replay them, store the state and clocks, (re)arm the timers."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from redis.exceptions import RedisError
+
+from . import timers
+from .engine import replay
+from .runtime import Runtime
+from .store.repository import TimerChange, lead_events, lock_lead, mark_processed, save_state
+
+log = logging.getLogger("sla_guard.processing")
+
+
+def process_lead(runtime: Runtime, lead_id: str) -> list[TimerChange]:
+    """Recompute one lead from all its events and store the result; idempotent."""
+    rules = runtime.rules.current()
+    now = runtime.now()
+    with runtime.db.session() as session:
+        lead = lock_lead(session, lead_id, now)
+        event_ids, events = lead_events(session, lead_id)
+        state = replay(lead_id, events, rules)
+        changes = save_state(session, lead, state, rules, now)
+        mark_processed(session, event_ids, now)
+    log.info("lead processed", extra={"lead_id": lead_id, "events": len(events), "status": state.status,
+                                      "timers_changed": len(changes)})
+    apply_timer_changes(runtime, changes)
+    return changes
+
+
+def apply_timer_changes(runtime: Runtime, changes: list[TimerChange]) -> None:
+    """Move the Redis timers to where the database says they must be.
+
+    Redis being down is not an error here: the reconciler arms every timer the database
+    holds once Redis is back.
+    """
+    if not changes:
+        return
+    now = runtime.now()
+    horizon = now + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
+    try:
+        for change in changes:
+            if change.previous is not None and change.previous != change.fire_at:
+                timers.disarm(runtime.redis, change.clock_id, change.previous, runtime.queue_name)
+            if change.fire_at is None or change.fire_at > horizon:
+                continue
+            if change.fire_at <= now:
+                timers.fire_now(runtime.redis, change.clock_id, change.fire_at, runtime.queue_name)
+            else:
+                timers.arm(runtime.redis, change.clock_id, change.fire_at, runtime.queue_name)
+    except RedisError as exc:
+        log.warning("timers not armed, the reconciler will retry", extra={"error": type(exc).__name__})

@@ -1,0 +1,99 @@
+"""The safety net: every few seconds, make Redis agree with the database.
+
+- events accepted but never applied (their job was lost, or Redis was down) are applied;
+- clocks whose timer is missing from Redis (``FLUSHALL``, a crash) are re-armed;
+- clocks already due whose timer has not run (a dead scheduler) are put on the queue at once;
+- alerts whose retry time has come, or whose sender died, are delivered again.
+Everything it triggers is idempotent, so running it on several workers at once is harmless;
+a short Redis lock keeps it to one at a time anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from redis.exceptions import RedisError
+
+from . import timers
+from .delivery import DELIVER_JOB, stranded_alerts
+from .processing import process_lead
+from .queueing import enqueue
+from .runtime import Runtime
+from .store.repository import clocks_to_arm, unprocessed_leads
+
+log = logging.getLogger("sla_guard.reconciler")
+
+LOCK_KEY = "sla-guard:{queue}:reconciler-lock"
+"""Redis key held by the worker whose reconciler is running, one per queue."""
+
+EVENT_GRACE = timedelta(seconds=2)
+"""Events younger than this are left to the job enqueued when they were accepted."""
+
+TIMER_GRACE = timedelta(seconds=2)
+"""A scheduled timer this late has a scheduler that is not working: queue it directly."""
+
+
+@dataclass
+class ReconcileReport:
+    events_applied: int = 0
+    timers_armed: int = 0
+    timers_fired: int = 0
+    alerts_retried: int = 0
+
+
+def reconcile(runtime: Runtime) -> ReconcileReport:
+    report = ReconcileReport()
+    now = runtime.now()
+    with runtime.db.session() as session:
+        lost_leads = unprocessed_leads(session, now - EVENT_GRACE)
+    for lead_id in lost_leads:
+        process_lead(runtime, lead_id)
+        report.events_applied += 1
+
+    now = runtime.now()
+    horizon = now + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
+    with runtime.db.session() as session:
+        wanted = clocks_to_arm(session, horizon)
+    ids = {timers.timer_id(clock_id, at, runtime.queue_name): (clock_id, at) for clock_id, _lead, at in wanted}
+    present = timers.armed(runtime.redis, list(ids))
+    stuck = timers.scheduled(runtime.redis, runtime.queue_name)
+    for job_id, (clock_id, at) in ids.items():
+        overdue = at <= now - TIMER_GRACE
+        if job_id not in present:
+            if at <= now:
+                timers.fire_now(runtime.redis, clock_id, at, runtime.queue_name)
+                report.timers_fired += 1
+            else:
+                timers.arm(runtime.redis, clock_id, at, runtime.queue_name)
+                report.timers_armed += 1
+        elif overdue and job_id in stuck:
+            timers.fire_now(runtime.redis, clock_id, at, runtime.queue_name)
+            report.timers_fired += 1
+
+    for alert_id, attempts in stranded_alerts(runtime, runtime.now()):
+        job_id = f"{runtime.queue_name}-alert-{alert_id}-r{attempts}"
+        if not timers.armed(runtime.redis, [job_id]):
+            enqueue(runtime.redis, DELIVER_JOB, alert_id, job_id=job_id, retry=None, queue_name=runtime.queue_name)
+            report.alerts_retried += 1
+    if any(vars(report).values()):
+        log.info("reconciled", extra=vars(report))
+    return report
+
+
+def reconcile_once(runtime: Runtime, lock_ms: int) -> ReconcileReport | None:
+    """Run :func:`reconcile` unless another worker holds the lock; None when skipped."""
+    try:
+        if not runtime.redis.set(LOCK_KEY.format(queue=runtime.queue_name), "1", nx=True, px=lock_ms):
+            return None
+    except RedisError as exc:
+        log.warning("reconciler waits for Redis", extra={"error": type(exc).__name__})
+        return None
+    try:
+        return reconcile(runtime)
+    finally:
+        try:
+            runtime.redis.delete(LOCK_KEY.format(queue=runtime.queue_name))
+        except RedisError:
+            pass

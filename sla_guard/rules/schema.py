@@ -1,0 +1,369 @@
+"""The rules file: its schema, loading, and errors that point into the file.
+
+Pure apart from :func:`load_rules_file`, which reads the file. Everything else takes text or
+decoded YAML and returns a :class:`RuleSet` or raises :class:`RulesError` with every problem
+found, each with its path (``rules[2].first_touch.within``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from ..exceptions import RulesError
+from .durations import parse_duration
+
+ROLES = ("owner", "manager", "head")
+"""Targets of ``notify`` that name a person by their relation to the lead."""
+
+MATCH_FIELDS = ("source", "pipeline", "stage", "priority", "team", "owner", "tags", "amount", "name")
+"""Lead fields a rule's ``match`` may test."""
+
+CHANNEL_TYPES = ("webhook", "log")
+"""Channel types this version can deliver to."""
+
+LOG_CHANNEL = "log"
+"""The built-in channel that writes the alert to sla-guard's log; always available."""
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    return parse_duration(value)
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EscalationLevel(_Spec):
+    """One rung of an escalation ladder: ``after`` the breach, alert ``notify``."""
+
+    after: Duration = timedelta(0)
+    notify: tuple[str, ...] = Field(min_length=1)
+    reassign: bool = False
+
+    @field_validator("after")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must not be negative")
+        return value
+
+
+class WarnAt(_Spec):
+    """When to warn before a deadline: a share of the budget or a time before the deadline."""
+
+    share: float | None = None
+    before: timedelta | None = None
+
+    def offset(self, budget: timedelta) -> timedelta | None:
+        """Business time from the clock's start to the warning, or None when it makes no sense."""
+        if self.share is not None:
+            return budget * self.share
+        if self.before is not None and self.before < budget:
+            return budget - self.before
+        return None
+
+
+def _warn_at(value: Any) -> WarnAt | None:
+    if value is None or isinstance(value, WarnAt):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*%\s*", value):
+        share = float(value.strip().rstrip("%")) / 100
+        if not 0 < share < 1:
+            raise ValueError(f'"{value}" must be between 0% and 100%')
+        return WarnAt(share=share)
+    try:
+        return WarnAt(before=parse_duration(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is neither a percentage of the budget (80%) nor a duration before the deadline (10m)") from None
+
+
+class ClockRule(_Spec):
+    """A deadline: met within ``within`` (business time), warned at ``warn_at``, then escalated."""
+
+    within: Duration
+    warn_at: Annotated[WarnAt | None, BeforeValidator(_warn_at)] = None
+    escalate: tuple[EscalationLevel, ...] = (EscalationLevel(notify=("owner",)),)
+
+    @field_validator("within")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return value
+
+    @field_validator("escalate")
+    @classmethod
+    def _ordered(cls, value: tuple[EscalationLevel, ...]) -> tuple[EscalationLevel, ...]:
+        if not value:
+            raise ValueError("needs at least one level")
+        afters = [level.after for level in value]
+        if afters != sorted(afters):
+            raise ValueError("levels must be in increasing order of `after`")
+        return value
+
+
+class StageRule(_Spec):
+    """Maximum time in a stage: ``{max: 2d, notify: [owner, manager]}`` or a full ladder."""
+
+    max: Duration
+    warn_at: Annotated[WarnAt | None, BeforeValidator(_warn_at)] = None
+    notify: tuple[str, ...] | None = None
+    escalate: tuple[EscalationLevel, ...] | None = None
+
+    def as_clock(self) -> ClockRule:
+        ladder = self.escalate or (EscalationLevel(notify=self.notify or ("owner",)),)
+        return ClockRule(within=self.max, warn_at=self.warn_at, escalate=ladder)
+
+
+class FollowUpRule(_Spec):
+    """A follow-up cadence: ``after`` offsets from its trigger, each a task for the owner."""
+
+    when: dict[str, str]
+    after: tuple[Duration, ...] = Field(min_length=1)
+    task: str = Field(min_length=1)
+
+
+MatchValue = str | int | float | bool | list[str | int | float] | dict[str, float]
+
+
+class Rule(_Spec):
+    """One SLA rule; the first rule whose ``match`` holds applies to a lead."""
+
+    name: str = Field(min_length=1)
+    match: dict[str, MatchValue] = {}
+    calendar: str | None = None
+    first_touch: ClockRule | None = None
+    stages: dict[str, StageRule] = {}
+    follow_ups: tuple[FollowUpRule, ...] = ()
+    pause_in_stages: tuple[str, ...] = ()
+
+
+class Channel(_Spec):
+    """Where alerts go. ``webhook`` POSTs the alert JSON; ``log`` writes it to the log."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+    url: str | None = None
+    timeout_s: float = 5.0
+
+
+class Person(_Spec):
+    """A member of the sales team: their manager, team and the channels that reach them."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    manager: str | None = None
+    team: str | None = None
+    channels: tuple[str, ...] = ()
+
+
+class Team(_Spec):
+    """A sales team: its head (the ``head`` role) and its members."""
+
+    head: str | None = None
+    members: tuple[str, ...] = ()
+
+
+class RulesFile(_Spec):
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f'"{value}" is not an IANA time zone (e.g. Europe/Moscow)') from None
+        return value
+
+    locale: Literal["en", "ru"] = "en"
+    calendars: dict[str, Any] = {}
+    channels: dict[str, Channel] = {}
+    people: dict[str, Person] = {}
+    teams: dict[str, Team] = {}
+    rules: tuple[Rule, ...] = ()
+
+
+class RuleSet:
+    """A loaded, validated rules file. Immutable; a new version is a new object."""
+
+    def __init__(self, spec: RulesFile, calendars: dict, version: str, text: str):
+        self.spec = spec
+        self.calendars = calendars
+        self.version = version
+        self.text = text
+        self.rules = spec.rules
+        self.channels = spec.channels
+        self.people = spec.people
+        self.teams = spec.teams
+        self.by_name = {rule.name: rule for rule in spec.rules}
+
+    def rule(self, name: str | None) -> Rule | None:
+        return self.by_name.get(name) if name else None
+
+    def calendar_for(self, rule: Rule):
+        from .calendar import ALWAYS
+
+        return self.calendars.get(rule.calendar, ALWAYS) if rule.calendar else ALWAYS
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" in str(part) or str(part) in ("str", "int", "float", "bool", "list[union[str,int,float]]", "dict[str,float]"):
+            continue  # pydantic's names for union branches, not keys of the file
+        else:
+            out = f"{out}.{part}" if out else str(part)
+    return out
+
+
+def _clean_message(error: dict) -> str:
+    message = error["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    return message
+
+
+_ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any, path: str, env: dict, errors: list) -> Any:
+    """Replace ``${NAME}`` (or ``${NAME:-default}``) with environment values: secrets stay out of the file."""
+    if isinstance(value, dict):
+        return {key: _expand_env(item, f"{path}.{key}" if path else str(key), env, errors) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(item, f"{path}[{index}]", env, errors) for index, item in enumerate(value)]
+    if isinstance(value, str):
+        def repl(match):
+            name, default = match.group(1), match.group(2)
+            if name not in env and default is not None:
+                return default
+            if name not in env:
+                errors.append((path, f"environment variable {name} is not set"))
+                return match.group(0)
+            return env[name]
+
+        return _ENV_REF.sub(repl, value)
+    return value
+
+
+def _cross_check(spec: RulesFile, calendars: dict, errors: list, positions: list[int]) -> None:
+    if not spec.rules and not positions and not any(path.startswith("rules[") for path, _ in errors):
+        errors.append(("rules", "needs at least one rule"))
+    channel_names = set(spec.channels) | {LOG_CHANNEL}
+    for name, channel in spec.channels.items():
+        if channel.type not in CHANNEL_TYPES:
+            errors.append((f"channels.{name}.type", f'"{channel.type}" is not a supported channel type ({", ".join(CHANNEL_TYPES)})'))
+        elif channel.type == "webhook" and not channel.url:
+            errors.append((f"channels.{name}.url", "a webhook channel needs a url"))
+    for name, person in spec.people.items():
+        if person.manager and person.manager not in spec.people:
+            errors.append((f"people.{name}.manager", f'"{person.manager}" is not in people'))
+        if person.team and person.team not in spec.teams:
+            errors.append((f"people.{name}.team", f'"{person.team}" is not in teams'))
+        for index, channel in enumerate(person.channels):
+            if channel not in channel_names:
+                errors.append((f"people.{name}.channels[{index}]", f'"{channel}" is not a channel'))
+    for name, team in spec.teams.items():
+        if team.head and team.head not in spec.people:
+            errors.append((f"teams.{name}.head", f'"{team.head}" is not in people'))
+    seen = set()
+    for index, rule in zip(positions, spec.rules, strict=True):
+        where = f"rules[{index}]"
+        if rule.name in seen:
+            errors.append((f"{where}.name", f'"{rule.name}" is used by an earlier rule'))
+        seen.add(rule.name)
+        for key in rule.match:
+            if key not in MATCH_FIELDS:
+                errors.append((f"{where}.match.{key}", f"cannot match on {key!r}; use one of {', '.join(MATCH_FIELDS)}"))
+        if rule.calendar and rule.calendar not in calendars:
+            errors.append((f"{where}.calendar", f'"{rule.calendar}" is not in calendars'))
+        ladders = []
+        if rule.first_touch:
+            ladders.append((f"{where}.first_touch.escalate", rule.first_touch.escalate))
+        for stage, stage_rule in rule.stages.items():
+            ladders.append((f"{where}.stages.{stage}.escalate", stage_rule.as_clock().escalate))
+        for ladder_path, ladder in ladders:
+            for level_index, level in enumerate(ladder):
+                for target_index, target in enumerate(level.notify):
+                    if target not in ROLES and target not in channel_names:
+                        errors.append((
+                            f"{ladder_path}[{level_index}].notify[{target_index}]",
+                            f'"{target}" is neither a role ({", ".join(ROLES)}) nor a channel',
+                        ))
+
+
+def parse_rules(text: str, env: dict | None = None) -> RuleSet:
+    """Validate rules-file text and return a :class:`RuleSet`; raise :class:`RulesError` listing every problem."""
+    from .calendar import parse_calendar
+
+    env = dict(os.environ) if env is None else env
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "file"
+        raise RulesError([(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    if not isinstance(raw, dict):
+        raise RulesError([("", "the rules file must be a YAML mapping with a `rules:` list")])
+    errors: list[tuple[str, str]] = []
+    raw = _expand_env(raw, "", env, errors)
+    raw_rules = raw.pop("rules", [])
+    if not isinstance(raw_rules, list):
+        errors.append(("rules", "must be a list of rules"))
+        raw_rules = []
+    rules, positions = [], []
+    for index, item in enumerate(raw_rules):
+        try:
+            rules.append(Rule.model_validate(item))
+            positions.append(index)
+        except ValidationError as exc:
+            errors.extend((_path(("rules", index, *error["loc"])), _clean_message(error))
+                          for error in exc.errors(include_url=False))
+    try:
+        spec = RulesFile.model_validate({**raw, "rules": rules})
+    except ValidationError as exc:
+        errors.extend((_path(error["loc"]), _clean_message(error)) for error in exc.errors(include_url=False))
+        raise RulesError(errors) from None
+    if len(rules) < len(raw_rules):
+        _cross_check(spec, {name: None for name in spec.calendars}, errors, positions)
+        raise RulesError(errors)
+    calendars = {}
+    for name, calendar_spec in spec.calendars.items():
+        try:
+            calendars[name] = parse_calendar(name, calendar_spec, spec.timezone)
+        except RulesError as exc:
+            errors.extend(exc.errors)
+    _cross_check(spec, calendars, errors, positions)
+    if errors:
+        raise RulesError(errors)
+    version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return RuleSet(spec, calendars, version, text)
+
+
+def load_rules_file(path: str, env: dict | None = None) -> RuleSet:
+    """Read and validate the rules file at ``path``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise RulesError([("", f"cannot read rules file {path}: {exc.strerror}")]) from None
+    return parse_rules(text, env)

@@ -1,0 +1,134 @@
+"""Everything a worker job needs, built once per process and passed explicitly.
+
+The worker entry point builds a :class:`Runtime` and makes it current for the jobs it runs
+(:func:`current`), the way Flask's app context serves views; tests build their own.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from redis import Redis
+
+from .exceptions import RulesError
+from .rules.schema import RuleSet, load_rules_file
+from .store.db import Database
+from .store.repository import record_rule_version
+
+log = logging.getLogger("sla_guard.runtime")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class RulesHolder:
+    """The rules in force, reloaded when the file changes (checked at most once a second).
+
+    A file that turns invalid is refused with a logged error; the last good version stays.
+    """
+
+    def __init__(self, path: str, rules: RuleSet | None = None, check_every_s: float = 1.0):
+        self.path = path
+        self._rules = rules or load_rules_file(path)
+        self._mtime = self._stat()
+        self._checked = time.monotonic()
+        self._check_every_s = check_every_s
+        self._lock = threading.Lock()
+
+    def _stat(self) -> float | None:
+        try:
+            return Path(self.path).stat().st_mtime
+        except OSError:
+            return None
+
+    def current(self) -> RuleSet:
+        if time.monotonic() - self._checked >= self._check_every_s:
+            self.reload()
+        return self._rules
+
+    def reload(self, force: bool = False) -> bool:
+        """Load the file again if it changed; True when a new version took effect."""
+        with self._lock:
+            self._checked = time.monotonic()
+            mtime = self._stat()
+            if not force and mtime == self._mtime:
+                return False
+            self._mtime = mtime
+            try:
+                rules = load_rules_file(self.path)
+            except RulesError as exc:
+                log.error("rules file refused, keeping version %s", self._rules.version,
+                          extra={"errors": [f"{p}: {m}" for p, m in exc.errors]})
+                return False
+            changed = rules.version != self._rules.version
+            self._rules = rules
+            if changed:
+                log.info("rules version %s loaded", rules.version, extra={"rules_version": rules.version})
+            return changed
+
+
+@dataclass
+class Runtime:
+    settings: dict
+    db: Database
+    redis: Redis
+    rules: RulesHolder
+    now: Callable[[], datetime] = field(default=utcnow)
+
+    @property
+    def queue_name(self) -> str:
+        return self.settings["SLA_GUARD_QUEUE"]
+
+    @classmethod
+    def from_settings(cls, settings: dict, rules: RulesHolder | None = None) -> Runtime:
+        return cls(
+            settings=settings,
+            db=Database(settings["DATABASE_URL"]),
+            redis=redis_client(settings["REDIS_URL"]),
+            rules=rules or RulesHolder(settings["SLA_GUARD_RULES"]),
+        )
+
+    def record_rules(self) -> None:
+        with self.db.session() as session:
+            record_rule_version(session, self.rules.current(), self.now())
+
+
+def redis_client(url: str) -> Redis:
+    """A Redis client that fails fast when Redis is down, so a webhook is never held up by it."""
+    return Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5, health_check_interval=30)
+
+
+_current: contextvars.ContextVar[Runtime] = contextvars.ContextVar("sla_guard_runtime")
+_process_runtime: Runtime | None = None
+
+
+def current() -> Runtime:
+    """The runtime of the worker process running this job."""
+    runtime = _current.get(None) or _process_runtime
+    if runtime is None:
+        raise RuntimeError("no sla-guard runtime is active: jobs run inside `sla-guard worker`")
+    return runtime
+
+
+def install(runtime: Runtime) -> None:
+    """Make ``runtime`` the one jobs of this process use (the worker calls this once)."""
+    global _process_runtime
+    _process_runtime = runtime
+
+
+@contextmanager
+def activated(runtime: Runtime) -> Iterator[Runtime]:
+    token = _current.set(runtime)
+    try:
+        yield runtime
+    finally:
+        _current.reset(token)

@@ -1,0 +1,50 @@
+"""Authenticity of generic webhooks and of API callers. Pure: the clock is passed in."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from .exceptions import Unauthorized
+
+SIGNATURE_HEADER = "X-SLA-Guard-Signature"
+"""Header carrying ``t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>``."""
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The header value a sender puts on ``body`` at ``timestamp``."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify_signature(header: str | None, body: bytes, secret: str, now: float, max_age_s: int) -> None:
+    """Raise :class:`Unauthorized` unless ``header`` signs ``body`` with ``secret`` recently enough.
+
+    Several ``v1=`` values may be given (a sender rotating its secret); one must match.
+    Timestamps more than ``max_age_s`` away from ``now``, in either direction, are refused.
+    """
+    if not header:
+        raise Unauthorized(f"missing {SIGNATURE_HEADER} header")
+    timestamp, signatures = None, []
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t":
+            timestamp = value
+        elif key == "v1":
+            signatures.append(value)
+    if timestamp is None or not timestamp.isdigit() or not signatures:
+        raise Unauthorized(f"malformed {SIGNATURE_HEADER} header: expected t=<unix seconds>,v1=<hex>")
+    if abs(now - int(timestamp)) > max_age_s:
+        raise Unauthorized("signature timestamp is too old or in the future")
+    expected = sign(secret, body, int(timestamp)).split("v1=", 1)[1]
+    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+        raise Unauthorized("signature does not match")
+
+
+def verify_bearer(header: str | None, token: str | None) -> None:
+    """Raise :class:`Unauthorized` unless ``header`` is ``Bearer <token>``."""
+    if not token:
+        raise Unauthorized("the API is disabled: set SLA_GUARD_API_TOKEN")
+    scheme, _, given = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized("missing or wrong bearer token")

@@ -1,0 +1,165 @@
+"""Tables. The database is the source of truth: events, leads, clocks, escalations, alerts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out, whatever the database keeps (SQLite keeps naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; sla-guard stores aware UTC only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class EventRow(Base):
+    """The inbox: every accepted webhook event, once per (source, event_id)."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(200))
+    lead_id: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(40))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    payload: Mapped[str] = mapped_column(Text)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    __table_args__ = (
+        UniqueConstraint("source", "event_id", name="uq_events_source_event_id"),
+        Index("ix_events_lead_occurred", "lead_id", "occurred_at"),
+        Index("ix_events_processed_received", "processed_at", "received_at"),
+    )
+
+
+class LeadRow(Base):
+    """A lead's current state, derived from its events."""
+
+    __tablename__ = "leads"
+    lead_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(2000))
+    source: Mapped[str | None] = mapped_column(String(2000))
+    pipeline: Mapped[str | None] = mapped_column(String(2000))
+    stage: Mapped[str | None] = mapped_column(String(2000))
+    owner: Mapped[str | None] = mapped_column(String(2000))
+    team: Mapped[str | None] = mapped_column(String(2000))
+    priority: Mapped[str | None] = mapped_column(String(2000))
+    amount: Mapped[float | None] = mapped_column(Float)
+    url: Mapped[str | None] = mapped_column(String(2000))
+    tags: Mapped[list | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    known: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    first_touch_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(String(2000))
+    rule_name: Mapped[str | None] = mapped_column(String(200))
+    rule_version: Mapped[str | None] = mapped_column(String(40))
+    last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ClockRow(Base):
+    """One cycle of one SLA clock of a lead; ``next_fire_at`` is when its timer must fire."""
+
+    __tablename__ = "clocks"
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.lead_id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    cycle: Mapped[int] = mapped_column(Integer, default=0)
+    rule_name: Mapped[str] = mapped_column(String(200))
+    rule_version: Mapped[str | None] = mapped_column(String(40))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    stop_reason: Mapped[str | None] = mapped_column(String(40))
+    next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    __table_args__ = (
+        UniqueConstraint("lead_id", "name", "cycle", name="uq_clocks_lead_name_cycle"),
+        Index("ix_clocks_next_fire_at", "next_fire_at"),
+        Index("ix_clocks_due_open", "stopped_at", "due_at"),
+    )
+
+
+class EscalationRow(Base):
+    """A warning or ladder rung that fired, recorded once per (clock, level)."""
+
+    __tablename__ = "escalations"
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    clock_id: Mapped[int] = mapped_column(ForeignKey("clocks.id", ondelete="CASCADE"))
+    lead_id: Mapped[str] = mapped_column(String(200), index=True)
+    level: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(60))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    owner: Mapped[str | None] = mapped_column(String(2000))
+    reassigned_to: Mapped[str | None] = mapped_column(String(2000))
+    __table_args__ = (UniqueConstraint("clock_id", "level", name="uq_escalations_clock_level"),)
+
+
+class AlertRow(Base):
+    """One delivery of an escalation to one channel for one recipient, with its outcome."""
+
+    __tablename__ = "alerts"
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    escalation_id: Mapped[int] = mapped_column(ForeignKey("escalations.id", ondelete="CASCADE"))
+    lead_id: Mapped[str] = mapped_column(String(200), index=True)
+    channel: Mapped[str] = mapped_column(String(200))
+    recipient: Mapped[str] = mapped_column(String(2000), default="")
+    role: Mapped[str | None] = mapped_column(String(20))
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    __table_args__ = (
+        UniqueConstraint("escalation_id", "channel", "recipient", name="uq_alerts_delivery"),
+        Index("ix_alerts_status", "status"),
+    )
+
+
+class RuleVersionRow(Base):
+    """Every version of the rules file that was loaded, by content hash."""
+
+    __tablename__ = "rule_versions"
+    version: Mapped[str] = mapped_column(String(40), primary_key=True)
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    text: Mapped[str] = mapped_column(Text)

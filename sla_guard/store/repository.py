@@ -1,0 +1,195 @@
+"""Queries and writes the app and the workers need; thin, no decisions of their own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ..engine import ClockState, LeadState, clock_steps, next_fire_at
+from ..events import LeadEvent
+from ..rules.schema import RuleSet
+from .models import ClockRow, EscalationRow, EventRow, LeadRow, RuleVersionRow
+
+LEAD_FIELDS = ("name", "source", "pipeline", "stage", "owner", "team", "priority", "amount", "url", "tags")
+"""Lead attributes copied from the CRM's events onto the lead row."""
+
+
+def _insert(session: Session, model):
+    return (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)(model)
+
+
+def insert_events(session: Session, source: str, events: list[LeadEvent], received_at: datetime):
+    """Store events in the inbox; return ``(accepted, duplicates)`` event ids.
+
+    An event already stored (same source and ``event_id``), or repeated in the same batch, is a
+    duplicate: acknowledged, never stored twice.
+    """
+    rows, seen, duplicates = [], set(), []
+    for event in events:
+        if event.event_id in seen:
+            duplicates.append(event.event_id)
+            continue
+        seen.add(event.event_id)
+        rows.append({
+            "source": source,
+            "event_id": event.event_id,
+            "lead_id": event.lead.id,
+            "type": event.type,
+            "occurred_at": event.occurred_at,
+            "received_at": received_at,
+            "payload": event.to_json(),
+        })
+    if not rows:
+        return [], duplicates
+    statement = (
+        _insert(session, EventRow)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["source", "event_id"])
+        .returning(EventRow.event_id)
+    )
+    stored = set(session.execute(statement).scalars())
+    accepted = [row["event_id"] for row in rows if row["event_id"] in stored]
+    duplicates.extend(row["event_id"] for row in rows if row["event_id"] not in stored)
+    return accepted, duplicates
+
+
+def lock_lead(session: Session, lead_id: str, now: datetime) -> LeadRow:
+    """The lead's row, created if new, locked for this transaction (PostgreSQL row lock;
+    SQLite transactions are already serialised by ``BEGIN IMMEDIATE``)."""
+    session.execute(
+        _insert(session, LeadRow).values(lead_id=lead_id, status="open", known=False, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["lead_id"])
+    )
+    statement = select(LeadRow).where(LeadRow.lead_id == lead_id)
+    if session.bind.dialect.name == "postgresql":
+        statement = statement.with_for_update()
+    return session.execute(statement).scalar_one()
+
+
+def lead_events(session: Session, lead_id: str) -> tuple[list[int], list[LeadEvent]]:
+    """All events of a lead, oldest first (ties in order of arrival), with their row ids."""
+    rows = session.execute(
+        select(EventRow.id, EventRow.payload)
+        .where(EventRow.lead_id == lead_id)
+        .order_by(EventRow.occurred_at, EventRow.id)
+    ).all()
+    return [row.id for row in rows], [LeadEvent.from_json(row.payload) for row in rows]
+
+
+def mark_processed(session: Session, event_ids: list[int], now: datetime) -> None:
+    if event_ids:
+        session.execute(
+            update(EventRow).where(EventRow.id.in_(event_ids), EventRow.processed_at.is_(None)).values(processed_at=now)
+        )
+
+
+def unprocessed_leads(session: Session, received_before: datetime, limit: int = 500) -> list[str]:
+    """Leads with events still waiting to be applied (their processing job was lost)."""
+    rows = session.execute(
+        select(EventRow.lead_id)
+        .where(EventRow.processed_at.is_(None), EventRow.received_at <= received_before)
+        .group_by(EventRow.lead_id)
+        .order_by(func.min(EventRow.id))
+        .limit(limit)
+    ).scalars()
+    return list(rows)
+
+
+def fired_levels(session: Session, clock_ids: list[int]) -> dict[int, set[int]]:
+    out: dict[int, set[int]] = {clock_id: set() for clock_id in clock_ids}
+    if clock_ids:
+        for clock_id, level in session.execute(
+            select(EscalationRow.clock_id, EscalationRow.level).where(EscalationRow.clock_id.in_(clock_ids))
+        ):
+            out[clock_id].add(level)
+    return out
+
+
+def clock_state(row: ClockRow) -> ClockState:
+    return ClockState(row.name, row.cycle, row.rule_name, row.started_at, row.due_at, row.stopped_at, row.stop_reason)
+
+
+def compute_next_fire(row: ClockRow, rules: RuleSet, fired: set[int]) -> datetime | None:
+    rule = rules.rule(row.rule_name)
+    if rule is None:
+        return None
+    return next_fire_at(clock_state(row), clock_steps(clock_state(row), rule, rules), fired)
+
+
+@dataclass(frozen=True)
+class TimerChange:
+    """A clock whose timer must be (re)armed at ``fire_at``, or disarmed when it is None."""
+
+    clock_id: int
+    lead_id: str
+    fire_at: datetime | None
+    previous: datetime | None
+
+
+def save_state(session: Session, lead: LeadRow, state: LeadState, rules: RuleSet, now: datetime) -> list[TimerChange]:
+    """Write the replayed state onto the lead and its clocks; return the timers to change."""
+    for name in LEAD_FIELDS:
+        setattr(lead, name, state.fields.get(name))
+    lead.status = state.status
+    lead.known = state.known
+    lead.created_at = state.created_at
+    lead.first_touch_at = state.first_touch_at
+    lead.closed_at = state.closed_at
+    lead.outcome = state.outcome
+    lead.reason = state.reason
+    if state.rule_name != lead.rule_name or lead.rule_version is None:
+        lead.rule_version = rules.version if state.rule_name else None
+    lead.rule_name = state.rule_name
+    lead.last_event_at = state.last_event_at
+    lead.updated_at = now
+
+    existing = {(row.name, row.cycle): row for row in session.execute(
+        select(ClockRow).where(ClockRow.lead_id == lead.lead_id)
+    ).scalars()}
+    wanted = {clock.key: clock for clock in state.clocks}
+    for key, row in existing.items():
+        if key not in wanted and row.stopped_at is None:
+            row.stopped_at, row.stop_reason = now, "superseded"
+    touched: list[ClockRow] = []
+    for key, clock in wanted.items():
+        row = existing.get(key)
+        if row is None:
+            row = ClockRow(lead_id=lead.lead_id, name=clock.name, cycle=clock.cycle)
+            session.add(row)
+        if (row.rule_name, row.started_at, row.due_at) != (clock.rule_name, clock.started_at, clock.due_at):
+            row.rule_version = rules.version
+        row.rule_name, row.started_at, row.due_at = clock.rule_name, clock.started_at, clock.due_at
+        row.stopped_at, row.stop_reason = clock.stopped_at, clock.stop_reason
+        touched.append(row)
+    session.flush()
+    fired = fired_levels(session, [row.id for row in existing.values()] + [row.id for row in touched])
+    changes = []
+    for row in {row.id: row for row in list(existing.values()) + touched}.values():
+        fire_at = compute_next_fire(row, rules, fired[row.id])
+        if fire_at != row.next_fire_at:
+            changes.append(TimerChange(row.id, row.lead_id, fire_at, row.next_fire_at))
+            row.next_fire_at = fire_at
+    return changes
+
+
+def record_rule_version(session: Session, rules: RuleSet, now: datetime) -> bool:
+    """Remember a loaded rules version; True when it was new."""
+    result = session.execute(
+        _insert(session, RuleVersionRow).values(version=rules.version, loaded_at=now, text=rules.text)
+        .on_conflict_do_nothing(index_elements=["version"])
+    )
+    return bool(result.rowcount)
+
+
+def clocks_to_arm(session: Session, until: datetime, limit: int = 50_000) -> list[tuple[int, str, datetime]]:
+    """Open clocks whose timer fires before ``until``: ``(clock_id, lead_id, next_fire_at)``."""
+    return list(session.execute(
+        select(ClockRow.id, ClockRow.lead_id, ClockRow.next_fire_at)
+        .where(ClockRow.next_fire_at.is_not(None), ClockRow.next_fire_at <= until)
+        .order_by(ClockRow.next_fire_at)
+        .limit(limit)
+    ).all())

@@ -1,0 +1,1 @@
+"""Flask blueprints: webhooks, the read API, health and metrics."""

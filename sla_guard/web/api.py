@@ -1,0 +1,211 @@
+"""The read API: leads with their timelines, overdue lists, SLA reports. Bearer token required."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from datetime import UTC, datetime, timedelta
+
+from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy import exists, select
+
+from ..engine import FIRST_TOUCH, ClockState
+from ..exceptions import Unauthorized
+from ..security import verify_bearer
+from ..store.db import get_db
+from ..store.models import AlertRow, ClockRow, EscalationRow, EventRow, LeadRow
+from ..store.repository import LEAD_FIELDS
+from .errors import error
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+LEAD_STATUSES = ("overdue", "open", "closed")
+"""Values of ``GET /api/leads?status=``."""
+
+REPORT_GROUPS = ("owner", "source", "team")
+"""Values of ``GET /api/reports/sla?by=``."""
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _now() -> datetime:
+    return current_app.extensions["sla_guard.clock"]()
+
+
+@bp.before_request
+def _authenticate():
+    try:
+        verify_bearer(request.headers.get("Authorization"), current_app.config.get("SLA_GUARD_API_TOKEN"))
+    except Unauthorized as exc:
+        response = error(401, exc.reason, field="Authorization")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="sla-guard"'
+        return response
+    return None
+
+
+def _lead_json(lead: LeadRow) -> dict:
+    return {
+        "lead_id": lead.lead_id,
+        **{name: getattr(lead, name) for name in LEAD_FIELDS},
+        "status": lead.status,
+        "known": lead.known,
+        "created_at": _iso(lead.created_at),
+        "first_touch_at": _iso(lead.first_touch_at),
+        "closed_at": _iso(lead.closed_at),
+        "outcome": lead.outcome,
+        "reason": lead.reason,
+        "rule": lead.rule_name,
+        "rule_version": lead.rule_version,
+        "last_event_at": _iso(lead.last_event_at),
+    }
+
+
+def _clock_json(clock: ClockRow, now: datetime) -> dict:
+    state = ClockState(clock.name, clock.cycle, clock.rule_name, clock.started_at, clock.due_at,
+                       clock.stopped_at, clock.stop_reason)
+    return {
+        "id": clock.id, "name": clock.name, "cycle": clock.cycle, "rule": clock.rule_name,
+        "rule_version": clock.rule_version, "status": state.status(now),
+        "started_at": _iso(clock.started_at), "due_at": _iso(clock.due_at),
+        "stopped_at": _iso(clock.stopped_at), "stop_reason": clock.stop_reason,
+        "next_fire_at": _iso(clock.next_fire_at),
+    }
+
+
+def _int_arg(name: str, default: int, low: int, high: int):
+    raw = request.args.get(name)
+    if raw is None:
+        return default, None
+    try:
+        value = int(raw)
+    except ValueError:
+        return None, error(400, f"{name} must be a whole number", field=name)
+    if not low <= value <= high:
+        return None, error(400, f"{name} must be between {low} and {high}", field=name)
+    return value, None
+
+
+@bp.get("/leads")
+def list_leads():
+    status = request.args.get("status", "open")
+    if status not in LEAD_STATUSES:
+        return error(400, f"status must be one of {', '.join(LEAD_STATUSES)}", field="status")
+    limit, problem = _int_arg("limit", 100, 1, 1000)
+    if problem:
+        return problem
+    offset, problem = _int_arg("offset", 0, 0, 10**9)
+    if problem:
+        return problem
+    now = _now()
+    statement = select(LeadRow)
+    overdue_clock = exists().where(ClockRow.lead_id == LeadRow.lead_id, ClockRow.stopped_at.is_(None),
+                                   ClockRow.due_at <= now)
+    if status == "overdue":
+        statement = statement.where(overdue_clock)
+    elif status == "open":
+        statement = statement.where(LeadRow.status == "open")
+    else:
+        statement = statement.where(LeadRow.status != "open")
+    statement = statement.order_by(LeadRow.created_at.desc(), LeadRow.lead_id).limit(limit).offset(offset)
+    with get_db(current_app).session() as session:
+        leads = session.execute(statement).scalars().all()
+        clocks = session.execute(select(ClockRow).where(
+            ClockRow.lead_id.in_([lead.lead_id for lead in leads]), ClockRow.stopped_at.is_(None))).scalars().all()
+    open_clocks: dict[str, list] = {}
+    for clock in clocks:
+        open_clocks.setdefault(clock.lead_id, []).append(_clock_json(clock, now))
+    items = [{**_lead_json(lead), "open_clocks": open_clocks.get(lead.lead_id, [])} for lead in leads]
+    return jsonify({"status": status, "count": len(items), "limit": limit, "offset": offset, "leads": items})
+
+
+@bp.get("/leads/<path:lead_id>")
+def get_lead(lead_id: str):
+    now = _now()
+    with get_db(current_app).session() as session:
+        lead = session.get(LeadRow, lead_id)
+        if lead is None:
+            return error(404, f"no lead {lead_id!r}", field="lead_id")
+        events = session.execute(select(EventRow).where(EventRow.lead_id == lead_id)
+                                 .order_by(EventRow.occurred_at, EventRow.id)).scalars().all()
+        clocks = session.execute(select(ClockRow).where(ClockRow.lead_id == lead_id)
+                                 .order_by(ClockRow.started_at, ClockRow.id)).scalars().all()
+        escalations = session.execute(select(EscalationRow).where(EscalationRow.lead_id == lead_id)
+                                      .order_by(EscalationRow.fired_at, EscalationRow.id)).scalars().all()
+        alerts = session.execute(select(AlertRow).where(AlertRow.lead_id == lead_id)
+                                 .order_by(AlertRow.id)).scalars().all()
+    clock_names = {clock.id: clock.name for clock in clocks}
+    body = {
+        **_lead_json(lead),
+        "clocks": [_clock_json(clock, now) for clock in clocks],
+        "events": [{"event_id": e.event_id, "source": e.source, "type": e.type, "occurred_at": _iso(e.occurred_at),
+                    "received_at": _iso(e.received_at), "processed_at": _iso(e.processed_at),
+                    "data": json.loads(e.payload)} for e in events],
+        "escalations": [{"id": x.id, "clock": clock_names.get(x.clock_id), "level": x.level, "kind": x.kind,
+                         "due_at": _iso(x.due_at), "fired_at": _iso(x.fired_at),
+                         "late_by_s": round((x.fired_at - x.due_at).total_seconds(), 3),
+                         "owner": x.owner, "reassigned_to": x.reassigned_to} for x in escalations],
+        "alerts": [{"id": a.id, "escalation_id": a.escalation_id, "channel": a.channel,
+                    "recipient": a.recipient or None, "role": a.role, "status": a.status, "attempts": a.attempts,
+                    "last_error": a.last_error, "created_at": _iso(a.created_at),
+                    "delivered_at": _iso(a.delivered_at)} for a in alerts],
+    }
+    timeline = [{"at": e["occurred_at"], "what": e["type"], "event_id": e["event_id"]} for e in body["events"]]
+    timeline += [{"at": c["started_at"], "what": "clock.started", "clock": c["name"], "due_at": c["due_at"]}
+                 for c in body["clocks"]]
+    timeline += [{"at": c["stopped_at"], "what": f"clock.{c['status']}", "clock": c["name"], "reason": c["stop_reason"]}
+                 for c in body["clocks"] if c["stopped_at"]]
+    timeline += [{"at": x["fired_at"], "what": x["kind"], "level": x["level"], "clock": x["clock"]}
+                 for x in body["escalations"]]
+    timeline += [{"at": a["delivered_at"], "what": "alert.delivered", "channel": a["channel"], "recipient": a["recipient"]}
+                 for a in body["alerts"] if a["delivered_at"]]
+    body["timeline"] = sorted(timeline, key=lambda item: item["at"])
+    return jsonify(body)
+
+
+def _parse_when(name: str, default: datetime):
+    raw = request.args.get(name)
+    if not raw:
+        return default, None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None, error(400, f"{name} must be an ISO 8601 date or time", field=name)
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)), None
+
+
+@bp.get("/reports/sla")
+def sla_report():
+    now = _now()
+    start, problem = _parse_when("from", now - timedelta(days=30))
+    if problem:
+        return problem
+    end, problem = _parse_when("to", now)
+    if problem:
+        return problem
+    by = request.args.get("by", "owner")
+    if by not in REPORT_GROUPS:
+        return error(400, f"by must be one of {', '.join(REPORT_GROUPS)}", field="by")
+    with get_db(current_app).session() as session:
+        rows = session.execute(
+            select(ClockRow, LeadRow).join(LeadRow, LeadRow.lead_id == ClockRow.lead_id)
+            .where(ClockRow.name == FIRST_TOUCH, ClockRow.started_at >= start, ClockRow.started_at < end)
+        ).all()
+    groups: dict[str | None, dict] = {}
+    for clock, lead in rows:
+        group = groups.setdefault(getattr(lead, by), {"leads": 0, "met": 0, "missed": 0, "overdue": 0,
+                                                        "running": 0, "touch_s": []})
+        status = _clock_json(clock, now)["status"]
+        group["leads"] += 1
+        group[status] += 1
+        if lead.first_touch_at and lead.created_at:
+            group["touch_s"].append(max(0.0, (lead.first_touch_at - lead.created_at).total_seconds()))
+    out = []
+    for key, group in sorted(groups.items(), key=lambda item: str(item[0])):
+        decided = group["met"] + group["missed"] + group["overdue"]
+        touch = group.pop("touch_s")
+        out.append({by: key, **group,
+                    "compliance": round(group["met"] / decided, 4) if decided else None,
+                    "first_touch_median_s": round(statistics.median(touch), 1) if touch else None})
+    return jsonify({"from": _iso(start), "to": _iso(end), "by": by, "clock": FIRST_TOUCH, "groups": out})

@@ -1,0 +1,39 @@
+"""Liveness, readiness (database and Redis) and Prometheus metrics. No authentication."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import metrics
+from ..store.db import get_db
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    checks = {}
+    try:
+        get_db(current_app).ping()
+        checks["database"] = "ok"
+    except SQLAlchemyError as exc:
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    try:
+        current_app.extensions["sla_guard.redis"].ping()
+        checks["redis"] = "ok"
+    except RedisError as exc:
+        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    ready = all(value == "ok" for value in checks.values())
+    return jsonify({"status": "ready" if ready else "not ready", "checks": checks}), 200 if ready else 503
+
+
+@bp.get("/metrics")
+def prometheus():
+    return Response(metrics.render(get_db(current_app)), mimetype="text/plain; version=0.0.4")

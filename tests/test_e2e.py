@@ -1,0 +1,163 @@
+"""End to end: the real `sla-guard serve` and `sla-guard worker` processes, SLAs of seconds,
+signed webhooks over HTTP, and a local HTTP server standing in for the managers' chat hook."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+
+from sla_guard.security import sign
+
+from .conftest import API_TOKEN, REDIS_URL, SECRET
+from .stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+FIRST_TOUCH_S = 3
+
+E2E_RULES = textwrap.dedent(f"""
+    timezone: UTC
+    channels:
+      sink: {{type: webhook, url: "${{SINK_URL}}"}}
+    people:
+      anna: {{manager: olga, channels: [sink]}}
+      olga: {{channels: [sink]}}
+    rules:
+      - name: hot leads
+        first_touch:
+          within: {FIRST_TOUCH_S}s
+          escalate: [{{after: 0s, notify: [owner]}}]
+""")
+
+
+@pytest.fixture
+def stack(tmp_path, db_url, queue_name, httpserver):
+    rules = tmp_path / "sla.yaml"
+    rules.write_text(E2E_RULES)
+    httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
+    env = {
+        "DATABASE_URL": db_url, "REDIS_URL": REDIS_URL, "SLA_GUARD_RULES": str(rules),
+        "SLA_GUARD_WEBHOOK_SECRET": SECRET, "SLA_GUARD_API_TOKEN": API_TOKEN, "SLA_GUARD_QUEUE": queue_name,
+        "SLA_GUARD_RECONCILE_INTERVAL_S": "1", "SINK_URL": httpserver.url_for("/alerts"),
+    }
+    (tmp_path / "logs").mkdir()
+    running = Stack(env, tmp_path / "logs")
+    running.upgrade()
+    running.start_web()
+    running.start_worker()
+    yield running
+    running.stop()
+
+
+def post(stack: Stack, payload) -> requests.Response:
+    body = json.dumps(payload).encode()
+    return requests.post(stack.base_url + "/webhooks/generic", data=body, timeout=5, headers={
+        "Content-Type": "application/json", "X-SLA-Guard-Signature": sign(SECRET, body, int(time.time()))})
+
+
+def created(lead_id: str, at: datetime) -> dict:
+    return {"event_id": f"{lead_id}-created", "type": "lead.created", "occurred_at": at.isoformat(),
+            "lead": {"id": lead_id, "owner": "anna", "source": "website"}}
+
+
+def alerts_for(httpserver, lead_id: str) -> list[tuple[float, dict]]:
+    out = []
+    for request, _response in httpserver.log:
+        alert = json.loads(request.data)
+        if alert["lead_id"] == lead_id:
+            out.append(alert)
+    return out
+
+
+def wait_for(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def api(stack: Stack, path: str) -> dict:
+    response = requests.get(stack.base_url + path, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=5)
+    response.raise_for_status()
+    return response.json()
+
+
+def has_clock(stack: Stack, lead_id: str) -> bool:
+    response = requests.get(f"{stack.base_url}/api/leads/{lead_id}", timeout=5,
+                            headers={"Authorization": f"Bearer {API_TOKEN}"})
+    return response.status_code == 200 and bool(response.json()["clocks"])
+
+
+def test_untouched_lead_alerts_once_after_its_deadline_and_touched_lead_never(stack, httpserver):
+    start = datetime.now(UTC)
+    due = start + timedelta(seconds=FIRST_TOUCH_S)
+    assert post(stack, [created("late", start), created("quick", start)]).status_code == 202
+    duplicate = post(stack, created("late", start))
+    assert duplicate.json() == {"accepted": [], "duplicates": ["late-created"]}
+    touch = {"event_id": "quick-call", "type": "lead.touched", "occurred_at": (start + timedelta(seconds=1)).isoformat(),
+             "lead": {"id": "quick"}, "touch": {"channel": "call", "by": "anna"}}
+    assert post(stack, touch).status_code == 202
+
+    assert wait_for(lambda: alerts_for(httpserver, "late"), FIRST_TOUCH_S + 10), stack.logs("worker")
+    arrived = datetime.now(UTC)
+    [alert] = alerts_for(httpserver, "late")
+    assert arrived >= due
+    assert datetime.fromisoformat(alert["fired_at"]) >= due
+    assert (alert["kind"], alert["level"], alert["owner"], alert["recipient"]) == ("first_touch.breach", 1, "anna", "anna")
+
+    time.sleep(3)  # more reconciler passes and timers: still exactly one alert, none for the touched lead
+    assert len(alerts_for(httpserver, "late")) == 1
+    assert alerts_for(httpserver, "quick") == []
+    lead = api(stack, "/api/leads/late")
+    assert [c["status"] for c in lead["clocks"]] == ["overdue"]
+    assert [(e["kind"], e["level"]) for e in lead["escalations"]] == [("first_touch.breach", 1)]
+    assert [a["status"] for a in lead["alerts"]] == ["delivered"]
+    assert len(lead["events"]) == 1
+    assert [item["lead_id"] for item in api(stack, "/api/leads?status=overdue")["leads"]] == ["late"]
+    assert api(stack, "/api/leads/quick")["clocks"][0]["status"] == "met"
+    logs = stack.logs("web") + stack.logs("worker")
+    assert '"lead_id": "late"' in logs  # structured logs carry the lead id
+    for secret in (SECRET, API_TOKEN):
+        assert secret not in logs
+        assert secret not in json.dumps(alert)
+
+
+def test_flushall_of_redis_loses_no_alert_and_sends_no_duplicate(stack, httpserver, redis_conn):
+    start = datetime.now(UTC)
+    assert post(stack, created("flushed", start)).status_code == 202
+    assert wait_for(lambda: has_clock(stack, "flushed"), 5)
+    redis_conn.flushall()
+    assert wait_for(lambda: alerts_for(httpserver, "flushed"), FIRST_TOUCH_S + 15), stack.logs("worker")
+    time.sleep(3)
+    assert len(alerts_for(httpserver, "flushed")) == 1
+
+
+def test_killed_worker_restarted_sends_the_due_alert_exactly_once(stack, httpserver):
+    start = datetime.now(UTC)
+    assert post(stack, created("crash", start)).status_code == 202
+    assert wait_for(lambda: has_clock(stack, "crash"), 5)
+    stack.kill_worker()
+    time.sleep(FIRST_TOUCH_S + 1)  # the deadline passes while no worker runs
+    assert alerts_for(httpserver, "crash") == []
+    stack.start_worker()
+    assert wait_for(lambda: alerts_for(httpserver, "crash"), 15), stack.logs("worker")
+    time.sleep(3)
+    assert len(alerts_for(httpserver, "crash")) == 1
+
+
+def test_webhook_accepted_while_the_worker_is_down_is_applied_after_restart(stack, httpserver):
+    stack.kill_worker()
+    start = datetime.now(UTC)
+    assert post(stack, created("queued", start)).status_code == 202
+    time.sleep(1)
+    stack.start_worker()
+    assert wait_for(lambda: alerts_for(httpserver, "queued"), FIRST_TOUCH_S + 15), stack.logs("worker")
+    time.sleep(2)
+    assert len(alerts_for(httpserver, "queued")) == 1

@@ -1,0 +1,1 @@
+"""RQ jobs of sla-guard and the worker entry point (``sla-guard worker``)."""
