@@ -190,8 +190,9 @@ def _window(item: Any, path: str, errors: list) -> Window | None:
             if opens == closes:
                 errors.append((path, f'"{text}" is empty'))
             elif closes <= 12 * 60 <= opens:
+                start, end = (part.strip() for part in text.split("-"))
                 errors.append((path, f'"{text}" ends before it starts; split a night shift at midnight '
-                                     f'({text.split("-")[0].strip()}-24:00, then 00:00-{text.split("-")[1].strip()} the next day)'))
+                                     f"({start}-24:00, then 00:00-{end} the next day)"))
             else:
                 errors.append((path, f'"{text}" ends before it starts'))
             return None

@@ -130,6 +130,8 @@ class EscalationRow(Base):
     fired_at: Mapped[datetime] = mapped_column(UTCDateTime())
     owner: Mapped[str | None] = mapped_column(String(2000))
     reassigned_to: Mapped[str | None] = mapped_column(String(2000))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    acknowledged_by: Mapped[str | None] = mapped_column(String(2000))
     __table_args__ = (UniqueConstraint("clock_id", "level", name="uq_escalations_clock_level"),)
 
 
@@ -163,3 +165,35 @@ class RuleVersionRow(Base):
     version: Mapped[str] = mapped_column(String(40), primary_key=True)
     loaded_at: Mapped[datetime] = mapped_column(UTCDateTime())
     text: Mapped[str] = mapped_column(Text)
+
+
+class CrmRecordRow(Base):
+    """The last state sla-guard saw of a CRM record, for CRMs whose webhooks only say "changed"."""
+
+    __tablename__ = "crm_records"
+    crm: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    record_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    data: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CrmLookupRow(Base):
+    """A CRM notification whose details must be fetched over the CRM's REST API (Bitrix24)."""
+
+    __tablename__ = "crm_lookups"
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    crm: Mapped[str] = mapped_column(String(32))
+    lookup_key: Mapped[str] = mapped_column(String(300))
+    method: Mapped[str] = mapped_column(String(100))
+    record_id: Mapped[str] = mapped_column(String(200))
+    event: Mapped[str] = mapped_column(String(100))
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(2000))
+    __table_args__ = (
+        UniqueConstraint("crm", "lookup_key", name="uq_crm_lookups_key"),
+        Index("ix_crm_lookups_done_received", "done_at", "received_at"),
+    )
