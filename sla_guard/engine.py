@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .events import LeadEvent
+from .rules.durations import business_amount
 from .rules.matching import match_rule
 from .rules.schema import ROLES, ClockRule, Rule, RuleSet
 
@@ -37,14 +38,26 @@ class ClockState:
     due_at: datetime
     stopped_at: datetime | None = None
     stop_reason: str | None = None
+    paused_at: datetime | None = None
+    """Set while the lead sits in a pausing stage: the clock does not count."""
+    budget_used: timedelta = timedelta(0)
+    """Business time counted before ``resumed_at`` (it grows with each pause)."""
+    resumed_at: datetime | None = None
+    """Start of the current counting stretch (``started_at`` until the first pause ends)."""
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.name, self.cycle)
 
+    @property
+    def counting_since(self) -> datetime:
+        return self.resumed_at or self.started_at
+
     def status(self, now: datetime) -> str:
-        """``running``, ``overdue``, ``met`` or ``missed``."""
+        """``running``, ``paused``, ``overdue``, ``met`` or ``missed``."""
         if self.stopped_at is None:
+            if self.paused_at is not None:
+                return "paused"
             return "overdue" if now >= self.due_at else "running"
         return "met" if self.stopped_at <= self.due_at else "missed"
 
@@ -65,6 +78,7 @@ class LeadState:
     reason: str | None = None
     rule_name: str | None = None
     last_event_at: datetime | None = None
+    stage_before_pause: str | None = None
     clocks: tuple[ClockState, ...] = ()
 
 
@@ -77,6 +91,16 @@ class Step:
     at: datetime
     notify: tuple[str, ...]
     reassign: bool = False
+
+
+def business(rules: RuleSet, rule: Rule, amount: timedelta) -> timedelta:
+    """A rules-file duration in the rule's business time (its days are working days)."""
+    return business_amount(amount, rules.calendar_for(rule).working_day)
+
+
+def add_business(rules: RuleSet, rule: Rule, start: datetime, amount: timedelta) -> datetime:
+    """The instant ``amount`` of the rule's business time after ``start``."""
+    return rules.calendar_for(rule).add(start, business(rules, rule, amount))
 
 
 def clock_rule(rule: Rule, clock_name: str) -> ClockRule | None:
@@ -92,7 +116,42 @@ def clock_rule(rule: Rule, clock_name: str) -> ClockRule | None:
 def _stop(clock: ClockState, at: datetime, reason: str) -> ClockState:
     if clock.stopped_at is not None:
         return clock
+    if clock.paused_at is not None:
+        at = clock.paused_at  # a clock stopped during a pause stopped counting when the pause began
     return replace(clock, stopped_at=max(at, clock.started_at), stop_reason=reason)
+
+
+def _budget(rule: Rule, clock: ClockState) -> timedelta | None:
+    spec = clock_rule(rule, clock.name)
+    return spec.within if spec else None
+
+
+def _pause(clock: ClockState, at: datetime, rules: RuleSet) -> ClockState:
+    """Stop counting: bank the business time used so far."""
+    if clock.stopped_at is not None or clock.paused_at is not None:
+        return clock
+    rule = rules.rule(clock.rule_name)
+    calendar = rules.calendar_for(rule) if rule else None
+    used = calendar.between(clock.counting_since, at) if calendar else at - clock.counting_since
+    return replace(clock, paused_at=at, budget_used=clock.budget_used + max(used, timedelta(0)))
+
+
+def _resume(clock: ClockState, at: datetime, rules: RuleSet) -> ClockState:
+    """Count again from ``at`` with the budget that was left; the deadline moves accordingly."""
+    if clock.paused_at is None or clock.stopped_at is not None:
+        return clock
+    rule = rules.rule(clock.rule_name)
+    budget = _budget(rule, clock) if rule else None
+    if budget is None:
+        return replace(clock, paused_at=None, resumed_at=at)
+    left = max(business(rules, rule, budget) - clock.budget_used, timedelta(0))
+    due_at = rules.calendar_for(rule).add(at, left)
+    return replace(clock, paused_at=None, resumed_at=at, due_at=due_at)
+
+
+def _pausing(state: LeadState, rules: RuleSet, stage: str | None) -> bool:
+    rule = rules.rule(state.rule_name)
+    return bool(rule and stage and stage in rule.pause_in_stages)
 
 
 def _start_first_touch(state: LeadState, rules: RuleSet) -> LeadState:
@@ -101,7 +160,7 @@ def _start_first_touch(state: LeadState, rules: RuleSet) -> LeadState:
     others = tuple(c for c in state.clocks if c.name != FIRST_TOUCH)
     if rule is None or rule.first_touch is None or state.created_at is None:
         return replace(state, rule_name=rule.name if rule else None, clocks=others)
-    due_at = rules.calendar_for(rule).add(state.created_at, rule.first_touch.within)
+    due_at = add_business(rules, rule, state.created_at, rule.first_touch.within)
     clock = ClockState(FIRST_TOUCH, 0, rule.name, state.created_at, due_at)
     if state.first_touch_at is not None:
         clock = _stop(clock, state.first_touch_at, "touched")
@@ -130,8 +189,33 @@ def _enter_stage(state: LeadState, stage: str, at: datetime, rules: RuleSet) -> 
     name = STAGE_PREFIX + stage
     cycle = sum(1 for c in state.clocks if c.name == name)
     budget = rule.stages[stage].max
-    clock = ClockState(name, cycle, rule.name, at, rules.calendar_for(rule).add(at, budget))
+    clock = ClockState(name, cycle, rule.name, at, add_business(rules, rule, at, budget))
     return replace(state, clocks=state.clocks + (clock,))
+
+
+def _change_stage(state: LeadState, old_stage: str | None, at: datetime, rules: RuleSet) -> LeadState:
+    """A stage change: pausing stages freeze every running clock; leaving one resumes them.
+
+    Moving into a stage listed in the rule's ``pause_in_stages`` is not treated as leaving the
+    stage before it: the clocks keep their cycle and resume with the budget they had left. When
+    the lead comes out of the pause, the move counts as a move from the stage before the pause.
+    """
+    new_stage = state.fields.get("stage")
+    if state.status != "open":
+        state = replace(state, status="open", closed_at=None, outcome=None, reason=None)
+    if _pausing(state, rules, new_stage):
+        if not _pausing(state, rules, old_stage):
+            state = replace(state, stage_before_pause=old_stage,
+                            clocks=tuple(_pause(clock, at, rules) for clock in state.clocks))
+        return state
+    if _pausing(state, rules, old_stage):
+        state = replace(state, clocks=tuple(_resume(clock, at, rules) for clock in state.clocks))
+        old_stage, state = state.stage_before_pause, replace(state, stage_before_pause=None)
+    if new_stage and new_stage != state.initial_stage:
+        state = _stop_clocks(state, at, "stage_changed", {FIRST_TOUCH})
+    if new_stage and (new_stage != old_stage or not any(c.name.startswith(STAGE_PREFIX) for c in state.clocks)):
+        state = _enter_stage(state, new_stage, at, rules)
+    return state
 
 
 def apply_event(state: LeadState, event: LeadEvent, rules: RuleSet) -> LeadState:
@@ -163,14 +247,7 @@ def apply_event(state: LeadState, event: LeadEvent, rules: RuleSet) -> LeadState
             state = replace(state, first_touch_at=at)
         return _stop_clocks(state, at, "touched", {FIRST_TOUCH})
     if kind == "lead.stage_changed":
-        new_stage = state.fields.get("stage")
-        if state.status != "open":
-            state = replace(state, status="open", closed_at=None, outcome=None, reason=None)
-        if new_stage and new_stage != state.initial_stage:
-            state = _stop_clocks(state, at, "stage_changed", {FIRST_TOUCH})
-        if new_stage and (new_stage != old_stage or not any(c.name.startswith(STAGE_PREFIX) for c in state.clocks)):
-            state = _enter_stage(state, new_stage, at, rules)
-        return state
+        return _change_stage(state, old_stage, at, rules)
     if kind == "lead.closed":
         state = replace(
             state,
@@ -204,18 +281,24 @@ def clock_steps(clock: ClockState, rule: Rule, rules: RuleSet) -> list[Step]:
     calendar = rules.calendar_for(rule)
     family = FIRST_TOUCH if clock.name == FIRST_TOUCH else "stage"
     steps = []
-    offset = spec.warn_at.offset(spec.within) if spec.warn_at else None
-    if offset is not None and timedelta(0) < offset < spec.within:
-        steps.append(Step(WARNING_LEVEL, f"{family}.warning", calendar.add(clock.started_at, offset), ("owner",)))
+    within = business(rules, rule, spec.within)
+    offset = None
+    if spec.warn_at and spec.warn_at.share is not None:
+        offset = within * spec.warn_at.share
+    elif spec.warn_at and spec.warn_at.before is not None:
+        offset = within - business(rules, rule, spec.warn_at.before)
+    if offset is not None and timedelta(0) < offset < within:
+        warn_at = calendar.add(clock.counting_since, max(offset - clock.budget_used, timedelta(0)))
+        steps.append(Step(WARNING_LEVEL, f"{family}.warning", warn_at, ("owner",)))
     for index, level in enumerate(spec.escalate, start=1):
-        at = calendar.add(clock.due_at, level.after) if level.after else clock.due_at
+        at = calendar.add(clock.due_at, business(rules, rule, level.after)) if level.after else clock.due_at
         steps.append(Step(index, f"{family}.breach", at, tuple(level.notify), level.reassign))
     return steps
 
 
 def pending_steps(clock: ClockState, steps: list[Step], fired_levels: set[int]) -> list[Step]:
-    """Steps not yet fired that can still fire (a stopped clock owes nothing more)."""
-    if clock.stopped_at is not None:
+    """Steps not yet fired that can still fire (a stopped or paused clock owes nothing now)."""
+    if clock.stopped_at is not None or clock.paused_at is not None:
         return []
     return [step for step in steps if step.level not in fired_levels]
 

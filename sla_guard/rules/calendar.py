@@ -86,6 +86,17 @@ class BusinessCalendar:
     def __repr__(self) -> str:
         return f"<BusinessCalendar {self.name!r} {self.timezone.key}{' 24/7' if self.always_open else ''}>"
 
+    @functools.cached_property
+    def working_day(self) -> timedelta:
+        """A typical working day: the week's working time over its working days (24 h for 24/7).
+
+        A rule's ``2d`` on this calendar means two of these.
+        """
+        if self.always_open:
+            return timedelta(hours=24)
+        totals = [sum(end - start for start, end in hours) for hours in self._spec.week if hours]
+        return timedelta(minutes=sum(totals) / len(totals))
+
     def add(self, start: datetime, amount: timedelta) -> datetime:
         """The instant (UTC) when ``amount`` of working time has passed since ``start``.
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, field_validator
 
 from ..exceptions import RulesError
 from .durations import parse_duration
@@ -38,7 +38,7 @@ def _duration(value: Any) -> timedelta:
     return parse_duration(value)
 
 
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+Duration = Annotated[timedelta, PlainValidator(_duration)]
 
 
 class _Spec(BaseModel):

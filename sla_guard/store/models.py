@@ -109,6 +109,9 @@ class ClockRow(Base):
     due_at: Mapped[datetime] = mapped_column(UTCDateTime())
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     stop_reason: Mapped[str | None] = mapped_column(String(40))
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    budget_used_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     __table_args__ = (
         UniqueConstraint("lead_id", "name", "cycle", name="uq_clocks_lead_name_cycle"),

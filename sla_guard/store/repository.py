@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -110,7 +110,8 @@ def fired_levels(session: Session, clock_ids: list[int]) -> dict[int, set[int]]:
 
 
 def clock_state(row: ClockRow) -> ClockState:
-    return ClockState(row.name, row.cycle, row.rule_name, row.started_at, row.due_at, row.stopped_at, row.stop_reason)
+    return ClockState(row.name, row.cycle, row.rule_name, row.started_at, row.due_at, row.stopped_at,
+                      row.stop_reason, row.paused_at, timedelta(seconds=row.budget_used_s or 0.0), row.resumed_at)
 
 
 def compute_next_fire(row: ClockRow, rules: RuleSet, fired: set[int]) -> datetime | None:
@@ -164,6 +165,8 @@ def save_state(session: Session, lead: LeadRow, state: LeadState, rules: RuleSet
             row.rule_version = rules.version
         row.rule_name, row.started_at, row.due_at = clock.rule_name, clock.started_at, clock.due_at
         row.stopped_at, row.stop_reason = clock.stopped_at, clock.stop_reason
+        row.paused_at, row.resumed_at = clock.paused_at, clock.resumed_at
+        row.budget_used_s = clock.budget_used.total_seconds()
         touched.append(row)
     session.flush()
     fired = fired_levels(session, [row.id for row in existing.values()] + [row.id for row in touched])

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import exists, select
 
-from ..engine import FIRST_TOUCH, ClockState
+from ..engine import FIRST_TOUCH
 from ..exceptions import Unauthorized
 from ..security import verify_bearer
 from ..store.db import get_db
 from ..store.models import AlertRow, ClockRow, EscalationRow, EventRow, LeadRow
-from ..store.repository import LEAD_FIELDS
+from ..store.repository import LEAD_FIELDS, clock_state
 from .errors import error
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -63,13 +63,13 @@ def _lead_json(lead: LeadRow) -> dict:
 
 
 def _clock_json(clock: ClockRow, now: datetime) -> dict:
-    state = ClockState(clock.name, clock.cycle, clock.rule_name, clock.started_at, clock.due_at,
-                       clock.stopped_at, clock.stop_reason)
+    state = clock_state(clock)
     return {
         "id": clock.id, "name": clock.name, "cycle": clock.cycle, "rule": clock.rule_name,
         "rule_version": clock.rule_version, "status": state.status(now),
         "started_at": _iso(clock.started_at), "due_at": _iso(clock.due_at),
         "stopped_at": _iso(clock.stopped_at), "stop_reason": clock.stop_reason,
+        "paused_at": _iso(clock.paused_at), "paused_budget_used_s": clock.budget_used_s or 0.0,
         "next_fire_at": _iso(clock.next_fire_at),
     }
 
