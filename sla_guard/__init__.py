@@ -18,7 +18,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .config import load_settings
     from .logs import configure_logging
     from .runtime import RulesHolder, redis_client, utcnow
-    from .web import api, errors, health, webhooks
+    from .web import admin, api, errors, health, webhooks
 
     overrides = dict(test_config or {})
     clock = overrides.pop("CLOCK", utcnow)
@@ -35,5 +35,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.init_app(app)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(admin.bp)
     app.register_blueprint(health.bp)
     return app

@@ -21,12 +21,18 @@ from .delivery import DELIVER_JOB, stranded_alerts
 from .processing import process_lead
 from .queueing import enqueue
 from .runtime import Runtime
-from .store.repository import clocks_to_arm, unprocessed_leads
+from .store.repository import clocks_to_arm, leads_on_other_rules, record_rule_version, unprocessed_leads
 
 log = logging.getLogger("sla_guard.reconciler")
 
 LOCK_KEY = "sla-guard:{queue}:reconciler-lock"
 """Redis key held by the worker whose reconciler is running, one per queue."""
+
+APPLIED_KEY = "sla-guard:{queue}:rules-applied"
+"""Redis key holding the rules version whose recomputation of open clocks was done."""
+
+PROCESS_JOB = "workers.jobs.process_lead"
+"""Dotted path of the job that recomputes a lead."""
 
 EVENT_GRACE = timedelta(seconds=2)
 """Events younger than this are left to the job enqueued when they were accepted."""
@@ -41,10 +47,34 @@ class ReconcileReport:
     timers_armed: int = 0
     timers_fired: int = 0
     alerts_retried: int = 0
+    leads_recomputed: int = 0
+
+
+def apply_rules_version(runtime: Runtime) -> int:
+    """Once per new rules version: record it, and recompute every lead with a running clock.
+
+    Open clocks are recomputed from their original start under the new version; finished
+    clocks keep the rule they were judged by; escalations already recorded are never repeated.
+    """
+    rules = runtime.rules.current()
+    key = APPLIED_KEY.format(queue=runtime.queue_name)
+    applied = runtime.redis.get(key)
+    if applied is not None and applied.decode() == rules.version:
+        return 0
+    with runtime.db.session() as session:
+        record_rule_version(session, rules, runtime.now())
+        leads = leads_on_other_rules(session, rules.version)
+    for lead_id in leads:
+        enqueue(runtime.redis, PROCESS_JOB, lead_id, queue_name=runtime.queue_name)
+    runtime.redis.set(key, rules.version)
+    if leads:
+        log.info("rules version applied to open clocks", extra={"rules_version": rules.version, "leads": len(leads)})
+    return len(leads)
 
 
 def reconcile(runtime: Runtime) -> ReconcileReport:
     report = ReconcileReport()
+    report.leads_recomputed = apply_rules_version(runtime)
     now = runtime.now()
     with runtime.db.session() as session:
         lost_leads = unprocessed_leads(session, now - EVENT_GRACE)

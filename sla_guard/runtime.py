@@ -42,6 +42,7 @@ class RulesHolder:
         self._mtime = self._stat()
         self._checked = time.monotonic()
         self._check_every_s = check_every_s
+        self._reload_requested = False
         self._lock = threading.Lock()
 
     def _stat(self) -> float | None:
@@ -51,14 +52,28 @@ class RulesHolder:
             return None
 
     def current(self) -> RuleSet:
-        if time.monotonic() - self._checked >= self._check_every_s:
-            self.reload()
+        if self._reload_requested or time.monotonic() - self._checked >= self._check_every_s:
+            self.reload(force=self._reload_requested)
         return self._rules
+
+    def request_reload(self, *_signal) -> None:
+        """Reload at the next use, changed or not (the SIGHUP handler)."""
+        self._reload_requested = True
+
+    def try_load(self) -> tuple[RuleSet | None, list[tuple[str, str]]]:
+        """Load the file now: ``(rules, [])`` when it took effect, ``(None, errors)`` when refused."""
+        try:
+            load_rules_file(self.path)
+        except RulesError as exc:
+            return None, exc.errors
+        self.reload(force=True)
+        return self._rules, []
 
     def reload(self, force: bool = False) -> bool:
         """Load the file again if it changed; True when a new version took effect."""
         with self._lock:
             self._checked = time.monotonic()
+            self._reload_requested = False
             mtime = self._stat()
             if not force and mtime == self._mtime:
                 return False

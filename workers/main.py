@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 
 from rq import Queue, SimpleWorker
@@ -34,6 +35,7 @@ def run(runtime: Runtime, burst: bool = False) -> None:
     several times more CPU than the jobs themselves); jobs are short and idempotent."""
     runtime_module.install(runtime)
     runtime.record_rules()
+    signal.signal(signal.SIGHUP, runtime.rules.request_reload)
     stop = threading.Event()
     thread = threading.Thread(target=reconciler_loop, args=(runtime, stop), name="sla-guard-reconciler", daemon=True)
     thread.start()

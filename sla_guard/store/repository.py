@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -154,14 +154,19 @@ def save_state(session: Session, lead: LeadRow, state: LeadState, rules: RuleSet
     wanted = {clock.key: clock for clock in state.clocks}
     for key, row in existing.items():
         if key not in wanted and row.stopped_at is None:
-            row.stopped_at, row.stop_reason = now, "superseded"
+            row.stopped_at = now
+            row.stop_reason = "superseded" if rules.rule(row.rule_name) else "rule_removed"
     touched: list[ClockRow] = []
     for key, clock in wanted.items():
         row = existing.get(key)
+        if row is not None and row.stopped_at is not None and row.stopped_at == clock.stopped_at:
+            touched.append(row)  # a finished clock keeps the rule and deadline it was judged by
+            continue
         if row is None:
             row = ClockRow(lead_id=lead.lead_id, name=clock.name, cycle=clock.cycle)
             session.add(row)
-        if (row.rule_name, row.started_at, row.due_at) != (clock.rule_name, clock.started_at, clock.due_at):
+        if clock.stopped_at is None or (row.rule_name, row.started_at, row.due_at) != (
+                clock.rule_name, clock.started_at, clock.due_at):
             row.rule_version = rules.version
         row.rule_name, row.started_at, row.due_at = clock.rule_name, clock.started_at, clock.due_at
         row.stopped_at, row.stop_reason = clock.stopped_at, clock.stop_reason
@@ -196,3 +201,12 @@ def clocks_to_arm(session: Session, until: datetime, limit: int = 50_000) -> lis
         .order_by(ClockRow.next_fire_at)
         .limit(limit)
     ).all())
+
+
+def leads_on_other_rules(session: Session, version: str, limit: int = 100_000) -> list[str]:
+    """Leads with a running clock computed under another rules version than ``version``."""
+    return list(session.execute(
+        select(ClockRow.lead_id)
+        .where(ClockRow.stopped_at.is_(None), or_(ClockRow.rule_version.is_(None), ClockRow.rule_version != version))
+        .group_by(ClockRow.lead_id).limit(limit)
+    ).scalars())
