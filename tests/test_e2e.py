@@ -36,22 +36,35 @@ E2E_RULES = textwrap.dedent(f"""
 
 
 @pytest.fixture
-def stack(tmp_path, db_url, queue_name, httpserver):
-    rules = tmp_path / "sla.yaml"
-    rules.write_text(E2E_RULES)
+def start_stack(tmp_path, db_url, queue_name, httpserver):
+    """Start `sla-guard serve` and `sla-guard worker` with the given rules text."""
     httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
-    env = {
-        "DATABASE_URL": db_url, "REDIS_URL": REDIS_URL, "SLA_GUARD_RULES": str(rules),
-        "SLA_GUARD_WEBHOOK_SECRET": SECRET, "SLA_GUARD_API_TOKEN": API_TOKEN, "SLA_GUARD_QUEUE": queue_name,
-        "SLA_GUARD_RECONCILE_INTERVAL_S": "1", "SINK_URL": httpserver.url_for("/alerts"),
-    }
-    (tmp_path / "logs").mkdir()
-    running = Stack(env, tmp_path / "logs")
-    running.upgrade()
-    running.start_web()
-    running.start_worker()
-    yield running
-    running.stop()
+    started = []
+
+    def start(rules_text: str) -> Stack:
+        rules = tmp_path / "sla.yaml"
+        rules.write_text(rules_text)
+        env = {
+            "DATABASE_URL": db_url, "REDIS_URL": REDIS_URL, "SLA_GUARD_RULES": str(rules),
+            "SLA_GUARD_WEBHOOK_SECRET": SECRET, "SLA_GUARD_API_TOKEN": API_TOKEN, "SLA_GUARD_QUEUE": queue_name,
+            "SLA_GUARD_RECONCILE_INTERVAL_S": "1", "SINK_URL": httpserver.url_for("/alerts"),
+        }
+        (tmp_path / "logs").mkdir()
+        running = Stack(env, tmp_path / "logs")
+        started.append(running)
+        running.upgrade()
+        running.start_web()
+        running.start_worker()
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def stack(start_stack):
+    return start_stack(E2E_RULES)
 
 
 def post(stack: Stack, payload) -> requests.Response:
@@ -161,3 +174,40 @@ def test_webhook_accepted_while_the_worker_is_down_is_applied_after_restart(stac
     assert wait_for(lambda: alerts_for(httpserver, "queued"), FIRST_TOUCH_S + 15), stack.logs("worker")
     time.sleep(2)
     assert len(alerts_for(httpserver, "queued")) == 1
+
+
+def test_a_working_window_ending_seconds_from_now_moves_the_deadline_to_the_next_window(start_stack, httpserver):
+    now = datetime.now(UTC)
+    if now.hour == 23 and now.minute >= 58:  # keep the window inside one day
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        time.sleep((midnight - now).total_seconds() + 5)
+        now = datetime.now(UTC)
+    window_end = (now + timedelta(seconds=80)).replace(second=0, microsecond=0)
+    if window_end - now < timedelta(seconds=20):
+        window_end += timedelta(minutes=1)
+    rules = textwrap.dedent(f"""
+        timezone: UTC
+        calendars:
+          short-day: {{hours: {{daily: ["00:00-{window_end:%H:%M}"]}}}}
+        channels:
+          sink: {{type: webhook, url: "${{SINK_URL}}"}}
+        people:
+          anna: {{channels: [sink]}}
+        rules:
+          - name: office leads
+            calendar: short-day
+            first_touch: {{within: 2m, escalate: [{{after: 0s, notify: [owner]}}]}}
+    """)
+    stack = start_stack(rules)
+    created_at = datetime.now(UTC).replace(microsecond=0)
+    assert post(stack, created("evening", created_at)).status_code == 202
+    assert wait_for(lambda: has_clock(stack, "evening"), 10), stack.logs("worker")
+    left_today = window_end - created_at
+    next_opening = window_end.replace(hour=0, minute=0) + timedelta(days=1)
+    expected = next_opening + (timedelta(minutes=2) - left_today)
+    [clock] = api(stack, "/api/leads/evening")["clocks"]
+    assert datetime.fromisoformat(clock["due_at"]) == expected
+    # Two minutes of wall time pass the window's end: no alert, the deadline is tomorrow.
+    time.sleep(max(0.0, (window_end - datetime.now(UTC)).total_seconds()) + 3)
+    assert alerts_for(httpserver, "evening") == []
+    assert api(stack, "/api/leads/evening")["clocks"][0]["status"] == "running"
