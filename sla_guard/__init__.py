@@ -18,7 +18,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .config import load_settings
     from .logs import configure_logging
     from .runtime import RulesHolder, redis_client, utcnow
-    from .web import admin, api, errors, health, webhooks
+    from .web import ack, admin, api, crm, errors, health, webhooks
 
     overrides = dict(test_config or {})
     clock = overrides.pop("CLOCK", utcnow)
@@ -34,7 +34,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     store.init_app(app)
     errors.init_app(app)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(crm.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(ack.bp)
     return app

@@ -30,11 +30,14 @@ DEFAULTS: dict[str, Any] = {
     "SLA_GUARD_ALERT_MAX_ATTEMPTS": 8,
     "SLA_GUARD_LOG_LEVEL": "INFO",
     "SLA_GUARD_WEB_WORKERS": 4,
+    "SLA_GUARD_ACK_SECRET": None,
+    "SLA_GUARD_PUBLIC_URL": None,
+    "SLA_GUARD_ACK_TTL_S": 86400,
 }
 """Every setting with its default; each can be overridden by an environment variable of the same name."""
 
 _INTEGERS = ("SLA_GUARD_MAX_BODY_BYTES", "SLA_GUARD_SIGNATURE_MAX_AGE_S", "SLA_GUARD_ARM_HORIZON_S",
-             "SLA_GUARD_ALERT_MAX_ATTEMPTS", "SLA_GUARD_WEB_WORKERS")
+             "SLA_GUARD_ALERT_MAX_ATTEMPTS", "SLA_GUARD_WEB_WORKERS", "SLA_GUARD_ACK_TTL_S")
 _FLOATS = ("SLA_GUARD_RECONCILE_INTERVAL_S",)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -81,7 +84,10 @@ def validate(settings: dict[str, Any]) -> dict[str, Any]:
     if level not in _LOG_LEVELS:
         raise ConfigError(f"SLA_GUARD_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
     settings["SLA_GUARD_LOG_LEVEL"] = level
-    for key in ("SLA_GUARD_WEBHOOK_SECRET", "SLA_GUARD_API_TOKEN"):
+    public_url = settings.get("SLA_GUARD_PUBLIC_URL")
+    if public_url and not re.match(r"https?://[^\s/]+", str(public_url)):
+        raise ConfigError("SLA_GUARD_PUBLIC_URL must be the http(s) address people reach sla-guard at, e.g. https://sla.example.com")
+    for key in ("SLA_GUARD_WEBHOOK_SECRET", "SLA_GUARD_API_TOKEN", "SLA_GUARD_ACK_SECRET"):
         if settings.get(key) is not None and len(str(settings[key])) < 16:
             raise ConfigError(f"{key} is too short: use at least 16 random characters")
     return settings

@@ -2,6 +2,12 @@
 
 An alert is claimed with a conditional UPDATE, so two workers (a retry and the reconciler, say)
 never send the same alert at once; a claim expires, so a worker killed mid-send does not strand it.
+An alert held by its recipient's quiet hours is created with its claim set to the morning, so
+nothing takes it before then. Every channel's failures come as :class:`DeliveryError`: transient
+ones are retried with exponential backoff (or after the wait the service asked for), permanent
+ones, and transient ones past ``SLA_GUARD_ALERT_MAX_ATTEMPTS``, fail the alert and raise an ops
+alert. An unexpected exception from a channel counts as transient. Errors are stored and logged
+with the channel's secrets blanked out.
 """
 
 from __future__ import annotations
@@ -14,7 +20,10 @@ import requests
 from redis.exceptions import RedisError
 from sqlalchemy import or_, select, update
 
-from .notify.channels import DeliveryError, send
+from .notify.channels import DeliveryError, channel_secrets, send
+from .notify.routing import address_for
+from .notify.transport import redact
+from .ops_alerts import raise_ops_alert
 from .queueing import enqueue
 from .runtime import Runtime
 from .store.models import AlertRow
@@ -66,27 +75,39 @@ def deliver(runtime: Runtime, alert_id: int) -> str:
     payload = json.loads(alert.payload)
     rules = runtime.rules.current()
     context = {"lead_id": alert.lead_id, "alert_id": alert_id, "channel": alert.channel, "attempt": alert.attempts}
+    channel = rules.channels.get(alert.channel)
     try:
-        send(alert.channel, rules.channels.get(alert.channel), payload, _http(runtime))
+        try:
+            send(alert.channel, channel, payload, _http(runtime),
+                 address=address_for(rules, alert.channel, alert.recipient or None), settings=runtime.settings)
+        except DeliveryError:
+            raise
+        except Exception as exc:  # a channel's unforeseen failure: retried, never fatal to the job
+            log.exception("channel raised unexpectedly", extra=context)
+            raise DeliveryError(f"unexpected {type(exc).__name__}", transient=True) from None
     except DeliveryError as exc:
+        error = redact(str(exc), channel_secrets(channel))[:2000]
         limit = runtime.settings["SLA_GUARD_ALERT_MAX_ATTEMPTS"]
         retry = exc.transient and alert.attempts < limit
         wait = max(backoff_s(alert.attempts), exc.retry_after_s or 0.0)
         done_at = runtime.now()
         with runtime.db.session() as session:
             session.execute(update(AlertRow).where(AlertRow.id == alert_id).values(
-                status="pending" if retry else "failed", last_error=str(exc)[:2000],
+                status="pending" if retry else "failed", last_error=error,
                 claimed_until=done_at + timedelta(seconds=wait) if retry else None,
             ))
         if retry:
-            log.warning("alert delivery failed, will retry", extra={**context, "error": str(exc), "retry_in_s": wait})
+            log.warning("alert delivery failed, will retry", extra={**context, "error": error, "retry_in_s": wait})
             try:
                 enqueue(runtime.redis, DELIVER_JOB, alert_id, job_id=f"{runtime.queue_name}-alert-{alert_id}-{alert.attempts}",
                         at=done_at + timedelta(seconds=wait), retry=None, queue_name=runtime.queue_name)
             except RedisError:
                 pass  # the reconciler picks the alert up when its wait is over
             return "pending"
-        log.error("alert delivery failed for good", extra={**context, "error": str(exc)})
+        log.error("alert delivery failed for good", extra={**context, "error": error})
+        alert.last_error = error
+        for ops_alert_id in raise_ops_alert(runtime, alert, error):
+            deliver(runtime, ops_alert_id)
         return "failed"
     with runtime.db.session() as session:
         session.execute(update(AlertRow).where(AlertRow.id == alert_id).values(

@@ -81,6 +81,9 @@ def run_dev(host: str, port: int) -> None:
     try:
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
+        for name, child in zip(("worker", "web"), children, strict=True):
+            if child.poll() is not None:
+                click.echo(f"sla-guard: the {name} process stopped (exit code {child.returncode}); stopping", err=True)
     except KeyboardInterrupt:
         pass
     stop()

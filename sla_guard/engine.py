@@ -8,100 +8,26 @@ an event that arrives late or twice cannot undo a newer state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from . import follow_ups
+from .clocks import (  # noqa: F401 (re-exported: the engine's vocabulary)
+    CANCELLED,
+    FIRST_TOUCH,
+    FOLLOW_UP_PREFIX,
+    STAGE_PREFIX,
+    WARNING_LEVEL,
+    ClockState,
+    LeadState,
+    Step,
+    add_business,
+    business,
+)
 from .events import LeadEvent
-from .rules.durations import business_amount
 from .rules.matching import match_rule
 from .rules.schema import ROLES, ClockRule, Rule, RuleSet
-
-FIRST_TOUCH = "first_touch"
-"""Name of the clock that runs from a lead's creation to its first touch."""
-
-STAGE_PREFIX = "stage:"
-"""Prefix of the names of stage clocks (``stage:qualification``)."""
-
-WARNING_LEVEL = 0
-"""Escalation level of the warning sent before a deadline; ladder rungs are 1, 2, ..."""
-
-
-@dataclass(frozen=True)
-class ClockState:
-    """One cycle of one SLA clock of a lead, as the events determine it."""
-
-    name: str
-    cycle: int
-    rule_name: str
-    started_at: datetime
-    due_at: datetime
-    stopped_at: datetime | None = None
-    stop_reason: str | None = None
-    paused_at: datetime | None = None
-    """Set while the lead sits in a pausing stage: the clock does not count."""
-    budget_used: timedelta = timedelta(0)
-    """Business time counted before ``resumed_at`` (it grows with each pause)."""
-    resumed_at: datetime | None = None
-    """Start of the current counting stretch (``started_at`` until the first pause ends)."""
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.name, self.cycle)
-
-    @property
-    def counting_since(self) -> datetime:
-        return self.resumed_at or self.started_at
-
-    def status(self, now: datetime) -> str:
-        """``running``, ``paused``, ``overdue``, ``met`` or ``missed``."""
-        if self.stopped_at is None:
-            if self.paused_at is not None:
-                return "paused"
-            return "overdue" if now >= self.due_at else "running"
-        return "met" if self.stopped_at <= self.due_at else "missed"
-
-
-@dataclass(frozen=True)
-class LeadState:
-    """A lead as sla-guard knows it after replaying its events."""
-
-    lead_id: str
-    fields: dict[str, Any] = field(default_factory=dict)
-    status: str = "open"
-    known: bool = False
-    created_at: datetime | None = None
-    initial_stage: str | None = None
-    first_touch_at: datetime | None = None
-    closed_at: datetime | None = None
-    outcome: str | None = None
-    reason: str | None = None
-    rule_name: str | None = None
-    last_event_at: datetime | None = None
-    stage_before_pause: str | None = None
-    clocks: tuple[ClockState, ...] = ()
-
-
-@dataclass(frozen=True)
-class Step:
-    """An alert a clock owes at ``at`` unless it stops first: a warning or a ladder rung."""
-
-    level: int
-    kind: str
-    at: datetime
-    notify: tuple[str, ...]
-    reassign: bool = False
-
-
-def business(rules: RuleSet, rule: Rule, amount: timedelta) -> timedelta:
-    """A rules-file duration in the rule's business time (its days are working days)."""
-    return business_amount(amount, rules.calendar_for(rule).working_day)
-
-
-def add_business(rules: RuleSet, rule: Rule, start: datetime, amount: timedelta) -> datetime:
-    """The instant ``amount`` of the rule's business time after ``start``."""
-    return rules.calendar_for(rule).add(start, business(rules, rule, amount))
-
 
 def clock_rule(rule: Rule, clock_name: str) -> ClockRule | None:
     """The part of ``rule`` that defines the clock called ``clock_name``."""
@@ -127,8 +53,8 @@ def _budget(rule: Rule, clock: ClockState) -> timedelta | None:
 
 
 def _pause(clock: ClockState, at: datetime, rules: RuleSet) -> ClockState:
-    """Stop counting: bank the business time used so far."""
-    if clock.stopped_at is not None or clock.paused_at is not None:
+    """Stop counting: bank the business time used so far (follow-up tasks are not paused)."""
+    if clock.stopped_at is not None or clock.paused_at is not None or clock.is_follow_up:
         return clock
     rule = rules.rule(clock.rule_name)
     calendar = rules.calendar_for(rule) if rule else None
@@ -172,8 +98,10 @@ def _first_touch_running(state: LeadState) -> bool:
 
 
 def _stop_clocks(state: LeadState, at: datetime, reason: str, names: set[str] | None = None) -> LeadState:
+    """Stop the named clocks, or every SLA clock (follow-up steps end by their own rules)."""
     clocks = tuple(
-        _stop(c, at, reason) if (names is None or c.name in names) else c for c in state.clocks
+        _stop(c, at, reason) if (c.name in names if names is not None else not c.is_follow_up) else c
+        for c in state.clocks
     )
     return replace(state, clocks=clocks)
 
@@ -220,6 +148,10 @@ def _change_stage(state: LeadState, old_stage: str | None, at: datetime, rules: 
 
 def apply_event(state: LeadState, event: LeadEvent, rules: RuleSet) -> LeadState:
     """The lead's state after one more event (events must come in ``occurred_at`` order)."""
+    return follow_ups.advance(state, _apply_sla(state, event, rules), event, rules)
+
+
+def _apply_sla(state: LeadState, event: LeadEvent, rules: RuleSet) -> LeadState:
     at = event.occurred_at
     given = event.lead.fields()
     given.pop("id", None)
@@ -237,6 +169,8 @@ def apply_event(state: LeadState, event: LeadEvent, rules: RuleSet) -> LeadState
             state = _enter_stage(state, state.fields["stage"], at, rules)
         return state
     if kind == "lead.updated":
+        if event.reason and state.status == "lost":  # a loss reason learnt after the closure
+            state = replace(state, reason=event.reason)
         if state.known and _first_touch_running(state):
             state = _start_first_touch(state, rules)
         return state
@@ -275,6 +209,8 @@ def replay(lead_id: str, events: list[LeadEvent], rules: RuleSet) -> LeadState:
 
 def clock_steps(clock: ClockState, rule: Rule, rules: RuleSet) -> list[Step]:
     """Every alert the clock owes if it never stops: the warning, then each ladder rung."""
+    if clock.is_follow_up:
+        return follow_ups.steps(clock, rule, rules)
     spec = clock_rule(rule, clock.name)
     if spec is None:
         return []

@@ -15,9 +15,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from .engine import ClockState, Step, clock_steps, due_steps, next_fire_at, next_owner, resolve_targets
+from .acknowledge import ack_url, clock_acknowledged
+from .engine import ClockState, Step, clock_steps, due_steps, next_fire_at, next_owner
 from .events import Lead, LeadEvent
+from .follow_up_tasks import create_task, plan_task
+from .follow_ups import TASK_KIND
 from .notify.messages import alert_payload
+from .notify.routing import route
 from .processing import apply_timer_changes, process_lead
 from .runtime import Runtime
 from .store.models import AlertRow, ClockRow, EscalationRow, LeadRow
@@ -44,6 +48,7 @@ REASSIGN_SOURCE = "sla-guard"
 class FireResult:
     escalation_ids: list[int] = field(default_factory=list)
     alert_ids: list[int] = field(default_factory=list)
+    task_ids: list[int] = field(default_factory=list)
     reassigned: bool = False
     early_by: timedelta | None = None
     change: TimerChange | None = None
@@ -65,17 +70,27 @@ def _record_step(session, runtime: Runtime, clock: ClockRow, lead: LeadRow, step
     if escalation_id is None:
         return
     result.escalation_ids.append(escalation_id)
+    if step.kind == TASK_KIND:  # a follow-up step: its task goes to the CRM, or to the owner
+        task_id = plan_task(session, rules, clock, lead, now)
+        if task_id is not None:
+            result.task_ids.append(task_id)
+        return
     lead_fields = _lead_dict(lead)
-    for target in resolve_targets(step.notify, lead_fields, rules):
+    for target in route(step.notify, lead_fields, rules, now):
+        # an alert held by quiet hours waits with its claim set to the morning; delivery and the
+        # reconciler take it up from then on
         alert = AlertRow(escalation_id=escalation_id, lead_id=lead.lead_id, channel=target.channel,
                          recipient=target.recipient or "", role=target.role, payload="{}",
-                         status="pending", attempts=0, created_at=now)
+                         status="pending", attempts=0, created_at=now, claimed_until=target.not_before)
         session.add(alert)
         session.flush()
         payload = alert_payload(alert_id=alert.id, escalation_id=escalation_id, kind=step.kind, level=step.level,
                                 lead=lead_fields, rule=clock.rule_name, clock=clock.name, due_at=step.at,
                                 fired_at=now, recipient=target.recipient, role=target.role,
-                                channel=target.channel, locale=rules.spec.locale)
+                                channel=target.channel, locale=target.locale,
+                                ack_url=ack_url(runtime.settings, escalation_id, target.recipient,
+                                                max(now, target.not_before or now)),
+                                instead_of=target.instead_of)
         alert.payload = json.dumps(payload, ensure_ascii=False)
         result.alert_ids.append(alert.id)
     if step.reassign:
@@ -114,6 +129,8 @@ def fire_clock(runtime: Runtime, clock_id: int) -> FireResult:
         state: ClockState = clock_state(clock)
         steps = clock_steps(state, rule, rules)
         fired = fired_levels(session, [clock_id])[clock_id]
+        if clock_acknowledged(session, clock_id):
+            steps = []  # someone took the lead: the ladder climbs no further
         for step in due_steps(state, steps, fired, now):
             _record_step(session, runtime, clock, lead, step, now, result)
             fired.add(step.level)
@@ -124,6 +141,24 @@ def fire_clock(runtime: Runtime, clock_id: int) -> FireResult:
             result.change = TimerChange(clock.id, lead_id, following, clock.next_fire_at)
             clock.next_fire_at = following
     return result
+
+
+INLINE_DELIVERY_S = 20.0
+"""A timer job sends its alerts itself for this long; later ones become delivery jobs, so slow
+channels never push the job past its timeout."""
+
+
+def _queue_delivery(runtime: Runtime, alert_id: int) -> None:
+    from redis.exceptions import RedisError
+
+    from .delivery import DELIVER_JOB
+    from .queueing import enqueue
+
+    try:
+        enqueue(runtime.redis, DELIVER_JOB, alert_id, job_id=f"{runtime.queue_name}-alert-{alert_id}-first",
+                retry=None, queue_name=runtime.queue_name)
+    except RedisError:
+        pass  # the reconciler sends it
 
 
 def run_timer(runtime: Runtime, clock_id: int, fire_epoch: int | None = None) -> FireResult:
@@ -138,8 +173,20 @@ def run_timer(runtime: Runtime, clock_id: int, fire_epoch: int | None = None) ->
     if result.early_by is not None and result.early_by <= EARLY_WAIT_LIMIT and result.change is None:
         time.sleep(result.early_by.total_seconds())
         result = fire_clock(runtime, clock_id)
+    started = time.monotonic()
     for alert_id in result.alert_ids:
-        deliver(runtime, alert_id)
+        if time.monotonic() - started > INLINE_DELIVERY_S:
+            _queue_delivery(runtime, alert_id)  # slow channels: the rest go out as jobs of their own
+            continue
+        try:
+            deliver(runtime, alert_id)
+        except Exception:  # one alert's trouble must not hold up the others; the reconciler retries it
+            log.exception("alert delivery crashed", extra={"alert_id": alert_id, "clock_id": clock_id})
+    for task_id in result.task_ids:
+        try:
+            create_task(runtime, task_id)
+        except Exception:  # the reconciler retries the task; the timer's other work goes on
+            log.exception("follow-up task creation crashed", extra={"task_id": task_id, "clock_id": clock_id})
     if result.change is not None:
         apply_timer_changes(runtime, [result.change])
     if result.reassigned:

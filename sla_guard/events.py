@@ -65,6 +65,8 @@ class Touch(_Strict):
     channel: str = Field(default="other", min_length=1, max_length=50)
     by: str | None = _TEXT
     outcome: str | None = Field(default=None, max_length=100)
+    task_id: str | None = Field(default=None, max_length=200)
+    """The CRM task completed, when the touch is a task done (lets sla-guard know its own tasks)."""
 
 
 class LeadEvent(_Strict):

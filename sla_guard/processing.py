@@ -9,8 +9,9 @@ from redis.exceptions import RedisError
 
 from . import timers
 from .engine import replay
+from .queueing import enqueue
 from .runtime import Runtime
-from .store.repository import TimerChange, lead_events, lock_lead, mark_processed, save_state
+from .store.repository import TimerChange, lead_events, lock_lead, mark_processed, save_state, without_own_task_echoes
 
 log = logging.getLogger("sla_guard.processing")
 
@@ -22,13 +23,26 @@ def process_lead(runtime: Runtime, lead_id: str) -> list[TimerChange]:
     with runtime.db.session() as session:
         lead = lock_lead(session, lead_id, now)
         event_ids, events = lead_events(session, lead_id)
+        events = without_own_task_echoes(session, lead_id, events)
         state = replay(lead_id, events, rules)
         changes = save_state(session, lead, state, rules, now)
         mark_processed(session, event_ids, now)
     log.info("lead processed", extra={"lead_id": lead_id, "events": len(events), "status": state.status,
                                       "timers_changed": len(changes)})
     apply_timer_changes(runtime, changes)
+    _close_finished_tasks(runtime, lead_id)
     return changes
+
+
+def _close_finished_tasks(runtime: Runtime, lead_id: str) -> None:
+    """A follow-up step that ended (done or cancelled) closes the task it created in the CRM."""
+    from .follow_up_tasks import CLOSE_JOB, tasks_to_close
+
+    try:
+        for task_id in tasks_to_close(runtime, lead_id):
+            enqueue(runtime.redis, CLOSE_JOB, task_id, queue_name=runtime.queue_name)
+    except RedisError as exc:
+        log.warning("follow-up tasks not closed yet, the reconciler will retry", extra={"error": type(exc).__name__})
 
 
 def apply_timer_changes(runtime: Runtime, changes: list[TimerChange]) -> None:

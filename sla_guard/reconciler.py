@@ -3,7 +3,9 @@
 - events accepted but never applied (their job was lost, or Redis was down) are applied;
 - clocks whose timer is missing from Redis (``FLUSHALL``, a crash) are re-armed;
 - clocks already due whose timer has not run (a dead scheduler) are put on the queue at once;
-- alerts whose retry time has come, or whose sender died, are delivered again.
+- alerts whose retry time has come, or whose sender died, are delivered again;
+- CRM look-ups (Bitrix24 REST reads) not done whose wait is over are queued again;
+- digests whose local time has come are recorded (once per period) and queued for delivery.
 Everything it triggers is idempotent, so running it on several workers at once is harmless;
 a short Redis lock keeps it to one at a time anyway.
 """
@@ -17,7 +19,11 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 
 from . import timers
+from .crm_sync import lookups_to_retry, schedule_lookup
 from .delivery import DELIVER_JOB, stranded_alerts
+from .digests import queue_digests
+from .follow_up_tasks import CLOSE_JOB, CREATE_JOB, tasks_to_close, tasks_to_create
+from .pending import push
 from .processing import process_lead
 from .queueing import enqueue
 from .runtime import Runtime
@@ -31,8 +37,6 @@ LOCK_KEY = "sla-guard:{queue}:reconciler-lock"
 APPLIED_KEY = "sla-guard:{queue}:rules-applied"
 """Redis key holding the rules version whose recomputation of open clocks was done."""
 
-PROCESS_JOB = "workers.jobs.process_lead"
-"""Dotted path of the job that recomputes a lead."""
 
 EVENT_GRACE = timedelta(seconds=2)
 """Events younger than this are left to the job enqueued when they were accepted."""
@@ -47,7 +51,10 @@ class ReconcileReport:
     timers_armed: int = 0
     timers_fired: int = 0
     alerts_retried: int = 0
+    lookups_retried: int = 0
+    digests_queued: int = 0
     leads_recomputed: int = 0
+    tasks_retried: int = 0
 
 
 def apply_rules_version(runtime: Runtime) -> int:
@@ -64,8 +71,8 @@ def apply_rules_version(runtime: Runtime) -> int:
     with runtime.db.session() as session:
         record_rule_version(session, rules, runtime.now())
         leads = leads_on_other_rules(session, rules.version)
-    for lead_id in leads:
-        enqueue(runtime.redis, PROCESS_JOB, lead_id, queue_name=runtime.queue_name)
+    for start in range(0, len(leads), 1000):
+        push(runtime.redis, runtime.queue_name, leads[start:start + 1000])
     runtime.redis.set(key, rules.version)
     if leads:
         log.info("rules version applied to open clocks", extra={"rules_version": rules.version, "leads": len(leads)})
@@ -102,11 +109,30 @@ def reconcile(runtime: Runtime) -> ReconcileReport:
             timers.fire_now(runtime.redis, clock_id, at, runtime.queue_name)
             report.timers_fired += 1
 
+    for task_id, attempts in tasks_to_create(runtime):
+        job_id = f"{runtime.queue_name}-task-{task_id}-r{attempts}"
+        if not timers.armed(runtime.redis, [job_id]):
+            enqueue(runtime.redis, CREATE_JOB, task_id, job_id=job_id, retry=None, queue_name=runtime.queue_name)
+            report.tasks_retried += 1
+    for task_id in tasks_to_close(runtime):
+        job_id = f"{runtime.queue_name}-close-{task_id}"
+        if not timers.armed(runtime.redis, [job_id]):
+            enqueue(runtime.redis, CLOSE_JOB, task_id, job_id=job_id, retry=None, queue_name=runtime.queue_name)
+            report.tasks_retried += 1
+
     for alert_id, attempts in stranded_alerts(runtime, runtime.now()):
         job_id = f"{runtime.queue_name}-alert-{alert_id}-r{attempts}"
         if not timers.armed(runtime.redis, [job_id]):
             enqueue(runtime.redis, DELIVER_JOB, alert_id, job_id=job_id, retry=None, queue_name=runtime.queue_name)
             report.alerts_retried += 1
+
+    now = runtime.now()
+    with runtime.db.session() as session:
+        due_lookups = lookups_to_retry(session, now)
+    for lookup_id, attempts in due_lookups:
+        if schedule_lookup(runtime.redis, runtime.queue_name, lookup_id, attempts + 1, overdue_before=now - TIMER_GRACE):
+            report.lookups_retried += 1
+    report.digests_queued = queue_digests(runtime)
     if any(vars(report).values()):
         log.info("reconciled", extra=vars(report))
     return report

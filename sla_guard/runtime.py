@@ -108,7 +108,7 @@ class Runtime:
         return cls(
             settings=settings,
             db=Database(settings["DATABASE_URL"]),
-            redis=redis_client(settings["REDIS_URL"]),
+            redis=redis_client(settings["REDIS_URL"], socket_timeout=None),
             rules=rules or RulesHolder(settings["SLA_GUARD_RULES"]),
         )
 
@@ -117,9 +117,14 @@ class Runtime:
             record_rule_version(session, self.rules.current(), self.now())
 
 
-def redis_client(url: str) -> Redis:
-    """A Redis client that fails fast when Redis is down, so a webhook is never held up by it."""
-    return Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5, health_check_interval=30)
+def redis_client(url: str, socket_timeout: float | None = 5) -> Redis:
+    """A Redis client that fails fast when Redis is down, so a webhook is never held up by it.
+
+    Workers pass ``socket_timeout=None``: RQ blocks on the queue for minutes at a time, and a
+    shorter socket timeout would make the worker quit while idle.
+    """
+    return Redis.from_url(url, socket_connect_timeout=1, socket_timeout=socket_timeout,
+                          socket_keepalive=True, health_check_interval=30)
 
 
 _current: contextvars.ContextVar[Runtime] = contextvars.ContextVar("sla_guard_runtime")

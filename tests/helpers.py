@@ -7,6 +7,7 @@ from datetime import datetime
 
 from rq import Queue, SimpleWorker
 
+from sla_guard.pending import drain
 from sla_guard.runtime import activated
 from sla_guard.security import sign
 
@@ -25,7 +26,9 @@ def post_signed(client, payload, now: datetime, secret: str = SECRET, headers: d
 
 
 def run_worker(runtime) -> None:
-    """Run the real RQ worker over everything queued, in this process, with ``runtime`` active."""
+    """Do what `sla-guard worker` does, in this process, until nothing is left: apply the leads
+    the web reported (the pump) and run the real RQ worker over everything queued."""
     queue = Queue(runtime.queue_name, connection=runtime.redis)
     with activated(runtime):
-        SimpleWorker([queue], connection=runtime.redis).work(burst=True, logging_level="WARNING")
+        while drain(runtime) or queue.count:
+            SimpleWorker([queue], connection=runtime.redis).work(burst=True, logging_level="WARNING")

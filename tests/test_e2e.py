@@ -211,3 +211,9 @@ def test_a_working_window_ending_seconds_from_now_moves_the_deadline_to_the_next
     time.sleep(max(0.0, (window_end - datetime.now(UTC)).total_seconds()) + 3)
     assert alerts_for(httpserver, "evening") == []
     assert api(stack, "/api/leads/evening")["clocks"][0]["status"] == "running"
+
+
+def test_an_idle_worker_keeps_running(stack):
+    time.sleep(8)  # longer than the web's Redis socket timeout: RQ blocks on the queue meanwhile
+    assert stack.worker.poll() is None, stack.logs("worker")
+    assert "quitting" not in stack.logs("worker")

@@ -183,3 +183,15 @@ def test_reassign_rotates_through_the_team(rules):
     assert next_owner({"owner": "boris", "team": "inbound"}, rules) == "anna"
     assert next_owner({"owner": "olga", "team": "inbound"}, rules) == "anna"
     assert next_owner({"owner": "ivan"}, rules) is None
+
+
+def test_a_loss_reason_learnt_after_the_closure_is_kept(rules):
+    closed = [ev(1, "lead.created", 0, lead=HOT), ev(2, "lead.closed", 30, outcome="lost")]
+    later = ev(3, "lead.updated", 30, reason="price")
+    assert replay("L1", closed + [later], rules).reason == "price"
+    reopened = replay("L1", closed + [ev(4, "lead.stage_changed", 40, lead={"stage": "new"}),
+                                      ev(5, "lead.updated", 50, reason="price")], rules)
+    assert (reopened.status, reopened.reason) == ("open", None)
+    won = replay("L1", [ev(1, "lead.created", 0, lead=HOT), ev(2, "lead.closed", 30, outcome="won"),
+                        ev(3, "lead.updated", 31, reason="price")], rules)
+    assert (won.status, won.reason) == ("won", None)

@@ -83,7 +83,7 @@ def test_cross_references_are_checked():
     """)
     assert errors == {
         "channels.hook.url": "a webhook channel needs a url",
-        "channels.tg.type": '"pigeon" is not a supported channel type (webhook, log)',
+        "channels.tg.type": '"pigeon" is not a supported channel type (webhook, log, telegram, slack, email, teams, crm)',
         "people.anna.manager": '"nobody" is not in people',
         "people.anna.channels[1]": '"fax" is not a channel',
         "rules[0].match.colour": "cannot match on 'colour'; use one of source, pipeline, stage, priority, team, owner, tags, amount, name",

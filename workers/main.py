@@ -1,4 +1,5 @@
-"""``sla-guard worker``: an RQ worker with the scheduler, plus the periodic reconciler."""
+"""``sla-guard worker``: an RQ worker with the scheduler, the pump that applies new events,
+and the periodic reconciler."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 from rq import Queue, SimpleWorker
 
 from sla_guard import runtime as runtime_module
+from sla_guard.pending import pump
 from sla_guard.reconciler import reconcile_once
 from sla_guard.runtime import Runtime
 
@@ -39,6 +41,8 @@ def run(runtime: Runtime, burst: bool = False) -> None:
     stop = threading.Event()
     thread = threading.Thread(target=reconciler_loop, args=(runtime, stop), name="sla-guard-reconciler", daemon=True)
     thread.start()
+    pump_thread = threading.Thread(target=pump, args=(runtime, stop), name="sla-guard-pump", daemon=True)
+    pump_thread.start()
     queue = Queue(runtime.queue_name, connection=runtime.redis)
     worker = SimpleWorker([queue], connection=runtime.redis, maintenance_interval=MAINTENANCE_INTERVAL_S)
     log.info("worker started", extra={"queue": runtime.queue_name, "rules_version": runtime.rules.current().version})
@@ -47,3 +51,4 @@ def run(runtime: Runtime, burst: bool = False) -> None:
     finally:
         stop.set()
         thread.join(timeout=5)
+        pump_thread.join(timeout=5)

@@ -366,7 +366,7 @@ def _task(entity, action, item, where, context):
         raise InvalidEvent(f"{where}[updated_at]", "is missing")
     by = text(item.get("responsible_user_id")) or text(item.get("created_user_id"))
     return make_event(where, event_id=f"amocrm-task-{action}-{task_id}-{_stamp(item, moment)}", type="lead.touched",
-                      occurred_at=moment, lead={"id": lead_id}, touch={"channel": "task", "by": by})
+                      occurred_at=moment, lead={"id": lead_id}, touch={"channel": "task", "by": by, "task_id": task_id})
 
 
 def _message(entity, action, item, where, context):

@@ -29,14 +29,23 @@ def _retry_after(response: requests.Response) -> float | None:
         return None
 
 
+def _webhook_headers(payload: dict) -> dict:
+    """JSON headers plus the id a receiver can drop a repeat by: the alert's, or a digest's."""
+    headers = {"Content-Type": "application/json", "User-Agent": "sla-guard"}
+    if payload.get("alert_id") is not None:
+        headers["X-SLA-Guard-Alert-Id"] = str(payload["alert_id"])
+    if payload.get("digest_id") is not None:
+        headers["X-SLA-Guard-Digest-Id"] = str(payload["digest_id"])
+    return headers
+
+
 def send_webhook(channel: Channel, payload: dict, http: requests.Session) -> None:
     """POST the alert JSON. 2xx is delivered; 408, 429 and 5xx are retried; other 4xx are final."""
     try:
         response = http.post(
             channel.url,
             data=json.dumps(payload, ensure_ascii=False).encode(),
-            headers={"Content-Type": "application/json", "User-Agent": "sla-guard",
-                     "X-SLA-Guard-Alert-Id": str(payload.get("alert_id"))},
+            headers=_webhook_headers(payload),
             timeout=channel.timeout_s,
             allow_redirects=False,
         )
@@ -54,8 +63,11 @@ def send_log(payload: dict) -> None:
     log.warning(payload["text"], extra={"alert": payload, "lead_id": payload["lead_id"]})
 
 
-def send(channel_name: str, channel: Channel | None, payload: dict, http: requests.Session) -> None:
-    """Deliver ``payload`` through the named channel."""
+def send(channel_name: str, channel: Channel | None, payload: dict, http: requests.Session,
+         address: str | int | None = None, settings: dict | None = None) -> None:
+    """Deliver ``payload`` through the named channel; ``address`` is the recipient's own address
+    on it (a Telegram chat id, a Slack member id, an e-mail address, a CRM user id) when the
+    channel names none; ``settings`` hold the CRM REST settings the ``crm`` channel uses."""
     if channel_name == LOG_CHANNEL and channel is None:
         send_log(payload)
         return
@@ -65,5 +77,53 @@ def send(channel_name: str, channel: Channel | None, payload: dict, http: reques
         send_webhook(channel, payload, http)
     elif channel.type == "log":
         send_log(payload)
+    elif channel.type in CHAT_TYPES:
+        from ..rules.notify_spec import typed_channel
+
+        try:
+            spec = typed_channel(channel)
+        except (ValueError, KeyError):
+            raise DeliveryError(f"channel {channel_name!r} is misconfigured", transient=False) from None
+        _send_typed(spec, payload, http, None if address is None else str(address), settings)
     else:
         raise DeliveryError(f"channel type {channel.type!r} cannot deliver", transient=False)
+
+
+CHAT_TYPES = ("telegram", "slack", "email", "teams", "crm")
+"""Channel types whose client lives in a module of its own."""
+
+
+def _send_typed(spec, payload: dict, http: requests.Session, address: str | None, settings: dict | None) -> None:
+    if spec.type == "telegram":
+        from .telegram import send_telegram
+
+        send_telegram(spec, payload, http, address)
+    elif spec.type == "slack":
+        from .slack import send_slack
+
+        send_slack(spec, payload, http, address)
+    elif spec.type == "email":
+        from .smtp import send_email
+
+        send_email(spec, payload, address)
+    elif spec.type == "crm":
+        from .crm import send_crm
+
+        send_crm(spec, payload, http, address, settings)
+    else:
+        from .teams import send_teams
+
+        send_teams(spec, payload, http)
+
+
+def channel_secrets(channel: Channel | None) -> tuple[str, ...]:
+    """The channel's secret values (tokens, passwords, webhook URLs), for redaction."""
+    if channel is None:
+        return ()
+    from ..rules.notify_spec import typed_channel
+
+    try:
+        return typed_channel(channel).secrets()
+    except (ValueError, KeyError):
+        raw = {**channel.model_dump(exclude_unset=True), **(channel.model_extra or {})}
+        return tuple(str(raw[key]) for key in ("url", "token", "password") if raw.get(key))

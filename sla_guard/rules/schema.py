@@ -14,10 +14,20 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..exceptions import RulesError
 from .durations import parse_duration
+from .notify_spec import CHANNEL_MODELS, DigestSpec, OpsSpec, QuietHours, channel_problems, needs_address, typed_channel
 
 ROLES = ("owner", "manager", "head")
 """Targets of ``notify`` that name a person by their relation to the lead."""
@@ -25,7 +35,7 @@ ROLES = ("owner", "manager", "head")
 MATCH_FIELDS = ("source", "pipeline", "stage", "priority", "team", "owner", "tags", "amount", "name")
 """Lead fields a rule's ``match`` may test."""
 
-CHANNEL_TYPES = ("webhook", "log")
+CHANNEL_TYPES = tuple(CHANNEL_MODELS)
 """Channel types this version can deliver to."""
 
 LOG_CHANNEL = "log"
@@ -127,12 +137,43 @@ class StageRule(_Spec):
         return ClockRule(within=self.max, warn_at=self.warn_at, escalate=ladder)
 
 
-class FollowUpRule(_Spec):
-    """A follow-up cadence: ``after`` offsets from its trigger, each a task for the owner."""
+FOLLOW_UP_ENDS = ("touch", "stage_change", "close")
+"""What may end a follow-up cadence early (``until``)."""
 
-    when: dict[str, str]
+
+class FollowUpTrigger(_Spec):
+    """What starts a cadence: entering a stage, the first touch, or a touch with a given outcome."""
+
+    stage: str | None = None
+    first_touch: bool = False
+    touch_outcome: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        given = [self.stage is not None, self.first_touch, self.touch_outcome is not None]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of stage, first_touch: true, touch_outcome")
+        return self
+
+
+class FollowUpRule(_Spec):
+    """A follow-up cadence: at each ``after`` offset from its trigger a task for the owner is created;
+    a task not done within ``grace`` escalates through ``escalate``."""
+
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,60}$")
+    when: FollowUpTrigger
     after: tuple[Duration, ...] = Field(min_length=1)
-    task: str = Field(min_length=1)
+    task: str = Field(min_length=1, max_length=2000)
+    grace: Duration = parse_duration("1d")
+    escalate: tuple[EscalationLevel, ...] = (EscalationLevel(notify=("owner", "manager")),)
+    until: tuple[Literal["touch", "stage_change", "close"], ...] = ("stage_change", "close")
+
+    @field_validator("after")
+    @classmethod
+    def _increasing(cls, value):
+        if list(value) != sorted(value) or len(set(value)) != len(value):
+            raise ValueError("steps must be in increasing order")
+        return value
 
 
 MatchValue = str | int | float | bool | list[str | int | float] | dict[str, float]
@@ -160,12 +201,23 @@ class Channel(_Spec):
 
 
 class Person(_Spec):
-    """A member of the sales team: their manager, team and the channels that reach them."""
+    """A member of the sales team: their manager, team and the channels that reach them.
+
+    ``telegram``, ``slack`` and ``email`` are the person's addresses on channels that do not
+    name a destination of their own, ``crm_id`` their user id in the CRM (for ``crm`` tasks);
+    ``locale`` overrides the file's; ``quiet_hours`` holds their alerts back at night.
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
     manager: str | None = None
     team: str | None = None
     channels: tuple[str, ...] = ()
+    locale: Literal["en", "ru"] | None = None
+    telegram: str | int | None = None
+    slack: str | None = None
+    email: str | None = None
+    crm_id: str | int | None = None
+    quiet_hours: QuietHours | None = None
 
 
 class Team(_Spec):
@@ -194,6 +246,9 @@ class RulesFile(_Spec):
     channels: dict[str, Channel] = {}
     people: dict[str, Person] = {}
     teams: dict[str, Team] = {}
+    on_duty: str | None = None
+    ops: OpsSpec = OpsSpec()
+    digests: DigestSpec | None = None
     rules: tuple[Rule, ...] = ()
 
 
@@ -269,11 +324,10 @@ def _cross_check(spec: RulesFile, calendars: dict, errors: list, positions: list
     if not spec.rules and not positions and not any(path.startswith("rules[") for path, _ in errors):
         errors.append(("rules", "needs at least one rule"))
     channel_names = set(spec.channels) | {LOG_CHANNEL}
+    reported = {path for path, _ in errors}
     for name, channel in spec.channels.items():
-        if channel.type not in CHANNEL_TYPES:
-            errors.append((f"channels.{name}.type", f'"{channel.type}" is not a supported channel type ({", ".join(CHANNEL_TYPES)})'))
-        elif channel.type == "webhook" and not channel.url:
-            errors.append((f"channels.{name}.url", "a webhook channel needs a url"))
+        errors.extend(problem for problem in channel_problems(name, channel) if problem[0] not in reported)
+    _check_notify_parts(spec, channel_names, errors)
     for name, person in spec.people.items():
         if person.manager and person.manager not in spec.people:
             errors.append((f"people.{name}.manager", f'"{person.manager}" is not in people'))
@@ -297,6 +351,13 @@ def _cross_check(spec: RulesFile, calendars: dict, errors: list, positions: list
         if rule.calendar and rule.calendar not in calendars:
             errors.append((f"{where}.calendar", f'"{rule.calendar}" is not in calendars'))
         ladders = []
+        cadence_names = set()
+        for position, cadence in enumerate(rule.follow_ups):
+            cadence_name = cadence.name or f"follow_up_{position}"
+            if cadence_name in cadence_names:
+                errors.append((f"{where}.follow_ups[{position}].name", f'"{cadence_name}" is used by an earlier follow-up'))
+            cadence_names.add(cadence_name)
+            ladders.append((f"{where}.follow_ups[{position}].escalate", cadence.escalate))
         if rule.first_touch:
             ladders.append((f"{where}.first_touch.escalate", rule.first_touch.escalate))
         for stage, stage_rule in rule.stages.items():
@@ -309,6 +370,27 @@ def _cross_check(spec: RulesFile, calendars: dict, errors: list, positions: list
                             f"{ladder_path}[{level_index}].notify[{target_index}]",
                             f'"{target}" is neither a role ({", ".join(ROLES)}) nor a channel',
                         ))
+
+
+def _check_notify_parts(spec: RulesFile, channel_names: set[str], errors: list) -> None:
+    """People's addresses for the channels they list, ``on_duty``, ``ops`` and ``digests`` targets."""
+    for name, person in spec.people.items():
+        for index, channel_name in enumerate(person.channels):
+            channel = spec.channels.get(channel_name)
+            if channel is None or channel_problems(channel_name, channel):
+                continue
+            key = needs_address(typed_channel(channel))
+            if key and getattr(person, key) is None:
+                errors.append((f"people.{name}.channels[{index}]",
+                               f'channel "{channel_name}" names no destination: give {name} a `{key}` address'))
+    if spec.on_duty and spec.on_duty not in spec.people:
+        errors.append(("on_duty", f'"{spec.on_duty}" is not in people'))
+    for index, target in enumerate(spec.ops.notify):
+        if target not in channel_names:
+            errors.append((f"ops.notify[{index}]", f'"{target}" is not a channel'))
+    for index, target in enumerate(spec.digests.weekly_notify if spec.digests else ()):
+        if target not in channel_names:
+            errors.append((f"digests.weekly_notify[{index}]", f'"{target}" is not a channel'))
 
 
 def parse_rules(text: str, env: dict | None = None) -> RuleSet:

@@ -40,7 +40,7 @@ class Database:
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
-            kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=10)
+            kwargs.update(pool_recycle=1800, pool_size=5, max_overflow=10)
         self.engine = create_engine(url, **kwargs)
         if self.engine.dialect.name == "sqlite":
             _sqlite_tuning(self.engine)

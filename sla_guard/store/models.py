@@ -200,3 +200,46 @@ class CrmLookupRow(Base):
         UniqueConstraint("crm", "lookup_key", name="uq_crm_lookups_key"),
         Index("ix_crm_lookups_done_received", "done_at", "received_at"),
     )
+
+
+class FollowUpTaskRow(Base):
+    """The task a follow-up step created for the lead's owner: in the CRM, or as an alert."""
+
+    __tablename__ = "follow_up_tasks"
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    clock_id: Mapped[int] = mapped_column(ForeignKey("clocks.id", ondelete="CASCADE"), unique=True)
+    lead_id: Mapped[str] = mapped_column(String(200), index=True)
+    crm: Mapped[str | None] = mapped_column(String(32))
+    crm_task_id: Mapped[str | None] = mapped_column(String(200))
+    owner: Mapped[str | None] = mapped_column(String(2000))
+    text: Mapped[str] = mapped_column(Text)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    __table_args__ = (Index("ix_follow_up_tasks_status", "status"),)
+
+
+class DigestRow(Base):
+    """A daily digest or weekly SLA summary for one recipient on one channel: once per period."""
+
+    __tablename__ = "digests"
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    period: Mapped[str] = mapped_column(String(20))
+    recipient: Mapped[str] = mapped_column(String(200), default="")
+    channel: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    __table_args__ = (
+        UniqueConstraint("kind", "period", "recipient", "channel", name="uq_digests_period"),
+        Index("ix_digests_status", "status"),
+    )

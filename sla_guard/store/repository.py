@@ -22,6 +22,9 @@ def _insert(session: Session, model):
     return (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)(model)
 
 
+_INSERT_EVENTS: dict = {}
+
+
 def insert_events(session: Session, source: str, events: list[LeadEvent], received_at: datetime):
     """Store events in the inbox; return ``(accepted, duplicates)`` event ids.
 
@@ -45,13 +48,15 @@ def insert_events(session: Session, source: str, events: list[LeadEvent], receiv
         })
     if not rows:
         return [], duplicates
-    statement = (
-        _insert(session, EventRow)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["source", "event_id"])
-        .returning(EventRow.event_id)
-    )
-    stored = set(session.execute(statement).scalars())
+    dialect = session.bind.dialect.name
+    statement = _INSERT_EVENTS.get(dialect)
+    if statement is None:  # built once: a constant statement keeps its compiled form cached
+        statement = _INSERT_EVENTS[dialect] = (
+            (postgresql.insert if dialect == "postgresql" else sqlite.insert)(EventRow.__table__)
+            .on_conflict_do_nothing(index_elements=["source", "event_id"])
+            .returning(EventRow.__table__.c.event_id)
+        )
+    stored = set(session.connection().execute(statement, rows).scalars())
     accepted = [row["event_id"] for row in rows if row["event_id"] in stored]
     duplicates.extend(row["event_id"] for row in rows if row["event_id"] not in stored)
     return accepted, duplicates
@@ -210,3 +215,24 @@ def leads_on_other_rules(session: Session, version: str, limit: int = 100_000) -
         .where(ClockRow.stopped_at.is_(None), or_(ClockRow.rule_version.is_(None), ClockRow.rule_version != version))
         .group_by(ClockRow.lead_id).limit(limit)
     ).scalars())
+
+
+def without_own_task_echoes(session: Session, lead_id: str, events: list[LeadEvent]) -> list[LeadEvent]:
+    """Drop touches that only report a follow-up task sla-guard itself closed: the CRM echoes the
+    completion back, and it must not count as the manager's touch."""
+    from .models import FollowUpTaskRow
+
+    task_touches = {e.touch.task_id for e in events if e.type == "lead.touched" and e.touch and e.touch.task_id}
+    if not task_touches:
+        return events
+    closed_by_us = dict(session.execute(
+        select(FollowUpTaskRow.crm_task_id, FollowUpTaskRow.updated_at).where(
+            FollowUpTaskRow.lead_id == lead_id, FollowUpTaskRow.status == "closed",
+            FollowUpTaskRow.crm_task_id.in_(task_touches))
+    ).all())
+
+    def echo(event: LeadEvent) -> bool:
+        closed_at = closed_by_us.get(event.touch.task_id) if event.type == "lead.touched" and event.touch else None
+        return closed_at is not None and event.occurred_at >= closed_at  # completed by the manager before: kept
+
+    return [event for event in events if not echo(event)]

@@ -13,7 +13,7 @@ from ..engine import FIRST_TOUCH
 from ..exceptions import Unauthorized
 from ..security import verify_bearer
 from ..store.db import get_db
-from ..store.models import AlertRow, ClockRow, EscalationRow, EventRow, LeadRow
+from ..store.models import AlertRow, ClockRow, EscalationRow, EventRow, FollowUpTaskRow, LeadRow
 from ..store.repository import LEAD_FIELDS, clock_state
 from .errors import error
 
@@ -135,6 +135,8 @@ def get_lead(lead_id: str):
                                       .order_by(EscalationRow.fired_at, EscalationRow.id)).scalars().all()
         alerts = session.execute(select(AlertRow).where(AlertRow.lead_id == lead_id)
                                  .order_by(AlertRow.id)).scalars().all()
+        tasks = session.execute(select(FollowUpTaskRow).where(FollowUpTaskRow.lead_id == lead_id)
+                                .order_by(FollowUpTaskRow.id)).scalars().all()
     clock_names = {clock.id: clock.name for clock in clocks}
     body = {
         **_lead_json(lead),
@@ -145,13 +147,22 @@ def get_lead(lead_id: str):
         "escalations": [{"id": x.id, "clock": clock_names.get(x.clock_id), "level": x.level, "kind": x.kind,
                          "due_at": _iso(x.due_at), "fired_at": _iso(x.fired_at),
                          "late_by_s": round((x.fired_at - x.due_at).total_seconds(), 3),
-                         "owner": x.owner, "reassigned_to": x.reassigned_to} for x in escalations],
+                         "owner": x.owner, "reassigned_to": x.reassigned_to,
+                         "acknowledged_at": _iso(x.acknowledged_at), "acknowledged_by": x.acknowledged_by}
+                        for x in escalations],
         "alerts": [{"id": a.id, "escalation_id": a.escalation_id, "channel": a.channel,
                     "recipient": a.recipient or None, "role": a.role, "status": a.status, "attempts": a.attempts,
                     "last_error": a.last_error, "created_at": _iso(a.created_at),
                     "delivered_at": _iso(a.delivered_at)} for a in alerts],
     }
+    clock_cycles = {clock.id: clock.cycle for clock in clocks}
+    body["follow_up_tasks"] = [{"id": t.id, "step": clock_names.get(t.clock_id), "cycle": clock_cycles.get(t.clock_id),
+                                "status": t.status, "crm": t.crm, "crm_task_id": t.crm_task_id, "owner": t.owner,
+                                "text": t.text, "due_at": _iso(t.due_at), "attempts": t.attempts,
+                                "last_error": t.last_error, "updated_at": _iso(t.updated_at)} for t in tasks]
     timeline = [{"at": e["occurred_at"], "what": e["type"], "event_id": e["event_id"]} for e in body["events"]]
+    timeline += [{"at": t["updated_at"], "what": f"task.{t['status']}", "step": t["step"], "crm_task_id": t["crm_task_id"]}
+                 for t in body["follow_up_tasks"]]
     timeline += [{"at": c["started_at"], "what": "clock.started", "clock": c["name"], "due_at": c["due_at"]}
                  for c in body["clocks"]]
     timeline += [{"at": c["stopped_at"], "what": f"clock.{c['status']}", "clock": c["name"], "reason": c["stop_reason"]}

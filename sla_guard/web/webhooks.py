@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Sequence
 
 from flask import Blueprint, current_app, jsonify, request
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import metrics
+from ..adapters.base import Lookup
+from ..crm_sync import insert_lookups, schedule_lookup
 from ..events import LeadEvent, parse_events
 from ..exceptions import InvalidEvent, Unauthorized
-from ..queueing import enqueue
+from ..pending import push
 from ..security import SIGNATURE_HEADER, verify_signature
 from ..store.db import get_db
 from ..store.repository import insert_events
@@ -26,41 +29,59 @@ from .errors import error
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 log = logging.getLogger("sla_guard.webhooks")
 
-PROCESS_JOB = "workers.jobs.process_lead"
-"""Dotted path of the job that applies a lead's new events."""
 
 
 def _now():
     return current_app.extensions["sla_guard.clock"]()
 
 
-def ingest(source: str, events: list[LeadEvent], started: float):
-    """Store ``events`` and answer 202 with what was accepted and what was a duplicate."""
+def ingest(source: str, events: list[LeadEvent], started: float, *, ignored: Sequence[str] = (),
+           lookups: Sequence[Lookup] = (), after_commit: Callable[[list[LeadEvent]], None] | None = None):
+    """Store ``events`` and answer 202 with what was accepted and what was a duplicate.
+
+    CRM endpoints may also pass the kinds they acknowledged without an event (``ignored``,
+    counted and listed in the answer), the REST look-ups a notification needs (``lookups``,
+    stored in the same transaction as the events, each once per key, then queued), and
+    ``after_commit``, called with the newly accepted events to queue follow-up jobs.
+    """
+    queue_name = current_app.config["SLA_GUARD_QUEUE"]
+    now = _now()
     try:
         with get_db(current_app).session() as session:
-            accepted, duplicates = insert_events(session, source, events, _now())
+            accepted, duplicates = insert_events(session, source, events, now)
+            new_lookups, repeated = insert_lookups(session, source, lookups, now) if lookups else ([], [])
     except SQLAlchemyError as exc:
         metrics.EVENTS_REJECTED.labels(source, "database").inc()
         log.error("events not stored: database unavailable", extra={"source": source, "error": type(exc).__name__})
         return error(503, "the database cannot store events right now; retry later")
-    metrics.EVENTS_ACCEPTED.labels(source).inc(len(accepted))
-    if duplicates:
-        metrics.EVENTS_DUPLICATE.labels(source).inc(len(duplicates))
+    metrics.EVENTS_ACCEPTED.labels(source).inc(len(accepted) + len(new_lookups))
+    if duplicates or repeated:
+        metrics.EVENTS_DUPLICATE.labels(source).inc(len(duplicates) + len(repeated))
+    for kind in ignored:
+        metrics.EVENTS_IGNORED.labels(source, kind).inc()
     accepted_set = set(accepted)
     leads = list(dict.fromkeys(event.lead.id for event in events if event.event_id in accepted_set))
     redis = current_app.extensions["sla_guard.redis"]
     try:
-        for lead_id in leads:
-            enqueue(redis, PROCESS_JOB, lead_id, queue_name=current_app.config["SLA_GUARD_QUEUE"])
+        push(redis, queue_name, leads)
+        for lookup_id, _key in new_lookups:
+            schedule_lookup(redis, queue_name, lookup_id, 1)
+        if after_commit is not None:
+            after_commit([event for event in events if event.event_id in accepted_set])
     except RedisError as exc:
         log.warning("events stored, processing deferred to the reconciler",
                     extra={"source": source, "error": type(exc).__name__, "lead_ids": leads})
-    for event in events:
-        if event.event_id in accepted_set:
-            log.info("event accepted", extra={"source": source, "event_id": event.event_id,
-                                              "lead_id": event.lead.id, "type": event.type})
+    if accepted:
+        log.info("events accepted", extra={"source": source, "event_ids": accepted, "lead_ids": leads,
+                                           **({"event_id": accepted[0], "lead_id": leads[0]} if len(leads) == 1 else {})})
+    for lookup_id, key in new_lookups:
+        log.info("notification accepted, its record is to be read",
+                 extra={"source": source, "lookup_id": lookup_id, "key": key})
     metrics.INGEST_SECONDS.labels(source).observe(time.perf_counter() - started)
-    return jsonify({"accepted": accepted, "duplicates": duplicates}), 202
+    body = {"accepted": accepted + [key for _id, key in new_lookups], "duplicates": duplicates + repeated}
+    if ignored:
+        body["ignored"] = list(ignored)
+    return jsonify(body), 202
 
 
 def _reject(source: str, reason: str, status: int, message: str, field: str | None = None):

@@ -1,7 +1,7 @@
 """clock pauses
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-23 12:48:57.593423
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sla_guard.store.models
 
 
 revision = '0004'
-down_revision = '0002'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,163 @@
+"""Shared fixtures and helpers of the CRM endpoint tests: every CRM enabled, Bitrix24's portal
+and amoCRM's API stood in by the local HTTP server, which also plays the alert sink."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import pytest
+from sqlalchemy import select
+
+from sla_guard.adapters import hubspot
+from sla_guard.events import LeadEvent
+from sla_guard.store.models import CrmLookupRow, EventRow
+
+from .conftest import FIXTURES, RULES
+
+AMO_TOKEN = "amo-path-token-0123456789abcdef"
+AMO_ACCOUNT = "30307558"
+B24_APP_TOKEN = "jvh9y1ulvt2m6k5or90v9mg8nn32ozas"
+B24_KEY = "s3cr3tk3y0123456789"
+HUBSPOT_SECRET = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"
+HUBSPOT_URL = "https://hooks.example.com/webhooks/hubspot"
+PIPEDRIVE_USER, PIPEDRIVE_PASSWORD = "sla-guard", "change-me"  # the fixtures' basic auth
+AMO_ACCESS_TOKEN = "amo-long-lived-access-token-0123"
+CRM_PREFIXES = ("SLA_GUARD_AMOCRM_", "SLA_GUARD_BITRIX24_", "SLA_GUARD_HUBSPOT_", "SLA_GUARD_PIPEDRIVE_")
+OWNERS = ("11087123", "11940747", "17", "77001", "12415231")
+"""CRM user ids given a channel in the rules, so that their alerts reach the sink."""
+
+
+def load(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def fixtures_of(crm: str) -> list[str]:
+    return sorted(path.name for path in FIXTURES.glob(f"{crm}_*.json"))
+
+
+# --- fixtures -----------------------------------------------------------------------------
+
+@pytest.fixture
+def rules_text():
+    people = "".join(f"  '{owner}': {{channels: [sink]}}\n" for owner in OWNERS)
+    return RULES.replace("people:\n", "people:\n" + people, 1)
+
+
+@pytest.fixture
+def amo_rest():
+    """Whether amoCRM's REST credentials are set (a test parametrizes it to True)."""
+    return False
+
+
+@pytest.fixture
+def crm_config(httpserver, monkeypatch, amo_rest):
+    """Every CRM enabled; Bitrix24's portal (and amoCRM's API) is the local HTTP server."""
+    monkeypatch.setenv("SINK_URL", httpserver.url_for("/alerts"))
+    config = {
+        "SLA_GUARD_AMOCRM_TOKEN": AMO_TOKEN,
+        "SLA_GUARD_AMOCRM_ACCOUNT_ID": AMO_ACCOUNT,
+        "SLA_GUARD_BITRIX24_APP_TOKEN": B24_APP_TOKEN,
+        "SLA_GUARD_BITRIX24_REST_URL": httpserver.url_for(f"/rest/1/{B24_KEY}/"),
+        "SLA_GUARD_HUBSPOT_CLIENT_SECRET": HUBSPOT_SECRET,
+        "SLA_GUARD_HUBSPOT_PUBLIC_URL": HUBSPOT_URL,
+        "SLA_GUARD_PIPEDRIVE_USER": PIPEDRIVE_USER,
+        "SLA_GUARD_PIPEDRIVE_PASSWORD": PIPEDRIVE_PASSWORD,
+    }
+    if amo_rest:
+        config.update({"SLA_GUARD_AMOCRM_BASE_URL": httpserver.url_for("/amo"),
+                       "SLA_GUARD_AMOCRM_ACCESS_TOKEN": AMO_ACCESS_TOKEN})
+    return config
+
+
+@pytest.fixture
+def settings(settings, crm_config):
+    """The shared test settings plus the CRMs' (the app and the worker runtime both use them)."""
+    return {**settings, **crm_config}
+
+
+@pytest.fixture
+def sink(httpserver):
+    httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
+    return httpserver
+
+
+def received(server) -> list[dict]:
+    return [json.loads(request.data) for request, _ in server.log if request.path == "/alerts"]
+
+
+def rest_calls(server) -> list:
+    return [request for request, _ in server.log if request.path.startswith("/rest/")]
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+def post(client, fixture: dict, *, body: bytes | None = None, headers: dict | None = None, path: str | None = None):
+    """Post a fixture's request exactly as the CRM sends it (or with the given changes)."""
+    spec = fixture["request"]
+    all_headers = {**spec["headers"], **(headers or {})}
+    content_type = all_headers.pop("Content-Type")
+    return client.open(path or spec["path"].replace("<token>", AMO_TOKEN), method=spec["method"],
+                       data=spec["body"].encode() if body is None else body, content_type=content_type,
+                       headers=all_headers)
+
+
+def hubspot_signed(body: bytes, now: datetime, secret: str = HUBSPOT_SECRET) -> dict:
+    """The headers HubSpot sends with ``body`` at ``now``."""
+    stamp = str(int(now.timestamp() * 1000))
+    return {"Content-Type": "application/json", "X-HubSpot-Signature-Version": "v3",
+            "X-HubSpot-Request-Timestamp": stamp,
+            "X-HubSpot-Signature-v3": hubspot.signature(secret, "POST", HUBSPOT_URL, body, stamp)}
+
+
+def local_portal(body: str, server) -> bytes:
+    """The notification as the stand-in portal sends it: ``auth[domain]`` names the local host
+    (sla-guard refuses notifications from another portal than its REST URL's)."""
+    host = urlsplit(server.url_for("/")).hostname
+    changed = body.replace("auth%5Bdomain%5D=acme.bitrix24.ru", f"auth%5Bdomain%5D={host}")
+    assert changed != body
+    return changed.encode()
+
+
+def rows(app, model, *where):
+    with app.extensions["sla_guard.db"].session() as session:
+        return session.execute(select(model).where(*where)).scalars().all()
+
+
+def stored(app, source: str | None = None) -> list[LeadEvent]:
+    where = [EventRow.source == source] if source else []
+    with app.extensions["sla_guard.db"].session() as session:
+        payloads = session.execute(
+            select(EventRow.payload).where(*where).order_by(EventRow.occurred_at, EventRow.id)).scalars()
+        return [LeadEvent.from_json(payload) for payload in payloads]
+
+
+def nothing_stored(app) -> bool:
+    return rows(app, EventRow) == [] and rows(app, CrmLookupRow) == []
+
+
+def assert_means(events: list[LeadEvent], means: list[dict]) -> None:
+    """The fields the fixture gives match what was stored; the adapter may fill in more."""
+    assert [event.type for event in events] == [expected["type"] for expected in means]
+    for event, expected in zip(events, means, strict=True):
+        actual = event.model_dump(exclude_none=True)
+        for key, value in expected.items():
+            if key == "occurred_at":
+                assert event.occurred_at == datetime.fromisoformat(value)
+            elif isinstance(value, dict):
+                assert {k: actual[key].get(k) for k in value} == value, key
+            else:
+                assert actual[key] == value, key
+
+
+def sent_at(fixture: dict) -> datetime:
+    """When the CRM sent a Bitrix24 fixture's notification (its ``ts``)."""
+    ts = next(part for part in fixture["request"]["body"].split("&") if part.startswith("ts="))
+    return datetime.fromtimestamp(int(ts[3:]), UTC)
+
+
+def expect_portal(server, method: str, record_id: str, reply: dict, status: int = 200):
+    """The portal answers one ``<method>.json?id=<record_id>`` call, as Bitrix24's REST API does."""
+    server.expect_ordered_request(f"/rest/1/{B24_KEY}/{method}.json", method="POST",
+                                  query_string={"id": record_id}).respond_with_json(reply, status=status)
