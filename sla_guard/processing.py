@@ -11,7 +11,7 @@ from . import timers
 from .engine import replay
 from .queueing import enqueue
 from .runtime import Runtime
-from .store.repository import TimerChange, lead_events, lock_lead, mark_processed, save_state, without_own_task_echoes
+from .store.repository import TimerChange, clock_ids_in_tick, lead_events, lock_lead, mark_processed, save_state, without_own_task_echoes
 
 log = logging.getLogger("sla_guard.processing")
 
@@ -46,24 +46,31 @@ def _close_finished_tasks(runtime: Runtime, lead_id: str) -> None:
 
 
 def apply_timer_changes(runtime: Runtime, changes: list[TimerChange]) -> None:
-    """Move the Redis timers to where the database says they must be.
+    """Make sure the ticks that fire these clocks at their new ``next_fire_at`` exist, and
+    delete the ticks they leave when no other clock is due in them.
 
-    Redis being down is not an error here: the reconciler arms every timer the database
-    holds once Redis is back.
+    Redis being down is not an error here: the reconciler arms every tick the database needs
+    once Redis is back.
     """
     if not changes:
         return
     now = runtime.now()
     horizon = now + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
+    shards = runtime.settings["SLA_GUARD_TIMER_SHARDS"]
+    ticks = {timers.tick_of(change.clock_id, change.fire_at, shards)
+             for change in changes if change.fire_at is not None and change.fire_at <= horizon}
+    left = {timers.tick_of(change.clock_id, change.previous, shards)
+            for change in changes if change.previous is not None} - ticks
+    if left:
+        with runtime.db.session() as session:
+            left = {tick for tick in left if not clock_ids_in_tick(session, tick[0], tick[1], shards)}
     try:
-        for change in changes:
-            if change.previous is not None and change.previous != change.fire_at:
-                timers.disarm(runtime.redis, change.clock_id, change.previous, runtime.queue_name)
-            if change.fire_at is None or change.fire_at > horizon:
-                continue
-            if change.fire_at <= now:
-                timers.fire_now(runtime.redis, change.clock_id, change.fire_at, runtime.queue_name)
+        for epoch, shard in sorted(left):  # nobody is due in that second and shard any more
+            timers.disarm(runtime.redis, epoch, shard, runtime.queue_name)
+        for epoch, shard in sorted(ticks):
+            if epoch <= now.timestamp():
+                timers.fire_now(runtime.redis, epoch, shard, shards, runtime.queue_name)
             else:
-                timers.arm(runtime.redis, change.clock_id, change.fire_at, runtime.queue_name)
+                timers.arm(runtime.redis, epoch, shard, shards, runtime.queue_name)
     except RedisError as exc:
         log.warning("timers not armed, the reconciler will retry", extra={"error": type(exc).__name__})

@@ -93,20 +93,24 @@ def reconcile(runtime: Runtime) -> ReconcileReport:
     horizon = now + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
     with runtime.db.session() as session:
         wanted = clocks_to_arm(session, horizon)
-    ids = {timers.timer_id(clock_id, at, runtime.queue_name): (clock_id, at) for clock_id, _lead, at in wanted}
-    present = timers.armed(runtime.redis, list(ids))
+    shards = runtime.settings["SLA_GUARD_TIMER_SHARDS"]
+    ticks: dict[str, tuple[int, int]] = {}
+    for clock_id, _lead, at in wanted:
+        epoch, shard = timers.tick_of(clock_id, at, shards)
+        ticks[timers.tick_id(epoch, shard, runtime.queue_name)] = (epoch, shard)
+    present = timers.armed(runtime.redis, list(ticks))
     stuck = timers.scheduled(runtime.redis, runtime.queue_name)
-    for job_id, (clock_id, at) in ids.items():
-        overdue = at <= now - TIMER_GRACE
+    now_s = now.timestamp()
+    for job_id, (epoch, shard) in ticks.items():
         if job_id not in present:
-            if at <= now:
-                timers.fire_now(runtime.redis, clock_id, at, runtime.queue_name)
+            if epoch <= now_s:
+                timers.fire_now(runtime.redis, epoch, shard, shards, runtime.queue_name)
                 report.timers_fired += 1
             else:
-                timers.arm(runtime.redis, clock_id, at, runtime.queue_name)
+                timers.arm(runtime.redis, epoch, shard, shards, runtime.queue_name)
                 report.timers_armed += 1
-        elif overdue and job_id in stuck:
-            timers.fire_now(runtime.redis, clock_id, at, runtime.queue_name)
+        elif epoch <= now_s - TIMER_GRACE.total_seconds() and job_id in stuck:
+            timers.fire_now(runtime.redis, epoch, shard, shards, runtime.queue_name)
             report.timers_fired += 1
 
     for task_id, attempts in tasks_to_create(runtime):

@@ -62,9 +62,10 @@ def test_created_lead_gets_its_deadline_in_the_database_and_a_timer_in_redis(sin
     clock_row = the_clock(runtime)
     assert clock_row.due_at == clock() + timedelta(minutes=15)
     assert clock_row.next_fire_at == clock() + timedelta(minutes=12)  # the 80% warning comes first
-    job_id = timers.timer_id(clock_row.id, clock_row.next_fire_at, runtime.queue_name)
-    assert job_id == f"{runtime.queue_name}-clock-{clock_row.id}-{int((clock() + timedelta(minutes=12)).timestamp())}"
-    assert scheduled_jobs(runtime) == {job_id: (clock() + timedelta(minutes=12)).timestamp()}
+    warn_second = int((clock() + timedelta(minutes=12)).timestamp())
+    job_id = f"{runtime.queue_name}-tick-{warn_second}-{clock_row.id % 4}"
+    assert timers.tick_id(*timers.tick_of(clock_row.id, clock_row.next_fire_at, 4), runtime.queue_name) == job_id
+    assert scheduled_jobs(runtime) == {job_id: float(warn_second)}
     [lead] = one(runtime, LeadRow)
     assert (lead.rule_name, lead.owner, lead.known) == ("hot website leads", "anna", True)
     assert lead.rule_version == runtime.rules.current().version
@@ -261,3 +262,24 @@ def test_processing_twice_is_harmless(sink, app, client, runtime, clock):
     process_lead(runtime, "L-1001")
     process_lead(runtime, "L-1001")
     assert len(one(runtime, ClockRow)) == 1
+
+
+def test_a_tick_fires_every_clock_of_its_second_and_shard_once(sink, app, client, runtime, clock):
+    from sla_guard.ticks import clocks_of_tick, fire_tick
+
+    start = clock()
+    post_signed(client, [event(f"e{n}", "lead.created", start, lead_id=f"L-{n}", lead=HOT) for n in range(8)], start)
+    run_worker(runtime)
+    due = start + timedelta(minutes=12)
+    epoch = timers.fire_epoch(due)
+    by_shard = {shard: clocks_of_tick(runtime, epoch, shard, 4) for shard in range(4)}
+    assert sorted(sum(by_shard.values(), [])) == sorted(c.id for c in one(runtime, ClockRow))
+    assert all(len(ids) == 2 for ids in by_shard.values())  # ids 1..8 spread over the 4 shards
+    assert len(scheduled_jobs(runtime)) == 4  # one tick per shard for the 8 clocks, not one per clock
+    clock.advance(minutes=12)
+    assert fire_tick(runtime, epoch, 0, 4) == 2
+    assert fire_tick(runtime, epoch, 0, 4) == 0  # fired clocks moved on to their next step
+    assert len(received(sink)) == 2
+    for shard in (1, 2, 3):
+        fire_tick(runtime, epoch, shard, 4)
+    assert sorted(alert["lead_id"] for alert in received(sink)) == sorted(f"L-{n}" for n in range(8))

@@ -6,10 +6,9 @@ import logging
 
 from rq import get_current_job
 
-from sla_guard import crm_sync, follow_up_tasks, runtime
+from sla_guard import crm_sync, follow_up_tasks, runtime, ticks
 from sla_guard.delivery import deliver
 from sla_guard.digests import deliver_digest as _deliver_digest
-from sla_guard.escalation import run_timer
 from sla_guard.processing import process_lead as _process_lead
 
 log = logging.getLogger("sla_guard.jobs")
@@ -26,11 +25,10 @@ def process_lead(lead_id: str) -> None:
     _process_lead(runtime.current(), lead_id)
 
 
-def fire_clock(clock_id: int, fire_epoch: int | None = None) -> None:
-    """A clock's timer: record and send whatever the clock owes now."""
-    result = run_timer(runtime.current(), clock_id, fire_epoch)
-    log.debug("timer done", extra={"job_id": _job_id(), "clock_id": clock_id,
-                                   "escalations": len(result.escalation_ids), "alerts": len(result.alert_ids)})
+def fire_tick(epoch: int, shard: int, shards: int) -> None:
+    """A timer tick: record and send whatever the clocks due in its second and shard owe."""
+    fired = ticks.fire_tick(runtime.current(), epoch, shard, shards)
+    log.debug("tick done", extra={"job_id": _job_id(), "tick": epoch, "shard": shard, "clocks": fired})
 
 
 def deliver_alert(alert_id: int) -> None:

@@ -236,3 +236,14 @@ def without_own_task_echoes(session: Session, lead_id: str, events: list[LeadEve
         return closed_at is not None and event.occurred_at >= closed_at  # completed by the manager before: kept
 
     return [event for event in events if not echo(event)]
+
+
+def clock_ids_in_tick(session: Session, epoch: int, shard: int, shards: int) -> list[int]:
+    """Clocks whose ``next_fire_at`` rounds up to second ``epoch`` and that belong to ``shard``."""
+    from datetime import UTC
+
+    after, until = datetime.fromtimestamp(epoch - 1, UTC), datetime.fromtimestamp(epoch, UTC)
+    return list(session.execute(
+        select(ClockRow.id).where(ClockRow.next_fire_at > after, ClockRow.next_fire_at <= until,
+                                  ClockRow.id % shards == shard).order_by(ClockRow.next_fire_at)
+    ).scalars())
