@@ -30,7 +30,8 @@ def process_lead(runtime: Runtime, lead_id: str) -> list[TimerChange]:
     log.info("lead processed", extra={"lead_id": lead_id, "events": len(events), "status": state.status,
                                       "timers_changed": len(changes)})
     apply_timer_changes(runtime, changes)
-    _close_finished_tasks(runtime, lead_id)
+    if any(clock.is_follow_up and clock.stopped_at is not None for clock in state.clocks):
+        _close_finished_tasks(runtime, lead_id)
     return changes
 
 

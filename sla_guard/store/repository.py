@@ -65,14 +65,13 @@ def insert_events(session: Session, source: str, events: list[LeadEvent], receiv
 def lock_lead(session: Session, lead_id: str, now: datetime) -> LeadRow:
     """The lead's row, created if new, locked for this transaction (PostgreSQL row lock;
     SQLite transactions are already serialised by ``BEGIN IMMEDIATE``)."""
-    session.execute(
+    upsert = (
         _insert(session, LeadRow).values(lead_id=lead_id, status="open", known=False, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["lead_id"])
+        .on_conflict_do_update(index_elements=["lead_id"], set_={"updated_at": now})  # takes the row lock
+        .returning(LeadRow)
     )
-    statement = select(LeadRow).where(LeadRow.lead_id == lead_id)
-    if session.bind.dialect.name == "postgresql":
-        statement = statement.with_for_update()
-    return session.execute(statement).scalar_one()
+    return session.execute(select(LeadRow).from_statement(upsert),
+                           execution_options={"populate_existing": True}).scalar_one()
 
 
 def lead_events(session: Session, lead_id: str) -> tuple[list[int], list[LeadEvent]]:
@@ -87,8 +86,9 @@ def lead_events(session: Session, lead_id: str) -> tuple[list[int], list[LeadEve
 
 def mark_processed(session: Session, event_ids: list[int], now: datetime) -> None:
     if event_ids:
-        session.execute(
-            update(EventRow).where(EventRow.id.in_(event_ids), EventRow.processed_at.is_(None)).values(processed_at=now)
+        table = EventRow.__table__
+        session.connection().execute(
+            update(table).where(table.c.id.in_(event_ids), table.c.processed_at.is_(None)).values(processed_at=now)
         )
 
 
@@ -153,23 +153,26 @@ def save_state(session: Session, lead: LeadRow, state: LeadState, rules: RuleSet
     lead.last_event_at = state.last_event_at
     lead.updated_at = now
 
-    existing = {(row.name, row.cycle): row for row in session.execute(
-        select(ClockRow).where(ClockRow.lead_id == lead.lead_id)
-    ).scalars()}
+    with session.no_autoflush:  # one flush at the end: every row written in one go
+        existing = {(row.name, row.cycle): row for row in session.execute(
+            select(ClockRow).where(ClockRow.lead_id == lead.lead_id)
+        ).scalars()}
+        known = [row.id for row in existing.values()]
+        fired = fired_levels(session, known) if known else {}
     wanted = {clock.key: clock for clock in state.clocks}
     for key, row in existing.items():
         if key not in wanted and row.stopped_at is None:
             row.stopped_at = now
             row.stop_reason = "superseded" if rules.rule(row.rule_name) else "rule_removed"
-    touched: list[ClockRow] = []
+    rows = list(existing.values())
     for key, clock in wanted.items():
         row = existing.get(key)
         if row is not None and row.stopped_at is not None and row.stopped_at == clock.stopped_at:
-            touched.append(row)  # a finished clock keeps the rule and deadline it was judged by
-            continue
+            continue  # a finished clock keeps the rule and deadline it was judged by
         if row is None:
             row = ClockRow(lead_id=lead.lead_id, name=clock.name, cycle=clock.cycle)
             session.add(row)
+            rows.append(row)
         if clock.stopped_at is None or (row.rule_name, row.started_at, row.due_at) != (
                 clock.rule_name, clock.started_at, clock.due_at):
             row.rule_version = rules.version
@@ -177,16 +180,14 @@ def save_state(session: Session, lead: LeadRow, state: LeadState, rules: RuleSet
         row.stopped_at, row.stop_reason = clock.stopped_at, clock.stop_reason
         row.paused_at, row.resumed_at = clock.paused_at, clock.resumed_at
         row.budget_used_s = clock.budget_used.total_seconds()
-        touched.append(row)
-    session.flush()
-    fired = fired_levels(session, [row.id for row in existing.values()] + [row.id for row in touched])
-    changes = []
-    for row in {row.id: row for row in list(existing.values()) + touched}.values():
-        fire_at = compute_next_fire(row, rules, fired[row.id])
+    moved = []
+    for row in rows:
+        fire_at = compute_next_fire(row, rules, fired.get(row.id, set()) if row.id is not None else set())
         if fire_at != row.next_fire_at:
-            changes.append(TimerChange(row.id, row.lead_id, fire_at, row.next_fire_at))
+            moved.append((row, fire_at, row.next_fire_at))
             row.next_fire_at = fire_at
-    return changes
+    session.flush()
+    return [TimerChange(row.id, row.lead_id, fire_at, previous) for row, fire_at, previous in moved]
 
 
 def record_rule_version(session: Session, rules: RuleSet, now: datetime) -> bool:
