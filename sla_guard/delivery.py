@@ -47,15 +47,17 @@ def backoff_s(attempts: int) -> float:
 
 def _claim(runtime: Runtime, alert_id: int, now: datetime) -> AlertRow | None:
     with runtime.db.session() as session:
-        claimed = session.execute(
-            update(AlertRow)
-            .where(AlertRow.id == alert_id, AlertRow.status.in_(("pending", "sending")),
-                   or_(AlertRow.claimed_until.is_(None), AlertRow.claimed_until <= now))
-            .values(status="sending", attempts=AlertRow.attempts + 1, claimed_until=now + timedelta(seconds=CLAIM_S))
-        ).rowcount
-        if not claimed:
-            return None
-        return session.execute(select(AlertRow).where(AlertRow.id == alert_id)).scalar_one()
+        return session.execute(
+            select(AlertRow).from_statement(
+                update(AlertRow)
+                .where(AlertRow.id == alert_id, AlertRow.status.in_(("pending", "sending")),
+                       or_(AlertRow.claimed_until.is_(None), AlertRow.claimed_until <= now))
+                .values(status="sending", attempts=AlertRow.attempts + 1,
+                        claimed_until=now + timedelta(seconds=CLAIM_S))
+                .returning(AlertRow)
+            ),
+            execution_options={"populate_existing": True},
+        ).scalar_one_or_none()
 
 
 def _http(runtime: Runtime) -> requests.Session:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 
 from rq import Queue, SimpleWorker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.scheduler import RQScheduler
 
 from sla_guard import runtime as runtime_module
 from sla_guard.pending import pump
@@ -32,6 +35,54 @@ def reconciler_loop(runtime: Runtime, stop: threading.Event) -> None:
         stop.wait(interval)
 
 
+class SlaGuardScheduler(RQScheduler):
+    """RQ's scheduler, looking for due ticks every ``poll_interval`` seconds (RQ: every second;
+    its lock times stay whole seconds)."""
+
+    poll_interval: float = 0.2
+
+    def work(self):
+        # RQ's loop, with the shorter sleep.
+        self._install_signal_handlers()
+        self.register_birth()
+        while True:
+            if self._stop_requested:
+                self.stop()
+                break
+            if self.should_reacquire_locks:
+                self.acquire_locks()
+            self.heartbeat()
+            self.enqueue_scheduled_jobs()
+            time.sleep(self.poll_interval)
+
+
+class SlaGuardWorker(SimpleWorker):
+    """RQ's in-process worker whose scheduler looks for due ticks every ``scheduler_interval``
+    seconds instead of every second: a tick is due on a whole second, and the sooner it is
+    seen, the sooner its alerts go out."""
+
+    scheduler_interval: float = 0.2
+
+    def _start_scheduler(self, burst: bool = False, logging_level: str | None = "INFO",
+                         date_format: str = DEFAULT_LOGGING_DATE_FORMAT, log_format: str = DEFAULT_LOGGING_FORMAT):
+        # RQ builds its scheduler here with a fixed 1 s interval; this is the same, with ours.
+        self.scheduler = SlaGuardScheduler(self.queues, connection=self.connection,
+                                           logging_level=logging_level if logging_level is not None else self.log.level,
+                                           date_format=date_format, log_format=log_format, serializer=self.serializer)
+        self.scheduler.poll_interval = self.scheduler_interval
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            if burst:
+                try:
+                    self.scheduler.register_birth()
+                    self.scheduler.enqueue_scheduled_jobs()
+                finally:
+                    self.scheduler.release_locks()
+                    self.scheduler.register_death()
+            else:
+                self.scheduler.start()
+
+
 def run(runtime: Runtime, burst: bool = False) -> None:
     """Serve jobs until stopped. ``SimpleWorker`` runs jobs in-process (a fork per job costs
     several times more CPU than the jobs themselves); jobs are short and idempotent."""
@@ -44,7 +95,8 @@ def run(runtime: Runtime, burst: bool = False) -> None:
     pump_thread = threading.Thread(target=pump, args=(runtime, stop), name="sla-guard-pump", daemon=True)
     pump_thread.start()
     queue = Queue(runtime.queue_name, connection=runtime.redis)
-    worker = SimpleWorker([queue], connection=runtime.redis, maintenance_interval=MAINTENANCE_INTERVAL_S)
+    worker = SlaGuardWorker([queue], connection=runtime.redis, maintenance_interval=MAINTENANCE_INTERVAL_S)
+    worker.scheduler_interval = runtime.settings["SLA_GUARD_SCHEDULER_INTERVAL_S"]
     log.info("worker started", extra={"queue": runtime.queue_name, "rules_version": runtime.rules.current().version})
     try:
         worker.work(with_scheduler=True, burst=burst, logging_level=runtime.settings["SLA_GUARD_LOG_LEVEL"])
