@@ -138,13 +138,6 @@ def lookups_to_retry(session: Session, now: datetime, limit: int = 500) -> list[
 
 # --- look-ups: doing one --------------------------------------------------------------------
 
-def _http(runtime: Runtime) -> requests.Session:
-    http = getattr(runtime, "_crm_http", None)
-    if http is None:
-        http = requests.Session()
-        runtime._crm_http = http
-    return http
-
 
 def _claim(runtime: Runtime, lookup_id: int) -> tuple[Lookup, int, str | None] | None:
     """Count one more attempt of a look-up not done yet: ``(look-up, attempts, last error)``,
@@ -199,7 +192,7 @@ def run_lookup(runtime: Runtime, lookup_id: int) -> str:
     if rest_url is None:
         return _give_up(runtime, lookup_id, f"{bitrix24.REST_URL} is not set", context)
     try:
-        record = bitrix24.fetch(rest_url, lookup.method, lookup.id, _http(runtime), REST_TIMEOUT_S)
+        record = bitrix24.fetch(rest_url, lookup.method, lookup.id, runtime.http(), REST_TIMEOUT_S)
     except bitrix24.RestError as exc:
         if not exc.retryable or attempt >= LOOKUP_MAX_ATTEMPTS:
             return _give_up(runtime, lookup_id, str(exc), context)
@@ -298,7 +291,7 @@ def read_loss_reason(runtime: Runtime, lead_id: str, closed_event_id: str) -> st
         return None
     url = f"{base_url.rstrip('/')}/api/v4/leads/{lead_id}"
     try:
-        response = _http(runtime).get(url, params={"with": "loss_reason"}, timeout=REST_TIMEOUT_S,
+        response = runtime.http().get(url, params={"with": "loss_reason"}, timeout=REST_TIMEOUT_S,
                                       headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
     except requests.RequestException as exc:
         raise AmoRestError(f"amoCRM lead read failed: {type(exc).__name__}") from None

@@ -16,7 +16,6 @@ import json
 import logging
 from datetime import datetime, timedelta
 
-import requests
 from redis.exceptions import RedisError
 from sqlalchemy import or_, select, update
 
@@ -60,13 +59,6 @@ def _claim(runtime: Runtime, alert_id: int, now: datetime) -> AlertRow | None:
         ).scalar_one_or_none()
 
 
-def _http(runtime: Runtime) -> requests.Session:
-    http = getattr(runtime, "_alert_http", None)
-    if http is None:
-        http = requests.Session()
-        runtime._alert_http = http
-    return http
-
 
 def deliver(runtime: Runtime, alert_id: int) -> str:
     """Try to deliver the alert once; return its status afterwards."""
@@ -80,7 +72,7 @@ def deliver(runtime: Runtime, alert_id: int) -> str:
     channel = rules.channels.get(alert.channel)
     try:
         try:
-            send(alert.channel, channel, payload, _http(runtime),
+            send(alert.channel, channel, payload, runtime.http(),
                  address=address_for(rules, alert.channel, alert.recipient or None), settings=runtime.settings)
         except DeliveryError:
             raise

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import or_, select, update
 
 from . import timers
-from .delivery import CLAIM_S, _http, backoff_s
+from .delivery import CLAIM_S, backoff_s
 from .engine import FIRST_TOUCH
 from .notify.channels import DeliveryError, channel_secrets, send
 from .notify.digest_texts import (
@@ -174,7 +174,7 @@ def deliver_digest(runtime: Runtime, digest_id: int) -> str:
     context = {"digest_id": digest_id, "channel": row.channel, "attempt": row.attempts}
     try:
         try:
-            send(row.channel, channel, json.loads(row.payload), _http(runtime),
+            send(row.channel, channel, json.loads(row.payload), runtime.http(),
                  address=address_for(rules, row.channel, row.recipient or None), settings=runtime.settings)
         except DeliveryError:
             raise

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from .acknowledge import ack_url, clock_acknowledged
+from .crm_reassign import queue_attempt, tell_crm
 from .engine import ClockState, Step, clock_steps, due_steps, next_fire_at, next_owner
 from .events import Lead, LeadEvent
 from .follow_up_tasks import create_task, plan_task
@@ -50,6 +51,8 @@ class FireResult:
     alert_ids: list[int] = field(default_factory=list)
     task_ids: list[int] = field(default_factory=list)
     reassigned: bool = False
+    reassignments: list[tuple[str, str, int]] = field(default_factory=list)
+    """``(lead_id, new_owner, escalation_id)`` of each reassignment, for the lead's CRM."""
     early_by: timedelta | None = None
     change: TimerChange | None = None
 
@@ -101,6 +104,7 @@ def _record_step(session, runtime: Runtime, clock: ClockRow, lead: LeadRow, step
             insert_events(session, REASSIGN_SOURCE, [event], now)
             session.execute(select(EscalationRow).where(EscalationRow.id == escalation_id)).scalar_one().reassigned_to = new_owner
             result.reassigned = True
+            result.reassignments.append((lead.lead_id, new_owner, escalation_id))
     log.info("escalation recorded", extra={"lead_id": lead.lead_id, "clock_id": clock.id, "kind": step.kind,
                                             "level": step.level, "late_by_s": round((now - step.at).total_seconds(), 3)})
 
@@ -195,4 +199,14 @@ def run_timer(runtime: Runtime, clock_id: int, fire_epoch: int | None = None) ->
             lead_id = session.execute(select(ClockRow.lead_id).where(ClockRow.id == clock_id)).scalar()
         if lead_id:
             process_lead(runtime, lead_id)
+    for lead_id, new_owner, escalation_id in result.reassignments:
+        try:
+            if time.monotonic() - started <= INLINE_DELIVERY_S:
+                tell_crm(runtime, lead_id, new_owner, escalation_id)
+            elif not queue_attempt(runtime, lead_id, new_owner, escalation_id, 1):  # slow CRMs: a job tells it
+                log.error("reassignment not sent to the CRM: Redis is unavailable",
+                          extra={"lead_id": lead_id, "escalation_id": escalation_id, "crm_status": "failed"})
+        except Exception:  # a CRM problem must not break the timer; the reassignment itself stands
+            log.exception("telling the CRM of a reassignment crashed",
+                          extra={"lead_id": lead_id, "escalation_id": escalation_id, "clock_id": clock_id})
     return result

@@ -11,7 +11,6 @@ import json
 import logging
 from datetime import datetime, timedelta
 
-import requests
 from redis.exceptions import RedisError
 from sqlalchemy import or_, select, update
 
@@ -65,12 +64,6 @@ def plan_task(session, rules, clock: ClockRow, lead: LeadRow, now: datetime) -> 
     session.flush()
     return row.id
 
-
-def _http(runtime: Runtime) -> requests.Session:
-    http = getattr(runtime, "_crm_http", None)
-    if http is None:
-        http = runtime._crm_http = requests.Session()
-    return http
 
 
 def _claim(runtime: Runtime, task_id: int, now: datetime, statuses: tuple[str, ...]) -> FollowUpTaskRow | None:
@@ -136,7 +129,7 @@ def create_task(runtime: Runtime, task_id: int) -> str:
     if row is None:
         return "not_claimed"
     context = {"lead_id": row.lead_id, "task_id": task_id, "crm": row.crm, "attempt": row.attempts}
-    client = client_for(row.crm or "", runtime.settings, _http(runtime))
+    client = client_for(row.crm or "", runtime.settings, runtime.http())
     if client is None:
         alert_owner(runtime, row, "no CRM task API configured")
         _set(runtime, task_id, status="alerted", claimed_until=None)
@@ -173,7 +166,7 @@ def close_task(runtime: Runtime, task_id: int) -> str:
     row = _claim(runtime, task_id, runtime.now(), ("created",))
     if row is None:
         return "not_claimed"
-    client = client_for(row.crm or "", runtime.settings, _http(runtime))
+    client = client_for(row.crm or "", runtime.settings, runtime.http())
     try:
         if client is not None and row.crm_task_id:
             client.close(row.crm_task_id)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import requests
 from redis import Redis
 
 from .exceptions import RulesError
@@ -102,6 +103,13 @@ class Runtime:
     @property
     def queue_name(self) -> str:
         return self.settings["SLA_GUARD_QUEUE"]
+
+    def http(self) -> requests.Session:
+        """The process's HTTP session for channels and CRM calls (its connections are reused)."""
+        session = getattr(self, "_http_session", None)
+        if session is None:
+            session = self._http_session = requests.Session()
+        return session
 
     @classmethod
     def from_settings(cls, settings: dict, rules: RulesHolder | None = None) -> Runtime:

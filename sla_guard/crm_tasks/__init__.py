@@ -1,7 +1,8 @@
 """CRM task clients: follow-up steps become real tasks in the CRM, over its REST API.
 
 :func:`client_for` picks the client of a CRM from its settings; each client implements
-:class:`~.base.TaskClient` (``create``, ``find``, ``close``, ``status``) and raises
+:class:`~.base.TaskClient` (``create``, ``find``, ``close``, ``status``, and ``assign_owner`` for
+a lead sla-guard reassigns) and raises
 :class:`~.base.TaskError` with ``transient`` / ``retry_after_s`` for the caller's retries.
 """
 

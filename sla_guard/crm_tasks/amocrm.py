@@ -11,6 +11,8 @@
 - close: ``PATCH /api/v4/tasks/<id>`` with ``{"is_completed": true, "result": {"text": …}}``.
   amoCRM's API cannot delete tasks, so a cancelled step is completed with that result text.
 - status: ``GET /api/v4/tasks/<id>`` → ``is_completed``.
+- assign_owner: ``PATCH /api/v4/leads/<id>`` with ``{"responsible_user_id": <user id>}``
+  (amoCRM has leads only, so the kind is not used).
 
 Without an owner the lead's ``responsible_user_id`` is read (``GET /api/v4/leads/<id>``):
 amoCRM would otherwise assign the task to the token's user. Auth is
@@ -134,6 +136,14 @@ class AmoCrmTasks:
         if not isinstance(body, dict):
             raise self.http.fail(f"{what}: the answer is not a task", transient=False, status=200)
         return "done" if body.get("is_completed") is True else "open"
+
+    def assign_owner(self, lead_id: str, owner: str, kind: str = "deal") -> None:
+        lead = numeric_id(lead_id, CRM, "the lead id")
+        user = numeric_id(owner, CRM, "the new owner")
+        what = f"setting the responsible user of lead {lead} to {user}"
+        response = self._send("PATCH", f"/api/v4/leads/{lead}", what, json={"responsible_user_id": user})
+        if response.status_code != 200:
+            raise self._error(response, what)
 
     # --- helpers --------------------------------------------------------------------------
 

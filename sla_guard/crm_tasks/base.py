@@ -1,6 +1,7 @@
 """Shared types and HTTP plumbing of the CRM task clients.
 
-A follow-up step becomes a real task in the CRM, assigned to the lead's owner. Every client
+A follow-up step becomes a real task in the CRM, assigned to the lead's owner; a lead sla-guard
+reassigns gets its new owner in the CRM too (``assign_owner``). Every client
 (:mod:`.amocrm`, :mod:`.bitrix24`, :mod:`.hubspot`, :mod:`.pipedrive`) implements
 :class:`TaskClient` over the CRM's REST API with ``requests`` and raises :class:`TaskError`
 whose ``transient`` flag tells the caller whether to retry (and ``retry_after_s`` when the
@@ -103,7 +104,7 @@ class TaskNotFound(TaskError):
 
 @runtime_checkable
 class TaskClient(Protocol):
-    """Creates, finds, closes and reads follow-up tasks in one CRM."""
+    """Creates, finds, closes and reads follow-up tasks in one CRM, and reassigns its leads."""
 
     def create(self, task: TaskRequest) -> str:
         """Create the task; return the CRM's task id."""
@@ -119,6 +120,13 @@ class TaskClient(Protocol):
 
     def status(self, task_id: str) -> str:
         """``"open"``, ``"done"`` or ``"gone"``."""
+        ...
+
+    def assign_owner(self, lead_id: str, owner: str, kind: str = "deal") -> None:
+        """Make ``owner`` (a CRM user id) the responsible user of the lead or deal.
+
+        Setting the owner it already has is harmless, so a retry needs no look-up first.
+        """
         ...
 
 
@@ -156,6 +164,14 @@ def numeric_id(value: str, crm: str, what: str) -> int:
     if not text.isdigit():
         raise TaskError(crm, f"{what} must be a numeric id, got {text[:40]!r}", transient=False)
     return int(text)
+
+
+def record_kind(kind: str, crm: str) -> str:
+    """``kind`` when it is ``"lead"`` or ``"deal"``; a permanent :class:`TaskError` otherwise."""
+    if kind not in KINDS:
+        raise TaskError(crm, f"the record kind must be one of {', '.join(KINDS)}, not {str(kind)[:40]!r}",
+                        transient=False)
+    return kind
 
 
 def setting(settings: Mapping[str, Any], key: str) -> str | None:

@@ -15,6 +15,10 @@ Tasks module needs the ``task`` scope and binds to the CRM through ``UF_CRM_TASK
   "complete" call.
 - status: ``crm.activity.get`` → ``COMPLETED`` ``Y``/``N``; "Not found" → gone.
 
+- assign_owner: ``crm.lead.update`` / ``crm.deal.update`` with ``fields.ASSIGNED_BY_ID`` and
+  ``params.REGISTER_SONET_EVENT = "Y"``, so the new responsible user is notified as after a
+  reassignment made in the portal.
+
 Without an owner the record's ``ASSIGNED_BY_ID`` is read (``crm.lead.get`` / ``crm.deal.get``).
 Every call is ``POST <SLA_GUARD_BITRIX24_REST_URL><method>`` with a JSON body. Errors come as
 ``{"error": …, "error_description": …}``: ``QUERY_LIMIT_EXCEEDED`` (HTTP 503, more than about
@@ -39,6 +43,7 @@ from .base import (
     has_marker,
     json_body,
     numeric_id,
+    record_kind,
     setting,
     subject,
     with_marker,
@@ -49,6 +54,7 @@ REST_URL = "SLA_GUARD_BITRIX24_REST_URL"
 OWNER_TYPES = {"lead": 1, "deal": 2}
 """``ownerTypeId`` of the CRM records a to-do is bound to."""
 READ_METHODS = {"lead": "crm.lead.get", "deal": "crm.deal.get"}
+UPDATE_METHODS = {"lead": "crm.lead.update", "deal": "crm.deal.update"}
 _RATE_WAIT_S = 1.0
 """Bitrix24's leaky bucket refills about two requests a second."""
 _TRANSIENT = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER"}
@@ -121,6 +127,15 @@ class Bitrix24Tasks:
         if not isinstance(result, dict):
             raise self.http.fail(f"crm.activity.get of activity {number}: the answer is not an activity", transient=False)
         return "done" if str(result.get("COMPLETED")).upper() == "Y" else "open"
+
+    def assign_owner(self, lead_id: str, owner: str, kind: str = "deal") -> None:
+        method = UPDATE_METHODS[record_kind(kind, CRM)]
+        record = numeric_id(lead_id, CRM, f"the {kind} id")
+        user = numeric_id(owner, CRM, "the new owner")
+        params = {"id": record, "fields": {"ASSIGNED_BY_ID": user}, "params": {"REGISTER_SONET_EVENT": "Y"}}
+        what = f"{method} of {kind} {record} to user {user}"
+        if self._call(method, params, what) is not True:
+            raise self.http.fail(f"{what}: the portal did not confirm the change", transient=False)
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@
   ``hs_task_body``. HubSpot's search index lags creation by a few seconds.
 - close: ``PATCH /crm/v3/objects/tasks/<id>`` with ``hs_task_status: COMPLETED``.
 - status: ``GET /crm/v3/objects/tasks/<id>?properties=hs_task_status``; 404 or archived → gone.
+- assign_owner: ``PATCH /crm/v3/objects/deals/<id>`` (``contacts`` for a lead) with
+  ``{"properties": {"hubspot_owner_id": "<owner id>"}}`` (needs the deals/contacts write scope).
 
 Without an owner the record's ``hubspot_owner_id`` is read: an unassigned HubSpot task
 would reach nobody. Auth is ``Authorization: Bearer <private app token>`` (scopes
@@ -37,6 +39,7 @@ from .base import (
     html_with_marker,
     json_body,
     numeric_id,
+    record_kind,
     setting,
     subject,
 )
@@ -147,6 +150,16 @@ class HubSpotTasks:
             return "gone"
         properties = body.get("properties") if isinstance(body.get("properties"), dict) else {}
         return "done" if properties.get("hs_task_status") == "COMPLETED" else "open"
+
+    def assign_owner(self, lead_id: str, owner: str, kind: str = "deal") -> None:
+        objects = OBJECTS[record_kind(kind, CRM)]
+        record = numeric_id(lead_id, CRM, f"the {kind} id")
+        user = numeric_id(owner, CRM, "the new owner")
+        what = f"setting the owner of {kind} {record} to {user}"
+        response = self._send("PATCH", f"/crm/v3/objects/{objects}/{record}", what,
+                              json={"properties": {"hubspot_owner_id": str(user)}})
+        if response.status_code != 200:
+            raise self._error(response, what)
 
     # --- helpers --------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@
   user's activities of that due day), matching the deal/lead and the marker in ``note``.
 - close: ``PUT /v1/activities/<id>`` with ``{"done": 1}``.
 - status: ``GET /v1/activities/<id>`` → ``done``; 404/410 or ``active_flag: false`` → gone.
+- assign_owner: ``PUT /v1/deals/<id>`` with ``{"user_id": <user id>}``, or for a lead
+  ``PATCH /v1/leads/<uuid>`` with ``{"owner_id": <user id>}``.
 
 Without an owner the record's owner is read (``GET /v1/deals/<id>`` → ``user_id``,
 ``GET /v1/leads/<id>`` → ``owner_id``): Pipedrive would otherwise assign the activity to the
@@ -36,6 +38,7 @@ from .base import (
     html_with_marker,
     json_body,
     numeric_id,
+    record_kind,
     setting,
     subject,
 )
@@ -132,6 +135,18 @@ class PipedriveTasks:
             return "gone"
         return "done" if data.get("done") in (True, 1, "1") else "open"
 
+    def assign_owner(self, lead_id: str, owner: str, kind: str = "deal") -> None:
+        kind = record_kind(kind, CRM)
+        record = _record_id(kind, lead_id)
+        user = numeric_id(owner, CRM, "the new owner")
+        what = f"setting the owner of {kind} {record} to {user}"
+        if kind == "deal":
+            response = self._send("PUT", f"/v1/deals/{record}", what, json={"user_id": user})
+        else:
+            response = self._send("PATCH", f"/v1/leads/{record}", what, json={"owner_id": user})
+        if response.status_code != 200:
+            raise self._error(response, what)
+
     # --- helpers --------------------------------------------------------------------------
 
     def _owner(self, kind: str, record: int | str) -> int:
@@ -158,12 +173,17 @@ class PipedriveTasks:
 
 def _record(task: TaskRequest) -> tuple[str, int | str]:
     """``("deal_id", 42)`` or ``("lead_id", "<uuid>")``."""
-    if task.kind == "deal":
-        return "deal_id", numeric_id(task.lead_id, CRM, "the deal id")
+    return f"{task.kind}_id", _record_id(task.kind, task.lead_id)
+
+
+def _record_id(kind: str, lead_id: str) -> int | str:
+    """A deal's number, or a lead's UUID (Pipedrive leads are UUIDs, deals whole numbers)."""
+    if kind == "deal":
+        return numeric_id(lead_id, CRM, "the deal id")
     try:
-        return "lead_id", str(uuid.UUID(str(task.lead_id).strip()))
+        return str(uuid.UUID(str(lead_id).strip()))
     except ValueError:
-        raise TaskError(CRM, f"the lead id must be a UUID, got {str(task.lead_id)[:40]!r}", transient=False) from None
+        raise TaskError(CRM, f"the lead id must be a UUID, got {str(lead_id)[:40]!r}", transient=False) from None
 
 
 def _same(value: Any, record: int | str) -> bool:
