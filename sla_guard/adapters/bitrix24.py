@@ -290,7 +290,7 @@ def _activity_events(lookup: Lookup, record: Mapping[str, Any]) -> list[LeadEven
     at = _time(record.get("LAST_UPDATED") or record.get("CREATED"), lookup.ts, "result.LAST_UPDATED")
     by = text(record.get("RESPONSIBLE_ID")) or text(record.get("AUTHOR_ID"))
     return [make_event("result", event_id=f"bitrix24-activity-{activity_id}-touched", type="lead.touched",
-                       occurred_at=at, lead={"id": lead_id}, touch={"channel": channel, "by": by})]
+                       occurred_at=at, lead={"id": lead_id}, touch={"channel": channel, "by": by, "task_id": activity_id})]
 
 
 def _unwrap(rest_result: Mapping[str, Any]) -> Mapping[str, Any]:

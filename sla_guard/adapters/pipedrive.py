@@ -302,4 +302,4 @@ def _activity(change: _Change, mapping: Mapping[str, Any], app_url: str | None) 
         return []
     by = _owner(record) or text(change.meta.get("user_id"))
     return [make_event("data", event_id=change.event_id, type="lead.touched", occurred_at=change.moment,
-                       lead={"id": lead_id}, touch={"channel": kind, "by": by})]
+                       lead={"id": lead_id}, touch={"channel": kind, "by": by, "task_id": text(record.get("id"))})]
