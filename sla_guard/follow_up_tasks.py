@@ -15,9 +15,9 @@ from redis.exceptions import RedisError
 from sqlalchemy import or_, select, update
 
 from .crm_tasks import TaskError, TaskNotFound, TaskRequest, client_for
-from .engine import resolve_targets
 from .follow_ups import find_cadence, parse_clock_name, task_text
 from .notify.messages import alert_payload
+from .notify.routing import route
 from .queueing import enqueue
 from .runtime import Runtime
 from .store.models import AlertRow, ClockRow, EscalationRow, EventRow, FollowUpTaskRow, LeadRow
@@ -98,7 +98,7 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
         escalation = session.execute(select(EscalationRow).where(
             EscalationRow.clock_id == row.clock_id, EscalationRow.level == 0)).scalar_one()
         fields = {"lead_id": lead.lead_id, **{name: getattr(lead, name) for name in LEAD_FIELDS}}
-        for target in resolve_targets(("owner",), fields, rules):
+        for target in route(("owner",), fields, rules, now):  # quiet hours and the person's language apply
             exists = session.execute(select(AlertRow.id).where(
                 AlertRow.escalation_id == escalation.id, AlertRow.channel == target.channel,
                 AlertRow.recipient == (target.recipient or ""))).scalar()
@@ -106,13 +106,13 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
                 continue
             alert = AlertRow(escalation_id=escalation.id, lead_id=lead.lead_id, channel=target.channel,
                              recipient=target.recipient or "", role=target.role, payload="{}",
-                             status="pending", attempts=0, created_at=now)
+                             status="pending", attempts=0, created_at=now, claimed_until=target.not_before)
             session.add(alert)
             session.flush()
             payload = alert_payload(alert_id=alert.id, escalation_id=escalation.id, kind="follow_up.task", level=0,
                                     lead=fields, rule=clock.rule_name, clock=clock.name, due_at=row.due_at,
                                     fired_at=now, recipient=target.recipient, role=target.role,
-                                    channel=target.channel, locale=rules.spec.locale)
+                                    channel=target.channel, locale=target.locale)
             payload["text"] = f"{row.text} (due {row.due_at:%Y-%m-%d %H:%M} UTC)" + (f" {lead.url}" if lead.url else "")
             payload["task"] = row.text
             alert.payload = json.dumps(payload, ensure_ascii=False)
