@@ -27,7 +27,7 @@ from pydantic import (
 
 from ..exceptions import RulesError
 from .durations import parse_duration
-from .notify_spec import CHANNEL_MODELS, DigestSpec, OpsSpec, QuietHours, channel_problems, needs_address, typed_channel
+from .notify_spec import CHANNEL_MODELS, DigestSpec, OpsSpec, QuietHours
 
 ROLES = ("owner", "manager", "head")
 """Targets of ``notify`` that name a person by their relation to the lead."""
@@ -297,105 +297,10 @@ def _clean_message(error: dict) -> str:
     return message
 
 
-_ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _expand_env(value: Any, path: str, env: dict, errors: list) -> Any:
-    """Replace ``${NAME}`` (or ``${NAME:-default}``) with environment values: secrets stay out of the file."""
-    if isinstance(value, dict):
-        return {key: _expand_env(item, f"{path}.{key}" if path else str(key), env, errors) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_expand_env(item, f"{path}[{index}]", env, errors) for index, item in enumerate(value)]
-    if isinstance(value, str):
-        def repl(match):
-            name, default = match.group(1), match.group(2)
-            if name not in env and default is not None:
-                return default
-            if name not in env:
-                errors.append((path, f"environment variable {name} is not set"))
-                return match.group(0)
-            return env[name]
-
-        return _ENV_REF.sub(repl, value)
-    return value
-
-
-def _cross_check(spec: RulesFile, calendars: dict, errors: list, positions: list[int]) -> None:
-    if not spec.rules and not positions and not any(path.startswith("rules[") for path, _ in errors):
-        errors.append(("rules", "needs at least one rule"))
-    channel_names = set(spec.channels) | {LOG_CHANNEL}
-    reported = {path for path, _ in errors}
-    for name, channel in spec.channels.items():
-        errors.extend(problem for problem in channel_problems(name, channel) if problem[0] not in reported)
-    _check_notify_parts(spec, channel_names, errors)
-    for name, person in spec.people.items():
-        if person.manager and person.manager not in spec.people:
-            errors.append((f"people.{name}.manager", f'"{person.manager}" is not in people'))
-        if person.team and person.team not in spec.teams:
-            errors.append((f"people.{name}.team", f'"{person.team}" is not in teams'))
-        for index, channel in enumerate(person.channels):
-            if channel not in channel_names:
-                errors.append((f"people.{name}.channels[{index}]", f'"{channel}" is not a channel'))
-    for name, team in spec.teams.items():
-        if team.head and team.head not in spec.people:
-            errors.append((f"teams.{name}.head", f'"{team.head}" is not in people'))
-    seen = set()
-    for index, rule in zip(positions, spec.rules, strict=True):
-        where = f"rules[{index}]"
-        if rule.name in seen:
-            errors.append((f"{where}.name", f'"{rule.name}" is used by an earlier rule'))
-        seen.add(rule.name)
-        for key in rule.match:
-            if key not in MATCH_FIELDS:
-                errors.append((f"{where}.match.{key}", f"cannot match on {key!r}; use one of {', '.join(MATCH_FIELDS)}"))
-        if rule.calendar and rule.calendar not in calendars:
-            errors.append((f"{where}.calendar", f'"{rule.calendar}" is not in calendars'))
-        ladders = []
-        cadence_names = set()
-        for position, cadence in enumerate(rule.follow_ups):
-            cadence_name = cadence.name or f"follow_up_{position}"
-            if cadence_name in cadence_names:
-                errors.append((f"{where}.follow_ups[{position}].name", f'"{cadence_name}" is used by an earlier follow-up'))
-            cadence_names.add(cadence_name)
-            ladders.append((f"{where}.follow_ups[{position}].escalate", cadence.escalate))
-        if rule.first_touch:
-            ladders.append((f"{where}.first_touch.escalate", rule.first_touch.escalate))
-        for stage, stage_rule in rule.stages.items():
-            ladders.append((f"{where}.stages.{stage}.escalate", stage_rule.as_clock().escalate))
-        for ladder_path, ladder in ladders:
-            for level_index, level in enumerate(ladder):
-                for target_index, target in enumerate(level.notify):
-                    if target not in ROLES and target not in channel_names:
-                        errors.append((
-                            f"{ladder_path}[{level_index}].notify[{target_index}]",
-                            f'"{target}" is neither a role ({", ".join(ROLES)}) nor a channel',
-                        ))
-
-
-def _check_notify_parts(spec: RulesFile, channel_names: set[str], errors: list) -> None:
-    """People's addresses for the channels they list, ``on_duty``, ``ops`` and ``digests`` targets."""
-    for name, person in spec.people.items():
-        for index, channel_name in enumerate(person.channels):
-            channel = spec.channels.get(channel_name)
-            if channel is None or channel_problems(channel_name, channel):
-                continue
-            key = needs_address(typed_channel(channel))
-            if key and getattr(person, key) is None:
-                errors.append((f"people.{name}.channels[{index}]",
-                               f'channel "{channel_name}" names no destination: give {name} a `{key}` address'))
-    if spec.on_duty and spec.on_duty not in spec.people:
-        errors.append(("on_duty", f'"{spec.on_duty}" is not in people'))
-    for index, target in enumerate(spec.ops.notify):
-        if target not in channel_names:
-            errors.append((f"ops.notify[{index}]", f'"{target}" is not a channel'))
-    for index, target in enumerate(spec.digests.weekly_notify if spec.digests else ()):
-        if target not in channel_names:
-            errors.append((f"digests.weekly_notify[{index}]", f'"{target}" is not a channel'))
-
-
 def parse_rules(text: str, env: dict | None = None) -> RuleSet:
     """Validate rules-file text and return a :class:`RuleSet`; raise :class:`RulesError` listing every problem."""
     from .calendar import parse_calendar
+    from .checks import cross_check, expand_env
 
     env = dict(os.environ) if env is None else env
     try:
@@ -407,7 +312,7 @@ def parse_rules(text: str, env: dict | None = None) -> RuleSet:
     if not isinstance(raw, dict):
         raise RulesError([("", "the rules file must be a YAML mapping with a `rules:` list")])
     errors: list[tuple[str, str]] = []
-    raw = _expand_env(raw, "", env, errors)
+    raw = expand_env(raw, "", env, errors)
     raw_rules = raw.pop("rules", [])
     if not isinstance(raw_rules, list):
         errors.append(("rules", "must be a list of rules"))
@@ -426,7 +331,7 @@ def parse_rules(text: str, env: dict | None = None) -> RuleSet:
         errors.extend((_path(error["loc"]), _clean_message(error)) for error in exc.errors(include_url=False))
         raise RulesError(errors) from None
     if len(rules) < len(raw_rules):
-        _cross_check(spec, {name: None for name in spec.calendars}, errors, positions)
+        cross_check(spec, {name: None for name in spec.calendars}, errors, positions)
         raise RulesError(errors)
     calendars = {}
     for name, calendar_spec in spec.calendars.items():
@@ -434,7 +339,7 @@ def parse_rules(text: str, env: dict | None = None) -> RuleSet:
             calendars[name] = parse_calendar(name, calendar_spec, spec.timezone)
         except RulesError as exc:
             errors.extend(exc.errors)
-    _cross_check(spec, calendars, errors, positions)
+    cross_check(spec, calendars, errors, positions)
     if errors:
         raise RulesError(errors)
     version = hashlib.sha256(text.encode()).hexdigest()[:12]
