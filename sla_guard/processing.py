@@ -60,8 +60,8 @@ def apply_timer_changes(runtime: Runtime, changes: list[TimerChange]) -> None:
     shards = runtime.settings["SLA_GUARD_TIMER_SHARDS"]
     ticks = {timers.tick_of(change.clock_id, change.fire_at, shards)
              for change in changes if change.fire_at is not None and change.fire_at <= horizon}
-    left = {timers.tick_of(change.clock_id, change.previous, shards)
-            for change in changes if change.previous is not None} - ticks
+    left = {timers.tick_of(change.clock_id, change.previous, shards)  # ticks already due are running or gone
+            for change in changes if change.previous is not None and change.previous > now} - ticks
     if left:
         with runtime.db.session() as session:
             left = {tick for tick in left if not clock_ids_in_tick(session, tick[0], tick[1], shards)}
