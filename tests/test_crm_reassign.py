@@ -13,23 +13,19 @@ import pytest
 from rq import Queue
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
-from sqlalchemy import select
 from werkzeug import Response
 
 from sla_guard.crm_reassign import job_id, tell_crm
 from sla_guard.crm_tasks import AmoCrmTasks, Bitrix24Tasks, HubSpotTasks, PipedriveTasks, TaskNotFound
 from sla_guard.escalation import run_timer
-from sla_guard.events import parse_events
-from sla_guard.processing import process_lead
 from sla_guard.store.models import ClockRow, EscalationRow, LeadRow
-from sla_guard.store.repository import insert_events
 
+from .amocrm_support import AMO_TOKEN, crm, rows, settings, store  # noqa: F401 (fixtures)
 from .helpers import event, run_worker
 from .test_crm_tasks_base import expect, raises_task_error, session, verify
 
 __all__ = ["session"]  # the fixture, shared with the task client tests
 
-AMO_TOKEN = "amo-long-lived-token-0123456789"
 HUBSPOT_TOKEN = "pat-eu1-0123abcd-4567-89ef-0123-456789abcdef"
 PIPEDRIVE_TOKEN = "659c9fddb16335e48cc67114694b52074e812e03"
 HOOK = "/rest/1/s3cr3tk3y"
@@ -170,19 +166,6 @@ def rules_text():
 
 
 @pytest.fixture
-def crm(httpserver, monkeypatch):
-    monkeypatch.setenv("SINK_URL", httpserver.url_for("/alerts"))
-    httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
-    return httpserver
-
-
-@pytest.fixture
-def settings(settings, crm):
-    return {**settings, "SLA_GUARD_AMOCRM_BASE_URL": crm.url_for("/").rstrip("/"),
-            "SLA_GUARD_AMOCRM_ACCESS_TOKEN": AMO_TOKEN}
-
-
-@pytest.fixture
 def outcomes():
     """The records sla_guard.crm_reassign logs (whatever the logging set-up of other tests)."""
     records: list[logging.LogRecord] = []
@@ -195,18 +178,6 @@ def outcomes():
     yield records
     logger.removeHandler(handler)
     logger.setLevel(level)
-
-
-def store(runtime, source, *payloads):
-    with runtime.db.session() as session:
-        insert_events(session, source, parse_events(list(payloads)), runtime.now())
-    for lead_id in {p["lead"]["id"] for p in payloads}:
-        process_lead(runtime, lead_id)
-
-
-def rows(runtime, model, *where):
-    with runtime.db.session() as session:
-        return session.execute(select(model).where(*where)).scalars().all()
 
 
 def patches(server, path=AMO_PATH):

@@ -7,19 +7,15 @@ import textwrap
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
 
 from sla_guard.escalation import run_timer
-from sla_guard.events import parse_events
-from sla_guard.processing import process_lead
 from sla_guard.reconciler import reconcile
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, FollowUpTaskRow, LeadRow
-from sla_guard.store.repository import insert_events
 
 from .conftest import API_TOKEN
+from .amocrm_support import AMO_TOKEN, crm, rows, settings, store  # noqa: F401 (fixtures)
 from .helpers import event, run_worker
 
-AMO_TOKEN = "amo-long-lived-token-0123456789"
 
 
 @pytest.fixture
@@ -43,31 +39,6 @@ def rules_text():
                 task: "Follow up on the proposal for {lead.name}"
                 escalate: [{after: 0m, notify: [owner, manager]}]
     """)
-
-
-@pytest.fixture
-def crm(httpserver, monkeypatch):
-    monkeypatch.setenv("SINK_URL", httpserver.url_for("/alerts"))
-    httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
-    return httpserver
-
-
-@pytest.fixture
-def settings(settings, crm):
-    return {**settings, "SLA_GUARD_AMOCRM_BASE_URL": crm.url_for("/").rstrip("/"),
-            "SLA_GUARD_AMOCRM_ACCESS_TOKEN": AMO_TOKEN}
-
-
-def store(runtime, source, *payloads):
-    with runtime.db.session() as session:
-        insert_events(session, source, parse_events(list(payloads)), runtime.now())
-    for lead_id in {p["lead"]["id"] for p in payloads}:
-        process_lead(runtime, lead_id)
-
-
-def rows(runtime, model, *where):
-    with runtime.db.session() as session:
-        return session.execute(select(model).where(*where)).scalars().all()
 
 
 def step(runtime, number) -> ClockRow:
