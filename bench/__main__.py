@@ -33,26 +33,38 @@ KEEP_RUNS = 3
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench", description="Run sla-guard's ingest and alert-lateness benchmarks on this machine.")
+        prog="python -m bench", description="Run sla-guard's ingest and alert-lateness benchmarks on this machine."
+    )
     parser.add_argument("--quick", action="store_true", help="short run: 1,000 clocks over 20 s, 5 s of ingest")
     parser.add_argument("--only", choices=("ingest", "lateness"), help="run one phase only")
     ingest = parser.add_argument_group("ingest")
     ingest.add_argument("--duration", type=float, help="measured seconds per target (default 20; quick 5)")
     ingest.add_argument("--warmup", type=float, help="warm-up seconds per target, not counted (default 3; quick 2)")
     ingest.add_argument("--concurrency", type=int, default=16, help="concurrent connections (default 16)")
-    ingest.add_argument("--web-workers", type=int, default=4,
-                        help="gunicorn workers of both targets (default 4, sla-guard's SLA_GUARD_WEB_WORKERS default)")
-    ingest.add_argument("--max-requests", type=int, default=120_000,
-                        help="bodies prepared per target (default 120,000)")
+    ingest.add_argument(
+        "--web-workers",
+        type=int,
+        default=4,
+        help="gunicorn workers of both targets (default 4, sla-guard's SLA_GUARD_WEB_WORKERS default)",
+    )
+    ingest.add_argument(
+        "--max-requests", type=int, default=120_000, help="bodies prepared per target (default 120,000)"
+    )
     late = parser.add_argument_group("alert lateness")
     late.add_argument("--clocks", type=int, help="open clocks (default 10,000; quick 1,000)")
     late.add_argument("--window", type=float, help="seconds the deadlines are spread over (default 60; quick 20)")
-    late.add_argument("--lead", type=float, help="seconds from the first creation to the first deadline (default: "
-                                                   "enough to process the creations first)")
+    late.add_argument(
+        "--lead",
+        type=float,
+        help="seconds from the first creation to the first deadline (default: enough to process the creations first)",
+    )
     late.add_argument("--workers", type=int, default=2, help="sla-guard worker processes (default 2)")
     where = parser.add_argument_group("servers")
-    where.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
-                       help="PostgreSQL maintenance database URL, used to create and drop the benchmark's database")
+    where.add_argument(
+        "--pg",
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        help="PostgreSQL maintenance database URL, used to create and drop the benchmark's database",
+    )
     where.add_argument("--db-name", default="sla_guard_bench")
     where.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     where.add_argument("--keep-db", action="store_true", help="leave the benchmark database for inspection")
@@ -71,7 +83,7 @@ def command_line(argv: list[str]) -> str:
 def prune_old_runs(out: Path, keep: int) -> None:
     """Delete the logs of all but the ``keep`` most recent runs (a concurrent run's are recent)."""
     runs = sorted((path for path in out.glob("*") if path.is_dir()), key=lambda path: path.stat().st_mtime)
-    for path in runs[:max(0, len(runs) - keep)]:
+    for path in runs[: max(0, len(runs) - keep)]:
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -94,13 +106,19 @@ def run(args: argparse.Namespace, argv: list[str]) -> str:
     bench.out_dir.mkdir(parents=True)
     facts = machine_facts(bench)
     ingest_settings = IngestSettings(
-        web_workers=args.web_workers, concurrency=args.concurrency, max_requests=args.max_requests,
+        web_workers=args.web_workers,
+        concurrency=args.concurrency,
+        max_requests=args.max_requests,
         warmup_s=args.warmup if args.warmup is not None else (2.0 if args.quick else 3.0),
-        duration_s=args.duration if args.duration is not None else (5.0 if args.quick else 20.0))
+        duration_s=args.duration if args.duration is not None else (5.0 if args.quick else 20.0),
+    )
     lateness_settings = LatenessSettings(
         clocks=args.clocks or (1_000 if args.quick else 10_000),
         window_s=args.window or (20.0 if args.quick else 60.0),
-        lead_s=args.lead, workers=args.workers, web_workers=args.web_workers)
+        lead_s=args.lead,
+        workers=args.workers,
+        web_workers=args.web_workers,
+    )
     print(f"sla-guard benchmark, run {bench.run_id}; logs in {bench.out_dir.relative_to(REPO)}", file=sys.stderr)
     ingest = lateness = None
     try:
@@ -111,8 +129,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> str:
     finally:
         if not args.keep_db:
             drop_database(bench.pg_admin_url, bench.db_name)
-    (bench.out_dir / "results.json").write_text(json.dumps({"facts": facts, "ingest": ingest, "lateness": lateness},
-                                                           indent=2, default=str))
+    (bench.out_dir / "results.json").write_text(
+        json.dumps({"facts": facts, "ingest": ingest, "lateness": lateness}, indent=2, default=str)
+    )
     return render(bench, facts, command_line(argv), ingest, lateness, time.monotonic() - began)
 
 

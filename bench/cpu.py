@@ -44,8 +44,8 @@ def snapshot() -> Snapshot:
                 command = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
         processes[int(entry)] = ((int(fields[11]) + int(fields[12])) / TICKS, int(fields[2]), command or name)
     return Snapshot(time.monotonic(), _machine_busy(), processes)
 
@@ -76,5 +76,8 @@ def usage(before: Snapshot, after: Snapshot, server_group: int, generator_pid: i
             used[_group(pid, group, command, server_group, generator_pid, database)] += spent / elapsed
     machine = (after.machine_busy - before.machine_busy) / elapsed
     ours = sum(value for key, value in used.items() if key != "other")
-    return {**{key: used.get(key, 0.0) for key in ("server", "PostgreSQL", "Redis", "load generator")},
-            "other": max(0.0, machine - ours), "machine": machine}
+    return {
+        **{key: used.get(key, 0.0) for key in ("server", "PostgreSQL", "Redis", "load generator")},
+        "other": max(0.0, machine - ours),
+        "machine": machine,
+    }

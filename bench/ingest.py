@@ -46,12 +46,25 @@ def event_body(run_id: str, index: int, leads: int, at: datetime) -> dict:
     lap = index // leads
     kind = EVENT_TYPES[lap] if lap < len(EVENT_TYPES) else "lead.updated"
     owner = OWNERS[lead_no % len(OWNERS)]
-    lead = {"id": f"B{run_id}-{lead_no}", "name": f"Request #{lead_no}", "source": SOURCES[lead_no % len(SOURCES)],
-            "pipeline": "b2b", "stage": "new", "owner": owner, "team": "inbound",
-            "priority": "hot" if lead_no % 3 == 0 else "normal", "amount": 1000 + lead_no,
-            "url": f"https://crm.example/leads/{lead_no}", "tags": ["bench"]}
-    body = {"event_id": f"bench-{run_id}-{index}", "type": kind,
-            "occurred_at": at.isoformat().replace("+00:00", "Z"), "lead": lead}
+    lead = {
+        "id": f"B{run_id}-{lead_no}",
+        "name": f"Request #{lead_no}",
+        "source": SOURCES[lead_no % len(SOURCES)],
+        "pipeline": "b2b",
+        "stage": "new",
+        "owner": owner,
+        "team": "inbound",
+        "priority": "hot" if lead_no % 3 == 0 else "normal",
+        "amount": 1000 + lead_no,
+        "url": f"https://crm.example/leads/{lead_no}",
+        "tags": ["bench"],
+    }
+    body = {
+        "event_id": f"bench-{run_id}-{index}",
+        "type": kind,
+        "occurred_at": at.isoformat().replace("+00:00", "Z"),
+        "lead": lead,
+    }
     if kind == "lead.touched":
         body["touch"] = {"channel": "call", "by": owner}
     elif kind == "lead.stage_changed":
@@ -74,15 +87,32 @@ def write_bodies(path: Path, run_id: str, count: int, leads: int) -> None:
             handle.write(json.dumps(body, separators=(",", ":")).encode() + b"\n")
 
 
-def drive(bench: Bench, server: subprocess.Popen, port: int, bodies: Path, settings: IngestSettings,
-          name: str) -> dict:
+def drive(bench: Bench, server: subprocess.Popen, port: int, bodies: Path, settings: IngestSettings, name: str) -> dict:
     """Run the load generator process against ``port``; return its JSON result, with the CPU each
     group of processes used during the measured window (:mod:`bench.cpu`)."""
     out = bench.out_dir / f"load-{name}.json"
-    load = subprocess.Popen([sys.executable, "-m", "bench.load", "--port", str(port), "--bodies", str(bodies),
-                            "--secret", bench.secret, "--concurrency", str(settings.concurrency),
-                            "--warmup", str(settings.warmup_s), "--duration", str(settings.duration_s),
-                            "--out", str(out)], cwd=bench.repo)
+    load = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.load",
+            "--port",
+            str(port),
+            "--bodies",
+            str(bodies),
+            "--secret",
+            bench.secret,
+            "--concurrency",
+            str(settings.concurrency),
+            "--warmup",
+            str(settings.warmup_s),
+            "--duration",
+            str(settings.duration_s),
+            "--out",
+            str(out),
+        ],
+        cwd=bench.repo,
+    )
     try:
         time.sleep(settings.warmup_s + 0.5)
         before = cpu.snapshot()
@@ -101,11 +131,24 @@ def drive(bench: Bench, server: subprocess.Popen, port: int, bodies: Path, setti
 
 def run_baseline(bench: Bench, bodies: Path, settings: IngestSettings) -> dict:
     port = free_port()
-    processes = Processes(bench.env(bench.queue("unused"), bench.write_rules("ingest", 3600)),
-                          bench.out_dir / "logs", bench.repo)
+    processes = Processes(
+        bench.env(bench.queue("unused"), bench.write_rules("ingest", 3600)), bench.out_dir / "logs", bench.repo
+    )
     try:
-        server = processes.start("bare", [sys.executable, "-m", "bench.bare_app", "--host", "127.0.0.1",
-                                          "--port", str(port), "--workers", str(settings.web_workers)])
+        server = processes.start(
+            "bare",
+            [
+                sys.executable,
+                "-m",
+                "bench.bare_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(settings.web_workers),
+            ],
+        )
         processes.wait_http("bare", f"http://127.0.0.1:{port}/", ok=(404, 405))
         return drive(bench, server, port, bodies, settings, "bare")
     finally:
@@ -120,8 +163,9 @@ def run_sla_guard(bench: Bench, bodies: Path, settings: IngestSettings) -> dict:
     port = free_port()
     try:
         processes.run_cli("db", "upgrade")
-        server = processes.sla_guard("serve", "serve", "--host", "127.0.0.1", "--port", str(port),
-                                     "--workers", str(settings.web_workers))
+        server = processes.sla_guard(
+            "serve", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(settings.web_workers)
+        )
         processes.wait_http("serve", f"http://127.0.0.1:{port}/readyz")
         flushes_before = redis_flushes(redis)
         result = drive(bench, server, port, bodies, settings, "sla-guard")
@@ -152,5 +196,9 @@ def run_ingest(bench: Bench, settings: IngestSettings) -> dict:
     sla = run_sla_guard(bench, bodies, settings)
     print(f"  {sla['rps']:.0f} req/s, p99 {sla['latency_ms']['p99']:.1f} ms", file=sys.stderr)
     bodies.unlink(missing_ok=True)
-    return {"settings": asdict(settings), "bare": bare, "sla_guard": sla,
-            "ratio": sla["accepted_rps"] / bare["accepted_rps"] if bare["accepted_rps"] else None}
+    return {
+        "settings": asdict(settings),
+        "bare": bare,
+        "sla_guard": sla,
+        "ratio": sla["accepted_rps"] / bare["accepted_rps"] if bare["accepted_rps"] else None,
+    }

@@ -65,17 +65,31 @@ class LatenessSettings:
 
 def created_event(bench: Bench, index: int, occurred_at: float) -> dict:
     at = datetime.fromtimestamp(occurred_at, UTC).isoformat().replace("+00:00", "Z")
-    return {"event_id": f"late-{bench.run_id}-{index}", "type": "lead.created", "occurred_at": at,
-            "lead": {"id": f"L{bench.run_id}-{index}", "name": f"Lead {index}", "source": "website",
-                     "owner": "anna", "priority": "hot"}}
+    return {
+        "event_id": f"late-{bench.run_id}-{index}",
+        "type": "lead.created",
+        "occurred_at": at,
+        "lead": {
+            "id": f"L{bench.run_id}-{index}",
+            "name": f"Lead {index}",
+            "source": "website",
+            "owner": "anna",
+            "priority": "hot",
+        },
+    }
 
 
 def post_batches(bench: Bench, url: str, batches: list[list[dict]], threads: int) -> int:
     """POST each batch as one signed array; return how many events were accepted."""
+
     def post(batch: list[dict]) -> int:
         body = json.dumps(batch, separators=(",", ":")).encode()
-        response = requests.post(url, data=body, timeout=60, headers={
-            "Content-Type": "application/json", SIGNATURE_HEADER: sign(bench.secret, body, int(time.time()))})
+        response = requests.post(
+            url,
+            data=body,
+            timeout=60,
+            headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(bench.secret, body, int(time.time()))},
+        )
         if response.status_code != 202:
             raise RuntimeError(f"creation batch refused: {response.status_code} {response.text[:200]}")
         return len(response.json()["accepted"])
@@ -101,8 +115,12 @@ def timer_memory(redis, queue: str) -> dict:
         pipe.memory_usage(f"rq:job:{job_id}")
     sizes = [size or 0 for size in pipe.execute()] if job_ids else []
     registry_bytes = redis.memory_usage(registry) or 0
-    return {"timers_scheduled": len(job_ids), "job_key_bytes": median(sizes) if sizes else None,
-            "registry_bytes": registry_bytes, "timer_keys_bytes": sum(sizes) + registry_bytes}
+    return {
+        "timers_scheduled": len(job_ids),
+        "job_key_bytes": median(sizes) if sizes else None,
+        "registry_bytes": registry_bytes,
+        "timer_keys_bytes": sum(sizes) + registry_bytes,
+    }
 
 
 def lateness_stats(receipts: list[Receipt], intended: dict[str, float], first_due: float, window_s: float) -> dict:
@@ -122,8 +140,10 @@ def lateness_stats(receipts: list[Receipt], intended: dict[str, float], first_du
     for receipt in first.values():
         part = min(5, max(0, int((receipt.due_at - first_due) / window_s * 6)))
         parts[part].append(receipt.received - receipt.due_at)
-    buckets = [{"from_s": window_s * part / 6, "to_s": window_s * (part + 1) / 6, **summary(values)}
-               for part, values in enumerate(parts)]
+    buckets = [
+        {"from_s": window_s * part / 6, "to_s": window_s * (part + 1) / 6, **summary(values)}
+        for part, values in enumerate(parts)
+    ]
     return {
         "expected": expected,
         "received": len(first),
@@ -131,8 +151,9 @@ def lateness_stats(receipts: list[Receipt], intended: dict[str, float], first_du
         "duplicates": len(breaches) - len(first),
         "other_kinds": len(receipts) - len(breaches),
         "early": sum(1 for value in late if value < 0),
-        "due_at_max_deviation_s": max((abs(r.due_at - intended[r.lead_id]) for r in first.values()
-                                       if r.lead_id in intended), default=None),
+        "due_at_max_deviation_s": max(
+            (abs(r.due_at - intended[r.lead_id]) for r in first.values() if r.lead_id in intended), default=None
+        ),
         "unexpected_leads": sum(1 for lead_id in first if lead_id not in intended),
         "lateness_s": summary(late),
         "fire_delay_s": summary([r.fired_at - r.due_at for r in first.values() if r.fired_at]),
@@ -151,9 +172,13 @@ def wait_until_armed(engine, redis, queue: str, clocks: int, give_up_at: float) 
     while time.time() < give_up_at:
         with engine.connect() as connection:
             row = connection.execute(PROGRESS_SQL).one()
-        state = {"unprocessed": row.unprocessed, "open_clocks": row.open_clocks,
-                 "queued": redis.llen(f"rq:queue:{queue}"), "running": redis.zcard(f"rq:wip:{queue}"),
-                 "timers": redis.zcard(f"rq:scheduled:{queue}")}
+        state = {
+            "unprocessed": row.unprocessed,
+            "open_clocks": row.open_clocks,
+            "queued": redis.llen(f"rq:queue:{queue}"),
+            "running": redis.zcard(f"rq:wip:{queue}"),
+            "timers": redis.zcard(f"rq:scheduled:{queue}"),
+        }
         idle = state["unprocessed"] == 0 and not state["queued"] and not state["running"]
         if idle and state["open_clocks"] >= clocks:
             return {**state, "armed": True, "at": time.time()}
@@ -183,8 +208,11 @@ def worker_report(processes: Processes, supervisor: Supervisor, names: list[str]
     for name in names:
         said = [_message(line) for line in processes.lines_with(name, "quitting")]
         report[name] = {
-            "exits": [{"after_s": round(exit.at - started, 1), "code": exit.code}
-                      for exit in supervisor.exits if exit.name == name],
+            "exits": [
+                {"after_s": round(exit.at - started, 1), "code": exit.code}
+                for exit in supervisor.exits
+                if exit.name == name
+            ],
             "quit_messages": sorted(set(said)),
             "running_at_end": processes.exit_code(name) is None,
         }
@@ -203,8 +231,9 @@ def _message(line: str) -> str:
 def start_stack(processes: Processes, port: int, settings: LatenessSettings) -> list[str]:
     """``sla-guard serve`` and the workers, ready; returns the workers' names."""
     processes.run_cli("db", "upgrade")
-    processes.sla_guard("alerts-serve", "serve", "--host", "127.0.0.1", "--port", str(port),
-                        "--workers", str(settings.web_workers))
+    processes.sla_guard(
+        "alerts-serve", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(settings.web_workers)
+    )
     names = [f"alerts-worker-{number}" for number in range(1, settings.workers + 1)]
     for name in names:
         processes.sla_guard(name, "worker")
@@ -221,8 +250,12 @@ def run_lateness(bench: Bench, settings: LatenessSettings) -> dict:
     redis = bench.redis()
     engine = create_engine(bench.db_url)
     with AlertReceiver() as receiver:
-        env = bench.env(queue, bench.write_rules("alerts", within_s), SINK_URL=receiver.url,
-                        SLA_GUARD_RECONCILE_INTERVAL_S=str(settings.reconcile_interval_s))
+        env = bench.env(
+            queue,
+            bench.write_rules("alerts", within_s),
+            SINK_URL=receiver.url,
+            SLA_GUARD_RECONCILE_INTERVAL_S=str(settings.reconcile_interval_s),
+        )
         processes = Processes(env, bench.out_dir / "logs", bench.repo)
         port = free_port()
         supervisor = None
@@ -239,17 +272,21 @@ def run_lateness(bench: Bench, settings: LatenessSettings) -> dict:
             events = [created_event(bench, index, due - within_s) for index, due in enumerate(dues)]
             intended = {event["lead"]["id"]: due for event, due in zip(events, dues, strict=True)}
             random.Random(bench.run_id).shuffle(events)
-            batches = [events[i:i + settings.batch] for i in range(0, len(events), settings.batch)]
-            print(f"lateness: posting {settings.clocks} creations, first deadline in {lead_s:.0f} s ...",
-                  file=sys.stderr)
+            batches = [events[i : i + settings.batch] for i in range(0, len(events), settings.batch)]
+            print(
+                f"lateness: posting {settings.clocks} creations, first deadline in {lead_s:.0f} s ...", file=sys.stderr
+            )
             accepted = post_batches(bench, f"http://127.0.0.1:{port}/webhooks/generic", batches, settings.post_threads)
             posted = time.time()
             armed = wait_until_armed(engine, redis, queue, settings.clocks, first_due)
             memory_after = used_memory(redis)
             flushes_armed = redis_flushes(redis)
             timers = timer_memory(redis, queue)
-            print(f"  processed and armed {armed['at'] - started:.1f} s after the first post "
-                  f"(before the first deadline: {armed['armed']}); waiting for the alerts ...", file=sys.stderr)
+            print(
+                f"  processed and armed {armed['at'] - started:.1f} s after the first post "
+                f"(before the first deadline: {armed['armed']}); waiting for the alerts ...",
+                file=sys.stderr,
+            )
             wait_for_alerts(receiver, settings.clocks, dues[-1], settings.drain_s)
             time.sleep(settings.reconcile_interval_s + 2)  # more timer and reconciler passes: repeats would show
             supervisor.stop()
@@ -257,8 +294,10 @@ def run_lateness(bench: Bench, settings: LatenessSettings) -> dict:
                 alert_rows = dict(connection.execute(text("SELECT status, count(*) FROM alerts GROUP BY status")).all())
             receipts = list(receiver.receipts)
             worker_state = worker_report(processes, supervisor, workers, started)
-            flushes = {"while_arming": flushes_armed - flushes_before,
-                       "while_firing": redis_flushes(redis) - flushes_armed}
+            flushes = {
+                "while_arming": flushes_armed - flushes_before,
+                "while_firing": redis_flushes(redis) - flushes_armed,
+            }
         finally:
             if supervisor is not None:
                 supervisor.stop()
@@ -274,9 +313,14 @@ def run_lateness(bench: Bench, settings: LatenessSettings) -> dict:
         "processing_s": armed["at"] - started,
         "armed_before_first_deadline": armed["armed"],
         "progress_at_first_deadline": None if armed["armed"] else armed,
-        "memory": {"before": memory_before, "after": memory_after, "delta": memory_after - memory_before,
-                   "open_clocks": open_clocks,
-                   "per_open_clock": (memory_after - memory_before) / open_clocks if open_clocks else None, **timers},
+        "memory": {
+            "before": memory_before,
+            "after": memory_after,
+            "delta": memory_after - memory_before,
+            "open_clocks": open_clocks,
+            "per_open_clock": (memory_after - memory_before) / open_clocks if open_clocks else None,
+            **timers,
+        },
         "alerts_in_db": alert_rows,
         "workers": worker_state,
         "redis_flushes_by_others": flushes,

@@ -57,8 +57,16 @@ async def _one(host: str, port: int, payload: bytes) -> str:
     return status_line[1].decode() if len(status_line) >= 2 else "empty-response"
 
 
-async def run_load(host: str, port: int, path: str, bodies: list[bytes], secret: str | None,
-                   concurrency: int, warmup_s: float, duration_s: float) -> dict:
+async def run_load(
+    host: str,
+    port: int,
+    path: str,
+    bodies: list[bytes],
+    secret: str | None,
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+) -> dict:
     """Drive ``concurrency`` connections for ``warmup_s + duration_s`` (or until bodies run out)."""
     started = time.perf_counter()
     window_start = started + warmup_s
@@ -139,8 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the load generator only targets the local machine")
-    result = asyncio.run(run_load(args.host, args.port, args.path, read_bodies(args.bodies), args.secret,
-                                  args.concurrency, args.warmup, args.duration))
+    result = asyncio.run(
+        run_load(
+            args.host,
+            args.port,
+            args.path,
+            read_bodies(args.bodies),
+            args.secret,
+            args.concurrency,
+            args.warmup,
+            args.duration,
+        )
+    )
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.write_text(text)

@@ -40,8 +40,10 @@ def machine_facts(bench: Bench) -> dict[str, str]:
     try:
         with engine.connect() as connection:
             facts["PostgreSQL"] = connection.execute(text("SHOW server_version")).scalar()
-            settings = {name: connection.execute(text(f"SHOW {name}")).scalar()
-                        for name in ("synchronous_commit", "fsync", "shared_buffers")}
+            settings = {
+                name: connection.execute(text(f"SHOW {name}")).scalar()
+                for name in ("synchronous_commit", "fsync", "shared_buffers")
+            }
             facts["PostgreSQL settings"] = ", ".join(f"{key}={value}" for key, value in settings.items())
     finally:
         engine.dispose()

@@ -48,11 +48,17 @@ class _Handler(BaseHTTPRequestHandler):
             alert = json.loads(body)
         except ValueError:
             alert = {}
-        self.server.receipts.append(Receipt(
-            received=received, alert_id=self.headers.get("X-SLA-Guard-Alert-Id"), lead_id=alert.get("lead_id"),
-            kind=alert.get("kind"), level=alert.get("level"), due_at=_epoch(alert.get("due_at")),
-            fired_at=_epoch(alert.get("fired_at")),
-        ))
+        self.server.receipts.append(
+            Receipt(
+                received=received,
+                alert_id=self.headers.get("X-SLA-Guard-Alert-Id"),
+                lead_id=alert.get("lead_id"),
+                kind=alert.get("kind"),
+                level=alert.get("level"),
+                due_at=_epoch(alert.get("due_at")),
+                fired_at=_epoch(alert.get("fired_at")),
+            )
+        )
 
     def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
         """Silent: one log line per alert would cost more than the answer."""

@@ -17,8 +17,10 @@ def _s(value: float | None) -> str:
 
 
 def _not_armed(progress: dict) -> str:
-    return (f"**no** (at the first deadline {progress['unprocessed']:,} events were unprocessed, "
-            f"{progress['open_clocks']:,} clocks open, {progress['queued']:,} processing jobs queued)")
+    return (
+        f"**no** (at the first deadline {progress['unprocessed']:,} events were unprocessed, "
+        f"{progress['open_clocks']:,} clocks open, {progress['queued']:,} processing jobs queued)"
+    )
 
 
 def _count(number: int, noun: str) -> str:
@@ -58,15 +60,26 @@ def summary_rows(ingest: dict | None, lateness: dict | None) -> list[list[str]]:
         per_clock = memory["per_open_clock"]
         keyed_per_clock = memory["timer_keys_bytes"] / max(memory["open_clocks"], 1)
         rows += [
-            ["alert lateness p50 / p99 / max", f"{_s(late['p50'])} / {_s(late['p99'])} / {_s(late['max'])} s",
-             "–", "–"],
-            ["alerts received ÷ expected", f"{lateness['received']} ÷ {lateness['expected']}", "all",
-             _verdict(lateness["received"] == lateness["expected"])],
+            [
+                "alert lateness p50 / p99 / max",
+                f"{_s(late['p50'])} / {_s(late['p99'])} / {_s(late['max'])} s",
+                "–",
+                "–",
+            ],
+            [
+                "alerts received ÷ expected",
+                f"{lateness['received']} ÷ {lateness['expected']}",
+                "all",
+                _verdict(lateness["received"] == lateness["expected"]),
+            ],
             ["duplicate alerts", str(lateness["duplicates"]), "0", _verdict(lateness["duplicates"] == 0)],
             ["alerts before their deadline", str(lateness["early"]), "0", _verdict(lateness["early"] == 0)],
-            ["Redis memory per open clock: `used_memory` delta · key by key",
-             f"{_bytes(per_clock)} B · {_per(memory['timer_keys_bytes'], memory['open_clocks'])} B", "≤ 1 KB",
-             _verdict(max(per_clock or 0, keyed_per_clock) <= 1024)],
+            [
+                "Redis memory per open clock: `used_memory` delta · key by key",
+                f"{_bytes(per_clock)} B · {_per(memory['timer_keys_bytes'], memory['open_clocks'])} B",
+                "≤ 1 KB",
+                _verdict(max(per_clock or 0, keyed_per_clock) <= 1024),
+            ],
         ]
         exits = sum(len(state["exits"]) for state in lateness["workers"].values())
         rows.append(["`sla-guard worker` exits during the phase (restarted)", str(exits), "0", _verdict(exits == 0)])
@@ -91,9 +104,18 @@ def ingest_section(ingest: dict) -> list[str]:
     for name, result in (("bare Flask (`bench/bare_app.py`)", bare), ("`sla-guard serve` on PostgreSQL", sla)):
         latency = result["latency_ms"]
         errors = ", ".join(f"{key}: {value}" for key, value in sorted(result["errors"].items())) or "none"
-        rows.append([name, f"{result['requests']:,}", f"{result['accepted_rps']:.0f}", _ms(latency["p50"]),
-                     _ms(latency["p95"]), _ms(latency["p99"]), _ms(latency["max"]),
-                     f"{result['error_count']} ({errors})"])
+        rows.append(
+            [
+                name,
+                f"{result['requests']:,}",
+                f"{result['accepted_rps']:.0f}",
+                _ms(latency["p50"]),
+                _ms(latency["p95"]),
+                _ms(latency["p99"]),
+                _ms(latency["max"]),
+                f"{result['error_count']} ({errors})",
+            ]
+        )
     header = ["target", "requests measured", "accepted/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors"]
     lines += _table(header, rows)
     lines += [
@@ -107,8 +129,10 @@ def ingest_section(ingest: dict) -> list[str]:
     ]
     lines += ["", *cpu_table(bare, sla)]
     if sla.get("redis_flushes_by_others"):
-        lines.append(f"- **Another Redis client ran FLUSHALL/FLUSHDB {sla['redis_flushes_by_others']} times during the "
-                     f"sla-guard measurement.**")
+        lines.append(
+            f"- **Another Redis client ran FLUSHALL/FLUSHDB {sla['redis_flushes_by_others']} times during the "
+            f"sla-guard measurement.**"
+        )
     lines.append("")
     return lines
 
@@ -122,24 +146,43 @@ def worker_lines(workers: dict[str, dict]) -> list[str]:
             continue
         times = ", ".join(f"{exit['after_s']:g} s" for exit in state["exits"])
         said = "; ".join(f"“{message}”" for message in state["quit_messages"]) or "nothing"
-        lines.append(f"  - `{name}` **exited {len(state['exits'])} times** (exit codes "
-                     f"{sorted({exit['code'] for exit in state['exits']})}; at {times} after the first post), "
-                     f"logging {said}; the benchmark restarted it each time, as `restart: unless-stopped` does.")
+        lines.append(
+            f"  - `{name}` **exited {len(state['exits'])} times** (exit codes "
+            f"{sorted({exit['code'] for exit in state['exits']})}; at {times} after the first post), "
+            f"logging {said}; the benchmark restarted it each time, as `restart: unless-stopped` does."
+        )
     return lines
 
 
 def cpu_table(bare: dict, sla: dict) -> list[str]:
     """CPU used during the measured window by each group of processes, and per accepted request."""
-    groups = (("server under test (gunicorn master and workers)", "server"), ("PostgreSQL", "PostgreSQL"),
-              ("Redis", "Redis"), ("load generator", "load generator"),
-              ("other processes on the machine", "other"), ("whole machine", "machine"))
+    groups = (
+        ("server under test (gunicorn master and workers)", "server"),
+        ("PostgreSQL", "PostgreSQL"),
+        ("Redis", "Redis"),
+        ("load generator", "load generator"),
+        ("other processes on the machine", "other"),
+        ("whole machine", "machine"),
+    )
     rows = [[label, f"{bare['cpu_cores'][key]:.2f}", f"{sla['cpu_cores'][key]:.2f}"] for label, key in groups]
-    for label, keys in (("server CPU per accepted request", ("server",)),
-                        ("server + PostgreSQL + Redis CPU per accepted request", ("server", "PostgreSQL", "Redis"))):
-        rows.append([label] + [f"{1000 * sum(result['cpu_cores'][key] for key in keys) / result['accepted_rps']:.2f} ms"
-                               if result["accepted_rps"] else "–" for result in (bare, sla)])
-    return [f"CPU during the measured window, in cores (the machine has {os.cpu_count()}):", "",
-            *_table(["", "bare Flask", "sla-guard"], rows)]
+    for label, keys in (
+        ("server CPU per accepted request", ("server",)),
+        ("server + PostgreSQL + Redis CPU per accepted request", ("server", "PostgreSQL", "Redis")),
+    ):
+        rows.append(
+            [label]
+            + [
+                f"{1000 * sum(result['cpu_cores'][key] for key in keys) / result['accepted_rps']:.2f} ms"
+                if result["accepted_rps"]
+                else "–"
+                for result in (bare, sla)
+            ]
+        )
+    return [
+        f"CPU during the measured window, in cores (the machine has {os.cpu_count()}):",
+        "",
+        *_table(["", "bare Flask", "sla-guard"], rows),
+    ]
 
 
 def lateness_section(late: dict) -> list[str]:
@@ -177,35 +220,52 @@ def lateness_section(late: dict) -> list[str]:
         *worker_lines(late["workers"]),
     ]
     if memory["delta"] < memory["timer_keys_bytes"]:
-        lines.append("- `used_memory` grew by less than this run's own timer keys take, so something else in the "
-                     "same Redis shrank in between (client buffers, other clients' keys, expiries): the key-by-key "
-                     "figure is the one to read.")
+        lines.append(
+            "- `used_memory` grew by less than this run's own timer keys take, so something else in the "
+            "same Redis shrank in between (client buffers, other clients' keys, expiries): the key-by-key "
+            "figure is the one to read."
+        )
     flushes = late["redis_flushes_by_others"]
     if flushes["while_arming"]:
-        lines.append(f"- **Another Redis client ran FLUSHALL/FLUSHDB {flushes['while_arming']} times between the two "
-                     f"`used_memory` readings**: the `used_memory` figure is not meaningful; the key-by-key one is.")
+        lines.append(
+            f"- **Another Redis client ran FLUSHALL/FLUSHDB {flushes['while_arming']} times between the two "
+            f"`used_memory` readings**: the `used_memory` figure is not meaningful; the key-by-key one is."
+        )
     if flushes["while_firing"]:
-        lines.append(f"- **Another Redis client ran FLUSHALL/FLUSHDB {flushes['while_firing']} times after the clocks "
-                     f"were armed**: their timers were wiped and rebuilt by sla-guard's reconciler, which these "
-                     f"lateness numbers include.")
+        lines.append(
+            f"- **Another Redis client ran FLUSHALL/FLUSHDB {flushes['while_firing']} times after the clocks "
+            f"were armed**: their timers were wiped and rebuilt by sla-guard's reconciler, which these "
+            f"lateness numbers include."
+        )
     lines.append("")
     rows = []
-    for name, key in (("lateness (arrival − due_at)", "lateness_s"),
-                      ("of which: timer start (fired_at − due_at)", "fire_delay_s"),
-                      ("of which: delivery (arrival − fired_at)", "delivery_s")):
+    for name, key in (
+        ("lateness (arrival − due_at)", "lateness_s"),
+        ("of which: timer start (fired_at − due_at)", "fire_delay_s"),
+        ("of which: delivery (arrival − fired_at)", "delivery_s"),
+    ):
         value = late[key]
         rows.append([name, _s(value["min"]), _s(value["p50"]), _s(value["p95"]), _s(value["p99"]), _s(value["max"])])
     lines += _table(["seconds", "min", "median", "p95", "p99", "max"], rows)
     lines += ["", "Lateness by deadline, in sixths of the window (a growing backlog shows here):", ""]
-    rows = [[f"{part['from_s']:.0f}–{part['to_s']:.0f} s", str(part["count"]), _s(part["p50"]), _s(part["p99"]),
-             _s(part["max"])] for part in late["by_deadline"]]
+    rows = [
+        [
+            f"{part['from_s']:.0f}–{part['to_s']:.0f} s",
+            str(part["count"]),
+            _s(part["p50"]),
+            _s(part["p99"]),
+            _s(part["max"]),
+        ]
+        for part in late["by_deadline"]
+    ]
     lines += _table(["deadlines at", "alerts", "median s", "p99 s", "max s"], rows)
     lines.append("")
     return lines
 
 
-def render(bench: Bench, facts: dict[str, str], options: str, ingest: dict | None, lateness: dict | None,
-           elapsed_s: float) -> str:
+def render(
+    bench: Bench, facts: dict[str, str], options: str, ingest: dict | None, lateness: dict | None, elapsed_s: float
+) -> str:
     lines = [
         "# sla-guard benchmark results",
         "",
@@ -229,7 +289,7 @@ def render(bench: Bench, facts: dict[str, str], options: str, ingest: dict | Non
         "## Reading the numbers",
         "",
         "- Everything shares the machine's cores: the load generator, the server under test, PostgreSQL and "
-        "Redis. The CPU tables show who used them; \"other processes\" is load the benchmark did not cause.",
+        'Redis. The CPU tables show who used them; "other processes" is load the benchmark did not cause.',
         "- An alert cannot arrive right at its deadline: a timer is scheduled at `next_fire_at` rounded *up* to the "
         "whole second, and RQ's scheduler looks for due timers once a second, so with no backlog lateness is "
         "about 0–2 s (median ≈ 1 s). More than that is queueing: deadlines falling due faster than the workers "

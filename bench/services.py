@@ -36,8 +36,11 @@ def free_port() -> int:
 
 def base_env() -> dict[str, str]:
     """The calling environment without any sla-guard setting of its own."""
-    return {key: value for key, value in os.environ.items()
-            if key not in _INHERITED_OUT and not key.startswith("SLA_GUARD_")}
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key not in _INHERITED_OUT and not key.startswith("SLA_GUARD_")
+    }
 
 
 def reset_database(admin_url: str, name: str) -> str:
@@ -73,14 +76,15 @@ def clean_queue(redis: Redis, queue: str) -> int:
         job_ids.update(member.decode() for member in redis.zrange(key, 0, -1))
     keys = set()
     for job_id in job_ids:
-        keys.update((f"rq:job:{job_id}", f"rq:job:{job_id}:dependents", f"rq:results:{job_id}",
-                     f"rq:executions:{job_id}"))
+        keys.update(
+            (f"rq:job:{job_id}", f"rq:job:{job_id}:dependents", f"rq:results:{job_id}", f"rq:executions:{job_id}")
+        )
     for pattern in (f"rq:job:{queue}-*", f"rq:execution:{queue}-*", f"*{queue}*"):
         keys.update(key.decode() for key in redis.scan_iter(match=pattern, count=1000))
     removed = 0
     ordered = sorted(keys)
     for start in range(0, len(ordered), 500):
-        removed += redis.delete(*ordered[start:start + 500])
+        removed += redis.delete(*ordered[start : start + 500])
     redis.srem("rq:queues", f"rq:queue:{queue}")
     return removed
 
@@ -115,8 +119,9 @@ class Processes:
     def start(self, name: str, argv: list[str]) -> subprocess.Popen:
         """Start ``argv`` as process ``name``; a restarted process appends to the same log."""
         with open(self.log_dir / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
-            process = subprocess.Popen(argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.running[name] = process
         self.argv[name] = argv
         return process
@@ -131,8 +136,9 @@ class Processes:
 
     def run_cli(self, *args: str, timeout_s: float = 120) -> str:
         """Run a short ``sla-guard`` command to completion; raise with its output if it fails."""
-        done = subprocess.run(CLI + list(args), env=self.env, cwd=self.cwd, capture_output=True, text=True,
-                              timeout=timeout_s)
+        done = subprocess.run(
+            CLI + list(args), env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=timeout_s
+        )
         if done.returncode != 0:
             raise RuntimeError(f"sla-guard {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
         return done.stdout

@@ -14,11 +14,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     Raises :class:`~sla_guard.exceptions.ConfigError` or :class:`~sla_guard.exceptions.RulesError`
     with a message naming what is wrong.
     """
-    from . import store
-    from .config import load_settings
-    from .logs import configure_logging
-    from .runtime import RulesHolder, redis_client, utcnow
-    from .web import ack, admin, api, crm, errors, health, webhooks
+    from sla_guard import store
+    from sla_guard.config import load_settings
+    from sla_guard.ingest import crm_webhooks as crm
+    from sla_guard.ingest import webhooks
+    from sla_guard.logs import configure_logging
+    from sla_guard.runtime import RulesHolder, redis_client, utcnow
+    from sla_guard.web import ack, admin, api, errors, health
 
     overrides = dict(test_config or {})
     clock = overrides.pop("CLOCK", utcnow)

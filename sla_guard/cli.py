@@ -9,7 +9,7 @@ import tempfile
 
 import click
 
-from .exceptions import ConfigError, RulesError
+from sla_guard.exceptions import ConfigError, RulesError
 
 
 def _fail(message: str, code: int = 2):
@@ -18,7 +18,7 @@ def _fail(message: str, code: int = 2):
 
 
 def _settings(**overrides) -> dict:
-    from .config import load_settings
+    from sla_guard.config import load_settings
 
     try:
         return load_settings(overrides={k: v for k, v in overrides.items() if v is not None})
@@ -27,7 +27,7 @@ def _settings(**overrides) -> dict:
 
 
 def _rules_or_fail(path: str):
-    from .rules.schema import load_rules_file
+    from sla_guard.core.rules.schema import load_rules_file
 
     try:
         return load_rules_file(path)
@@ -39,19 +39,21 @@ def _rules_or_fail(path: str):
 def _redis_or_fail(url: str) -> None:
     from redis.exceptions import RedisError
 
-    from .runtime import redis_client
+    from sla_guard.runtime import redis_client
 
     try:
         redis_client(url).ping()
     except RedisError:
-        _fail(f"Redis is not reachable at {url}: start it (`sudo apt-get install redis-server`, or "
-              f"`redis-server --daemonize yes`) or point REDIS_URL at yours")
+        _fail(
+            f"Redis is not reachable at {url}: start it (`sudo apt-get install redis-server`, or "
+            f"`redis-server --daemonize yes`) or point REDIS_URL at yours"
+        )
 
 
 def _schema_or_fail(url: str) -> None:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .store.migrate import current, head
+    from sla_guard.store.migrate import current, head
 
     try:
         at = current(url)
@@ -77,7 +79,7 @@ def serve(host: str, port: int, workers: int | None):
     settings = _settings()
     _rules_or_fail(settings["SLA_GUARD_RULES"])
     _schema_or_fail(settings["DATABASE_URL"])
-    from .web.server import run_gunicorn
+    from sla_guard.web.server import run_gunicorn
 
     run_gunicorn(host, port, workers or settings["SLA_GUARD_WEB_WORKERS"])
 
@@ -90,10 +92,9 @@ def worker(burst: bool):
     _rules_or_fail(settings["SLA_GUARD_RULES"])
     _redis_or_fail(settings["REDIS_URL"])
     _schema_or_fail(settings["DATABASE_URL"])
+    from sla_guard.logs import configure_logging
+    from sla_guard.runtime import Runtime
     from workers.main import run
-
-    from .logs import configure_logging
-    from .runtime import Runtime
 
     configure_logging(settings["SLA_GUARD_LOG_LEVEL"])
     run(Runtime.from_settings(settings), burst=burst)
@@ -104,7 +105,7 @@ def worker(burst: bool):
 @click.option("--port", default=8000, show_default=True, type=int)
 def dev(host: str, port: int):
     """Web and worker in one command, for trying sla-guard out (SQLite, local Redis)."""
-    from .devserver import run_dev
+    from sla_guard.devserver import run_dev
 
     run_dev(host, port)
 
@@ -118,15 +119,17 @@ def rules():
 @click.argument("file", required=False)
 def rules_check(file: str | None):
     """Validate a rules file (default: SLA_GUARD_RULES); exit 0 when valid."""
-    from .rules.lint import lint
+    from sla_guard.core.rules.lint import lint
 
     path = file or os.environ.get("SLA_GUARD_RULES", "config/sla.yaml")
     ruleset = _rules_or_fail(path)
     warnings = lint(ruleset)
     for where, message in warnings:
         click.echo(f"warning: {where}: {message}")
-    click.echo(f"{path}: OK, {len(ruleset.rules)} rules, version {ruleset.version}"
-               + (f", {len(warnings)} warnings" if warnings else ""))
+    click.echo(
+        f"{path}: OK, {len(ruleset.rules)} rules, version {ruleset.version}"
+        + (f", {len(warnings)} warnings" if warnings else "")
+    )
 
 
 @rules.command("explain")
@@ -134,9 +137,9 @@ def rules_check(file: str | None):
 @click.argument("event_file")
 def rules_explain(file: str, event_file: str):
     """Which rule matches the lead in EVENT_FILE (one event or an array) and its deadlines."""
-    from .events import parse_events
-    from .exceptions import InvalidEvent
-    from .rules.explain import explain
+    from sla_guard.core.events import parse_events
+    from sla_guard.core.rules.explain import explain
+    from sla_guard.exceptions import InvalidEvent
 
     ruleset = _rules_or_fail(file)
     try:
@@ -157,7 +160,7 @@ def db():
 @db.command("upgrade")
 def db_upgrade():
     """Apply schema migrations to DATABASE_URL."""
-    from .store.migrate import upgrade
+    from sla_guard.store.migrate import upgrade
 
     settings = _settings()
     upgrade(settings["DATABASE_URL"])

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from .exceptions import ConfigError
+from sla_guard.exceptions import ConfigError
 
 DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": "sqlite:///sla_guard.db",
@@ -38,8 +38,15 @@ DEFAULTS: dict[str, Any] = {
 }
 """Every setting with its default; each can be overridden by an environment variable of the same name."""
 
-_INTEGERS = ("SLA_GUARD_MAX_BODY_BYTES", "SLA_GUARD_SIGNATURE_MAX_AGE_S", "SLA_GUARD_ARM_HORIZON_S", "SLA_GUARD_TIMER_SHARDS",
-             "SLA_GUARD_ALERT_MAX_ATTEMPTS", "SLA_GUARD_WEB_WORKERS", "SLA_GUARD_ACK_TTL_S")
+_INTEGERS = (
+    "SLA_GUARD_MAX_BODY_BYTES",
+    "SLA_GUARD_SIGNATURE_MAX_AGE_S",
+    "SLA_GUARD_ARM_HORIZON_S",
+    "SLA_GUARD_TIMER_SHARDS",
+    "SLA_GUARD_ALERT_MAX_ATTEMPTS",
+    "SLA_GUARD_WEB_WORKERS",
+    "SLA_GUARD_ACK_TTL_S",
+)
 _FLOATS = ("SLA_GUARD_RECONCILE_INTERVAL_S", "SLA_GUARD_SCHEDULER_INTERVAL_S")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -73,7 +80,9 @@ def validate(settings: dict[str, Any]) -> dict[str, Any]:
     try:
         url = make_url(str(settings["DATABASE_URL"]))
     except ArgumentError:
-        raise ConfigError("DATABASE_URL is not a database URL (e.g. sqlite:///sla_guard.db or postgresql+psycopg://user@host/db)") from None
+        raise ConfigError(
+            "DATABASE_URL is not a database URL (e.g. sqlite:///sla_guard.db or postgresql+psycopg://user@host/db)"
+        ) from None
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise ConfigError("DATABASE_URL must point to SQLite or PostgreSQL")
     if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
@@ -88,7 +97,9 @@ def validate(settings: dict[str, Any]) -> dict[str, Any]:
     settings["SLA_GUARD_LOG_LEVEL"] = level
     public_url = settings.get("SLA_GUARD_PUBLIC_URL")
     if public_url and not re.match(r"https?://[^\s/]+", str(public_url)):
-        raise ConfigError("SLA_GUARD_PUBLIC_URL must be the http(s) address people reach sla-guard at, e.g. https://sla.example.com")
+        raise ConfigError(
+            "SLA_GUARD_PUBLIC_URL must be the http(s) address people reach sla-guard at, e.g. https://sla.example.com"
+        )
     for key in ("SLA_GUARD_WEBHOOK_SECRET", "SLA_GUARD_API_TOKEN", "SLA_GUARD_ACK_SECRET"):
         if settings.get(key) is not None and len(str(settings[key])) < 16:
             raise ConfigError(f"{key} is too short: use at least 16 random characters")

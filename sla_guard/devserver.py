@@ -16,7 +16,7 @@ import click
 def _redis_up(url: str) -> bool:
     from redis.exceptions import RedisError
 
-    from .runtime import redis_client
+    from sla_guard.runtime import redis_client
 
     try:
         redis_client(url).ping()
@@ -31,12 +31,16 @@ def _ensure_redis(url: str) -> subprocess.Popen | None:
         return None
     binary = shutil.which("redis-server")
     if binary is None or not url.startswith("redis://127.0.0.1:6379"):
-        click.echo(f"sla-guard: Redis is not reachable at {url}: install it (`sudo apt-get install redis-server`) "
-                   "or set REDIS_URL", err=True)
+        click.echo(
+            f"sla-guard: Redis is not reachable at {url}: install it (`sudo apt-get install redis-server`) "
+            "or set REDIS_URL",
+            err=True,
+        )
         sys.exit(2)
     click.echo("starting a local redis-server on 127.0.0.1:6379 (nothing kept on disk)")
-    process = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", "6379", "--save", "", "--appendonly", "no"],
-                               stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", "6379", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
+    )
     for _ in range(50):
         if _redis_up(url):
             return process
@@ -52,16 +56,18 @@ def run_dev(host: str, port: int) -> None:
             env[key] = secrets.token_urlsafe(24)
             click.echo(f"{key}={env[key]}  (generated for this run; export your own to keep it)")
     os.environ.update(env)
-    from .cli import _rules_or_fail, _settings
-    from .store.migrate import upgrade
+    from sla_guard.cli import _rules_or_fail, _settings
+    from sla_guard.store.migrate import upgrade
 
     settings = _settings()
     _rules_or_fail(settings["SLA_GUARD_RULES"])
     redis_process = _ensure_redis(settings["REDIS_URL"])
     upgrade(settings["DATABASE_URL"])
     command = [sys.executable, "-m", "sla_guard.cli"]
-    children = [subprocess.Popen(command + ["worker"], env=env),
-                subprocess.Popen(command + ["serve", "--host", host, "--port", str(port), "--workers", "2"], env=env)]
+    children = [
+        subprocess.Popen(command + ["worker"], env=env),
+        subprocess.Popen(command + ["serve", "--host", host, "--port", str(port), "--workers", "2"], env=env),
+    ]
     click.echo(f"sla-guard is running on http://{host}:{port} (Ctrl-C stops it)")
 
     def stop(*_):

@@ -17,8 +17,12 @@ class _UTCJsonFormatter(JsonFormatter):
 def configure_logging(level: str = "INFO", stream=None) -> None:
     """Send sla-guard's and RQ's logs to ``stream`` (stderr) as JSON lines."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(_UTCJsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                           rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"}))
+    handler.setFormatter(
+        _UTCJsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
+        )
+    )
     for name in ("sla_guard", "rq"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

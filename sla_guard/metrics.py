@@ -15,14 +15,20 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
-from .store.models import AlertRow, ClockRow, EscalationRow, EventRow
+from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow
 
 EVENTS_ACCEPTED = Counter("sla_guard_events_accepted_total", "Webhook events stored", ["source"])
 EVENTS_DUPLICATE = Counter("sla_guard_events_duplicate_total", "Webhook events already stored", ["source"])
 EVENTS_REJECTED = Counter("sla_guard_events_rejected_total", "Webhook requests refused", ["source", "reason"])
-EVENTS_IGNORED = Counter("sla_guard_events_ignored_total", "CRM notifications acknowledged but not used", ["source", "kind"])
-INGEST_SECONDS = Histogram("sla_guard_ingest_seconds", "Time from request to acknowledgement", ["source"],
-                           buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+EVENTS_IGNORED = Counter(
+    "sla_guard_events_ignored_total", "CRM notifications acknowledged but not used", ["source", "kind"]
+)
+INGEST_SECONDS = Histogram(
+    "sla_guard_ingest_seconds",
+    "Time from request to acknowledgement",
+    ["source"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 
 
 class DatabaseCollector:
@@ -35,11 +41,14 @@ class DatabaseCollector:
         now = datetime.now(UTC)
         with self.database.session() as session:
             open_clocks = session.execute(select(func.count()).where(ClockRow.stopped_at.is_(None))).scalar()
-            overdue = session.execute(select(func.count()).where(
-                ClockRow.stopped_at.is_(None), ClockRow.due_at <= now)).scalar()
+            overdue = session.execute(
+                select(func.count()).where(ClockRow.stopped_at.is_(None), ClockRow.due_at <= now)
+            ).scalar()
             escalations = session.execute(select(EscalationRow.kind, func.count()).group_by(EscalationRow.kind)).all()
             alerts = session.execute(select(AlertRow.status, func.count()).group_by(AlertRow.status)).all()
-            oldest_due = session.execute(select(func.min(ClockRow.next_fire_at)).where(ClockRow.next_fire_at <= now)).scalar()
+            oldest_due = session.execute(
+                select(func.min(ClockRow.next_fire_at)).where(ClockRow.next_fire_at <= now)
+            ).scalar()
             backlog = session.execute(select(func.count()).where(EventRow.processed_at.is_(None))).scalar()
         gauge = GaugeMetricFamily("sla_guard_open_clocks", "SLA clocks still running", labels=["state"])
         gauge.add_metric(["running"], open_clocks - overdue)
@@ -54,7 +63,9 @@ class DatabaseCollector:
             counter.add_metric([status], count)
         yield counter
         lag = (now - oldest_due).total_seconds() if oldest_due else 0.0
-        yield GaugeMetricFamily("sla_guard_scheduler_lag_seconds", "Age of the oldest timer that is due but has not fired", value=lag)
+        yield GaugeMetricFamily(
+            "sla_guard_scheduler_lag_seconds", "Age of the oldest timer that is due but has not fired", value=lag
+        )
         yield GaugeMetricFamily("sla_guard_events_unprocessed", "Accepted events not yet applied", value=backlog)
 
 

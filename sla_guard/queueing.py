@@ -42,8 +42,15 @@ def job_options(job_id: str | None, retry: Retry | None) -> dict:
     }
 
 
-def enqueue(connection: Redis, func: str, *args, job_id: str | None = None,
-            at: datetime | None = None, retry: Retry | None = DEFAULT_RETRY, queue_name: str = QUEUE_NAME):
+def enqueue(
+    connection: Redis,
+    func: str,
+    *args,
+    job_id: str | None = None,
+    at: datetime | None = None,
+    retry: Retry | None = DEFAULT_RETRY,
+    queue_name: str = QUEUE_NAME,
+):
     """Enqueue ``func`` (a dotted path) now, or at the aware ``at``, with the project's defaults."""
     target = queue(connection, queue_name)
     options = job_options(job_id, retry)

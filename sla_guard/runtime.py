@@ -19,10 +19,10 @@ from pathlib import Path
 import requests
 from redis import Redis
 
-from .exceptions import RulesError
-from .rules.schema import RuleSet, load_rules_file
-from .store.db import Database
-from .store.repository import record_rule_version
+from sla_guard.core.rules.schema import RuleSet, load_rules_file
+from sla_guard.exceptions import RulesError
+from sla_guard.store.db import Database
+from sla_guard.store.repository import record_rule_version
 
 log = logging.getLogger("sla_guard.runtime")
 
@@ -82,8 +82,11 @@ class RulesHolder:
             try:
                 rules = load_rules_file(self.path)
             except RulesError as exc:
-                log.error("rules file refused, keeping version %s", self._rules.version,
-                          extra={"errors": [f"{p}: {m}" for p, m in exc.errors]})
+                log.error(
+                    "rules file refused, keeping version %s",
+                    self._rules.version,
+                    extra={"errors": [f"{p}: {m}" for p, m in exc.errors]},
+                )
                 return False
             changed = rules.version != self._rules.version
             self._rules = rules
@@ -131,8 +134,9 @@ def redis_client(url: str, socket_timeout: float | None = 5) -> Redis:
     Workers pass ``socket_timeout=None``: RQ blocks on the queue for minutes at a time, and a
     shorter socket timeout would make the worker quit while idle.
     """
-    return Redis.from_url(url, socket_connect_timeout=1, socket_timeout=socket_timeout,
-                          socket_keepalive=True, health_check_interval=30)
+    return Redis.from_url(
+        url, socket_connect_timeout=1, socket_timeout=socket_timeout, socket_keepalive=True, health_check_interval=30
+    )
 
 
 _current: contextvars.ContextVar[Runtime] = contextvars.ContextVar("sla_guard_runtime")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from .exceptions import Unauthorized
+from sla_guard.exceptions import Unauthorized
 
 SIGNATURE_HEADER = "X-SLA-Guard-Signature"
 """Header carrying ``t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>``."""

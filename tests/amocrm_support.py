@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from sla_guard.events import parse_events
-from sla_guard.processing import process_lead
+from sla_guard.core.events import parse_events
+from sla_guard.ingest.processing import process_lead
 from sla_guard.store.repository import insert_events
 
 AMO_TOKEN = "amo-long-lived-token-0123456789"
@@ -22,8 +22,11 @@ def crm(httpserver, monkeypatch):
 
 @pytest.fixture
 def settings(settings, crm):
-    return {**settings, "SLA_GUARD_AMOCRM_BASE_URL": crm.url_for("/").rstrip("/"),
-            "SLA_GUARD_AMOCRM_ACCESS_TOKEN": AMO_TOKEN}
+    return {
+        **settings,
+        "SLA_GUARD_AMOCRM_BASE_URL": crm.url_for("/").rstrip("/"),
+        "SLA_GUARD_AMOCRM_ACCESS_TOKEN": AMO_TOKEN,
+    }
 
 
 def store(runtime, source, *payloads):

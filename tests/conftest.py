@@ -1,14 +1,18 @@
 """Shared fixtures: real SQLite and PostgreSQL databases, the real Redis, an injected clock.
 
 PostgreSQL tests use a database of their own (``sla_guard_test_<pid>``) created on the server
-at ``SLA_GUARD_TEST_PG`` (default: the local server, user postgres); Redis tests use their own
-queue name so runs never see each other's jobs.
+at ``SLA_GUARD_TEST_PG`` (default: the local server, user postgres). Redis tests use a
+``redis-server`` of their own, started for the session on a free port (or the server at
+``SLA_GUARD_TEST_REDIS`` when set, which the suite may flush), so a test run never touches
+anybody else's Redis data; each test still gets its own queue name.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import textwrap
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,19 +20,22 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import create_engine, text
 
 from sla_guard import create_app
 from sla_guard.config import load_settings
-from sla_guard.runtime import Runtime, RulesHolder
+from sla_guard.runtime import RulesHolder, Runtime
 from sla_guard.store.migrate import upgrade
 from sla_guard.store.models import Base
 
+from .stack import free_port
+
 PG_SERVER = os.environ.get("SLA_GUARD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("SLA_GUARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
 SECRET = "test-webhook-secret-0123456789"
 API_TOKEN = "test-api-token-0123456789abcdef"
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+"""Real CRM payloads, copied here so the suite runs from any clone."""
 
 RULES = textwrap.dedent("""
     timezone: UTC
@@ -107,9 +114,54 @@ def db_url(request):
     return url
 
 
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A Redis of this test session's own: nothing else's data is ever seen or flushed."""
+    external = os.environ.get("SLA_GUARD_TEST_REDIS")
+    if external:
+        yield external
+        return
+    folder = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+            "--logfile",
+            str(folder / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except RedisConnectionError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError(f"the test Redis did not start on port {port}") from None
+            time.sleep(0.05)
+    client.close()
+    yield url
+    server.terminate()
+    server.wait(timeout=10)
+
+
 @pytest.fixture
-def redis_conn():
-    connection = Redis.from_url(REDIS_URL)
+def redis_conn(redis_url):
+    connection = Redis.from_url(redis_url)
     connection.ping()
     yield connection
     connection.close()
@@ -138,10 +190,10 @@ def rules_path(tmp_path, rules_text):
 
 
 @pytest.fixture
-def settings(db_url, rules_path, queue_name):
+def settings(db_url, rules_path, queue_name, redis_url):
     return {
         "DATABASE_URL": db_url,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": redis_url,
         "SLA_GUARD_RULES": str(rules_path),
         "SLA_GUARD_WEBHOOK_SECRET": SECRET,
         "SLA_GUARD_API_TOKEN": API_TOKEN,

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import select
 
-from sla_guard.adapters import hubspot
-from sla_guard.events import LeadEvent
+from sla_guard.core.events import LeadEvent
+from sla_guard.ingest.adapters import hubspot
 from sla_guard.store.models import CrmLookupRow, EventRow
 
 from .conftest import FIXTURES, RULES
@@ -38,6 +38,7 @@ def fixtures_of(crm: str) -> list[str]:
 
 
 # --- fixtures -----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def rules_text():
@@ -66,8 +67,9 @@ def crm_config(httpserver, monkeypatch, amo_rest):
         "SLA_GUARD_PIPEDRIVE_PASSWORD": PIPEDRIVE_PASSWORD,
     }
     if amo_rest:
-        config.update({"SLA_GUARD_AMOCRM_BASE_URL": httpserver.url_for("/amo"),
-                       "SLA_GUARD_AMOCRM_ACCESS_TOKEN": AMO_ACCESS_TOKEN})
+        config.update(
+            {"SLA_GUARD_AMOCRM_BASE_URL": httpserver.url_for("/amo"), "SLA_GUARD_AMOCRM_ACCESS_TOKEN": AMO_ACCESS_TOKEN}
+        )
     return config
 
 
@@ -93,22 +95,30 @@ def rest_calls(server) -> list:
 
 # --- helpers ------------------------------------------------------------------------------
 
+
 def post(client, fixture: dict, *, body: bytes | None = None, headers: dict | None = None, path: str | None = None):
     """Post a fixture's request exactly as the CRM sends it (or with the given changes)."""
     spec = fixture["request"]
     all_headers = {**spec["headers"], **(headers or {})}
     content_type = all_headers.pop("Content-Type")
-    return client.open(path or spec["path"].replace("<token>", AMO_TOKEN), method=spec["method"],
-                       data=spec["body"].encode() if body is None else body, content_type=content_type,
-                       headers=all_headers)
+    return client.open(
+        path or spec["path"].replace("<token>", AMO_TOKEN),
+        method=spec["method"],
+        data=spec["body"].encode() if body is None else body,
+        content_type=content_type,
+        headers=all_headers,
+    )
 
 
 def hubspot_signed(body: bytes, now: datetime, secret: str = HUBSPOT_SECRET) -> dict:
     """The headers HubSpot sends with ``body`` at ``now``."""
     stamp = str(int(now.timestamp() * 1000))
-    return {"Content-Type": "application/json", "X-HubSpot-Signature-Version": "v3",
-            "X-HubSpot-Request-Timestamp": stamp,
-            "X-HubSpot-Signature-v3": hubspot.signature(secret, "POST", HUBSPOT_URL, body, stamp)}
+    return {
+        "Content-Type": "application/json",
+        "X-HubSpot-Signature-Version": "v3",
+        "X-HubSpot-Request-Timestamp": stamp,
+        "X-HubSpot-Signature-v3": hubspot.signature(secret, "POST", HUBSPOT_URL, body, stamp),
+    }
 
 
 def local_portal(body: str, server) -> bytes:
@@ -129,7 +139,8 @@ def stored(app, source: str | None = None) -> list[LeadEvent]:
     where = [EventRow.source == source] if source else []
     with app.extensions["sla_guard.db"].session() as session:
         payloads = session.execute(
-            select(EventRow.payload).where(*where).order_by(EventRow.occurred_at, EventRow.id)).scalars()
+            select(EventRow.payload).where(*where).order_by(EventRow.occurred_at, EventRow.id)
+        ).scalars()
         return [LeadEvent.from_json(payload) for payload in payloads]
 
 
@@ -159,5 +170,6 @@ def sent_at(fixture: dict) -> datetime:
 
 def expect_portal(server, method: str, record_id: str, reply: dict, status: int = 200):
     """The portal answers one ``<method>.json?id=<record_id>`` call, as Bitrix24's REST API does."""
-    server.expect_ordered_request(f"/rest/1/{B24_KEY}/{method}.json", method="POST",
-                                  query_string={"id": record_id}).respond_with_json(reply, status=status)
+    server.expect_ordered_request(
+        f"/rest/1/{B24_KEY}/{method}.json", method="POST", query_string={"id": record_id}
+    ).respond_with_json(reply, status=status)

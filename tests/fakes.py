@@ -40,12 +40,13 @@ class FakeTelegram:
     """chat id -> (status, body) answered for every message to that chat."""
 
     def install(self, httpserver) -> FakeTelegram:
-        httpserver.expect_request(re.compile(r"^/bot[^/]+/sendMessage$"),
-                                  method="POST").respond_with_handler(self.handle)
+        httpserver.expect_request(re.compile(r"^/bot[^/]+/sendMessage$"), method="POST").respond_with_handler(
+            self.handle
+        )
         return self
 
     def handle(self, request: Request) -> Response:
-        token = request.path.split("/")[1][len("bot"):]
+        token = request.path.split("/")[1][len("bot") :]
         if token != self.token:
             return _json({"ok": False, "error_code": 401, "description": "Unauthorized"}, 401)
         if request.mimetype == "application/json":
@@ -65,13 +66,21 @@ class FakeTelegram:
         if str(body.get("chat_id")) not in self.chats:
             return _json({"ok": False, "error_code": 400, "description": "Bad Request: chat not found"}, 400)
         self.messages.append(body)
-        return _json({"ok": True, "result": {"message_id": len(self.messages), "chat": {"id": body["chat_id"]},
-                                             "text": body["text"]}})
+        return _json(
+            {
+                "ok": True,
+                "result": {"message_id": len(self.messages), "chat": {"id": body["chat_id"]}, "text": body["text"]},
+            }
+        )
 
 
 def telegram_429(retry_after: int) -> tuple[int, dict]:
-    return 429, {"ok": False, "error_code": 429, "description": f"Too Many Requests: retry after {retry_after}",
-                 "parameters": {"retry_after": retry_after}}
+    return 429, {
+        "ok": False,
+        "error_code": 429,
+        "description": f"Too Many Requests: retry after {retry_after}",
+        "parameters": {"retry_after": retry_after},
+    }
 
 
 @dataclass
@@ -137,9 +146,28 @@ class silent_server:
 def make_certificate(folder: Path) -> tuple[Path, Path]:
     """A self-signed certificate for localhost and 127.0.0.1 (openssl), as (cert, key)."""
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -151,8 +179,14 @@ class SmtpSink:
     that code.
     """
 
-    def __init__(self, cert: Path | None, key: Path | None, mode: str = "starttls", user: str | None = None,
-                 password: str | None = None):
+    def __init__(
+        self,
+        cert: Path | None,
+        key: Path | None,
+        mode: str = "starttls",
+        user: str | None = None,
+        password: str | None = None,
+    ):
         import ssl
 
         from aiosmtpd.controller import Controller
@@ -175,11 +209,15 @@ class SmtpSink:
                 return "250 OK"
 
             async def handle_DATA(self, server, session, envelope):  # noqa: N802
-                sink.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
-                                      "message": message_from_bytes(envelope.content, policy=policy.default),
-                                      "tls": session.ssl is not None
-                                      or server.transport.get_extra_info("ssl_object") is not None,
-                                      "login": getattr(session, "auth_data", None)})
+                sink.messages.append(
+                    {
+                        "from": envelope.mail_from,
+                        "to": list(envelope.rcpt_tos),
+                        "message": message_from_bytes(envelope.content, policy=policy.default),
+                        "tls": session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None,
+                        "login": getattr(session, "auth_data", None),
+                    }
+                )
                 return "250 Message accepted"
 
         def authenticate(server, session, envelope, mechanism, auth_data):

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from rq import Queue, SimpleWorker
 
-from sla_guard.pending import drain
+from sla_guard.ingest.pending import drain
 from sla_guard.runtime import activated
 from sla_guard.security import sign
 
@@ -21,8 +21,12 @@ def event(event_id: str, kind: str, at: datetime, lead_id: str = "L-1001", **ext
 
 def post_signed(client, payload, now: datetime, secret: str = SECRET, headers: dict | None = None):
     body = json.dumps(payload).encode()
-    return client.post("/webhooks/generic", data=body, content_type="application/json",
-                       headers={"X-SLA-Guard-Signature": sign(secret, body, int(now.timestamp())), **(headers or {})})
+    return client.post(
+        "/webhooks/generic",
+        data=body,
+        content_type="application/json",
+        headers={"X-SLA-Guard-Signature": sign(secret, body, int(now.timestamp())), **(headers or {})},
+    )
 
 
 def run_worker(runtime) -> None:

@@ -8,19 +8,25 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from sla_guard.acknowledge import BadToken, ExpiredToken, ack_url, sign_token, verify_token
 from sla_guard.config import load_settings
-from sla_guard.escalation import run_timer
 from sla_guard.exceptions import ConfigError
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
+from sla_guard.timers.acknowledge import BadToken, ExpiredToken, ack_url, sign_token, verify_token
+from sla_guard.timers.escalation import run_timer
 
 from .conftest import API_TOKEN
 from .helpers import event, post_signed, run_worker
 
 ACK_SECRET = "test-ack-secret-0123456789abcdef"
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-HOT = {"source": "website", "priority": "hot", "owner": "anna", "team": "inbound", "name": "ACME",
-       "url": "https://crm.example/leads/1001"}
+HOT = {
+    "source": "website",
+    "priority": "hot",
+    "owner": "anna",
+    "team": "inbound",
+    "name": "ACME",
+    "url": "https://crm.example/leads/1001",
+}
 
 
 def test_a_token_round_trips_until_it_expires():
@@ -31,12 +37,15 @@ def test_a_token_round_trips_until_it_expires():
         verify_token(ACK_SECRET, token, NOW + timedelta(hours=24))
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda t: t.replace("42.", "43.", 1),                  # another escalation
-    lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # another signature
-    lambda t: t.rsplit(".", 1)[0],                          # no signature
-    lambda t: "x" + t,
-])
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t.replace("42.", "43.", 1),  # another escalation
+        lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # another signature
+        lambda t: t.rsplit(".", 1)[0],  # no signature
+        lambda t: "x" + t,
+    ],
+)
 def test_a_tampered_token_is_refused(mangle):
     token = sign_token(ACK_SECRET, 42, "olga", NOW + timedelta(hours=1))
     with pytest.raises(BadToken):
@@ -56,8 +65,16 @@ def test_a_token_cannot_be_moved_to_another_person():
 def test_no_link_without_a_secret_or_a_public_url():
     assert ack_url({"SLA_GUARD_PUBLIC_URL": "https://sla.example"}, 1, "olga", NOW) is None
     assert ack_url({"SLA_GUARD_ACK_SECRET": ACK_SECRET}, 1, "olga", NOW) is None
-    url = ack_url({"SLA_GUARD_ACK_SECRET": ACK_SECRET, "SLA_GUARD_PUBLIC_URL": "https://sla.example/",
-                   "SLA_GUARD_ACK_TTL_S": 3600}, 1, "olga", NOW)
+    url = ack_url(
+        {
+            "SLA_GUARD_ACK_SECRET": ACK_SECRET,
+            "SLA_GUARD_PUBLIC_URL": "https://sla.example/",
+            "SLA_GUARD_ACK_TTL_S": 3600,
+        },
+        1,
+        "olga",
+        NOW,
+    )
     assert url.startswith("https://sla.example/ack/1.")
     assert verify_token(ACK_SECRET, url.rsplit("/", 1)[1], NOW).expires_at == NOW + timedelta(hours=1)
 
@@ -143,7 +160,9 @@ def test_a_second_click_changes_nothing(sink, app, client, runtime, clock):
 def test_link_previews_and_head_requests_do_not_acknowledge(sink, app, client, runtime, clock):
     breach(client, runtime, clock)
     token = token_of(next(a for a in received(sink) if a["level"] == 1))
-    preview = client.get(f"/ack/{token}", headers={"User-Agent": "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"})
+    preview = client.get(
+        f"/ack/{token}", headers={"User-Agent": "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"}
+    )
     assert preview.status_code == 200 and 'method="post"' in preview.get_data(as_text=True)
     assert client.head(f"/ack/{token}").status_code == 200
     assert all(e.acknowledged_at is None for e in rows(runtime, EscalationRow))

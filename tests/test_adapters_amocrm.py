@@ -9,34 +9,50 @@ from urllib.parse import urlencode
 
 import pytest
 
-from sla_guard.adapters import amocrm
-from sla_guard.adapters.base import RawRequest
 from sla_guard.exceptions import ConfigError, InvalidEvent, Unauthorized
+from sla_guard.ingest.adapters import amocrm
+from sla_guard.ingest.adapters.base import RawRequest
 
-FIXTURES = Path(__file__).parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN = "k3Jd9sLq0pX7vB2n"
 SETTINGS = {"SLA_GUARD_AMOCRM_TOKEN": TOKEN, "SLA_GUARD_AMOCRM_ACCOUNT_ID": "30307558"}
 NOW = datetime(2024, 9, 17, 16, 0, tzinfo=UTC)
-ACCOUNT = [("account[subdomain]", "acmesales"), ("account[id]", "30307558"),
-           ("account[_links][self]", "https://acmesales.amocrm.ru")]
+ACCOUNT = [
+    ("account[subdomain]", "acmesales"),
+    ("account[id]", "30307558"),
+    ("account[_links][self]", "https://acmesales.amocrm.ru"),
+]
 
 
 def load(name: str) -> dict:
     return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 
 
-def request(body: str | bytes, *, token: str = TOKEN, content_type: str = "application/x-www-form-urlencoded") -> RawRequest:
+def request(
+    body: str | bytes, *, token: str = TOKEN, content_type: str = "application/x-www-form-urlencoded"
+) -> RawRequest:
     path = f"/webhooks/amocrm/{token}"
-    return RawRequest(method="POST", path=path, url=f"https://sla.example.com{path}",
-                      headers={"Content-Type": content_type}, body=body if isinstance(body, bytes) else body.encode(),
-                      content_type=content_type)
+    return RawRequest(
+        method="POST",
+        path=path,
+        url=f"https://sla.example.com{path}",
+        headers={"Content-Type": content_type},
+        body=body if isinstance(body, bytes) else body.encode(),
+        content_type=content_type,
+    )
 
 
 def fixture_request(fixture: dict, *, token: str = TOKEN) -> RawRequest:
     spec = fixture["request"]
     path = spec["path"].replace("<token>", token)
-    return RawRequest(method=spec["method"], path=path, url=f"https://sla.example.com{path}", headers=spec["headers"],
-                      body=spec["body"].encode(), content_type=spec["headers"]["Content-Type"])
+    return RawRequest(
+        method=spec["method"],
+        path=path,
+        url=f"https://sla.example.com{path}",
+        headers=spec["headers"],
+        body=spec["body"].encode(),
+        content_type=spec["headers"]["Content-Type"],
+    )
 
 
 def form(*pairs: tuple[str, str], account: bool = True) -> str:
@@ -46,7 +62,7 @@ def form(*pairs: tuple[str, str], account: bool = True) -> str:
 def assert_means(events, means) -> None:
     """The fields the fixture gives must match; the adapter may fill in more."""
     assert [event.type for event in events] == [expected["type"] for expected in means]
-    for event, expected in zip(events, means):
+    for event, expected in zip(events, means, strict=True):
         actual = event.model_dump(exclude_none=True)
         for key, value in expected.items():
             if key == "occurred_at":
@@ -95,10 +111,13 @@ def test_lost_lead_is_closed_in_its_lost_status():
 
 def test_same_request_twice_gives_the_same_event_ids():
     raw = fixture_request(load("amocrm_task_completed.json"))
-    assert [e.event_id for e in amocrm.parse(raw, SETTINGS).events] == [e.event_id for e in amocrm.parse(raw, SETTINGS).events]
+    assert [e.event_id for e in amocrm.parse(raw, SETTINGS).events] == [
+        e.event_id for e in amocrm.parse(raw, SETTINGS).events
+    ]
 
 
 # --- authenticity -------------------------------------------------------------------------
+
 
 def test_wrong_path_token_is_refused():
     with pytest.raises(Unauthorized, match="token"):
@@ -112,7 +131,11 @@ def test_webhook_of_another_account_is_refused():
 
 
 def test_entity_of_another_account_is_refused_even_when_account_id_matches():
-    body = form(("leads[add][0][id]", "1"), ("leads[add][0][account_id]", "11111111"), ("leads[add][0][created_at]", "1726572752"))
+    body = form(
+        ("leads[add][0][id]", "1"),
+        ("leads[add][0][account_id]", "11111111"),
+        ("leads[add][0][created_at]", "1726572752"),
+    )
     with pytest.raises(Unauthorized, match="another amoCRM account"):
         amocrm.verify(request(body), SETTINGS, NOW)
 
@@ -131,49 +154,96 @@ def test_unconfigured_amocrm_refuses_everything():
 
 # --- every kind ---------------------------------------------------------------------------
 
+
 def lead(action: str, index: int = 0, **fields: str) -> list[tuple[str, str]]:
     return [(f"leads[{action}][{index}][{key}]", value) for key, value in fields.items()]
 
 
 def test_one_request_with_several_entities_actions_and_indexes():
     body = form(
-        *lead("add", 0, id="101", status_id="5001", pipeline_id="77", responsible_user_id="9", price="500",
-              created_at="1726572000", updated_at="1726572000"),
-        *lead("add", 1, id="102", status_id="5001", responsible_user_id="9", created_at="1726572100", updated_at="1726572100"),
+        *lead(
+            "add",
+            0,
+            id="101",
+            status_id="5001",
+            pipeline_id="77",
+            responsible_user_id="9",
+            price="500",
+            created_at="1726572000",
+            updated_at="1726572000",
+        ),
+        *lead(
+            "add",
+            1,
+            id="102",
+            status_id="5001",
+            responsible_user_id="9",
+            created_at="1726572100",
+            updated_at="1726572100",
+        ),
         *lead("status", 0, id="101", status_id="142", old_status_id="5002", updated_at="1726573000"),
-        ("contacts[add][0][id]", "555"), ("contacts[add][0][created_at]", "1726572000"),
-        ("task[update][0][id]", "7"), ("task[update][0][element_id]", "102"), ("task[update][0][element_type]", "2"),
-        ("task[update][0][status]", "1"), ("task[update][0][responsible_user_id]", "9"),
+        ("contacts[add][0][id]", "555"),
+        ("contacts[add][0][created_at]", "1726572000"),
+        ("task[update][0][id]", "7"),
+        ("task[update][0][element_id]", "102"),
+        ("task[update][0][element_type]", "2"),
+        ("task[update][0][status]", "1"),
+        ("task[update][0][responsible_user_id]", "9"),
         ("task[update][0][updated_at]", "1726572500"),
     )
     result = amocrm.parse(request(body), SETTINGS)
     assert [(e.type, e.lead.id) for e in result.events] == [
-        ("lead.created", "101"), ("lead.created", "102"), ("lead.touched", "102"), ("lead.closed", "101")]
+        ("lead.created", "101"),
+        ("lead.created", "102"),
+        ("lead.touched", "102"),
+        ("lead.closed", "101"),
+    ]
     closed = result.events[-1]
     assert (closed.outcome, closed.previous_stage) == ("won", "5002")
     assert result.ignored == ["contacts.add"]
 
 
 def test_moving_to_another_stage_is_a_stage_change():
-    body = form(*lead("status", id="101", status_id="5003", old_status_id="5002", pipeline_id="77", updated_at="1726573000"))
+    body = form(
+        *lead("status", id="101", status_id="5003", old_status_id="5002", pipeline_id="77", updated_at="1726573000")
+    )
     event = amocrm.parse(request(body), SETTINGS).events[0]
-    assert (event.type, event.lead.stage, event.previous_stage, event.lead.pipeline) == ("lead.stage_changed", "5003", "5002", "77")
+    assert (event.type, event.lead.stage, event.previous_stage, event.lead.pipeline) == (
+        "lead.stage_changed",
+        "5003",
+        "5002",
+        "77",
+    )
     assert event.occurred_at == at("2024-09-17T11:36:40+00:00")
 
 
 def test_won_and_lost_statuses_are_configurable():
     settings = {**SETTINGS, "SLA_GUARD_AMOCRM_WON_STATUSES": "142, 7001", "SLA_GUARD_AMOCRM_LOST_STATUSES": "143,7002"}
-    body = form(*lead("status", 0, id="1", status_id="7001", updated_at="1726573000"),
-                *lead("status", 1, id="2", status_id="7002", updated_at="1726573000"))
+    body = form(
+        *lead("status", 0, id="1", status_id="7001", updated_at="1726573000"),
+        *lead("status", 1, id="2", status_id="7002", updated_at="1726573000"),
+    )
     events = amocrm.parse(request(body), settings).events
-    assert [(e.lead.id, e.type, e.outcome) for e in events] == [("1", "lead.closed", "won"), ("2", "lead.closed", "lost")]
+    assert [(e.lead.id, e.type, e.outcome) for e in events] == [
+        ("1", "lead.closed", "won"),
+        ("2", "lead.closed", "lost"),
+    ]
     assert amocrm.outcome("7001", amocrm.mapping_from_settings(settings)) == "won"
     assert amocrm.outcome("7001") is None
 
 
 def test_update_refreshes_the_lead_but_never_moves_its_stage():
-    body = form(*lead("update", id="101", name="Bigger order", price="9000", status_id="5003",
-                      responsible_user_id="9", updated_at="1726573000"))
+    body = form(
+        *lead(
+            "update",
+            id="101",
+            name="Bigger order",
+            price="9000",
+            status_id="5003",
+            responsible_user_id="9",
+            updated_at="1726573000",
+        )
+    )
     event = amocrm.parse(request(body), SETTINGS).events[0]
     assert event.type == "lead.updated"
     assert (event.lead.name, event.lead.amount, event.lead.owner, event.lead.stage) == ("Bigger order", 9000, "9", None)
@@ -193,8 +263,16 @@ def test_restored_lead_reopens_in_its_stage():
 
 
 def note(note_type: str, **extra: str) -> list[tuple[str, str]]:
-    fields = {"id": "900", "note_type": note_type, "element_type": "2", "element_id": "101", "main_user_id": "9",
-              "created_by": "9", "created_at": "1726580291", **extra}
+    fields = {
+        "id": "900",
+        "note_type": note_type,
+        "element_type": "2",
+        "element_id": "101",
+        "main_user_id": "9",
+        "created_by": "9",
+        "created_at": "1726580291",
+        **extra,
+    }
     return [(f"leads[note][0][note][{key}]", value) for key, value in fields.items()]
 
 
@@ -221,15 +299,24 @@ def test_note_time_without_unix_fields_is_the_accounts_local_time():
     body = form(*note("10", created_at="", date_create="2024-09-17 16:38:11"))
     moscow = amocrm.parse(request(body), SETTINGS).events[0]
     assert moscow.occurred_at == at("2024-09-17T13:38:11+00:00")
-    yekaterinburg = amocrm.parse(request(body), {**SETTINGS, "SLA_GUARD_AMOCRM_TIMEZONE": "Asia/Yekaterinburg"}).events[0]
+    yekaterinburg = amocrm.parse(request(body), {**SETTINGS, "SLA_GUARD_AMOCRM_TIMEZONE": "Asia/Yekaterinburg"}).events[
+        0
+    ]
     assert yekaterinburg.occurred_at == at("2024-09-17T11:38:11+00:00")
     with pytest.raises(ConfigError, match="SLA_GUARD_AMOCRM_TIMEZONE"):
         amocrm.parse(request(body), {**SETTINGS, "SLA_GUARD_AMOCRM_TIMEZONE": "Mars/Olympus"})
 
 
 def task(**fields: str) -> list[tuple[str, str]]:
-    base = {"id": "7", "element_id": "101", "element_type": "2", "status": "1", "action_close": "1",
-            "responsible_user_id": "9", "updated_at": "1726585923"}
+    base = {
+        "id": "7",
+        "element_id": "101",
+        "element_type": "2",
+        "status": "1",
+        "action_close": "1",
+        "responsible_user_id": "9",
+        "updated_at": "1726585923",
+    }
     return [(f"task[update][0][{key}]", value) for key, value in {**base, **fields}.items()]
 
 
@@ -245,11 +332,25 @@ def test_task_text_time_is_utc_as_amocrm_sends_it():
 
 
 def message(kind: str, author_type: str = "internal", **extra: str) -> list[tuple[str, str]]:
-    fields = {"id": "b26bbe6d-a691", "chat_id": "f7432b58", "talk_id": "166", "contact_id": "13311307",
-              "text": "Здравствуйте! Пришлю КП сегодня", "created_at": "1726581000", "element_type": "2",
-              "entity_type": "lead", "element_id": "101", "entity_id": "101", "type": kind,
-              "author.id": "9", "author.type": author_type, **extra}
-    return [("message[add][0]" + "".join(f"[{part}]" for part in key.split(".")), value) for key, value in fields.items()]
+    fields = {
+        "id": "b26bbe6d-a691",
+        "chat_id": "f7432b58",
+        "talk_id": "166",
+        "contact_id": "13311307",
+        "text": "Здравствуйте! Пришлю КП сегодня",
+        "created_at": "1726581000",
+        "element_type": "2",
+        "entity_type": "lead",
+        "element_id": "101",
+        "entity_id": "101",
+        "type": kind,
+        "author.id": "9",
+        "author.type": author_type,
+        **extra,
+    }
+    return [
+        ("message[add][0]" + "".join(f"[{part}]" for part in key.split(".")), value) for key, value in fields.items()
+    ]
 
 
 def test_managers_message_is_a_touch_and_clients_message_is_not():
@@ -270,28 +371,45 @@ def test_unknown_entities_are_acknowledged_not_refused():
 
 def test_custom_fields_and_tags_become_lead_fields():
     settings = {**SETTINGS, "SLA_GUARD_AMOCRM_FIELD_SOURCE": "Источник", "SLA_GUARD_AMOCRM_FIELD_PRIORITY": "4401"}
-    body = form(*lead("add", id="101", created_at="1726572000"),
-                ("leads[add][0][custom_fields][0][id]", "4400"), ("leads[add][0][custom_fields][0][name]", "Источник"),
-                ("leads[add][0][custom_fields][0][values][0][value]", "website"),
-                ("leads[add][0][custom_fields][1][id]", "4401"), ("leads[add][0][custom_fields][1][name]", "Priority"),
-                ("leads[add][0][custom_fields][1][values][0][value]", "hot"),
-                ("leads[add][0][tags][0][id]", "1"), ("leads[add][0][tags][0][name]", "enterprise"))
+    body = form(
+        *lead("add", id="101", created_at="1726572000"),
+        ("leads[add][0][custom_fields][0][id]", "4400"),
+        ("leads[add][0][custom_fields][0][name]", "Источник"),
+        ("leads[add][0][custom_fields][0][values][0][value]", "website"),
+        ("leads[add][0][custom_fields][1][id]", "4401"),
+        ("leads[add][0][custom_fields][1][name]", "Priority"),
+        ("leads[add][0][custom_fields][1][values][0][value]", "hot"),
+        ("leads[add][0][tags][0][id]", "1"),
+        ("leads[add][0][tags][0][name]", "enterprise"),
+    )
     event = amocrm.parse(request(body), settings).events[0]
     assert (event.lead.source, event.lead.priority, event.lead.tags) == ("website", "hot", ("enterprise",))
 
 
 # --- odd encodings and broken bodies ------------------------------------------------------
 
+
 def test_cyrillic_and_plus_for_spaces():
-    body = ("leads%5Badd%5D%5B0%5D%5Bid%5D=5"
-            "&leads%5Badd%5D%5B0%5D%5Bname%5D=%D0%97%D0%B0%D1%8F%D0%B2%D0%BA%D0%B0+%D1%81+%D1%81%D0%B0%D0%B9%D1%82%D0%B0"
-            "&leads%5Badd%5D%5B0%5D%5Bcreated_at%5D=1726572752&account%5Bid%5D=30307558")
+    body = (
+        "leads%5Badd%5D%5B0%5D%5Bid%5D=5"
+        "&leads%5Badd%5D%5B0%5D%5Bname%5D=%D0%97%D0%B0%D1%8F%D0%B2%D0%BA%D0%B0+%D1%81+%D1%81%D0%B0%D0%B9%D1%82%D0%B0"
+        "&leads%5Badd%5D%5B0%5D%5Bcreated_at%5D=1726572752&account%5Bid%5D=30307558"
+    )
     assert amocrm.parse(request(body), SETTINGS).events[0].lead.name == "Заявка с сайта"
 
 
 def test_windows_1251_body_when_the_content_type_says_so():
-    body = urlencode([("leads[add][0][id]", "5"), ("leads[add][0][name]", "Заявка"), ("leads[add][0][created_at]", "1726572752")],
-                     encoding="cp1251") + "&account%5Bid%5D=30307558"
+    body = (
+        urlencode(
+            [
+                ("leads[add][0][id]", "5"),
+                ("leads[add][0][name]", "Заявка"),
+                ("leads[add][0][created_at]", "1726572752"),
+            ],
+            encoding="cp1251",
+        )
+        + "&account%5Bid%5D=30307558"
+    )
     raw = request(body, content_type="application/x-www-form-urlencoded; charset=windows-1251")
     assert amocrm.parse(raw, SETTINGS).events[0].lead.name == "Заявка"
     with pytest.raises(InvalidEvent, match="utf-8"):
@@ -326,4 +444,7 @@ def test_cut_inside_a_percent_escape_or_a_key_is_malformed():
     with pytest.raises(InvalidEvent, match="malformed form key"):
         amocrm.parse(request("leads[status][0][status_id]=143&leads[status][0][upd"), SETTINGS)
     with pytest.raises(InvalidEvent, match="status_id"):
-        amocrm.parse(request("leads%5Bstatus%5D%5B0%5D%5Bid%5D=15318175&leads%5Bstatus%5D%5B0%5D%5Bupdated_at%5D=1726579900"), SETTINGS)
+        amocrm.parse(
+            request("leads%5Bstatus%5D%5B0%5D%5Bid%5D=15318175&leads%5Bstatus%5D%5B0%5D%5Bupdated_at%5D=1726579900"),
+            SETTINGS,
+        )

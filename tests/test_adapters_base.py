@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sla_guard.adapters import ADAPTERS
-from sla_guard.adapters.base import (
+from sla_guard.exceptions import InvalidEvent
+from sla_guard.ingest.adapters import ADAPTERS
+from sla_guard.ingest.adapters.base import (
     RawRequest,
     amount,
     from_iso,
@@ -22,7 +23,6 @@ from sla_guard.adapters.base import (
     parse_form,
     parse_json,
 )
-from sla_guard.exceptions import InvalidEvent
 
 
 def raw(body: bytes | str, content_type: str = "application/x-www-form-urlencoded", **headers: str) -> RawRequest:
@@ -62,13 +62,16 @@ def test_form_in_windows_1251():
         parse_form(raw(body))
 
 
-@pytest.mark.parametrize("body, field", [
-    ("", "body"),
-    ("a=1&b=%D0", "body"),                 # cut inside a percent escape
-    ("a[b]=1&a=2", "a"),                   # a value and a group at once
-    ("a=1&a[b]=2", "a"),
-    ("leads[add][0][id", "leads[add][0][id"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ("", "body"),
+        ("a=1&b=%D0", "body"),  # cut inside a percent escape
+        ("a[b]=1&a=2", "a"),  # a value and a group at once
+        ("a=1&a[b]=2", "a"),
+        ("leads[add][0][id", "leads[add][0][id"),
+    ],
+)
 def test_malformed_forms_name_the_problem(body, field):
     with pytest.raises(InvalidEvent) as error:
         parse_form(raw(body))
@@ -98,7 +101,13 @@ def test_times_are_aware_utc():
 
 
 def test_amounts():
-    assert (amount("150000.00"), amount(1000), amount({"amount": 5}), amount(""), amount("n/a")) == (150000, 1000, 5, None, None)
+    assert (amount("150000.00"), amount(1000), amount({"amount": 5}), amount(""), amount("n/a")) == (
+        150000,
+        1000,
+        5,
+        None,
+        None,
+    )
 
 
 def test_events_of_one_moment_come_in_the_order_a_lead_lives_them():
@@ -110,26 +119,75 @@ def test_events_of_one_moment_come_in_the_order_a_lead_lives_them():
 
 def test_invalid_event_fields_are_named():
     with pytest.raises(InvalidEvent) as error:
-        make_event("data", event_id="x", type="lead.touched", occurred_at=datetime(2024, 1, 1, tzinfo=UTC),
-                   lead={"id": "1"}, touch={"channel": "c" * 51})
+        make_event(
+            "data",
+            event_id="x",
+            type="lead.touched",
+            occurred_at=datetime(2024, 1, 1, tzinfo=UTC),
+            lead={"id": "1"},
+            touch={"channel": "c" * 51},
+        )
     assert error.value.field == "data.touch.channel"
 
 
 # --- no body can crash an adapter ---------------------------------------------------------
 
-_CONTENT_TYPES = {"amocrm": "application/x-www-form-urlencoded", "bitrix24": "application/x-www-form-urlencoded",
-                  "hubspot": "application/json", "pipedrive": "application/json"}
-_FORM_KEYS = st.sampled_from(["leads[add][0][id]", "leads[status][0][status_id]", "leads[note][0][note][note_type]",
-                              "task[update][0][status]", "message[add][0][type]", "event", "data[FIELDS][ID]", "ts",
-                              "leads[add][0][created_at]", "leads[note][0][note][date_create]", "account[id]"])
+_CONTENT_TYPES = {
+    "amocrm": "application/x-www-form-urlencoded",
+    "bitrix24": "application/x-www-form-urlencoded",
+    "hubspot": "application/json",
+    "pipedrive": "application/json",
+}
+_FORM_KEYS = st.sampled_from(
+    [
+        "leads[add][0][id]",
+        "leads[status][0][status_id]",
+        "leads[note][0][note][note_type]",
+        "task[update][0][status]",
+        "message[add][0][type]",
+        "event",
+        "data[FIELDS][ID]",
+        "ts",
+        "leads[add][0][created_at]",
+        "leads[note][0][note][date_create]",
+        "account[id]",
+    ]
+)
 _FORM = st.lists(st.tuples(_FORM_KEYS, st.text(max_size=12)), max_size=8).map(
-    lambda pairs: "&".join(f"{key}={value}" for key, value in pairs).encode())
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                     lambda children: st.lists(children, max_size=4) | st.dictionaries(
-                         st.sampled_from(["eventId", "objectId", "occurredAt", "subscriptionType", "propertyName",
-                                          "propertyValue", "meta", "data", "previous", "id", "entity", "action",
-                                          "timestamp", "status", "stage_id", "current", "event"]), children, max_size=6),
-                     max_leaves=20).map(lambda value: json.dumps(value).encode())
+    lambda pairs: "&".join(f"{key}={value}" for key, value in pairs).encode()
+)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "eventId",
+                    "objectId",
+                    "occurredAt",
+                    "subscriptionType",
+                    "propertyName",
+                    "propertyValue",
+                    "meta",
+                    "data",
+                    "previous",
+                    "id",
+                    "entity",
+                    "action",
+                    "timestamp",
+                    "status",
+                    "stage_id",
+                    "current",
+                    "event",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
+    max_leaves=20,
+).map(lambda value: json.dumps(value).encode())
 
 
 @settings(max_examples=300, deadline=None)

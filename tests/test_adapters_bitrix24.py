@@ -11,14 +11,16 @@ import pytest
 import requests
 from werkzeug import Response
 
-from sla_guard.adapters import bitrix24
-from sla_guard.adapters.base import Lookup, RawRequest
 from sla_guard.exceptions import InvalidEvent, Unauthorized
+from sla_guard.ingest.adapters import bitrix24
+from sla_guard.ingest.adapters.base import Lookup, RawRequest
 
-FIXTURES = Path(__file__).parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).parent / "fixtures"
 APP_TOKEN = "jvh9y1ulvt2m6k5or90v9mg8nn32ozas"
-SETTINGS = {"SLA_GUARD_BITRIX24_APP_TOKEN": APP_TOKEN,
-            "SLA_GUARD_BITRIX24_REST_URL": "https://acme.bitrix24.ru/rest/1/s3cr3tk3y/"}
+SETTINGS = {
+    "SLA_GUARD_BITRIX24_APP_TOKEN": APP_TOKEN,
+    "SLA_GUARD_BITRIX24_REST_URL": "https://acme.bitrix24.ru/rest/1/s3cr3tk3y/",
+}
 NOW = datetime(2025, 12, 18, 9, 30, tzinfo=UTC)
 
 
@@ -27,20 +29,41 @@ def load(name: str) -> dict:
 
 
 def request(body: str) -> RawRequest:
-    return RawRequest("POST", "/webhooks/bitrix24", "https://sla.example.com/webhooks/bitrix24",
-                      {"Content-Type": "application/x-www-form-urlencoded"}, body.encode(),
-                      "application/x-www-form-urlencoded")
+    return RawRequest(
+        "POST",
+        "/webhooks/bitrix24",
+        "https://sla.example.com/webhooks/bitrix24",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        body.encode(),
+        "application/x-www-form-urlencoded",
+    )
 
 
-def notification(event: str, record_id: str = "1000983", *, token: str = APP_TOKEN, domain: str = "acme.bitrix24.ru") -> str:
-    return urlencode({"event": event, "event_handler_id": "975", "data[FIELDS][ID]": record_id, "ts": "1766047124",
-                      "auth[domain]": domain, "auth[application_token]": token})
+def notification(
+    event: str, record_id: str = "1000983", *, token: str = APP_TOKEN, domain: str = "acme.bitrix24.ru"
+) -> str:
+    return urlencode(
+        {
+            "event": event,
+            "event_handler_id": "975",
+            "data[FIELDS][ID]": record_id,
+            "ts": "1766047124",
+            "auth[domain]": domain,
+            "auth[application_token]": token,
+        }
+    )
 
 
 def fixture_request(fixture: dict) -> RawRequest:
     spec = fixture["request"]
-    return RawRequest(spec["method"], spec["path"], "https://sla.example.com" + spec["path"], spec["headers"],
-                      spec["body"].encode(), spec["headers"]["Content-Type"])
+    return RawRequest(
+        spec["method"],
+        spec["path"],
+        "https://sla.example.com" + spec["path"],
+        spec["headers"],
+        spec["body"].encode(),
+        spec["headers"]["Content-Type"],
+    )
 
 
 def rest_reply(fixture: dict) -> dict:
@@ -50,7 +73,7 @@ def rest_reply(fixture: dict) -> dict:
 def assert_means(events, means) -> None:
     """The fields the fixture gives must match; the adapter may fill in more."""
     assert [event.type for event in events] == [expected["type"] for expected in means]
-    for event, expected in zip(events, means):
+    for event, expected in zip(events, means, strict=True):
         actual = event.model_dump(exclude_none=True)
         for key, value in expected.items():
             if key == "occurred_at":
@@ -97,16 +120,24 @@ def test_lost_deal_against_its_last_known_state():
     fixture = load("bitrix24_deal_update.json")
     (lookup,) = bitrix24.parse(fixture_request(fixture), SETTINGS).lookups
     result = rest_reply(fixture)["result"]
-    before = bitrix24.snapshot({**result, "STAGE_ID": "C2:NEW", "STAGE_SEMANTIC_ID": "P", "CLOSED": "N", "UF_CRM_LOSS_REASON": ""})
+    before = bitrix24.snapshot(
+        {**result, "STAGE_ID": "C2:NEW", "STAGE_SEMANTIC_ID": "P", "CLOSED": "N", "UF_CRM_LOSS_REASON": ""}
+    )
     (closed,) = bitrix24.derive_events(lookup, result, before)
     assert (closed.type, closed.outcome, closed.reason) == ("lead.closed", "lost", "Цена")
-    assert (closed.previous_stage, closed.lead.stage, closed.lead.pipeline, closed.lead.owner) == ("C2:NEW", "C2:LOSE", "2", "17")
+    assert (closed.previous_stage, closed.lead.stage, closed.lead.pipeline, closed.lead.owner) == (
+        "C2:NEW",
+        "C2:LOSE",
+        "2",
+        "17",
+    )
     assert closed.occurred_at == datetime(2025, 12, 18, 9, 26, 40, tzinfo=UTC)
     # the second UPDATE notification of the same save: nothing new
     assert bitrix24.derive_events(lookup, result, bitrix24.snapshot(result)) == []
 
 
 # --- authenticity -------------------------------------------------------------------------
+
 
 def test_wrong_application_token_is_refused():
     with pytest.raises(Unauthorized, match="application token"):
@@ -130,8 +161,11 @@ def test_enabled_needs_token_and_rest_url():
 
 # --- notifications ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, method", [("onCrmLeadAdd", "crm.lead.get"), ("oncrmdealupdate", "crm.deal.get"),
-                                          ("ONCRMACTIVITYADD", "crm.activity.get")])
+
+@pytest.mark.parametrize(
+    "name, method",
+    [("onCrmLeadAdd", "crm.lead.get"), ("oncrmdealupdate", "crm.deal.get"), ("ONCRMACTIVITYADD", "crm.activity.get")],
+)
 def test_event_names_in_any_case(name, method):
     (lookup,) = bitrix24.parse(request(notification(name, "42")), SETTINGS).lookups
     assert (lookup.method, lookup.id, lookup.event) == (method, "42", name.upper())
@@ -145,7 +179,13 @@ def test_other_events_are_acknowledged():
 def test_deleted_deal_is_closed_without_a_lookup():
     result = bitrix24.parse(request(notification("ONCRMDEALDELETE", "5123")), SETTINGS)
     (closed,) = result.events
-    assert (closed.type, closed.lead.id, closed.reason, closed.outcome, result.lookups) == ("lead.closed", "5123", "deleted", None, [])
+    assert (closed.type, closed.lead.id, closed.reason, closed.outcome, result.lookups) == (
+        "lead.closed",
+        "5123",
+        "deleted",
+        None,
+        [],
+    )
 
 
 def test_missing_record_id_and_truncated_bodies():
@@ -164,22 +204,33 @@ def test_missing_record_id_and_truncated_bodies():
 
 # --- deriving events from the REST read-back ---------------------------------------------
 
-LEAD = {"ID": "1000983", "TITLE": "Заявка с сайта", "STATUS_ID": "NEW", "STATUS_SEMANTIC_ID": "P", "SOURCE_ID": "WEB",
-        "ASSIGNED_BY_ID": "17", "OPPORTUNITY": "150000.00", "DATE_CREATE": "2025-12-18T11:38:40+03:00",
-        "DATE_MODIFY": "2025-12-18T12:00:00+03:00"}
+LEAD = {
+    "ID": "1000983",
+    "TITLE": "Заявка с сайта",
+    "STATUS_ID": "NEW",
+    "STATUS_SEMANTIC_ID": "P",
+    "SOURCE_ID": "WEB",
+    "ASSIGNED_BY_ID": "17",
+    "OPPORTUNITY": "150000.00",
+    "DATE_CREATE": "2025-12-18T11:38:40+03:00",
+    "DATE_MODIFY": "2025-12-18T12:00:00+03:00",
+}
 UPDATE = Lookup("crm.lead.get", "1000983", "ONCRMLEADUPDATE", NOW)
 
 
 def test_stage_move_and_reassignment():
-    moved, assigned = bitrix24.derive_events(UPDATE, {**LEAD, "STATUS_ID": "IN_PROCESS", "ASSIGNED_BY_ID": "23"},
-                                             bitrix24.snapshot(LEAD))
+    moved, assigned = bitrix24.derive_events(
+        UPDATE, {**LEAD, "STATUS_ID": "IN_PROCESS", "ASSIGNED_BY_ID": "23"}, bitrix24.snapshot(LEAD)
+    )
     assert (moved.type, moved.lead.stage, moved.previous_stage) == ("lead.stage_changed", "IN_PROCESS", "NEW")
     assert (assigned.type, assigned.lead.owner, assigned.previous_owner) == ("lead.assigned", "23", "17")
     assert moved.event_id != assigned.event_id
 
 
 def test_lead_statuses_that_close():
-    (junk,) = bitrix24.derive_events(UPDATE, {**LEAD, "STATUS_ID": "JUNK", "STATUS_SEMANTIC_ID": "F"}, bitrix24.snapshot(LEAD))
+    (junk,) = bitrix24.derive_events(
+        UPDATE, {**LEAD, "STATUS_ID": "JUNK", "STATUS_SEMANTIC_ID": "F"}, bitrix24.snapshot(LEAD)
+    )
     assert (junk.type, junk.outcome, junk.previous_stage) == ("lead.closed", "lost", "NEW")
     (converted,) = bitrix24.derive_events(UPDATE, {**LEAD, "STATUS_ID": "CONVERTED"}, bitrix24.snapshot(LEAD))
     assert converted.outcome == "won"
@@ -199,63 +250,92 @@ def test_title_or_amount_change_updates_and_same_read_twice_gives_same_ids():
 
 
 def test_extra_fields_and_reason_field_are_configurable():
-    mapping = bitrix24.mapping_from_settings({"SLA_GUARD_BITRIX24_FIELD_PRIORITY": "UF_CRM_PRIORITY",
-                                              "SLA_GUARD_BITRIX24_REASON_FIELD": "UF_CRM_WHY"})
+    mapping = bitrix24.mapping_from_settings(
+        {"SLA_GUARD_BITRIX24_FIELD_PRIORITY": "UF_CRM_PRIORITY", "SLA_GUARD_BITRIX24_REASON_FIELD": "UF_CRM_WHY"}
+    )
     record = {**LEAD, "UF_CRM_PRIORITY": "hot", "STATUS_ID": "JUNK", "UF_CRM_WHY": "Дорого"}
-    (created, closed) = bitrix24.derive_events(Lookup("crm.lead.get", "1000983", "ONCRMLEADADD", NOW), record, None, mapping)
+    (created, closed) = bitrix24.derive_events(
+        Lookup("crm.lead.get", "1000983", "ONCRMLEADADD", NOW), record, None, mapping
+    )
     assert (created.lead.priority, closed.reason) == ("hot", "Дорого")
 
 
-ACTIVITY = {"ID": "881", "OWNER_TYPE_ID": "2", "OWNER_ID": "5123", "TYPE_ID": "2", "DIRECTION": "2", "COMPLETED": "Y",
-            "RESPONSIBLE_ID": "17", "CREATED": "2025-12-18T12:10:00+03:00", "LAST_UPDATED": "2025-12-18T12:14:00+03:00"}
+ACTIVITY = {
+    "ID": "881",
+    "OWNER_TYPE_ID": "2",
+    "OWNER_ID": "5123",
+    "TYPE_ID": "2",
+    "DIRECTION": "2",
+    "COMPLETED": "Y",
+    "RESPONSIBLE_ID": "17",
+    "CREATED": "2025-12-18T12:10:00+03:00",
+    "LAST_UPDATED": "2025-12-18T12:14:00+03:00",
+}
 ACTIVITY_ADD = Lookup("crm.activity.get", "881", "ONCRMACTIVITYADD", NOW)
 
 
 def test_outgoing_call_is_a_touch_on_its_deal():
     (touched,) = bitrix24.derive_events(ACTIVITY_ADD, ACTIVITY, None)
-    assert (touched.type, touched.lead.id, touched.touch.channel, touched.touch.by) == ("lead.touched", "5123", "call", "17")
+    assert (touched.type, touched.lead.id, touched.touch.channel, touched.touch.by) == (
+        "lead.touched",
+        "5123",
+        "call",
+        "17",
+    )
     assert touched.occurred_at == datetime(2025, 12, 18, 9, 14, tzinfo=UTC)
     assert touched.event_id == "bitrix24-activity-881-touched"
 
 
-@pytest.mark.parametrize("changes", [
-    {"TYPE_ID": "4", "DIRECTION": "1"},                     # the client's e-mail
-    {"DIRECTION": "1", "COMPLETED": "N"},                   # a missed incoming call, waiting for a callback
-    {"OWNER_TYPE_ID": "3"},                                 # on a contact
-    {"TYPE_ID": "1", "COMPLETED": "N"},                     # a meeting still planned
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"TYPE_ID": "4", "DIRECTION": "1"},  # the client's e-mail
+        {"DIRECTION": "1", "COMPLETED": "N"},  # a missed incoming call, waiting for a callback
+        {"OWNER_TYPE_ID": "3"},  # on a contact
+        {"TYPE_ID": "1", "COMPLETED": "N"},  # a meeting still planned
+    ],
+)
 def test_activities_that_are_not_touches(changes):
     assert bitrix24.derive_events(ACTIVITY_ADD, {**ACTIVITY, **changes}, None) == []
 
 
 def test_completed_meeting_and_task_are_touches():
-    assert bitrix24.derive_events(ACTIVITY_ADD, {**ACTIVITY, "TYPE_ID": "1", "DIRECTION": "0"}, None)[0].touch.channel == "meeting"
+    assert (
+        bitrix24.derive_events(ACTIVITY_ADD, {**ACTIVITY, "TYPE_ID": "1", "DIRECTION": "0"}, None)[0].touch.channel
+        == "meeting"
+    )
     assert bitrix24.derive_events(ACTIVITY_ADD, {**ACTIVITY, "TYPE_ID": "3"}, None)[0].touch.channel == "task"
 
 
 # --- the REST call ------------------------------------------------------------------------
 
+
 def test_fetch_reads_the_record(httpserver):
-    httpserver.expect_request("/rest/1/s3cr3tk3y/crm.lead.get.json", method="POST",
-                              query_string={"id": "1000983"}).respond_with_json(load("bitrix24_lead_add.json")["rest_reply_crm.lead.get"])
+    httpserver.expect_request(
+        "/rest/1/s3cr3tk3y/crm.lead.get.json", method="POST", query_string={"id": "1000983"}
+    ).respond_with_json(load("bitrix24_lead_add.json")["rest_reply_crm.lead.get"])
     with requests.Session() as session:
         result = bitrix24.fetch(httpserver.url_for("/rest/1/s3cr3tk3y/"), "crm.lead.get", "1000983", session, 2.0)
     assert (result["ID"], result["STATUS_ID"], result["ASSIGNED_BY_ID"]) == ("1000983", "NEW", "17")
     httpserver.check_assertions()
 
 
-@pytest.mark.parametrize("status, body, retryable", [
-    (400, {"error": "NOT_FOUND", "error_description": "Not found"}, False),
-    (401, {"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"}, False),
-    (503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}, True),
-    (500, None, True),
-    (200, {"error": "ACCESS_DENIED", "error_description": "Access denied"}, False),
-    (200, {"result": []}, False),
-])
+@pytest.mark.parametrize(
+    "status, body, retryable",
+    [
+        (400, {"error": "NOT_FOUND", "error_description": "Not found"}, False),
+        (401, {"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"}, False),
+        (503, {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}, True),
+        (500, None, True),
+        (200, {"error": "ACCESS_DENIED", "error_description": "Access denied"}, False),
+        (200, {"result": []}, False),
+    ],
+)
 def test_fetch_errors_are_clear_and_keep_the_key_secret(httpserver, status, body, retryable):
     payload = json.dumps(body) if body is not None else "<html>oops</html>"
     httpserver.expect_request("/rest/1/s3cr3tk3y/crm.deal.get.json").respond_with_response(
-        Response(payload, status=status, content_type="application/json"))
+        Response(payload, status=status, content_type="application/json")
+    )
     with requests.Session() as session, pytest.raises(bitrix24.RestError) as error:
         bitrix24.fetch(httpserver.url_for("/rest/1/s3cr3tk3y"), "crm.deal.get", "5123", session, 2.0)
     assert error.value.retryable is retryable

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from sla_guard.adapters import hubspot
-from sla_guard.adapters.base import RawRequest
 from sla_guard.exceptions import InvalidEvent, Unauthorized
+from sla_guard.ingest.adapters import hubspot
+from sla_guard.ingest.adapters.base import RawRequest
 
-FIXTURES = Path(__file__).parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "our-own-test-secret-0123456789"
 PUBLIC = "https://hooks.example.com/webhooks/hubspot"
 SETTINGS = {"SLA_GUARD_HUBSPOT_CLIENT_SECRET": SECRET, "SLA_GUARD_HUBSPOT_PUBLIC_URL": PUBLIC}
@@ -27,29 +27,46 @@ def millis(moment: datetime) -> str:
     return str(int(moment.timestamp() * 1000))
 
 
-def signed(body: str | bytes, *, secret: str = SECRET, url: str = PUBLIC, sent: datetime = NOW,
-           headers: dict | None = None, seen_url: str | None = None) -> RawRequest:
+def signed(
+    body: str | bytes,
+    *,
+    secret: str = SECRET,
+    url: str = PUBLIC,
+    sent: datetime = NOW,
+    headers: dict | None = None,
+    seen_url: str | None = None,
+) -> RawRequest:
     """A request signed the way HubSpot signs it."""
     data = body if isinstance(body, bytes) else body.encode()
     stamp = millis(sent)
-    all_headers = {"Content-Type": "application/json", "X-HubSpot-Signature-Version": "v3",
-                   "X-HubSpot-Request-Timestamp": stamp,
-                   "X-HubSpot-Signature-v3": hubspot.signature(secret, "POST", hubspot.signed_uri(
-                       RawRequest("POST", "", url, {}, b"", ""), {}), data, stamp)}
+    all_headers = {
+        "Content-Type": "application/json",
+        "X-HubSpot-Signature-Version": "v3",
+        "X-HubSpot-Request-Timestamp": stamp,
+        "X-HubSpot-Signature-v3": hubspot.signature(
+            secret, "POST", hubspot.signed_uri(RawRequest("POST", "", url, {}, b"", ""), {}), data, stamp
+        ),
+    }
     all_headers.update(headers or {})
     return RawRequest("POST", "/webhooks/hubspot", seen_url or url, all_headers, data, "application/json")
 
 
 def fixture_request(fixture: dict) -> RawRequest:
     spec = fixture["request"]
-    return RawRequest(spec["method"], spec["path"], spec.get("public_url", PUBLIC), spec["headers"],
-                      spec["body"].encode(), spec["headers"]["Content-Type"])
+    return RawRequest(
+        spec["method"],
+        spec["path"],
+        spec.get("public_url", PUBLIC),
+        spec["headers"],
+        spec["body"].encode(),
+        spec["headers"]["Content-Type"],
+    )
 
 
 def assert_means(events, means) -> None:
     """The fields the fixture gives must match; the adapter may fill in more."""
     assert [event.type for event in events] == [expected["type"] for expected in means]
-    for event, expected in zip(events, means):
+    for event, expected in zip(events, means, strict=True):
         actual = event.model_dump(exclude_none=True)
         for key, value in expected.items():
             if key == "occurred_at":
@@ -61,8 +78,17 @@ def assert_means(events, means) -> None:
 
 
 def event(**fields) -> dict:
-    base = {"eventId": 1, "subscriptionId": 25, "portalId": 62515, "appId": 54321, "occurredAt": 1726572758000,
-            "attemptNumber": 0, "objectId": 1148387968, "changeSource": "CRM_UI", "sourceId": "userId:45678"}
+    base = {
+        "eventId": 1,
+        "subscriptionId": 25,
+        "portalId": 62515,
+        "appId": 54321,
+        "occurredAt": 1726572758000,
+        "attemptNumber": 0,
+        "objectId": 1148387968,
+        "changeSource": "CRM_UI",
+        "sourceId": "userId:45678",
+    }
     return {**base, **fields}
 
 
@@ -105,12 +131,16 @@ def test_signed_test_vector_is_stale_now_and_refused():
 
 def test_batch_of_creations_keeps_each_event_id_even_on_retry():
     result = hubspot.parse(signed(load("hubspot_contact_creation_batch.json")["request"]["body"]), SETTINGS)
-    assert [(e.event_id, e.lead.id) for e in result.events] == [("hubspot-1001", "1246978"), ("hubspot-1002", "1246979")]
+    assert [(e.event_id, e.lead.id) for e in result.events] == [
+        ("hubspot-1001", "1246978"),
+        ("hubspot-1002", "1246979"),
+    ]
     assert result.events[0].occurred_at == datetime(2024, 9, 17, 11, 31, 40, tzinfo=UTC)
     assert result.events[0].lead.url == "https://app.hubspot.com/contacts/62515/record/0-1/1246978"
 
 
 # --- authenticity -------------------------------------------------------------------------
+
 
 def test_tampered_body_is_refused():
     raw = signed('[{"eventId":1}]')
@@ -154,8 +184,10 @@ def test_public_url_setting_wins_over_the_url_behind_a_proxy():
 
 def test_uri_escapes_hubspot_decodes_before_signing():
     url = "https://hooks.example.com/webhooks/hubspot?portal=a%3Ab%40c"
-    assert hubspot.signed_uri(RawRequest("POST", "", url, {}, b"", ""), {}) == \
-        "https://hooks.example.com/webhooks/hubspot?portal=a:b@c"
+    assert (
+        hubspot.signed_uri(RawRequest("POST", "", url, {}, b"", ""), {})
+        == "https://hooks.example.com/webhooks/hubspot?portal=a:b@c"
+    )
     hubspot.verify(signed("[]", url=url), {"SLA_GUARD_HUBSPOT_CLIENT_SECRET": SECRET}, NOW)
 
 
@@ -165,11 +197,22 @@ def test_enabled_needs_the_client_secret():
 
 # --- every kind ---------------------------------------------------------------------------
 
+
 def test_events_are_sorted_by_when_they_happened():
-    result = parse(event(eventId=2, occurredAt=1726572800000, subscriptionType="deal.propertyChange",
-                         propertyName="dealstage", propertyValue="presentationscheduled"),
-                   event(eventId=1, occurredAt=1726572700000, subscriptionType="deal.creation"))
-    assert [(e.event_id, e.type) for e in result.events] == [("hubspot-1", "lead.created"), ("hubspot-2", "lead.stage_changed")]
+    result = parse(
+        event(
+            eventId=2,
+            occurredAt=1726572800000,
+            subscriptionType="deal.propertyChange",
+            propertyName="dealstage",
+            propertyValue="presentationscheduled",
+        ),
+        event(eventId=1, occurredAt=1726572700000, subscriptionType="deal.creation"),
+    )
+    assert [(e.event_id, e.type) for e in result.events] == [
+        ("hubspot-1", "lead.created"),
+        ("hubspot-2", "lead.stage_changed"),
+    ]
     assert result.events[1].lead.stage == "presentationscheduled"
 
 
@@ -179,66 +222,123 @@ def test_same_event_twice_in_one_batch_counts_once():
 
 
 def test_deal_won_and_owner_change():
-    won, assigned = parse(event(eventId=1, subscriptionType="deal.propertyChange", propertyName="dealstage", propertyValue="closedwon"),
-                          event(eventId=2, occurredAt=1726572759000, subscriptionType="deal.propertyChange",
-                                propertyName="hubspot_owner_id", propertyValue="77001")).events
+    won, assigned = parse(
+        event(eventId=1, subscriptionType="deal.propertyChange", propertyName="dealstage", propertyValue="closedwon"),
+        event(
+            eventId=2,
+            occurredAt=1726572759000,
+            subscriptionType="deal.propertyChange",
+            propertyName="hubspot_owner_id",
+            propertyValue="77001",
+        ),
+    ).events
     assert (won.type, won.outcome, won.lead.stage) == ("lead.closed", "won", "closedwon")
     assert (assigned.type, assigned.lead.owner) == ("lead.assigned", "77001")
 
 
 def test_loss_reason_in_the_same_batch_goes_on_the_closure():
-    result = parse(event(eventId=1, subscriptionType="deal.propertyChange", propertyName="dealstage", propertyValue="closedlost"),
-                   event(eventId=2, subscriptionType="deal.propertyChange", propertyName="closed_lost_reason",
-                         propertyValue="Слишком дорого"))
+    result = parse(
+        event(eventId=1, subscriptionType="deal.propertyChange", propertyName="dealstage", propertyValue="closedlost"),
+        event(
+            eventId=2,
+            subscriptionType="deal.propertyChange",
+            propertyName="closed_lost_reason",
+            propertyValue="Слишком дорого",
+        ),
+    )
     assert [(e.event_id, e.type, e.outcome, e.reason) for e in result.events] == [
-        ("hubspot-1", "lead.closed", "lost", "Слишком дорого")]
+        ("hubspot-1", "lead.closed", "lost", "Слишком дорого")
+    ]
 
 
 def test_loss_reason_alone_never_closes_a_deal():
-    (updated,) = parse(event(subscriptionType="deal.propertyChange", propertyName="closed_lost_reason",
-                             propertyValue="No budget")).events
+    (updated,) = parse(
+        event(subscriptionType="deal.propertyChange", propertyName="closed_lost_reason", propertyValue="No budget")
+    ).events
     assert (updated.type, updated.reason, updated.outcome) == ("lead.updated", "No budget", None)
 
 
 def test_custom_pipeline_stages_can_close():
-    settings = {**SETTINGS, "SLA_GUARD_HUBSPOT_WON_STAGES": "closedwon,98765432", "SLA_GUARD_HUBSPOT_LOST_STAGES": "closedlost,98765433"}
-    (closed,) = parse(event(subscriptionType="deal.propertyChange", propertyName="dealstage", propertyValue="98765433"),
-                      settings=settings).events
+    settings = {
+        **SETTINGS,
+        "SLA_GUARD_HUBSPOT_WON_STAGES": "closedwon,98765432",
+        "SLA_GUARD_HUBSPOT_LOST_STAGES": "closedlost,98765433",
+    }
+    (closed,) = parse(
+        event(subscriptionType="deal.propertyChange", propertyName="dealstage", propertyValue="98765433"),
+        settings=settings,
+    ).events
     assert (closed.type, closed.outcome) == ("lead.closed", "lost")
 
 
 def test_amount_and_name_changes_update_the_lead():
-    amount, name = parse(event(eventId=1, subscriptionType="deal.propertyChange", propertyName="amount", propertyValue="1500.50"),
-                         event(eventId=2, occurredAt=1726572759000, subscriptionType="deal.propertyChange",
-                               propertyName="dealname", propertyValue="Поставка+оборудования")).events
+    amount, name = parse(
+        event(eventId=1, subscriptionType="deal.propertyChange", propertyName="amount", propertyValue="1500.50"),
+        event(
+            eventId=2,
+            occurredAt=1726572759000,
+            subscriptionType="deal.propertyChange",
+            propertyName="dealname",
+            propertyValue="Поставка+оборудования",
+        ),
+    ).events
     assert (amount.type, amount.lead.amount) == ("lead.updated", 1500.5)
     assert name.lead.name == "Поставка+оборудования"  # JSON text is taken as is: "+" is not a space here
 
 
 def test_contact_lead_status_is_its_stage():
-    (changed,) = parse(event(subscriptionType="contact.propertyChange", propertyName="hs_lead_status",
-                             propertyValue="ATTEMPTED_TO_CONTACT")).events
+    (changed,) = parse(
+        event(
+            subscriptionType="contact.propertyChange",
+            propertyName="hs_lead_status",
+            propertyValue="ATTEMPTED_TO_CONTACT",
+        )
+    ).events
     assert (changed.type, changed.lead.stage) == ("lead.stage_changed", "ATTEMPTED_TO_CONTACT")
 
 
 def test_generic_object_subscriptions_are_read_like_legacy_ones():
     (created,) = parse(event(subscriptionType="object.creation", objectTypeId="0-3")).events
     assert (created.type, created.lead.id) == ("lead.created", "1148387968")
-    (closed,) = parse(event(subscriptionType="object.propertyChange", objectTypeId="0-3", propertyName="dealstage",
-                            propertyValue="closedlost")).events
+    (closed,) = parse(
+        event(
+            subscriptionType="object.propertyChange",
+            objectTypeId="0-3",
+            propertyName="dealstage",
+            propertyValue="closedlost",
+        )
+    ).events
     assert closed.outcome == "lost"
 
 
 def association(from_type: str, to_type: str, **extra) -> dict:
-    return event(subscriptionType="object.associationChange", fromObjectTypeId=from_type, toObjectTypeId=to_type,
-                 fromObjectId=555, toObjectId=1148387968, associationRemoved=False, **extra)
+    return event(
+        subscriptionType="object.associationChange",
+        fromObjectTypeId=from_type,
+        toObjectTypeId=to_type,
+        fromObjectId=555,
+        toObjectId=1148387968,
+        associationRemoved=False,
+        **extra,
+    )
 
 
 def test_call_logged_on_a_deal_is_a_touch_by_its_user():
     (touched,) = parse(association("0-48", "0-3")).events
-    assert (touched.type, touched.lead.id, touched.touch.channel, touched.touch.by) == ("lead.touched", "1148387968", "call", "45678")
-    (meeting,) = parse(event(subscriptionType="deal.associationChange", associationType="DEAL_TO_MEETING_EVENT",
-                             fromObjectId=1148387968, toObjectId=555)).events
+    assert (touched.type, touched.lead.id, touched.touch.channel, touched.touch.by) == (
+        "lead.touched",
+        "1148387968",
+        "call",
+        "45678",
+    )
+    (meeting,) = parse(
+        event(
+            subscriptionType="deal.associationChange",
+            associationType="DEAL_TO_MEETING_EVENT",
+            fromObjectId=1148387968,
+            toObjectId=555,
+        )
+    ).events
     assert (meeting.lead.id, meeting.touch.channel) == ("1148387968", "meeting")
 
 
@@ -250,22 +350,27 @@ def test_emails_are_touches_only_when_configured():
 
 
 def test_engagement_creation_alone_and_removed_associations_are_ignored():
-    result = parse(event(eventId=1, subscriptionType="object.creation", objectTypeId="0-48"),
-                   {**association("0-48", "0-3"), "eventId": 2, "associationRemoved": True},
-                   event(eventId=3, subscriptionType="company.creation"),
-                   event(eventId=4, subscriptionType="deal.propertyChange", propertyName="hs_next_step", propertyValue="x"))
+    result = parse(
+        event(eventId=1, subscriptionType="object.creation", objectTypeId="0-48"),
+        {**association("0-48", "0-3"), "eventId": 2, "associationRemoved": True},
+        event(eventId=3, subscriptionType="company.creation"),
+        event(eventId=4, subscriptionType="deal.propertyChange", propertyName="hs_next_step", propertyValue="x"),
+    )
     assert result.events == []
     assert result.ignored == ["call.creation", "call.associationChange", "company.creation", "deal.propertyChange"]
 
 
 def test_deleted_deal_is_closed_and_restored_deal_reopens():
-    deleted, restored = parse(event(eventId=1, subscriptionType="deal.deletion"),
-                              event(eventId=2, occurredAt=1726572800000, subscriptionType="deal.restore")).events
+    deleted, restored = parse(
+        event(eventId=1, subscriptionType="deal.deletion"),
+        event(eventId=2, occurredAt=1726572800000, subscriptionType="deal.restore"),
+    ).events
     assert (deleted.type, deleted.outcome, deleted.reason) == ("lead.closed", None, "deleted")
     assert restored.type == "lead.stage_changed"
 
 
 # --- malformed bodies ---------------------------------------------------------------------
+
 
 def test_truncated_json_is_malformed():
     body = load("hubspot_contact_creation_batch.json")["request"]["body"]

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from sla_guard.adapters import pipedrive
-from sla_guard.adapters.base import RawRequest
 from sla_guard.exceptions import InvalidEvent, Unauthorized
+from sla_guard.ingest.adapters import pipedrive
+from sla_guard.ingest.adapters.base import RawRequest
 
-FIXTURES = Path(__file__).parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).parent / "fixtures"
 SETTINGS = {"SLA_GUARD_PIPEDRIVE_USER": "sla-guard", "SLA_GUARD_PIPEDRIVE_PASSWORD": "change-me"}
 AUTH = "Basic " + base64.b64encode(b"sla-guard:change-me").decode()
 NOW = datetime(2022, 11, 25, 9, 32, tzinfo=UTC)
@@ -28,20 +28,32 @@ def request(body: str | dict, *, authorization: str | None = AUTH) -> RawRequest
     headers = {"Content-Type": "application/json"}
     if authorization is not None:
         headers["Authorization"] = authorization
-    return RawRequest("POST", "/webhooks/pipedrive", "https://sla.example.com/webhooks/pipedrive", headers,
-                      text.encode(), "application/json")
+    return RawRequest(
+        "POST",
+        "/webhooks/pipedrive",
+        "https://sla.example.com/webhooks/pipedrive",
+        headers,
+        text.encode(),
+        "application/json",
+    )
 
 
 def fixture_request(fixture: dict) -> RawRequest:
     spec = fixture["request"]
-    return RawRequest(spec["method"], spec["path"], "https://sla.example.com" + spec["path"], spec["headers"],
-                      spec["body"].encode(), spec["headers"]["Content-Type"])
+    return RawRequest(
+        spec["method"],
+        spec["path"],
+        "https://sla.example.com" + spec["path"],
+        spec["headers"],
+        spec["body"].encode(),
+        spec["headers"]["Content-Type"],
+    )
 
 
 def assert_means(events, means) -> None:
     """The fields the fixture gives must match; the adapter may fill in more."""
     assert [event.type for event in events] == [expected["type"] for expected in means]
-    for event, expected in zip(events, means):
+    for event, expected in zip(events, means, strict=True):
         actual = event.model_dump(exclude_none=True)
         for key, value in expected.items():
             if key == "occurred_at":
@@ -52,15 +64,38 @@ def assert_means(events, means) -> None:
                 assert actual[key] == value, key
 
 
-def v2(entity: str, action: str, data: dict | None, previous: dict | None = None, *, event_id: str = "evt-1", **meta) -> dict:
-    return {"data": data, "previous": previous,
-            "meta": {"action": action, "entity": entity, "entity_id": str((data or previous or {}).get("id")),
-                     "id": event_id, "timestamp": "2022-11-25T09:02:11.724Z", "user_id": "12415231",
-                     "version": "2.0", "attempt": 1, **meta}}
+def v2(
+    entity: str, action: str, data: dict | None, previous: dict | None = None, *, event_id: str = "evt-1", **meta
+) -> dict:
+    return {
+        "data": data,
+        "previous": previous,
+        "meta": {
+            "action": action,
+            "entity": entity,
+            "entity_id": str((data or previous or {}).get("id")),
+            "id": event_id,
+            "timestamp": "2022-11-25T09:02:11.724Z",
+            "user_id": "12415231",
+            "version": "2.0",
+            "attempt": 1,
+            **meta,
+        },
+    }
 
 
-DEAL = {"id": 8, "title": "Sample Org deal", "owner_id": 12415231, "pipeline_id": 1, "stage_id": 2, "status": "open",
-        "value": 100, "currency": "EUR", "origin": "WebForms", "lost_reason": None}
+DEAL = {
+    "id": 8,
+    "title": "Sample Org deal",
+    "owner_id": 12415231,
+    "pipeline_id": 1,
+    "stage_id": 2,
+    "status": "open",
+    "value": 100,
+    "currency": "EUR",
+    "origin": "WebForms",
+    "lost_reason": None,
+}
 
 
 def parse(payload: dict, settings: dict = SETTINGS):
@@ -94,14 +129,18 @@ def test_event_id_is_the_notification_id_and_survives_retries():
 
 # --- authenticity -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("authorization", [
-    "Basic " + base64.b64encode(b"sla-guard:wrong").decode(),
-    "Basic " + base64.b64encode(b"intruder:change-me").decode(),
-    "Basic " + base64.b64encode(b"sla-guard").decode(),
-    "Basic not-base64!",
-    "Bearer change-me",
-    None,
-])
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Basic " + base64.b64encode(b"sla-guard:wrong").decode(),
+        "Basic " + base64.b64encode(b"intruder:change-me").decode(),
+        "Basic " + base64.b64encode(b"sla-guard").decode(),
+        "Basic not-base64!",
+        "Bearer change-me",
+        None,
+    ],
+)
 def test_bad_basic_auth_is_refused(authorization):
     with pytest.raises(Unauthorized):
         pipedrive.verify(request(v2("deal", "create", DEAL), authorization=authorization), SETTINGS, NOW)
@@ -121,17 +160,27 @@ def test_unconfigured_pipedrive_refuses_everything():
 
 # --- deals --------------------------------------------------------------------------------
 
+
 def test_new_deal_is_a_new_lead():
     (created,) = parse(v2("deal", "create", DEAL)).events
     assert created.type == "lead.created"
-    assert (created.lead.id, created.lead.stage, created.lead.owner, created.lead.amount, created.lead.source) == \
-        ("8", "2", "12415231", 100, "WebForms")
+    assert (created.lead.id, created.lead.stage, created.lead.owner, created.lead.amount, created.lead.source) == (
+        "8",
+        "2",
+        "12415231",
+        100,
+        "WebForms",
+    )
 
 
 def test_stage_move_and_owner_change_in_one_save_give_two_events():
-    result = parse(v2("deal", "change", {**DEAL, "stage_id": 3, "owner_id": 777}, {"stage_id": 2, "owner_id": 12415231}))
+    result = parse(
+        v2("deal", "change", {**DEAL, "stage_id": 3, "owner_id": 777}, {"stage_id": 2, "owner_id": 12415231})
+    )
     assert [(e.type, e.event_id) for e in result.events] == [
-        ("lead.stage_changed", "pipedrive-evt-1-stage"), ("lead.assigned", "pipedrive-evt-1-assigned")]
+        ("lead.stage_changed", "pipedrive-evt-1-stage"),
+        ("lead.assigned", "pipedrive-evt-1-assigned"),
+    ]
     moved, assigned = result.events
     assert (assigned.lead.owner, assigned.previous_owner, assigned.lead.stage) == ("777", "12415231", None)
     assert (moved.lead.stage, moved.previous_stage) == ("3", "2")
@@ -148,7 +197,9 @@ def test_reopened_deal_is_back_in_its_stage():
 
 
 def test_loss_reason_edited_later_updates_the_lead():
-    (updated,) = parse(v2("deal", "change", {**DEAL, "status": "lost", "lost_reason": "Бюджет"}, {"lost_reason": "Too expensive"})).events
+    (updated,) = parse(
+        v2("deal", "change", {**DEAL, "status": "lost", "lost_reason": "Бюджет"}, {"lost_reason": "Too expensive"})
+    ).events
     assert (updated.type, updated.reason) == ("lead.updated", "Бюджет")
 
 
@@ -177,35 +228,58 @@ ACTIVITY = {"id": 301, "type": "call", "deal_id": 10, "lead_id": None, "owner_id
 
 def test_activity_marked_done_is_a_touch_once():
     (touched,) = parse(v2("activity", "change", ACTIVITY, {"done": False})).events
-    assert (touched.type, touched.lead.id, touched.touch.channel, touched.touch.by) == ("lead.touched", "10", "call", "12415231")
+    assert (touched.type, touched.lead.id, touched.touch.channel, touched.touch.by) == (
+        "lead.touched",
+        "10",
+        "call",
+        "12415231",
+    )
     edited_later = parse(v2("activity", "change", {**ACTIVITY, "subject": "x"}, {"subject": "y"}))
     assert edited_later.events == [] and edited_later.ignored == ["activity.change"]
 
 
-@pytest.mark.parametrize("activity", [
-    {**ACTIVITY, "done": False},                    # only planned
-    {**ACTIVITY, "type": "task"},                   # not a contact with the client
-    {**ACTIVITY, "deal_id": None},                  # on a person, not on a lead
-])
+@pytest.mark.parametrize(
+    "activity",
+    [
+        {**ACTIVITY, "done": False},  # only planned
+        {**ACTIVITY, "type": "task"},  # not a contact with the client
+        {**ACTIVITY, "deal_id": None},  # on a person, not on a lead
+    ],
+)
 def test_activities_that_are_not_touches(activity):
     assert parse(v2("activity", "create", activity)).events == []
 
 
 def test_touch_on_a_pipedrive_lead_and_configurable_types():
     lead_id = "adf21080-0e10-11eb-879b-05d71fb426ec"
-    (touched,) = parse(v2("activity", "create", {**ACTIVITY, "type": "email", "deal_id": None, "lead_id": lead_id})).events
+    (touched,) = parse(
+        v2("activity", "create", {**ACTIVITY, "type": "email", "deal_id": None, "lead_id": lead_id})
+    ).events
     assert (touched.lead.id, touched.touch.channel) == (lead_id, "email")
     settings = {**SETTINGS, "SLA_GUARD_PIPEDRIVE_TOUCH_TYPES": "call,whatsapp"}
-    assert parse(v2("activity", "create", {**ACTIVITY, "type": "whatsapp"}), settings).events[0].touch.channel == "whatsapp"
+    assert (
+        parse(v2("activity", "create", {**ACTIVITY, "type": "whatsapp"}), settings).events[0].touch.channel
+        == "whatsapp"
+    )
     assert parse(v2("activity", "create", {**ACTIVITY, "type": "email"}), settings).events == []
 
 
 def test_pipedrive_leads_inbox():
-    lead = {"id": "adf21080-0e10-11eb-879b-05d71fb426ec", "title": "Заявка с сайта", "owner_id": 5,
-            "value": {"amount": 300, "currency": "EUR"}, "source_name": "Web forms", "is_archived": False}
+    lead = {
+        "id": "adf21080-0e10-11eb-879b-05d71fb426ec",
+        "title": "Заявка с сайта",
+        "owner_id": 5,
+        "value": {"amount": 300, "currency": "EUR"},
+        "source_name": "Web forms",
+        "is_archived": False,
+    }
     (created,) = parse(v2("lead", "create", lead)).events
-    assert (created.type, created.lead.name, created.lead.amount, created.lead.source) == \
-        ("lead.created", "Заявка с сайта", 300, "Web forms")
+    assert (created.type, created.lead.name, created.lead.amount, created.lead.source) == (
+        "lead.created",
+        "Заявка с сайта",
+        300,
+        "Web forms",
+    )
     (assigned,) = parse(v2("lead", "change", {**lead, "owner_id": 6}, {"owner_id": 5})).events
     assert (assigned.type, assigned.lead.owner, assigned.previous_owner) == ("lead.assigned", "6", "5")
     (archived,) = parse(v2("lead", "change", {**lead, "is_archived": True}, {"is_archived": False})).events
@@ -219,21 +293,50 @@ def test_notes_and_persons_are_acknowledged():
 
 # --- webhooks v1 --------------------------------------------------------------------------
 
+
 def v1(event: str, current: dict | None, previous: dict | None, **meta) -> dict:
     action, _, obj = event.partition(".")
-    return {"v": 1, "event": event, "current": current, "previous": previous, "retry": 0,
-            "meta": {"v": 1, "action": action, "object": obj, "id": (current or previous)["id"], "company_id": 8087566,
-                     "user_id": 12415231, "host": "acme.pipedrive.com", "timestamp": 1669367331,
-                     "timestamp_micro": 1669367331724000, **meta}}
+    return {
+        "v": 1,
+        "event": event,
+        "current": current,
+        "previous": previous,
+        "retry": 0,
+        "meta": {
+            "v": 1,
+            "action": action,
+            "object": obj,
+            "id": (current or previous)["id"],
+            "company_id": 8087566,
+            "user_id": 12415231,
+            "host": "acme.pipedrive.com",
+            "timestamp": 1669367331,
+            "timestamp_micro": 1669367331724000,
+            **meta,
+        },
+    }
 
 
-V1_DEAL = {"id": 8, "title": "Sample Org deal", "user_id": 12415231, "stage_id": 2, "status": "open", "value": 100,
-           "pipeline_id": 1, "lost_reason": None}
+V1_DEAL = {
+    "id": 8,
+    "title": "Sample Org deal",
+    "user_id": 12415231,
+    "stage_id": 2,
+    "status": "open",
+    "value": 100,
+    "pipeline_id": 1,
+    "lost_reason": None,
+}
 
 
 def test_v1_stage_change_compares_whole_objects():
     (moved,) = parse(v1("updated.deal", {**V1_DEAL, "stage_id": 3}, V1_DEAL)).events
-    assert (moved.type, moved.lead.stage, moved.previous_stage, moved.lead.owner) == ("lead.stage_changed", "3", "2", "12415231")
+    assert (moved.type, moved.lead.stage, moved.previous_stage, moved.lead.owner) == (
+        "lead.stage_changed",
+        "3",
+        "2",
+        "12415231",
+    )
     assert moved.event_id == "pipedrive-v1-deal-8-1669367331724000"
     assert moved.occurred_at == datetime(2022, 11, 25, 9, 8, 51, 724000, tzinfo=UTC)
 
@@ -249,6 +352,7 @@ def test_v1_lost_deal_and_done_call():
 
 
 # --- malformed bodies ---------------------------------------------------------------------
+
 
 def test_truncated_json_is_malformed():
     body = load("pipedrive_v2_deal_lost.json")["request"]["body"]

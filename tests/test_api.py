@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from sla_guard.escalation import run_timer
+from sla_guard.timers.escalation import run_timer
 
 from .conftest import API_TOKEN
 from .helpers import event, post_signed, run_worker
@@ -37,10 +37,21 @@ def test_readyz_names_what_is_down(settings, clock):
 
 def test_lead_timeline_and_overdue_list(client, runtime, clock):
     start = clock()
-    post_signed(client, [event("e1", "lead.created", start, lead=HOT),
-                         event("e2", "lead.created", start, lead_id="L-2", lead={**HOT, "owner": "boris"}),
-                         event("e3", "lead.touched", start + timedelta(minutes=3), lead_id="L-2",
-                               touch={"channel": "call", "by": "boris"})], start)
+    post_signed(
+        client,
+        [
+            event("e1", "lead.created", start, lead=HOT),
+            event("e2", "lead.created", start, lead_id="L-2", lead={**HOT, "owner": "boris"}),
+            event(
+                "e3",
+                "lead.touched",
+                start + timedelta(minutes=3),
+                lead_id="L-2",
+                touch={"channel": "call", "by": "boris"},
+            ),
+        ],
+        start,
+    )
     run_worker(runtime)
     assert client.get("/api/leads?status=overdue", headers=AUTH).get_json()["leads"] == []
     clock.advance(minutes=16)
@@ -52,7 +63,10 @@ def test_lead_timeline_and_overdue_list(client, runtime, clock):
     lead = client.get("/api/leads/L-1001", headers=AUTH).get_json()
     assert (lead["status"], lead["owner"], lead["rule"]) == ("open", "anna", "hot website leads")
     assert [e["event_id"] for e in lead["events"]] == ["e1"]
-    assert [(x["level"], x["kind"]) for x in lead["escalations"]] == [(0, "first_touch.warning"), (1, "first_touch.breach")]
+    assert [(x["level"], x["kind"]) for x in lead["escalations"]] == [
+        (0, "first_touch.warning"),
+        (1, "first_touch.breach"),
+    ]
     assert {(a["recipient"], a["channel"]) for a in lead["alerts"]} == {("anna", "sink"), ("olga", "sink")}
     assert [item["what"] for item in lead["timeline"]][:2] == ["lead.created", "clock.started"]
     assert "first_touch.breach" in [item["what"] for item in lead["timeline"]]

@@ -12,13 +12,13 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from sla_guard.core.rules.calendar import ALWAYS, MAX_IDLE_DAYS, BusinessCalendar, parse_calendar
 from sla_guard.exceptions import RulesError
-from sla_guard.rules.calendar import ALWAYS, MAX_IDLE_DAYS, BusinessCalendar, parse_calendar
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
-SANTIAGO = ZoneInfo("America/Santiago")      # clocks change at midnight
+SANTIAGO = ZoneInfo("America/Santiago")  # clocks change at midnight
 LORD_HOWE = ZoneInfo("Australia/Lord_Howe")  # clocks change by 30 minutes
 ZONES = (BERLIN, NEW_YORK, MOSCOW, SANTIAGO, LORD_HOWE)
 LUNCH_BREAK = ["09:00-13:00", "14:00-18:00"]
@@ -47,6 +47,7 @@ PLAIN_OFFICE = calendar({"mon-fri": LUNCH_BREAK})
 
 # --- Everyday deadlines ------------------------------------------------------------------------
 
+
 def test_lunch_break_is_not_working_time():
     due = PLAIN_OFFICE.add(local(MOSCOW, 2026, 11, 23, 12, 50), 15 * MINUTE)
     assert due == local(MOSCOW, 2026, 11, 23, 14, 5)
@@ -59,7 +60,9 @@ def test_amount_used_up_at_a_window_end_returns_that_end():
     monday = (2026, 11, 23)
     assert PLAIN_OFFICE.add(local(MOSCOW, *monday, 12), HOUR) == local(MOSCOW, *monday, 13)
     assert PLAIN_OFFICE.add(local(MOSCOW, *monday, 17), HOUR) == local(MOSCOW, *monday, 18)
-    assert PLAIN_OFFICE.add(local(MOSCOW, *monday, 17), HOUR + MICROSECOND) == local(MOSCOW, 2026, 11, 24, 9) + MICROSECOND
+    assert (
+        PLAIN_OFFICE.add(local(MOSCOW, *monday, 17), HOUR + MICROSECOND) == local(MOSCOW, 2026, 11, 24, 9) + MICROSECOND
+    )
 
 
 def test_lead_arriving_at_night_is_due_after_the_next_opening():
@@ -108,7 +111,11 @@ def test_next_open_and_is_open():
 def test_instants_in_any_zone_mean_the_same_moment():
     in_utc = datetime(2026, 11, 23, 9, 50, tzinfo=UTC)  # 12:50 in Moscow
     in_new_york = in_utc.astimezone(NEW_YORK)
-    assert PLAIN_OFFICE.add(in_utc, 15 * MINUTE) == PLAIN_OFFICE.add(in_new_york, 15 * MINUTE) == local(MOSCOW, 2026, 11, 23, 14, 5)
+    assert (
+        PLAIN_OFFICE.add(in_utc, 15 * MINUTE)
+        == PLAIN_OFFICE.add(in_new_york, 15 * MINUTE)
+        == local(MOSCOW, 2026, 11, 23, 14, 5)
+    )
 
 
 def test_naive_datetimes_and_negative_amounts_are_refused():
@@ -123,6 +130,7 @@ def test_naive_datetimes_and_negative_amounts_are_refused():
 
 
 # --- Holidays and transferred working days ---------------------------------------------------
+
 
 def test_russian_new_year_holidays():
     # 2026-12-31 is a day off moved from 2027-01-04; 1-8 January are holidays; 9-10 are a weekend.
@@ -152,18 +160,23 @@ def test_transferred_working_day_gets_the_hours_of_a_normal_weekday():
 
 
 def test_part_day_holiday_and_extra_day_off():
-    office = calendar({"mon-fri": LUNCH_BREAK},
-                      extra=["2026-12-31", {"date": "2026-12-30", "hours": ["09:00-15:00"]}])
+    office = calendar({"mon-fri": LUNCH_BREAK}, extra=["2026-12-31", {"date": "2026-12-30", "hours": ["09:00-15:00"]}])
     assert office.between(local(MOSCOW, 2026, 12, 30), local(MOSCOW, 2026, 12, 31)) == 6 * HOUR
     assert not office.is_open(local(MOSCOW, 2026, 12, 30, 15))
     assert office.add(local(MOSCOW, 2026, 12, 30, 14, 30), HOUR) == local(MOSCOW, 2027, 1, 1, 9, 30)
 
 
 def test_team_workdays_on_weekends():
-    office = calendar({"mon": ["10:00-19:00"], "tue-fri": ["09:00-18:00"]},
-                      workdays=[date(2026, 11, 28), {"date": "2026-12-05", "as": "fri"}])
-    assert office.working_windows(date(2026, 11, 28)) == ((local(MOSCOW, 2026, 11, 28, 10), local(MOSCOW, 2026, 11, 28, 19)),)
-    assert office.working_windows(date(2026, 12, 5)) == ((local(MOSCOW, 2026, 12, 5, 9), local(MOSCOW, 2026, 12, 5, 18)),)
+    office = calendar(
+        {"mon": ["10:00-19:00"], "tue-fri": ["09:00-18:00"]},
+        workdays=[date(2026, 11, 28), {"date": "2026-12-05", "as": "fri"}],
+    )
+    assert office.working_windows(date(2026, 11, 28)) == (
+        (local(MOSCOW, 2026, 11, 28, 10), local(MOSCOW, 2026, 11, 28, 19)),
+    )
+    assert office.working_windows(date(2026, 12, 5)) == (
+        (local(MOSCOW, 2026, 12, 5, 9), local(MOSCOW, 2026, 12, 5, 18)),
+    )
     assert office.working_windows(date(2026, 12, 6)) == ()
 
 
@@ -180,7 +193,8 @@ def test_year_end_without_holidays_rolls_into_the_new_year():
 
 
 def test_holidays_read_from_yaml_with_bare_dates():
-    spec = yaml.safe_load(textwrap.dedent("""
+    spec = yaml.safe_load(
+        textwrap.dedent("""
         timezone: Europe/Berlin
         hours: {Mon-Fri: "08:00-16:00", "sat,sun": []}
         holidays:
@@ -188,7 +202,8 @@ def test_holidays_read_from_yaml_with_bare_dates():
           subdivision: BY
           extra: [2026-12-24, {date: 2026-12-23, hours: ["08:00-12:00"]}]
           workdays: [{date: 2026-12-19, as: wed}]
-    """))
+    """)
+    )
     office = parse_calendar("munich", spec, "Europe/Moscow")
     assert office.timezone == BERLIN
     assert office.between(local(BERLIN, 2026, 12, 19), local(BERLIN, 2026, 12, 28)) == (8 + 8 + 8 + 4) * HOUR
@@ -196,6 +211,7 @@ def test_holidays_read_from_yaml_with_bare_dates():
 
 
 # --- 24/7 --------------------------------------------------------------------------------------
+
 
 def test_always_is_plain_time_in_utc():
     start = local(MOSCOW, 2026, 11, 28, 3, 0, 0, 5)
@@ -222,20 +238,24 @@ def test_named_24_7_calendars():
 
 # --- Clock changes -----------------------------------------------------------------------------
 
+
 def _hours_worked(office: BusinessCalendar, day: date) -> timedelta:
     return sum((end - start for start, end in office.working_windows(day)), timedelta(0))
 
 
-@pytest.mark.parametrize("zone, spring, autumn", [
-    ("Europe/Berlin", date(2026, 3, 29), date(2026, 10, 25)),
-    ("America/New_York", date(2026, 3, 8), date(2026, 11, 1)),
-])
+@pytest.mark.parametrize(
+    "zone, spring, autumn",
+    [
+        ("Europe/Berlin", date(2026, 3, 29), date(2026, 10, 25)),
+        ("America/New_York", date(2026, 3, 8), date(2026, 11, 1)),
+    ],
+)
 def test_windows_on_clock_change_days(zone, spring, autumn):
     office_day = calendar({"daily": ["09:00-18:00"]}, zone)
     assert _hours_worked(office_day, spring) == _hours_worked(office_day, autumn) == 9 * HOUR
     night_shift = calendar({"daily": ["01:00-04:00"]}, zone)
-    assert _hours_worked(night_shift, spring) == 2 * HOUR     # the skipped hour is not worked
-    assert _hours_worked(night_shift, autumn) == 4 * HOUR     # the repeated hour is worked twice
+    assert _hours_worked(night_shift, spring) == 2 * HOUR  # the skipped hour is not worked
+    assert _hours_worked(night_shift, autumn) == 4 * HOUR  # the repeated hour is worked twice
     inside_the_gap = calendar({"daily": ["02:00-03:00", "12:00-13:00"]}, zone)
     assert _hours_worked(inside_the_gap, spring) == HOUR
     whole_day = calendar({"daily": ["00:00-12:00", "12:00-24:00"]}, zone)
@@ -281,6 +301,7 @@ def test_moscow_has_no_clock_changes():
 
 # --- Bounded searches --------------------------------------------------------------------------
 
+
 def test_calendar_without_working_time_for_years_raises_instead_of_hanging():
     first, saturdays = date(2026, 1, 3), []
     while first < date(2030, 1, 1):
@@ -300,101 +321,220 @@ def test_calendar_without_working_time_for_years_raises_instead_of_hanging():
 
 # --- Reading calendars from the rules file -----------------------------------------------------
 
-@pytest.mark.parametrize("spec, path, message", [
-    ({"hours": {"mon-fri": ["09:00-13:00", "14:00-13:00"]}},
-     "calendars.office.hours.mon-fri[1]", '"14:00-13:00" ends before it starts'),
-    ({"hours": {"mon-fri": ["09:00-13:00", "12:00-15:00"]}},
-     "calendars.office.hours.mon-fri[1]", '"12:00-15:00" overlaps "09:00-13:00"'),
-    ({"hours": {"mon": ["08:00-18:00", "10:00-11:00", "12:00-13:00"]}},
-     "calendars.office.hours.mon[2]", '"12:00-13:00" overlaps "08:00-18:00"'),
-    ({"hours": {"mon": ["09:00-09:00"]}}, "calendars.office.hours.mon[0]", '"09:00-09:00" is empty'),
-    ({"hours": {"mon": ["9-18"]}}, "calendars.office.hours.mon[0]",
-     '"9-18" is not a time window; write HH:MM-HH:MM, e.g. 09:00-18:00'),
-    ({"hours": {"mon": ["09:00-24:30"]}}, "calendars.office.hours.mon[0]",
-     '"09:00-24:30" is not a time window; write HH:MM-HH:MM, e.g. 09:00-18:00'),
-    ({"hours": {"mon": "22:00-02:00"}}, "calendars.office.hours.mon",
-     '"22:00-02:00" ends before it starts; split a night shift at midnight (22:00-24:00, then 00:00-02:00 the next day)'),
-    ({"hours": {"mon": 9}}, "calendars.office.hours.mon",
-     'needs a list of windows like ["09:00-18:00"], or [] for a day off'),
-    ({"hours": {"mon-fri": LUNCH_BREAK, "fri": ["10:00-12:00"]}}, "calendars.office.hours.fri",
-     '"fri" is already given by "mon-fri"'),
-    ({"hours": {"daily": LUNCH_BREAK, "sat,sun": []}}, "calendars.office.hours.sat,sun",
-     '"sat" is already given by "daily"'),
-    ({"hours": {"mon-frii": LUNCH_BREAK}}, "calendars.office.hours.mon-frii",
-     '"mon-frii" is not a day; use mon..sun, a range like mon-fri, a list like sat,sun, or daily'),
-    ({"hours": {"fri-mon": LUNCH_BREAK}}, "calendars.office.hours.fri-mon",
-     '"fri-mon" runs backwards; list the days, e.g. fri,mon'),
-    ({"hours": {"mon-fri,wed": LUNCH_BREAK}}, "calendars.office.hours.mon-fri,wed", '"mon-fri,wed" names wed twice'),
-    ({"hours": {"mon-fri": [], "sat": []}}, "calendars.office.hours",
-     "has no working time; give at least one window, or use 24/7"),
-    ({}, "calendars.office.hours", 'needs hours, e.g. {mon-fri: ["09:00-18:00"]}, or 24/7'),
-    ({"hours": "9 to 5"}, "calendars.office.hours",
-     "'9 to 5' is not a set of hours; needs hours, e.g. {mon-fri: [\"09:00-18:00\"]}, or 24/7"),
-    ({"hours": "24/7", "timezone": "Mars/Olympus"}, "calendars.office.timezone",
-     '"Mars/Olympus" is not an IANA time zone (e.g. Europe/Moscow)'),
-    ({"hours": "24/7", "shifts": 2}, "calendars.office.shifts", "unknown key; a calendar takes timezone, hours, holidays"),
-    ({"hours": "24/7", "holidays": {"country": "RU", "regions": 1}}, "calendars.office.holidays.regions",
-     "unknown key; holidays take country, subdivision, extra, workdays"),
-    ({"hours": "24/7", "holidays": ["2026-12-31"]}, "calendars.office.holidays",
-     "['2026-12-31'] is not a mapping; use keys country, subdivision, extra, workdays"),
-    ({"hours": "24/7", "holidays": {"country": "XX"}}, "calendars.office.holidays.country",
-     '"XX" is not a country the holidays package knows; use an ISO code such as RU, US or DE'),
-    ({"hours": "24/7", "holidays": {"country": False}}, "calendars.office.holidays.country",
-     'write "NO" in quotes: YAML reads a bare NO as false'),
-    ({"hours": "24/7", "holidays": {"country": "NL", "subdivision": "XX"}}, "calendars.office.holidays.subdivision",
-     '"XX" is not a subdivision of NL; use one of Midden, Noord, Zuid'),
-    ({"hours": "24/7", "holidays": {"country": "AL", "subdivision": "XX"}}, "calendars.office.holidays.subdivision",
-     'AL has no subdivisions; leave it out'),
-    ({"hours": "24/7", "holidays": {"subdivision": "BY"}}, "calendars.office.holidays.subdivision",
-     "needs holidays.country"),
-    ({"hours": "24/7", "holidays": {"extra": "2026-12-31"}}, "calendars.office.holidays.extra", "must be a list of dates"),
-    ({"hours": "24/7", "holidays": {"extra": ["31.12.2026"]}}, "calendars.office.holidays.extra[0]",
-     '"31.12.2026" is not a date; write YYYY-MM-DD'),
-    ({"hours": "24/7", "holidays": {"extra": ["2026-02-30"]}}, "calendars.office.holidays.extra[0]",
-     '"2026-02-30" is not a date; write YYYY-MM-DD'),
-    ({"hours": "24/7", "holidays": {"extra": [{"date": "2026-12-31", "hours": ["09:00-08:00"]}]}},
-     "calendars.office.holidays.extra[0].hours[0]", '"09:00-08:00" ends before it starts'),
-    ({"hours": "24/7", "holidays": {"extra": [{"date": "2026-12-31", "until": "12:00"}]}},
-     "calendars.office.holidays.extra[0].until", "unknown key; use date, hours"),
-    ({"hours": "24/7", "holidays": {"extra": [{"hours": []}]}}, "calendars.office.holidays.extra[0]", "needs a date"),
-    ({"hours": "24/7", "holidays": {"extra": [{"date": "someday"}]}}, "calendars.office.holidays.extra[0].date",
-     '"someday" is not a date; write YYYY-MM-DD'),
-    ({"hours": "24/7", "holidays": {"extra": ["2026-12-31", date(2026, 12, 31)]}}, "calendars.office.holidays.extra[1]",
-     "2026-12-31 is listed twice"),
-    ({"hours": "24/7", "holidays": {"extra": ["2026-11-28"], "workdays": ["2026-11-28"]}},
-     "calendars.office.holidays.workdays[0]", "2026-11-28 is listed twice"),
-    ({"hours": "24/7", "holidays": {"workdays": [{"date": "2026-11-28", "as": "monday"}]}},
-     "calendars.office.holidays.workdays[0].as", '"monday" is not a weekday; use one of mon, tue, wed, thu, fri, sat, sun'),
-    ({"hours": {"tue-fri": LUNCH_BREAK}, "holidays": {"workdays": ["2026-11-28"]}},
-     "calendars.office.holidays.workdays[0]", "mon has no hours to work by; say which weekday's hours to use with `as`"),
-    (42, "calendars.office", "42 is not a calendar; write 24/7 or a mapping with hours"),
-    ("9-18", "calendars.office", "'9-18' is not a calendar; write 24/7 or a mapping with hours"),
-])
+
+@pytest.mark.parametrize(
+    "spec, path, message",
+    [
+        (
+            {"hours": {"mon-fri": ["09:00-13:00", "14:00-13:00"]}},
+            "calendars.office.hours.mon-fri[1]",
+            '"14:00-13:00" ends before it starts',
+        ),
+        (
+            {"hours": {"mon-fri": ["09:00-13:00", "12:00-15:00"]}},
+            "calendars.office.hours.mon-fri[1]",
+            '"12:00-15:00" overlaps "09:00-13:00"',
+        ),
+        (
+            {"hours": {"mon": ["08:00-18:00", "10:00-11:00", "12:00-13:00"]}},
+            "calendars.office.hours.mon[2]",
+            '"12:00-13:00" overlaps "08:00-18:00"',
+        ),
+        ({"hours": {"mon": ["09:00-09:00"]}}, "calendars.office.hours.mon[0]", '"09:00-09:00" is empty'),
+        (
+            {"hours": {"mon": ["9-18"]}},
+            "calendars.office.hours.mon[0]",
+            '"9-18" is not a time window; write HH:MM-HH:MM, e.g. 09:00-18:00',
+        ),
+        (
+            {"hours": {"mon": ["09:00-24:30"]}},
+            "calendars.office.hours.mon[0]",
+            '"09:00-24:30" is not a time window; write HH:MM-HH:MM, e.g. 09:00-18:00',
+        ),
+        (
+            {"hours": {"mon": "22:00-02:00"}},
+            "calendars.office.hours.mon",
+            '"22:00-02:00" ends before it starts; split a night shift at midnight (22:00-24:00, then 00:00-02:00 the next day)',
+        ),
+        (
+            {"hours": {"mon": 9}},
+            "calendars.office.hours.mon",
+            'needs a list of windows like ["09:00-18:00"], or [] for a day off',
+        ),
+        (
+            {"hours": {"mon-fri": LUNCH_BREAK, "fri": ["10:00-12:00"]}},
+            "calendars.office.hours.fri",
+            '"fri" is already given by "mon-fri"',
+        ),
+        (
+            {"hours": {"daily": LUNCH_BREAK, "sat,sun": []}},
+            "calendars.office.hours.sat,sun",
+            '"sat" is already given by "daily"',
+        ),
+        (
+            {"hours": {"mon-frii": LUNCH_BREAK}},
+            "calendars.office.hours.mon-frii",
+            '"mon-frii" is not a day; use mon..sun, a range like mon-fri, a list like sat,sun, or daily',
+        ),
+        (
+            {"hours": {"fri-mon": LUNCH_BREAK}},
+            "calendars.office.hours.fri-mon",
+            '"fri-mon" runs backwards; list the days, e.g. fri,mon',
+        ),
+        (
+            {"hours": {"mon-fri,wed": LUNCH_BREAK}},
+            "calendars.office.hours.mon-fri,wed",
+            '"mon-fri,wed" names wed twice',
+        ),
+        (
+            {"hours": {"mon-fri": [], "sat": []}},
+            "calendars.office.hours",
+            "has no working time; give at least one window, or use 24/7",
+        ),
+        ({}, "calendars.office.hours", 'needs hours, e.g. {mon-fri: ["09:00-18:00"]}, or 24/7'),
+        (
+            {"hours": "9 to 5"},
+            "calendars.office.hours",
+            "'9 to 5' is not a set of hours; needs hours, e.g. {mon-fri: [\"09:00-18:00\"]}, or 24/7",
+        ),
+        (
+            {"hours": "24/7", "timezone": "Mars/Olympus"},
+            "calendars.office.timezone",
+            '"Mars/Olympus" is not an IANA time zone (e.g. Europe/Moscow)',
+        ),
+        (
+            {"hours": "24/7", "shifts": 2},
+            "calendars.office.shifts",
+            "unknown key; a calendar takes timezone, hours, holidays",
+        ),
+        (
+            {"hours": "24/7", "holidays": {"country": "RU", "regions": 1}},
+            "calendars.office.holidays.regions",
+            "unknown key; holidays take country, subdivision, extra, workdays",
+        ),
+        (
+            {"hours": "24/7", "holidays": ["2026-12-31"]},
+            "calendars.office.holidays",
+            "['2026-12-31'] is not a mapping; use keys country, subdivision, extra, workdays",
+        ),
+        (
+            {"hours": "24/7", "holidays": {"country": "XX"}},
+            "calendars.office.holidays.country",
+            '"XX" is not a country the holidays package knows; use an ISO code such as RU, US or DE',
+        ),
+        (
+            {"hours": "24/7", "holidays": {"country": False}},
+            "calendars.office.holidays.country",
+            'write "NO" in quotes: YAML reads a bare NO as false',
+        ),
+        (
+            {"hours": "24/7", "holidays": {"country": "NL", "subdivision": "XX"}},
+            "calendars.office.holidays.subdivision",
+            '"XX" is not a subdivision of NL; use one of Midden, Noord, Zuid',
+        ),
+        (
+            {"hours": "24/7", "holidays": {"country": "AL", "subdivision": "XX"}},
+            "calendars.office.holidays.subdivision",
+            "AL has no subdivisions; leave it out",
+        ),
+        (
+            {"hours": "24/7", "holidays": {"subdivision": "BY"}},
+            "calendars.office.holidays.subdivision",
+            "needs holidays.country",
+        ),
+        (
+            {"hours": "24/7", "holidays": {"extra": "2026-12-31"}},
+            "calendars.office.holidays.extra",
+            "must be a list of dates",
+        ),
+        (
+            {"hours": "24/7", "holidays": {"extra": ["31.12.2026"]}},
+            "calendars.office.holidays.extra[0]",
+            '"31.12.2026" is not a date; write YYYY-MM-DD',
+        ),
+        (
+            {"hours": "24/7", "holidays": {"extra": ["2026-02-30"]}},
+            "calendars.office.holidays.extra[0]",
+            '"2026-02-30" is not a date; write YYYY-MM-DD',
+        ),
+        (
+            {"hours": "24/7", "holidays": {"extra": [{"date": "2026-12-31", "hours": ["09:00-08:00"]}]}},
+            "calendars.office.holidays.extra[0].hours[0]",
+            '"09:00-08:00" ends before it starts',
+        ),
+        (
+            {"hours": "24/7", "holidays": {"extra": [{"date": "2026-12-31", "until": "12:00"}]}},
+            "calendars.office.holidays.extra[0].until",
+            "unknown key; use date, hours",
+        ),
+        (
+            {"hours": "24/7", "holidays": {"extra": [{"hours": []}]}},
+            "calendars.office.holidays.extra[0]",
+            "needs a date",
+        ),
+        (
+            {"hours": "24/7", "holidays": {"extra": [{"date": "someday"}]}},
+            "calendars.office.holidays.extra[0].date",
+            '"someday" is not a date; write YYYY-MM-DD',
+        ),
+        (
+            {"hours": "24/7", "holidays": {"extra": ["2026-12-31", date(2026, 12, 31)]}},
+            "calendars.office.holidays.extra[1]",
+            "2026-12-31 is listed twice",
+        ),
+        (
+            {"hours": "24/7", "holidays": {"extra": ["2026-11-28"], "workdays": ["2026-11-28"]}},
+            "calendars.office.holidays.workdays[0]",
+            "2026-11-28 is listed twice",
+        ),
+        (
+            {"hours": "24/7", "holidays": {"workdays": [{"date": "2026-11-28", "as": "monday"}]}},
+            "calendars.office.holidays.workdays[0].as",
+            '"monday" is not a weekday; use one of mon, tue, wed, thu, fri, sat, sun',
+        ),
+        (
+            {"hours": {"tue-fri": LUNCH_BREAK}, "holidays": {"workdays": ["2026-11-28"]}},
+            "calendars.office.holidays.workdays[0]",
+            "mon has no hours to work by; say which weekday's hours to use with `as`",
+        ),
+        (42, "calendars.office", "42 is not a calendar; write 24/7 or a mapping with hours"),
+        ("9-18", "calendars.office", "'9-18' is not a calendar; write 24/7 or a mapping with hours"),
+    ],
+)
 def test_rules_file_mistakes_are_reported_with_their_path(spec, path, message):
     assert errors_of(spec).get(path) == message
 
 
 def test_every_mistake_is_reported_at_once():
-    errors = errors_of({
-        "hours": {"mon-fri": ["09:00-13:00", "14:00-13:00"], "sun": ["25:00-26:00"]},
-        "holidays": {"country": "XX", "extra": ["tomorrow"]},
-        "colour": "blue",
-    })
+    errors = errors_of(
+        {
+            "hours": {"mon-fri": ["09:00-13:00", "14:00-13:00"], "sun": ["25:00-26:00"]},
+            "holidays": {"country": "XX", "extra": ["tomorrow"]},
+            "colour": "blue",
+        }
+    )
     assert set(errors) == {
-        "calendars.office.hours.mon-fri[1]", "calendars.office.hours.sun[0]", "calendars.office.holidays.country",
-        "calendars.office.holidays.extra[0]", "calendars.office.colour",
+        "calendars.office.hours.mon-fri[1]",
+        "calendars.office.hours.sun[0]",
+        "calendars.office.holidays.country",
+        "calendars.office.holidays.extra[0]",
+        "calendars.office.colour",
     }
 
 
 def test_a_bad_default_timezone_is_reported_at_the_file_level():
     assert errors_of({"hours": {"mon": ["09:00-18:00"]}}, "Mars/Olympus") == {
-        "timezone": '"Mars/Olympus" is not an IANA time zone (e.g. Europe/Moscow)'}
-    assert parse_calendar("x", {"hours": {"mon": ["09:00-18:00"]}, "timezone": "UTC"}, "Mars/Olympus").timezone == ZoneInfo("UTC")
+        "timezone": '"Mars/Olympus" is not an IANA time zone (e.g. Europe/Moscow)'
+    }
+    assert parse_calendar(
+        "x", {"hours": {"mon": ["09:00-18:00"]}, "timezone": "UTC"}, "Mars/Olympus"
+    ).timezone == ZoneInfo("UTC")
 
 
 def test_a_bad_window_is_not_also_reported_as_a_week_without_work():
     assert errors_of({"hours": {"mon": ["25:00-26:00"]}}) == {
-        "calendars.office.hours.mon[0]": '"25:00-26:00" is not a time window; write HH:MM-HH:MM, e.g. 09:00-18:00'}
+        "calendars.office.hours.mon[0]": '"25:00-26:00" is not a time window; write HH:MM-HH:MM, e.g. 09:00-18:00'
+    }
 
 
 def test_calendars_survive_pickling_for_worker_processes():
@@ -413,10 +553,14 @@ def test_day_keys_in_every_form():
     office = calendar({"Mon-Wed": ["09:00-18:00"], "thu, fri": "10:00 - 19:00", "sat": [], "sun": ["00:00-24:00"]})
     hours = [_hours_worked(office, date(2026, 11, 23) + timedelta(days=offset)) for offset in range(7)]
     assert hours == [9 * HOUR] * 5 + [timedelta(0), 24 * HOUR]
-    assert calendar({"daily": ["08:00-09:00"]}).between(local(MOSCOW, 2026, 11, 23), local(MOSCOW, 2026, 11, 30)) == 7 * HOUR
+    assert (
+        calendar({"daily": ["08:00-09:00"]}).between(local(MOSCOW, 2026, 11, 23), local(MOSCOW, 2026, 11, 30))
+        == 7 * HOUR
+    )
 
 
 # --- Properties of the arithmetic --------------------------------------------------------------
+
 
 def _clock_changes(zone: ZoneInfo) -> list[datetime]:
     """Instants a little before each offset change of ``zone`` in 2025-2028."""
@@ -465,12 +609,17 @@ FIXED_CALENDARS = [
 
 random_calendars = st.builds(
     lambda hours, zone: parse_calendar("random", {"hours": hours, "timezone": zone.key}, "UTC"),
-    weekly_hours(), st.sampled_from(ZONES))
+    weekly_hours(),
+    st.sampled_from(ZONES),
+)
 calendars = st.one_of(st.sampled_from(FIXED_CALENDARS), random_calendars)
 instants = st.one_of(
     st.datetimes(datetime(2025, 1, 1), datetime(2028, 6, 30)).map(lambda moment: moment.replace(tzinfo=UTC)),
-    st.builds(lambda change, shift: change + shift, st.sampled_from(CLOCK_CHANGES),
-              st.timedeltas(-timedelta(days=4), timedelta(days=4))),
+    st.builds(
+        lambda change, shift: change + shift,
+        st.sampled_from(CLOCK_CHANGES),
+        st.timedeltas(-timedelta(days=4), timedelta(days=4)),
+    ),
 ).flatmap(lambda moment: st.sampled_from(ZONES).map(moment.astimezone))
 amounts = st.one_of(
     st.timedeltas(timedelta(0), timedelta(hours=3)),
@@ -519,7 +668,9 @@ def test_adding_in_steps_equals_adding_at_once(office, start, first, second):
 @given(calendars, instants, instants, instants)
 def test_working_time_adds_up_over_consecutive_periods(office, first, second, third):
     assert office.between(first, third) == office.between(first, second) + office.between(second, third)
-    assert timedelta(0) <= office.between(*sorted([first, second], key=_in_utc)) <= abs(_in_utc(second) - _in_utc(first))
+    assert (
+        timedelta(0) <= office.between(*sorted([first, second], key=_in_utc)) <= abs(_in_utc(second) - _in_utc(first))
+    )
 
 
 @PROPERTIES
@@ -535,8 +686,10 @@ def test_next_open_is_the_first_working_instant(office, moment):
 @given(weekly_hours(), st.sampled_from(ZONES), instants)
 def test_is_open_matches_the_wall_clock_away_from_clock_changes(hours, zone, moment):
     office = parse_calendar("random", {"hours": hours, "timezone": zone.key}, "UTC")
-    assume(zone.utcoffset(moment.replace(tzinfo=None) - timedelta(hours=30))
-           == zone.utcoffset(moment.replace(tzinfo=None) + timedelta(hours=30)))
+    assume(
+        zone.utcoffset(moment.replace(tzinfo=None) - timedelta(hours=30))
+        == zone.utcoffset(moment.replace(tzinfo=None) + timedelta(hours=30))
+    )
     wall = moment.astimezone(zone)
     minute = wall.hour * 60 + wall.minute + (wall.second + wall.microsecond / 1e6) / 60
     day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[wall.weekday()]
@@ -547,7 +700,9 @@ def test_is_open_matches_the_wall_clock_away_from_clock_changes(hours, zone, mom
 @PROPERTIES
 @given(st.sampled_from(ZONES), instants, st.timedeltas(timedelta(0), timedelta(days=10)))
 def test_a_calendar_open_all_day_every_day_counts_real_time_across_clock_changes(zone, start, amount):
-    whole_days = parse_calendar("split", {"hours": {"daily": ["00:00-07:15", "07:15-24:00"]}, "timezone": zone.key}, "UTC")
+    whole_days = parse_calendar(
+        "split", {"hours": {"daily": ["00:00-07:15", "07:15-24:00"]}, "timezone": zone.key}, "UTC"
+    )
     assert not whole_days.always_open
     start_utc = start.astimezone(UTC)  # aware arithmetic in a local zone would add wall-clock time
     assert whole_days.add(start, amount) == start_utc + amount

@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from sla_guard.notify.channels import DeliveryError, channel_secrets, send
-from sla_guard.notify.messages import alert_payload
-from sla_guard.notify.teams import card_message
-from sla_guard.notify.transport import redact
-from sla_guard.rules.schema import Channel
+from sla_guard.core.rules.schema import Channel
+from sla_guard.outbox.notify.channels import DeliveryError, channel_secrets, send
+from sla_guard.outbox.notify.messages import alert_payload
+from sla_guard.outbox.notify.teams import card_message
+from sla_guard.outbox.notify.transport import redact
 
 from .fakes import (
     SLACK_BOT_TOKEN,
@@ -28,15 +28,33 @@ from .fakes import (
 )
 
 AT = datetime(2026, 11, 23, 9, 15, 2, tzinfo=UTC)
-LEAD = {"lead_id": "L-1001", "name": "ACME", "source": "website", "owner": "anna", "stage": "new",
-        "url": "https://crm.example/leads/1001"}
+LEAD = {
+    "lead_id": "L-1001",
+    "name": "ACME",
+    "source": "website",
+    "owner": "anna",
+    "stage": "new",
+    "url": "https://crm.example/leads/1001",
+}
 
 
 def payload(**extra) -> dict:
-    base = alert_payload(alert_id=7, escalation_id=3, kind="first_touch.breach", level=1, lead=LEAD,
-                         rule="hot website leads", clock="first_touch", due_at=AT - timedelta(seconds=62),
-                         fired_at=AT, recipient="olga", role="manager", channel="x", locale="en",
-                         ack_url="https://sla.example/ack/3.1795.b2xnYQ.sig")
+    base = alert_payload(
+        alert_id=7,
+        escalation_id=3,
+        kind="first_touch.breach",
+        level=1,
+        lead=LEAD,
+        rule="hot website leads",
+        clock="first_touch",
+        due_at=AT - timedelta(seconds=62),
+        fired_at=AT,
+        recipient="olga",
+        role="manager",
+        channel="x",
+        locale="en",
+        ack_url="https://sla.example/ack/3.1795.b2xnYQ.sig",
+    )
     return {**base, **extra}
 
 
@@ -86,13 +104,19 @@ def test_telegram_channel_chat_wins_over_the_person(telegram, httpserver, http):
 
 
 def test_the_fake_bot_api_takes_form_bodies_too(telegram, httpserver):
-    answer = requests.post(httpserver.url_for(f"/bot{TELEGRAM_TOKEN}/sendMessage"), data={"chat_id": "1001", "text": "hi"})
+    answer = requests.post(
+        httpserver.url_for(f"/bot{TELEGRAM_TOKEN}/sendMessage"), data={"chat_id": "1001", "text": "hi"}
+    )
     assert answer.json()["ok"] is True and telegram.messages == [{"chat_id": "1001", "text": "hi"}]
 
 
 def test_telegram_bad_token_is_permanent_and_never_shows_the_token(telegram, httpserver, http):
-    error = fails("tg", channel(type="telegram", token="999:wrong-token-value", api_url=httpserver.url_for("/").rstrip("/")),
-                  http, address="1001")
+    error = fails(
+        "tg",
+        channel(type="telegram", token="999:wrong-token-value", api_url=httpserver.url_for("/").rstrip("/")),
+        http,
+        address="1001",
+    )
     assert not error.transient
     assert str(error) == "telegram: HTTP 401 Unauthorized (check the bot token)"
     assert "wrong-token-value" not in str(error)
@@ -149,9 +173,17 @@ def test_slack_incoming_webhook_gets_the_text_and_mentions_the_member(slack, htt
     assert message["unfurl_links"] is False and message["unfurl_media"] is False
 
 
-@pytest.mark.parametrize(("status", "body", "transient"), [
-    (400, "invalid_payload", False), (403, "action_prohibited", False), (404, "channel_not_found", False),
-    (410, "channel_is_archived", False), (500, "server error", True), (503, "unavailable", True)])
+@pytest.mark.parametrize(
+    ("status", "body", "transient"),
+    [
+        (400, "invalid_payload", False),
+        (403, "action_prohibited", False),
+        (404, "channel_not_found", False),
+        (410, "channel_is_archived", False),
+        (500, "server error", True),
+        (503, "unavailable", True),
+    ],
+)
 def test_slack_webhook_failures(slack, httpserver, http, status, body, transient):
     slack.failures.append((status, body, {}))
     error = fails("sl", channel(type="slack", url=httpserver.url_for(FakeSlack.hook_path)), http)
@@ -182,9 +214,15 @@ def test_slack_bot_posts_to_its_channel_mentioning_the_member(slack, httpserver,
     assert slack.messages[0]["channel"] == "C0SALES" and slack.messages[0]["text"].startswith("<@U0ANNA> ")
 
 
-@pytest.mark.parametrize(("answer", "transient"), [
-    ('{"ok": false, "error": "channel_not_found"}', False), ('{"ok": false, "error": "invalid_auth"}', False),
-    ('{"ok": false, "error": "ratelimited"}', True), ('{"ok": false, "error": "internal_error"}', True)])
+@pytest.mark.parametrize(
+    ("answer", "transient"),
+    [
+        ('{"ok": false, "error": "channel_not_found"}', False),
+        ('{"ok": false, "error": "invalid_auth"}', False),
+        ('{"ok": false, "error": "ratelimited"}', True),
+        ('{"ok": false, "error": "internal_error"}', True),
+    ],
+)
 def test_slack_bot_errors(slack, httpserver, http, answer, transient):
     slack.failures.append((200, answer, {}))
     error = fails("sl", slack_bot(httpserver, channel="C0SALES"), http)
@@ -216,12 +254,15 @@ def test_teams_gets_an_adaptive_card_with_lead_and_acknowledge_buttons(httpserve
     card = attachment["content"]
     assert card["type"] == "AdaptiveCard" and card["body"][0]["text"].startswith("Lead ACME #L-1001")
     assert [(a["title"], a["url"]) for a in card["actions"]] == [
-        ("Open the lead", "https://crm.example/leads/1001"), ("Acknowledge", "https://sla.example/ack/3.1795.b2xnYQ.sig")]
+        ("Open the lead", "https://crm.example/leads/1001"),
+        ("Acknowledge", "https://sla.example/ack/3.1795.b2xnYQ.sig"),
+    ]
 
 
 def test_a_throttled_legacy_teams_connector_is_retried(httpserver, http):
     httpserver.expect_request("/webhookb2/x").respond_with_data(
-        "Microsoft Teams endpoint returned HTTP error 429 with ContextId ...", status=200)
+        "Microsoft Teams endpoint returned HTTP error 429 with ContextId ...", status=200
+    )
     assert fails("ms", channel(type="teams", url=httpserver.url_for("/webhookb2/x")), http).transient
 
 
@@ -250,8 +291,13 @@ def mail(port, cert, **extra) -> Channel:
 def test_email_over_starttls_with_login_reaches_the_persons_address(certificate, http):
     cert, key = certificate
     with SmtpSink(cert, key, "starttls", user="sla", password="mail-secret-pw") as sink:
-        send("mail", mail(sink.port, cert, user="sla", password="mail-secret-pw"), payload(), http,
-             address="olga@example.com")
+        send(
+            "mail",
+            mail(sink.port, cert, user="sla", password="mail-secret-pw"),
+            payload(),
+            http,
+            address="olga@example.com",
+        )
     [received] = sink.messages
     message = received["message"]
     assert received["tls"] is True and received["to"] == ["olga@example.com"]
@@ -289,8 +335,19 @@ def test_an_untrusted_certificate_is_permanent(certificate, http):
 
 def test_a_server_without_starttls_never_gets_the_password(http):
     with SmtpSink(None, None, "plain") as sink:
-        error = fails("mail", channel(type="email", host="127.0.0.1", port=sink.port, user="sla", password="pw-secret",
-                                      **{"from": "sla@example.com"}), http, address="olga@example.com")
+        error = fails(
+            "mail",
+            channel(
+                type="email",
+                host="127.0.0.1",
+                port=sink.port,
+                user="sla",
+                password="pw-secret",
+                **{"from": "sla@example.com"},
+            ),
+            http,
+            address="olga@example.com",
+        )
     assert not error.transient and "STARTTLS" in str(error).upper()
 
 
@@ -306,11 +363,16 @@ def test_refused_recipients(certificate, http, code, transient):
 def test_smtp_connection_refused_and_timeout_are_transient(http):
     from .fakes import free_port
 
-    closed = fails("mail", channel(type="email", host="127.0.0.1", port=free_port(), **{"from": "a@b.c"}), http,
-                   address="x@y.z")
+    closed = fails(
+        "mail", channel(type="email", host="127.0.0.1", port=free_port(), **{"from": "a@b.c"}), http, address="x@y.z"
+    )
     with silent_server() as port:
-        silent = fails("mail", channel(type="email", host="127.0.0.1", port=port, timeout_s=0.3, **{"from": "a@b.c"}),
-                       http, address="x@y.z")
+        silent = fails(
+            "mail",
+            channel(type="email", host="127.0.0.1", port=port, timeout_s=0.3, **{"from": "a@b.c"}),
+            http,
+            address="x@y.z",
+        )
     assert closed.transient and silent.transient
 
 
@@ -359,12 +421,17 @@ def amocrm(httpserver, tasks: list) -> dict:
     def create(request):
         [task] = request.get_json()
         tasks.append({**task, "id": 500 + len(tasks)})
-        return Response(json.dumps({"_embedded": {"tasks": [{"id": 500 + len(tasks) - 1, "request_id": task["request_id"]}]}}),
-                        content_type="application/hal+json")
+        return Response(
+            json.dumps({"_embedded": {"tasks": [{"id": 500 + len(tasks) - 1, "request_id": task["request_id"]}]}}),
+            content_type="application/hal+json",
+        )
 
     httpserver.expect_request("/api/v4/tasks", method="GET").respond_with_handler(listing)
     httpserver.expect_request("/api/v4/tasks", method="POST").respond_with_handler(create)
-    return {"SLA_GUARD_AMOCRM_BASE_URL": httpserver.url_for("/").rstrip("/"), "SLA_GUARD_AMOCRM_ACCESS_TOKEN": AMO_TOKEN}
+    return {
+        "SLA_GUARD_AMOCRM_BASE_URL": httpserver.url_for("/").rstrip("/"),
+        "SLA_GUARD_AMOCRM_ACCESS_TOKEN": AMO_TOKEN,
+    }
 
 
 def test_crm_channel_creates_one_task_for_the_recipient_even_when_retried(httpserver, http):
@@ -389,12 +456,17 @@ def test_crm_channel_failures(httpserver, http):
 
 
 def test_crm_channel_errors_keep_the_token_out(httpserver, http):
-    settings = {"SLA_GUARD_AMOCRM_BASE_URL": httpserver.url_for("/").rstrip("/"), "SLA_GUARD_AMOCRM_ACCESS_TOKEN": AMO_TOKEN}
+    settings = {
+        "SLA_GUARD_AMOCRM_BASE_URL": httpserver.url_for("/").rstrip("/"),
+        "SLA_GUARD_AMOCRM_ACCESS_TOKEN": AMO_TOKEN,
+    }
     outcomes = []
     for status in (401, 503):
         httpserver.clear()
         httpserver.expect_request("/api/v4/tasks").respond_with_data("", status=status)
         with pytest.raises(DeliveryError) as info:
-            send("crm", channel(type="crm", crm="amocrm"), payload(lead_id="1001"), http, address="77", settings=settings)
+            send(
+                "crm", channel(type="crm", crm="amocrm"), payload(lead_id="1001"), http, address="77", settings=settings
+            )
         outcomes.append((info.value.transient, AMO_TOKEN in str(info.value)))
     assert outcomes == [(False, False), (True, False)]

@@ -27,8 +27,10 @@ def test_rules_check_lists_errors_with_their_path(runner, tmp_path):
 
 def test_rules_check_warns_about_shadowed_rules(runner, tmp_path):
     path = tmp_path / "sla.yaml"
-    path.write_text("rules:\n  - {name: all, first_touch: {within: 1h}}\n"
-                    "  - {name: web, match: {source: website}, first_touch: {within: 5m}}\n")
+    path.write_text(
+        "rules:\n  - {name: all, first_touch: {within: 1h}}\n"
+        "  - {name: web, match: {source: website}, first_touch: {within: 5m}}\n"
+    )
     result = runner.invoke(main, ["rules", "check", str(path)])
     assert result.exit_code == 0
     assert 'warning: rules[1]: "web" never applies' in result.output
@@ -36,8 +38,16 @@ def test_rules_check_warns_about_shadowed_rules(runner, tmp_path):
 
 def test_rules_explain_shows_the_rule_and_deadlines(runner, tmp_path, rules_path):
     lead = tmp_path / "lead.json"
-    lead.write_text(json.dumps({"event_id": "e1", "type": "lead.created", "occurred_at": "2026-11-23T09:00:00Z",
-                                "lead": {"id": "L-1", "source": "website", "priority": "hot", "owner": "anna"}}))
+    lead.write_text(
+        json.dumps(
+            {
+                "event_id": "e1",
+                "type": "lead.created",
+                "occurred_at": "2026-11-23T09:00:00Z",
+                "lead": {"id": "L-1", "source": "website", "priority": "hot", "owner": "anna"},
+            }
+        )
+    )
     result = runner.invoke(main, ["rules", "explain", str(rules_path), str(lead)])
     assert result.exit_code == 0, result.output
     assert 'rules[0] "hot website leads": MATCHES' in result.output
@@ -56,8 +66,9 @@ def test_rules_explain_refuses_a_bad_event(runner, tmp_path, rules_path):
 
 
 def run_cli(*args, env):
-    return subprocess.run([sys.executable, "-m", "sla_guard.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "sla_guard.cli", *args], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def test_a_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path):
@@ -78,8 +89,12 @@ def test_an_invalid_rules_file_stops_serve_and_worker(tmp_path):
 
 
 def test_worker_says_how_to_get_redis(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "SLA_GUARD_RULES": str(SHIPPED), "REDIS_URL": "redis://127.0.0.1:9/0",
-           "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SLA_GUARD_RULES": str(SHIPPED),
+        "REDIS_URL": "redis://127.0.0.1:9/0",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+    }
     result = run_cli("worker", env=env)
     assert result.returncode == 2
     assert "Redis is not reachable at redis://127.0.0.1:9/0" in result.stderr

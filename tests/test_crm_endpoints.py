@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sla_guard import create_app, metrics
-from sla_guard.adapters import hubspot
+from sla_guard.ingest.adapters import hubspot
 from sla_guard.store.models import CrmLookupRow, CrmRecordRow, EventRow, LeadRow
 
 from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, settings are fixtures)
@@ -41,8 +41,8 @@ from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, sett
 )
 from .helpers import run_worker
 
-
 # --- every fixture, as sent ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", fixtures_of("amocrm"))
 def test_amocrm_fixtures_are_stored_as_they_mean(app, client, clock, name):
@@ -88,8 +88,9 @@ def test_hubspot_batch_fixture_is_stored_in_occurred_order(app, client, clock):
 def test_bitrix24_fixtures_are_acknowledged_then_read_back_over_rest(app, client, runtime, clock, httpserver, name):
     fixture = load(name)
     clock.current = sent_at(fixture) + timedelta(seconds=1)
-    method, reply = next((key.removeprefix("rest_reply_"), value) for key, value in fixture.items()
-                         if key.startswith("rest_reply_"))
+    method, reply = next(
+        (key.removeprefix("rest_reply_"), value) for key, value in fixture.items() if key.startswith("rest_reply_")
+    )
     record_id = reply["result"]["ID"]
     expect_portal(httpserver, method, record_id, reply)
     response = post(client, fixture, body=local_portal(fixture["request"]["body"], httpserver))
@@ -111,41 +112,79 @@ def test_bitrix24_fixtures_are_acknowledged_then_read_back_over_rest(app, client
 
 def test_bitrix24_fixture_bytes_from_the_configured_portal_are_accepted(settings, clock):
     fixture = load("bitrix24_lead_add.json")
-    app = create_app({**settings, "TESTING": True, "CLOCK": clock,
-                      "SLA_GUARD_BITRIX24_REST_URL": f"https://acme.bitrix24.ru/rest/1/{B24_KEY}/"})
+    app = create_app(
+        {
+            **settings,
+            "TESTING": True,
+            "CLOCK": clock,
+            "SLA_GUARD_BITRIX24_REST_URL": f"https://acme.bitrix24.ru/rest/1/{B24_KEY}/",
+        }
+    )
     try:
         response = post(app.test_client(), fixture)
         assert response.status_code == 202, response.get_json()
         assert response.get_json() == {"accepted": ["oncrmleadadd-1000983-1766047124"], "duplicates": []}
         [lookup] = rows(app, CrmLookupRow)
         assert (lookup.crm, lookup.event, lookup.sent_at) == (
-            "bitrix24", "ONCRMLEADADD", datetime.fromtimestamp(1766047124, UTC))
+            "bitrix24",
+            "ONCRMLEADADD",
+            datetime.fromtimestamp(1766047124, UTC),
+        )
     finally:
         app.extensions["sla_guard.db"].dispose()
 
 
 # --- refusals -----------------------------------------------------------------------------
 
+
 def _amo_other_account(fixture):
     return {"body": fixture["request"]["body"].replace("account%5Bid%5D=30307558", "account%5Bid%5D=99999").encode()}
 
 
 REFUSALS = [
-    ("amocrm_lead_add.json", lambda f, s: {"path": "/webhooks/amocrm/wrong-token"}, "token",
-     "wrong amoCRM webhook token"),
+    (
+        "amocrm_lead_add.json",
+        lambda f, s: {"path": "/webhooks/amocrm/wrong-token"},
+        "token",
+        "wrong amoCRM webhook token",
+    ),
     ("amocrm_lead_add.json", lambda f, s: _amo_other_account(f), "account[id]", "another amoCRM account"),
-    ("bitrix24_lead_add.json", lambda f, s: {"body": local_portal(f["request"]["body"], s).replace(
-        B24_APP_TOKEN.encode(), b"forged-token")}, "auth[application_token]", "wrong Bitrix24 application token"),
-    ("bitrix24_lead_add.json", lambda f, s: {"body": f["request"]["body"].replace(
-        "acme.bitrix24.ru", "evil.bitrix24.ru").encode()}, "auth[application_token]", "another Bitrix24 portal"),
-    ("hubspot_dealstage_closedlost_signed.json", lambda f, s: {"body": f["request"]["body"].replace(
-        "closedlost", "closedwon").encode()}, "X-HubSpot-Signature-v3", "bad HubSpot signature"),
-    ("hubspot_dealstage_closedlost_signed.json", lambda f, s: {"headers": {"X-HubSpot-Request-Timestamp": str(
-        1726572760123 - 600_000)}}, "X-HubSpot-Signature-v3", "stale HubSpot request"),
-    ("pipedrive_v2_deal_lost.json", lambda f, s: {"headers": {"Authorization": "Basic c2xhLWd1YXJkOndyb25n"}},
-     "Authorization", "wrong Pipedrive basic auth"),
-    ("pipedrive_v2_activity_create.json", lambda f, s: {"headers": {"Authorization": ""}}, "Authorization",
-     "missing basic auth"),
+    (
+        "bitrix24_lead_add.json",
+        lambda f, s: {"body": local_portal(f["request"]["body"], s).replace(B24_APP_TOKEN.encode(), b"forged-token")},
+        "auth[application_token]",
+        "wrong Bitrix24 application token",
+    ),
+    (
+        "bitrix24_lead_add.json",
+        lambda f, s: {"body": f["request"]["body"].replace("acme.bitrix24.ru", "evil.bitrix24.ru").encode()},
+        "auth[application_token]",
+        "another Bitrix24 portal",
+    ),
+    (
+        "hubspot_dealstage_closedlost_signed.json",
+        lambda f, s: {"body": f["request"]["body"].replace("closedlost", "closedwon").encode()},
+        "X-HubSpot-Signature-v3",
+        "bad HubSpot signature",
+    ),
+    (
+        "hubspot_dealstage_closedlost_signed.json",
+        lambda f, s: {"headers": {"X-HubSpot-Request-Timestamp": str(1726572760123 - 600_000)}},
+        "X-HubSpot-Signature-v3",
+        "stale HubSpot request",
+    ),
+    (
+        "pipedrive_v2_deal_lost.json",
+        lambda f, s: {"headers": {"Authorization": "Basic c2xhLWd1YXJkOndyb25n"}},
+        "Authorization",
+        "wrong Pipedrive basic auth",
+    ),
+    (
+        "pipedrive_v2_activity_create.json",
+        lambda f, s: {"headers": {"Authorization": ""}},
+        "Authorization",
+        "missing basic auth",
+    ),
 ]
 
 
@@ -159,8 +198,9 @@ def test_bad_credentials_are_refused_and_store_nothing(app, client, clock, https
     assert nothing_stored(app)
 
 
-@pytest.mark.parametrize("path", ["/webhooks/amocrm/anything", "/webhooks/bitrix24", "/webhooks/hubspot",
-                                  "/webhooks/pipedrive"])
+@pytest.mark.parametrize(
+    "path", ["/webhooks/amocrm/anything", "/webhooks/bitrix24", "/webhooks/hubspot", "/webhooks/pipedrive"]
+)
 def test_a_crm_without_settings_is_not_enabled(settings, clock, path):
     bare = {key: value for key, value in settings.items() if not key.startswith(CRM_PREFIXES)}
     app = create_app({**bare, "TESTING": True, "CLOCK": clock})
@@ -177,8 +217,15 @@ def _cut_in_an_escape(body: str) -> bytes:
     return body[: body.index("%5B", len(body) // 2) + 2].encode()
 
 
-@pytest.mark.parametrize("name", ["amocrm_lead_add.json", "bitrix24_lead_add.json", "pipedrive_v2_deal_lost.json",
-                                  "hubspot_contact_creation_batch.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "amocrm_lead_add.json",
+        "bitrix24_lead_add.json",
+        "pipedrive_v2_deal_lost.json",
+        "hubspot_contact_creation_batch.json",
+    ],
+)
 def test_a_truncated_body_is_refused_with_400(app, client, clock, httpserver, name):
     fixture = load(name)
     body = fixture["request"]["body"]
@@ -205,6 +252,7 @@ def test_a_body_over_the_limit_gets_413(settings, clock):
 
 
 # --- duplicates and ignored kinds ---------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["amocrm_lead_status_lost.json", "pipedrive_v2_deal_lost.json"])
 def test_a_repeated_delivery_is_a_duplicate(app, client, name):
@@ -239,15 +287,36 @@ def test_a_repeated_bitrix24_notification_is_read_once(app, client, runtime, clo
 
 
 IGNORED = [
-    ("amocrm_lead_add.json", "contacts%5Badd%5D%5B0%5D%5Bid%5D=5&contacts%5Badd%5D%5B0%5D%5Bname%5D=Ivan"
-     "&account%5Bid%5D=30307558", "contacts.add"),
+    (
+        "amocrm_lead_add.json",
+        "contacts%5Badd%5D%5B0%5D%5Bid%5D=5&contacts%5Badd%5D%5B0%5D%5Bname%5D=Ivan&account%5Bid%5D=30307558",
+        "contacts.add",
+    ),
     ("bitrix24_lead_add.json", None, "oncrmcontactadd"),
-    ("pipedrive_v2_deal_lost.json", json.dumps({"meta": {"action": "create", "entity": "person", "id": "p-1",
-                                                         "timestamp": "2022-11-25T09:02:11Z", "version": "2.0"},
-                                                "data": {"id": 8, "name": "Ivan"}, "previous": None}), "person.create"),
-    ("hubspot_contact_creation_batch.json", json.dumps([{"eventId": 77, "subscriptionType": "company.creation",
-                                                        "objectId": 5, "occurredAt": 1726572700000}]),
-     "company.creation"),
+    (
+        "pipedrive_v2_deal_lost.json",
+        json.dumps(
+            {
+                "meta": {
+                    "action": "create",
+                    "entity": "person",
+                    "id": "p-1",
+                    "timestamp": "2022-11-25T09:02:11Z",
+                    "version": "2.0",
+                },
+                "data": {"id": 8, "name": "Ivan"},
+                "previous": None,
+            }
+        ),
+        "person.create",
+    ),
+    (
+        "hubspot_contact_creation_batch.json",
+        json.dumps(
+            [{"eventId": 77, "subscriptionType": "company.creation", "objectId": 5, "occurredAt": 1726572700000}]
+        ),
+        "company.creation",
+    ),
 ]
 
 

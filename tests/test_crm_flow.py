@@ -11,10 +11,11 @@ import pytest
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import update
 
-from sla_guard import create_app, crm_sync
-from sla_guard.escalation import run_timer
-from sla_guard.reconciler import reconcile
+from sla_guard import create_app
+from sla_guard.outbox import crm_sync
 from sla_guard.store.models import ClockRow, CrmLookupRow, CrmRecordRow, EventRow, LeadRow
+from sla_guard.timers.escalation import run_timer
+from sla_guard.timers.reconciler import reconcile
 
 from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, settings, sink are fixtures)
     AMO_ACCESS_TOKEN,
@@ -64,11 +65,17 @@ def scheduled(runtime) -> dict[str, float]:
 
 # --- Bitrix24 read-back -------------------------------------------------------------------
 
+
 def test_a_failed_read_is_retried_after_its_wait(app, client, runtime, clock, httpserver):
     fixture = load(LEAD_ADD)
     clock.current = sent_at(fixture)
-    expect_portal(httpserver, "crm.lead.get", "1000983", {"error": "INTERNAL_SERVER_ERROR",
-                                                          "error_description": "try later"}, status=503)
+    expect_portal(
+        httpserver,
+        "crm.lead.get",
+        "1000983",
+        {"error": "INTERNAL_SERVER_ERROR", "error_description": "try later"},
+        status=503,
+    )
     expect_portal(httpserver, "crm.lead.get", "1000983", fixture["rest_reply_crm.lead.get"])
     notify(client, httpserver, LEAD_ADD)
     run_worker(runtime)
@@ -129,7 +136,8 @@ def test_an_unchanged_record_gives_no_new_event_and_a_change_gives_one(app, clie
     httpserver.check_assertions()
     events = stored(app)
     assert [(event.type, event.previous_owner, event.lead.owner) for event in events[1:]] == [
-        ("lead.assigned", "17", "23")]
+        ("lead.assigned", "17", "23")
+    ]
     assert all(lookup.done_at is not None for lookup in rows(app, CrmLookupRow))
     [record] = rows(app, CrmRecordRow)
     assert json.loads(record.data)["owner"] == "23"
@@ -143,8 +151,9 @@ def test_a_creation_read_after_an_update_of_the_record_still_creates_the_lead(ap
     reply = fixture["rest_reply_crm.lead.get"]
     expect_portal(httpserver, "crm.lead.get", "1000983", reply)
     expect_portal(httpserver, "crm.lead.get", "1000983", reply)
-    update_body = (fixture["request"]["body"].replace("ONCRMLEADADD", "onCrmLeadUpdate")
-                   .replace("ts=1766047124", "ts=1766047130"))
+    update_body = (
+        fixture["request"]["body"].replace("ONCRMLEADADD", "onCrmLeadUpdate").replace("ts=1766047124", "ts=1766047130")
+    )
     assert post(client, fixture, body=local_portal(update_body, httpserver)).status_code == 202
     run_worker(runtime)  # the ADD's own read failed and comes later
     notify(client, httpserver, LEAD_ADD)
@@ -155,12 +164,14 @@ def test_a_creation_read_after_an_update_of_the_record_still_creates_the_lead(ap
     assert clock_row.started_at == datetime(2025, 12, 18, 8, 38, 40, tzinfo=UTC)
 
 
-def test_an_unknown_record_is_given_up_at_once_and_the_key_stays_secret(app, client, runtime, clock, httpserver,
-                                                                         caplog):
+def test_an_unknown_record_is_given_up_at_once_and_the_key_stays_secret(
+    app, client, runtime, clock, httpserver, caplog
+):
     fixture = load(LEAD_ADD)
     clock.current = sent_at(fixture)
-    expect_portal(httpserver, "crm.lead.get", "1000983", {"error": "NOT_FOUND", "error_description": "Not found"},
-                  status=400)
+    expect_portal(
+        httpserver, "crm.lead.get", "1000983", {"error": "NOT_FOUND", "error_description": "Not found"}, status=400
+    )
     caplog.set_level("DEBUG", logger="sla_guard")
     notify(client, httpserver, LEAD_ADD)
     run_worker(runtime)
@@ -189,20 +200,33 @@ def test_a_lookup_failing_every_time_is_given_up_after_the_last_attempt(app, cli
 
 # --- amoCRM loss reasons --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("amo_rest", [True])
 def test_an_amocrm_loss_reason_is_read_over_rest(app, client, runtime, clock, httpserver, amo_rest):
     httpserver.expect_oneshot_request(
-        "/amo/api/v4/leads/15318175", method="GET", query_string={"with": "loss_reason"},
+        "/amo/api/v4/leads/15318175",
+        method="GET",
+        query_string={"with": "loss_reason"},
         headers={"Authorization": f"Bearer {AMO_ACCESS_TOKEN}"},
-    ).respond_with_json({"id": 15318175, "status_id": 143, "loss_reason_id": 7,
-                         "_embedded": {"loss_reason": [{"id": 7, "name": "Дорого", "sort": 1}]}})
+    ).respond_with_json(
+        {
+            "id": 15318175,
+            "status_id": 143,
+            "loss_reason_id": 7,
+            "_embedded": {"loss_reason": [{"id": 7, "name": "Дорого", "sort": 1}]},
+        }
+    )
     clock.current = datetime(2024, 9, 17, 13, 32, tzinfo=UTC)
     closing = post(client, load("amocrm_lead_status_lost.json")).get_json()["accepted"]
     run_worker(runtime)
     httpserver.check_assertions()
     [closed, reason] = stored(app, "amocrm")
     assert (reason.event_id, reason.type, reason.reason, reason.occurred_at) == (
-        f"{closing[0]}-reason", "lead.updated", "Дорого", closed.occurred_at)
+        f"{closing[0]}-reason",
+        "lead.updated",
+        "Дорого",
+        closed.occurred_at,
+    )
     [lead] = rows(app, LeadRow)
     assert (lead.status, lead.reason) == ("lost", "Дорого")
     post(client, load("amocrm_lead_status_lost.json"))  # a repeated delivery reads nothing again
@@ -221,37 +245,83 @@ def test_without_amocrm_credentials_nothing_is_read(app, client, runtime, clock,
 
 # --- from the raw creation request to the alert ----------------------------------------------
 
+
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
 def _hubspot_creation(client, server, created: datetime):
     """A deal created with an owner, as HubSpot reports it: the creation and the owner property."""
-    common = {"subscriptionId": 25, "portalId": 62515, "appId": 54321, "occurredAt": _ms(created),
-              "attemptNumber": 0, "objectId": 9001, "changeSource": "CRM_UI", "sourceId": "userId:77001"}
-    body = json.dumps([
-        {**common, "eventId": 5002, "subscriptionType": "deal.propertyChange", "propertyName": "hubspot_owner_id",
-         "propertyValue": "77001"},
-        {**common, "eventId": 5001, "subscriptionType": "deal.creation", "changeFlag": "CREATED"},
-    ]).encode()
+    common = {
+        "subscriptionId": 25,
+        "portalId": 62515,
+        "appId": 54321,
+        "occurredAt": _ms(created),
+        "attemptNumber": 0,
+        "objectId": 9001,
+        "changeSource": "CRM_UI",
+        "sourceId": "userId:77001",
+    }
+    body = json.dumps(
+        [
+            {
+                **common,
+                "eventId": 5002,
+                "subscriptionType": "deal.propertyChange",
+                "propertyName": "hubspot_owner_id",
+                "propertyValue": "77001",
+            },
+            {**common, "eventId": 5001, "subscriptionType": "deal.creation", "changeFlag": "CREATED"},
+        ]
+    ).encode()
     return post(client, load("hubspot_contact_creation_batch.json"), body=body, headers=hubspot_signed(body, created))
 
 
 def _pipedrive_creation(client, server, created: datetime):
     """A deal created in Pipedrive (webhooks v2, ``meta.action`` ``create``)."""
     stamp = created.isoformat().replace("+00:00", "Z")
-    body = json.dumps({
-        "data": {"id": 11, "title": "ACME deal", "owner_id": 12415231, "creator_user_id": 12415231, "stage_id": 1,
-                 "pipeline_id": 1, "status": "open", "value": 5000, "currency": "EUR", "add_time": stamp,
-                 "update_time": stamp, "origin": "ManuallyCreated", "person_id": 8, "org_id": 1,
-                 "custom_fields": {}, "label_ids": [], "visible_to": "3"},
-        "previous": None,
-        "meta": {"action": "create", "company_id": "8087566", "correlation_id": "5a0d1c2e-9f1b-4c55-8e1a-1f2b3c4d5e6f",
-                 "entity_id": "11", "entity": "deal", "id": "0b8f4c1e-2d3a-4b5c-9d6e-7f8a9b0c1d2e",
-                 "is_bulk_edit": False, "timestamp": stamp, "type": "general", "user_id": "12415231",
-                 "version": "2.0", "webhook_id": "4710827", "webhook_owner_id": "12094821",
-                 "change_source": "app", "attempt": 1, "host": "pd-us.pipedrive.com"},
-    }).encode()
+    body = json.dumps(
+        {
+            "data": {
+                "id": 11,
+                "title": "ACME deal",
+                "owner_id": 12415231,
+                "creator_user_id": 12415231,
+                "stage_id": 1,
+                "pipeline_id": 1,
+                "status": "open",
+                "value": 5000,
+                "currency": "EUR",
+                "add_time": stamp,
+                "update_time": stamp,
+                "origin": "ManuallyCreated",
+                "person_id": 8,
+                "org_id": 1,
+                "custom_fields": {},
+                "label_ids": [],
+                "visible_to": "3",
+            },
+            "previous": None,
+            "meta": {
+                "action": "create",
+                "company_id": "8087566",
+                "correlation_id": "5a0d1c2e-9f1b-4c55-8e1a-1f2b3c4d5e6f",
+                "entity_id": "11",
+                "entity": "deal",
+                "id": "0b8f4c1e-2d3a-4b5c-9d6e-7f8a9b0c1d2e",
+                "is_bulk_edit": False,
+                "timestamp": stamp,
+                "type": "general",
+                "user_id": "12415231",
+                "version": "2.0",
+                "webhook_id": "4710827",
+                "webhook_owner_id": "12094821",
+                "change_source": "app",
+                "attempt": 1,
+                "host": "pd-us.pipedrive.com",
+            },
+        }
+    ).encode()
     return post(client, load("pipedrive_v2_deal_lost.json"), body=body)
 
 
@@ -267,18 +337,31 @@ def _bitrix24_creation(client, server, created: datetime):
 
 E2E = [
     # crm, how the lead is created, when the CRM says it was created, lead id, owner, link
-    ("amocrm", _amocrm_creation, datetime(2024, 9, 17, 11, 32, 32, tzinfo=UTC), "15318175", "11087123",
-     "https://acmesales.amocrm.ru/leads/detail/15318175"),
+    (
+        "amocrm",
+        _amocrm_creation,
+        datetime(2024, 9, 17, 11, 32, 32, tzinfo=UTC),
+        "15318175",
+        "11087123",
+        "https://acmesales.amocrm.ru/leads/detail/15318175",
+    ),
     ("bitrix24", _bitrix24_creation, datetime(2025, 12, 18, 8, 38, 40, tzinfo=UTC), "1000983", "17", None),
-    ("hubspot", _hubspot_creation, datetime(2026, 3, 2, 9, 15, tzinfo=UTC), "9001", "77001",
-     "https://app.hubspot.com/contacts/62515/record/0-3/9001"),
+    (
+        "hubspot",
+        _hubspot_creation,
+        datetime(2026, 3, 2, 9, 15, tzinfo=UTC),
+        "9001",
+        "77001",
+        "https://app.hubspot.com/contacts/62515/record/0-3/9001",
+    ),
     ("pipedrive", _pipedrive_creation, datetime(2026, 3, 2, 9, 15, tzinfo=UTC), "11", "12415231", None),
 ]
 
 
 @pytest.mark.parametrize("crm, create, created, lead_id, owner, link", E2E, ids=[row[0] for row in E2E])
-def test_an_untouched_crm_lead_alerts_its_owner(sink, app, client, runtime, clock, crm, create, created, lead_id,
-                                                owner, link):
+def test_an_untouched_crm_lead_alerts_its_owner(
+    sink, app, client, runtime, clock, crm, create, created, lead_id, owner, link
+):
     clock.current = created + timedelta(seconds=4)
     response = create(client, sink, created)
     assert response.status_code == 202, response.get_json()
@@ -290,8 +373,16 @@ def test_an_untouched_crm_lead_alerts_its_owner(sink, app, client, runtime, cloc
     clock.current = created + timedelta(hours=2, seconds=1)
     run_timer(runtime, clock_row.id)
     [alert] = received(sink)
-    expected = {"kind": "first_touch.breach", "level": 1, "lead_id": lead_id, "owner": owner, "recipient": owner,
-                "rule": "everything else", "late_by_s": 1, "lead_url": link}
+    expected = {
+        "kind": "first_touch.breach",
+        "level": 1,
+        "lead_id": lead_id,
+        "owner": owner,
+        "recipient": owner,
+        "rule": "everything else",
+        "late_by_s": 1,
+        "lead_url": link,
+    }
     assert {key: alert.get(key) for key in expected} == expected
     assert alert["due_at"] == (created + timedelta(hours=2)).isoformat().replace("+00:00", "Z")
     assert all(row.processed_at is not None for row in rows(app, EventRow))

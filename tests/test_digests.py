@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from sla_guard.digests import deliver_digest, prepare
-from sla_guard.notify.digest_texts import Overdue, Scope, daily_text, due_periods, managers
-from sla_guard.reconciler import reconcile
-from sla_guard.rules.notify_spec import DigestSpec
-from sla_guard.rules.schema import parse_rules
+from sla_guard.core.rules.notify_spec import DigestSpec
+from sla_guard.core.rules.schema import parse_rules
+from sla_guard.outbox.digests import deliver_digest, prepare
+from sla_guard.outbox.notify.digest_texts import Overdue, Scope, daily_text, due_periods, managers
 from sla_guard.runtime import RulesHolder, Runtime
 from sla_guard.store.models import DigestRow
+from sla_guard.timers.reconciler import reconcile
 
 from .conftest import FakeClock
 from .helpers import event, post_signed, run_worker
@@ -76,8 +76,15 @@ def test_managers_are_named_managers_and_team_heads():
 
 def test_daily_text_lists_the_oldest_first_and_counts_the_rest():
     now = utc("2026-11-23T09:00:00")
-    items = [Overdue({"lead_id": f"L{i}", "name": f"Lead {i}", "source": "web", "owner": "anna"}, "first_touch", "quick",
-                     now - timedelta(minutes=i)) for i in range(1, 33)]
+    items = [
+        Overdue(
+            {"lead_id": f"L{i}", "name": f"Lead {i}", "source": "web", "owner": "anna"},
+            "first_touch",
+            "quick",
+            now - timedelta(minutes=i),
+        )
+        for i in range(1, 33)
+    ]
     text = daily_text(items, "en", "2026-11-23", now).splitlines()
     assert text[0] == "Overdue leads of your team on 2026-11-23: 32"
     assert text[1].startswith("• Lead 32 #L32 (web), owner anna: first_touch overdue by 32m")
@@ -123,13 +130,26 @@ def rows(runtime) -> list[DigestRow]:
 
 def leads(client, runtime, clock):
     start = clock()
-    post_signed(client, event("a1", "lead.created", start, lead_id="L1", lead={"owner": "anna", "name": "ACME",
-                                                                             "url": "https://crm.example/1"}), start)
+    post_signed(
+        client,
+        event(
+            "a1",
+            "lead.created",
+            start,
+            lead_id="L1",
+            lead={"owner": "anna", "name": "ACME", "url": "https://crm.example/1"},
+        ),
+        start,
+    )
     post_signed(client, event("b1", "lead.created", start, lead_id="L3", lead={"owner": "boris"}), start)
-    post_signed(client, event("b2", "lead.touched", start + timedelta(minutes=5), lead_id="L3",
-                              touch={"channel": "call"}), start)
-    post_signed(client, event("c1", "lead.created", start + timedelta(minutes=55), lead_id="L2",
-                              lead={"owner": "boris"}), start)
+    post_signed(
+        client,
+        event("b2", "lead.touched", start + timedelta(minutes=5), lead_id="L3", touch={"channel": "call"}),
+        start,
+    )
+    post_signed(
+        client, event("c1", "lead.created", start + timedelta(minutes=55), lead_id="L2", lead={"owner": "boris"}), start
+    )
     run_worker(runtime)
 
 
@@ -150,8 +170,14 @@ def test_the_morning_digests_go_out_once(sink, app, client, runtime, clock, sett
     weekly = {(path, body["recipient"]): body for path, body in got if body["kind"] == "digest.weekly"}
     assert set(weekly) == {("/sink", "olga"), ("/sink", "ivan"), ("/board", None)}
     assert weekly[("/board", None)]["summary"] == {
-        "clocks": 2, "met": 1, "compliance": 0.5, "first_touch_median_s": 300.0, "escalations": 1,
-        "overdue_now": 1, "by_owner": {"anna": {"met": 0, "clocks": 1}, "boris": {"met": 1, "clocks": 1}}}
+        "clocks": 2,
+        "met": 1,
+        "compliance": 0.5,
+        "first_touch_median_s": 300.0,
+        "escalations": 1,
+        "overdue_now": 1,
+        "by_owner": {"anna": {"met": 0, "clocks": 1}, "boris": {"met": 1, "clocks": 1}},
+    }
     assert "1 of 2 first touches on time (50%)" in weekly[("/board", None)]["text"]
     assert {row.status for row in rows(runtime)} == {"delivered"}
 

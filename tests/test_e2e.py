@@ -13,7 +13,7 @@ import requests
 
 from sla_guard.security import sign
 
-from .conftest import API_TOKEN, REDIS_URL, SECRET
+from .conftest import API_TOKEN, SECRET
 from .stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +36,7 @@ E2E_RULES = textwrap.dedent(f"""
 
 
 @pytest.fixture
-def start_stack(tmp_path, db_url, queue_name, httpserver):
+def start_stack(tmp_path, db_url, queue_name, httpserver, redis_url):
     """Start `sla-guard serve` and `sla-guard worker` with the given rules text."""
     httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
     started = []
@@ -45,9 +45,14 @@ def start_stack(tmp_path, db_url, queue_name, httpserver):
         rules = tmp_path / "sla.yaml"
         rules.write_text(rules_text)
         env = {
-            "DATABASE_URL": db_url, "REDIS_URL": REDIS_URL, "SLA_GUARD_RULES": str(rules),
-            "SLA_GUARD_WEBHOOK_SECRET": SECRET, "SLA_GUARD_API_TOKEN": API_TOKEN, "SLA_GUARD_QUEUE": queue_name,
-            "SLA_GUARD_RECONCILE_INTERVAL_S": "1", "SINK_URL": httpserver.url_for("/alerts"),
+            "DATABASE_URL": db_url,
+            "REDIS_URL": redis_url,
+            "SLA_GUARD_RULES": str(rules),
+            "SLA_GUARD_WEBHOOK_SECRET": SECRET,
+            "SLA_GUARD_API_TOKEN": API_TOKEN,
+            "SLA_GUARD_QUEUE": queue_name,
+            "SLA_GUARD_RECONCILE_INTERVAL_S": "1",
+            "SINK_URL": httpserver.url_for("/alerts"),
         }
         (tmp_path / "logs").mkdir()
         running = Stack(env, tmp_path / "logs")
@@ -69,13 +74,21 @@ def stack(start_stack):
 
 def post(stack: Stack, payload) -> requests.Response:
     body = json.dumps(payload).encode()
-    return requests.post(stack.base_url + "/webhooks/generic", data=body, timeout=5, headers={
-        "Content-Type": "application/json", "X-SLA-Guard-Signature": sign(SECRET, body, int(time.time()))})
+    return requests.post(
+        stack.base_url + "/webhooks/generic",
+        data=body,
+        timeout=5,
+        headers={"Content-Type": "application/json", "X-SLA-Guard-Signature": sign(SECRET, body, int(time.time()))},
+    )
 
 
 def created(lead_id: str, at: datetime) -> dict:
-    return {"event_id": f"{lead_id}-created", "type": "lead.created", "occurred_at": at.isoformat(),
-            "lead": {"id": lead_id, "owner": "anna", "source": "website"}}
+    return {
+        "event_id": f"{lead_id}-created",
+        "type": "lead.created",
+        "occurred_at": at.isoformat(),
+        "lead": {"id": lead_id, "owner": "anna", "source": "website"},
+    }
 
 
 def alerts_for(httpserver, lead_id: str) -> list[tuple[float, dict]]:
@@ -103,8 +116,9 @@ def api(stack: Stack, path: str) -> dict:
 
 
 def has_clock(stack: Stack, lead_id: str) -> bool:
-    response = requests.get(f"{stack.base_url}/api/leads/{lead_id}", timeout=5,
-                            headers={"Authorization": f"Bearer {API_TOKEN}"})
+    response = requests.get(
+        f"{stack.base_url}/api/leads/{lead_id}", timeout=5, headers={"Authorization": f"Bearer {API_TOKEN}"}
+    )
     return response.status_code == 200 and bool(response.json()["clocks"])
 
 
@@ -114,8 +128,13 @@ def test_untouched_lead_alerts_once_after_its_deadline_and_touched_lead_never(st
     assert post(stack, [created("late", start), created("quick", start)]).status_code == 202
     duplicate = post(stack, created("late", start))
     assert duplicate.json() == {"accepted": [], "duplicates": ["late-created"]}
-    touch = {"event_id": "quick-call", "type": "lead.touched", "occurred_at": (start + timedelta(seconds=1)).isoformat(),
-             "lead": {"id": "quick"}, "touch": {"channel": "call", "by": "anna"}}
+    touch = {
+        "event_id": "quick-call",
+        "type": "lead.touched",
+        "occurred_at": (start + timedelta(seconds=1)).isoformat(),
+        "lead": {"id": "quick"},
+        "touch": {"channel": "call", "by": "anna"},
+    }
     assert post(stack, touch).status_code == 202
 
     assert wait_for(lambda: alerts_for(httpserver, "late"), FIRST_TOUCH_S + 10), stack.logs("worker")
@@ -123,7 +142,12 @@ def test_untouched_lead_alerts_once_after_its_deadline_and_touched_lead_never(st
     [alert] = alerts_for(httpserver, "late")
     assert arrived >= due
     assert datetime.fromisoformat(alert["fired_at"]) >= due
-    assert (alert["kind"], alert["level"], alert["owner"], alert["recipient"]) == ("first_touch.breach", 1, "anna", "anna")
+    assert (alert["kind"], alert["level"], alert["owner"], alert["recipient"]) == (
+        "first_touch.breach",
+        1,
+        "anna",
+        "anna",
+    )
 
     time.sleep(3)  # more reconciler passes and timers: still exactly one alert, none for the touched lead
     assert len(alerts_for(httpserver, "late")) == 1

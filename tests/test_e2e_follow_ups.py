@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
-from .conftest import API_TOKEN, REDIS_URL, SECRET
+from .conftest import API_TOKEN, SECRET
 from .stack import Stack
 from .test_e2e import wait_for
 
@@ -49,19 +49,26 @@ def amo_form(entity: str, action: str, item: dict) -> bytes:
 
 
 @pytest.fixture
-def stack(tmp_path, db_url, queue_name, httpserver):
+def stack(tmp_path, db_url, queue_name, httpserver, redis_url):
     httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
     httpserver.expect_request("/api/v4/tasks", method="POST").respond_with_json(
-        {"_embedded": {"tasks": [{"id": 777001, "request_id": "0"}]}})
+        {"_embedded": {"tasks": [{"id": 777001, "request_id": "0"}]}}
+    )
     httpserver.expect_request("/api/v4/tasks/777001", method="PATCH").respond_with_json({"id": 777001})
     rules = tmp_path / "sla.yaml"
     rules.write_text(RULES)
     (tmp_path / "logs").mkdir()
     env = {
-        "DATABASE_URL": db_url, "REDIS_URL": REDIS_URL, "SLA_GUARD_RULES": str(rules),
-        "SLA_GUARD_WEBHOOK_SECRET": SECRET, "SLA_GUARD_API_TOKEN": API_TOKEN, "SLA_GUARD_QUEUE": queue_name,
-        "SLA_GUARD_RECONCILE_INTERVAL_S": "1", "SINK_URL": httpserver.url_for("/alerts"),
-        "SLA_GUARD_AMOCRM_TOKEN": PATH_TOKEN, "SLA_GUARD_AMOCRM_ACCOUNT_ID": ACCOUNT,
+        "DATABASE_URL": db_url,
+        "REDIS_URL": redis_url,
+        "SLA_GUARD_RULES": str(rules),
+        "SLA_GUARD_WEBHOOK_SECRET": SECRET,
+        "SLA_GUARD_API_TOKEN": API_TOKEN,
+        "SLA_GUARD_QUEUE": queue_name,
+        "SLA_GUARD_RECONCILE_INTERVAL_S": "1",
+        "SINK_URL": httpserver.url_for("/alerts"),
+        "SLA_GUARD_AMOCRM_TOKEN": PATH_TOKEN,
+        "SLA_GUARD_AMOCRM_ACCOUNT_ID": ACCOUNT,
         "SLA_GUARD_AMOCRM_BASE_URL": httpserver.url_for("/").rstrip("/"),
         "SLA_GUARD_AMOCRM_ACCESS_TOKEN": "amo-access-token-0123456789",
     }
@@ -81,9 +88,19 @@ def test_proposal_follow_up_task_missed_escalation_and_touch_cancelling_the_rest
     hook = f"{stack.base_url}/webhooks/amocrm/{PATH_TOKEN}"
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     created_at = int(time.time())
-    lead = {"id": "15318175", "name": "Supply contract", "status_id": PROPOSAL, "pipeline_id": "8572511",
-            "responsible_user_id": OWNER, "price": "480000", "date_create": created_at, "created_at": created_at,
-            "updated_at": created_at, "last_modified": created_at, "account_id": ACCOUNT}
+    lead = {
+        "id": "15318175",
+        "name": "Supply contract",
+        "status_id": PROPOSAL,
+        "pipeline_id": "8572511",
+        "responsible_user_id": OWNER,
+        "price": "480000",
+        "date_create": created_at,
+        "created_at": created_at,
+        "updated_at": created_at,
+        "last_modified": created_at,
+        "account_id": ACCOUNT,
+    }
     response = requests.post(hook, data=amo_form("leads", "add", lead), headers=form, timeout=5)
     assert response.status_code == 202, response.text
 
@@ -94,8 +111,11 @@ def test_proposal_follow_up_task_missed_escalation_and_touch_cancelling_the_rest
     assert task["text"].startswith("Follow up on the proposal for Supply contract")
 
     def missed():
-        return [json.loads(r.data) for r in seen(httpserver, "POST", "/alerts")
-                if json.loads(r.data)["kind"] == "follow_up.missed"]
+        return [
+            json.loads(r.data)
+            for r in seen(httpserver, "POST", "/alerts")
+            if json.loads(r.data)["kind"] == "follow_up.missed"
+        ]
 
     assert wait_for(missed, 15), stack.logs("worker")
     assert time.time() >= created_at + 4
@@ -103,16 +123,24 @@ def test_proposal_follow_up_task_missed_escalation_and_touch_cancelling_the_rest
 
     time.sleep(1.1)  # the touch comes after the step was due: done late
     touched_at = int(time.time())
-    note = {"note][note_type": "11", "note][element_type": "2", "note][element_id": "15318175",
-            "note][id": "4600999", "note][created_by": OWNER, "note][created_at": touched_at,
-            "note][updated_at": touched_at, "note][account_id": ACCOUNT,
-            "note][text": json.dumps({"DURATION": 120, "PHONE": "+79001234567"})}
+    note = {
+        "note][note_type": "11",
+        "note][element_type": "2",
+        "note][element_id": "15318175",
+        "note][id": "4600999",
+        "note][created_by": OWNER,
+        "note][created_at": touched_at,
+        "note][updated_at": touched_at,
+        "note][account_id": ACCOUNT,
+        "note][text": json.dumps({"DURATION": 120, "PHONE": "+79001234567"}),
+    }
     response = requests.post(hook, data=amo_form("leads", "note", note), headers=form, timeout=5)
     assert response.status_code == 202, response.text
     assert wait_for(lambda: seen(httpserver, "PATCH", "/api/v4/tasks/777001"), 15), stack.logs("worker")
 
-    detail = requests.get(f"{stack.base_url}/api/leads/15318175", timeout=5,
-                          headers={"Authorization": f"Bearer {API_TOKEN}"}).json()
+    detail = requests.get(
+        f"{stack.base_url}/api/leads/15318175", timeout=5, headers={"Authorization": f"Bearer {API_TOKEN}"}
+    ).json()
     steps = {c["name"]: c["status"] for c in detail["clocks"] if c["name"].startswith("follow_up:")}
     assert steps == {"follow_up:proposal:1": "missed", "follow_up:proposal:2": "cancelled"}
     assert [t["status"] for t in detail["follow_up_tasks"]] == ["closed"]

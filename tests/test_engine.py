@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sla_guard.engine import (
+from sla_guard.core.engine import (
     FIRST_TOUCH,
     clock_steps,
     due_steps,
@@ -13,8 +13,8 @@ from sla_guard.engine import (
     replay,
     resolve_targets,
 )
-from sla_guard.events import LeadEvent
-from sla_guard.rules.schema import parse_rules
+from sla_guard.core.events import LeadEvent
+from sla_guard.core.rules.schema import parse_rules
 
 from .conftest import RULES
 
@@ -29,9 +29,15 @@ def rules():
 
 def ev(n, kind, minutes, lead_id="L1", **extra):
     lead = {"id": lead_id, **extra.pop("lead", {})}
-    return LeadEvent.model_validate({"event_id": f"e{n}", "type": kind,
-                                     "occurred_at": (T0 + timedelta(minutes=minutes)).isoformat(),
-                                     "lead": lead, **extra})
+    return LeadEvent.model_validate(
+        {
+            "event_id": f"e{n}",
+            "type": kind,
+            "occurred_at": (T0 + timedelta(minutes=minutes)).isoformat(),
+            "lead": lead,
+            **extra,
+        }
+    )
 
 
 def first_touch(state):
@@ -54,11 +60,14 @@ def test_other_leads_fall_to_the_default(rules):
     assert first_touch(state).due_at == T0 + timedelta(hours=2)
 
 
-@pytest.mark.parametrize("stopper, reason", [
-    (dict(kind="lead.touched", touch={"channel": "call", "by": "anna"}), "touched"),
-    (dict(kind="lead.stage_changed", lead={"stage": "qualification"}), "stage_changed"),
-    (dict(kind="lead.closed", outcome="lost", reason="price"), "closed"),
-])
+@pytest.mark.parametrize(
+    "stopper, reason",
+    [
+        (dict(kind="lead.touched", touch={"channel": "call", "by": "anna"}), "touched"),
+        (dict(kind="lead.stage_changed", lead={"stage": "qualification"}), "stage_changed"),
+        (dict(kind="lead.closed", outcome="lost", reason="price"), "closed"),
+    ],
+)
 def test_touch_stage_change_or_close_stops_the_clock(rules, stopper, reason):
     kind = stopper.pop("kind")
     events = [ev(1, "lead.created", 0, lead={**HOT, "stage": "new"}), ev(2, kind, 10, **stopper)]
@@ -74,14 +83,18 @@ def test_a_late_touch_is_a_missed_sla(rules):
 
 
 def test_moving_within_the_initial_stage_does_not_count(rules):
-    events = [ev(1, "lead.created", 0, lead={**HOT, "stage": "new"}),
-              ev(2, "lead.stage_changed", 5, lead={"stage": "new"})]
+    events = [
+        ev(1, "lead.created", 0, lead={**HOT, "stage": "new"}),
+        ev(2, "lead.stage_changed", 5, lead={"stage": "new"}),
+    ]
     assert first_touch(replay("L1", events, rules)).stopped_at is None
 
 
 def test_reassignment_keeps_the_clock_and_changes_the_owner(rules):
-    events = [ev(1, "lead.created", 0, lead=HOT),
-              ev(2, "lead.assigned", 5, lead={"owner": "boris"}, previous_owner="anna")]
+    events = [
+        ev(1, "lead.created", 0, lead=HOT),
+        ev(2, "lead.assigned", 5, lead={"owner": "boris"}, previous_owner="anna"),
+    ]
     state = replay("L1", events, rules)
     assert first_touch(state).stopped_at is None
     assert first_touch(state).due_at == T0 + timedelta(minutes=15)
@@ -89,7 +102,11 @@ def test_reassignment_keeps_the_clock_and_changes_the_owner(rules):
 
 
 def test_order_of_arrival_does_not_matter(rules):
-    events = [ev(1, "lead.created", 0, lead=HOT), ev(2, "lead.touched", 10), ev(3, "lead.updated", 30, lead={"priority": "cold"})]
+    events = [
+        ev(1, "lead.created", 0, lead=HOT),
+        ev(2, "lead.touched", 10),
+        ev(3, "lead.updated", 30, lead={"priority": "cold"}),
+    ]
     in_order = replay("L1", events, rules)
     shuffled = replay("L1", sorted([events[2], events[0], events[1]], key=lambda e: e.occurred_at), rules)
     assert in_order == shuffled
@@ -99,8 +116,14 @@ def test_order_of_arrival_does_not_matter(rules):
 
 def test_a_late_older_event_does_not_undo_a_newer_state(rules):
     # The close (t=30) arrived first; an update from t=20 arrives afterwards.
-    events = sorted([ev(1, "lead.created", 0, lead=HOT), ev(2, "lead.closed", 30, outcome="won"),
-                     ev(3, "lead.stage_changed", 20, lead={"stage": "proposal"})], key=lambda e: e.occurred_at)
+    events = sorted(
+        [
+            ev(1, "lead.created", 0, lead=HOT),
+            ev(2, "lead.closed", 30, outcome="won"),
+            ev(3, "lead.stage_changed", 20, lead={"stage": "proposal"}),
+        ],
+        key=lambda e: e.occurred_at,
+    )
     state = replay("L1", events, rules)
     assert state.status == "won"
     assert state.fields["stage"] == "proposal"
@@ -119,8 +142,10 @@ def test_touch_seen_before_creation_meets_the_sla(rules):
 
 
 def test_an_update_before_the_touch_can_change_the_rule(rules):
-    events = [ev(1, "lead.created", 0, lead={"source": "website", "owner": "anna"}),
-              ev(2, "lead.updated", 1, lead={"priority": "hot"})]
+    events = [
+        ev(1, "lead.created", 0, lead={"source": "website", "owner": "anna"}),
+        ev(2, "lead.updated", 1, lead={"priority": "hot"}),
+    ]
     state = replay("L1", events, rules)
     assert state.rule_name == "hot website leads"
     assert first_touch(state).due_at == T0 + timedelta(minutes=15)
@@ -165,12 +190,18 @@ def test_a_stopped_clock_owes_nothing(rules):
 def test_roles_resolve_through_people_and_teams(rules):
     targets = resolve_targets(("owner", "manager", "head"), HOT, rules)
     assert [(t.channel, t.recipient, t.role) for t in targets] == [
-        ("sink", "anna", "owner"), ("sink", "olga", "manager"), ("sink", "ivan", "head")]
+        ("sink", "anna", "owner"),
+        ("sink", "olga", "manager"),
+        ("sink", "ivan", "head"),
+    ]
 
 
 def test_people_without_channels_go_to_the_log(rules):
     targets = resolve_targets(("owner", "manager"), {"owner": "stranger"}, rules)
-    assert [(t.channel, t.recipient, t.role) for t in targets] == [("log", "stranger", "owner"), ("log", None, "manager")]
+    assert [(t.channel, t.recipient, t.role) for t in targets] == [
+        ("log", "stranger", "owner"),
+        ("log", None, "manager"),
+    ]
 
 
 def test_a_channel_named_directly_and_duplicates(rules):
@@ -189,9 +220,19 @@ def test_a_loss_reason_learnt_after_the_closure_is_kept(rules):
     closed = [ev(1, "lead.created", 0, lead=HOT), ev(2, "lead.closed", 30, outcome="lost")]
     later = ev(3, "lead.updated", 30, reason="price")
     assert replay("L1", closed + [later], rules).reason == "price"
-    reopened = replay("L1", closed + [ev(4, "lead.stage_changed", 40, lead={"stage": "new"}),
-                                      ev(5, "lead.updated", 50, reason="price")], rules)
+    reopened = replay(
+        "L1",
+        closed + [ev(4, "lead.stage_changed", 40, lead={"stage": "new"}), ev(5, "lead.updated", 50, reason="price")],
+        rules,
+    )
     assert (reopened.status, reopened.reason) == ("open", None)
-    won = replay("L1", [ev(1, "lead.created", 0, lead=HOT), ev(2, "lead.closed", 30, outcome="won"),
-                        ev(3, "lead.updated", 31, reason="price")], rules)
+    won = replay(
+        "L1",
+        [
+            ev(1, "lead.created", 0, lead=HOT),
+            ev(2, "lead.closed", 30, outcome="won"),
+            ev(3, "lead.updated", 31, reason="price"),
+        ],
+        rules,
+    )
     assert (won.status, won.reason) == ("won", None)

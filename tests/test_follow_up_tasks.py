@@ -8,14 +8,13 @@ from datetime import timedelta
 
 import pytest
 
-from sla_guard.escalation import run_timer
-from sla_guard.reconciler import reconcile
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, FollowUpTaskRow, LeadRow
+from sla_guard.timers.escalation import run_timer
+from sla_guard.timers.reconciler import reconcile
 
-from .conftest import API_TOKEN
 from .amocrm_support import AMO_TOKEN, crm, rows, settings, store  # noqa: F401 (fixtures)
+from .conftest import API_TOKEN
 from .helpers import event, run_worker
-
 
 
 @pytest.fixture
@@ -52,11 +51,21 @@ def amo_requests(crm, method, path_prefix="/api/v4/tasks"):
 
 def test_a_due_step_becomes_a_crm_task_then_a_touch_closes_it_and_cancels_the_rest(crm, runtime, clock):
     crm.expect_request("/api/v4/tasks", method="POST").respond_with_json(
-        {"_embedded": {"tasks": [{"id": 9001, "request_id": "0"}]}})
+        {"_embedded": {"tasks": [{"id": 9001, "request_id": "0"}]}}
+    )
     crm.expect_request("/api/v4/tasks/9001", method="PATCH").respond_with_json({"id": 9001})
     start = clock()
-    store(runtime, "amocrm", event("c", "lead.created", start, lead_id="15318175",
-                                   lead={"stage": "proposal", "owner": "11087123", "name": "ACME"}))
+    store(
+        runtime,
+        "amocrm",
+        event(
+            "c",
+            "lead.created",
+            start,
+            lead_id="15318175",
+            lead={"stage": "proposal", "owner": "11087123", "name": "ACME"},
+        ),
+    )
     first = step(runtime, 1)
     assert first.next_fire_at == start + timedelta(hours=1)
     clock.advance(hours=1)
@@ -84,8 +93,11 @@ def test_a_due_step_becomes_a_crm_task_then_a_touch_closes_it_and_cancels_the_re
 def test_a_missed_step_escalates(crm, runtime, clock):
     crm.expect_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 7}]}})
     start = clock()
-    store(runtime, "amocrm", event("c", "lead.created", start, lead_id="15318175",
-                                   lead={"stage": "proposal", "owner": "11087123"}))
+    store(
+        runtime,
+        "amocrm",
+        event("c", "lead.created", start, lead_id="15318175", lead={"stage": "proposal", "owner": "11087123"}),
+    )
     first = step(runtime, 1)
     clock.advance(hours=3, seconds=1)
     run_timer(runtime, first.id)
@@ -98,8 +110,11 @@ def test_a_missed_step_escalates(crm, runtime, clock):
 
 def test_without_crm_credentials_the_owner_gets_the_follow_up_as_an_alert(crm, runtime, clock):
     start = clock()
-    store(runtime, "generic", event("c", "lead.created", start, lead={"stage": "proposal", "owner": "11087123",
-                                                                       "name": "ACME"}))
+    store(
+        runtime,
+        "generic",
+        event("c", "lead.created", start, lead={"stage": "proposal", "owner": "11087123", "name": "ACME"}),
+    )
     clock.advance(hours=1)
     run_timer(runtime, step(runtime, 1).id)
     [task] = rows(runtime, FollowUpTaskRow)
@@ -111,11 +126,15 @@ def test_without_crm_credentials_the_owner_gets_the_follow_up_as_an_alert(crm, r
 
 def test_a_rate_limited_crm_is_retried_after_its_wait_without_a_duplicate(crm, runtime, clock):
     crm.expect_ordered_request("/api/v4/tasks", method="POST").respond_with_data(
-        "slow down", status=429, headers={"Retry-After": "7"})
+        "slow down", status=429, headers={"Retry-After": "7"}
+    )
     crm.expect_ordered_request("/api/v4/tasks", method="GET").respond_with_data("", status=204)
     crm.expect_ordered_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 42}]}})
-    store(runtime, "amocrm", event("c", "lead.created", clock(), lead_id="15318175",
-                                   lead={"stage": "proposal", "owner": "11087123"}))
+    store(
+        runtime,
+        "amocrm",
+        event("c", "lead.created", clock(), lead_id="15318175", lead={"stage": "proposal", "owner": "11087123"}),
+    )
     clock.advance(hours=1)
     run_timer(runtime, step(runtime, 1).id)
     [task] = rows(runtime, FollowUpTaskRow)
@@ -136,8 +155,11 @@ def test_a_rate_limited_crm_is_retried_after_its_wait_without_a_duplicate(crm, r
 
 def test_the_timeline_shows_each_step(crm, app, client, runtime, clock):
     crm.expect_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 5}]}})
-    store(runtime, "amocrm", event("c", "lead.created", clock(), lead_id="15318175",
-                                   lead={"stage": "proposal", "owner": "11087123"}))
+    store(
+        runtime,
+        "amocrm",
+        event("c", "lead.created", clock(), lead_id="15318175", lead={"stage": "proposal", "owner": "11087123"}),
+    )
     clock.advance(hours=1)
     run_timer(runtime, step(runtime, 1).id)
     lead = client.get("/api/leads/15318175", headers={"Authorization": f"Bearer {API_TOKEN}"}).get_json()
@@ -154,17 +176,25 @@ def test_the_crm_echo_of_a_task_sla_guard_closed_is_not_a_touch(crm, runtime, cl
     crm.expect_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 31}]}})
     crm.expect_request("/api/v4/tasks/31", method="PATCH").respond_with_json({"id": 31})
     start = clock()
-    store(runtime, "amocrm", event("c", "lead.created", start, lead_id="15318175",
-                                   lead={"stage": "proposal", "owner": "11087123"}))
+    store(
+        runtime,
+        "amocrm",
+        event("c", "lead.created", start, lead_id="15318175", lead={"stage": "proposal", "owner": "11087123"}),
+    )
     clock.advance(hours=1)
     run_timer(runtime, step(runtime, 1).id)
     clock.advance(minutes=10)
-    store(runtime, "amocrm", event("s", "lead.stage_changed", clock(), lead_id="15318175", lead={"stage": "negotiation"}))
+    store(
+        runtime, "amocrm", event("s", "lead.stage_changed", clock(), lead_id="15318175", lead={"stage": "negotiation"})
+    )
     run_worker(runtime)
     assert rows(runtime, FollowUpTaskRow)[0].status == "closed"
     clock.advance(seconds=5)  # amoCRM reports the completion sla-guard made
-    store(runtime, "amocrm", event("echo", "lead.touched", clock(), lead_id="15318175",
-                                   touch={"channel": "task", "task_id": "31"}))
+    store(
+        runtime,
+        "amocrm",
+        event("echo", "lead.touched", clock(), lead_id="15318175", touch={"channel": "task", "task_id": "31"}),
+    )
     assert step(runtime, 1).stop_reason == "cancelled"
     [lead] = rows(runtime, LeadRow)
     assert lead.first_touch_at is None

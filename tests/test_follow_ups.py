@@ -5,10 +5,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sla_guard.engine import clock_steps, due_steps, next_fire_at, replay
-from sla_guard.events import LeadEvent
-from sla_guard.follow_ups import task_text
-from sla_guard.rules.schema import parse_rules
+from sla_guard.core.engine import clock_steps, due_steps, next_fire_at, replay
+from sla_guard.core.events import LeadEvent
+from sla_guard.core.follow_ups import task_text
+from sla_guard.core.rules.schema import parse_rules
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -44,17 +44,32 @@ def rules():
 
 def ev(n, kind, hours, **extra):
     lead = {"id": "L1", **extra.pop("lead", {})}
-    return LeadEvent.model_validate({"event_id": f"e{n}", "type": kind,
-                                     "occurred_at": (T0 + timedelta(hours=hours)).isoformat(), "lead": lead, **extra})
+    return LeadEvent.model_validate(
+        {
+            "event_id": f"e{n}",
+            "type": kind,
+            "occurred_at": (T0 + timedelta(hours=hours)).isoformat(),
+            "lead": lead,
+            **extra,
+        }
+    )
 
 
 def steps_of(state, cadence):
-    return sorted((c for c in state.clocks if c.name.startswith(f"follow_up:{cadence}:")), key=lambda c: (c.cycle, c.name))
+    return sorted(
+        (c for c in state.clocks if c.name.startswith(f"follow_up:{cadence}:")), key=lambda c: (c.cycle, c.name)
+    )
 
 
 def test_entering_the_stage_plans_every_step(rules):
-    state = replay("L1", [ev(1, "lead.created", 0, lead={"stage": "new", "name": "ACME"}),
-                          ev(2, "lead.stage_changed", 1, lead={"stage": "proposal"})], rules)
+    state = replay(
+        "L1",
+        [
+            ev(1, "lead.created", 0, lead={"stage": "new", "name": "ACME"}),
+            ev(2, "lead.stage_changed", 1, lead={"stage": "proposal"}),
+        ],
+        rules,
+    )
     planned = steps_of(state, "proposal")
     assert [(c.name, c.started_at - T0, c.due_at - T0) for c in planned] == [
         ("follow_up:proposal:1", timedelta(days=1, hours=1), timedelta(days=1, hours=5)),
@@ -78,9 +93,16 @@ def test_a_step_creates_its_task_then_escalates_when_missed(rules):
 
 
 def test_a_touch_after_the_task_appears_does_the_step(rules):
-    events = [ev(1, "lead.created", 0, lead={"stage": "proposal"}), ev(2, "lead.touched", 26, touch={"channel": "call"})]
+    events = [
+        ev(1, "lead.created", 0, lead={"stage": "proposal"}),
+        ev(2, "lead.touched", 26, touch={"channel": "call"}),
+    ]
     first, second, third = steps_of(replay("L1", events, rules), "proposal")
-    assert (first.stop_reason, first.stopped_at, first.status(T0 + timedelta(days=30))) == ("done", T0 + timedelta(hours=26), "met")
+    assert (first.stop_reason, first.stopped_at, first.status(T0 + timedelta(days=30))) == (
+        "done",
+        T0 + timedelta(hours=26),
+        "met",
+    )
     assert second.stopped_at is None and third.stopped_at is None
 
 
@@ -89,11 +111,21 @@ def test_a_late_touch_is_a_missed_step(rules):
     assert steps_of(replay("L1", events, rules), "proposal")[0].status(T0 + timedelta(days=30)) == "missed"
 
 
-@pytest.mark.parametrize("ending", [
-    ev(2, "lead.stage_changed", 50, lead={"stage": "negotiation"}),
-    LeadEvent.model_validate({"event_id": "e2", "type": "lead.closed", "outcome": "won",
-                              "occurred_at": (T0 + timedelta(hours=50)).isoformat(), "lead": {"id": "L1"}}),
-])
+@pytest.mark.parametrize(
+    "ending",
+    [
+        ev(2, "lead.stage_changed", 50, lead={"stage": "negotiation"}),
+        LeadEvent.model_validate(
+            {
+                "event_id": "e2",
+                "type": "lead.closed",
+                "outcome": "won",
+                "occurred_at": (T0 + timedelta(hours=50)).isoformat(),
+                "lead": {"id": "L1"},
+            }
+        ),
+    ],
+)
 def test_moving_on_or_closing_cancels_the_remaining_steps(rules, ending):
     events = [ev(1, "lead.created", 0, lead={"stage": "proposal"}), ending]
     steps = steps_of(replay("L1", events, rules), "proposal")
@@ -103,17 +135,21 @@ def test_moving_on_or_closing_cancels_the_remaining_steps(rules, ending):
 
 
 def test_re_entering_the_stage_starts_a_new_cycle(rules):
-    events = [ev(1, "lead.created", 0, lead={"stage": "proposal"}),
-              ev(2, "lead.stage_changed", 2, lead={"stage": "negotiation"}),
-              ev(3, "lead.stage_changed", 10, lead={"stage": "proposal"})]
+    events = [
+        ev(1, "lead.created", 0, lead={"stage": "proposal"}),
+        ev(2, "lead.stage_changed", 2, lead={"stage": "negotiation"}),
+        ev(3, "lead.stage_changed", 10, lead={"stage": "proposal"}),
+    ]
     steps = steps_of(replay("L1", events, rules), "proposal")
     assert [(c.cycle, c.stop_reason) for c in steps] == [(0, "cancelled")] * 3 + [(1, None)] * 3
     assert steps[3].started_at == T0 + timedelta(days=1, hours=10)
 
 
 def test_no_answer_starts_a_retry_cadence_that_a_real_conversation_ends(rules):
-    events = [ev(1, "lead.created", 0, lead={"stage": "new"}),
-              ev(2, "lead.touched", 1, touch={"channel": "call", "outcome": "no_answer"})]
+    events = [
+        ev(1, "lead.created", 0, lead={"stage": "new"}),
+        ev(2, "lead.touched", 1, touch={"channel": "call", "outcome": "no_answer"}),
+    ]
     planned = steps_of(replay("L1", events, rules), "retry-call")
     assert [c.started_at - T0 for c in planned] == [timedelta(hours=3), timedelta(days=1, hours=1)]
     events.append(ev(3, "lead.touched", 2, touch={"channel": "call", "outcome": "reached"}))
@@ -122,9 +158,11 @@ def test_no_answer_starts_a_retry_cadence_that_a_real_conversation_ends(rules):
 
 
 def test_another_no_answer_restarts_the_retries(rules):
-    events = [ev(1, "lead.created", 0, lead={"stage": "new"}),
-              ev(2, "lead.touched", 1, touch={"channel": "call", "outcome": "no_answer"}),
-              ev(3, "lead.touched", 4, touch={"channel": "call", "outcome": "no_answer"})]
+    events = [
+        ev(1, "lead.created", 0, lead={"stage": "new"}),
+        ev(2, "lead.touched", 1, touch={"channel": "call", "outcome": "no_answer"}),
+        ev(3, "lead.touched", 4, touch={"channel": "call", "outcome": "no_answer"}),
+    ]
     steps = steps_of(replay("L1", events, rules), "retry-call")
     assert [(c.cycle, c.stop_reason) for c in steps] == [(0, "done"), (0, "cancelled"), (1, None), (1, None)]
 

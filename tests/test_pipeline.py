@@ -12,15 +12,22 @@ import pytest
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import select
 
-from sla_guard import timers
-from sla_guard.escalation import run_timer
-from sla_guard.processing import process_lead
-from sla_guard.reconciler import reconcile
+from sla_guard.ingest.processing import process_lead
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, LeadRow
+from sla_guard.timers import arming as timers
+from sla_guard.timers.escalation import run_timer
+from sla_guard.timers.reconciler import reconcile
 
 from .helpers import event, post_signed, run_worker
 
-HOT = {"source": "website", "priority": "hot", "owner": "anna", "team": "inbound", "name": "ACME", "url": "https://crm.example/leads/1001"}
+HOT = {
+    "source": "website",
+    "priority": "hot",
+    "owner": "anna",
+    "team": "inbound",
+    "name": "ACME",
+    "url": "https://crm.example/leads/1001",
+}
 
 
 @pytest.fixture
@@ -94,8 +101,14 @@ def test_untouched_lead_warns_then_escalates_once_per_level(sink, app, client, r
     assert sorted(alert["recipient"] for alert in breach) == ["anna", "olga"]
     alert = breach[0]
     assert {k: alert[k] for k in ("kind", "level", "lead_id", "owner", "rule", "late_by_s", "lead_url")} == {
-        "kind": "first_touch.breach", "level": 1, "lead_id": "L-1001", "owner": "anna",
-        "rule": "hot website leads", "late_by_s": 2, "lead_url": "https://crm.example/leads/1001"}
+        "kind": "first_touch.breach",
+        "level": 1,
+        "lead_id": "L-1001",
+        "owner": "anna",
+        "rule": "hot website leads",
+        "late_by_s": 2,
+        "lead_url": "https://crm.example/leads/1001",
+    }
     assert alert["due_at"] == (start + timedelta(minutes=15)).isoformat().replace("+00:00", "Z")
     assert "ACME" in alert["text"] and "2s" in alert["text"]
     escalations = one(runtime, EscalationRow)
@@ -156,7 +169,9 @@ def test_late_older_event_is_applied_in_time_order(sink, app, client, runtime, c
     post_signed(client, event("e1", "lead.created", start, lead=HOT), start)
     post_signed(client, event("e3", "lead.closed", start + timedelta(minutes=9), outcome="lost", reason="price"), start)
     run_worker(runtime)
-    post_signed(client, event("e2", "lead.stage_changed", start + timedelta(minutes=5), lead={"stage": "qualification"}), start)
+    post_signed(
+        client, event("e2", "lead.stage_changed", start + timedelta(minutes=5), lead={"stage": "qualification"}), start
+    )
     run_worker(runtime)
     [lead] = one(runtime, LeadRow)
     assert (lead.status, lead.reason, lead.stage) == ("lost", "price", "qualification")
@@ -188,7 +203,9 @@ def test_events_accepted_while_redis_was_down_are_applied_by_the_reconciler(sink
     assert the_clock(runtime).due_at == clock() - timedelta(seconds=3) + timedelta(minutes=15)
 
 
-def test_an_overdue_clock_whose_timer_vanished_fires_from_the_reconciler_once(sink, app, client, runtime, clock, redis_conn):
+def test_an_overdue_clock_whose_timer_vanished_fires_from_the_reconciler_once(
+    sink, app, client, runtime, clock, redis_conn
+):
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     run_worker(runtime)
     for key in redis_conn.scan_iter("rq:*"):
@@ -236,7 +253,9 @@ def test_permanent_failure_stops_retrying(sink_server, app, client, runtime, clo
 
 
 def test_unknown_lead_is_kept_and_gets_no_clock(sink, app, client, runtime, clock):
-    post_signed(client, event("e1", "lead.touched", clock(), lead={"owner": "anna"}, touch={"channel": "call"}), clock())
+    post_signed(
+        client, event("e1", "lead.touched", clock(), lead={"owner": "anna"}, touch={"channel": "call"}), clock()
+    )
     run_worker(runtime)
     [lead] = one(runtime, LeadRow)
     assert (lead.known, lead.first_touch_at, lead.owner) == (False, clock(), "anna")
@@ -265,7 +284,7 @@ def test_processing_twice_is_harmless(sink, app, client, runtime, clock):
 
 
 def test_a_tick_fires_every_clock_of_its_second_and_shard_once(sink, app, client, runtime, clock):
-    from sla_guard.ticks import clocks_of_tick, fire_tick
+    from sla_guard.timers.ticks import clocks_of_tick, fire_tick
 
     start = clock()
     post_signed(client, [event(f"e{n}", "lead.created", start, lead_id=f"L-{n}", lead=HOT) for n in range(8)], start)

@@ -13,13 +13,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from sla_guard.escalation import run_timer
+from sla_guard.core.rules.notify_spec import QuietHours
+from sla_guard.core.rules.schema import parse_rules
 from sla_guard.exceptions import RulesError
-from sla_guard.notify.routing import Delivery, address_for, quiet_until, route
-from sla_guard.reconciler import reconcile
-from sla_guard.rules.notify_spec import QuietHours
-from sla_guard.rules.schema import parse_rules
+from sla_guard.outbox.notify.routing import Delivery, address_for, quiet_until, route
 from sla_guard.store.models import AlertRow, ClockRow
+from sla_guard.timers.escalation import run_timer
+from sla_guard.timers.reconciler import reconcile
 
 from .fakes import TELEGRAM_TOKEN, FakeTelegram
 from .helpers import event, post_signed, run_worker
@@ -63,13 +63,16 @@ def rules_with(extra: str = "", text: str = ROUTING_RULES):
 NIGHT = QuietHours.model_validate({"from": "20:00", "to": "09:00"})
 
 
-@pytest.mark.parametrize(("utc", "until"), [
-    ("2026-11-23T16:59:00", None),                      # 19:59 in Moscow: still day
-    ("2026-11-23T17:00:00", "2026-11-24T06:00:00"),     # 20:00: night until 09:00 tomorrow
-    ("2026-11-23T23:30:00", "2026-11-24T06:00:00"),     # 02:30 next day
-    ("2026-11-24T05:59:59", "2026-11-24T06:00:00"),
-    ("2026-11-24T06:00:00", None),                      # 09:00 sharp: morning
-])
+@pytest.mark.parametrize(
+    ("utc", "until"),
+    [
+        ("2026-11-23T16:59:00", None),  # 19:59 in Moscow: still day
+        ("2026-11-23T17:00:00", "2026-11-24T06:00:00"),  # 20:00: night until 09:00 tomorrow
+        ("2026-11-23T23:30:00", "2026-11-24T06:00:00"),  # 02:30 next day
+        ("2026-11-24T05:59:59", "2026-11-24T06:00:00"),
+        ("2026-11-24T06:00:00", None),  # 09:00 sharp: morning
+    ],
+)
 def test_quiet_hours_across_midnight(utc, until):
     now = datetime.fromisoformat(utc).replace(tzinfo=UTC)
     expected = datetime.fromisoformat(until).replace(tzinfo=UTC) if until else None
@@ -78,7 +81,9 @@ def test_quiet_hours_across_midnight(utc, until):
 
 def test_quiet_hours_within_a_day_and_in_the_persons_zone():
     lunch = QuietHours.model_validate({"from": "13:00", "to": "14:00", "timezone": "Asia/Yekaterinburg"})
-    assert quiet_until(lunch, MSK, datetime(2026, 11, 23, 8, 30, tzinfo=UTC)) == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    assert quiet_until(lunch, MSK, datetime(2026, 11, 23, 8, 30, tzinfo=UTC)) == datetime(
+        2026, 11, 23, 9, 0, tzinfo=UTC
+    )
     assert quiet_until(lunch, MSK, datetime(2026, 11, 23, 9, 0, tzinfo=UTC)) is None
 
 
@@ -113,9 +118,13 @@ def test_route_sends_to_the_on_duty_person_instead_when_one_is_set():
 
 
 def test_an_on_duty_person_in_their_own_quiet_hours_lets_the_alert_wait():
-    rules = rules_with("on_duty: ivan\n", ROUTING_RULES.replace(
-        "ivan:  {channels: [tg], telegram: 3001}",
-        'ivan:  {channels: [tg], telegram: 3001, quiet_hours: {from: "19:00", to: "08:00"}}'))
+    rules = rules_with(
+        "on_duty: ivan\n",
+        ROUTING_RULES.replace(
+            "ivan:  {channels: [tg], telegram: 3001}",
+            'ivan:  {channels: [tg], telegram: 3001, quiet_hours: {from: "19:00", to: "08:00"}}',
+        ),
+    )
     [delivery] = route(("owner",), FIELDS, rules, datetime(2026, 11, 23, 18, 0, tzinfo=UTC))
     assert (delivery.recipient, delivery.not_before) == ("anna", datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
 
@@ -124,8 +133,12 @@ def test_addresses_come_from_the_person_unless_the_channel_names_a_chat():
     rules = rules_with()
     assert address_for(rules, "tg", "olga") == 2001
     assert address_for(rules, "ops-log", "olga") is None
-    fixed = parse_rules(ROUTING_RULES.replace('api_url: "${TG_URL:-http://127.0.0.1:9}"',
-                                              'chat: "-100123", api_url: "${TG_URL:-http://127.0.0.1:9}"'), env={})
+    fixed = parse_rules(
+        ROUTING_RULES.replace(
+            'api_url: "${TG_URL:-http://127.0.0.1:9}"', 'chat: "-100123", api_url: "${TG_URL:-http://127.0.0.1:9}"'
+        ),
+        env={},
+    )
     assert address_for(fixed, "tg", "olga") is None
 
 
@@ -154,7 +167,8 @@ def test_cross_checks_of_the_notification_keys():
 
 def test_channel_keys_are_checked_per_type():
     with pytest.raises(RulesError) as info:
-        parse_rules(textwrap.dedent("""
+        parse_rules(
+            textwrap.dedent("""
             channels:
               a: {type: telegram}
               b: {type: slack, url: "https://hooks.example/x", token: "xoxb-1"}
@@ -162,7 +176,9 @@ def test_channel_keys_are_checked_per_type():
               d: {type: teams, url: "not a url"}
               e: {type: telegram, token: "1:x", colour: blue}
             rules: [{name: a, first_touch: {within: 1h}}]
-        """), env={})
+        """),
+            env={},
+        )
     errors = dict(info.value.errors)
     assert errors["channels.a.token"] == "a telegram channel needs a token"
     assert errors["channels.b"].startswith("give either `url`")
@@ -192,8 +208,14 @@ def telegram(httpserver, monkeypatch):
     return FakeTelegram(chats={"1001", "1002", "2001", "2002", "3001"}).install(httpserver)
 
 
-HOT = {"priority": "hot", "owner": "anna", "team": "inbound", "name": "ACME", "source": "website",
-       "url": "https://crm.example/leads/1001"}
+HOT = {
+    "priority": "hot",
+    "owner": "anna",
+    "team": "inbound",
+    "name": "ACME",
+    "source": "website",
+    "url": "https://crm.example/leads/1001",
+}
 
 
 def alerts(runtime) -> list[AlertRow]:
@@ -222,8 +244,11 @@ def test_a_lead_reassigned_mid_ladder_alerts_the_new_owner_and_their_manager(tel
     assert sorted(m["chat_id"] for m in later) == ["1002", "2002"]  # boris and his manager petr
     assert all("owner boris" in m["text"] for m in later)
     assert {(a.recipient, a.role, a.status) for a in alerts(runtime)} == {
-        ("anna", "owner", "delivered"), ("olga", "manager", "delivered"),
-        ("boris", "owner", "delivered"), ("petr", "manager", "delivered")}
+        ("anna", "owner", "delivered"),
+        ("olga", "manager", "delivered"),
+        ("boris", "owner", "delivered"),
+        ("petr", "manager", "delivered"),
+    }
 
 
 def test_manager_gets_the_alert_in_their_language(telegram, app, client, runtime, clock):

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from sla_guard.core.rules.lint import lint
+from sla_guard.core.rules.matching import match_rule, rule_matches
+from sla_guard.core.rules.schema import parse_rules
 from sla_guard.exceptions import RulesError
-from sla_guard.rules.lint import lint
-from sla_guard.rules.matching import match_rule, rule_matches
-from sla_guard.rules.schema import parse_rules
 
 SHIPPED = Path(__file__).resolve().parents[1] / "config" / "sla.yaml"
 
@@ -110,10 +110,13 @@ def test_ladder_must_climb():
     assert errors == {"rules[0].first_touch.escalate": "levels must be in increasing order of `after`"}
 
 
-@pytest.mark.parametrize("warn, message", [
-    ("120%", "between 0% and 100%"),
-    ("soon", "neither a percentage"),
-])
+@pytest.mark.parametrize(
+    "warn, message",
+    [
+        ("120%", "between 0% and 100%"),
+        ("soon", "neither a percentage"),
+    ],
+)
 def test_warn_at_forms(warn, message):
     errors = errors_of(f"""
         rules: [{{name: a, first_touch: {{within: 1h, warn_at: "{warn}"}}}}]
@@ -135,7 +138,8 @@ def test_no_rules_is_an_error():
     assert "rules" in errors_of("timezone: UTC\n")
 
 
-MATCHING = parse_rules(textwrap.dedent("""
+MATCHING = parse_rules(
+    textwrap.dedent("""
     rules:
       - name: hot web
         match: {source: [website, landing], priority: hot}
@@ -151,23 +155,28 @@ MATCHING = parse_rules(textwrap.dedent("""
         first_touch: {within: 90m}
       - name: default
         first_touch: {within: 2h}
-"""), env={})
+"""),
+    env={},
+)
 
 
-@pytest.mark.parametrize("lead, rule", [
-    ({"source": "website", "priority": "hot"}, "hot web"),
-    ({"source": "Landing", "priority": "HOT"}, "hot web"),
-    ({"source": "website", "priority": "cold"}, "default"),
-    ({"source": "website"}, "default"),
-    ({"tags": ["vip", "enterprise"]}, "enterprise tag"),
-    ({"tags": ["vip"]}, "default"),
-    ({"amount": 1_000_000}, "big"),
-    ({"amount": 999_999, "pipeline": "b2b"}, "mid"),
-    ({"amount": 999_999, "pipeline": "b2c"}, "default"),
-    ({"amount": 50, "pipeline": "b2b"}, "default"),
-    ({"source": "website", "priority": "hot", "amount": 5_000_000}, "hot web"),
-    ({}, "default"),
-])
+@pytest.mark.parametrize(
+    "lead, rule",
+    [
+        ({"source": "website", "priority": "hot"}, "hot web"),
+        ({"source": "Landing", "priority": "HOT"}, "hot web"),
+        ({"source": "website", "priority": "cold"}, "default"),
+        ({"source": "website"}, "default"),
+        ({"tags": ["vip", "enterprise"]}, "enterprise tag"),
+        ({"tags": ["vip"]}, "default"),
+        ({"amount": 1_000_000}, "big"),
+        ({"amount": 999_999, "pipeline": "b2b"}, "mid"),
+        ({"amount": 999_999, "pipeline": "b2c"}, "default"),
+        ({"amount": 50, "pipeline": "b2b"}, "default"),
+        ({"source": "website", "priority": "hot", "amount": 5_000_000}, "hot web"),
+        ({}, "default"),
+    ],
+)
 def test_first_matching_rule_wins(lead, rule):
     assert match_rule(MATCHING, lead).name == rule
 
@@ -178,7 +187,8 @@ def test_numbers_in_yaml_match_text_from_crms():
 
 
 def test_lint_finds_shadowed_and_impossible_rules():
-    rules = parse_rules(textwrap.dedent("""
+    rules = parse_rules(
+        textwrap.dedent("""
         rules:
           - name: web
             match: {source: [website, landing]}
@@ -194,9 +204,11 @@ def test_lint_finds_shadowed_and_impossible_rules():
           - name: after all
             match: {source: phone}
             first_touch: {within: 1h}
-    """), env={})
+    """),
+        env={},
+    )
     warnings = dict(lint(rules))
-    assert 'shadowed' not in warnings
+    assert "shadowed" not in warnings
     assert warnings["rules[1]"].startswith('"web hot" never applies: rules[0] "web"')
     assert warnings["rules[2]"] == '"nothing" can never match: match.amount has min greater than max'
     assert warnings["rules[4]"].startswith('"after all" never applies: rules[3] "catch all"')

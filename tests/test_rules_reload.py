@@ -4,10 +4,10 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from sla_guard.escalation import run_timer
-from sla_guard.reconciler import reconcile
 from sla_guard.runtime import RulesHolder
 from sla_guard.store.models import ClockRow, EscalationRow, RuleVersionRow
+from sla_guard.timers.escalation import run_timer
+from sla_guard.timers.reconciler import reconcile
 
 from .conftest import API_TOKEN
 from .helpers import event, post_signed, run_worker
@@ -32,8 +32,9 @@ def test_the_api_shows_and_reloads_the_rules(client, rules_path):
     refused = client.post("/api/rules/reload", headers=AUTH)
     assert refused.status_code == 422
     assert refused.get_json()["version"] == before["version"]
-    assert refused.get_json()["errors"] == [{"path": "rules[0].first_touch.within",
-                                             "message": '"15 minutes" is not a duration; use 15m'}]
+    assert refused.get_json()["errors"] == [
+        {"path": "rules[0].first_touch.within", "message": '"15 minutes" is not a duration; use 15m'}
+    ]
     assert client.get("/api/rules", headers=AUTH).get_json()["version"] == before["version"]
     rules_path.write_text(rules_path.read_text().replace('within: "15 minutes"', "within: 30m"))
     done = client.post("/api/rules/reload", headers=AUTH).get_json()
@@ -77,8 +78,14 @@ def test_open_clocks_are_recomputed_and_sent_alerts_are_not_repeated(app, client
 
 def test_finished_clocks_keep_the_rule_they_were_judged_by(app, client, runtime, clock, rules_path):
     start = clock()
-    post_signed(client, [event("e1", "lead.created", start, lead=HOT),
-                         event("e2", "lead.touched", start + timedelta(minutes=20), touch={"channel": "call"})], start)
+    post_signed(
+        client,
+        [
+            event("e1", "lead.created", start, lead=HOT),
+            event("e2", "lead.touched", start + timedelta(minutes=20), touch={"channel": "call"}),
+        ],
+        start,
+    )
     run_worker(runtime)
     before = first_touch(runtime)
     rules_path.write_text(rules_path.read_text().replace("within: 15m", "within: 30m"))
@@ -87,7 +94,11 @@ def test_finished_clocks_keep_the_rule_they_were_judged_by(app, client, runtime,
     post_signed(client, event("e3", "lead.updated", start + timedelta(minutes=40), lead={"name": "ACME"}), start)
     run_worker(runtime)
     after = first_touch(runtime)
-    assert (after.due_at, after.rule_version, after.stopped_at) == (before.due_at, before.rule_version, before.stopped_at)
+    assert (after.due_at, after.rule_version, after.stopped_at) == (
+        before.due_at,
+        before.rule_version,
+        before.stopped_at,
+    )
     assert after.stopped_at > after.due_at  # still a missed SLA
 
 
@@ -95,8 +106,10 @@ def test_a_clock_whose_rule_is_gone_ends_with_the_reason(app, client, runtime, c
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     run_worker(runtime)
     text = rules_path.read_text()
-    rules_path.write_text(text[:text.index("  - name: hot website leads")] +
-                          "  - name: phone only\n    match: {source: phone}\n    first_touch: {within: 1h}\n")
+    rules_path.write_text(
+        text[: text.index("  - name: hot website leads")]
+        + "  - name: phone only\n    match: {source: phone}\n    first_touch: {within: 1h}\n"
+    )
     runtime.rules.request_reload()
     reconcile(runtime)
     run_worker(runtime)

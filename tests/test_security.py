@@ -20,16 +20,19 @@ def test_known_vector():
     assert sign(SECRET, BODY, 1_000_000) == f"t=1000000,v1={expected}"
 
 
-@pytest.mark.parametrize("header, now, reason", [
-    (None, 1_000_000, "missing"),
-    ("v1=abc", 1_000_000, "malformed"),
-    ("t=abc,v1=abc", 1_000_000, "malformed"),
-    ("t=1000000", 1_000_000, "malformed"),
-    (sign(SECRET, BODY, 1_000_000), 1_000_301, "too old"),
-    (sign(SECRET, BODY, 1_000_000), 999_600, "future"),
-    (sign("another-secret-xx", BODY, 1_000_000), 1_000_000, "does not match"),
-    (sign(SECRET, BODY + b" ", 1_000_000), 1_000_000, "does not match"),
-])
+@pytest.mark.parametrize(
+    "header, now, reason",
+    [
+        (None, 1_000_000, "missing"),
+        ("v1=abc", 1_000_000, "malformed"),
+        ("t=abc,v1=abc", 1_000_000, "malformed"),
+        ("t=1000000", 1_000_000, "malformed"),
+        (sign(SECRET, BODY, 1_000_000), 1_000_301, "too old"),
+        (sign(SECRET, BODY, 1_000_000), 999_600, "future"),
+        (sign("another-secret-xx", BODY, 1_000_000), 1_000_000, "does not match"),
+        (sign(SECRET, BODY + b" ", 1_000_000), 1_000_000, "does not match"),
+    ],
+)
 def test_refusals_say_why(header, now, reason):
     with pytest.raises(Unauthorized, match=reason):
         verify_signature(header, BODY, SECRET, now=now, max_age_s=300)

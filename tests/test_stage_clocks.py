@@ -6,9 +6,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sla_guard.engine import FIRST_TOUCH, clock_steps, due_steps, next_fire_at, replay
-from sla_guard.events import LeadEvent
-from sla_guard.rules.schema import parse_rules
+from sla_guard.core.engine import FIRST_TOUCH, clock_steps, due_steps, next_fire_at, replay
+from sla_guard.core.events import LeadEvent
+from sla_guard.core.rules.schema import parse_rules
 
 MSK = ZoneInfo("Europe/Moscow")
 MONDAY = datetime(2026, 11, 23, tzinfo=MSK)  # a working Monday in Russia
@@ -37,8 +37,9 @@ def at(day: int, hour: int, minute: int = 0) -> datetime:
 
 
 def ev(n, kind, when, **lead):
-    return LeadEvent.model_validate({"event_id": f"e{n}", "type": kind, "occurred_at": when.isoformat(),
-                                     "lead": {"id": "L1", **lead}})
+    return LeadEvent.model_validate(
+        {"event_id": f"e{n}", "type": kind, "occurred_at": when.isoformat(), "lead": {"id": "L1", **lead}}
+    )
 
 
 def clocks(state, name):
@@ -57,10 +58,12 @@ def test_lunch_does_not_count(rules):
 
 
 def test_stage_clock_runs_in_business_time_and_each_entry_is_a_new_cycle(rules):
-    events = [ev(1, "lead.created", at(0, 9), stage="new"),
-              ev(2, "lead.stage_changed", at(0, 10), stage="qualification"),
-              ev(3, "lead.stage_changed", at(0, 11), stage="proposal"),
-              ev(4, "lead.stage_changed", at(1, 9), stage="qualification")]
+    events = [
+        ev(1, "lead.created", at(0, 9), stage="new"),
+        ev(2, "lead.stage_changed", at(0, 10), stage="qualification"),
+        ev(3, "lead.stage_changed", at(0, 11), stage="proposal"),
+        ev(4, "lead.stage_changed", at(1, 9), stage="qualification"),
+    ]
     state = replay("L1", events, rules)
     first, second = clocks(state, "stage:qualification")
     assert (first.cycle, first.started_at, first.due_at) == (0, at(0, 10), at(1, 10))
@@ -78,9 +81,11 @@ def test_stage_clock_escalates_to_its_targets(rules):
 def test_a_pause_keeps_the_remaining_budget_in_business_time(rules):
     # Created Monday 17:00 with 2 working hours; paused at 17:30 (30 min used);
     # the client answers Tuesday 10:00: 1h30 left, so due 11:30 — not 17:30 + wall-clock time.
-    events = [ev(1, "lead.created", at(0, 17), stage="new"),
-              ev(2, "lead.stage_changed", at(0, 17, 30), stage="waiting_for_client"),
-              ev(3, "lead.stage_changed", at(1, 10), stage="new")]
+    events = [
+        ev(1, "lead.created", at(0, 17), stage="new"),
+        ev(2, "lead.stage_changed", at(0, 17, 30), stage="waiting_for_client"),
+        ev(3, "lead.stage_changed", at(1, 10), stage="new"),
+    ]
     paused = replay("L1", events[:2], rules)
     [clock] = clocks(paused, FIRST_TOUCH)
     assert clock.status(at(3, 0)) == "paused"
@@ -93,9 +98,11 @@ def test_a_pause_keeps_the_remaining_budget_in_business_time(rules):
 
 
 def test_the_warning_after_a_pause_comes_at_its_share_of_the_budget(rules):
-    events = [ev(1, "lead.created", at(0, 9), stage="new"),
-              ev(2, "lead.stage_changed", at(0, 9, 20), stage="waiting_for_client"),
-              ev(3, "lead.stage_changed", at(0, 15), stage="new")]
+    events = [
+        ev(1, "lead.created", at(0, 9), stage="new"),
+        ev(2, "lead.stage_changed", at(0, 9, 20), stage="waiting_for_client"),
+        ev(3, "lead.stage_changed", at(0, 15), stage="new"),
+    ]
     clock = clocks(replay("L1", events, rules), FIRST_TOUCH)[0]
     warning = clock_steps(clock, rules.rule("b2b"), rules)[0]
     assert (warning.kind, warning.at) == ("first_touch.warning", at(0, 15, 40))  # 60 of 120 min: 20 used + 40
@@ -103,10 +110,12 @@ def test_the_warning_after_a_pause_comes_at_its_share_of_the_budget(rules):
 
 
 def test_coming_back_from_a_pause_to_another_stage_counts_as_leaving(rules):
-    events = [ev(1, "lead.created", at(0, 9), stage="qualification"),
-              ev(2, "lead.stage_changed", at(0, 10), stage="waiting_for_client"),
-              ev(3, "lead.stage_changed", at(0, 12), stage="qualification"),
-              ev(4, "lead.stage_changed", at(0, 16), stage="proposal")]
+    events = [
+        ev(1, "lead.created", at(0, 9), stage="qualification"),
+        ev(2, "lead.stage_changed", at(0, 10), stage="waiting_for_client"),
+        ev(3, "lead.stage_changed", at(0, 12), stage="qualification"),
+        ev(4, "lead.stage_changed", at(0, 16), stage="proposal"),
+    ]
     state = replay("L1", events[:3], rules)
     [qualification] = clocks(state, "stage:qualification")
     assert qualification.cycle == 0 and qualification.due_at == at(1, 11)  # 1h used before the pause
@@ -118,16 +127,25 @@ def test_coming_back_from_a_pause_to_another_stage_counts_as_leaving(rules):
 
 
 def test_closing_during_a_pause_stops_the_clock_when_the_pause_began(rules):
-    events = [ev(1, "lead.created", at(0, 9), stage="new"),
-              ev(2, "lead.stage_changed", at(0, 10), stage="waiting_for_client"),
-              LeadEvent.model_validate({"event_id": "e3", "type": "lead.closed", "occurred_at": at(2, 9).isoformat(),
-                                        "lead": {"id": "L1"}, "outcome": "lost"})]
+    events = [
+        ev(1, "lead.created", at(0, 9), stage="new"),
+        ev(2, "lead.stage_changed", at(0, 10), stage="waiting_for_client"),
+        LeadEvent.model_validate(
+            {
+                "event_id": "e3",
+                "type": "lead.closed",
+                "occurred_at": at(2, 9).isoformat(),
+                "lead": {"id": "L1"},
+                "outcome": "lost",
+            }
+        ),
+    ]
     [clock] = clocks(replay("L1", events, rules), FIRST_TOUCH)
     assert (clock.stopped_at, clock.stop_reason, clock.status(at(3, 0))) == (at(0, 10), "closed", "met")
 
 
 def test_days_are_working_days_on_a_calendar_and_wall_days_without(rules):
-    from sla_guard.rules.durations import business_amount, parse_duration
+    from sla_guard.core.rules.durations import business_amount, parse_duration
 
     office = rules.calendars["office"]
     assert office.working_day == timedelta(hours=8)

@@ -29,8 +29,11 @@ def test_a_signed_event_is_stored_and_acknowledged(app, client, clock):
 
 
 def test_a_batch_and_its_duplicates(app, client, clock):
-    batch = [event("a", "lead.created", clock()), event("b", "lead.touched", clock(), touch={"channel": "call"}),
-             event("a", "lead.created", clock())]
+    batch = [
+        event("a", "lead.created", clock()),
+        event("b", "lead.touched", clock(), touch={"channel": "call"}),
+        event("a", "lead.created", clock()),
+    ]
     response = post_signed(client, batch, clock())
     assert response.status_code == 202
     assert response.get_json() == {"accepted": ["a", "b"], "duplicates": ["a"]}
@@ -40,7 +43,7 @@ def test_a_batch_and_its_duplicates(app, client, clock):
 
 
 def test_the_same_event_id_from_another_source_is_not_a_duplicate(app, client, clock):
-    from sla_guard.events import parse_events
+    from sla_guard.core.events import parse_events
     from sla_guard.store.repository import insert_events
 
     with app.extensions["sla_guard.db"].session() as session:
@@ -48,11 +51,18 @@ def test_the_same_event_id_from_another_source_is_not_a_duplicate(app, client, c
     assert post_signed(client, event("x", "lead.created", clock()), clock()).get_json()["accepted"] == ["x"]
 
 
-@pytest.mark.parametrize("mutate, status, field", [
-    (lambda h, b, now: ({**h, "X-SLA-Guard-Signature": "t=1,v1=00"}, b), 401, "X-SLA-Guard-Signature"),
-    (lambda h, b, now: ({k: v for k, v in h.items() if k != "X-SLA-Guard-Signature"}, b), 401, "X-SLA-Guard-Signature"),
-    (lambda h, b, now: (h, b + b" "), 401, "X-SLA-Guard-Signature"),
-])
+@pytest.mark.parametrize(
+    "mutate, status, field",
+    [
+        (lambda h, b, now: ({**h, "X-SLA-Guard-Signature": "t=1,v1=00"}, b), 401, "X-SLA-Guard-Signature"),
+        (
+            lambda h, b, now: ({k: v for k, v in h.items() if k != "X-SLA-Guard-Signature"}, b),
+            401,
+            "X-SLA-Guard-Signature",
+        ),
+        (lambda h, b, now: (h, b + b" "), 401, "X-SLA-Guard-Signature"),
+    ],
+)
 def test_bad_signatures_are_refused_and_store_nothing(app, client, clock, mutate, status, field):
     import json
 
@@ -74,12 +84,23 @@ def test_a_stale_signature_is_refused(app, client, clock):
     assert stored(app) == 0
 
 
-@pytest.mark.parametrize("payload, field", [
-    ({"type": "lead.created", "occurred_at": "2026-11-23T09:00:00Z", "lead": {"id": "1"}}, "event_id"),
-    ({"event_id": "e", "type": "lead.created", "occurred_at": "2026-11-23T09:00:00", "lead": {"id": "1"}}, "occurred_at"),
-    ([{"event_id": "ok", "type": "lead.created", "occurred_at": "2026-11-23T09:00:00Z", "lead": {"id": "1"}},
-      {"event_id": "e", "type": "lead.created", "occurred_at": "2026-11-23T09:00:00Z", "lead": {}}], "[1].lead.id"),
-])
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"type": "lead.created", "occurred_at": "2026-11-23T09:00:00Z", "lead": {"id": "1"}}, "event_id"),
+        (
+            {"event_id": "e", "type": "lead.created", "occurred_at": "2026-11-23T09:00:00", "lead": {"id": "1"}},
+            "occurred_at",
+        ),
+        (
+            [
+                {"event_id": "ok", "type": "lead.created", "occurred_at": "2026-11-23T09:00:00Z", "lead": {"id": "1"}},
+                {"event_id": "e", "type": "lead.created", "occurred_at": "2026-11-23T09:00:00Z", "lead": {}},
+            ],
+            "[1].lead.id",
+        ),
+    ],
+)
 def test_invalid_events_are_refused_whole_and_name_the_field(app, client, clock, payload, field):
     response = post_signed(client, payload, clock())
     assert response.status_code == 400
@@ -91,8 +112,12 @@ def test_malformed_json(app, client, clock):
     from sla_guard.security import sign
 
     body = b'{"event_id": "e", '
-    response = client.post("/webhooks/generic", data=body, content_type="application/json",
-                           headers={"X-SLA-Guard-Signature": sign(SECRET, body, int(clock().timestamp()))})
+    response = client.post(
+        "/webhooks/generic",
+        data=body,
+        content_type="application/json",
+        headers={"X-SLA-Guard-Signature": sign(SECRET, body, int(clock().timestamp()))},
+    )
     assert response.status_code == 400
     assert response.get_json()["field"] == "body"
     assert stored(app) == 0
@@ -122,8 +147,14 @@ def test_disabled_without_a_secret(settings, clock, monkeypatch):
 
 
 def test_database_down_gives_503_so_the_crm_retries(settings, clock):
-    app = create_app({**settings, "TESTING": True, "CLOCK": clock,
-                      "DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=1"})
+    app = create_app(
+        {
+            **settings,
+            "TESTING": True,
+            "CLOCK": clock,
+            "DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=1",
+        }
+    )
     response = post_signed(app.test_client(), event("e", "lead.created", clock()), clock())
     assert response.status_code == 503
 

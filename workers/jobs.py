@@ -6,10 +6,12 @@ import logging
 
 from rq import get_current_job
 
-from sla_guard import crm_reassign, crm_sync, follow_up_tasks, runtime, ticks
-from sla_guard.delivery import deliver
-from sla_guard.digests import deliver_digest as _deliver_digest
-from sla_guard.processing import process_lead as _process_lead
+from sla_guard import runtime
+from sla_guard.ingest.processing import process_lead as _process_lead
+from sla_guard.outbox import crm_reassign, crm_sync, follow_up_tasks
+from sla_guard.outbox.delivery import deliver
+from sla_guard.outbox.digests import deliver_digest as _deliver_digest
+from sla_guard.timers import ticks
 
 log = logging.getLogger("sla_guard.jobs")
 
@@ -64,8 +66,10 @@ def close_follow_up_task(task_id: int) -> None:
 def reassign_in_crm(lead_id: str, new_owner: str, escalation_id: int, attempt: int) -> None:
     """Tell the lead's CRM of a reassignment (a retry, or one the timer left to a job)."""
     status = crm_reassign.tell_crm(runtime.current(), lead_id, new_owner, escalation_id, attempt)
-    log.debug("reassignment job done", extra={"job_id": _job_id(), "lead_id": lead_id, "escalation_id": escalation_id,
-                                              "crm_status": status})
+    log.debug(
+        "reassignment job done",
+        extra={"job_id": _job_id(), "lead_id": lead_id, "escalation_id": escalation_id, "crm_status": status},
+    )
 
 
 def deliver_digest(digest_id: int) -> None:

@@ -13,9 +13,9 @@ from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.scheduler import RQScheduler
 
 from sla_guard import runtime as runtime_module
-from sla_guard.pending import pump
-from sla_guard.reconciler import reconcile_once
+from sla_guard.ingest.pending import pump
 from sla_guard.runtime import Runtime
+from sla_guard.timers.reconciler import reconcile_once
 
 log = logging.getLogger("sla_guard.worker")
 
@@ -63,12 +63,22 @@ class SlaGuardWorker(SimpleWorker):
 
     scheduler_interval: float = 0.2
 
-    def _start_scheduler(self, burst: bool = False, logging_level: str | None = "INFO",
-                         date_format: str = DEFAULT_LOGGING_DATE_FORMAT, log_format: str = DEFAULT_LOGGING_FORMAT):
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ):
         # RQ builds its scheduler here with a fixed 1 s interval; this is the same, with ours.
-        self.scheduler = SlaGuardScheduler(self.queues, connection=self.connection,
-                                           logging_level=logging_level if logging_level is not None else self.log.level,
-                                           date_format=date_format, log_format=log_format, serializer=self.serializer)
+        self.scheduler = SlaGuardScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
         self.scheduler.poll_interval = self.scheduler_interval
         self.scheduler.acquire_locks()
         if self.scheduler.acquired_locks:

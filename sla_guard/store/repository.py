@@ -9,10 +9,10 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ..engine import ClockState, LeadState, clock_steps, next_fire_at
-from ..events import LeadEvent
-from ..rules.schema import RuleSet
-from .models import ClockRow, EscalationRow, EventRow, LeadRow, RuleVersionRow
+from sla_guard.core.engine import ClockState, LeadState, clock_steps, next_fire_at
+from sla_guard.core.events import LeadEvent
+from sla_guard.core.rules.schema import RuleSet
+from sla_guard.store.models import ClockRow, EscalationRow, EventRow, LeadRow, RuleVersionRow
 
 LEAD_FIELDS = ("name", "source", "pipeline", "stage", "owner", "team", "priority", "amount", "url", "tags")
 """Lead attributes copied from the CRM's events onto the lead row."""
@@ -37,15 +37,17 @@ def insert_events(session: Session, source: str, events: list[LeadEvent], receiv
             duplicates.append(event.event_id)
             continue
         seen.add(event.event_id)
-        rows.append({
-            "source": source,
-            "event_id": event.event_id,
-            "lead_id": event.lead.id,
-            "type": event.type,
-            "occurred_at": event.occurred_at,
-            "received_at": received_at,
-            "payload": event.to_json(),
-        })
+        rows.append(
+            {
+                "source": source,
+                "event_id": event.event_id,
+                "lead_id": event.lead.id,
+                "type": event.type,
+                "occurred_at": event.occurred_at,
+                "received_at": received_at,
+                "payload": event.to_json(),
+            }
+        )
     if not rows:
         return [], duplicates
     dialect = session.bind.dialect.name
@@ -66,12 +68,14 @@ def lock_lead(session: Session, lead_id: str, now: datetime) -> LeadRow:
     """The lead's row, created if new, locked for this transaction (PostgreSQL row lock;
     SQLite transactions are already serialised by ``BEGIN IMMEDIATE``)."""
     upsert = (
-        _insert(session, LeadRow).values(lead_id=lead_id, status="open", known=False, updated_at=now)
+        _insert(session, LeadRow)
+        .values(lead_id=lead_id, status="open", known=False, updated_at=now)
         .on_conflict_do_update(index_elements=["lead_id"], set_={"updated_at": now})  # takes the row lock
         .returning(LeadRow)
     )
-    return session.execute(select(LeadRow).from_statement(upsert),
-                           execution_options={"populate_existing": True}).scalar_one()
+    return session.execute(
+        select(LeadRow).from_statement(upsert), execution_options={"populate_existing": True}
+    ).scalar_one()
 
 
 def lead_events(session: Session, lead_id: str) -> tuple[list[int], list[LeadEvent]]:
@@ -115,8 +119,18 @@ def fired_levels(session: Session, clock_ids: list[int]) -> dict[int, set[int]]:
 
 
 def clock_state(row: ClockRow) -> ClockState:
-    return ClockState(row.name, row.cycle, row.rule_name, row.started_at, row.due_at, row.stopped_at,
-                      row.stop_reason, row.paused_at, timedelta(seconds=row.budget_used_s or 0.0), row.resumed_at)
+    return ClockState(
+        row.name,
+        row.cycle,
+        row.rule_name,
+        row.started_at,
+        row.due_at,
+        row.stopped_at,
+        row.stop_reason,
+        row.paused_at,
+        timedelta(seconds=row.budget_used_s or 0.0),
+        row.resumed_at,
+    )
 
 
 def compute_next_fire(row: ClockRow, rules: RuleSet, fired: set[int]) -> datetime | None:
@@ -154,9 +168,10 @@ def save_state(session: Session, lead: LeadRow, state: LeadState, rules: RuleSet
     lead.updated_at = now
 
     with session.no_autoflush:  # one flush at the end: every row written in one go
-        existing = {(row.name, row.cycle): row for row in session.execute(
-            select(ClockRow).where(ClockRow.lead_id == lead.lead_id)
-        ).scalars()}
+        existing = {
+            (row.name, row.cycle): row
+            for row in session.execute(select(ClockRow).where(ClockRow.lead_id == lead.lead_id)).scalars()
+        }
         known = [row.id for row in existing.values()]
         fired = fired_levels(session, known) if known else {}
     wanted = {clock.key: clock for clock in state.clocks}
@@ -174,7 +189,10 @@ def save_state(session: Session, lead: LeadRow, state: LeadState, rules: RuleSet
             session.add(row)
             rows.append(row)
         if clock.stopped_at is None or (row.rule_name, row.started_at, row.due_at) != (
-                clock.rule_name, clock.started_at, clock.due_at):
+            clock.rule_name,
+            clock.started_at,
+            clock.due_at,
+        ):
             row.rule_version = rules.version
         row.rule_name, row.started_at, row.due_at = clock.rule_name, clock.started_at, clock.due_at
         row.stopped_at, row.stop_reason = clock.stopped_at, clock.stop_reason
@@ -193,7 +211,8 @@ def save_state(session: Session, lead: LeadRow, state: LeadState, rules: RuleSet
 def record_rule_version(session: Session, rules: RuleSet, now: datetime) -> bool:
     """Remember a loaded rules version; True when it was new."""
     result = session.execute(
-        _insert(session, RuleVersionRow).values(version=rules.version, loaded_at=now, text=rules.text)
+        _insert(session, RuleVersionRow)
+        .values(version=rules.version, loaded_at=now, text=rules.text)
         .on_conflict_do_nothing(index_elements=["version"])
     )
     return bool(result.rowcount)
@@ -201,36 +220,47 @@ def record_rule_version(session: Session, rules: RuleSet, now: datetime) -> bool
 
 def clocks_to_arm(session: Session, until: datetime, limit: int = 50_000) -> list[tuple[int, str, datetime]]:
     """Open clocks whose timer fires before ``until``: ``(clock_id, lead_id, next_fire_at)``."""
-    return list(session.execute(
-        select(ClockRow.id, ClockRow.lead_id, ClockRow.next_fire_at)
-        .where(ClockRow.next_fire_at.is_not(None), ClockRow.next_fire_at <= until)
-        .order_by(ClockRow.next_fire_at)
-        .limit(limit)
-    ).all())
+    return list(
+        session.execute(
+            select(ClockRow.id, ClockRow.lead_id, ClockRow.next_fire_at)
+            .where(ClockRow.next_fire_at.is_not(None), ClockRow.next_fire_at <= until)
+            .order_by(ClockRow.next_fire_at)
+            .limit(limit)
+        ).all()
+    )
 
 
 def leads_on_other_rules(session: Session, version: str, limit: int = 100_000) -> list[str]:
     """Leads with a running clock computed under another rules version than ``version``."""
-    return list(session.execute(
-        select(ClockRow.lead_id)
-        .where(ClockRow.stopped_at.is_(None), or_(ClockRow.rule_version.is_(None), ClockRow.rule_version != version))
-        .group_by(ClockRow.lead_id).limit(limit)
-    ).scalars())
+    return list(
+        session.execute(
+            select(ClockRow.lead_id)
+            .where(
+                ClockRow.stopped_at.is_(None), or_(ClockRow.rule_version.is_(None), ClockRow.rule_version != version)
+            )
+            .group_by(ClockRow.lead_id)
+            .limit(limit)
+        ).scalars()
+    )
 
 
 def without_own_task_echoes(session: Session, lead_id: str, events: list[LeadEvent]) -> list[LeadEvent]:
     """Drop touches that only report a follow-up task sla-guard itself closed: the CRM echoes the
     completion back, and it must not count as the manager's touch."""
-    from .models import FollowUpTaskRow
+    from sla_guard.store.models import FollowUpTaskRow
 
     task_touches = {e.touch.task_id for e in events if e.type == "lead.touched" and e.touch and e.touch.task_id}
     if not task_touches:
         return events
-    closed_by_us = dict(session.execute(
-        select(FollowUpTaskRow.crm_task_id, FollowUpTaskRow.updated_at).where(
-            FollowUpTaskRow.lead_id == lead_id, FollowUpTaskRow.status == "closed",
-            FollowUpTaskRow.crm_task_id.in_(task_touches))
-    ).all())
+    closed_by_us = dict(
+        session.execute(
+            select(FollowUpTaskRow.crm_task_id, FollowUpTaskRow.updated_at).where(
+                FollowUpTaskRow.lead_id == lead_id,
+                FollowUpTaskRow.status == "closed",
+                FollowUpTaskRow.crm_task_id.in_(task_touches),
+            )
+        ).all()
+    )
 
     def echo(event: LeadEvent) -> bool:
         closed_at = closed_by_us.get(event.touch.task_id) if event.type == "lead.touched" and event.touch else None
@@ -244,7 +274,10 @@ def clock_ids_in_tick(session: Session, epoch: int, shard: int, shards: int) -> 
     from datetime import UTC
 
     after, until = datetime.fromtimestamp(epoch - 1, UTC), datetime.fromtimestamp(epoch, UTC)
-    return list(session.execute(
-        select(ClockRow.id).where(ClockRow.next_fire_at > after, ClockRow.next_fire_at <= until,
-                                  ClockRow.id % shards == shard).order_by(ClockRow.next_fire_at)
-    ).scalars())
+    return list(
+        session.execute(
+            select(ClockRow.id)
+            .where(ClockRow.next_fire_at > after, ClockRow.next_fire_at <= until, ClockRow.id % shards == shard)
+            .order_by(ClockRow.next_fire_at)
+        ).scalars()
+    )

@@ -14,25 +14,39 @@ import logging
 
 from flask import Blueprint, Response, abort, current_app, request
 
-from ..acknowledge import BadToken, ExpiredToken, acknowledge, verify_token
-from ..notify.messages import texts
-from ..notify.routing import person_locale
-from ..store.db import get_db
+from sla_guard.outbox.notify.messages import texts
+from sla_guard.outbox.notify.routing import person_locale
+from sla_guard.store.db import get_db
+from sla_guard.timers.acknowledge import BadToken, ExpiredToken, acknowledge, verify_token
 
 log = logging.getLogger("sla_guard.ack")
 
 bp = Blueprint("ack", __name__)
 
-PREVIEW_AGENTS = ("slackbot", "telegrambot", "twitterbot", "facebookexternalhit", "discordbot", "whatsapp",
-                  "skypeuripreview", "linkedinbot", "microsoftpreview", "googlebot", "bingbot", "preview")
+PREVIEW_AGENTS = (
+    "slackbot",
+    "telegrambot",
+    "twitterbot",
+    "facebookexternalhit",
+    "discordbot",
+    "whatsapp",
+    "skypeuripreview",
+    "linkedinbot",
+    "microsoftpreview",
+    "googlebot",
+    "bingbot",
+    "preview",
+)
 """User-agent fragments of link-preview fetchers: they see the page, they never acknowledge."""
 
 
 def _page(status: int, message: str, title: str, button: str | None = None) -> Response:
-    form = (f'<form method="post"><button type="submit">{html.escape(button)}</button></form>' if button else "")
-    body = (f'<!doctype html><html><head><meta charset="utf-8"><meta name="robots" content="noindex">'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{html.escape(title)}</title>'
-            f'</head><body><p>{html.escape(message)}</p>{form}</body></html>')
+    form = f'<form method="post"><button type="submit">{html.escape(button)}</button></form>' if button else ""
+    body = (
+        f'<!doctype html><html><head><meta charset="utf-8"><meta name="robots" content="noindex">'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{html.escape(title)}</title>'
+        f"</head><body><p>{html.escape(message)}</p>{form}</body></html>"
+    )
     response = Response(body, status=status, mimetype="text/html")
     response.headers.update({"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"})
     return response
@@ -66,10 +80,16 @@ def ack(token: str):
     if outcome.status == "unknown":
         return _page(404, page["invalid"], page["title"])
     if outcome.status == "acknowledged":
-        log.info("escalation acknowledged", extra={"escalation_id": claim.escalation_id, "lead_id": outcome.lead_id,
-                                                   "by": claim.recipient})
-        return _page(200, page["acknowledged"].format(person=claim.recipient or "—", lead_id=outcome.lead_id),
-                     page["title"])
+        log.info(
+            "escalation acknowledged",
+            extra={"escalation_id": claim.escalation_id, "lead_id": outcome.lead_id, "by": claim.recipient},
+        )
+        return _page(
+            200, page["acknowledged"].format(person=claim.recipient or "—", lead_id=outcome.lead_id), page["title"]
+        )
     at = outcome.acknowledged_at.strftime("%Y-%m-%d %H:%M UTC") if outcome.acknowledged_at else "—"
-    return _page(200, page["already"].format(person=outcome.acknowledged_by or "—", lead_id=outcome.lead_id, at=at),
-                 page["title"])
+    return _page(
+        200,
+        page["already"].format(person=outcome.acknowledged_by or "—", lead_id=outcome.lead_id, at=at),
+        page["title"],
+    )

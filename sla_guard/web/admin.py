@@ -5,12 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import select
 
-from ..rules.lint import lint
-from ..store.db import get_db
-from ..store.models import RuleVersionRow
-from ..store.repository import record_rule_version
-from .api import _authenticate, _iso, _now
-from .errors import error
+from sla_guard.core.rules.lint import lint
+from sla_guard.store.db import get_db
+from sla_guard.store.models import RuleVersionRow
+from sla_guard.store.repository import record_rule_version
+from sla_guard.web.api import _authenticate, _iso, _now
+from sla_guard.web.errors import error
 
 bp = Blueprint("admin", __name__, url_prefix="/api/rules")
 bp.before_request(_authenticate)
@@ -24,12 +24,17 @@ def _holder():
 def rules_in_force():
     rules = _holder().current()
     with get_db(current_app).session() as session:
-        versions = session.execute(select(RuleVersionRow.version, RuleVersionRow.loaded_at)
-                                   .order_by(RuleVersionRow.loaded_at.desc()).limit(50)).all()
-    return jsonify({
-        "version": rules.version, "path": _holder().path, "rules": [rule.name for rule in rules.rules],
-        "history": [{"version": version, "loaded_at": _iso(loaded_at)} for version, loaded_at in versions],
-    })
+        versions = session.execute(
+            select(RuleVersionRow.version, RuleVersionRow.loaded_at).order_by(RuleVersionRow.loaded_at.desc()).limit(50)
+        ).all()
+    return jsonify(
+        {
+            "version": rules.version,
+            "path": _holder().path,
+            "rules": [rule.name for rule in rules.rules],
+            "history": [{"version": version, "loaded_at": _iso(loaded_at)} for version, loaded_at in versions],
+        }
+    )
 
 
 @bp.post("/reload")
@@ -38,13 +43,22 @@ def reload_rules():
     previous = _holder().current().version
     rules, errors = _holder().try_load()
     if rules is None:
-        response = error(422, "the rules file is invalid; the version in force stays", field="rules",
-                         version=previous, errors=[{"path": path, "message": message} for path, message in errors])
+        response = error(
+            422,
+            "the rules file is invalid; the version in force stays",
+            field="rules",
+            version=previous,
+            errors=[{"path": path, "message": message} for path, message in errors],
+        )
         return response
     with get_db(current_app).session() as session:
         record_rule_version(session, rules, _now())
-    return jsonify({
-        "version": rules.version, "previous_version": previous, "changed": rules.version != previous,
-        "rules": [rule.name for rule in rules.rules],
-        "warnings": [{"path": path, "message": message} for path, message in lint(rules)],
-    })
+    return jsonify(
+        {
+            "version": rules.version,
+            "previous_version": previous,
+            "changed": rules.version != previous,
+            "rules": [rule.name for rule in rules.rules],
+            "warnings": [{"path": path, "message": message} for path, message in lint(rules)],
+        }
+    )

@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import exists, select
 
-from ..engine import FIRST_TOUCH
-from ..exceptions import Unauthorized
-from ..security import verify_bearer
-from ..store.db import get_db
-from ..store.models import AlertRow, ClockRow, EscalationRow, EventRow, FollowUpTaskRow, LeadRow
-from ..store.repository import LEAD_FIELDS, clock_state
-from .errors import error
+from sla_guard.core.engine import FIRST_TOUCH
+from sla_guard.exceptions import Unauthorized
+from sla_guard.security import verify_bearer
+from sla_guard.store.db import get_db
+from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, FollowUpTaskRow, LeadRow
+from sla_guard.store.repository import LEAD_FIELDS, clock_state
+from sla_guard.web.errors import error
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -65,11 +65,18 @@ def _lead_json(lead: LeadRow) -> dict:
 def _clock_json(clock: ClockRow, now: datetime) -> dict:
     state = clock_state(clock)
     return {
-        "id": clock.id, "name": clock.name, "cycle": clock.cycle, "rule": clock.rule_name,
-        "rule_version": clock.rule_version, "status": state.status(now),
-        "started_at": _iso(clock.started_at), "due_at": _iso(clock.due_at),
-        "stopped_at": _iso(clock.stopped_at), "stop_reason": clock.stop_reason,
-        "paused_at": _iso(clock.paused_at), "paused_budget_used_s": clock.budget_used_s or 0.0,
+        "id": clock.id,
+        "name": clock.name,
+        "cycle": clock.cycle,
+        "rule": clock.rule_name,
+        "rule_version": clock.rule_version,
+        "status": state.status(now),
+        "started_at": _iso(clock.started_at),
+        "due_at": _iso(clock.due_at),
+        "stopped_at": _iso(clock.stopped_at),
+        "stop_reason": clock.stop_reason,
+        "paused_at": _iso(clock.paused_at),
+        "paused_budget_used_s": clock.budget_used_s or 0.0,
         "next_fire_at": _iso(clock.next_fire_at),
     }
 
@@ -100,8 +107,9 @@ def list_leads():
         return problem
     now = _now()
     statement = select(LeadRow)
-    overdue_clock = exists().where(ClockRow.lead_id == LeadRow.lead_id, ClockRow.stopped_at.is_(None),
-                                   ClockRow.due_at <= now)
+    overdue_clock = exists().where(
+        ClockRow.lead_id == LeadRow.lead_id, ClockRow.stopped_at.is_(None), ClockRow.due_at <= now
+    )
     if status == "overdue":
         statement = statement.where(overdue_clock)
     elif status == "open":
@@ -111,8 +119,15 @@ def list_leads():
     statement = statement.order_by(LeadRow.created_at.desc(), LeadRow.lead_id).limit(limit).offset(offset)
     with get_db(current_app).session() as session:
         leads = session.execute(statement).scalars().all()
-        clocks = session.execute(select(ClockRow).where(
-            ClockRow.lead_id.in_([lead.lead_id for lead in leads]), ClockRow.stopped_at.is_(None))).scalars().all()
+        clocks = (
+            session.execute(
+                select(ClockRow).where(
+                    ClockRow.lead_id.in_([lead.lead_id for lead in leads]), ClockRow.stopped_at.is_(None)
+                )
+            )
+            .scalars()
+            .all()
+        )
     open_clocks: dict[str, list] = {}
     for clock in clocks:
         open_clocks.setdefault(clock.lead_id, []).append(_clock_json(clock, now))
@@ -127,50 +142,127 @@ def get_lead(lead_id: str):
         lead = session.get(LeadRow, lead_id)
         if lead is None:
             return error(404, f"no lead {lead_id!r}", field="lead_id")
-        events = session.execute(select(EventRow).where(EventRow.lead_id == lead_id)
-                                 .order_by(EventRow.occurred_at, EventRow.id)).scalars().all()
-        clocks = session.execute(select(ClockRow).where(ClockRow.lead_id == lead_id)
-                                 .order_by(ClockRow.started_at, ClockRow.id)).scalars().all()
-        escalations = session.execute(select(EscalationRow).where(EscalationRow.lead_id == lead_id)
-                                      .order_by(EscalationRow.fired_at, EscalationRow.id)).scalars().all()
-        alerts = session.execute(select(AlertRow).where(AlertRow.lead_id == lead_id)
-                                 .order_by(AlertRow.id)).scalars().all()
-        tasks = session.execute(select(FollowUpTaskRow).where(FollowUpTaskRow.lead_id == lead_id)
-                                .order_by(FollowUpTaskRow.id)).scalars().all()
+        events = (
+            session.execute(
+                select(EventRow).where(EventRow.lead_id == lead_id).order_by(EventRow.occurred_at, EventRow.id)
+            )
+            .scalars()
+            .all()
+        )
+        clocks = (
+            session.execute(
+                select(ClockRow).where(ClockRow.lead_id == lead_id).order_by(ClockRow.started_at, ClockRow.id)
+            )
+            .scalars()
+            .all()
+        )
+        escalations = (
+            session.execute(
+                select(EscalationRow)
+                .where(EscalationRow.lead_id == lead_id)
+                .order_by(EscalationRow.fired_at, EscalationRow.id)
+            )
+            .scalars()
+            .all()
+        )
+        alerts = (
+            session.execute(select(AlertRow).where(AlertRow.lead_id == lead_id).order_by(AlertRow.id)).scalars().all()
+        )
+        tasks = (
+            session.execute(
+                select(FollowUpTaskRow).where(FollowUpTaskRow.lead_id == lead_id).order_by(FollowUpTaskRow.id)
+            )
+            .scalars()
+            .all()
+        )
     clock_names = {clock.id: clock.name for clock in clocks}
     body = {
         **_lead_json(lead),
         "clocks": [_clock_json(clock, now) for clock in clocks],
-        "events": [{"event_id": e.event_id, "source": e.source, "type": e.type, "occurred_at": _iso(e.occurred_at),
-                    "received_at": _iso(e.received_at), "processed_at": _iso(e.processed_at),
-                    "data": json.loads(e.payload)} for e in events],
-        "escalations": [{"id": x.id, "clock": clock_names.get(x.clock_id), "level": x.level, "kind": x.kind,
-                         "due_at": _iso(x.due_at), "fired_at": _iso(x.fired_at),
-                         "late_by_s": round((x.fired_at - x.due_at).total_seconds(), 3),
-                         "owner": x.owner, "reassigned_to": x.reassigned_to,
-                         "acknowledged_at": _iso(x.acknowledged_at), "acknowledged_by": x.acknowledged_by}
-                        for x in escalations],
-        "alerts": [{"id": a.id, "escalation_id": a.escalation_id, "channel": a.channel,
-                    "recipient": a.recipient or None, "role": a.role, "status": a.status, "attempts": a.attempts,
-                    "last_error": a.last_error, "created_at": _iso(a.created_at),
-                    "delivered_at": _iso(a.delivered_at)} for a in alerts],
+        "events": [
+            {
+                "event_id": e.event_id,
+                "source": e.source,
+                "type": e.type,
+                "occurred_at": _iso(e.occurred_at),
+                "received_at": _iso(e.received_at),
+                "processed_at": _iso(e.processed_at),
+                "data": json.loads(e.payload),
+            }
+            for e in events
+        ],
+        "escalations": [
+            {
+                "id": x.id,
+                "clock": clock_names.get(x.clock_id),
+                "level": x.level,
+                "kind": x.kind,
+                "due_at": _iso(x.due_at),
+                "fired_at": _iso(x.fired_at),
+                "late_by_s": round((x.fired_at - x.due_at).total_seconds(), 3),
+                "owner": x.owner,
+                "reassigned_to": x.reassigned_to,
+                "acknowledged_at": _iso(x.acknowledged_at),
+                "acknowledged_by": x.acknowledged_by,
+            }
+            for x in escalations
+        ],
+        "alerts": [
+            {
+                "id": a.id,
+                "escalation_id": a.escalation_id,
+                "channel": a.channel,
+                "recipient": a.recipient or None,
+                "role": a.role,
+                "status": a.status,
+                "attempts": a.attempts,
+                "last_error": a.last_error,
+                "created_at": _iso(a.created_at),
+                "delivered_at": _iso(a.delivered_at),
+            }
+            for a in alerts
+        ],
     }
     clock_cycles = {clock.id: clock.cycle for clock in clocks}
-    body["follow_up_tasks"] = [{"id": t.id, "step": clock_names.get(t.clock_id), "cycle": clock_cycles.get(t.clock_id),
-                                "status": t.status, "crm": t.crm, "crm_task_id": t.crm_task_id, "owner": t.owner,
-                                "text": t.text, "due_at": _iso(t.due_at), "attempts": t.attempts,
-                                "last_error": t.last_error, "updated_at": _iso(t.updated_at)} for t in tasks]
+    body["follow_up_tasks"] = [
+        {
+            "id": t.id,
+            "step": clock_names.get(t.clock_id),
+            "cycle": clock_cycles.get(t.clock_id),
+            "status": t.status,
+            "crm": t.crm,
+            "crm_task_id": t.crm_task_id,
+            "owner": t.owner,
+            "text": t.text,
+            "due_at": _iso(t.due_at),
+            "attempts": t.attempts,
+            "last_error": t.last_error,
+            "updated_at": _iso(t.updated_at),
+        }
+        for t in tasks
+    ]
     timeline = [{"at": e["occurred_at"], "what": e["type"], "event_id": e["event_id"]} for e in body["events"]]
-    timeline += [{"at": t["updated_at"], "what": f"task.{t['status']}", "step": t["step"], "crm_task_id": t["crm_task_id"]}
-                 for t in body["follow_up_tasks"]]
-    timeline += [{"at": c["started_at"], "what": "clock.started", "clock": c["name"], "due_at": c["due_at"]}
-                 for c in body["clocks"]]
-    timeline += [{"at": c["stopped_at"], "what": f"clock.{c['status']}", "clock": c["name"], "reason": c["stop_reason"]}
-                 for c in body["clocks"] if c["stopped_at"]]
-    timeline += [{"at": x["fired_at"], "what": x["kind"], "level": x["level"], "clock": x["clock"]}
-                 for x in body["escalations"]]
-    timeline += [{"at": a["delivered_at"], "what": "alert.delivered", "channel": a["channel"], "recipient": a["recipient"]}
-                 for a in body["alerts"] if a["delivered_at"]]
+    timeline += [
+        {"at": t["updated_at"], "what": f"task.{t['status']}", "step": t["step"], "crm_task_id": t["crm_task_id"]}
+        for t in body["follow_up_tasks"]
+    ]
+    timeline += [
+        {"at": c["started_at"], "what": "clock.started", "clock": c["name"], "due_at": c["due_at"]}
+        for c in body["clocks"]
+    ]
+    timeline += [
+        {"at": c["stopped_at"], "what": f"clock.{c['status']}", "clock": c["name"], "reason": c["stop_reason"]}
+        for c in body["clocks"]
+        if c["stopped_at"]
+    ]
+    timeline += [
+        {"at": x["fired_at"], "what": x["kind"], "level": x["level"], "clock": x["clock"]} for x in body["escalations"]
+    ]
+    timeline += [
+        {"at": a["delivered_at"], "what": "alert.delivered", "channel": a["channel"], "recipient": a["recipient"]}
+        for a in body["alerts"]
+        if a["delivered_at"]
+    ]
     body["timeline"] = sorted(timeline, key=lambda item: item["at"])
     return jsonify(body)
 
@@ -200,13 +292,15 @@ def sla_report():
         return error(400, f"by must be one of {', '.join(REPORT_GROUPS)}", field="by")
     with get_db(current_app).session() as session:
         rows = session.execute(
-            select(ClockRow, LeadRow).join(LeadRow, LeadRow.lead_id == ClockRow.lead_id)
+            select(ClockRow, LeadRow)
+            .join(LeadRow, LeadRow.lead_id == ClockRow.lead_id)
             .where(ClockRow.name == FIRST_TOUCH, ClockRow.started_at >= start, ClockRow.started_at < end)
         ).all()
     groups: dict[str | None, dict] = {}
     for clock, lead in rows:
-        group = groups.setdefault(getattr(lead, by), {"leads": 0, "met": 0, "missed": 0, "overdue": 0,
-                                                        "running": 0, "touch_s": []})
+        group = groups.setdefault(
+            getattr(lead, by), {"leads": 0, "met": 0, "missed": 0, "overdue": 0, "running": 0, "touch_s": []}
+        )
         status = _clock_json(clock, now)["status"]
         group["leads"] += 1
         group[status] += 1
@@ -216,7 +310,12 @@ def sla_report():
     for key, group in sorted(groups.items(), key=lambda item: str(item[0])):
         decided = group["met"] + group["missed"] + group["overdue"]
         touch = group.pop("touch_s")
-        out.append({by: key, **group,
-                    "compliance": round(group["met"] / decided, 4) if decided else None,
-                    "first_touch_median_s": round(statistics.median(touch), 1) if touch else None})
+        out.append(
+            {
+                by: key,
+                **group,
+                "compliance": round(group["met"] / decided, 4) if decided else None,
+                "first_touch_median_s": round(statistics.median(touch), 1) if touch else None,
+            }
+        )
     return jsonify({"from": _iso(start), "to": _iso(end), "by": by, "clock": FIRST_TOUCH, "groups": out})

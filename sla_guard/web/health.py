@@ -6,8 +6,8 @@ from flask import Blueprint, Response, current_app, jsonify
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import metrics
-from ..store.db import get_db
+from sla_guard import metrics
+from sla_guard.store.db import get_db
 
 bp = Blueprint("health", __name__)
 

@@ -1,0 +1,367 @@
+"""The rules file: its schema, loading, and errors that point into the file.
+
+Pure apart from :func:`load_rules_file`, which reads the file. Everything else takes text or
+decoded YAML and returns a :class:`RuleSet` or raises :class:`RulesError` with every problem
+found, each with its path (``rules[2].first_touch.within``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sla_guard.core.rules.durations import parse_duration
+from sla_guard.core.rules.notify_spec import CHANNEL_MODELS, DigestSpec, OpsSpec, QuietHours
+from sla_guard.exceptions import RulesError
+
+ROLES = ("owner", "manager", "head")
+"""Targets of ``notify`` that name a person by their relation to the lead."""
+
+MATCH_FIELDS = ("source", "pipeline", "stage", "priority", "team", "owner", "tags", "amount", "name")
+"""Lead fields a rule's ``match`` may test."""
+
+CHANNEL_TYPES = tuple(CHANNEL_MODELS)
+"""Channel types this version can deliver to."""
+
+LOG_CHANNEL = "log"
+"""The built-in channel that writes the alert to sla-guard's log; always available."""
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    return parse_duration(value)
+
+
+Duration = Annotated[timedelta, PlainValidator(_duration)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EscalationLevel(_Spec):
+    """One rung of an escalation ladder: ``after`` the breach, alert ``notify``."""
+
+    after: Duration = timedelta(0)
+    notify: tuple[str, ...] = Field(min_length=1)
+    reassign: bool = False
+
+    @field_validator("after")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must not be negative")
+        return value
+
+
+class WarnAt(_Spec):
+    """When to warn before a deadline: a share of the budget or a time before the deadline."""
+
+    share: float | None = None
+    before: timedelta | None = None
+
+    def offset(self, budget: timedelta) -> timedelta | None:
+        """Business time from the clock's start to the warning, or None when it makes no sense."""
+        if self.share is not None:
+            return budget * self.share
+        if self.before is not None and self.before < budget:
+            return budget - self.before
+        return None
+
+
+def _warn_at(value: Any) -> WarnAt | None:
+    if value is None or isinstance(value, WarnAt):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*%\s*", value):
+        share = float(value.strip().rstrip("%")) / 100
+        if not 0 < share < 1:
+            raise ValueError(f'"{value}" must be between 0% and 100%')
+        return WarnAt(share=share)
+    try:
+        return WarnAt(before=parse_duration(value))
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is neither a percentage of the budget (80%) nor a duration before the deadline (10m)"
+        ) from None
+
+
+class ClockRule(_Spec):
+    """A deadline: met within ``within`` (business time), warned at ``warn_at``, then escalated."""
+
+    within: Duration
+    warn_at: Annotated[WarnAt | None, BeforeValidator(_warn_at)] = None
+    escalate: tuple[EscalationLevel, ...] = (EscalationLevel(notify=("owner",)),)
+
+    @field_validator("within")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return value
+
+    @field_validator("escalate")
+    @classmethod
+    def _ordered(cls, value: tuple[EscalationLevel, ...]) -> tuple[EscalationLevel, ...]:
+        if not value:
+            raise ValueError("needs at least one level")
+        afters = [level.after for level in value]
+        if afters != sorted(afters):
+            raise ValueError("levels must be in increasing order of `after`")
+        return value
+
+
+class StageRule(_Spec):
+    """Maximum time in a stage: ``{max: 2d, notify: [owner, manager]}`` or a full ladder."""
+
+    max: Duration
+    warn_at: Annotated[WarnAt | None, BeforeValidator(_warn_at)] = None
+    notify: tuple[str, ...] | None = None
+    escalate: tuple[EscalationLevel, ...] | None = None
+
+    def as_clock(self) -> ClockRule:
+        ladder = self.escalate or (EscalationLevel(notify=self.notify or ("owner",)),)
+        return ClockRule(within=self.max, warn_at=self.warn_at, escalate=ladder)
+
+
+FOLLOW_UP_ENDS = ("touch", "stage_change", "close")
+"""What may end a follow-up cadence early (``until``)."""
+
+
+class FollowUpTrigger(_Spec):
+    """What starts a cadence: entering a stage, the first touch, or a touch with a given outcome."""
+
+    stage: str | None = None
+    first_touch: bool = False
+    touch_outcome: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        given = [self.stage is not None, self.first_touch, self.touch_outcome is not None]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of stage, first_touch: true, touch_outcome")
+        return self
+
+
+class FollowUpRule(_Spec):
+    """A follow-up cadence: at each ``after`` offset from its trigger a task for the owner is created;
+    a task not done within ``grace`` escalates through ``escalate``."""
+
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,60}$")
+    when: FollowUpTrigger
+    after: tuple[Duration, ...] = Field(min_length=1)
+    task: str = Field(min_length=1, max_length=2000)
+    grace: Duration = parse_duration("1d")
+    escalate: tuple[EscalationLevel, ...] = (EscalationLevel(notify=("owner", "manager")),)
+    until: tuple[Literal["touch", "stage_change", "close"], ...] = ("stage_change", "close")
+
+    @field_validator("after")
+    @classmethod
+    def _increasing(cls, value):
+        if list(value) != sorted(value) or len(set(value)) != len(value):
+            raise ValueError("steps must be in increasing order")
+        return value
+
+
+MatchValue = str | int | float | bool | list[str | int | float] | dict[str, float]
+
+
+class Rule(_Spec):
+    """One SLA rule; the first rule whose ``match`` holds applies to a lead."""
+
+    name: str = Field(min_length=1)
+    match: dict[str, MatchValue] = {}
+    calendar: str | None = None
+    first_touch: ClockRule | None = None
+    stages: dict[str, StageRule] = {}
+    follow_ups: tuple[FollowUpRule, ...] = ()
+    pause_in_stages: tuple[str, ...] = ()
+
+
+class Channel(_Spec):
+    """Where alerts go. ``webhook`` POSTs the alert JSON; ``log`` writes it to the log."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+    url: str | None = None
+    timeout_s: float = 5.0
+
+
+class Person(_Spec):
+    """A member of the sales team: their manager, team and the channels that reach them.
+
+    ``telegram``, ``slack`` and ``email`` are the person's addresses on channels that do not
+    name a destination of their own, ``crm_id`` their user id in the CRM (for ``crm`` tasks);
+    ``locale`` overrides the file's; ``quiet_hours`` holds their alerts back at night.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    manager: str | None = None
+    team: str | None = None
+    channels: tuple[str, ...] = ()
+    locale: Literal["en", "ru"] | None = None
+    telegram: str | int | None = None
+    slack: str | None = None
+    email: str | None = None
+    crm_id: str | int | None = None
+    quiet_hours: QuietHours | None = None
+
+
+class Team(_Spec):
+    """A sales team: its head (the ``head`` role) and its members."""
+
+    head: str | None = None
+    members: tuple[str, ...] = ()
+
+
+class RulesFile(_Spec):
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f'"{value}" is not an IANA time zone (e.g. Europe/Moscow)') from None
+        return value
+
+    locale: Literal["en", "ru"] = "en"
+    calendars: dict[str, Any] = {}
+    channels: dict[str, Channel] = {}
+    people: dict[str, Person] = {}
+    teams: dict[str, Team] = {}
+    on_duty: str | None = None
+    ops: OpsSpec = OpsSpec()
+    digests: DigestSpec | None = None
+    rules: tuple[Rule, ...] = ()
+
+
+class RuleSet:
+    """A loaded, validated rules file. Immutable; a new version is a new object."""
+
+    def __init__(self, spec: RulesFile, calendars: dict, version: str, text: str):
+        self.spec = spec
+        self.calendars = calendars
+        self.version = version
+        self.text = text
+        self.rules = spec.rules
+        self.channels = spec.channels
+        self.people = spec.people
+        self.teams = spec.teams
+        self.by_name = {rule.name: rule for rule in spec.rules}
+
+    def rule(self, name: str | None) -> Rule | None:
+        return self.by_name.get(name) if name else None
+
+    def calendar_for(self, rule: Rule):
+        from sla_guard.core.rules.calendar import ALWAYS
+
+        return self.calendars.get(rule.calendar, ALWAYS) if rule.calendar else ALWAYS
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" in str(part) or str(part) in (
+            "str",
+            "int",
+            "float",
+            "bool",
+            "list[union[str,int,float]]",
+            "dict[str,float]",
+        ):
+            continue  # pydantic's names for union branches, not keys of the file
+        else:
+            out = f"{out}.{part}" if out else str(part)
+    return out
+
+
+def _clean_message(error: dict) -> str:
+    message = error["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    return message
+
+
+def parse_rules(text: str, env: dict | None = None) -> RuleSet:
+    """Validate rules-file text and return a :class:`RuleSet`; raise :class:`RulesError` listing every problem."""
+    from sla_guard.core.rules.calendar import parse_calendar
+    from sla_guard.core.rules.checks import cross_check, expand_env
+
+    env = dict(os.environ) if env is None else env
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "file"
+        raise RulesError([(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    if not isinstance(raw, dict):
+        raise RulesError([("", "the rules file must be a YAML mapping with a `rules:` list")])
+    errors: list[tuple[str, str]] = []
+    raw = expand_env(raw, "", env, errors)
+    raw_rules = raw.pop("rules", [])
+    if not isinstance(raw_rules, list):
+        errors.append(("rules", "must be a list of rules"))
+        raw_rules = []
+    rules, positions = [], []
+    for index, item in enumerate(raw_rules):
+        try:
+            rules.append(Rule.model_validate(item))
+            positions.append(index)
+        except ValidationError as exc:
+            errors.extend(
+                (_path(("rules", index, *error["loc"])), _clean_message(error))
+                for error in exc.errors(include_url=False)
+            )
+    try:
+        spec = RulesFile.model_validate({**raw, "rules": rules})
+    except ValidationError as exc:
+        errors.extend((_path(error["loc"]), _clean_message(error)) for error in exc.errors(include_url=False))
+        raise RulesError(errors) from None
+    if len(rules) < len(raw_rules):
+        cross_check(spec, {name: None for name in spec.calendars}, errors, positions)
+        raise RulesError(errors)
+    calendars = {}
+    for name, calendar_spec in spec.calendars.items():
+        try:
+            calendars[name] = parse_calendar(name, calendar_spec, spec.timezone)
+        except RulesError as exc:
+            errors.extend(exc.errors)
+    cross_check(spec, calendars, errors, positions)
+    if errors:
+        raise RulesError(errors)
+    version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return RuleSet(spec, calendars, version, text)
+
+
+def load_rules_file(path: str, env: dict | None = None) -> RuleSet:
+    """Read and validate the rules file at ``path``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise RulesError([("", f"cannot read rules file {path}: {exc.strerror}")]) from None
+    return parse_rules(text, env)

@@ -1,0 +1,139 @@
+"""Webhook endpoints: verify, validate, store, acknowledge. Slow work happens in workers.
+
+An event is acknowledged (202) only after it is committed to the database; whatever happens to
+Redis afterwards, the reconciler applies it. A refused request stores nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from flask import Blueprint, current_app, jsonify, request
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from sla_guard import metrics
+from sla_guard.core.events import LeadEvent, parse_events
+from sla_guard.exceptions import InvalidEvent, Unauthorized
+from sla_guard.ingest.adapters.base import Lookup
+from sla_guard.ingest.pending import push
+from sla_guard.outbox.crm_sync import insert_lookups, schedule_lookup
+from sla_guard.security import SIGNATURE_HEADER, verify_signature
+from sla_guard.store.db import get_db
+from sla_guard.store.repository import insert_events
+from sla_guard.web.errors import error
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+log = logging.getLogger("sla_guard.webhooks")
+
+
+def _now():
+    return current_app.extensions["sla_guard.clock"]()
+
+
+def ingest(
+    source: str,
+    events: list[LeadEvent],
+    started: float,
+    *,
+    ignored: Sequence[str] = (),
+    lookups: Sequence[Lookup] = (),
+    after_commit: Callable[[list[LeadEvent]], None] | None = None,
+):
+    """Store ``events`` and answer 202 with what was accepted and what was a duplicate.
+
+    CRM endpoints may also pass the kinds they acknowledged without an event (``ignored``,
+    counted and listed in the answer), the REST look-ups a notification needs (``lookups``,
+    stored in the same transaction as the events, each once per key, then queued), and
+    ``after_commit``, called with the newly accepted events to queue follow-up jobs.
+    """
+    queue_name = current_app.config["SLA_GUARD_QUEUE"]
+    now = _now()
+    try:
+        with get_db(current_app).session() as session:
+            accepted, duplicates = insert_events(session, source, events, now)
+            new_lookups, repeated = insert_lookups(session, source, lookups, now) if lookups else ([], [])
+    except SQLAlchemyError as exc:
+        metrics.EVENTS_REJECTED.labels(source, "database").inc()
+        log.error("events not stored: database unavailable", extra={"source": source, "error": type(exc).__name__})
+        return error(503, "the database cannot store events right now; retry later")
+    metrics.EVENTS_ACCEPTED.labels(source).inc(len(accepted) + len(new_lookups))
+    if duplicates or repeated:
+        metrics.EVENTS_DUPLICATE.labels(source).inc(len(duplicates) + len(repeated))
+    for kind in ignored:
+        metrics.EVENTS_IGNORED.labels(source, kind).inc()
+    accepted_set = set(accepted)
+    leads = list(dict.fromkeys(event.lead.id for event in events if event.event_id in accepted_set))
+    redis = current_app.extensions["sla_guard.redis"]
+    try:
+        push(redis, queue_name, leads)
+        for lookup_id, _key in new_lookups:
+            schedule_lookup(redis, queue_name, lookup_id, 1)
+        if after_commit is not None:
+            after_commit([event for event in events if event.event_id in accepted_set])
+    except RedisError as exc:
+        log.warning(
+            "events stored, processing deferred to the reconciler",
+            extra={"source": source, "error": type(exc).__name__, "lead_ids": leads},
+        )
+    if accepted:
+        log.info(
+            "events accepted",
+            extra={
+                "source": source,
+                "event_ids": accepted,
+                "lead_ids": leads,
+                **({"event_id": accepted[0], "lead_id": leads[0]} if len(leads) == 1 else {}),
+            },
+        )
+    for lookup_id, key in new_lookups:
+        log.info(
+            "notification accepted, its record is to be read",
+            extra={"source": source, "lookup_id": lookup_id, "key": key},
+        )
+    metrics.INGEST_SECONDS.labels(source).observe(time.perf_counter() - started)
+    body = {"accepted": accepted + [key for _id, key in new_lookups], "duplicates": duplicates + repeated}
+    if ignored:
+        body["ignored"] = list(ignored)
+    return jsonify(body), 202
+
+
+def _reject(source: str, reason: str, status: int, message: str, field: str | None = None):
+    metrics.EVENTS_REJECTED.labels(source, reason).inc()
+    log.info("webhook refused", extra={"source": source, "reason": reason, "status": status, "field": field})
+    return error(status, message, field=field)
+
+
+@bp.post("/generic")
+def generic():
+    started = time.perf_counter()
+    secret = current_app.config.get("SLA_GUARD_WEBHOOK_SECRET")
+    if not secret:
+        return error(404, "the generic webhook is not enabled: set SLA_GUARD_WEBHOOK_SECRET")
+    if request.mimetype != "application/json":
+        return _reject("generic", "content_type", 415, "Content-Type must be application/json", "Content-Type")
+    if (request.content_length or 0) > current_app.config["SLA_GUARD_MAX_BODY_BYTES"]:
+        return _reject("generic", "too_large", 413, "request body is over the size limit", "body")
+    body = request.get_data(cache=False)
+    try:
+        verify_signature(
+            request.headers.get(SIGNATURE_HEADER),
+            body,
+            secret,
+            _now().timestamp(),
+            current_app.config["SLA_GUARD_SIGNATURE_MAX_AGE_S"],
+        )
+    except Unauthorized as exc:
+        return _reject("generic", "signature", 401, exc.reason, SIGNATURE_HEADER)
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _reject("generic", "malformed", 400, f"body is not valid JSON: {exc}", "body")
+    try:
+        events = parse_events(payload)
+    except InvalidEvent as exc:
+        return _reject("generic", "invalid", 400, exc.message, exc.field)
+    return ingest("generic", events, started)

@@ -1,0 +1,1 @@
+"""The outbox: everything sla-guard sends (alerts, digests, CRM tasks, look-ups, reassignments)."""

@@ -1,0 +1,226 @@
+"""Follow-up tasks in Pipedrive as activities of type ``task``, over API v1.
+
+- create: ``POST /v1/activities`` with ``subject``, ``type`` (``task``, or
+  ``SLA_GUARD_PIPEDRIVE_TASK_TYPE``), ``due_date`` (``YYYY-MM-DD``) and ``due_time``
+  (``HH:MM``), both in UTC as Pipedrive expects, ``deal_id`` (a number) or ``lead_id`` (a
+  UUID), ``user_id`` and ``note`` (HTML: text + marker line); ``201`` answers
+  ``{"success": true, "data": {"id": …}}``.
+- find: ``GET /v1/activities?user_id=0&type=task&start_date=<due>&end_date=<due>`` (every
+  user's activities of that due day), matching the deal/lead and the marker in ``note``.
+- close: ``PUT /v1/activities/<id>`` with ``{"done": 1}``.
+- status: ``GET /v1/activities/<id>`` → ``done``; 404/410 or ``active_flag: false`` → gone.
+- assign_owner: ``PUT /v1/deals/<id>`` with ``{"user_id": <user id>}``, or for a lead
+  ``PATCH /v1/leads/<uuid>`` with ``{"owner_id": <user id>}``.
+
+Without an owner the record's owner is read (``GET /v1/deals/<id>`` → ``user_id``,
+``GET /v1/leads/<id>`` → ``owner_id``): Pipedrive would otherwise assign the activity to the
+token's user. The token goes in the ``x-api-token`` header, never in the URL. Rate limits
+are per 2-second window (``x-ratelimit-reset`` says when it resets) plus a daily budget
+counted in UTC (``x-daily-requests-left``); both answer 429.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import requests
+
+from sla_guard.outbox.crm_tasks.base import (
+    DEFAULT_TIMEOUT,
+    Http,
+    TaskError,
+    TaskNotFound,
+    TaskRequest,
+    has_marker,
+    html_with_marker,
+    json_body,
+    numeric_id,
+    record_kind,
+    setting,
+    subject,
+)
+
+CRM = "Pipedrive"
+API_TOKEN = "SLA_GUARD_PIPEDRIVE_API_TOKEN"
+API_URL = "SLA_GUARD_PIPEDRIVE_API_URL"
+TASK_TYPE = "SLA_GUARD_PIPEDRIVE_TASK_TYPE"
+DEFAULT_API_URL = "https://api.pipedrive.com"
+DEFAULT_TASK_TYPE = "task"
+_WINDOW_S = 2.0
+"""Pipedrive's rate-limit window."""
+
+
+class PipedriveTasks:
+    """Task client for one Pipedrive company (an API token)."""
+
+    def __init__(
+        self,
+        api_token: str,
+        session: requests.Session,
+        *,
+        api_url: str = DEFAULT_API_URL,
+        task_type: str = DEFAULT_TASK_TYPE,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+    ):
+        self.api_url = api_url.rstrip("/")
+        self.task_type = task_type
+        self.http = Http(CRM, session, timeout, [api_token], API_TOKEN)
+        self.headers = {"x-api-token": api_token, "Accept": "application/json"}
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> PipedriveTasks | None:
+        """The client, or ``None`` unless ``SLA_GUARD_PIPEDRIVE_API_TOKEN`` is set."""
+        token = setting(settings, API_TOKEN)
+        if not token:
+            return None
+        return cls(
+            token,
+            session,
+            api_url=setting(settings, API_URL) or DEFAULT_API_URL,
+            task_type=setting(settings, TASK_TYPE) or DEFAULT_TASK_TYPE,
+        )
+
+    # --- TaskClient -----------------------------------------------------------------------
+
+    def create(self, task: TaskRequest) -> str:
+        field, record = _record(task)
+        owner = numeric_id(task.owner, CRM, "the owner") if task.owner else self._owner(task.kind, record)
+        body = {
+            "subject": subject(task.text, 255),
+            "type": self.task_type,
+            "due_date": task.due_at.strftime("%Y-%m-%d"),
+            "due_time": task.due_at.strftime("%H:%M"),
+            field: record,
+            "user_id": owner,
+            "note": html_with_marker(task.text, task.idempotency_key),
+        }
+        what = f"creating the activity for {task.kind} {record}"
+        response = self._send("POST", "/v1/activities", what, json=body)
+        if response.status_code not in (200, 201):
+            raise self._error(response, what)
+        data = _data(json_body(response))
+        if not isinstance(data, dict) or data.get("id") is None:
+            raise self.http.fail(
+                f"{what}: the answer holds no activity id", transient=False, status=response.status_code
+            )
+        return str(data["id"])
+
+    def find(self, task: TaskRequest) -> str | None:
+        field, record = _record(task)
+        day = task.due_at.strftime("%Y-%m-%d")
+        params = {"user_id": "0", "type": self.task_type, "start_date": day, "end_date": day, "limit": "500"}
+        what = f"listing the activities due {day}"
+        response = self._send("GET", "/v1/activities", what, params=params)
+        if response.status_code != 200:
+            raise self._error(response, what)
+        items = _data(json_body(response))
+        for item in items if isinstance(items, list) else []:
+            if (
+                isinstance(item, dict)
+                and item.get("id") is not None
+                and _same(item.get(field), record)
+                and has_marker(item.get("note"), task.idempotency_key)
+            ):
+                return str(item["id"])
+        return None
+
+    def close(self, task_id: str) -> None:
+        number = numeric_id(task_id, CRM, "the activity id")
+        what = f"marking activity {number} done"
+        response = self._send("PUT", f"/v1/activities/{number}", what, json={"done": 1})
+        if response.status_code == 200:
+            return
+        error = self._error(response, what)
+        if not isinstance(error, TaskNotFound):
+            raise error
+
+    def status(self, task_id: str) -> str:
+        number = numeric_id(task_id, CRM, "the activity id")
+        what = f"reading activity {number}"
+        response = self._send("GET", f"/v1/activities/{number}", what)
+        if response.status_code in (404, 410):
+            return "gone"
+        if response.status_code != 200:
+            raise self._error(response, what)
+        data = _data(json_body(response))
+        if not isinstance(data, dict):
+            raise self.http.fail(f"{what}: the answer is not an activity", transient=False, status=200)
+        if data.get("active_flag") is False:
+            return "gone"
+        return "done" if data.get("done") in (True, 1, "1") else "open"
+
+    def assign_owner(self, lead_id: str, owner: str, kind: str = "deal") -> None:
+        kind = record_kind(kind, CRM)
+        record = _record_id(kind, lead_id)
+        user = numeric_id(owner, CRM, "the new owner")
+        what = f"setting the owner of {kind} {record} to {user}"
+        if kind == "deal":
+            response = self._send("PUT", f"/v1/deals/{record}", what, json={"user_id": user})
+        else:
+            response = self._send("PATCH", f"/v1/leads/{record}", what, json={"owner_id": user})
+        if response.status_code != 200:
+            raise self._error(response, what)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _owner(self, kind: str, record: int | str) -> int:
+        path, key = (f"/v1/deals/{record}", "user_id") if kind == "deal" else (f"/v1/leads/{record}", "owner_id")
+        what = f"reading the owner of {kind} {record}"
+        response = self._send("GET", path, what)
+        if response.status_code != 200:
+            raise self._error(response, what)
+        data = _data(json_body(response))
+        owner = data.get(key) if isinstance(data, dict) else None
+        owner = owner.get("id") if isinstance(owner, dict) else owner  # v1 deals expand user_id
+        if owner in (None, "", 0):
+            raise self.http.fail(f"{what}: the record has no owner", transient=False, status=200)
+        return numeric_id(str(owner), CRM, key)
+
+    def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
+        return self.http.send(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)
+
+    def _error(self, response: requests.Response, what: str) -> TaskError:
+        body = json_body(response)
+        detail = str(body.get("error") or "").strip() if isinstance(body, dict) else ""
+        return self.http.error(response, what, detail or None, retry_after_s=_rate_wait(response))
+
+
+def _record(task: TaskRequest) -> tuple[str, int | str]:
+    """``("deal_id", 42)`` or ``("lead_id", "<uuid>")``."""
+    return f"{task.kind}_id", _record_id(task.kind, task.lead_id)
+
+
+def _record_id(kind: str, lead_id: str) -> int | str:
+    """A deal's number, or a lead's UUID (Pipedrive leads are UUIDs, deals whole numbers)."""
+    if kind == "deal":
+        return numeric_id(lead_id, CRM, "the deal id")
+    try:
+        return str(uuid.UUID(str(lead_id).strip()))
+    except ValueError:
+        raise TaskError(CRM, f"the lead id must be a UUID, got {str(lead_id)[:40]!r}", transient=False) from None
+
+
+def _same(value: Any, record: int | str) -> bool:
+    return value is not None and str(value).lower() == str(record).lower()
+
+
+def _data(body: Any) -> Any:
+    return body.get("data") if isinstance(body, dict) else None
+
+
+def _rate_wait(response: requests.Response) -> float | None:
+    """How long a 429 asks to wait without ``Retry-After``: the window, or the day's end (UTC)."""
+    if response.status_code != 429:
+        return None
+    if (response.headers.get("x-daily-requests-left") or "").strip() == "0":
+        now = datetime.now(UTC)
+        midnight = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=UTC)
+        return (midnight - now).total_seconds()
+    reset = response.headers.get("x-ratelimit-reset")
+    try:
+        return max(0.0, float(reset)) if reset else _WINDOW_S
+    except ValueError:
+        return _WINDOW_S

@@ -1,0 +1,325 @@
+"""Daily digests and weekly SLA summaries: recorded once per period, then delivered with retries.
+
+The reconciler calls :func:`queue_digests` on every pass. When a digest's local time has come
+(``digests.daily_at``, ``digests.weekly_on`` + ``weekly_at``), one row per (kind, period,
+recipient, channel) is written with its text; the unique constraint makes that once however
+many workers try. Rows are then delivered by the ``deliver_digest`` job through the same
+channels as alerts: transient failures are retried with backoff, permanent ones fail the row.
+A manager in their quiet hours gets the digest when those end. A daily digest with nothing
+overdue is recorded as ``skipped`` and not sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+
+from redis.exceptions import RedisError
+from sqlalchemy import or_, select, update
+
+from sla_guard.core.engine import FIRST_TOUCH
+from sla_guard.outbox.delivery import CLAIM_S, backoff_s
+from sla_guard.outbox.notify.channels import DeliveryError, channel_secrets, send
+from sla_guard.outbox.notify.digest_texts import (
+    ClockOutcome,
+    Overdue,
+    Period,
+    Scope,
+    daily_text,
+    due_periods,
+    managers,
+    subject_of,
+    summarize,
+    weekly_text,
+)
+from sla_guard.outbox.notify.routing import address_for, person_locale, person_quiet_until
+from sla_guard.outbox.notify.transport import redact
+from sla_guard.queueing import enqueue
+from sla_guard.runtime import Runtime
+from sla_guard.store.models import ClockRow, DigestRow, EscalationRow, LeadRow
+from sla_guard.store.repository import LEAD_FIELDS, _insert, clock_state
+from sla_guard.timers import arming as timers
+
+log = logging.getLogger("sla_guard.outbox.digests")
+
+DELIVER_DIGEST_JOB = "workers.jobs.deliver_digest"
+"""Dotted path of the job that (re)tries one digest's delivery."""
+
+
+def _channels_of(runtime: Runtime, person: str) -> tuple[str, ...]:
+    rules = runtime.rules.current()
+    spec = rules.people.get(person)
+    names = [
+        name for name in (spec.channels if spec else ()) if getattr(rules.channels.get(name), "type", None) != "crm"
+    ]
+    return tuple(names) or ("log",)
+
+
+def _overdue(session, now: datetime) -> list[Overdue]:
+    rows = session.execute(
+        select(ClockRow, LeadRow)
+        .join(LeadRow, LeadRow.lead_id == ClockRow.lead_id)
+        .where(ClockRow.stopped_at.is_(None), ClockRow.due_at <= now, LeadRow.status == "open")
+    ).all()
+    return [
+        Overdue(
+            {"lead_id": lead.lead_id, **{name: getattr(lead, name) for name in LEAD_FIELDS}},
+            clock.name,
+            clock.rule_name,
+            clock.due_at,
+        )
+        for clock, lead in rows
+        if getattr(clock, "paused_at", None) is None
+    ]
+
+
+def _week(session, period: Period, now: datetime):
+    clocks = session.execute(
+        select(ClockRow, LeadRow)
+        .join(LeadRow, LeadRow.lead_id == ClockRow.lead_id)
+        .where(ClockRow.name == FIRST_TOUCH, ClockRow.started_at >= period.start, ClockRow.started_at < period.at)
+    ).all()
+    outcomes = []
+    for clock, lead in clocks:
+        touch = (
+            (lead.first_touch_at - lead.created_at).total_seconds() if lead.first_touch_at and lead.created_at else None
+        )
+        outcomes.append(
+            ClockOutcome(
+                lead.owner,
+                lead.team,
+                clock_state(clock).status(period.at),
+                max(0.0, touch) if touch is not None else None,
+            )
+        )
+    escalations = [
+        tuple(row)
+        for row in session.execute(
+            select(EscalationRow.owner, LeadRow.team)
+            .join(LeadRow, LeadRow.lead_id == EscalationRow.lead_id)
+            .where(EscalationRow.fired_at >= period.start, EscalationRow.fired_at < period.at, EscalationRow.level > 0)
+        )
+    ]
+    overdue_now = [(item.lead.get("owner"), item.lead.get("team")) for item in _overdue(session, now)]
+    return outcomes, escalations, overdue_now
+
+
+def _rows(runtime: Runtime, session, period: Period, now: datetime) -> list[dict]:
+    """Every digest row of ``period``: recipient, channel, payload, status, not-before."""
+    rules = runtime.rules.current()
+    spec = rules.spec.digests
+    zone = (spec.timezone if spec else None) or rules.spec.timezone
+    out = []
+
+    def add(recipient: str, channel: str, text: str, extra: dict, skipped: bool = False) -> None:
+        payload = {
+            "alert_id": None,
+            "digest_id": None,
+            "kind": f"digest.{period.kind}",
+            "period": period.key,
+            "lead_id": None,
+            "recipient": recipient or None,
+            "role": "digest",
+            "channel": channel,
+            "fired_at": now.isoformat().replace("+00:00", "Z"),
+            "text": text,
+            "subject": subject_of(text),
+            **extra,
+        }
+        wait = person_quiet_until(rules, recipient, now) if recipient else None
+        out.append(
+            {
+                "recipient": recipient,
+                "channel": channel,
+                "payload": payload,
+                "status": "skipped" if skipped else "pending",
+                "claimed_until": wait,
+            }
+        )
+
+    staff = managers(rules)
+    if period.kind == "daily":
+        overdue = _overdue(session, now)
+        for person, scope in staff.items():
+            mine = [item for item in overdue if scope.covers(item.lead.get("owner"), item.lead.get("team"))]
+            text = daily_text(mine, person_locale(rules, person), period.key, now)
+            leads = [
+                {
+                    **item.lead,
+                    "clock": item.clock,
+                    "rule": item.rule,
+                    "due_at": item.due_at.isoformat().replace("+00:00", "Z"),
+                }
+                for item in mine
+            ]
+            for channel in _channels_of(runtime, person):
+                add(person, channel, text, {"leads": leads}, skipped=not mine)
+        return out
+    outcomes, escalations, overdue_now = _week(session, period, now)
+    for person, scope in staff.items():
+        summary = summarize(outcomes, escalations, overdue_now, scope)
+        text = weekly_text(summary, person_locale(rules, person), period, zone, team_scope=True)
+        for channel in _channels_of(runtime, person):
+            add(person, channel, text, {"summary": summary.as_dict()})
+    if spec and spec.weekly_notify:
+        summary = summarize(outcomes, escalations, overdue_now, None)
+        text = weekly_text(summary, rules.spec.locale, period, zone, team_scope=False)
+        for channel in dict.fromkeys(spec.weekly_notify):
+            add("", channel, text, {"summary": summary.as_dict()})
+    return out
+
+
+def prepare(runtime: Runtime, now: datetime) -> list[int]:
+    """Record the digests due at ``now`` that are not recorded yet; return the new pending rows' ids."""
+    rules = runtime.rules.current()
+    done: set = runtime.__dict__.setdefault("_digest_periods_done", set())
+    created: list[int] = []
+    for period in due_periods(rules.spec.digests, rules.spec.timezone, now):
+        if (period.kind, period.key) in done:
+            continue
+        with runtime.db.session() as session:
+            recorded = session.execute(
+                select(DigestRow.id).where(DigestRow.kind == period.kind, DigestRow.period == period.key).limit(1)
+            ).first()
+            rows = [] if recorded else _rows(runtime, session, period, now)
+            for row in rows:
+                digest_id = session.execute(
+                    _insert(session, DigestRow)
+                    .values(
+                        kind=period.kind,
+                        period=period.key,
+                        recipient=row["recipient"],
+                        channel=row["channel"],
+                        payload="{}",
+                        status=row["status"],
+                        attempts=0,
+                        created_at=now,
+                        claimed_until=row["claimed_until"],
+                    )
+                    .on_conflict_do_nothing(index_elements=["kind", "period", "recipient", "channel"])
+                    .returning(DigestRow.id)
+                ).scalar()
+                if digest_id is None:
+                    continue
+                payload = {**row["payload"], "digest_id": digest_id}
+                session.execute(
+                    update(DigestRow)
+                    .where(DigestRow.id == digest_id)
+                    .values(payload=json.dumps(payload, ensure_ascii=False))
+                )
+                if row["status"] == "pending":
+                    created.append(digest_id)
+        done.add((period.kind, period.key))
+        if rows:
+            log.info("digests recorded", extra={"kind": period.kind, "period": period.key, "rows": len(rows)})
+    return created
+
+
+def deliver_digest(runtime: Runtime, digest_id: int) -> str:
+    """Try to deliver one digest once; return its status afterwards."""
+    now = runtime.now()
+    with runtime.db.session() as session:
+        claimed = session.execute(
+            update(DigestRow)
+            .where(
+                DigestRow.id == digest_id,
+                DigestRow.status.in_(("pending", "sending")),
+                or_(DigestRow.claimed_until.is_(None), DigestRow.claimed_until <= now),
+            )
+            .values(status="sending", attempts=DigestRow.attempts + 1, claimed_until=now + timedelta(seconds=CLAIM_S))
+        ).rowcount
+        if not claimed:
+            return "not_claimed"
+        row = session.execute(select(DigestRow).where(DigestRow.id == digest_id)).scalar_one()
+    rules = runtime.rules.current()
+    channel = rules.channels.get(row.channel)
+    context = {"digest_id": digest_id, "channel": row.channel, "attempt": row.attempts}
+    try:
+        try:
+            send(
+                row.channel,
+                channel,
+                json.loads(row.payload),
+                runtime.http(),
+                address=address_for(rules, row.channel, row.recipient or None),
+                settings=runtime.settings,
+            )
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            log.exception("channel raised unexpectedly", extra=context)
+            raise DeliveryError(f"unexpected {type(exc).__name__}", transient=True) from None
+    except DeliveryError as exc:
+        error = redact(str(exc), channel_secrets(channel))[:2000]
+        retry = exc.transient and row.attempts < runtime.settings["SLA_GUARD_ALERT_MAX_ATTEMPTS"]
+        wait = max(backoff_s(row.attempts), exc.retry_after_s or 0.0)
+        with runtime.db.session() as session:
+            session.execute(
+                update(DigestRow)
+                .where(DigestRow.id == digest_id)
+                .values(
+                    status="pending" if retry else "failed",
+                    last_error=error,
+                    claimed_until=runtime.now() + timedelta(seconds=wait) if retry else None,
+                )
+            )
+        (log.warning if retry else log.error)(
+            "digest delivery failed", extra={**context, "error": error, "retry": retry}
+        )
+        return "pending" if retry else "failed"
+    with runtime.db.session() as session:
+        session.execute(
+            update(DigestRow)
+            .where(DigestRow.id == digest_id)
+            .values(status="delivered", sent_at=runtime.now(), claimed_until=None, last_error=None)
+        )
+    log.info("digest delivered", extra=context)
+    return "delivered"
+
+
+def waiting_digests(runtime: Runtime, now: datetime, limit: int = 500) -> list[tuple[int, int]]:
+    """Digests due for a (re)try: ``(digest_id, attempts)``."""
+    with runtime.db.session() as session:
+        return list(
+            session.execute(
+                select(DigestRow.id, DigestRow.attempts)
+                .where(
+                    DigestRow.status.in_(("pending", "sending")),
+                    or_(DigestRow.claimed_until.is_(None), DigestRow.claimed_until <= now),
+                )
+                .order_by(DigestRow.id)
+                .limit(limit)
+            ).all()
+        )
+
+
+def queue_digests(runtime: Runtime) -> int:
+    """Record due digests and queue every digest waiting for delivery; the number queued.
+
+    Never raises: a digest's trouble must not stop the reconciler's other work.
+    """
+    try:
+        prepare(runtime, runtime.now())
+        queued = 0
+        for digest_id, attempts in waiting_digests(runtime, runtime.now()):
+            job_id = f"{runtime.queue_name}-digest-{digest_id}-r{attempts}"
+            if not timers.armed(runtime.redis, [job_id]):
+                enqueue(
+                    runtime.redis,
+                    DELIVER_DIGEST_JOB,
+                    digest_id,
+                    job_id=job_id,
+                    retry=None,
+                    queue_name=runtime.queue_name,
+                )
+                queued += 1
+        return queued
+    except RedisError as exc:
+        log.warning("digests wait for Redis", extra={"error": type(exc).__name__})
+    except Exception:
+        log.exception("digest pass failed")
+    return 0
+
+
+__all__ = ["Scope", "deliver_digest", "prepare", "queue_digests", "waiting_digests"]

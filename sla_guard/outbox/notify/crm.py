@@ -1,0 +1,67 @@
+"""The ``crm`` channel: an alert becomes a task for the recipient in the CRM, through its REST API.
+
+The task clients of :mod:`sla_guard.outbox.crm_tasks` do the talking; this module maps an alert onto a
+:class:`~sla_guard.outbox.crm_tasks.TaskRequest` and the clients' :class:`TaskError` onto
+:class:`DeliveryError`. Each alert's task carries the key ``sla-guard-alert-<id>``: a retry
+first looks the task up by that key, so a crash after the CRM created it never makes a second.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+import requests
+
+from sla_guard.core.rules.notify_spec import CrmChannel
+from sla_guard.outbox.notify.channels import DeliveryError
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+DEFAULT_KINDS = {"amocrm": "lead", "bitrix24": "lead", "hubspot": "deal"}
+"""What a lead id names in each CRM unless the channel says (Pipedrive: by the id's shape)."""
+
+
+def record_kind(channel: CrmChannel, lead_id: str) -> str:
+    if channel.kind:
+        return channel.kind
+    if channel.crm == "pipedrive":
+        return "lead" if _UUID.match(str(lead_id)) else "deal"
+    return DEFAULT_KINDS[channel.crm]
+
+
+def task_owner(payload: dict, address: str | int | None) -> str | None:
+    """The CRM user to assign: the recipient's CRM id; the lead's responsible user for the owner role."""
+    if address is not None and str(address).strip().isdigit():
+        return str(address).strip()
+    if payload.get("role") in ("owner", None):
+        return None
+    raise DeliveryError(f"crm: {payload.get('recipient')} has no numeric crm_id in the rules file", transient=False)
+
+
+def send_crm(
+    channel: CrmChannel, payload: dict, http: requests.Session, address: str | int | None, settings: dict | None
+) -> None:
+    from sla_guard.outbox.crm_tasks import TaskError, TaskRequest, client_for
+
+    client = client_for(channel.crm, settings or {}, http)
+    if client is None:
+        raise DeliveryError(f"crm: the {channel.crm} REST settings are not set", transient=False)
+    fired_at = datetime.fromisoformat(str(payload.get("fired_at")).replace("Z", "+00:00"))
+    key = f"sla-guard-alert-{payload['alert_id']}" if payload.get("alert_id") is not None else None
+    if key is None:
+        raise DeliveryError("crm: only alerts can become CRM tasks", transient=False)
+    try:
+        task = TaskRequest(
+            lead_id=str(payload["lead_id"]),
+            owner=task_owner(payload, address),
+            text=payload["text"],
+            due_at=fired_at + timedelta(seconds=channel.due_in.total_seconds()),
+            idempotency_key=key,
+            kind=record_kind(channel, str(payload["lead_id"])),
+        )
+        if client.find(task) is None:
+            client.create(task)
+    except TaskError as exc:
+        raise DeliveryError(f"crm: {exc}", transient=exc.transient, retry_after_s=exc.retry_after_s) from None
+    except ValueError as exc:
+        raise DeliveryError(f"crm: {exc}", transient=False) from None

@@ -1,0 +1,221 @@
+"""Digests, the pure part: when they are due, who gets them, the numbers and the texts.
+
+The daily digest goes to every manager (a person some other person names as ``manager``, or
+a team's ``head``) and lists their people's overdue leads. The weekly summary gives each
+manager their people's first-touch compliance over the last seven days, and gives the
+``digests.weekly_notify`` channels the same for everybody. Times are local, in
+``digests.timezone`` or the rules file's ``timezone``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sla_guard.core.rules.notify_spec import WEEKDAYS, DigestSpec
+from sla_guard.core.rules.schema import RuleSet
+from sla_guard.outbox.notify.messages import format_duration_seconds, lead_label, texts
+
+DAILY_GRACE = timedelta(hours=12)
+"""A daily digest not sent within this long after its time (the workers were down) is skipped."""
+
+WEEKLY_GRACE = timedelta(days=1)
+"""The same for the weekly summary."""
+
+MAX_LINES = 30
+"""Overdue leads listed in one daily digest; the rest are counted."""
+
+
+@dataclass(frozen=True)
+class Period:
+    """One sending of a digest: ``key`` is the local date it is for, ``at`` its time (UTC)."""
+
+    kind: str
+    key: str
+    at: datetime
+    start: datetime
+
+
+def _latest(
+    local_time: time, zone: ZoneInfo, now: datetime, weekday: int | None = None
+) -> tuple[datetime, date] | None:
+    today = now.astimezone(zone).date()
+    for back in range(8):
+        day = today - timedelta(days=back)
+        if weekday is not None and day.weekday() != weekday:
+            continue
+        at = datetime.combine(day, local_time, tzinfo=zone).astimezone(UTC)
+        if at <= now:
+            return at, day
+    return None
+
+
+def due_periods(spec: DigestSpec | None, default_zone: str, now: datetime) -> list[Period]:
+    """The digests whose time has come at ``now`` and is not yet too long past."""
+    if spec is None:
+        return []
+    zone = ZoneInfo(spec.timezone or default_zone)
+    out = []
+    if spec.daily_at is not None:
+        latest = _latest(spec.daily_at, zone, now)
+        if latest and now - latest[0] < DAILY_GRACE:
+            out.append(Period("daily", latest[1].isoformat(), latest[0], latest[0] - timedelta(days=1)))
+    if spec.weekly_on is not None:
+        latest = _latest(spec.weekly_time, zone, now, WEEKDAYS.index(spec.weekly_on))
+        if latest and now - latest[0] < WEEKLY_GRACE:
+            out.append(Period("weekly", latest[1].isoformat(), latest[0], latest[0] - timedelta(days=7)))
+    return out
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose leads a manager oversees: their direct reports, and the teams they head."""
+
+    people: frozenset[str] = frozenset()
+    teams: frozenset[str] = frozenset()
+
+    def covers(self, owner: str | None, team: str | None) -> bool:
+        return (owner is not None and owner in self.people) or (team is not None and team in self.teams)
+
+
+def managers(rules: RuleSet) -> dict[str, Scope]:
+    """Every manager and team head with the people and teams they oversee."""
+    people: dict[str, set[str]] = {}
+    teams: dict[str, set[str]] = {}
+    for name, person in rules.people.items():
+        if person.manager:
+            people.setdefault(person.manager, set()).add(name)
+    for team_name, team in rules.teams.items():
+        if team.head:
+            members = set(team.members) | {name for name, p in rules.people.items() if p.team == team_name}
+            people.setdefault(team.head, set()).update(members - {team.head})
+            teams.setdefault(team.head, set()).add(team_name)
+    return {
+        name: Scope(frozenset(people.get(name, ())), frozenset(teams.get(name, ())))
+        for name in sorted(set(people) | set(teams))
+    }
+
+
+@dataclass(frozen=True)
+class Overdue:
+    """An open clock past its deadline, with its lead's fields."""
+
+    lead: dict
+    clock: str
+    rule: str
+    due_at: datetime
+
+
+def daily_text(items: list[Overdue], locale: str, day: str, now: datetime) -> str:
+    """The daily digest's text: a title, then one line per overdue clock, oldest deadline first."""
+    digest = texts(locale)["digest"]
+    if not items:
+        return digest["daily_none"].format(date=day)
+    lines = [digest["daily_title"].format(date=day, count=len(items))]
+    for item in sorted(items, key=lambda entry: entry.due_at)[:MAX_LINES]:
+        lines.append(
+            digest["daily_line"].format(
+                lead=lead_label(item.lead),
+                source=item.lead.get("source") or "—",
+                owner=item.lead.get("owner") or texts(locale)["alert"]["nobody"],
+                clock=item.clock,
+                rule=item.rule,
+                late=format_duration_seconds(round((now - item.due_at).total_seconds())),
+            )
+        )
+        if item.lead.get("url"):
+            lines[-1] += f" {item.lead['url']}"
+    if len(items) > MAX_LINES:
+        lines.append(digest["more"].format(count=len(items) - MAX_LINES))
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ClockOutcome:
+    """A first-touch clock that started in the week, as the summary counts it."""
+
+    owner: str | None
+    team: str | None
+    status: str
+    touch_s: float | None = None
+
+
+@dataclass
+class Summary:
+    total: int = 0
+    met: int = 0
+    touch_s: list[float] = field(default_factory=list)
+    escalations: int = 0
+    overdue_now: int = 0
+    by_owner: dict[str, list[int]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "clocks": self.total,
+            "met": self.met,
+            "compliance": round(self.met / self.total, 4) if self.total else None,
+            "first_touch_median_s": round(statistics.median(self.touch_s), 1) if self.touch_s else None,
+            "escalations": self.escalations,
+            "overdue_now": self.overdue_now,
+            "by_owner": {owner: {"met": met, "clocks": total} for owner, (met, total) in sorted(self.by_owner.items())},
+        }
+
+
+def summarize(
+    outcomes: list[ClockOutcome],
+    escalations: list[tuple[str | None, str | None]],
+    overdue_now: list[tuple[str | None, str | None]],
+    scope: Scope | None,
+) -> Summary:
+    """Counts over the clocks (owner, team) in ``scope`` (None: everybody). Running clocks are not counted."""
+
+    def inside(owner, team):
+        return scope is None or scope.covers(owner, team)
+
+    summary = Summary()
+    for item in outcomes:
+        if item.status == "running" or not inside(item.owner, item.team):
+            continue
+        summary.total += 1
+        summary.met += item.status == "met"
+        counts = summary.by_owner.setdefault(item.owner or "—", [0, 0])
+        counts[0] += item.status == "met"
+        counts[1] += 1
+        if item.touch_s is not None:
+            summary.touch_s.append(item.touch_s)
+    summary.escalations = sum(1 for owner, team in escalations if inside(owner, team))
+    summary.overdue_now = sum(1 for owner, team in overdue_now if inside(owner, team))
+    return summary
+
+
+def weekly_text(summary: Summary, locale: str, period: Period, zone: str, team_scope: bool) -> str:
+    digest = texts(locale)["digest"]
+    local = ZoneInfo(zone)
+    start = period.start.astimezone(local).date().isoformat()
+    end = (period.at.astimezone(local) - timedelta(seconds=1)).date().isoformat()
+    lines = [digest["weekly_title"].format(start=start, end=end)]
+    scope = digest["weekly_scope_team" if team_scope else "weekly_scope_all"]
+    if not summary.total:
+        lines.append(f"{scope}: {digest['no_data']}")
+    else:
+        median = format_duration_seconds(round(statistics.median(summary.touch_s))) if summary.touch_s else "—"
+        lines.append(
+            digest["weekly_line"].format(
+                scope=scope,
+                met=summary.met,
+                total=summary.total,
+                share=f"{100 * summary.met / summary.total:.0f}%",
+                median=median,
+                escalations=summary.escalations,
+                overdue=summary.overdue_now,
+            )
+        )
+        for owner, (met, total) in sorted(summary.by_owner.items()):
+            lines.append(digest["weekly_owner"].format(owner=owner, met=met, total=total))
+    return "\n".join(lines)
+
+
+def subject_of(text: str) -> str:
+    return text.split("\n", 1)[0][:150]

@@ -1,0 +1,72 @@
+"""Microsoft Teams: an incoming webhook (a Workflows "post to a channel" URL, or a legacy connector).
+
+Both kinds accept a message with one Adaptive Card attachment. Workflows answer 202, connectors
+200 ``1``; a connector that is throttled answers 200 with a body naming HTTP 429, which is
+retried like a real 429. 5xx and 429 are retried; other 4xx (a removed or wrong URL) are final.
+"""
+
+from __future__ import annotations
+
+import requests
+
+from sla_guard.core.rules.notify_spec import TeamsChannel
+from sla_guard.outbox.notify.channels import DeliveryError
+from sla_guard.outbox.notify.transport import is_transient_status, post, retry_after_s, short
+
+
+def card_message(payload: dict) -> dict:
+    """The webhook body: the alert text in an Adaptive Card, with buttons for the lead and the acknowledgement."""
+    actions = []
+    if payload.get("lead_url"):
+        actions.append(
+            {
+                "type": "Action.OpenUrl",
+                "title": payload.get("labels", {}).get("open", "Open the lead"),
+                "url": payload["lead_url"],
+            }
+        )
+    if payload.get("ack_url"):
+        actions.append(
+            {
+                "type": "Action.OpenUrl",
+                "title": payload.get("labels", {}).get("ack", "Acknowledge"),
+                "url": payload["ack_url"],
+            }
+        )
+    card = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": [{"type": "TextBlock", "text": payload["text"], "wrap": True}],
+    }
+    if actions:
+        card["actions"] = actions
+    return {
+        "type": "message",
+        "summary": payload.get("subject") or payload["text"][:120],
+        "attachments": [
+            {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
+        ],
+    }
+
+
+def send_teams(channel: TeamsChannel, payload: dict, http: requests.Session, address: str | None = None) -> None:
+    response = post(
+        http,
+        channel.url,
+        timeout_s=channel.timeout_s,
+        what="teams",
+        json=card_message(payload),
+        headers={"User-Agent": "sla-guard"},
+    )
+    status = response.status_code
+    if 200 <= status < 300:
+        if "HTTP error 429" in response.text:
+            raise DeliveryError("teams: throttled (429)", transient=True, retry_after_s=retry_after_s(response))
+        return
+    reason = short(response.text, 80)
+    raise DeliveryError(
+        f"teams: HTTP {status}" + (f" {reason}" if reason else ""),
+        transient=is_transient_status(status),
+        retry_after_s=retry_after_s(response),
+    )

@@ -1,0 +1,59 @@
+"""Telegram: the Bot API's ``sendMessage``, ``POST {api_url}/bot<token>/sendMessage``.
+
+The Bot API answers ``{"ok": false, "error_code": ..., "description": ..., "parameters": {...}}``
+on failure. 429 carries ``parameters.retry_after`` (seconds): retried after that long. 5xx and
+timeouts are retried. 401 (revoked token), 404 (malformed token), 403 (bot blocked or kicked)
+and 400 (chat not found, chat upgraded to a supergroup, text refused) fail for good.
+"""
+
+from __future__ import annotations
+
+import requests
+
+from sla_guard.core.rules.notify_spec import TelegramChannel
+from sla_guard.outbox.notify.channels import DeliveryError
+from sla_guard.outbox.notify.transport import is_transient_status, json_body, post, retry_after_s, short
+
+MAX_TEXT = 4096
+"""Telegram's limit on a message's text, in characters."""
+
+
+def message_body(chat_id: str | int, payload: dict) -> dict:
+    """The ``sendMessage`` JSON: plain text (no parse mode, so no escaping can break it), no link preview.
+
+    Link previews stay off: a preview would fetch the acknowledge link on the reader's behalf.
+    """
+    text = payload["text"]
+    if len(text) > MAX_TEXT:
+        text = text[: MAX_TEXT - 1] + "…"
+    return {"chat_id": chat_id, "text": text, "link_preview_options": {"is_disabled": True}}
+
+
+def send_telegram(channel: TelegramChannel, payload: dict, http: requests.Session, address: str | int | None) -> None:
+    """Send ``payload['text']`` to the channel's chat, or to the recipient's chat id ``address``."""
+    chat_id = channel.chat if channel.chat is not None else address
+    if chat_id is None or chat_id == "":
+        raise DeliveryError("telegram: no chat id for this recipient", transient=False)
+    url = f"{channel.api_url}/bot{channel.token}/sendMessage"
+    response = post(
+        http,
+        url,
+        timeout_s=channel.timeout_s,
+        what="telegram",
+        json=message_body(chat_id, payload),
+        headers={"User-Agent": "sla-guard"},
+    )
+    body = json_body(response)
+    if response.status_code == 200 and body and body.get("ok") is True:
+        return
+    status = response.status_code
+    code = body.get("error_code", status) if body else status
+    reason = short(body.get("description")) if body else ""
+    parameters = body.get("parameters") if body and isinstance(body.get("parameters"), dict) else {}
+    if parameters.get("migrate_to_chat_id"):
+        reason += f" (the group is now chat {parameters['migrate_to_chat_id']})"
+    message = f"telegram: HTTP {status}" + (f" {reason}" if reason else "")
+    if code in (401, 404) or status in (401, 404):
+        message += " (check the bot token)"
+    transient = is_transient_status(status) or (isinstance(code, int) and is_transient_status(code))
+    raise DeliveryError(message, transient=transient, retry_after_s=retry_after_s(response, body))

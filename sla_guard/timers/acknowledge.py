@@ -1,0 +1,118 @@
+"""Acknowledge links: a signed, expiring token per (escalation, recipient), and what a click does.
+
+A token is ``<escalation id>.<expiry epoch>.<recipient, base64url>.<signature>``; the signature
+is HMAC-SHA256 under ``SLA_GUARD_ACK_SECRET``, cut to 128 bits. Signing and checking are pure
+(the clock is passed in); :func:`acknowledge` and :func:`clock_acknowledged` read and write the
+database. An acknowledged escalation stops its clock's ladder: no further level fires.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from sla_guard.store.models import EscalationRow
+
+SIGNATURE_BYTES = 16
+"""Bytes of the HMAC kept in a token (128 bits)."""
+
+
+class BadToken(Exception):
+    """The token is malformed or its signature does not match."""
+
+
+class ExpiredToken(Exception):
+    """The token was genuine but its time is over."""
+
+
+@dataclass(frozen=True)
+class AckClaim:
+    escalation_id: int
+    recipient: str
+    expires_at: datetime
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _signature(secret: str, body: str) -> str:
+    return _b64(hmac.new(secret.encode(), b"sla-guard.ack." + body.encode(), hashlib.sha256).digest()[:SIGNATURE_BYTES])
+
+
+def sign_token(secret: str, escalation_id: int, recipient: str, expires_at: datetime) -> str:
+    """The token for ``recipient`` to acknowledge ``escalation_id`` until ``expires_at``."""
+    body = f"{int(escalation_id)}.{int(expires_at.timestamp())}.{_b64(recipient.encode())}"
+    return f"{body}.{_signature(secret, body)}"
+
+
+def verify_token(secret: str, token: str, now: datetime) -> AckClaim:
+    """The claim a token makes; raises :class:`BadToken` or :class:`ExpiredToken`."""
+    parts = token.split(".")
+    if len(parts) != 4 or not parts[0].isdigit() or not parts[1].isdigit():
+        raise BadToken("malformed token")
+    body = ".".join(parts[:3])
+    if not hmac.compare_digest(_signature(secret, body).encode(), parts[3].encode()):
+        raise BadToken("signature does not match")
+    try:
+        recipient = _unb64(parts[2]).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise BadToken("malformed recipient") from None
+    claim = AckClaim(int(parts[0]), recipient, datetime.fromtimestamp(int(parts[1]), UTC))
+    if now >= claim.expires_at:
+        raise ExpiredToken("the link has expired")
+    return claim
+
+
+def ack_url(settings: dict, escalation_id: int, recipient: str | None, now: datetime) -> str | None:
+    """The acknowledge link for an alert, or None when ``SLA_GUARD_ACK_SECRET`` or ``SLA_GUARD_PUBLIC_URL`` is unset."""
+    secret, base = settings.get("SLA_GUARD_ACK_SECRET"), settings.get("SLA_GUARD_PUBLIC_URL")
+    if not secret or not base:
+        return None
+    expires_at = now + timedelta(seconds=int(settings.get("SLA_GUARD_ACK_TTL_S") or 86400))
+    return f"{str(base).rstrip('/')}/ack/{sign_token(secret, escalation_id, recipient or '', expires_at)}"
+
+
+@dataclass(frozen=True)
+class AckOutcome:
+    """What a click did: ``acknowledged`` now, ``already`` (by someone, earlier), or ``unknown`` escalation."""
+
+    status: str
+    lead_id: str | None = None
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+
+
+def acknowledge(session: Session, claim: AckClaim, now: datetime) -> AckOutcome:
+    """Mark the escalation acknowledged by the claim's recipient, once; later clicks change nothing."""
+    changed = session.execute(
+        update(EscalationRow)
+        .where(EscalationRow.id == claim.escalation_id, EscalationRow.acknowledged_at.is_(None))
+        .values(acknowledged_at=now, acknowledged_by=claim.recipient or None)
+    ).rowcount
+    row = session.execute(select(EscalationRow).where(EscalationRow.id == claim.escalation_id)).scalar()
+    if row is None:
+        return AckOutcome("unknown")
+    return AckOutcome("acknowledged" if changed else "already", row.lead_id, row.acknowledged_by, row.acknowledged_at)
+
+
+def clock_acknowledged(session: Session, clock_id: int) -> bool:
+    """True once any level of the clock has been acknowledged: its ladder climbs no further."""
+    return (
+        session.execute(
+            select(EscalationRow.id)
+            .where(EscalationRow.clock_id == clock_id, EscalationRow.acknowledged_at.is_not(None))
+            .limit(1)
+        ).first()
+        is not None
+    )

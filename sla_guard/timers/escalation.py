@@ -1,0 +1,265 @@
+"""A timer fired: record the escalations a clock owes now, create their alerts, re-arm.
+
+The timer may fire twice, late, or after the clock stopped: the decision is made again from
+the database under the lead's lock, each (clock, level) is recorded once, and nothing is sent
+before its time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from sla_guard.core.engine import ClockState, Step, clock_steps, due_steps, next_fire_at, next_owner
+from sla_guard.core.events import Lead, LeadEvent
+from sla_guard.core.follow_ups import TASK_KIND
+from sla_guard.ingest.processing import apply_timer_changes, process_lead
+from sla_guard.outbox.crm_reassign import queue_attempt, tell_crm
+from sla_guard.outbox.follow_up_tasks import create_task, plan_task
+from sla_guard.outbox.notify.messages import alert_payload
+from sla_guard.outbox.notify.routing import route
+from sla_guard.runtime import Runtime
+from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, LeadRow
+from sla_guard.store.repository import (
+    LEAD_FIELDS,
+    TimerChange,
+    _insert,
+    clock_state,
+    fired_levels,
+    insert_events,
+    lock_lead,
+)
+from sla_guard.timers.acknowledge import ack_url, clock_acknowledged
+
+log = logging.getLogger("sla_guard.timers.escalation")
+
+EARLY_WAIT_LIMIT = timedelta(seconds=3)
+"""A timer that starts this much early or less waits in the job; earlier ones are re-armed."""
+
+REASSIGN_SOURCE = "sla-guard"
+"""Inbox source of the ``lead.assigned`` events sla-guard itself writes when it reassigns."""
+
+
+@dataclass
+class FireResult:
+    escalation_ids: list[int] = field(default_factory=list)
+    alert_ids: list[int] = field(default_factory=list)
+    task_ids: list[int] = field(default_factory=list)
+    reassigned: bool = False
+    reassignments: list[tuple[str, str, int]] = field(default_factory=list)
+    """``(lead_id, new_owner, escalation_id)`` of each reassignment, for the lead's CRM."""
+    early_by: timedelta | None = None
+    change: TimerChange | None = None
+
+
+def _lead_dict(lead: LeadRow) -> dict:
+    return {"lead_id": lead.lead_id, **{name: getattr(lead, name) for name in LEAD_FIELDS}}
+
+
+def _record_step(
+    session, runtime: Runtime, clock: ClockRow, lead: LeadRow, step: Step, now: datetime, result: FireResult
+) -> None:
+    rules = runtime.rules.current()
+    escalation_id = session.execute(
+        _insert(session, EscalationRow)
+        .values(
+            clock_id=clock.id,
+            lead_id=lead.lead_id,
+            level=step.level,
+            kind=step.kind,
+            due_at=step.at,
+            fired_at=now,
+            owner=lead.owner,
+        )
+        .on_conflict_do_nothing(index_elements=["clock_id", "level"])
+        .returning(EscalationRow.id)
+    ).scalar()
+    if escalation_id is None:
+        return
+    result.escalation_ids.append(escalation_id)
+    if step.kind == TASK_KIND:  # a follow-up step: its task goes to the CRM, or to the owner
+        task_id = plan_task(session, rules, clock, lead, now)
+        if task_id is not None:
+            result.task_ids.append(task_id)
+        return
+    lead_fields = _lead_dict(lead)
+    for target in route(step.notify, lead_fields, rules, now):
+        # an alert held by quiet hours waits with its claim set to the morning; delivery and the
+        # reconciler take it up from then on
+        alert = AlertRow(
+            escalation_id=escalation_id,
+            lead_id=lead.lead_id,
+            channel=target.channel,
+            recipient=target.recipient or "",
+            role=target.role,
+            payload="{}",
+            status="pending",
+            attempts=0,
+            created_at=now,
+            claimed_until=target.not_before,
+        )
+        session.add(alert)
+        session.flush()
+        payload = alert_payload(
+            alert_id=alert.id,
+            escalation_id=escalation_id,
+            kind=step.kind,
+            level=step.level,
+            lead=lead_fields,
+            rule=clock.rule_name,
+            clock=clock.name,
+            due_at=step.at,
+            fired_at=now,
+            recipient=target.recipient,
+            role=target.role,
+            channel=target.channel,
+            locale=target.locale,
+            ack_url=ack_url(runtime.settings, escalation_id, target.recipient, max(now, target.not_before or now)),
+            instead_of=target.instead_of,
+        )
+        alert.payload = json.dumps(payload, ensure_ascii=False)
+        result.alert_ids.append(alert.id)
+    if step.reassign:
+        new_owner = next_owner(lead_fields, rules)
+        if new_owner and new_owner != lead.owner:
+            event = LeadEvent(
+                event_id=f"reassign-{clock.id}-{step.level}",
+                type="lead.assigned",
+                occurred_at=now,
+                lead=Lead(id=lead.lead_id, owner=new_owner),
+                previous_owner=lead.owner,
+            )
+            insert_events(session, REASSIGN_SOURCE, [event], now)
+            session.execute(
+                select(EscalationRow).where(EscalationRow.id == escalation_id)
+            ).scalar_one().reassigned_to = new_owner
+            result.reassigned = True
+            result.reassignments.append((lead.lead_id, new_owner, escalation_id))
+    log.info(
+        "escalation recorded",
+        extra={
+            "lead_id": lead.lead_id,
+            "clock_id": clock.id,
+            "kind": step.kind,
+            "level": step.level,
+            "late_by_s": round((now - step.at).total_seconds(), 3),
+        },
+    )
+
+
+def fire_clock(runtime: Runtime, clock_id: int) -> FireResult:
+    """Record what the clock owes now; return the new escalations and alerts."""
+    result = FireResult()
+    rules = runtime.rules.current()
+    with runtime.db.session() as session:
+        lead_id = session.execute(select(ClockRow.lead_id).where(ClockRow.id == clock_id)).scalar()
+        if lead_id is None:
+            return result
+        now = runtime.now()
+        lead = lock_lead(session, lead_id, now)
+        clock = session.execute(
+            select(ClockRow).where(ClockRow.id == clock_id).execution_options(populate_existing=True)
+        ).scalar_one()
+        rule = rules.rule(clock.rule_name)
+        if rule is None:
+            if clock.stopped_at is None:
+                clock.stopped_at, clock.stop_reason = now, "rule_removed"
+            previous, clock.next_fire_at = clock.next_fire_at, None
+            result.change = TimerChange(clock.id, lead_id, None, previous)
+            log.warning("clock ended: its rule is gone", extra={"lead_id": lead_id, "clock_id": clock_id})
+            return result
+        state: ClockState = clock_state(clock)
+        steps = clock_steps(state, rule, rules)
+        fired = fired_levels(session, [clock_id])[clock_id]
+        if clock_acknowledged(session, clock_id):
+            steps = []  # someone took the lead: the ladder climbs no further
+        for step in due_steps(state, steps, fired, now):
+            _record_step(session, runtime, clock, lead, step, now, result)
+            fired.add(step.level)
+        following = next_fire_at(state, steps, fired)
+        if following is not None and following > now and not result.escalation_ids:
+            result.early_by = following - now
+        if following != clock.next_fire_at:
+            result.change = TimerChange(clock.id, lead_id, following, clock.next_fire_at)
+            clock.next_fire_at = following
+    return result
+
+
+INLINE_DELIVERY_S = 20.0
+"""A timer job sends its alerts itself for this long; later ones become delivery jobs, so slow
+channels never push the job past its timeout."""
+
+
+def _queue_delivery(runtime: Runtime, alert_id: int) -> None:
+    from redis.exceptions import RedisError
+
+    from sla_guard.outbox.delivery import DELIVER_JOB
+    from sla_guard.queueing import enqueue
+
+    try:
+        enqueue(
+            runtime.redis,
+            DELIVER_JOB,
+            alert_id,
+            job_id=f"{runtime.queue_name}-alert-{alert_id}-first",
+            retry=None,
+            queue_name=runtime.queue_name,
+        )
+    except RedisError:
+        pass  # the reconciler sends it
+
+
+def run_timer(runtime: Runtime, clock_id: int, fire_epoch: int | None = None) -> FireResult:
+    """What a timer job does: fire, wait out a slightly early start, deliver, re-arm."""
+    from sla_guard.outbox.delivery import deliver
+
+    if fire_epoch is not None:
+        early = datetime.fromtimestamp(fire_epoch, UTC) - runtime.now()
+        if timedelta(0) < early <= EARLY_WAIT_LIMIT:
+            time.sleep(early.total_seconds())
+    result = fire_clock(runtime, clock_id)
+    if result.early_by is not None and result.early_by <= EARLY_WAIT_LIMIT and result.change is None:
+        time.sleep(result.early_by.total_seconds())
+        result = fire_clock(runtime, clock_id)
+    started = time.monotonic()
+    for alert_id in result.alert_ids:
+        if time.monotonic() - started > INLINE_DELIVERY_S:
+            _queue_delivery(runtime, alert_id)  # slow channels: the rest go out as jobs of their own
+            continue
+        try:
+            deliver(runtime, alert_id)
+        except Exception:  # one alert's trouble must not hold up the others; the reconciler retries it
+            log.exception("alert delivery crashed", extra={"alert_id": alert_id, "clock_id": clock_id})
+    for task_id in result.task_ids:
+        try:
+            create_task(runtime, task_id)
+        except Exception:  # the reconciler retries the task; the timer's other work goes on
+            log.exception("follow-up task creation crashed", extra={"task_id": task_id, "clock_id": clock_id})
+    if result.change is not None:
+        apply_timer_changes(runtime, [result.change])
+    if result.reassigned:
+        lead_id = None
+        with runtime.db.session() as session:
+            lead_id = session.execute(select(ClockRow.lead_id).where(ClockRow.id == clock_id)).scalar()
+        if lead_id:
+            process_lead(runtime, lead_id)
+    for lead_id, new_owner, escalation_id in result.reassignments:
+        try:
+            if time.monotonic() - started <= INLINE_DELIVERY_S:
+                tell_crm(runtime, lead_id, new_owner, escalation_id)
+            elif not queue_attempt(runtime, lead_id, new_owner, escalation_id, 1):  # slow CRMs: a job tells it
+                log.error(
+                    "reassignment not sent to the CRM: Redis is unavailable",
+                    extra={"lead_id": lead_id, "escalation_id": escalation_id, "crm_status": "failed"},
+                )
+        except Exception:  # a CRM problem must not break the timer; the reassignment itself stands
+            log.exception(
+                "telling the CRM of a reassignment crashed",
+                extra={"lead_id": lead_id, "escalation_id": escalation_id, "clock_id": clock_id},
+            )
+    return result

@@ -1,0 +1,161 @@
+"""The safety net: every few seconds, make Redis agree with the database.
+
+- events accepted but never applied (their job was lost, or Redis was down) are applied;
+- clocks whose timer is missing from Redis (``FLUSHALL``, a crash) are re-armed;
+- clocks already due whose timer has not run (a dead scheduler) are put on the queue at once;
+- alerts whose retry time has come, or whose sender died, are delivered again;
+- CRM look-ups (Bitrix24 REST reads) not done whose wait is over are queued again;
+- digests whose local time has come are recorded (once per period) and queued for delivery.
+Everything it triggers is idempotent, so running it on several workers at once is harmless;
+a short Redis lock keeps it to one at a time anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from redis.exceptions import RedisError
+
+from sla_guard.ingest.pending import push
+from sla_guard.ingest.processing import process_lead
+from sla_guard.outbox.crm_sync import lookups_to_retry, schedule_lookup
+from sla_guard.outbox.delivery import DELIVER_JOB, stranded_alerts
+from sla_guard.outbox.digests import queue_digests
+from sla_guard.outbox.follow_up_tasks import CLOSE_JOB, CREATE_JOB, tasks_to_close, tasks_to_create
+from sla_guard.queueing import enqueue
+from sla_guard.runtime import Runtime
+from sla_guard.store.repository import clocks_to_arm, leads_on_other_rules, record_rule_version, unprocessed_leads
+from sla_guard.timers import arming as timers
+
+log = logging.getLogger("sla_guard.timers.reconciler")
+
+LOCK_KEY = "sla-guard:{queue}:reconciler-lock"
+"""Redis key held by the worker whose reconciler is running, one per queue."""
+
+APPLIED_KEY = "sla-guard:{queue}:rules-applied"
+"""Redis key holding the rules version whose recomputation of open clocks was done."""
+
+
+EVENT_GRACE = timedelta(seconds=2)
+"""Events younger than this are left to the job enqueued when they were accepted."""
+
+TIMER_GRACE = timedelta(seconds=2)
+"""A scheduled timer this late has a scheduler that is not working: queue it directly."""
+
+
+@dataclass
+class ReconcileReport:
+    events_applied: int = 0
+    timers_armed: int = 0
+    timers_fired: int = 0
+    alerts_retried: int = 0
+    lookups_retried: int = 0
+    digests_queued: int = 0
+    leads_recomputed: int = 0
+    tasks_retried: int = 0
+
+
+def apply_rules_version(runtime: Runtime) -> int:
+    """Once per new rules version: record it, and recompute every lead with a running clock.
+
+    Open clocks are recomputed from their original start under the new version; finished
+    clocks keep the rule they were judged by; escalations already recorded are never repeated.
+    """
+    rules = runtime.rules.current()
+    key = APPLIED_KEY.format(queue=runtime.queue_name)
+    applied = runtime.redis.get(key)
+    if applied is not None and applied.decode() == rules.version:
+        return 0
+    with runtime.db.session() as session:
+        record_rule_version(session, rules, runtime.now())
+        leads = leads_on_other_rules(session, rules.version)
+    for start in range(0, len(leads), 1000):
+        push(runtime.redis, runtime.queue_name, leads[start : start + 1000])
+    runtime.redis.set(key, rules.version)
+    if leads:
+        log.info("rules version applied to open clocks", extra={"rules_version": rules.version, "leads": len(leads)})
+    return len(leads)
+
+
+def reconcile(runtime: Runtime) -> ReconcileReport:
+    report = ReconcileReport()
+    report.leads_recomputed = apply_rules_version(runtime)
+    now = runtime.now()
+    with runtime.db.session() as session:
+        lost_leads = unprocessed_leads(session, now - EVENT_GRACE)
+    for lead_id in lost_leads:
+        process_lead(runtime, lead_id)
+        report.events_applied += 1
+
+    now = runtime.now()
+    horizon = now + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
+    with runtime.db.session() as session:
+        wanted = clocks_to_arm(session, horizon)
+    shards = runtime.settings["SLA_GUARD_TIMER_SHARDS"]
+    ticks: dict[str, tuple[int, int]] = {}
+    for clock_id, _lead, at in wanted:
+        epoch, shard = timers.tick_of(clock_id, at, shards)
+        ticks[timers.tick_id(epoch, shard, runtime.queue_name)] = (epoch, shard)
+    present = timers.armed(runtime.redis, list(ticks))
+    stuck = timers.scheduled(runtime.redis, runtime.queue_name)
+    now_s = now.timestamp()
+    for job_id, (epoch, shard) in ticks.items():
+        if job_id not in present:
+            if epoch <= now_s:
+                timers.fire_now(runtime.redis, epoch, shard, shards, runtime.queue_name)
+                report.timers_fired += 1
+            else:
+                timers.arm(runtime.redis, epoch, shard, shards, runtime.queue_name)
+                report.timers_armed += 1
+        elif epoch <= now_s - TIMER_GRACE.total_seconds() and job_id in stuck:
+            timers.fire_now(runtime.redis, epoch, shard, shards, runtime.queue_name)
+            report.timers_fired += 1
+
+    for task_id, attempts in tasks_to_create(runtime):
+        job_id = f"{runtime.queue_name}-task-{task_id}-r{attempts}"
+        if not timers.armed(runtime.redis, [job_id]):
+            enqueue(runtime.redis, CREATE_JOB, task_id, job_id=job_id, retry=None, queue_name=runtime.queue_name)
+            report.tasks_retried += 1
+    for task_id in tasks_to_close(runtime):
+        job_id = f"{runtime.queue_name}-close-{task_id}"
+        if not timers.armed(runtime.redis, [job_id]):
+            enqueue(runtime.redis, CLOSE_JOB, task_id, job_id=job_id, retry=None, queue_name=runtime.queue_name)
+            report.tasks_retried += 1
+
+    for alert_id, attempts in stranded_alerts(runtime, runtime.now()):
+        job_id = f"{runtime.queue_name}-alert-{alert_id}-r{attempts}"
+        if not timers.armed(runtime.redis, [job_id]):
+            enqueue(runtime.redis, DELIVER_JOB, alert_id, job_id=job_id, retry=None, queue_name=runtime.queue_name)
+            report.alerts_retried += 1
+
+    now = runtime.now()
+    with runtime.db.session() as session:
+        due_lookups = lookups_to_retry(session, now)
+    for lookup_id, attempts in due_lookups:
+        if schedule_lookup(
+            runtime.redis, runtime.queue_name, lookup_id, attempts + 1, overdue_before=now - TIMER_GRACE
+        ):
+            report.lookups_retried += 1
+    report.digests_queued = queue_digests(runtime)
+    if any(vars(report).values()):
+        log.info("reconciled", extra=vars(report))
+    return report
+
+
+def reconcile_once(runtime: Runtime, lock_ms: int) -> ReconcileReport | None:
+    """Run :func:`reconcile` unless another worker holds the lock; None when skipped."""
+    try:
+        if not runtime.redis.set(LOCK_KEY.format(queue=runtime.queue_name), "1", nx=True, px=lock_ms):
+            return None
+    except RedisError as exc:
+        log.warning("reconciler waits for Redis", extra={"error": type(exc).__name__})
+        return None
+    try:
+        return reconcile(runtime)
+    finally:
+        try:
+            runtime.redis.delete(LOCK_KEY.format(queue=runtime.queue_name))
+        except RedisError:
+            pass
