@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from redis import Redis
 from redis.exceptions import RedisError
 
 from sla_guard.ingest.processing import process_lead
 from sla_guard.runtime import Runtime
+from sla_guard.timers.loop import wait_for_timers
 
 log = logging.getLogger("sla_guard.ingest.pending")
 
@@ -24,6 +26,12 @@ PENDING_KEY = "sla-guard:{queue}:pending-leads"
 
 BATCH = 100
 """Most lead ids a pump takes at once."""
+
+TIMER_CHECK_S = 0.02
+"""How often the pump asks whether timer work is waiting (it then steps aside)."""
+
+MOST_YIELD_S = 1.0
+"""Longest the pump steps aside before applying one more lead, so events are never starved."""
 
 
 def push(redis: Redis, queue_name: str, lead_ids: list[str]) -> None:
@@ -43,14 +51,21 @@ def take(redis: Redis, queue_name: str, wait_s: float) -> list[str]:
     return list(dict.fromkeys(item.decode() for item in [head, *rest]))
 
 
-def drain(runtime: Runtime, wait_s: float = 0) -> int:
-    """Apply the events of every lead waiting now; return how many leads were processed."""
+def drain(runtime: Runtime, wait_s: float = 0, yield_to_timers: bool = False) -> int:
+    """Apply the events of every lead waiting now; return how many leads were processed.
+
+    With ``yield_to_timers`` the pump pauses before a lead while timer work is waiting (due,
+    queued or running timers): alerts go first, the backlog after."""
     done = 0
+    checked = 0.0
     while True:
         lead_ids = take(runtime.redis, runtime.queue_name, wait_s if done == 0 else 0)
         if not lead_ids:
             return done
         for lead_id in lead_ids:
+            if yield_to_timers and time.monotonic() - checked >= TIMER_CHECK_S:
+                wait_for_timers(runtime, MOST_YIELD_S)
+                checked = time.monotonic()
             try:
                 process_lead(runtime, lead_id)
             except Exception:  # one lead's trouble must not stop the others; the reconciler retries it
@@ -62,7 +77,7 @@ def pump(runtime: Runtime, stop: threading.Event, wait_s: float = 1.0) -> None:
     """Run until ``stop`` is set: apply new events as soon as the web reports them."""
     while not stop.is_set():
         try:
-            drain(runtime, wait_s)
+            drain(runtime, wait_s, yield_to_timers=True)
         except RedisError as exc:
             log.warning("pump waits for Redis", extra={"error": type(exc).__name__})
             stop.wait(1.0)

@@ -12,7 +12,6 @@ from sla_guard.queueing import enqueue
 from sla_guard.runtime import Runtime
 from sla_guard.store.repository import (
     TimerChange,
-    clock_ids_in_tick,
     lead_events,
     lock_lead,
     mark_processed,
@@ -57,37 +56,18 @@ def _close_finished_tasks(runtime: Runtime, lead_id: str) -> None:
 
 
 def apply_timer_changes(runtime: Runtime, changes: list[TimerChange]) -> None:
-    """Make sure the ticks that fire these clocks at their new ``next_fire_at`` exist, and
-    delete the ticks they leave when no other clock is due in them.
+    """Arm the timers of clocks whose ``next_fire_at`` moved into the arming horizon (one due
+    already fires at once), and remove those of clocks that stopped or moved beyond it.
 
-    Redis being down is not an error here: the reconciler arms every tick the database needs
+    Redis being down is not an error here: the reconciler arms every timer the database needs
     once Redis is back.
     """
     if not changes:
         return
-    now = runtime.now()
-    horizon = now + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
-    shards = runtime.settings["SLA_GUARD_TIMER_SHARDS"]
-    ticks = {
-        timers.tick_of(change.clock_id, change.fire_at, shards)
-        for change in changes
-        if change.fire_at is not None and change.fire_at <= horizon
-    }
-    left = {
-        timers.tick_of(change.clock_id, change.previous, shards)  # ticks already due are running or gone
-        for change in changes
-        if change.previous is not None and change.previous > now
-    } - ticks
-    if left:
-        with runtime.db.session() as session:
-            left = {tick for tick in left if not clock_ids_in_tick(session, tick[0], tick[1], shards)}
+    horizon = runtime.now() + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
+    near = {c.clock_id: c.fire_at for c in changes if c.fire_at is not None and c.fire_at <= horizon}
     try:
-        for epoch, shard in sorted(left):  # nobody is due in that second and shard any more
-            timers.disarm(runtime.redis, epoch, shard, runtime.queue_name)
-        for epoch, shard in sorted(ticks):
-            if epoch <= now.timestamp():
-                timers.fire_now(runtime.redis, epoch, shard, shards, runtime.queue_name)
-            else:
-                timers.arm(runtime.redis, epoch, shard, shards, runtime.queue_name)
+        timers.disarm(runtime.redis, runtime.queue_name, [c.clock_id for c in changes if c.clock_id not in near])
+        timers.arm(runtime.redis, runtime.queue_name, near)
     except RedisError as exc:
         log.warning("timers not armed, the reconciler will retry", extra={"error": type(exc).__name__})
