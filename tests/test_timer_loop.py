@@ -190,3 +190,29 @@ def test_the_pump_applies_new_events_after_due_timers(sink, app, client, runtime
     assert drain(runtime, yield_to_timers=True) == 1  # after its limit the backlog still moves
     timers.disarm(runtime.redis, runtime.queue_name, [row.id])
     assert wait_for_timers(runtime, most_s=5) < 5
+
+
+def test_new_events_are_applied_in_batches_and_one_bad_lead_spares_the_others(sink, app, client, runtime, clock):
+    from sla_guard.ingest.pending import apply_batch
+    from sla_guard.store.models import EventRow, LeadRow
+
+    start = clock()
+    events = [event(f"e{n}", "lead.created", start, lead_id=f"L-{n}", lead=HOT) for n in range(3)]
+    assert post_signed(client, events, start).status_code == 202
+    with runtime.db.session() as session:  # a stored event that can no longer be read back
+        session.add(
+            EventRow(
+                source="generic",
+                event_id="broken",
+                lead_id="L-bad",
+                type="lead.created",
+                occurred_at=start,
+                received_at=start,
+                payload="{not json",
+            )
+        )
+    assert apply_batch(runtime, ["L-0", "L-bad", "L-1", "L-2"]) == 4
+    assert sorted(lead.lead_id for lead in rows(runtime, LeadRow) if lead.known) == ["L-0", "L-1", "L-2"]
+    unapplied = [row.event_id for row in rows(runtime, EventRow) if row.processed_at is None]
+    assert unapplied == ["broken"]
+    assert timers.count_armed(runtime.redis, runtime.queue_name) == 3

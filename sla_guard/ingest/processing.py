@@ -23,25 +23,44 @@ from sla_guard.timers import arming as timers
 log = logging.getLogger("sla_guard.ingest.processing")
 
 
-def process_lead(runtime: Runtime, lead_id: str) -> list[TimerChange]:
-    """Recompute one lead from all its events and store the result; idempotent."""
-    rules = runtime.rules.current()
-    now = runtime.now()
-    with runtime.db.session() as session:
-        lead = lock_lead(session, lead_id, now)
-        event_ids, events = lead_events(session, lead_id)
-        events = without_own_task_echoes(session, lead_id, events)
-        state = replay(lead_id, events, rules)
-        changes = save_state(session, lead, state, rules, now)
-        mark_processed(session, event_ids, now)
+def _apply(session, runtime: Runtime, lead_id: str, rules, now):
+    lead = lock_lead(session, lead_id, now)
+    event_ids, events = lead_events(session, lead_id)
+    events = without_own_task_echoes(session, lead_id, events)
+    state = replay(lead_id, events, rules)
+    changes = save_state(session, lead, state, rules, now)
+    mark_processed(session, event_ids, now)
     log.info(
         "lead processed",
         extra={"lead_id": lead_id, "events": len(events), "status": state.status, "timers_changed": len(changes)},
     )
+    return changes, any(clock.is_follow_up and clock.stopped_at is not None for clock in state.clocks)
+
+
+def process_leads(runtime: Runtime, lead_ids: list[str]) -> list[TimerChange]:
+    """Recompute these leads from all their events and store the results in one transaction
+    (one commit for the batch); idempotent. Leads are locked in sorted order, so two batches
+    never wait on each other in a circle. Raises if any lead fails: nothing of the batch is
+    stored then, and the caller applies the leads one by one."""
+    rules = runtime.rules.current()
+    now = runtime.now()
+    changes: list[TimerChange] = []
+    finished_tasks = []
+    with runtime.db.session() as session:
+        for lead_id in sorted(set(lead_ids)):
+            lead_changes, ended = _apply(session, runtime, lead_id, rules, now)
+            changes += lead_changes
+            if ended:
+                finished_tasks.append(lead_id)
     apply_timer_changes(runtime, changes)
-    if any(clock.is_follow_up and clock.stopped_at is not None for clock in state.clocks):
+    for lead_id in finished_tasks:
         _close_finished_tasks(runtime, lead_id)
     return changes
+
+
+def process_lead(runtime: Runtime, lead_id: str) -> list[TimerChange]:
+    """Recompute one lead from all its events and store the result; idempotent."""
+    return process_leads(runtime, [lead_id])
 
 
 def _close_finished_tasks(runtime: Runtime, lead_id: str) -> None:
