@@ -81,7 +81,7 @@ def serve(host: str, port: int, workers: int | None):
     _schema_or_fail(settings["DATABASE_URL"])
     from sla_guard.web.server import run_gunicorn
 
-    run_gunicorn(host, port, workers or settings["SLA_GUARD_WEB_WORKERS"])
+    run_gunicorn(host, port, workers or settings["SLA_GUARD_WEB_WORKERS"], settings["SLA_GUARD_WEB_THREADS"])
 
 
 @main.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -19,6 +20,7 @@ from sla_guard import metrics
 from sla_guard.core.events import LeadEvent, parse_events
 from sla_guard.exceptions import InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters.base import Lookup
+from sla_guard.ingest.group_commit import CommitTimeout, GroupCommit
 from sla_guard.ingest.pending import push
 from sla_guard.outbox.crm_sync import insert_lookups, schedule_lookup
 from sla_guard.security import SIGNATURE_HEADER, verify_signature
@@ -28,6 +30,18 @@ from sla_guard.web.errors import error
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 log = logging.getLogger("sla_guard.webhooks")
+
+
+_INBOX_LOCK = threading.Lock()
+
+
+def inbox(app) -> GroupCommit:
+    """The web process's inbox writer (one per app and process)."""
+    committer = app.extensions.get("sla_guard.inbox")
+    if committer is None:
+        with _INBOX_LOCK:
+            committer = app.extensions.setdefault("sla_guard.inbox", GroupCommit(get_db(app)))
+    return committer
 
 
 def _now():
@@ -53,10 +67,14 @@ def ingest(
     queue_name = current_app.config["SLA_GUARD_QUEUE"]
     now = _now()
     try:
-        with get_db(current_app).session() as session:
-            accepted, duplicates = insert_events(session, source, events, now)
-            new_lookups, repeated = insert_lookups(session, source, lookups, now) if lookups else ([], [])
-    except SQLAlchemyError as exc:
+        if lookups:  # events and look-ups in one transaction of their own
+            with get_db(current_app).session() as session:
+                accepted, duplicates = insert_events(session, source, events, now)
+                new_lookups, repeated = insert_lookups(session, source, lookups, now)
+        else:  # committed together with the other requests of this process (group commit)
+            accepted, duplicates = inbox(current_app).store(source, events, now)
+            new_lookups, repeated = [], []
+    except (SQLAlchemyError, CommitTimeout) as exc:
         metrics.EVENTS_REJECTED.labels(source, "database").inc()
         log.error("events not stored: database unavailable", extra={"source": source, "error": type(exc).__name__})
         return error(503, "the database cannot store events right now; retry later")
