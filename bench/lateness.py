@@ -69,7 +69,7 @@ class LatenessSettings:
 
     def resolved_lead_s(self) -> float:
         # Two workers on a 2-core machine process a few hundred creations a second; leave margin.
-        return self.lead_s if self.lead_s is not None else 20.0 + self.clocks / 100.0
+        return self.lead_s if self.lead_s is not None else 20.0 + self.clocks / 50.0
 
     def within_s(self) -> int:
         """The first-touch budget: 2 minutes, or longer so that no ``occurred_at`` is in the future."""
