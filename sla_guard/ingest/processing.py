@@ -66,8 +66,8 @@ def apply_timer_changes(runtime: Runtime, changes: list[TimerChange]) -> None:
     if not changes:
         return
     now = runtime.now()
-    horizon = now + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
-    shards = runtime.settings["SLA_GUARD_TIMER_SHARDS"]
+    horizon = now + timedelta(seconds=runtime.settings.arm_horizon_s)
+    shards = runtime.settings.timer_shards
     ticks = {
         timers.tick_of(change.clock_id, change.fire_at, shards)
         for change in changes

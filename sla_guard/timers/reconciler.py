@@ -90,10 +90,10 @@ def reconcile(runtime: Runtime) -> ReconcileReport:
         report.events_applied += 1
 
     now = runtime.now()
-    horizon = now + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
+    horizon = now + timedelta(seconds=runtime.settings.arm_horizon_s)
     with runtime.db.session() as session:
         wanted = clocks_to_arm(session, horizon)
-    shards = runtime.settings["SLA_GUARD_TIMER_SHARDS"]
+    shards = runtime.settings.timer_shards
     ticks: dict[str, tuple[int, int]] = {}
     for clock_id, _lead, at in wanted:
         epoch, shard = timers.tick_of(clock_id, at, shards)
