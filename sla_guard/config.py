@@ -50,7 +50,7 @@ class Settings:
     signature_max_age_s: int = field(default=300, metadata=_env("SLA_GUARD_SIGNATURE_MAX_AGE_S"))
     reconcile_interval_s: float = field(default=10.0, metadata=_env("SLA_GUARD_RECONCILE_INTERVAL_S"))
     arm_horizon_s: int = field(default=900, metadata=_env("SLA_GUARD_ARM_HORIZON_S"))
-    timer_shards: int = field(default=4, metadata=_env("SLA_GUARD_TIMER_SHARDS"))
+    timer_poll_s: float = field(default=0.05, metadata=_env("SLA_GUARD_TIMER_POLL_S"))
     scheduler_interval_s: float = field(default=0.2, metadata=_env("SLA_GUARD_SCHEDULER_INTERVAL_S"))
     alert_max_attempts: int = field(default=8, metadata=_env("SLA_GUARD_ALERT_MAX_ATTEMPTS"))
     log_level: str = field(default="INFO", metadata=_env("SLA_GUARD_LOG_LEVEL"))

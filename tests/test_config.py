@@ -33,14 +33,14 @@ def test_the_environment_sets_typed_values():
     settings = load_settings(
         env={
             "DATABASE_URL": "postgresql://sales@db/sla",
-            "SLA_GUARD_TIMER_SHARDS": "6",
+            "SLA_GUARD_ARM_HORIZON_S": "600",
             "SLA_GUARD_SCHEDULER_INTERVAL_S": "0.5",
             "SLA_GUARD_LOG_LEVEL": "debug",
             "SLA_GUARD_API_TOKEN": "an-api-token-of-enough-length",
             "HOME": "/root",
         }
     )
-    assert settings.timer_shards == 6 and settings.scheduler_interval_s == 0.5
+    assert settings.arm_horizon_s == 600 and settings.scheduler_interval_s == 0.5
     assert settings.log_level == "DEBUG"
     assert settings.database_url == "postgresql+psycopg://sales@db/sla"
     assert settings.api_token == "an-api-token-of-enough-length"
@@ -54,7 +54,7 @@ def test_overrides_win_over_the_environment():
 @pytest.mark.parametrize(
     "key, value, message",
     [
-        ("SLA_GUARD_TIMER_SHARDS", "four", "SLA_GUARD_TIMER_SHARDS='four' is not a whole number"),
+        ("SLA_GUARD_WEB_WORKERS", "four", "SLA_GUARD_WEB_WORKERS='four' is not a whole number"),
         ("SLA_GUARD_ARM_HORIZON_S", "0", "SLA_GUARD_ARM_HORIZON_S must be greater than 0"),
         ("SLA_GUARD_RECONCILE_INTERVAL_S", "60", "SLA_GUARD_RECONCILE_INTERVAL_S must be between 0 and 30 seconds"),
         ("DATABASE_URL", "mysql://db/sla", "DATABASE_URL must point to SQLite or PostgreSQL"),
