@@ -119,7 +119,7 @@ def run_reconciler(bench: Bench, settings: ReconcilerSettings) -> dict:
         redis.close()
     return {
         "settings": asdict(settings),
-        "horizon_s": settings_["SLA_GUARD_ARM_HORIZON_S"],
+        "horizon_s": settings_.arm_horizon_s,
         "fill_s": fill_s,
         "passes": passes,
         "armed": armed,
