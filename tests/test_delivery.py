@@ -198,12 +198,12 @@ def test_a_bad_token_fails_at_once_with_an_ops_alert_and_no_secret_anywhere(
 def test_one_channel_crashing_never_holds_up_the_others(services, app, client, runtime, clock, monkeypatch):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
-    from sla_guard.outbox.notify import telegram as telegram_module
+    from sla_guard.outbox.notify.channels import SENDERS
 
     def explode(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(telegram_module, "send_telegram", explode)
+    monkeypatch.setitem(SENDERS, "telegram", explode)
     clock_id = untouched_lead(client, runtime, clock)
     clock.advance(minutes=15)
     run_timer(runtime, clock_id)

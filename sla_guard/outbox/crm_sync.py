@@ -24,7 +24,6 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-import requests
 from redis.exceptions import RedisError
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
@@ -33,10 +32,11 @@ from sqlalchemy.orm import Session
 
 from sla_guard.config import crm_settings
 from sla_guard.core.events import Lead, LeadEvent
-from sla_guard.exceptions import InvalidEvent
+from sla_guard.exceptions import CrmReadError, InvalidEvent
 from sla_guard.ingest.adapters import amocrm, bitrix24
 from sla_guard.ingest.adapters.base import Lookup, from_iso, text
 from sla_guard.ingest.processing import process_lead
+from sla_guard.outbox.http import Http, is_transient_status, json_object
 from sla_guard.queueing import enqueue
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import CrmLookupRow, CrmRecordRow, EventRow
@@ -307,10 +307,6 @@ def loss_reason(reply: dict) -> str | None:
     return text(chosen.get("name")) if chosen else None
 
 
-class AmoRestError(Exception):
-    """An amoCRM REST read failed; raised (so that the job is retried) only when trying later may help."""
-
-
 def read_loss_reason(runtime: Runtime, lead_id: str, closed_event_id: str) -> str | None:
     """Read a lost lead's reason and store it as a ``lead.updated`` event at the closure's time."""
     amo = crm_settings(runtime.settings, amocrm.CRM)
@@ -324,23 +320,20 @@ def read_loss_reason(runtime: Runtime, lead_id: str, closed_event_id: str) -> st
         ).scalar()
     if closed_at is None:
         return None
-    url = f"{base_url.rstrip('/')}/api/v4/leads/{lead_id}"
-    try:
-        response = runtime.http().get(
-            url,
-            params={"with": "loss_reason"},
-            timeout=REST_TIMEOUT_S,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-        )
-    except requests.RequestException as exc:
-        raise AmoRestError(f"amoCRM lead read failed: {type(exc).__name__}") from None
-    if response.status_code >= 500 or response.status_code == 429:
-        raise AmoRestError(f"amoCRM lead read failed: HTTP {response.status_code}")
-    try:
-        reply = response.json() if response.status_code == 200 else None
-    except ValueError:
-        reply = None
-    if not isinstance(reply, dict):
+    http = Http(
+        "amoCRM", runtime.http(), REST_TIMEOUT_S, [token], amocrm.ACCESS_TOKEN, account=base_url, error=CrmReadError
+    )
+    response = http.request(
+        "GET",
+        f"{base_url.rstrip('/')}/api/v4/leads/{lead_id}",
+        f"reading lead {lead_id}",
+        params={"with": "loss_reason"},
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+    )
+    if is_transient_status(response.status_code):
+        raise http.by_status(response, f"reading lead {lead_id}: HTTP {response.status_code}")
+    reply = json_object(response) if response.status_code == 200 else None
+    if reply is None:
         log.warning("amoCRM loss reason not read", extra={**context, "status": response.status_code})
         return None
     reason = loss_reason(reply)

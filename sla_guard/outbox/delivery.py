@@ -19,9 +19,10 @@ from datetime import datetime, timedelta
 from redis.exceptions import RedisError
 from sqlalchemy import or_, select, update
 
-from sla_guard.outbox.notify.channels import DeliveryError, channel_secrets, send
+from sla_guard.exceptions import DeliveryError
+from sla_guard.outbox.http import redact
+from sla_guard.outbox.notify.channels import channel_secrets, send
 from sla_guard.outbox.notify.routing import address_for
-from sla_guard.outbox.notify.transport import redact
 from sla_guard.outbox.ops_alerts import raise_ops_alert
 from sla_guard.queueing import enqueue
 from sla_guard.runtime import Runtime

@@ -19,8 +19,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import or_, select, update
 
 from sla_guard.core.engine import FIRST_TOUCH
+from sla_guard.exceptions import DeliveryError
 from sla_guard.outbox.delivery import CLAIM_S, backoff_s
-from sla_guard.outbox.notify.channels import DeliveryError, channel_secrets, send
+from sla_guard.outbox.http import redact
+from sla_guard.outbox.notify.channels import channel_secrets, send
 from sla_guard.outbox.notify.digest_texts import (
     ClockOutcome,
     Overdue,
@@ -34,7 +36,6 @@ from sla_guard.outbox.notify.digest_texts import (
     weekly_text,
 )
 from sla_guard.outbox.notify.routing import address_for, person_locale, person_quiet_until
-from sla_guard.outbox.notify.transport import redact
 from sla_guard.queueing import enqueue
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import ClockRow, DigestRow, EscalationRow, LeadRow
