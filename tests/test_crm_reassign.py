@@ -15,9 +15,9 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 from werkzeug import Response
 
-from sla_guard.outbox.crm_reassign import job_id, tell_crm
+from sla_guard.outbox.crm_reassign import REASSIGNMENTS, tell_crm
 from sla_guard.outbox.crm_tasks import AmoCrmTasks, Bitrix24Tasks, HubSpotTasks, PipedriveTasks, TaskNotFound
-from sla_guard.store.models import ClockRow, EscalationRow, LeadRow
+from sla_guard.store.models import ClockRow, EscalationRow, LeadRow, OutboxItemRow
 from sla_guard.timers.escalation import run_timer
 
 from .amocrm_support import AMO_TOKEN, crm, rows, settings, store  # noqa: F401 (fixtures)
@@ -440,7 +440,9 @@ def test_a_rate_limited_crm_is_told_again_after_retry_after_by_the_worker(crm, r
         )
     )
     escalation = reach_the_reassigning_level(runtime, clock, crm)
-    retry = job_id(runtime.queue_name, escalation.id, 2)
+    [push] = rows(runtime, OutboxItemRow, OutboxItemRow.kind == "reassign")
+    assert json.loads(push.args)["escalation_id"] == escalation.id
+    retry = REASSIGNMENTS.job_id(runtime.queue_name, push.id, 2)
     assert reassign_jobs(runtime) == {retry: (clock() + timedelta(seconds=7)).timestamp()}
     assert statuses(outcomes) == ["retrying"] and AMO_TOKEN not in outcomes[0].error
     clock.advance(seconds=3)

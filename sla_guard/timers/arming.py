@@ -23,10 +23,12 @@ from redis import Redis
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
+from sla_guard import queueing
 from sla_guard.queueing import QUEUE_NAME, enqueue
 
-TICK_JOB = "workers.jobs.fire_tick"
-"""Dotted path of the job a tick runs."""
+TICK_JOB = "sla_guard.timers.ticks.fire_tick_job"
+"""The job a tick runs, by its path: the ticks module fires clocks, which applies events, which
+arms ticks here, so a reference from this module would close an import circle."""
 
 DEFAULT_SHARDS = 4
 """Ticks per busy second (``SLA_GUARD_TIMER_SHARDS``): how many workers can share its clocks."""
@@ -43,7 +45,7 @@ def shard_of(clock_id: int, shards: int) -> int:
 
 def tick_id(epoch: int, shard: int, queue_name: str = QUEUE_NAME) -> str:
     """Deterministic job id of the tick of second ``epoch`` and ``shard``."""
-    return f"{queue_name}-tick-{epoch}-{shard}"
+    return queueing.job_id(queue_name, "tick", epoch, shard)
 
 
 def tick_of(clock_id: int, at: datetime, shards: int) -> tuple[int, int]:

@@ -6,6 +6,8 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
+from sla_guard import runtime as runtime_module
+from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
 from sla_guard.store.repository import clock_ids_in_tick
 from sla_guard.timers import arming as timers
@@ -37,3 +39,11 @@ def fire_tick(runtime: Runtime, epoch: int, shard: int, shards: int) -> int:
     if clock_ids:
         log.debug("tick fired", extra={"tick": epoch, "shard": shard, "clocks": len(clock_ids)})
     return len(clock_ids)
+
+
+@job()
+def fire_tick_job(epoch: int, shard: int, shards: int) -> int:
+    """Job: a timer tick; record and send whatever the clocks due in its second and shard owe."""
+    fired = fire_tick(runtime_module.current(), epoch, shard, shards)
+    log.debug("tick done", extra={"tick": epoch, "shard": shard, "clocks": fired})
+    return fired
