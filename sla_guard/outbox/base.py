@@ -149,9 +149,10 @@ class OutboxKind:
         return or_(self.model.claimed_until.is_(None), self.model.claimed_until <= now)
 
     def due_clause(self, now: datetime):
-        """Rows whose (next) attempt is due: open, unclaimed or past their wait, not brand new."""
+        """Rows whose (next) attempt is due: open, unclaimed or past their wait, and tried before
+        or older than :attr:`grace`."""
         created = getattr(self.model, self.created_column)
-        return and_(self.is_open(), self.is_free(now), created <= now - self.grace)
+        return and_(self.is_open(), self.is_free(now), or_(self.model.attempts > 0, created <= now - self.grace))
 
     def due(self, session: Session, now: datetime, limit: int = 500, *where) -> list[tuple[int, int]]:
         """The one "due for retry" query: ``(id, attempts so far)`` of the rows to try now
