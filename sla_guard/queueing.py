@@ -38,14 +38,6 @@ _KIND = re.compile(r"[a-z][a-z0-9_-]*")
 F = TypeVar("F", bound=Callable)
 
 
-DEFAULT_OPTIONS = {
-    "job_timeout": JOB_TIMEOUT_S,
-    "result_ttl": RESULT_TTL_S,
-    "failure_ttl": FAILURE_TTL_S,
-    "ttl": QUEUED_TTL_S,
-}
-
-
 def job(
     *,
     timeout: int = JOB_TIMEOUT_S,
@@ -83,24 +75,15 @@ def queue(connection: Redis, name: str = QUEUE_NAME) -> Queue:
 
 def enqueue(
     connection: Redis,
-    func: Callable | str,
+    func: Callable,
     *args,
     job_id: str | None = None,
     at: datetime | None = None,
     retry: Retry | None = DEFAULT_RETRY,
     queue_name: str = QUEUE_NAME,
 ):
-    """Enqueue the job ``func`` (a :func:`job` function) now, or at the aware ``at``.
-
-    Only the timer tick is named by its dotted path (see :data:`sla_guard.timers.arming.TICK_JOB`),
-    and only paths inside the package are accepted.
-    """
-    if isinstance(func, str):
-        if not func.startswith("sla_guard."):
-            raise TypeError(f"jobs live inside sla_guard, not in {func!r}")
-        options = DEFAULT_OPTIONS
-    else:
-        options = getattr(func, "job_options", None)
+    """Enqueue the job ``func`` (a :func:`job` function, never a dotted path) now, or at the aware ``at``."""
+    options = getattr(func, "job_options", None)
     if options is None:
         raise TypeError(f"{func!r} is not a job: mark it with @job")
     target = queue(connection, queue_name)

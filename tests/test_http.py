@@ -5,6 +5,7 @@ and the pacing hook every CRM REST call passes through."""
 from __future__ import annotations
 
 import pickle
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -32,8 +33,10 @@ class RecordingPacer:
         self.acquired: list[tuple[str, str]] = []
         self.limited: list[tuple[str, str, float | None]] = []
 
-    def acquire(self, service: str, account: str) -> None:
+    @contextmanager
+    def turn(self, service: str, account: str):
         self.acquired.append((service, account))
+        yield
 
     def rate_limited(self, service: str, account: str, wait_s: float | None) -> None:
         self.limited.append((service, account, wait_s))

@@ -24,7 +24,7 @@ from types import ModuleType
 
 from flask import Blueprint, current_app, request
 
-from sla_guard.config import crm_settings
+from sla_guard.config import of_app
 from sla_guard.core.events import LeadEvent
 from sla_guard.exceptions import ConfigError, InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters import ADAPTERS, RawRequest, amocrm, bitrix24, hubspot, pipedrive
@@ -71,10 +71,11 @@ def _raw_request() -> RawRequest:
 def _receive(crm: str):
     started = time.perf_counter()
     adapter: ModuleType = ADAPTERS[crm]
-    settings = crm_settings(current_app.config, crm)
+    app_settings = of_app(current_app)
+    settings = app_settings.crm(crm)
     if not adapter.enabled(settings):
         return error(404, f"the {NAMES[crm]} webhook is not enabled: set {' and '.join(REQUIRED[crm])}")
-    if (request.content_length or 0) > current_app.config["SLA_GUARD_MAX_BODY_BYTES"]:
+    if (request.content_length or 0) > app_settings.max_body_bytes:
         return _reject(crm, "too_large", 413, "request body is over the size limit", "body")
     raw = _raw_request()
     now = _now()
@@ -101,7 +102,7 @@ def _receive(crm: str):
 
 def _loss_reasons(session, events: list[LeadEvent], now) -> list:
     """The loss-reason reads of newly lost amoCRM leads (REST credentials set), recorded with the events."""
-    return record_loss_reasons(session, current_app.config, events, now)
+    return record_loss_reasons(session, of_app(current_app), events, now)
 
 
 @bp.post("/amocrm/<token>")

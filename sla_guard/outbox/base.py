@@ -112,7 +112,7 @@ class OutboxKind:
     # --- policy and hooks (overridden per kind) --------------------------------------------
 
     def retry(self, runtime: Runtime) -> Retry:
-        return Retry(runtime.settings["SLA_GUARD_ALERT_MAX_ATTEMPTS"], doubling(2, 600))
+        return Retry(runtime.settings.alert_max_attempts, doubling(2, 600))
 
     def attempt(self, runtime: Runtime, row: Any) -> str:
         """Make one attempt: do the work, record the success, return the status word."""

@@ -97,7 +97,7 @@ class Reassignments(ItemKind):
                 owner_now=owner_now,
             )
         else:
-            kind = runtime.settings.get(f"SLA_GUARD_{crm.upper()}_TASK_OBJECT") or DEFAULT_KIND
+            kind = runtime.settings.crm(crm).get(f"SLA_GUARD_{crm.upper()}_TASK_OBJECT") or DEFAULT_KIND
             client.assign_owner(lead_id, crm_user(runtime, new_owner), kind)
             outcome = "assigned"
             _outcome(logging.INFO, "reassignment sent to the CRM", context, outcome, kind=kind)

@@ -161,7 +161,7 @@ class FollowUpTasks(_TaskKind):
             text=row.text,
             due_at=row.due_at,
             idempotency_key=f"sla-guard-fu-{row.clock_id}",
-            kind=runtime.settings.get(f"SLA_GUARD_{row.crm.upper()}_TASK_OBJECT") or "deal",
+            kind=runtime.settings.crm(row.crm).get(f"SLA_GUARD_{row.crm.upper()}_TASK_OBJECT") or "deal",
         )
         crm_task_id = (client.find(request) if row.attempts > 1 else None) or client.create(request)
         self.update(runtime, row.id, status="created", crm_task_id=crm_task_id, last_error=None, claimed_until=None)

@@ -14,9 +14,9 @@ authorisation headers it sends and token-shaped parts of URLs are blanked out of
 message it builds (:meth:`Http.scrub`), and requests' own exceptions, which quote the URL, are
 reduced to their type.
 
-Pacing. Before every request of a client that names its ``account`` (the CRM clients do), the
-installed :class:`Pacer` is asked to wait for a free slot of that account (:func:`install_pacer`;
-none by default), and it hears of every rate-limited answer. This is the single place where a
+Pacing. Every request of a client that names its ``account`` (the CRM clients do) is made
+inside the installed :class:`Pacer`'s turn for that account (:func:`install_pacer`; none by
+default), and the pacer hears of every rate-limited answer. This is the single place where a
 limiter shared by all workers of one CRM account plugs in.
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
@@ -135,14 +136,17 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
 
 
 class Pacer(Protocol):
-    """Keeps the requests of one account of a service under its rate limit, across processes."""
+    """Keeps the requests of one account of a service under its rate limit, across processes
+    (:mod:`sla_guard.outbox.pacing` keeps the pace in Redis)."""
 
-    def acquire(self, service: str, account: str) -> None:
-        """Return when one more request to ``account`` may go out (may sleep)."""
+    def turn(self, service: str, account: str) -> AbstractContextManager[Any]:
+        """Held for the whole request: entered when one more request to ``account`` may go out
+        (it may wait, or raise a :class:`~sla_guard.exceptions.DeliveryError` to retry later),
+        left when the answer came."""
         ...
 
     def rate_limited(self, service: str, account: str, wait_s: float | None) -> None:
-        """The service answered "too fast"; ``wait_s`` is the wait it named, if any."""
+        """The service answered "too fast" anyway; ``wait_s`` is the wait it named, if any."""
         ...
 
 
@@ -199,18 +203,18 @@ class Http:
                 self.secrets.add(str(value))
                 self.secrets.add(str(value).partition(" ")[2] or str(value))
         lead = f"{what}: " if what else ""
-        if self.account is not None and _pacer is not None:
-            _pacer.acquire(self.service, self.account)
+        pacer = _pacer if self.account is not None else None
         try:
-            response = self.session.request(method, url, timeout=self.timeout, allow_redirects=False, **kwargs)
+            with pacer.turn(self.service, self.account) if pacer is not None else nullcontext():
+                response = self.session.request(method, url, timeout=self.timeout, allow_redirects=False, **kwargs)
         except requests.Timeout:
             raise self.fail(f"{lead}timed out (no answer in time)", transient=True) from None
         except requests.ConnectionError as exc:
             raise self.fail(f"{lead}cannot connect ({type(exc).__name__})", transient=True) from None
         except requests.RequestException as exc:
             raise self.fail(f"{lead}the request failed ({type(exc).__name__})", transient=False) from None
-        if response.status_code == RATE_LIMITED_STATUS and self.account is not None and _pacer is not None:
-            _pacer.rate_limited(self.service, self.account, retry_after(response))
+        if response.status_code == RATE_LIMITED_STATUS and pacer is not None:
+            pacer.rate_limited(self.service, self.account, retry_after(response))
         return response
 
     def post(self, url: str, what: str, **kwargs: Any) -> requests.Response:
