@@ -64,7 +64,7 @@ class LatenessSettings:
     web_workers: int = 4
     reconcile_interval_s: float = 5.0
     post_threads: int = 4
-    drain_s: float = 180.0
+    drain_s: float = 60.0
     """Longest wait for missing alerts after the last deadline."""
 
     def resolved_lead_s(self) -> float:
