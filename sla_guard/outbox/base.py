@@ -47,7 +47,6 @@ from sla_guard.exceptions import DeliveryError
 from sla_guard.outbox.http import redact
 from sla_guard.outbox.notify.channels import channel_secrets, send
 from sla_guard.outbox.notify.messages import texts
-from sla_guard.outbox.notify.routing import address_for
 from sla_guard.queueing import enqueue, job, job_id
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import OutboxItemRow
@@ -270,33 +269,6 @@ class OutboxKind:
         self.update(runtime, row.id, **self.failed_values(error, now))
         self.on_give_up(runtime, row, error, {**context, self.outcome_field: self.gave_up})
         return self.gave_up
-
-
-class ChannelDelivery(OutboxKind):
-    """A kind whose rows go out through a channel of the rules file (alerts, digests): each row
-    names its ``channel`` and ``recipient`` and holds the ``payload``."""
-
-    sent_column: ClassVar[str]
-    """The row's column that records when it was delivered."""
-    logger: ClassVar[logging.Logger] = log
-
-    def attempt(self, runtime: Runtime, row: Any) -> str:
-        rules = runtime.rules.current()
-        send(
-            row.channel,
-            rules.channels.get(row.channel),
-            json.loads(row.payload),
-            runtime.http(),
-            address=address_for(rules, row.channel, row.recipient or None),
-            settings=runtime.settings,
-        )
-        done = {self.sent_column: runtime.now(), "status": "delivered", "claimed_until": None, "last_error": None}
-        self.update(runtime, row.id, **done)
-        self.logger.info(f"{self.name} delivered", extra=self.context(row))
-        return "delivered"
-
-    def secrets(self, runtime: Runtime, row: Any) -> tuple[str, ...]:
-        return channel_secrets(runtime.rules.current().channels.get(row.channel))
 
 
 # --- kinds kept in the generic table ---------------------------------------------------------

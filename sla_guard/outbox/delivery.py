@@ -13,21 +13,49 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from sla_guard import runtime as runtime_module
-from sla_guard.outbox.base import ChannelDelivery
+from sla_guard.outbox.base import OutboxKind
+from sla_guard.outbox.notify.channels import channel_secrets, send
 from sla_guard.outbox.notify.messages import alert_payload
-from sla_guard.outbox.notify.routing import Delivery
+from sla_guard.outbox.notify.routing import Delivery, address_for
 from sla_guard.outbox.ops_alerts import raise_ops_alert
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import AlertRow
 
 log = logging.getLogger("sla_guard.outbox.delivery")
+
+
+class ChannelDelivery(OutboxKind):
+    """A kind whose rows go out through a channel of the rules file (alerts, digests): each row
+    names its ``channel`` and ``recipient`` and holds the ``payload``."""
+
+    sent_column: ClassVar[str]
+    """The row's column that records when it was delivered."""
+    logger: ClassVar[logging.Logger] = log
+
+    def attempt(self, runtime: Runtime, row: Any) -> str:
+        rules = runtime.rules.current()
+        send(
+            row.channel,
+            rules.channels.get(row.channel),
+            json.loads(row.payload),
+            runtime.http(),
+            address=address_for(rules, row.channel, row.recipient or None),
+            settings=runtime.settings,
+        )
+        done = {self.sent_column: runtime.now(), "status": "delivered", "claimed_until": None, "last_error": None}
+        self.update(runtime, row.id, **done)
+        self.logger.info(f"{self.name} delivered", extra=self.context(row))
+        return "delivered"
+
+    def secrets(self, runtime: Runtime, row: Any) -> tuple[str, ...]:
+        return channel_secrets(runtime.rules.current().channels.get(row.channel))
 
 
 class Alerts(ChannelDelivery):

@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 
 from sla_guard import runtime as runtime_module
 from sla_guard.core.engine import FIRST_TOUCH
-from sla_guard.outbox.base import ChannelDelivery
+from sla_guard.outbox.delivery import ChannelDelivery
 from sla_guard.outbox.notify.digest_texts import (
     ClockOutcome,
     Overdue,
