@@ -193,10 +193,10 @@ def test_one_request_with_several_entities_actions_and_indexes():
     )
     result = amocrm.parse(request(body), SETTINGS)
     assert [(e.type, e.lead.id) for e in result.events] == [
-        ("lead.created", "101"),
-        ("lead.created", "102"),
-        ("lead.touched", "102"),
-        ("lead.closed", "101"),
+        ("lead.created", "amocrm:lead:101"),
+        ("lead.created", "amocrm:lead:102"),
+        ("lead.touched", "amocrm:lead:102"),
+        ("lead.closed", "amocrm:lead:101"),
     ]
     closed = result.events[-1]
     assert (closed.outcome, closed.previous_stage) == ("won", "5002")
@@ -225,8 +225,8 @@ def test_won_and_lost_statuses_are_configurable():
     )
     events = amocrm.parse(request(body), settings).events
     assert [(e.lead.id, e.type, e.outcome) for e in events] == [
-        ("1", "lead.closed", "won"),
-        ("2", "lead.closed", "lost"),
+        ("amocrm:lead:1", "lead.closed", "won"),
+        ("amocrm:lead:2", "lead.closed", "lost"),
     ]
     assert amocrm.outcome("7001", amocrm.mapping_from_settings(settings)) == "won"
     assert amocrm.outcome("7001") is None
@@ -278,7 +278,12 @@ def note(note_type: str, **extra: str) -> list[tuple[str, str]]:
 
 def test_outgoing_call_and_outgoing_sms_are_touches():
     call = amocrm.parse(request(form(*note("11", text='{"DURATION": 40}'))), SETTINGS).events[0]
-    assert (call.type, call.touch.channel, call.touch.by, call.lead.id) == ("lead.touched", "call", "9", "101")
+    assert (call.type, call.touch.channel, call.touch.by, call.lead.id) == (
+        "lead.touched",
+        "call",
+        "9",
+        "amocrm:lead:101",
+    )
     sms = amocrm.parse(request(form(*note("103"))), SETTINGS).events[0]
     assert sms.touch.channel == "sms"
 
@@ -355,7 +360,12 @@ def message(kind: str, author_type: str = "internal", **extra: str) -> list[tupl
 
 def test_managers_message_is_a_touch_and_clients_message_is_not():
     out = amocrm.parse(request(form(*message("outgoing"))), SETTINGS).events[0]
-    assert (out.type, out.touch.channel, out.touch.by, out.lead.id) == ("lead.touched", "message", "9", "101")
+    assert (out.type, out.touch.channel, out.touch.by, out.lead.id) == (
+        "lead.touched",
+        "message",
+        "9",
+        "amocrm:lead:101",
+    )
     assert out.occurred_at == at("2024-09-17T13:50:00+00:00")
     incoming = amocrm.parse(request(form(*message("incoming", author_type="external"))), SETTINGS)
     assert incoming.events == [] and incoming.ignored == ["message.add"]

@@ -181,7 +181,7 @@ def test_deleted_deal_is_closed_without_a_lookup():
     (closed,) = result.events
     assert (closed.type, closed.lead.id, closed.reason, closed.outcome, result.lookups) == (
         "lead.closed",
-        "5123",
+        "bitrix24:deal:5123",
         "deleted",
         None,
         [],
@@ -278,7 +278,7 @@ def test_outgoing_call_is_a_touch_on_its_deal():
     (touched,) = bitrix24.derive_events(ACTIVITY_ADD, ACTIVITY, None)
     assert (touched.type, touched.lead.id, touched.touch.channel, touched.touch.by) == (
         "lead.touched",
-        "5123",
+        "bitrix24:deal:5123",
         "call",
         "17",
     )

@@ -135,7 +135,7 @@ def test_due_time_is_normalised_to_utc():
     "changes, problem",
     [
         ({"due_at": datetime(2026, 11, 24, 9, 30)}, "timezone-aware"),
-        ({"kind": "contact"}, "kind"),
+        ({"kind": "company"}, "kind"),
         ({"idempotency_key": "a]b"}, "brackets"),
         ({"lead_id": " "}, "empty"),
     ],

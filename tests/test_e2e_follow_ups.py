@@ -139,7 +139,7 @@ def test_proposal_follow_up_task_missed_escalation_and_touch_cancelling_the_rest
     assert wait_for(lambda: seen(httpserver, "PATCH", "/api/v4/tasks/777001"), 15), stack.logs("worker")
 
     detail = requests.get(
-        f"{stack.base_url}/api/leads/15318175", timeout=5, headers={"Authorization": f"Bearer {API_TOKEN}"}
+        f"{stack.base_url}/api/leads/amocrm:lead:15318175", timeout=5, headers={"Authorization": f"Bearer {API_TOKEN}"}
     ).json()
     steps = {c["name"]: c["status"] for c in detail["clocks"] if c["name"].startswith("follow_up:")}
     assert steps == {"follow_up:proposal:1": "missed", "follow_up:proposal:2": "cancelled"}

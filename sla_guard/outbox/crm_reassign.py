@@ -5,8 +5,9 @@ team inside sla-guard (a ``lead.assigned`` event of its own, and ``reassigned_to
 escalation). This module makes the same change in the CRM the lead came from, over the
 ``assign_owner`` call of its task client (:mod:`sla_guard.outbox.crm_tasks`):
 
-- a lead from a source without a client (the generic webhook, a CRM whose REST settings are
-  not set) is left alone: ``not_supported``;
+- the CRM and the record are read from the lead id (``bitrix24:deal:5``, see
+  :mod:`sla_guard.core.record_ids`): a lead whose id names no CRM record (a bare generic id)
+  or whose CRM has no REST settings is left alone: ``not_supported``;
 - a transient failure (429, 5xx, a timeout) is retried by the job :data:`REASSIGN_JOB`, at the
   backoff or the CRM's ``Retry-After`` if longer, up to ``SLA_GUARD_ALERT_MAX_ATTEMPTS``;
 - a permanent one (refused credentials, invalid data, a deleted record) is logged at ERROR.
@@ -26,8 +27,10 @@ from datetime import datetime, timedelta
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
+from sla_guard.core.record_ids import crm_record
 from sla_guard.outbox.crm_tasks import TaskError, client_for
-from sla_guard.outbox.follow_up_tasks import backoff_s, lead_crm
+from sla_guard.outbox.follow_up_tasks import backoff_s
+from sla_guard.outbox.pacing import crm_pacer
 from sla_guard.queueing import enqueue
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import LeadRow
@@ -36,9 +39,6 @@ log = logging.getLogger("sla_guard.outbox.crm_reassign")
 
 REASSIGN_JOB = "workers.jobs.reassign_in_crm"
 """Dotted path of the job that (re)tries telling the CRM of a reassignment."""
-
-DEFAULT_KIND = "deal"
-"""What a lead id names in the CRM unless ``SLA_GUARD_<CRM>_TASK_OBJECT`` says ``lead``."""
 
 
 def job_id(queue_name: str, escalation_id: int, attempt: int) -> str:
@@ -75,12 +75,10 @@ def queue_attempt(
     return True
 
 
-def _current_owner(runtime: Runtime, lead_id: str) -> tuple[str | None, str | None]:
-    """The lead's CRM (the source of its first event not sla-guard's own) and its owner now."""
+def _current_owner(runtime: Runtime, lead_id: str) -> str | None:
+    """The lead's owner now."""
     with runtime.db.session() as session:
-        crm = lead_crm(session, lead_id)
-        owner = session.execute(select(LeadRow.owner).where(LeadRow.lead_id == lead_id)).scalar()
-    return crm, owner
+        return session.execute(select(LeadRow.owner).where(LeadRow.lead_id == lead_id)).scalar()
 
 
 def _outcome(level: int, message: str, context: dict, crm_status: str, **fields) -> str:
@@ -90,9 +88,13 @@ def _outcome(level: int, message: str, context: dict, crm_status: str, **fields)
 
 def tell_crm(runtime: Runtime, lead_id: str, new_owner: str, escalation_id: int, attempt: int = 1) -> str:
     """Make ``new_owner`` the lead's owner in its CRM; return the ``crm_status`` logged."""
-    crm, owner_now = _current_owner(runtime, lead_id)
+    record = crm_record(lead_id)
+    owner_now = _current_owner(runtime, lead_id)
+    crm = record.crm if record else None
     context = {"lead_id": lead_id, "escalation_id": escalation_id, "crm": crm, "owner": new_owner, "attempt": attempt}
-    client = client_for(crm or "", runtime.settings, runtime.http())
+    client = (
+        client_for(record.crm, runtime.settings, runtime.http(), pacer=crm_pacer(runtime.settings)) if record else None
+    )
     if client is None:
         return _outcome(
             logging.INFO, "reassignment not sent: the lead's source has no CRM API configured", context, "not_supported"
@@ -105,9 +107,9 @@ def tell_crm(runtime: Runtime, lead_id: str, new_owner: str, escalation_id: int,
             "superseded",
             owner_now=owner_now,
         )
-    kind = runtime.settings.get(f"SLA_GUARD_{crm.upper()}_TASK_OBJECT") or DEFAULT_KIND
+    kind = record.entity
     try:
-        client.assign_owner(lead_id, crm_user(runtime, new_owner), kind)
+        client.assign_owner(record.id, crm_user(runtime, new_owner), kind)
     except TaskError as exc:
         if exc.transient and attempt < runtime.settings["SLA_GUARD_ALERT_MAX_ATTEMPTS"]:
             wait = max(backoff_s(attempt), exc.retry_after_s or 0.0)

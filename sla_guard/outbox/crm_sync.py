@@ -22,7 +22,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
+from contextlib import nullcontext
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import requests
 from redis.exceptions import RedisError
@@ -33,10 +35,14 @@ from sqlalchemy.orm import Session
 
 from sla_guard.config import crm_settings
 from sla_guard.core.events import Lead, LeadEvent
+from sla_guard.core.record_ids import crm_record
 from sla_guard.exceptions import InvalidEvent
 from sla_guard.ingest.adapters import amocrm, bitrix24
 from sla_guard.ingest.adapters.base import Lookup, from_iso, text
 from sla_guard.ingest.processing import process_lead
+from sla_guard.outbox.crm_tasks.amocrm import LIMITS as AMO_LIMITS
+from sla_guard.outbox.crm_tasks.bitrix24 import portal_pace
+from sla_guard.outbox.pacing import PaceDeferred, account_key, crm_pacer
 from sla_guard.queueing import enqueue
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import CrmLookupRow, CrmRecordRow, EventRow
@@ -217,7 +223,7 @@ def run_lookup(runtime: Runtime, lookup_id: int) -> str:
     if rest_url is None:
         return _give_up(runtime, lookup_id, f"{bitrix24.REST_URL} is not set", context)
     try:
-        record = bitrix24.fetch(rest_url, lookup.method, lookup.id, runtime.http(), REST_TIMEOUT_S)
+        record = _paced_fetch(runtime, rest_url, lookup)
     except bitrix24.RestError as exc:
         if not exc.retryable or attempt >= LOOKUP_MAX_ATTEMPTS:
             return _give_up(runtime, lookup_id, str(exc), context)
@@ -261,6 +267,24 @@ def run_lookup(runtime: Runtime, lookup_id: int) -> str:
     for lead_id in dict.fromkeys(event.lead.id for event in events if event.event_id in stored):
         process_lead(runtime, lead_id)
     return "done"
+
+
+def _paced_fetch(runtime: Runtime, rest_url: str, lookup: Lookup) -> dict:
+    """Read a Bitrix24 record in the portal's turn (look-ups and task calls share one pace)."""
+    pacer, pace = crm_pacer(runtime.settings), portal_pace(rest_url)
+    if pacer is None:
+        return bitrix24.fetch(rest_url, lookup.method, lookup.id, runtime.http(), REST_TIMEOUT_S)
+    try:
+        with pacer.turn(pace.crm, pace.account, pace.limits):
+            return bitrix24.fetch(rest_url, lookup.method, lookup.id, runtime.http(), REST_TIMEOUT_S)
+    except PaceDeferred as exc:
+        raise bitrix24.RestError(lookup.method, str(exc), retryable=True) from None
+    except RedisError as exc:
+        raise bitrix24.RestError(lookup.method, f"pace unknown ({type(exc).__name__})", retryable=True) from None
+    except bitrix24.RestError as exc:
+        if exc.status == 429 or exc.code == "QUERY_LIMIT_EXCEEDED":
+            pacer.limited(pace.crm, pace.account, pace.pause_s)
+        raise
 
 
 def _last_known(session: Session, kind: str, record_id: str) -> dict | None:
@@ -324,16 +348,25 @@ def read_loss_reason(runtime: Runtime, lead_id: str, closed_event_id: str) -> st
         ).scalar()
     if closed_at is None:
         return None
-    url = f"{base_url.rstrip('/')}/api/v4/leads/{lead_id}"
+    record = crm_record(lead_id)
+    native = record.id if record else lead_id
+    url = f"{base_url.rstrip('/')}/api/v4/leads/{native}"
+    pacer = crm_pacer(runtime.settings)
+    account = account_key(urlsplit(base_url.rstrip("/")).netloc.lower())
     try:
-        response = runtime.http().get(
-            url,
-            params={"with": "loss_reason"},
-            timeout=REST_TIMEOUT_S,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-        )
+        with pacer.turn("amocrm", account, AMO_LIMITS) if pacer else nullcontext():
+            response = runtime.http().get(
+                url,
+                params={"with": "loss_reason"},
+                timeout=REST_TIMEOUT_S,
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            )
     except requests.RequestException as exc:
         raise AmoRestError(f"amoCRM lead read failed: {type(exc).__name__}") from None
+    except (PaceDeferred, RedisError) as exc:
+        raise AmoRestError(f"amoCRM lead read not sent: {exc}") from None
+    if response.status_code == 429 and pacer:
+        pacer.limited("amocrm", account, 1.0)
     if response.status_code >= 500 or response.status_code == 429:
         raise AmoRestError(f"amoCRM lead read failed: HTTP {response.status_code}")
     try:

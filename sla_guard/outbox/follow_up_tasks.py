@@ -15,12 +15,14 @@ from redis.exceptions import RedisError
 from sqlalchemy import or_, select, update
 
 from sla_guard.core.follow_ups import find_cadence, parse_clock_name, task_text
+from sla_guard.core.record_ids import crm_record
 from sla_guard.outbox.crm_tasks import TaskError, TaskNotFound, TaskRequest, client_for
 from sla_guard.outbox.notify.messages import alert_payload
 from sla_guard.outbox.notify.routing import route
+from sla_guard.outbox.pacing import crm_pacer
 from sla_guard.queueing import enqueue
 from sla_guard.runtime import Runtime
-from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, FollowUpTaskRow, LeadRow
+from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, FollowUpTaskRow, LeadRow
 from sla_guard.store.repository import LEAD_FIELDS
 
 log = logging.getLogger("sla_guard.core.follow_ups")
@@ -34,22 +36,15 @@ CLOSE_JOB = "workers.jobs.close_follow_up_task"
 CLAIM_S = 60
 """How long a worker may hold a task row while it talks to the CRM."""
 
-OWN_SOURCES = ("sla-guard",)
-"""Event sources that are sla-guard itself, not a CRM."""
-
 
 def backoff_s(attempts: int) -> float:
     return float(min(600, 2 ** max(1, attempts)))
 
 
-def lead_crm(session, lead_id: str) -> str | None:
-    """The CRM the lead came from: the source of its first event that is not sla-guard's own."""
-    return session.execute(
-        select(EventRow.source)
-        .where(EventRow.lead_id == lead_id, EventRow.source.not_in(OWN_SOURCES))
-        .order_by(EventRow.id)
-        .limit(1)
-    ).scalar()
+def lead_crm(lead_id: str) -> str | None:
+    """The CRM whose record the lead is, as its id says (``None`` for a bare generic id)."""
+    record = crm_record(lead_id)
+    return record.crm if record else None
 
 
 def plan_task(session, rules, clock: ClockRow, lead: LeadRow, now: datetime) -> int | None:
@@ -62,7 +57,7 @@ def plan_task(session, rules, clock: ClockRow, lead: LeadRow, now: datetime) -> 
     row = FollowUpTaskRow(
         clock_id=clock.id,
         lead_id=lead.lead_id,
-        crm=lead_crm(session, lead.lead_id),
+        crm=lead_crm(lead.lead_id),
         owner=lead.owner,
         text=task_text(cadence, fields),
         due_at=clock.due_at,
@@ -168,19 +163,21 @@ def create_task(runtime: Runtime, task_id: int) -> str:
     if row is None:
         return "not_claimed"
     context = {"lead_id": row.lead_id, "task_id": task_id, "crm": row.crm, "attempt": row.attempts}
-    client = client_for(row.crm or "", runtime.settings, runtime.http())
+    record = crm_record(row.lead_id)
+    client = (
+        client_for(record.crm, runtime.settings, runtime.http(), pacer=crm_pacer(runtime.settings)) if record else None
+    )
     if client is None:
         alert_owner(runtime, row, "no CRM task API configured")
         _set(runtime, task_id, status="alerted", claimed_until=None)
         return "alerted"
-    crm = row.crm.upper()
     request = TaskRequest(
-        lead_id=row.lead_id,
+        lead_id=record.id,
         owner=row.owner,
         text=row.text,
         due_at=row.due_at,
         idempotency_key=f"sla-guard-fu-{row.clock_id}",
-        kind=runtime.settings.get(f"SLA_GUARD_{crm}_TASK_OBJECT") or "deal",
+        kind=record.entity,
     )
     try:
         crm_task_id = (client.find(request) if row.attempts > 1 else None) or client.create(request)
@@ -219,7 +216,10 @@ def close_task(runtime: Runtime, task_id: int) -> str:
     row = _claim(runtime, task_id, runtime.now(), ("created",))
     if row is None:
         return "not_claimed"
-    client = client_for(row.crm or "", runtime.settings, runtime.http())
+    record = crm_record(row.lead_id)
+    client = (
+        client_for(record.crm, runtime.settings, runtime.http(), pacer=crm_pacer(runtime.settings)) if record else None
+    )
     try:
         if client is not None and row.crm_task_id:
             client.close(row.crm_task_id)

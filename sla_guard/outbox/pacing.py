@@ -30,9 +30,10 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 
@@ -286,3 +287,19 @@ def pace_stats(redis: Redis, namespace: str = "sla-guard") -> dict[str, dict[str
         if name in STAT_NAMES:
             stats.setdefault(crm, dict.fromkeys(STAT_NAMES, 0.0))[name] = float(value)
     return stats
+
+
+_PACERS: dict[tuple[str, str], Pacer] = {}
+
+
+def crm_pacer(settings: Mapping[str, Any]) -> Pacer | None:
+    """The process's pacer for CRM calls (one Redis client per process), or ``None`` without Redis."""
+    url = settings.get("REDIS_URL")
+    if not url:
+        return None
+    namespace = str(settings.get("SLA_GUARD_QUEUE") or "sla-guard")
+    pacer = _PACERS.get((url, namespace))
+    if pacer is None:
+        client = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5)
+        pacer = _PACERS[(url, namespace)] = Pacer(client, namespace)
+    return pacer

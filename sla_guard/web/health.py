@@ -36,4 +36,7 @@ def readyz():
 
 @bp.get("/metrics")
 def prometheus():
-    return Response(metrics.render(get_db(current_app)), mimetype="text/plain; version=0.0.4")
+    body = metrics.render(
+        get_db(current_app), current_app.extensions.get("sla_guard.redis"), current_app.config["SLA_GUARD_QUEUE"]
+    )
+    return Response(body, mimetype="text/plain; version=0.0.4")

@@ -37,6 +37,7 @@ from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 from sla_guard.core.events import LeadEvent
+from sla_guard.core.record_ids import lead_id as record_lead_id
 from sla_guard.exceptions import InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters.base import (
     AdapterResult,
@@ -252,7 +253,7 @@ def _lead(item: dict[str, Any], where: str, context: _Context, *, stage: bool) -
         text(tag.get("name")) for _, tag in indexed(item.get("tags")) if isinstance(tag, dict) and text(tag.get("name"))
     ]
     return {
-        "id": lead_id,
+        "id": _lead_id(lead_id),
         "name": text(item.get("name")),
         "stage": text(item.get("status_id")) if stage else None,
         "pipeline": text(item.get("pipeline_id")),
@@ -262,6 +263,11 @@ def _lead(item: dict[str, Any], where: str, context: _Context, *, stage: bool) -
         "tags": tags or None,
         **lead_fields(context.mapping.get("fields", {}), custom),
     }
+
+
+def _lead_id(native: str) -> str:
+    """sla-guard's id of an amoCRM lead (``amocrm:lead:<id>``)."""
+    return record_lead_id(CRM, "lead", native)
 
 
 _LEAD_TIMES = ("updated_at", "last_modified", "created_at", "date_create")
@@ -274,7 +280,7 @@ def _lead_added(entity, action, item, where, context):
     lead = _lead(item, where, context, stage=True)
     return make_event(
         where,
-        event_id=f"amocrm-leads-add-{lead['id']}-{_stamp(item, moment)}",
+        event_id=f"amocrm-leads-add-{text(item.get('id'))}-{_stamp(item, moment)}",
         type="lead.created",
         occurred_at=moment,
         lead=lead,
@@ -293,7 +299,7 @@ def _lead_updated(entity, action, item, where, context):
     lead = _lead(item, where, context, stage=False)
     return make_event(
         where,
-        event_id=f"amocrm-leads-update-{lead['id']}-{_stamp(item, moment)}",
+        event_id=f"amocrm-leads-update-{text(item.get('id'))}-{_stamp(item, moment)}",
         type="lead.updated",
         occurred_at=moment,
         lead=lead,
@@ -306,7 +312,7 @@ def _lead_status(entity, action, item, where, context):
     status = require(item.get("status_id"), f"{where}[status_id]")
     result = outcome(status, context.mapping)
     common = dict(
-        event_id=f"amocrm-leads-status-{lead['id']}-{_stamp(item, moment)}",
+        event_id=f"amocrm-leads-status-{text(item.get('id'))}-{_stamp(item, moment)}",
         occurred_at=moment,
         lead=lead,
         previous_stage=text(item.get("old_status_id")),
@@ -322,7 +328,7 @@ def _lead_responsible(entity, action, item, where, context):
     require(item.get("responsible_user_id"), f"{where}[responsible_user_id]")
     return make_event(
         where,
-        event_id=f"amocrm-leads-responsible-{lead['id']}-{_stamp(item, moment)}",
+        event_id=f"amocrm-leads-responsible-{text(item.get('id'))}-{_stamp(item, moment)}",
         type="lead.assigned",
         occurred_at=moment,
         lead=lead,
@@ -341,7 +347,7 @@ def _lead_deleted(entity, action, item, where, context):
         type="lead.closed",
         occurred_at=moment,
         reason="deleted",
-        lead={"id": lead_id, "stage": text(item.get("status_id")), "pipeline": text(item.get("pipeline_id"))},
+        lead={"id": _lead_id(lead_id), "stage": text(item.get("status_id")), "pipeline": text(item.get("pipeline_id"))},
     )
 
 
@@ -352,7 +358,7 @@ def _lead_restored(entity, action, item, where, context):
     lead = _lead(item, where, context, stage=True)
     return make_event(
         where,
-        event_id=f"amocrm-leads-restore-{lead['id']}-{int(moment.timestamp())}",
+        event_id=f"amocrm-leads-restore-{text(item.get('id'))}-{int(moment.timestamp())}",
         type="lead.stage_changed",
         occurred_at=moment,
         lead=lead,
@@ -398,7 +404,7 @@ def _lead_note(entity, action, item, where, context):
         event_id=f"amocrm-leads-note-{note_id}",
         type="lead.touched",
         occurred_at=moment,
-        lead={"id": lead_id},
+        lead={"id": _lead_id(lead_id)},
         touch={"channel": channel, "by": by, "outcome": "no_answer" if missed else None},
     )
 
@@ -419,7 +425,7 @@ def _task(entity, action, item, where, context):
         event_id=f"amocrm-task-{action}-{task_id}-{_stamp(item, moment)}",
         type="lead.touched",
         occurred_at=moment,
-        lead={"id": lead_id},
+        lead={"id": _lead_id(lead_id)},
         touch={"channel": "task", "by": by, "task_id": task_id},
     )
 
@@ -448,7 +454,7 @@ def _message(entity, action, item, where, context):
         event_id=f"amocrm-message-{message_id}",
         type="lead.touched",
         occurred_at=moment,
-        lead={"id": lead_id},
+        lead={"id": _lead_id(lead_id)},
         touch={"channel": "message", "by": by if by and by.isdigit() else None},
     )
 

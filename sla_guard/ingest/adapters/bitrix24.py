@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import requests
 
 from sla_guard.core.events import LeadEvent
+from sla_guard.core.record_ids import lead_id as record_lead_id
 from sla_guard.exceptions import InvalidEvent, SlaGuardError, Unauthorized
 from sla_guard.ingest.adapters.base import (
     AdapterResult,
@@ -85,10 +86,14 @@ _OUTGOING = "2"
 class RestError(SlaGuardError):
     """A Bitrix24 REST call failed; ``retryable`` says whether trying later may help."""
 
-    def __init__(self, method: str, message: str, *, status: int | None = None, retryable: bool = False):
+    def __init__(
+        self, method: str, message: str, *, status: int | None = None, retryable: bool = False, code: str = ""
+    ):
         self.method = method
         self.status = status
         self.retryable = retryable
+        self.code = code
+        """Bitrix24's error code (``QUERY_LIMIT_EXCEEDED``), when it gave one."""
         super().__init__(f"Bitrix24 {method} failed: {message}")
 
 
@@ -171,7 +176,7 @@ def parse(raw: RawRequest, settings: Mapping[str, Any]) -> AdapterResult:
             type="lead.closed",
             occurred_at=ts,
             reason="deleted",
-            lead={"id": record_id},
+            lead={"id": record_lead_id(CRM, entity.lower(), record_id)},
         )
         return AdapterResult(events=[closed], ignored=[])
     if not (event.endswith("ADD") or event.endswith("UPDATE")):
@@ -210,7 +215,10 @@ def fetch(rest_url: str, method: str, id: str, session: requests.Session, timeou
         retryable = (
             status >= 500 or status == 429 or (isinstance(body, dict) and body.get("error") == "QUERY_LIMIT_EXCEEDED")
         )
-        raise RestError(method, f"HTTP {status}: {error or 'no error description'}", status=status, retryable=retryable)
+        code = str(body.get("error") or "").upper() if isinstance(body, dict) else ""
+        raise RestError(
+            method, f"HTTP {status}: {error or 'no error description'}", status=status, retryable=retryable, code=code
+        )
     if not isinstance(body, dict) or not isinstance(body.get("result"), dict):
         raise RestError(method, "the reply has no result object", status=response.status_code)
     return body["result"]
@@ -248,18 +256,18 @@ def derive_events(
     if lookup.method == METHODS["ACTIVITY"]:
         return _activity_events(lookup, record)
     now = snapshot(record, mapping)
-    lead_id = require(now["id"] or lookup.id, "result.ID")
+    record_id = require(now["id"] or lookup.id, "result.ID")
     entity = "deal" if lookup.method == METHODS["DEAL"] else "lead"
     modified = _time(record.get("DATE_MODIFY"), lookup.ts, "result.DATE_MODIFY")
     stamp = int(modified.timestamp())
     lead = {key: now[key] for key in _LEAD_KEYS if now.get(key) is not None}
-    lead["id"] = lead_id
+    lead["id"] = record_lead_id(CRM, entity, record_id)
     staged = {**lead, "stage": now["stage"]}
     result = outcome(now, mapping)
 
     def event(kind: str, suffix: str, at: datetime, **extra: Any) -> LeadEvent:
         return make_event(
-            "result", event_id=f"bitrix24-{entity}-{lead_id}-{suffix}", type=kind, occurred_at=at, **extra
+            "result", event_id=f"bitrix24-{entity}-{record_id}-{suffix}", type=kind, occurred_at=at, **extra
         )
 
     if last_known is None:
@@ -325,7 +333,7 @@ def _activity_events(lookup: Lookup, record: Mapping[str, Any]) -> list[LeadEven
     if channel == "email" and not outgoing:
         return []  # the client wrote: that asks for an answer, it is not one
     activity_id = require(record.get("ID") or lookup.id, "result.ID")
-    lead_id = require(record.get("OWNER_ID"), "result.OWNER_ID")
+    lead_id = record_lead_id(CRM, owner_type, require(record.get("OWNER_ID"), "result.OWNER_ID"))
     # when it was logged or marked done; END_TIME may be a planned time still in the future
     at = _time(record.get("LAST_UPDATED") or record.get("CREATED"), lookup.ts, "result.LAST_UPDATED")
     by = text(record.get("RESPONSIBLE_ID")) or text(record.get("AUTHOR_ID"))

@@ -18,6 +18,7 @@ from sla_guard.outbox.crm_tasks.base import TaskClient, TaskError, TaskNotFound,
 from sla_guard.outbox.crm_tasks.bitrix24 import Bitrix24Tasks
 from sla_guard.outbox.crm_tasks.hubspot import HubSpotTasks
 from sla_guard.outbox.crm_tasks.pipedrive import PipedriveTasks
+from sla_guard.outbox.pacing import Pacer
 
 CLIENTS: dict[str, type] = {
     "amocrm": AmoCrmTasks,
@@ -28,15 +29,18 @@ CLIENTS: dict[str, type] = {
 """Task client class by CRM name (the names of :data:`sla_guard.ingest.adapters.ADAPTERS`)."""
 
 
-def client_for(crm: str, settings: Mapping[str, Any], session: requests.Session) -> TaskClient | None:
+def client_for(
+    crm: str, settings: Mapping[str, Any], session: requests.Session, *, pacer: Pacer | None = None
+) -> TaskClient | None:
     """The task client of ``crm``, or ``None`` when its REST settings are absent (or the
     source is not a CRM sla-guard can create tasks in, such as ``generic``).
 
     ``settings`` may be all settings or the CRM's own (:func:`sla_guard.config.crm_settings`):
-    keys are read by their full ``SLA_GUARD_<CRM>_*`` names.
+    keys are read by their full ``SLA_GUARD_<CRM>_*`` names. With a ``pacer`` every call waits
+    for its turn among all the workers' calls to the same CRM account.
     """
     client_class = CLIENTS.get(crm.lower())
-    return client_class.from_settings(settings, session) if client_class else None
+    return client_class.from_settings(settings, session, pacer=pacer) if client_class else None
 
 
 __all__ = [

@@ -19,20 +19,22 @@ Secrets (tokens, webhook keys) never appear in an error message: clients pass th
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, runtime_checkable
 
 import requests
+from redis.exceptions import RedisError
 
 from sla_guard.exceptions import SlaGuardError
+from sla_guard.outbox.pacing import Limit, PaceDeferred, Pacer
 
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 20.0)
 """(connect, read) seconds for every CRM call; well under the 60 s job timeout."""
 
-KINDS = ("lead", "deal")
+KINDS = ("lead", "deal", "contact")
 STATUSES = ("open", "done", "gone")
 CLOSE_NOTE = "Closed by sla-guard: the follow-up cadence ended."
 """The result text written on a task sla-guard closes, where the CRM keeps one."""
@@ -52,7 +54,8 @@ class TaskRequest:
     idempotency_key: str
     """Stable per follow-up step, e.g. ``sla-guard-fu-42-1``."""
     kind: str = "deal"
-    """``"lead"`` or ``"deal"`` (amoCRM has leads only)."""
+    """The CRM's kind of record: ``"lead"``, ``"deal"`` or ``"contact"`` (HubSpot); the lead id
+    (:mod:`sla_guard.core.record_ids`) says which."""
 
     def __post_init__(self) -> None:
         if self.due_at.tzinfo is None or self.due_at.utcoffset() is None:
@@ -216,8 +219,34 @@ def json_body(response: requests.Response) -> Any:
         return None
 
 
+def rate_limited(response: requests.Response) -> bool:
+    """Whether an answer says "too many requests" (HTTP 429, the common case)."""
+    return response.status_code == 429
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How one CRM account's calls are paced (:mod:`sla_guard.outbox.pacing`).
+
+    ``account`` is a digest naming the account; ``limits`` the CRM's documented limits;
+    ``pause_s`` how long every worker holds the account's calls after a "too many requests"
+    that named no wait; ``blocked_s``, when set, how long a 403 following such an answer holds
+    them (amoCRM blocks an account that keeps going past its limit); ``cost`` the weight of a
+    call (Pipedrive's token costs); ``limited`` recognises the CRM's "too many requests".
+    """
+
+    crm: str
+    account: str
+    limits: tuple[Limit, ...]
+    pause_s: float = 1.0
+    blocked_s: float = 0.0
+    cost: Callable[[str, str], int] | None = None
+    limited: Callable[[requests.Response], bool] = rate_limited
+
+
 class Http:
-    """Sends one CRM's requests and turns failures into :class:`TaskError`."""
+    """Sends one CRM's requests, each in its turn (:class:`Pace`), and turns failures into
+    :class:`TaskError`."""
 
     def __init__(
         self,
@@ -226,6 +255,9 @@ class Http:
         timeout: float | tuple[float, float],
         secrets: Iterable[str | None],
         credentials: str,
+        *,
+        pacer: Pacer | None = None,
+        pace: Pace | None = None,
     ):
         self.crm = crm
         self.session = session
@@ -233,9 +265,39 @@ class Http:
         self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
         self.credentials = credentials
         """The setting(s) to check when the CRM refuses the credentials (a name, never a value)."""
+        self.pacer = pacer if pace is not None else None
+        self.pace = pace
 
     def send(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
-        """Perform the request; network failures become transient errors."""
+        """Perform the request in the account's turn; network failures, and a turn too far
+        away, become transient errors."""
+        if self.pacer is None or self.pace is None:
+            return self._request(method, url, what, **kwargs)
+        pace = self.pace
+        cost = pace.cost(method, url) if pace.cost else 1
+        try:
+            with self.pacer.turn(pace.crm, pace.account, pace.limits, cost):
+                response = self._request(method, url, what, **kwargs)
+            if pace.limited(response):
+                self.pacer.limited(pace.crm, pace.account, retry_after(response) or pace.pause_s)
+            elif response.status_code == 403 and pace.blocked_s and self.pacer.recently_limited(pace.crm, pace.account):
+                self.pacer.pause(pace.crm, pace.account, pace.blocked_s)
+                raise self.fail(
+                    f"{what}: the CRM refused the account (HTTP 403) right after too many requests; "
+                    f"every call of the account waits {pace.blocked_s:.0f} s",
+                    transient=True,
+                    retry_after_s=pace.blocked_s,
+                    status=403,
+                )
+        except PaceDeferred as exc:
+            raise self.fail(f"{what}: not sent, {exc}", transient=True, retry_after_s=exc.wait_s) from None
+        except RedisError as exc:
+            raise self.fail(
+                f"{what}: not sent, the pace of CRM calls cannot be checked ({type(exc).__name__})", transient=True
+            ) from None
+        return response
+
+    def _request(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
         try:
             return self.session.request(method, url, timeout=self.timeout, allow_redirects=False, **kwargs)
         except requests.Timeout:

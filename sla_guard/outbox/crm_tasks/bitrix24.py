@@ -37,6 +37,7 @@ import requests
 from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     Http,
+    Pace,
     TaskError,
     TaskNotFound,
     TaskRequest,
@@ -48,6 +49,7 @@ from sla_guard.outbox.crm_tasks.base import (
     subject,
     with_marker,
 )
+from sla_guard.outbox.pacing import Bucket, Pacer, account_key
 
 CRM = "Bitrix24"
 REST_URL = "SLA_GUARD_BITRIX24_REST_URL"
@@ -57,6 +59,23 @@ READ_METHODS = {"lead": "crm.lead.get", "deal": "crm.deal.get"}
 UPDATE_METHODS = {"lead": "crm.lead.update", "deal": "crm.deal.update"}
 _RATE_WAIT_S = 1.0
 """Bitrix24's leaky bucket refills about two requests a second."""
+LIMITS = (Bucket(rate_per_s=2, burst=50),)
+"""Bitrix24's leaky bucket: 50 requests at once, then 2 a second (per portal)."""
+
+
+def query_limit_exceeded(response: requests.Response) -> bool:
+    """Bitrix24 says "too many requests" as HTTP 503 with ``QUERY_LIMIT_EXCEEDED`` (or a 429)."""
+    if response.status_code == 429:
+        return True
+    body = json_body(response) if response.status_code == 503 else None
+    return isinstance(body, dict) and str(body.get("error") or "").upper() == "QUERY_LIMIT_EXCEEDED"
+
+
+def portal_pace(rest_url: str) -> Pace:
+    """The pace of one portal's REST calls (task calls and record look-ups share it)."""
+    return Pace("bitrix24", account_key(urlsplit(rest_url).netloc.lower()), LIMITS, limited=query_limit_exceeded)
+
+
 _TRANSIENT = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER"}
 _AUTH = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "EXPIRED_TOKEN", "INVALID_TOKEN", "WRONG_AUTH_TYPE", "INVALID_REQUEST"}
 _NOT_FOUND = {"NOT_FOUND", "ERROR_NOT_FOUND"}
@@ -66,17 +85,24 @@ class Bitrix24Tasks:
     """Task client for one Bitrix24 portal (its incoming webhook)."""
 
     def __init__(
-        self, rest_url: str, session: requests.Session, *, timeout: float | tuple[float, float] = DEFAULT_TIMEOUT
+        self,
+        rest_url: str,
+        session: requests.Session,
+        *,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        pacer: Pacer | None = None,
     ):
         self.rest_url = rest_url.rstrip("/")
         key = urlsplit(self.rest_url).path.rstrip("/").rsplit("/", 1)[-1]
-        self.http = Http(CRM, session, timeout, [self.rest_url, key], REST_URL)
+        self.http = Http(CRM, session, timeout, [self.rest_url, key], REST_URL, pacer=pacer, pace=portal_pace(rest_url))
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> Bitrix24Tasks | None:
+    def from_settings(
+        cls, settings: Mapping[str, Any], session: requests.Session, *, pacer: Pacer | None = None
+    ) -> Bitrix24Tasks | None:
         """The client, or ``None`` unless ``SLA_GUARD_BITRIX24_REST_URL`` is set."""
         rest_url = setting(settings, REST_URL)
-        return cls(rest_url, session) if rest_url else None
+        return cls(rest_url, session, pacer=pacer) if rest_url else None
 
     # --- TaskClient -----------------------------------------------------------------------
 

@@ -29,9 +29,11 @@ from typing import Any
 
 import requests
 
+from sla_guard.exceptions import ConfigError
 from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     Http,
+    Pace,
     TaskError,
     TaskNotFound,
     TaskRequest,
@@ -43,17 +45,23 @@ from sla_guard.outbox.crm_tasks.base import (
     setting,
     subject,
 )
+from sla_guard.outbox.pacing import Pacer, Window, account_key
 
 CRM = "HubSpot"
 ACCESS_TOKEN = "SLA_GUARD_HUBSPOT_ACCESS_TOKEN"
 API_URL = "SLA_GUARD_HUBSPOT_API_URL"
 DEFAULT_API_URL = "https://api.hubapi.com"
-OBJECTS = {"deal": "deals", "lead": "contacts"}
-"""The HubSpot object a kind of sla-guard lead is."""
-ASSOCIATION_TYPES = {"deal": 216, "lead": 204}
+OBJECTS = {"deal": "deals", "contact": "contacts"}
+"""The HubSpot objects sla-guard's leads can be and tasks attach to (HubSpot's own *lead*
+object is not one of them: its follow-ups go to the owner as alerts)."""
+ASSOCIATION_TYPES = {"deal": 216, "contact": 204}
 """HUBSPOT_DEFINED association type ids: task → deal 216, task → contact 204."""
-SEARCH_KEYS = {"deal": "associations.deal", "lead": "associations.contact"}
+SEARCH_KEYS = {"deal": "associations.deal", "contact": "associations.contact"}
 PRIORITY = "MEDIUM"
+CALLS_SETTING = "SLA_GUARD_HUBSPOT_CALLS_PER_10S"
+CALLS_PER_10S = 100
+"""A private app's burst limit on Free and Starter accounts (190 on Professional and
+Enterprise, 250 with the API limit increase): set ``SLA_GUARD_HUBSPOT_CALLS_PER_10S``."""
 _DAILY_WAIT_S = 3600.0
 
 
@@ -67,22 +75,33 @@ class HubSpotTasks:
         *,
         api_url: str = DEFAULT_API_URL,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        calls_per_10s: int = CALLS_PER_10S,
+        pacer: Pacer | None = None,
     ):
         self.api_url = api_url.rstrip("/")
-        self.http = Http(CRM, session, timeout, [access_token], ACCESS_TOKEN)
+        pace = Pace("hubspot", account_key(access_token), (Window(calls_per_10s, 10.0),))
+        self.http = Http(CRM, session, timeout, [access_token], ACCESS_TOKEN, pacer=pacer, pace=pace)
         self.headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> HubSpotTasks | None:
+    def from_settings(
+        cls, settings: Mapping[str, Any], session: requests.Session, *, pacer: Pacer | None = None
+    ) -> HubSpotTasks | None:
         """The client, or ``None`` unless ``SLA_GUARD_HUBSPOT_ACCESS_TOKEN`` is set."""
         token = setting(settings, ACCESS_TOKEN)
         if not token:
             return None
-        return cls(token, session, api_url=setting(settings, API_URL) or DEFAULT_API_URL)
+        calls = setting(settings, CALLS_SETTING) or str(CALLS_PER_10S)
+        if not calls.isdigit() or int(calls) < 1:
+            raise ConfigError(f"{CALLS_SETTING} must be a whole number of calls per 10 seconds (100, 190 or 250)")
+        return cls(
+            token, session, api_url=setting(settings, API_URL) or DEFAULT_API_URL, calls_per_10s=int(calls), pacer=pacer
+        )
 
     # --- TaskClient -----------------------------------------------------------------------
 
     def create(self, task: TaskRequest) -> str:
+        _object(task.kind)
         record = str(numeric_id(task.lead_id, CRM, f"the {task.kind} id"))
         owner = str(numeric_id(task.owner, CRM, "the owner")) if task.owner else self._owner(task.kind, record)
         body = {
@@ -114,6 +133,7 @@ class HubSpotTasks:
         return str(created["id"])
 
     def find(self, task: TaskRequest) -> str | None:
+        _object(task.kind)
         record = str(numeric_id(task.lead_id, CRM, f"the {task.kind} id"))
         body = {
             "filterGroups": [
@@ -168,7 +188,7 @@ class HubSpotTasks:
         return "done" if properties.get("hs_task_status") == "COMPLETED" else "open"
 
     def assign_owner(self, lead_id: str, owner: str, kind: str = "deal") -> None:
-        objects = OBJECTS[record_kind(kind, CRM)]
+        objects = _object(record_kind(kind, CRM))
         record = numeric_id(lead_id, CRM, f"the {kind} id")
         user = numeric_id(owner, CRM, "the new owner")
         what = f"setting the owner of {kind} {record} to {user}"
@@ -202,6 +222,13 @@ class HubSpotTasks:
         body = body if isinstance(body, dict) else {}
         detail = " ".join(str(body[key]) for key in ("category", "message") if body.get(key)) or None
         return self.http.error(response, what, detail, retry_after_s=_rate_wait(response, body))
+
+
+def _object(kind: str) -> str:
+    """The HubSpot object of a kind of record; a permanent :class:`TaskError` for one without."""
+    if kind not in OBJECTS:
+        raise TaskError(CRM, f"tasks attach to deals and contacts, not to a HubSpot {kind}", transient=False)
+    return OBJECTS[kind]
 
 
 def _rate_wait(response: requests.Response, body: Mapping[str, Any]) -> float | None:

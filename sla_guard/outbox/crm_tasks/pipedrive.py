@@ -28,9 +28,11 @@ from typing import Any
 
 import requests
 
+from sla_guard.exceptions import ConfigError
 from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     Http,
+    Pace,
     TaskError,
     TaskNotFound,
     TaskRequest,
@@ -42,6 +44,7 @@ from sla_guard.outbox.crm_tasks.base import (
     setting,
     subject,
 )
+from sla_guard.outbox.pacing import DailyBudget, Pacer, Window, account_key
 
 CRM = "Pipedrive"
 API_TOKEN = "SLA_GUARD_PIPEDRIVE_API_TOKEN"
@@ -51,6 +54,30 @@ DEFAULT_API_URL = "https://api.pipedrive.com"
 DEFAULT_TASK_TYPE = "task"
 _WINDOW_S = 2.0
 """Pipedrive's rate-limit window."""
+CALLS_SETTING = "SLA_GUARD_PIPEDRIVE_CALLS_PER_2S"
+CALLS_PER_2S = 20
+"""Requests per 2-second window of an API token on the smallest plan (40, 80, 100, 120 on
+the larger ones): set ``SLA_GUARD_PIPEDRIVE_CALLS_PER_2S``."""
+TOKENS_SETTING = "SLA_GUARD_PIPEDRIVE_DAILY_TOKENS"
+DAILY_TOKENS = 30_000
+"""The company's daily token budget: 30,000 × the plan's multiplier × seats; the default is
+the smallest (one seat, multiplier 1). Set ``SLA_GUARD_PIPEDRIVE_DAILY_TOKENS``."""
+
+
+def token_cost(method: str, url: str) -> int:
+    """What a call spends of the daily budget, by Pipedrive's published costs: reading one
+    record 2 tokens, a list 20, a change 10 (API v2 endpoints cost no more)."""
+    if method.upper() != "GET":
+        return 10
+    last = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return 2 if last.isdigit() or len(last) == 36 else 20
+
+
+def _whole(settings: Mapping[str, Any], key: str, default: int) -> int:
+    value = setting(settings, key) or str(default)
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{key} must be a whole number above 0")
+    return int(value)
 
 
 class PipedriveTasks:
@@ -64,14 +91,21 @@ class PipedriveTasks:
         api_url: str = DEFAULT_API_URL,
         task_type: str = DEFAULT_TASK_TYPE,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        calls_per_2s: int = CALLS_PER_2S,
+        daily_tokens: int = DAILY_TOKENS,
+        pacer: Pacer | None = None,
     ):
         self.api_url = api_url.rstrip("/")
         self.task_type = task_type
-        self.http = Http(CRM, session, timeout, [api_token], API_TOKEN)
+        limits = (Window(calls_per_2s, _WINDOW_S), DailyBudget(daily_tokens))
+        pace = Pace("pipedrive", account_key(api_token), limits, pause_s=_WINDOW_S, cost=token_cost)
+        self.http = Http(CRM, session, timeout, [api_token], API_TOKEN, pacer=pacer, pace=pace)
         self.headers = {"x-api-token": api_token, "Accept": "application/json"}
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> PipedriveTasks | None:
+    def from_settings(
+        cls, settings: Mapping[str, Any], session: requests.Session, *, pacer: Pacer | None = None
+    ) -> PipedriveTasks | None:
         """The client, or ``None`` unless ``SLA_GUARD_PIPEDRIVE_API_TOKEN`` is set."""
         token = setting(settings, API_TOKEN)
         if not token:
@@ -81,6 +115,9 @@ class PipedriveTasks:
             session,
             api_url=setting(settings, API_URL) or DEFAULT_API_URL,
             task_type=setting(settings, TASK_TYPE) or DEFAULT_TASK_TYPE,
+            calls_per_2s=_whole(settings, CALLS_SETTING, CALLS_PER_2S),
+            daily_tokens=_whole(settings, TOKENS_SETTING, DAILY_TOKENS),
+            pacer=pacer,
         )
 
     # --- TaskClient -----------------------------------------------------------------------
