@@ -83,7 +83,7 @@ def apply_timer_changes(runtime: Runtime, changes: list[TimerChange]) -> None:
     """
     if not changes:
         return
-    horizon = runtime.now() + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
+    horizon = runtime.now() + timedelta(seconds=runtime.settings.arm_horizon_s)
     near = {c.clock_id: c.fire_at for c in changes if c.fire_at is not None and c.fire_at <= horizon}
     try:
         timers.disarm(runtime.redis, runtime.queue_name, [c.clock_id for c in changes if c.clock_id not in near])

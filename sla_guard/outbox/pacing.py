@@ -292,12 +292,17 @@ def pace_stats(redis: Redis, namespace: str = "sla-guard") -> dict[str, dict[str
 _PACERS: dict[tuple[str, str], Pacer] = {}
 
 
-def crm_pacer(settings: Mapping[str, Any]) -> Pacer | None:
-    """The process's pacer for CRM calls (one Redis client per process), or ``None`` without Redis."""
-    url = settings.get("REDIS_URL")
+def crm_pacer(settings: Any) -> Pacer | None:
+    """The process's pacer for CRM calls (one Redis client per process), or ``None`` without Redis.
+
+    ``settings`` is the typed settings object or a mapping with ``REDIS_URL`` and ``SLA_GUARD_QUEUE``."""
+    if isinstance(settings, Mapping):
+        url, namespace = settings.get("REDIS_URL"), settings.get("SLA_GUARD_QUEUE")
+    else:  # the typed settings object
+        url, namespace = getattr(settings, "redis_url", None), getattr(settings, "queue", None)
     if not url:
         return None
-    namespace = str(settings.get("SLA_GUARD_QUEUE") or "sla-guard")
+    namespace = str(namespace or "sla-guard")
     pacer = _PACERS.get((url, namespace))
     if pacer is None:
         client = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5)

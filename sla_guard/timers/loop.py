@@ -68,7 +68,7 @@ def fire_batch(runtime: Runtime, clock_ids: list[int], lease: float) -> int:
         except Exception:  # one clock's trouble must not hold up the others
             log.exception("clock not fired; retried when its lease ends", extra={"clock_id": clock_id})
     if done:
-        horizon = runtime.now() + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
+        horizon = runtime.now() + timedelta(seconds=runtime.settings.arm_horizon_s)
         with runtime.db.session() as session:
             fire_at = next_fire_times(session, done)
         timers.settle(
@@ -88,7 +88,7 @@ def fire_due_clocks(clock_ids: list[int], lease: float) -> None:
 
 def timer_loop(runtime: Runtime, stop: threading.Event) -> None:
     """Run until ``stop`` is set: dispatch due clocks as soon as their timers come."""
-    poll_s = runtime.settings.get("SLA_GUARD_TIMER_POLL_S", 0.05)
+    poll_s = runtime.settings.timer_poll_s
     while not stop.is_set():
         try:
             if dispatch_due(runtime):

@@ -91,7 +91,7 @@ def rearm_timers(runtime: Runtime) -> tuple[int, int]:
     alone: firing early changes nothing, the job reloads the clock and settles the timer.
     """
     now = runtime.now()
-    horizon = now + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
+    horizon = now + timedelta(seconds=runtime.settings.arm_horizon_s)
     with runtime.db.session() as session:
         wanted = clocks_to_arm(session, horizon)
     armed = due = 0

@@ -13,6 +13,7 @@ from typing import Any
 
 import requests
 
+from sla_guard.config import Settings, crm_settings
 from sla_guard.outbox.crm_tasks.amocrm import AmoCrmTasks
 from sla_guard.outbox.crm_tasks.base import TaskClient, TaskError, TaskNotFound, TaskRequest
 from sla_guard.outbox.crm_tasks.bitrix24 import Bitrix24Tasks
@@ -30,17 +31,19 @@ CLIENTS: dict[str, type] = {
 
 
 def client_for(
-    crm: str, settings: Mapping[str, Any], session: requests.Session, *, pacer: Pacer | None = None
+    crm: str, settings: Settings | Mapping[str, Any], session: requests.Session, *, pacer: Pacer | None = None
 ) -> TaskClient | None:
     """The task client of ``crm``, or ``None`` when its REST settings are absent (or the
     source is not a CRM sla-guard can create tasks in, such as ``generic``).
 
-    ``settings`` may be all settings or the CRM's own (:func:`sla_guard.config.crm_settings`):
-    keys are read by their full ``SLA_GUARD_<CRM>_*`` names. With a ``pacer`` every call waits
-    for its turn among all the workers' calls to the same CRM account.
+    ``settings`` is the :class:`~sla_guard.config.Settings`, or a mapping of settings by their full
+    ``SLA_GUARD_<CRM>_*`` names (:func:`sla_guard.config.crm_settings` picks the CRM's own). With a
+    ``pacer`` every call waits for its turn among all the workers' calls to the same CRM account.
     """
     client_class = CLIENTS.get(crm.lower())
-    return client_class.from_settings(settings, session, pacer=pacer) if client_class else None
+    if client_class is None:
+        return None
+    return client_class.from_settings(crm_settings(settings, crm), session, pacer=pacer)
 
 
 __all__ = [
