@@ -14,7 +14,9 @@ it with the last known state (:func:`snapshot` of the previous read) to name wha
 - nothing changed → nothing (one save often sends several UPDATE notifications);
 - a deleted record → ``lead.closed`` without an outcome, reason ``deleted`` (no look-up);
 - an activity on a lead/deal: an outgoing call or e-mail, a completed call or meeting, a
-  completed task → ``lead.touched``.
+  completed task → ``lead.touched``; of the modern activities (``TYPE_ID`` 6), a completed
+  to-do (``PROVIDER_ID`` ``CRM_TODO``, including the follow-up to-dos sla-guard created) and an
+  open-line chat (``IMOPENLINES_SESSION``) the manager closed or started → ``lead.touched``.
 
 Event ids are built from the record and its ``DATE_MODIFY``, so the same change read twice
 gives the same ids. Event names arrive in any letter case. Bitrix24 never retries a delivery.
@@ -80,6 +82,11 @@ reason, and extra fields read as lead fields (``{"priority": "UF_CRM_PRIORITY"}`
 
 _LEAD_KEYS = ("id", "name", "pipeline", "owner", "amount", "source", "priority", "team")
 _TOUCH_TYPES = {"1": "meeting", "2": "call", "3": "task", "4": "email"}
+_PROVIDER_TYPE = "6"
+_PROVIDER_TOUCHES = {"CRM_TODO": "task", "IMOPENLINES_SESSION": "message"}
+"""Modern activities that are touches: a to-do (the universal activity, which is also what
+sla-guard creates for a follow-up) once done, and an open-line chat once the manager closed it
+or when the manager started it."""
 _OUTGOING = "2"
 
 
@@ -320,15 +327,25 @@ def derive_events(
     return ordered(events)
 
 
+def _channel(record: Mapping[str, Any]) -> str | None:
+    """The touch channel of an activity's kind: classic types by ``TYPE_ID``; the modern ones
+    (``TYPE_ID`` 6, "provider" activities) by ``PROVIDER_ID``."""
+    type_id = text(record.get("TYPE_ID")) or ""
+    if type_id == _PROVIDER_TYPE:
+        return _PROVIDER_TOUCHES.get((text(record.get("PROVIDER_ID")) or "").upper())
+    return _TOUCH_TYPES.get(type_id)
+
+
 def _activity_events(lookup: Lookup, record: Mapping[str, Any]) -> list[LeadEvent]:
-    """One touch per activity: outgoing calls and e-mails, completed calls, meetings and tasks."""
+    """One touch per activity: outgoing calls, e-mails and chats, completed calls, meetings,
+    tasks, to-dos and open-line chats."""
     owner_type = OWNER_TYPES.get(text(record.get("OWNER_TYPE_ID")) or "")
-    channel = _TOUCH_TYPES.get(text(record.get("TYPE_ID")) or "")
+    channel = _channel(record)
     if owner_type is None or channel is None:
         return []
     completed = text(record.get("COMPLETED")) == "Y"
     outgoing = text(record.get("DIRECTION")) == _OUTGOING
-    if not (completed or (outgoing and channel in ("call", "email"))):
+    if not (completed or (outgoing and channel in ("call", "email", "message"))):
         return []
     if channel == "email" and not outgoing:
         return []  # the client wrote: that asks for an answer, it is not one
