@@ -140,6 +140,35 @@ def test_entity_of_another_account_is_refused_even_when_account_id_matches():
         amocrm.verify(request(body), SETTINGS, NOW)
 
 
+LEAD_ADDED = ("leads[add][0][id]", "101")
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {**SETTINGS, "SLA_GUARD_AMOCRM_SUBDOMAIN": "AcmeSales"},
+        {**SETTINGS, "SLA_GUARD_AMOCRM_BASE_URL": "https://acmesales.amocrm.ru"},
+        {**SETTINGS, "SLA_GUARD_AMOCRM_BASE_URL": "https://acmesales.kommo.com/"},
+    ],
+)
+def test_a_webhook_without_account_id_is_accepted_when_its_subdomain_is_ours(settings):
+    body = urlencode([LEAD_ADDED, ("account[subdomain]", "acmesales")])
+    amocrm.verify(request(body), settings, NOW)
+    with pytest.raises(Unauthorized, match="another amoCRM account"):
+        amocrm.verify(request(urlencode([LEAD_ADDED, ("account[subdomain]", "othersales")])), settings, NOW)
+    with pytest.raises(Unauthorized, match="another amoCRM account"):  # an entity of another account
+        other = [LEAD_ADDED, ("leads[add][0][account_id]", "1"), ("account[subdomain]", "acmesales")]
+        amocrm.verify(request(urlencode(other)), settings, NOW)
+
+
+def test_a_subdomain_alone_is_refused_when_sla_guard_does_not_know_ours():
+    with pytest.raises(Unauthorized, match="does not name"):
+        amocrm.verify(request(urlencode([LEAD_ADDED, ("account[subdomain]", "acmesales")])), SETTINGS, NOW)
+    behind_proxy = {**SETTINGS, "SLA_GUARD_AMOCRM_BASE_URL": "https://crm.example.com"}
+    with pytest.raises(Unauthorized, match="does not name"):
+        amocrm.verify(request(urlencode([LEAD_ADDED, ("account[subdomain]", "crm")])), behind_proxy, NOW)
+
+
 def test_body_without_account_is_refused():
     with pytest.raises(Unauthorized, match="account"):
         amocrm.verify(request(form(("leads[add][0][id]", "1"), account=False)), SETTINGS, NOW)

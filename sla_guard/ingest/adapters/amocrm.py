@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 from sla_guard.core.events import LeadEvent
@@ -68,6 +68,8 @@ FIELD_PRIORITY = "SLA_GUARD_AMOCRM_FIELD_PRIORITY"
 FIELD_TEAM = "SLA_GUARD_AMOCRM_FIELD_TEAM"
 BASE_URL = "SLA_GUARD_AMOCRM_BASE_URL"
 ACCESS_TOKEN = "SLA_GUARD_AMOCRM_ACCESS_TOKEN"
+SUBDOMAIN = "SLA_GUARD_AMOCRM_SUBDOMAIN"
+_AMO_DOMAINS = ("amocrm.ru", "amocrm.com", "kommo.com")
 SETTINGS = (
     TOKEN,
     ACCOUNT_ID,
@@ -79,6 +81,7 @@ SETTINGS = (
     FIELD_TEAM,
     BASE_URL,
     ACCESS_TOKEN,
+    SUBDOMAIN,
 )
 """Every setting of amoCRM (the REST ones are read by the workers, not by this module)."""
 
@@ -133,7 +136,8 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     """Check the path token (last path segment) and that the body names our account.
 
     amoCRM signs nothing and sends no timestamp, so ``now`` is unused. Every account id in the
-    body (``account[id]`` and each entity's ``account_id``) must be ours.
+    body (``account[id]`` and each entity's ``account_id``) must be ours; a body without
+    ``account[id]`` is accepted when its ``account[subdomain]`` is ours (:func:`account_subdomain`).
     """
     expected = text(settings.get(TOKEN))
     account = text(settings.get(ACCOUNT_ID))
@@ -149,13 +153,30 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     account_group = form.get("account") if isinstance(form.get("account"), dict) else {}
     said = text(account_group.get("id"))
     if said is None:
-        raise Unauthorized("the body does not name an amoCRM account")
-    if not hmac.compare_digest(said.encode(), account.encode()):
+        # Some hooks name the account by subdomain only. Refusing them would make amoCRM switch
+        # the hook off after 100 failures in 2 hours, so the subdomain is checked instead.
+        subdomain, ours = (text(account_group.get("subdomain")) or "").lower(), account_subdomain(settings)
+        if not subdomain or not ours:
+            raise Unauthorized("the body does not name an amoCRM account")
+        if not hmac.compare_digest(subdomain.encode(), ours.encode()):
+            raise Unauthorized("the webhook comes from another amoCRM account")
+    elif not hmac.compare_digest(said.encode(), account.encode()):
         raise Unauthorized("the webhook comes from another amoCRM account")
     for item in _all_items(form):
         other = text(item.get("account_id"))
         if other is not None and not hmac.compare_digest(other.encode(), account.encode()):
             raise Unauthorized("an entity in the webhook belongs to another amoCRM account")
+
+
+def account_subdomain(settings: Mapping[str, Any]) -> str | None:
+    """The account's subdomain: ``SLA_GUARD_AMOCRM_SUBDOMAIN``, else the first label of
+    ``SLA_GUARD_AMOCRM_BASE_URL`` (``https://acme.amocrm.ru`` → ``acme``)."""
+    named = text(settings.get(SUBDOMAIN))
+    if named:
+        return named.lower()
+    host = (urlsplit(text(settings.get(BASE_URL)) or "").hostname or "").lower()
+    label, _, rest = host.partition(".")
+    return label if rest in _AMO_DOMAINS and label else None
 
 
 def _all_items(form: dict[str, Any]):
