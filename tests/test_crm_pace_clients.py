@@ -1,5 +1,6 @@
-"""CRM clients paced through Redis against stand-ins that answer as the real APIs document:
-amoCRM's 429 then 403 (the account blocked), Bitrix24's QUERY_LIMIT_EXCEEDED as HTTP 503."""
+"""CRM clients paced through Redis by the HTTP layer, against stand-ins that answer as the real
+APIs document: amoCRM's 429 then 403 (the account blocked), Bitrix24's QUERY_LIMIT_EXCEEDED as
+HTTP 503."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import uuid
 import pytest
 
 from sla_guard.outbox.crm_tasks import AmoCrmTasks, Bitrix24Tasks
-from sla_guard.outbox.crm_tasks.amocrm import BLOCKED_S
-from sla_guard.outbox.pacing import Pacer, pace_stats
+from sla_guard.outbox.http import install_pacer
+from sla_guard.outbox.pacing import BLOCKED_S, CrmPacer, Pacer, crm_paces, pace_stats
 from tests.test_crm_tasks_base import expect, raises_task_error, session, verify
 
 __all__ = ["session"]
@@ -22,15 +23,19 @@ B24_KEY = "s3cr3tk3y0123456789"
 
 @pytest.fixture
 def pacer(redis_conn):
+    """The CRM pacer installed in the HTTP layer, as a worker installs it."""
     namespace = f"pace-{uuid.uuid4().hex[:8]}"
-    yield Pacer(redis_conn, namespace, max_wait_s=2.0)
+    installed = CrmPacer(Pacer(redis_conn, namespace, max_wait_s=2.0), crm_paces({}))
+    previous = install_pacer(installed)
+    yield installed.pacer
+    install_pacer(previous)
     keys = list(redis_conn.scan_iter(f"{namespace}:*"))
     if keys:
         redis_conn.delete(*keys)
 
 
 def test_amocrm_403_after_429_is_the_account_blocked_and_every_call_backs_off(httpserver, session, pacer):
-    amo = AmoCrmTasks(httpserver.url_for("/"), TOKEN, session, timeout=0.5, pacer=pacer)
+    amo = AmoCrmTasks(httpserver.url_for("/"), TOKEN, session, timeout=0.5)
     problem = {"title": "Too Many Requests", "status": 429}
     expect(httpserver, "PATCH", "/api/v4/tasks/1", status=429, reply=problem, content_type=PROBLEM)
     first = raises_task_error(lambda: amo.close("1"))
@@ -49,7 +54,7 @@ def test_amocrm_403_after_429_is_the_account_blocked_and_every_call_backs_off(ht
 
 
 def test_amocrm_403_without_a_429_before_is_a_refusal(httpserver, session, pacer):
-    amo = AmoCrmTasks(httpserver.url_for("/"), TOKEN, session, timeout=0.5, pacer=pacer)
+    amo = AmoCrmTasks(httpserver.url_for("/"), TOKEN, session, timeout=0.5)
     expect(httpserver, "PATCH", "/api/v4/tasks/2", status=403, reply={"status": 403}, content_type=PROBLEM)
     error = raises_task_error(lambda: amo.close("2"))
     assert not error.transient and "rights" in str(error)
@@ -57,8 +62,8 @@ def test_amocrm_403_without_a_429_before_is_a_refusal(httpserver, session, pacer
 
 def test_bitrix24_query_limit_exceeded_as_503_holds_the_portal_for_every_worker(httpserver, session, pacer):
     rest_url = httpserver.url_for(f"/rest/1/{B24_KEY}/")
-    worker_a = Bitrix24Tasks(rest_url, session, timeout=0.5, pacer=pacer)
-    worker_b = Bitrix24Tasks(rest_url, session, timeout=0.5, pacer=Pacer(pacer.redis, pacer.namespace))
+    worker_a = Bitrix24Tasks(rest_url, session, timeout=0.5)
+    worker_b = Bitrix24Tasks(rest_url, session, timeout=0.5)
     limit = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
     expect(httpserver, "POST", f"/rest/1/{B24_KEY}/crm.activity.get", status=503, reply=limit)
     error = raises_task_error(lambda: worker_a.status("7"))
@@ -76,18 +81,25 @@ def test_bitrix24_query_limit_exceeded_as_503_holds_the_portal_for_every_worker(
     assert pace_stats(pacer.redis, pacer.namespace)["bitrix24"]["rate_limited"] == 1
 
 
-def test_a_pacer_without_redis_is_a_transient_error_and_nothing_is_sent(httpserver, session):
+def test_a_pace_that_cannot_be_read_is_a_transient_error_and_nothing_is_sent(httpserver, session):
     from redis import Redis
 
-    down = Pacer(Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.2), "pace-down")
-    amo = AmoCrmTasks(httpserver.url_for("/"), TOKEN, session, timeout=0.5, pacer=down)
-    error = raises_task_error(lambda: amo.close("1"))
+    down = Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.2)
+    previous = install_pacer(CrmPacer(Pacer(down, "pace-down"), crm_paces({})))
+    try:
+        amo = AmoCrmTasks(httpserver.url_for("/"), TOKEN, session, timeout=0.5)
+        error = raises_task_error(lambda: amo.close("1"))
+    finally:
+        install_pacer(previous)
     assert error.transient and "pace" in str(error)
     assert httpserver.log == []
 
 
-def test_task_clients_keep_working_without_a_pacer(httpserver, session):
-    amo = AmoCrmTasks(httpserver.url_for("/"), TOKEN, session, timeout=0.5)
-    expect(httpserver, "PATCH", "/api/v4/tasks/1", reply={"id": 1})
-    amo.close("1")
-    verify(httpserver)
+def test_plan_limits_come_from_the_settings():
+    paces = crm_paces({"SLA_GUARD_HUBSPOT_CALLS_PER_10S": "190", "SLA_GUARD_PIPEDRIVE_DAILY_TOKENS": "210000"})
+    assert paces["hubspot"].limits[0].calls == 190
+    assert paces["pipedrive"].limits[1].tokens == 210000
+    from sla_guard.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="SLA_GUARD_PIPEDRIVE_CALLS_PER_2S"):
+        crm_paces({"SLA_GUARD_PIPEDRIVE_CALLS_PER_2S": "fast"})

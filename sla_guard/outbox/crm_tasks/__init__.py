@@ -14,12 +14,12 @@ from typing import Any
 import requests
 
 from sla_guard.config import Settings, crm_settings
+from sla_guard.exceptions import TaskError, TaskNotFound
 from sla_guard.outbox.crm_tasks.amocrm import AmoCrmTasks
-from sla_guard.outbox.crm_tasks.base import TaskClient, TaskError, TaskNotFound, TaskRequest
+from sla_guard.outbox.crm_tasks.base import TaskClient, TaskRequest
 from sla_guard.outbox.crm_tasks.bitrix24 import Bitrix24Tasks
 from sla_guard.outbox.crm_tasks.hubspot import HubSpotTasks
 from sla_guard.outbox.crm_tasks.pipedrive import PipedriveTasks
-from sla_guard.outbox.pacing import Pacer
 
 CLIENTS: dict[str, type] = {
     "amocrm": AmoCrmTasks,
@@ -30,20 +30,17 @@ CLIENTS: dict[str, type] = {
 """Task client class by CRM name (the names of :data:`sla_guard.ingest.adapters.ADAPTERS`)."""
 
 
-def client_for(
-    crm: str, settings: Settings | Mapping[str, Any], session: requests.Session, *, pacer: Pacer | None = None
-) -> TaskClient | None:
+def client_for(crm: str, settings: Settings | Mapping[str, Any], session: requests.Session) -> TaskClient | None:
     """The task client of ``crm``, or ``None`` when its REST settings are absent (or the
     source is not a CRM sla-guard can create tasks in, such as ``generic``).
 
     ``settings`` is the :class:`~sla_guard.config.Settings`, or a mapping of settings by their full
-    ``SLA_GUARD_<CRM>_*`` names (:func:`sla_guard.config.crm_settings` picks the CRM's own). With a
-    ``pacer`` every call waits for its turn among all the workers' calls to the same CRM account.
+    ``SLA_GUARD_<CRM>_*`` names (:func:`sla_guard.config.crm_settings` picks the CRM's own).
     """
     client_class = CLIENTS.get(crm.lower())
     if client_class is None:
         return None
-    return client_class.from_settings(crm_settings(settings, crm), session, pacer=pacer)
+    return client_class.from_settings(crm_settings(settings, crm), session)
 
 
 __all__ = [

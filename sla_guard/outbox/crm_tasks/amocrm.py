@@ -25,26 +25,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 
-from sla_guard.exceptions import ConfigError
+from sla_guard.exceptions import ConfigError, TaskError, TaskNotFound
 from sla_guard.outbox.crm_tasks.base import (
     CLOSE_NOTE,
     DEFAULT_TIMEOUT,
-    Http,
-    Pace,
-    TaskError,
-    TaskNotFound,
     TaskRequest,
+    crm_http,
     has_marker,
-    json_body,
     numeric_id,
     setting,
     with_marker,
 )
-from sla_guard.outbox.pacing import Pacer, Window, account_key
+from sla_guard.outbox.http import json_body
 
 CRM = "amoCRM"
 BASE_URL = "SLA_GUARD_AMOCRM_BASE_URL"
@@ -56,11 +51,6 @@ PAGE = 250
 """The largest page amoCRM serves."""
 _RATE_WAIT_S = 1.0
 """amoCRM's limit is per second; without ``Retry-After`` wait one second."""
-LIMITS = (Window(7, 1.0),)
-"""amoCRM answers at most 7 requests a second per account."""
-BLOCKED_S = 300.0
-"""How long every call of the account waits after a 403 that follows a 429: amoCRM blocks an
-account that keeps going past its limit."""
 
 
 class AmoCrmTasks:
@@ -74,18 +64,14 @@ class AmoCrmTasks:
         *,
         task_type_id: int = FOLLOW_UP_TYPE,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-        pacer: Pacer | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.task_type_id = task_type_id
-        pace = Pace("amocrm", account_key(urlsplit(self.base_url).netloc.lower()), LIMITS, blocked_s=BLOCKED_S)
-        self.http = Http(CRM, session, timeout, [access_token], ACCESS_TOKEN, pacer=pacer, pace=pace)
+        self.http = crm_http(CRM, session, timeout, [access_token], ACCESS_TOKEN, self.base_url)
         self.headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
 
     @classmethod
-    def from_settings(
-        cls, settings: Mapping[str, Any], session: requests.Session, *, pacer: Pacer | None = None
-    ) -> AmoCrmTasks | None:
+    def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> AmoCrmTasks | None:
         """The client, or ``None`` unless the base URL and the access token are set."""
         base_url, token = setting(settings, BASE_URL), setting(settings, ACCESS_TOKEN)
         if not (base_url and token):
@@ -93,7 +79,7 @@ class AmoCrmTasks:
         task_type = setting(settings, TASK_TYPE_ID) or str(FOLLOW_UP_TYPE)
         if not task_type.isdigit():
             raise ConfigError(f"{TASK_TYPE_ID} must be the numeric id of an amoCRM task type")
-        return cls(base_url, token, session, task_type_id=int(task_type), pacer=pacer)
+        return cls(base_url, token, session, task_type_id=int(task_type))
 
     # --- TaskClient -----------------------------------------------------------------------
 
@@ -188,7 +174,7 @@ class AmoCrmTasks:
         return numeric_id(str(owner), CRM, "responsible_user_id")
 
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        return self.http.send(method, f"{self.base_url}{path}", what, headers=self.headers, **kwargs)
+        return self.http.request(method, f"{self.base_url}{path}", what, headers=self.headers, **kwargs)
 
     def _error(self, response: requests.Response, what: str) -> TaskError:
         return self.http.error(response, what, _problem(json_body(response)), retry_after_s=_RATE_WAIT_S)

@@ -34,22 +34,20 @@ from urllib.parse import urlsplit
 
 import requests
 
+from sla_guard.exceptions import TaskError, TaskNotFound
+from sla_guard.ingest.adapters.bitrix24 import query_limit_exceeded
 from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
-    Http,
-    Pace,
-    TaskError,
-    TaskNotFound,
     TaskRequest,
+    crm_http,
     has_marker,
-    json_body,
     numeric_id,
     record_kind,
     setting,
     subject,
     with_marker,
 )
-from sla_guard.outbox.pacing import Bucket, Pacer, account_key
+from sla_guard.outbox.http import json_body
 
 CRM = "Bitrix24"
 REST_URL = "SLA_GUARD_BITRIX24_REST_URL"
@@ -59,21 +57,6 @@ READ_METHODS = {"lead": "crm.lead.get", "deal": "crm.deal.get"}
 UPDATE_METHODS = {"lead": "crm.lead.update", "deal": "crm.deal.update"}
 _RATE_WAIT_S = 1.0
 """Bitrix24's leaky bucket refills about two requests a second."""
-LIMITS = (Bucket(rate_per_s=2, burst=50),)
-"""Bitrix24's leaky bucket: 50 requests at once, then 2 a second (per portal)."""
-
-
-def query_limit_exceeded(response: requests.Response) -> bool:
-    """Bitrix24 says "too many requests" as HTTP 503 with ``QUERY_LIMIT_EXCEEDED`` (or a 429)."""
-    if response.status_code == 429:
-        return True
-    body = json_body(response) if response.status_code == 503 else None
-    return isinstance(body, dict) and str(body.get("error") or "").upper() == "QUERY_LIMIT_EXCEEDED"
-
-
-def portal_pace(rest_url: str) -> Pace:
-    """The pace of one portal's REST calls (task calls and record look-ups share it)."""
-    return Pace("bitrix24", account_key(urlsplit(rest_url).netloc.lower()), LIMITS, limited=query_limit_exceeded)
 
 
 _TRANSIENT = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER"}
@@ -90,19 +73,18 @@ class Bitrix24Tasks:
         session: requests.Session,
         *,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-        pacer: Pacer | None = None,
     ):
         self.rest_url = rest_url.rstrip("/")
         key = urlsplit(self.rest_url).path.rstrip("/").rsplit("/", 1)[-1]
-        self.http = Http(CRM, session, timeout, [self.rest_url, key], REST_URL, pacer=pacer, pace=portal_pace(rest_url))
+        self.http = crm_http(
+            CRM, session, timeout, [self.rest_url, key], REST_URL, self.rest_url, limited=query_limit_exceeded
+        )
 
     @classmethod
-    def from_settings(
-        cls, settings: Mapping[str, Any], session: requests.Session, *, pacer: Pacer | None = None
-    ) -> Bitrix24Tasks | None:
+    def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> Bitrix24Tasks | None:
         """The client, or ``None`` unless ``SLA_GUARD_BITRIX24_REST_URL`` is set."""
         rest_url = setting(settings, REST_URL)
-        return cls(rest_url, session, pacer=pacer) if rest_url else None
+        return cls(rest_url, session) if rest_url else None
 
     # --- TaskClient -----------------------------------------------------------------------
 
@@ -184,7 +166,7 @@ class Bitrix24Tasks:
 
     def _call(self, method: str, params: dict[str, Any], what: str) -> Any:
         """POST the method with a JSON body and return ``result``, or raise what the error means."""
-        response = self.http.send(
+        response = self.http.request(
             "POST", f"{self.rest_url}/{method}", what, json=params, headers={"Accept": "application/json"}
         )
         body = json_body(response)
@@ -205,10 +187,18 @@ class Bitrix24Tasks:
         ):
             return TaskNotFound(CRM, self.http.scrub(f"{what}: not found"), status=status)
         if code in _TRANSIENT:
-            wait = _RATE_WAIT_S if code == "QUERY_LIMIT_EXCEEDED" else None
+            limited = code == "QUERY_LIMIT_EXCEEDED"
+            wait = _RATE_WAIT_S if limited else None
             error = self.http.error(response, what, detail, retry_after_s=wait)
-            if not error.transient:
-                error = self.http.fail(f"{what}: {detail}", transient=True, retry_after_s=wait, status=status)
+            if not error.transient or limited:
+                message = str(error).removeprefix(f"{CRM}: ") if error.transient else f"{what}: {detail}"
+                return self.http.fail(
+                    message,
+                    transient=True,
+                    rate_limited=limited,
+                    retry_after_s=error.retry_after_s or wait,
+                    status=status,
+                )
             return error
         if code == "OVERLOAD_LIMIT":
             return self.http.fail(

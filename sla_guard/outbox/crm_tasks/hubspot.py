@@ -29,23 +29,20 @@ from typing import Any
 
 import requests
 
-from sla_guard.exceptions import ConfigError
+from sla_guard.exceptions import TaskError, TaskNotFound
 from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
-    Http,
-    Pace,
-    TaskError,
-    TaskNotFound,
     TaskRequest,
+    crm_http,
     has_marker,
     html_with_marker,
-    json_body,
     numeric_id,
     record_kind,
     setting,
     subject,
 )
-from sla_guard.outbox.pacing import Pacer, Window, account_key
+from sla_guard.outbox.http import json_body
+from sla_guard.outbox.pacing import account_key
 
 CRM = "HubSpot"
 ACCESS_TOKEN = "SLA_GUARD_HUBSPOT_ACCESS_TOKEN"
@@ -58,10 +55,7 @@ ASSOCIATION_TYPES = {"deal": 216, "contact": 204}
 """HUBSPOT_DEFINED association type ids: task → deal 216, task → contact 204."""
 SEARCH_KEYS = {"deal": "associations.deal", "contact": "associations.contact"}
 PRIORITY = "MEDIUM"
-CALLS_SETTING = "SLA_GUARD_HUBSPOT_CALLS_PER_10S"
-CALLS_PER_10S = 100
-"""A private app's burst limit on Free and Starter accounts (190 on Professional and
-Enterprise, 250 with the API limit increase): set ``SLA_GUARD_HUBSPOT_CALLS_PER_10S``."""
+
 _DAILY_WAIT_S = 3600.0
 
 
@@ -75,28 +69,18 @@ class HubSpotTasks:
         *,
         api_url: str = DEFAULT_API_URL,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-        calls_per_10s: int = CALLS_PER_10S,
-        pacer: Pacer | None = None,
     ):
         self.api_url = api_url.rstrip("/")
-        pace = Pace("hubspot", account_key(access_token), (Window(calls_per_10s, 10.0),))
-        self.http = Http(CRM, session, timeout, [access_token], ACCESS_TOKEN, pacer=pacer, pace=pace)
+        self.http = crm_http(CRM, session, timeout, [access_token], ACCESS_TOKEN, account_key(access_token))
         self.headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
 
     @classmethod
-    def from_settings(
-        cls, settings: Mapping[str, Any], session: requests.Session, *, pacer: Pacer | None = None
-    ) -> HubSpotTasks | None:
+    def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> HubSpotTasks | None:
         """The client, or ``None`` unless ``SLA_GUARD_HUBSPOT_ACCESS_TOKEN`` is set."""
         token = setting(settings, ACCESS_TOKEN)
         if not token:
             return None
-        calls = setting(settings, CALLS_SETTING) or str(CALLS_PER_10S)
-        if not calls.isdigit() or int(calls) < 1:
-            raise ConfigError(f"{CALLS_SETTING} must be a whole number of calls per 10 seconds (100, 190 or 250)")
-        return cls(
-            token, session, api_url=setting(settings, API_URL) or DEFAULT_API_URL, calls_per_10s=int(calls), pacer=pacer
-        )
+        return cls(token, session, api_url=setting(settings, API_URL) or DEFAULT_API_URL)
 
     # --- TaskClient -----------------------------------------------------------------------
 
@@ -215,7 +199,7 @@ class HubSpotTasks:
         return str(owner)
 
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        return self.http.send(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)
+        return self.http.request(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)
 
     def _error(self, response: requests.Response, what: str) -> TaskError:
         body = json_body(response)

@@ -33,23 +33,20 @@ from typing import Any
 
 import requests
 
-from sla_guard.exceptions import ConfigError
+from sla_guard.exceptions import TaskError, TaskNotFound
 from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
-    Http,
-    Pace,
-    TaskError,
-    TaskNotFound,
     TaskRequest,
+    crm_http,
     has_marker,
     html_with_marker,
-    json_body,
     numeric_id,
     record_kind,
     setting,
     subject,
 )
-from sla_guard.outbox.pacing import DailyBudget, Pacer, Window, account_key
+from sla_guard.outbox.http import json_body
+from sla_guard.outbox.pacing import account_key
 
 CRM = "Pipedrive"
 API_TOKEN = "SLA_GUARD_PIPEDRIVE_API_TOKEN"
@@ -63,14 +60,6 @@ PAGE = 500
 """The largest page of API v2 lists."""
 MAX_PAGES = 10
 """Pages of a record's activities read when looking for a task sla-guard created."""
-CALLS_SETTING = "SLA_GUARD_PIPEDRIVE_CALLS_PER_2S"
-CALLS_PER_2S = 20
-"""Requests per 2-second window of an API token on the smallest plan (40, 80, 100, 120 on
-the larger ones): set ``SLA_GUARD_PIPEDRIVE_CALLS_PER_2S``."""
-TOKENS_SETTING = "SLA_GUARD_PIPEDRIVE_DAILY_TOKENS"
-DAILY_TOKENS = 30_000
-"""The company's daily token budget: 30,000 × the plan's multiplier × seats; the default is
-the smallest (one seat, multiplier 1). Set ``SLA_GUARD_PIPEDRIVE_DAILY_TOKENS``."""
 
 
 def token_cost(method: str, url: str) -> int:
@@ -80,13 +69,6 @@ def token_cost(method: str, url: str) -> int:
         return 10
     last = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     return 2 if last.isdigit() or len(last) == 36 else 20
-
-
-def _whole(settings: Mapping[str, Any], key: str, default: int) -> int:
-    value = setting(settings, key) or str(default)
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"{key} must be a whole number above 0")
-    return int(value)
 
 
 class PipedriveTasks:
@@ -100,23 +82,16 @@ class PipedriveTasks:
         api_url: str = DEFAULT_API_URL,
         task_type: str = DEFAULT_TASK_TYPE,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-        calls_per_2s: int = CALLS_PER_2S,
-        daily_tokens: int = DAILY_TOKENS,
-        pacer: Pacer | None = None,
     ):
         self.api_url = api_url.rstrip("/")
         if not self.api_url.endswith("/api"):
             self.api_url += "/api"
         self.task_type = task_type
-        limits = (Window(calls_per_2s, _WINDOW_S), DailyBudget(daily_tokens))
-        pace = Pace("pipedrive", account_key(api_token), limits, pause_s=_WINDOW_S, cost=token_cost)
-        self.http = Http(CRM, session, timeout, [api_token], API_TOKEN, pacer=pacer, pace=pace)
+        self.http = crm_http(CRM, session, timeout, [api_token], API_TOKEN, account_key(api_token), cost=token_cost)
         self.headers = {"x-api-token": api_token, "Accept": "application/json"}
 
     @classmethod
-    def from_settings(
-        cls, settings: Mapping[str, Any], session: requests.Session, *, pacer: Pacer | None = None
-    ) -> PipedriveTasks | None:
+    def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> PipedriveTasks | None:
         """The client, or ``None`` unless ``SLA_GUARD_PIPEDRIVE_API_TOKEN`` is set."""
         token = setting(settings, API_TOKEN)
         if not token:
@@ -126,9 +101,6 @@ class PipedriveTasks:
             session,
             api_url=setting(settings, API_URL) or DEFAULT_API_URL,
             task_type=setting(settings, TASK_TYPE) or DEFAULT_TASK_TYPE,
-            calls_per_2s=_whole(settings, CALLS_SETTING, CALLS_PER_2S),
-            daily_tokens=_whole(settings, TOKENS_SETTING, DAILY_TOKENS),
-            pacer=pacer,
         )
 
     # --- TaskClient -----------------------------------------------------------------------
@@ -232,7 +204,7 @@ class PipedriveTasks:
         return numeric_id(str(owner), CRM, "owner_id")
 
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        return self.http.send(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)
+        return self.http.request(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)
 
     def _error(self, response: requests.Response, what: str) -> TaskError:
         body = json_body(response)

@@ -1,7 +1,7 @@
 """lead ids carry their source
 
-Revision ID: 0006_lead_ids_with_source
-Revises: 0005
+Revision ID: 0007_lead_ids_with_source
+Revises: 0006_outbox
 
 Every lead that came from a CRM gets the id ``<crm>:<entity>:<the CRM's id>`` (see
 ``sla_guard.core.record_ids``) in every table holding a ``lead_id``. The CRM is the source of
@@ -27,8 +27,8 @@ import re
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_lead_ids_with_source"
-down_revision = "0005"
+revision = "0007_lead_ids_with_source"
+down_revision = "0006_outbox"
 branch_labels = None
 depends_on = None
 
