@@ -79,12 +79,20 @@ def test_existing_crm_leads_get_ids_carrying_their_source(old_db):
             ),
             {"clock": clock, "now": NOW},
         )
+        connection.execute(
+            text(
+                "INSERT INTO outbox_items (kind, item_key, args, status, attempts, created_at)"
+                " VALUES ('reassign', '1', :args, 'pending', 0, :now)"
+            ),
+            {"args": json.dumps({"lead_id": "15318175", "owner": "11087456", "escalation_id": 1}), "now": NOW},
+        )
     upgrade(old_db)
     with engine.connect() as connection:
         leads = set(connection.execute(text("SELECT lead_id FROM leads")).scalars())
         events = dict(connection.execute(text("SELECT event_id, lead_id FROM events")).all())
         clock_lead = connection.execute(text("SELECT lead_id FROM clocks")).scalar()
         escalation_lead = connection.execute(text("SELECT lead_id FROM escalations")).scalar()
+        item_args = json.loads(connection.execute(text("SELECT args FROM outbox_items")).scalar())
         unprocessed = set(connection.execute(text("SELECT lead_id FROM events WHERE processed_at IS NULL")).scalars())
     engine.dispose()
     assert leads == {
@@ -105,5 +113,6 @@ def test_existing_crm_leads_get_ids_carrying_their_source(old_db):
         "evt-1": "L-1001",
     }
     assert clock_lead == escalation_lead == "bitrix24:lead:5"
+    assert item_args["lead_id"] == "amocrm:lead:15318175"
     # lead 5 and deal 5 were one lead: both are applied again, each from its own events
     assert unprocessed == {"bitrix24:lead:5", "bitrix24:deal:5"}

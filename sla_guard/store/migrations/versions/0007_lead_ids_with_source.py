@@ -15,7 +15,8 @@ the lead's first CRM event; the entity is read from what the events say:
 - HubSpot: the record URL the events carry (``/record/0-3/`` a deal, ``0-1`` a contact,
   ``0-136`` a lead), else ``SLA_GUARD_HUBSPOT_TASK_OBJECT`` as the old versions read it.
 
-Leads of the generic webhook keep their ids. Downgrading leaves the ids as they are.
+Pending outbox items (reassignments, loss-reason reads) follow their lead. Leads of the generic
+webhook keep their ids. Downgrading leaves the ids as they are.
 """
 
 from __future__ import annotations
@@ -139,6 +140,16 @@ def _rename(bind, mapping: dict[str, str]) -> None:
             )
     bind.execute(sa.text("DELETE FROM leads WHERE lead_id IN (SELECT old FROM lead_id_renames)"))
     op.drop_table("lead_id_renames")
+    if "outbox_items" in inspector.get_table_names():  # pending reassignments and loss-reason reads
+        items = sa.table("outbox_items", sa.column("id"), sa.column("args"))
+        for item_id, args in bind.execute(sa.select(items.c.id, items.c.args)).all():
+            try:
+                values = json.loads(args)
+            except (TypeError, ValueError):
+                continue
+            if isinstance(values, dict) and values.get("lead_id") in mapping:
+                values["lead_id"] = mapping[values["lead_id"]]
+                bind.execute(sa.update(items).where(items.c.id == item_id).values(args=json.dumps(values)))
 
 
 def _split_bitrix24(bind, events, touched: set[str]) -> None:
