@@ -16,6 +16,7 @@ from sqlalchemy import or_, select, update
 
 from sla_guard.core.follow_ups import find_cadence, parse_clock_name, task_text
 from sla_guard.outbox.crm_tasks import TaskError, TaskNotFound, TaskRequest, client_for
+from sla_guard.outbox.notify.context import clock_facts, person_zone
 from sla_guard.outbox.notify.messages import alert_payload
 from sla_guard.outbox.notify.routing import route
 from sla_guard.queueing import enqueue
@@ -113,6 +114,7 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
             select(EscalationRow).where(EscalationRow.clock_id == row.clock_id, EscalationRow.level == 0)
         ).scalar_one()
         fields = {"lead_id": lead.lead_id, **{name: getattr(lead, name) for name in LEAD_FIELDS}}
+        facts = clock_facts(rules, clock.rule_name, clock.name, fields)
         for target in route(("owner",), fields, rules, now):  # quiet hours and the person's language apply
             exists = session.execute(
                 select(AlertRow.id).where(
@@ -151,8 +153,13 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
                 role=target.role,
                 channel=target.channel,
                 locale=target.locale,
+                deadline_at=row.due_at,
+                sla=facts.sla,
+                business=facts.business,
+                zone=person_zone(rules, target.recipient),
+                team_zone=rules.spec.timezone,
+                task=row.text,
             )
-            payload["text"] = f"{row.text} (due {row.due_at:%Y-%m-%d %H:%M} UTC)" + (f" {lead.url}" if lead.url else "")
             payload["task"] = row.text
             alert.payload = json.dumps(payload, ensure_ascii=False)
             alert_ids.append(alert.id)

@@ -21,6 +21,7 @@ from sla_guard.core.follow_ups import TASK_KIND
 from sla_guard.ingest.processing import apply_timer_changes, process_lead
 from sla_guard.outbox.crm_reassign import queue_attempt, tell_crm
 from sla_guard.outbox.follow_up_tasks import create_task, plan_task
+from sla_guard.outbox.notify.context import clock_facts, person_zone
 from sla_guard.outbox.notify.messages import alert_payload
 from sla_guard.outbox.notify.routing import route
 from sla_guard.runtime import Runtime
@@ -34,7 +35,7 @@ from sla_guard.store.repository import (
     insert_events,
     lock_lead,
 )
-from sla_guard.timers.acknowledge import ack_url, clock_acknowledged
+from sla_guard.timers.acknowledge import ack_url, clock_acknowledged, press_value
 
 log = logging.getLogger("sla_guard.timers.escalation")
 
@@ -88,6 +89,10 @@ def _record_step(
             result.task_ids.append(task_id)
         return
     lead_fields = _lead_dict(lead)
+    new_owner = next_owner(lead_fields, rules) if step.reassign else None
+    if new_owner == lead.owner:
+        new_owner = None
+    facts = clock_facts(rules, clock.rule_name, clock.name, lead_fields)
     for target in route(step.notify, lead_fields, rules, now):
         # an alert held by quiet hours waits with its claim set to the morning; delivery and the
         # reconciler take it up from then on
@@ -121,12 +126,19 @@ def _record_step(
             locale=target.locale,
             ack_url=ack_url(runtime.settings, escalation_id, target.recipient, max(now, target.not_before or now)),
             instead_of=target.instead_of,
+            deadline_at=clock.due_at,
+            sla=facts.sla,
+            business=facts.business,
+            zone=person_zone(rules, target.recipient),
+            team_zone=rules.spec.timezone,
+            press=press_value(runtime.settings, alert.id, max(now, target.not_before or now)),
+            new_owner=new_owner,
+            task=facts.task,
         )
         alert.payload = json.dumps(payload, ensure_ascii=False)
         result.alert_ids.append(alert.id)
     if step.reassign:
-        new_owner = next_owner(lead_fields, rules)
-        if new_owner and new_owner != lead.owner:
+        if new_owner:
             event = LeadEvent(
                 event_id=f"reassign-{clock.id}-{step.level}",
                 type="lead.assigned",

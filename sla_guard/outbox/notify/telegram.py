@@ -12,21 +12,27 @@ import requests
 
 from sla_guard.core.rules.notify_spec import TelegramChannel
 from sla_guard.outbox.notify.channels import DeliveryError
+from sla_guard.outbox.notify.formats import telegram_html, telegram_keyboard
+from sla_guard.outbox.notify.messages import message_of
 from sla_guard.outbox.notify.transport import is_transient_status, json_body, post, retry_after_s, short
-
-MAX_TEXT = 4096
-"""Telegram's limit on a message's text, in characters."""
 
 
 def message_body(chat_id: str | int, payload: dict) -> dict:
-    """The ``sendMessage`` JSON: plain text (no parse mode, so no escaping can break it), no link preview.
+    """The ``sendMessage`` JSON: escaped HTML, the inline keyboard, no link preview.
 
     Link previews stay off: a preview would fetch the acknowledge link on the reader's behalf.
     """
-    text = payload["text"]
-    if len(text) > MAX_TEXT:
-        text = text[: MAX_TEXT - 1] + "…"
-    return {"chat_id": chat_id, "text": text, "link_preview_options": {"is_disabled": True}}
+    message = message_of(payload)
+    body = {
+        "chat_id": chat_id,
+        "text": telegram_html(message),
+        "parse_mode": "HTML",
+        "link_preview_options": {"is_disabled": True},
+    }
+    keyboard = telegram_keyboard(message)
+    if keyboard:
+        body["reply_markup"] = keyboard
+    return body
 
 
 def send_telegram(channel: TelegramChannel, payload: dict, http: requests.Session, address: str | int | None) -> None:
