@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "SLA_GUARD_ACK_SECRET": None,
     "SLA_GUARD_PUBLIC_URL": None,
     "SLA_GUARD_ACK_TTL_S": 86400,
+    "SLA_GUARD_TELEGRAM_WEBHOOK_SECRET": None,
+    "SLA_GUARD_SLACK_SIGNING_SECRET": None,
 }
 """Every setting with its default; each can be overridden by an environment variable of the same name."""
 
@@ -103,6 +105,11 @@ def validate(settings: dict[str, Any]) -> dict[str, Any]:
     for key in ("SLA_GUARD_WEBHOOK_SECRET", "SLA_GUARD_API_TOKEN", "SLA_GUARD_ACK_SECRET"):
         if settings.get(key) is not None and len(str(settings[key])) < 16:
             raise ConfigError(f"{key} is too short: use at least 16 random characters")
+    telegram_secret = settings.get("SLA_GUARD_TELEGRAM_WEBHOOK_SECRET")
+    if telegram_secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", str(telegram_secret)):
+        raise ConfigError(
+            "SLA_GUARD_TELEGRAM_WEBHOOK_SECRET must be 16 to 256 letters, digits, '_' or '-' (Telegram's secret_token)"
+        )
     return settings
 
 

@@ -150,6 +150,14 @@ def plain_text(message: dict) -> str:
     return "\n".join(out)
 
 
+def taken_message(payload: dict, person: str, at: datetime, team_zone: str) -> dict:
+    """The alert's message once someone took the lead: the same, plus who took it and when."""
+    locale = payload.get("locale") or "en"
+    zone = payload.get("timezone") or team_zone
+    when = local_time(at, locale, zone, team_zone, today=at)
+    return {**message_of(payload), "taken": texts(locale)["taken"].format(person=person, at=when)}
+
+
 def alert_payload(
     *,
     alert_id: int | None,
