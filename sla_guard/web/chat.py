@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from sla_guard.core.rules.notify_spec import TelegramChannel, typed_channel
 from sla_guard.exceptions import Unauthorized
 from sla_guard.outbox.notify.channels import DeliveryError
-from sla_guard.outbox.notify.formats import TAKE_ACTION, slack_blocks, slack_text, telegram_html, telegram_keyboard
+from sla_guard.outbox.notify.formats import TAKE_ACTION, slack_blocks, slack_text, telegram_content
 from sla_guard.outbox.notify.messages import taken_message, texts
 from sla_guard.outbox.notify.spoken import local_time
 from sla_guard.outbox.notify.transport import post
@@ -166,16 +166,8 @@ def telegram_update(channel_name: str):
         message = _taken(outcome)
         where = query.get("message") if isinstance(query.get("message"), dict) else None
         if message is not None and where and isinstance(where.get("chat"), dict):
-            edit = {
-                "chat_id": where["chat"].get("id"),
-                "message_id": where.get("message_id"),
-                "text": telegram_html(message),
-                "parse_mode": "HTML",
-                "link_preview_options": {"is_disabled": True},
-            }
-            keyboard = telegram_keyboard(message)
-            if keyboard:
-                edit["reply_markup"] = keyboard
+            edit = {"chat_id": where["chat"].get("id"), "message_id": where.get("message_id")}
+            edit.update(telegram_content(message))
             _bot_call(channel, "editMessageText", edit, http)
     return jsonify({"ok": True, "press": outcome.status})
 

@@ -89,6 +89,15 @@ def telegram_keyboard(message: dict) -> dict | None:
     return {"inline_keyboard": [row]} if row else None
 
 
+def telegram_content(message: dict) -> dict:
+    """The message's part of ``sendMessage`` and ``editMessageText``: HTML, keyboard, no link preview."""
+    content = {"text": telegram_html(message), "parse_mode": "HTML", "link_preview_options": {"is_disabled": True}}
+    keyboard = telegram_keyboard(message)
+    if keyboard:
+        content["reply_markup"] = keyboard
+    return content
+
+
 # --- Slack ------------------------------------------------------------------------------------
 
 

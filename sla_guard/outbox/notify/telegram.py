@@ -12,7 +12,7 @@ import requests
 
 from sla_guard.core.rules.notify_spec import TelegramChannel
 from sla_guard.outbox.notify.channels import DeliveryError
-from sla_guard.outbox.notify.formats import telegram_html, telegram_keyboard
+from sla_guard.outbox.notify.formats import telegram_content
 from sla_guard.outbox.notify.messages import message_of
 from sla_guard.outbox.notify.transport import is_transient_status, json_body, post, retry_after_s, short
 
@@ -22,17 +22,7 @@ def message_body(chat_id: str | int, payload: dict) -> dict:
 
     Link previews stay off: a preview would fetch the acknowledge link on the reader's behalf.
     """
-    message = message_of(payload)
-    body = {
-        "chat_id": chat_id,
-        "text": telegram_html(message),
-        "parse_mode": "HTML",
-        "link_preview_options": {"is_disabled": True},
-    }
-    keyboard = telegram_keyboard(message)
-    if keyboard:
-        body["reply_markup"] = keyboard
-    return body
+    return {"chat_id": chat_id, **telegram_content(message_of(payload))}
 
 
 def send_telegram(channel: TelegramChannel, payload: dict, http: requests.Session, address: str | int | None) -> None:
