@@ -303,3 +303,20 @@ def test_an_alert_for_a_lead_with_cr_lf_in_its_name_is_delivered(locale):
     [received] = sink.messages
     assert received["to"] == ["olga@example.com"]
     assert "victim@example.com" not in received["to"] and received["message"]["Bcc"] is None
+
+
+def test_quiet_hours_follow_the_persons_own_zone():
+    from sla_guard.core.rules.schema import parse_rules
+    from sla_guard.outbox.notify.routing import person_quiet_until
+
+    rules = parse_rules(
+        "timezone: Europe/Moscow\n"
+        "people:\n"
+        "  anna: {timezone: Asia/Yekaterinburg, quiet_hours: {from: '20:00', to: '09:00'}}\n"
+        "rules: [{name: all, first_touch: {within: 15m}}]\n",
+        env={},
+    )
+    # 16:30 UTC is 19:30 in Moscow but 21:30 in Yekaterinburg: anna's night, until 09:00 her time
+    assert person_quiet_until(rules, "anna", datetime(2026, 11, 23, 16, 30, tzinfo=UTC)) == datetime(
+        2026, 11, 24, 4, 0, tzinfo=UTC
+    )
