@@ -238,7 +238,9 @@ def test_a_second_press_tells_who_took_it_first(chats, client, runtime, clock):
 
 
 def test_the_telegram_endpoint_is_off_without_its_secret(client, app):
-    app.config["SLA_GUARD_TELEGRAM_WEBHOOK_SECRET"] = None
+    from sla_guard.config import APP_CONFIG_KEY, of_app
+
+    app.config[APP_CONFIG_KEY] = of_app(app).replace(telegram_webhook_secret=None)
     assert press_telegram(client, 1, 1001, "x").status_code == 404
 
 
@@ -320,3 +322,13 @@ def test_alert_rows_carry_their_buttons(chats, client, runtime, clock):
     for alert in rows(runtime, AlertRow):
         payload = json.loads(alert.payload)
         assert verify_press(ACK_SECRET, payload["message"]["press"], clock())[0] == alert.id
+
+
+def test_the_telegram_secret_must_be_one_telegram_accepts():
+    from sla_guard.config import load_settings
+    from sla_guard.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="SLA_GUARD_TELEGRAM_WEBHOOK_SECRET"):
+        load_settings(env={}, overrides={"SLA_GUARD_TELEGRAM_WEBHOOK_SECRET": "has spaces and is long enough"})
+    settings = load_settings(env={}, overrides={"SLA_GUARD_TELEGRAM_WEBHOOK_SECRET": TG_SECRET})
+    assert settings.telegram_webhook_secret == TG_SECRET and settings.slack_signing_secret is None

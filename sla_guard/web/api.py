@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import exists, select
 
+from sla_guard.config import of_app
 from sla_guard.core.engine import FIRST_TOUCH
 from sla_guard.exceptions import Unauthorized
 from sla_guard.security import verify_bearer
@@ -37,7 +38,7 @@ def _now() -> datetime:
 @bp.before_request
 def _authenticate():
     try:
-        verify_bearer(request.headers.get("Authorization"), current_app.config.get("SLA_GUARD_API_TOKEN"))
+        verify_bearer(request.headers.get("Authorization"), of_app(current_app).api_token)
     except Unauthorized as exc:
         response = error(401, exc.reason, field="Authorization")
         response.headers["WWW-Authenticate"] = 'Bearer realm="sla-guard"'

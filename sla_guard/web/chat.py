@@ -25,13 +25,13 @@ import requests
 from flask import Blueprint, current_app, jsonify, request
 from redis.exceptions import RedisError
 
+from sla_guard.config import of_app
 from sla_guard.core.rules.notify_spec import TelegramChannel, typed_channel
-from sla_guard.exceptions import Unauthorized
-from sla_guard.outbox.notify.channels import DeliveryError
+from sla_guard.exceptions import DeliveryError, Unauthorized
+from sla_guard.outbox.http import Http
 from sla_guard.outbox.notify.formats import TAKE_ACTION, slack_blocks, slack_text, telegram_content
 from sla_guard.outbox.notify.messages import taken_message, texts
 from sla_guard.outbox.notify.spoken import local_time
-from sla_guard.outbox.notify.transport import post
 from sla_guard.security import verify_slack, verify_telegram
 from sla_guard.store.db import get_db
 from sla_guard.timers.acknowledge import BadToken, ExpiredToken, verify_press
@@ -52,14 +52,14 @@ CALL_TIMEOUT_S = 3.0
 def _first_time(key: str) -> bool:
     """True the first time ``key`` is seen (Redis ``SET NX``); a replay gets False."""
     redis = current_app.extensions["sla_guard.redis"]
-    return bool(redis.set(f"{current_app.config['SLA_GUARD_QUEUE']}:chat-seen:{key}", 1, nx=True, ex=SEEN_TTL_S))
+    return bool(redis.set(f"{of_app(current_app).queue}:chat-seen:{key}", 1, nx=True, ex=SEEN_TTL_S))
 
 
 def _press(value: object, person: str | None, channel_type: str, channel: str | None = None) -> PressOutcome:
     """Check the button's value and take the lead for ``person``; ``invalid`` and ``expired`` when it cannot."""
     now = current_app.extensions["sla_guard.clock"]()
     try:
-        alert_id, expires_at = verify_press(current_app.config["SLA_GUARD_ACK_SECRET"], str(value or ""), now)
+        alert_id, expires_at = verify_press(of_app(current_app).ack_secret, str(value or ""), now)
     except ExpiredToken:
         return PressOutcome("expired")
     except BadToken:
@@ -110,9 +110,8 @@ def _locale(outcome: PressOutcome) -> str:
 def _bot_call(channel: TelegramChannel, method: str, body: dict, http: requests.Session) -> None:
     """Call the Bot API; a failure is logged (the acknowledgement already stands)."""
     try:
-        response = post(
-            http, f"{channel.api_url}/bot{channel.token}/{method}", timeout_s=CALL_TIMEOUT_S, what="telegram", json=body
-        )
+        client = Http("telegram", http, CALL_TIMEOUT_S, [channel.token])
+        response = client.post(f"{channel.api_url}/bot{channel.token}/{method}", method, json=body)
         if response.status_code != 200:
             log.warning("telegram call failed", extra={"method": method, "status": response.status_code})
     except DeliveryError as exc:
@@ -121,8 +120,8 @@ def _bot_call(channel: TelegramChannel, method: str, body: dict, http: requests.
 
 @bp.post("/chat/telegram/<channel_name>")
 def telegram_update(channel_name: str):
-    secret = current_app.config.get("SLA_GUARD_TELEGRAM_WEBHOOK_SECRET")
-    if not secret or not current_app.config.get("SLA_GUARD_ACK_SECRET"):
+    secret = of_app(current_app).telegram_webhook_secret
+    if not secret or not of_app(current_app).ack_secret:
         return error(404, "Telegram buttons are not enabled")
     try:
         verify_telegram(secret, request.headers.get("X-Telegram-Bot-Api-Secret-Token"))
@@ -177,8 +176,8 @@ def telegram_update(channel_name: str):
 
 @bp.post("/chat/slack")
 def slack_action():
-    secret = current_app.config.get("SLA_GUARD_SLACK_SIGNING_SECRET")
-    if not secret or not current_app.config.get("SLA_GUARD_ACK_SECRET"):
+    secret = of_app(current_app).slack_signing_secret
+    if not secret or not of_app(current_app).ack_secret:
         return error(404, "Slack buttons are not enabled")
     body = request.get_data(cache=True)
     signature = request.headers.get("X-Slack-Signature")
@@ -220,7 +219,7 @@ def slack_action():
             }
         with requests.Session() as http:
             try:
-                response = post(http, response_url, timeout_s=CALL_TIMEOUT_S, what="slack", json=answer)
+                response = Http("slack", http, CALL_TIMEOUT_S).post(response_url, "response_url", json=answer)
                 if response.status_code != 200:
                     log.warning("slack response_url failed", extra={"status": response.status_code})
             except DeliveryError as exc:

@@ -14,10 +14,10 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from sla_guard.core.rules.notify_spec import EmailChannel
-from sla_guard.outbox.notify.channels import DeliveryError
+from sla_guard.exceptions import DeliveryError
+from sla_guard.outbox.http import short
 from sla_guard.outbox.notify.formats import email_html, email_subject
 from sla_guard.outbox.notify.messages import message_of, plain_text
-from sla_guard.outbox.notify.transport import short
 
 
 def build_message(channel: EmailChannel, payload: dict, recipients: list[str]) -> EmailMessage:
