@@ -14,7 +14,7 @@ import threading
 from redis import Redis
 from redis.exceptions import RedisError
 
-from sla_guard.ingest.processing import process_lead
+from sla_guard.ingest.processing import apply_lead
 from sla_guard.runtime import Runtime
 
 log = logging.getLogger("sla_guard.ingest.pending")
@@ -51,10 +51,7 @@ def drain(runtime: Runtime, wait_s: float = 0) -> int:
         if not lead_ids:
             return done
         for lead_id in lead_ids:
-            try:
-                process_lead(runtime, lead_id)
-            except Exception:  # one lead's trouble must not stop the others; the reconciler retries it
-                log.exception("lead not processed", extra={"lead_id": lead_id})
+            apply_lead(runtime, lead_id)  # never raises: one lead's trouble never stops the others
             done += 1
 
 
@@ -65,4 +62,7 @@ def pump(runtime: Runtime, stop: threading.Event, wait_s: float = 1.0) -> None:
             drain(runtime, wait_s)
         except RedisError as exc:
             log.warning("pump waits for Redis", extra={"error": type(exc).__name__})
+            stop.wait(1.0)
+        except Exception:  # the pump must outlive anything; what it missed, the reconciler applies
+            log.exception("pump pass failed")
             stop.wait(1.0)

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from sla_guard import metrics
+from sla_guard.core.bounds import ID_MAX, check_depth, check_events, check_moment, check_text
 from sla_guard.core.events import LeadEvent, parse_events
 from sla_guard.exceptions import InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters.base import Lookup
@@ -52,6 +53,14 @@ def ingest(
     """
     queue_name = current_app.config["SLA_GUARD_QUEUE"]
     now = _now()
+    try:
+        check_events(events, now)
+        for index, lookup in enumerate(lookups):
+            check_text(lookup.id, f"lookups[{index}].id", ID_MAX)
+            check_text(lookup.event, f"lookups[{index}].event", ID_MAX)
+            check_moment(lookup.ts, f"lookups[{index}].ts", now)
+    except InvalidEvent as exc:
+        return _reject(source, "invalid", 400, exc.message, exc.field)
     try:
         with get_db(current_app).session() as session:
             accepted, duplicates = insert_events(session, source, events, now)
@@ -129,11 +138,14 @@ def generic():
     except Unauthorized as exc:
         return _reject("generic", "signature", 401, exc.reason, SIGNATURE_HEADER)
     try:
+        check_depth(body)
         payload = json.loads(body)
+    except InvalidEvent as exc:
+        return _reject("generic", "malformed", 400, exc.message, exc.field)
     except (ValueError, UnicodeDecodeError) as exc:
         return _reject("generic", "malformed", 400, f"body is not valid JSON: {exc}", "body")
     try:
-        events = parse_events(payload)
+        events = parse_events(payload, _now())
     except InvalidEvent as exc:
         return _reject("generic", "invalid", 400, exc.message, exc.field)
     return ingest("generic", events, started)

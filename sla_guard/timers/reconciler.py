@@ -19,7 +19,7 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 
 from sla_guard.ingest.pending import push
-from sla_guard.ingest.processing import process_lead
+from sla_guard.ingest.processing import apply_lead
 from sla_guard.outbox.crm_sync import lookups_to_retry, schedule_lookup
 from sla_guard.outbox.delivery import DELIVER_JOB, stranded_alerts
 from sla_guard.outbox.digests import queue_digests
@@ -79,16 +79,39 @@ def apply_rules_version(runtime: Runtime) -> int:
     return len(leads)
 
 
-def reconcile(runtime: Runtime) -> ReconcileReport:
-    report = ReconcileReport()
-    report.leads_recomputed = apply_rules_version(runtime)
-    now = runtime.now()
-    with runtime.db.session() as session:
-        lost_leads = unprocessed_leads(session, now - EVENT_GRACE)
-    for lead_id in lost_leads:
-        process_lead(runtime, lead_id)
-        report.events_applied += 1
+def _each(items, what: str, handle) -> None:
+    """Handle every item; one item's failure is logged and never stops the others.
 
+    Redis being down fails every item alike: that ends the step (the next pass retries it).
+    """
+    for item in items:
+        try:
+            handle(item)
+        except RedisError:
+            raise
+        except Exception:
+            log.exception(f"reconciler: {what} not handled", extra={"item": repr(item)[:200]})
+
+
+def _step(report: ReconcileReport, name: str, run) -> None:
+    """Run one step of the pass; a failed step is logged and the pass goes on with the next."""
+    try:
+        run(report)
+    except RedisError as exc:
+        log.warning("reconciler step waits for Redis", extra={"step": name, "error": type(exc).__name__})
+    except Exception:
+        log.exception("reconciler step failed", extra={"step": name})
+
+
+def _apply_lost_events(runtime: Runtime, report: ReconcileReport) -> None:
+    with runtime.db.session() as session:
+        lost_leads = unprocessed_leads(session, runtime.now() - EVENT_GRACE)
+    for lead_id in lost_leads:  # a lead that cannot be applied is quarantined, never stops the pass
+        if apply_lead(runtime, lead_id):
+            report.events_applied += 1
+
+
+def _arm_timers(runtime: Runtime, report: ReconcileReport) -> None:
     now = runtime.now()
     horizon = now + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
     with runtime.db.session() as session:
@@ -101,7 +124,9 @@ def reconcile(runtime: Runtime) -> ReconcileReport:
     present = timers.armed(runtime.redis, list(ticks))
     stuck = timers.scheduled(runtime.redis, runtime.queue_name)
     now_s = now.timestamp()
-    for job_id, (epoch, shard) in ticks.items():
+
+    def arm(item: tuple[str, tuple[int, int]]) -> None:
+        job_id, (epoch, shard) = item
         if job_id not in present:
             if epoch <= now_s:
                 timers.fire_now(runtime.redis, epoch, shard, shards, runtime.queue_name)
@@ -113,32 +138,71 @@ def reconcile(runtime: Runtime) -> ReconcileReport:
             timers.fire_now(runtime.redis, epoch, shard, shards, runtime.queue_name)
             report.timers_fired += 1
 
-    for task_id, attempts in tasks_to_create(runtime):
+    _each(ticks.items(), "timer", arm)
+
+
+def _retry_tasks(runtime: Runtime, report: ReconcileReport) -> None:
+    def create(item: tuple[int, int]) -> None:
+        task_id, attempts = item
         job_id = f"{runtime.queue_name}-task-{task_id}-r{attempts}"
         if not timers.armed(runtime.redis, [job_id]):
             enqueue(runtime.redis, CREATE_JOB, task_id, job_id=job_id, retry=None, queue_name=runtime.queue_name)
             report.tasks_retried += 1
-    for task_id in tasks_to_close(runtime):
+
+    def close(task_id: int) -> None:
         job_id = f"{runtime.queue_name}-close-{task_id}"
         if not timers.armed(runtime.redis, [job_id]):
             enqueue(runtime.redis, CLOSE_JOB, task_id, job_id=job_id, retry=None, queue_name=runtime.queue_name)
             report.tasks_retried += 1
 
-    for alert_id, attempts in stranded_alerts(runtime, runtime.now()):
+    _each(tasks_to_create(runtime), "follow-up task", create)
+    _each(tasks_to_close(runtime), "follow-up task to close", close)
+
+
+def _retry_alerts(runtime: Runtime, report: ReconcileReport) -> None:
+    def retry(item: tuple[int, int]) -> None:
+        alert_id, attempts = item
         job_id = f"{runtime.queue_name}-alert-{alert_id}-r{attempts}"
         if not timers.armed(runtime.redis, [job_id]):
             enqueue(runtime.redis, DELIVER_JOB, alert_id, job_id=job_id, retry=None, queue_name=runtime.queue_name)
             report.alerts_retried += 1
 
+    _each(stranded_alerts(runtime, runtime.now()), "alert", retry)
+
+
+def _retry_lookups(runtime: Runtime, report: ReconcileReport) -> None:
     now = runtime.now()
     with runtime.db.session() as session:
         due_lookups = lookups_to_retry(session, now)
-    for lookup_id, attempts in due_lookups:
+
+    def retry(item: tuple[int, int]) -> None:
+        lookup_id, attempts = item
         if schedule_lookup(
             runtime.redis, runtime.queue_name, lookup_id, attempts + 1, overdue_before=now - TIMER_GRACE
         ):
             report.lookups_retried += 1
-    report.digests_queued = queue_digests(runtime)
+
+    _each(due_lookups, "CRM look-up", retry)
+
+
+def reconcile(runtime: Runtime) -> ReconcileReport:
+    """One pass. Every step runs whatever another step did: one bad lead, clock, alert or
+    look-up is logged (a lead is quarantined) and never stops the pass."""
+    report = ReconcileReport()
+
+    def recompute(report: ReconcileReport) -> None:
+        report.leads_recomputed = apply_rules_version(runtime)
+
+    def digests(report: ReconcileReport) -> None:
+        report.digests_queued = queue_digests(runtime)
+
+    _step(report, "rules version", recompute)
+    _step(report, "lost events", lambda report: _apply_lost_events(runtime, report))
+    _step(report, "timers", lambda report: _arm_timers(runtime, report))
+    _step(report, "follow-up tasks", lambda report: _retry_tasks(runtime, report))
+    _step(report, "alerts", lambda report: _retry_alerts(runtime, report))
+    _step(report, "CRM look-ups", lambda report: _retry_lookups(runtime, report))
+    _step(report, "digests", digests)
     if any(vars(report).values()):
         log.info("reconciled", extra=vars(report))
     return report

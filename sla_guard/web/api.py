@@ -35,7 +35,8 @@ def _now() -> datetime:
 
 
 @bp.before_request
-def _authenticate():
+def require_token():
+    """Refuse the request (401) unless it carries the API's bearer token."""
     try:
         verify_bearer(request.headers.get("Authorization"), current_app.config.get("SLA_GUARD_API_TOKEN"))
     except Unauthorized as exc:
