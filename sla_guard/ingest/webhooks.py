@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 
 from flask import Blueprint, current_app, jsonify, request
 from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from sla_guard import metrics
 from sla_guard.core.bounds import ID_MAX, check_depth, check_events, check_moment, check_text
@@ -65,6 +66,8 @@ def ingest(
         with get_db(current_app).session() as session:
             accepted, duplicates = insert_events(session, source, events, now)
             new_lookups, repeated = insert_lookups(session, source, lookups, now) if lookups else ([], [])
+    except DataError:
+        return _reject(source, "invalid", 400, "an event holds a value the database cannot store", "body")
     except SQLAlchemyError as exc:
         metrics.EVENTS_REJECTED.labels(source, "database").inc()
         log.error("events not stored: database unavailable", extra={"source": source, "error": type(exc).__name__})
@@ -110,6 +113,24 @@ def ingest(
     return jsonify(body), 202
 
 
+def read_body() -> bytes | None:
+    """The request body, or None when it is over ``SLA_GUARD_MAX_BODY_BYTES``.
+
+    Checked before any authentication, also for chunked bodies (no ``Content-Length``), which
+    the server cuts at the limit: one that reaches it is refused rather than read short.
+    """
+    limit = current_app.config["SLA_GUARD_MAX_BODY_BYTES"]
+    if (request.content_length or 0) > limit:
+        return None
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        return None
+    if request.content_length is None and len(body) >= limit:
+        return None
+    return body
+
+
 def _reject(source: str, reason: str, status: int, message: str, field: str | None = None):
     metrics.EVENTS_REJECTED.labels(source, reason).inc()
     log.info("webhook refused", extra={"source": source, "reason": reason, "status": status, "field": field})
@@ -124,9 +145,9 @@ def generic():
         return error(404, "the generic webhook is not enabled: set SLA_GUARD_WEBHOOK_SECRET")
     if request.mimetype != "application/json":
         return _reject("generic", "content_type", 415, "Content-Type must be application/json", "Content-Type")
-    if (request.content_length or 0) > current_app.config["SLA_GUARD_MAX_BODY_BYTES"]:
+    body = read_body()
+    if body is None:
         return _reject("generic", "too_large", 413, "request body is over the size limit", "body")
-    body = request.get_data(cache=False)
     try:
         verify_signature(
             request.headers.get(SIGNATURE_HEADER),

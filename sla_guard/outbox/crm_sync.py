@@ -32,6 +32,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from sla_guard.config import crm_settings
+from sla_guard.core.bounds import TEXT_MAX, check_events, clean_text
 from sla_guard.core.events import Lead, LeadEvent
 from sla_guard.exceptions import InvalidEvent
 from sla_guard.ingest.adapters import amocrm, bitrix24
@@ -248,6 +249,7 @@ def run_lookup(runtime: Runtime, lookup_id: int) -> str:
                 if stale and not adding
                 else bitrix24.derive_events(lookup, record, None if adding else last_known, mapping)
             )
+            check_events(events, now, "result")  # the portal's dates are held to the input bounds too
         except InvalidEvent as exc:
             _finish(session, lookup_id, now, f"the portal's reply is not usable: {exc}")
             log.error("Bitrix24 look-up given up", extra={**context, "error": str(exc)})
@@ -351,7 +353,7 @@ def read_loss_reason(runtime: Runtime, lead_id: str, closed_event_id: str) -> st
         type="lead.updated",
         occurred_at=closed_at,
         lead=Lead(id=lead_id),
-        reason=reason[:2000],
+        reason=clean_text(reason, TEXT_MAX),
     )
     with runtime.db.session() as session:
         accepted, _ = insert_events(session, amocrm.CRM, [event], runtime.now())

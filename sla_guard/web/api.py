@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import exists, select
 
+from sla_guard.core.bounds import moment_problem
 from sla_guard.core.engine import FIRST_TOUCH
 from sla_guard.exceptions import Unauthorized
 from sla_guard.security import verify_bearer
@@ -276,7 +277,11 @@ def _parse_when(name: str, default: datetime):
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         return None, error(400, f"{name} must be an ISO 8601 date or time", field=name)
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)), None
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    problem = moment_problem(value) or ("must be before the year 3000" if value.year >= 3000 else None)
+    if problem:
+        return None, error(400, f"{name} {problem}", field=name)
+    return value.astimezone(UTC), None
 
 
 @bp.get("/reports/sla")

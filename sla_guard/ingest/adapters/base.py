@@ -134,16 +134,16 @@ def parse_form(raw: RawRequest) -> dict[str, Any]:
             raise InvalidEvent(excerpt(key) or "body", "malformed form key (the body may be truncated)")
         parts = [match.group(1)] + re.findall(r"\[([^\[\]]*)\]", match.group(2))
         if len(parts) > DEPTH_MAX:
-            raise InvalidEvent(excerpt(key), f"form key is nested deeper than {DEPTH_MAX} levels")
+            raise InvalidEvent("body", f"a form key is nested deeper than {DEPTH_MAX} levels")
         node = tree
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise InvalidEvent(_join(parts[: depth + 1]), "is both a value and a group")
+                raise InvalidEvent(excerpt(_join(parts[: depth + 1])), "is both a value and a group")
             node = child
         last = parts[-1] if parts[-1] != "" else str(len(node))
         if isinstance(node.get(last), dict):
-            raise InvalidEvent(_join(parts), "is both a value and a group")
+            raise InvalidEvent(excerpt(_join(parts)), "is both a value and a group")
         node[last] = value
     return tree
 
