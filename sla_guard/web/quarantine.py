@@ -11,6 +11,7 @@ from datetime import datetime
 from flask import Blueprint, current_app, jsonify
 from redis.exceptions import RedisError
 
+from sla_guard.core.bounds import ID_MAX, text_problem
 from sla_guard.ingest.pending import push
 from sla_guard.store.db import get_db
 from sla_guard.store.quarantine import quarantined, release
@@ -51,6 +52,8 @@ def retry(lead_id: str):
 
     Should they fail again, the lead is quarantined again with the new reason.
     """
+    if text_problem(lead_id, ID_MAX):  # no such lead can be stored, let alone quarantined
+        return error(404, "this lead is not quarantined", field="lead_id")
     with get_db(current_app).session() as session:
         released = release(session, [lead_id])
     if not released:
