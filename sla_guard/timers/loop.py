@@ -19,6 +19,7 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 
 from sla_guard import runtime as runtime_module
+from sla_guard.ingest.processing import TRANSIENT
 from sla_guard.queueing import enqueue
 from sla_guard.runtime import Runtime
 from sla_guard.store.repository import next_fire_times
@@ -29,6 +30,9 @@ log = logging.getLogger("sla_guard.timers.loop")
 
 BATCH = 20
 """Most clocks one timer job fires: small enough that due clocks spread over the workers."""
+
+UNAVAILABLE_RETRY_S = 2.0
+"""When a clock that could not be fired because the database or Redis was away is tried again."""
 
 MOST_PER_PASS = 2000
 """Most clocks one pass of the loop claims before it looks at the clock again."""
@@ -60,13 +64,22 @@ def fire_batch(runtime: Runtime, clock_ids: list[int], lease: float) -> int:
 
     A clock whose firing raised keeps its lease and is tried again when the lease runs out.
     """
-    done = []
+    done, unavailable = [], []
     for clock_id in clock_ids:
         try:
             run_timer(runtime, clock_id)
             done.append(clock_id)
+        except TRANSIENT as exc:  # the database or Redis is away: try again soon, not after the lease
+            log.warning("clock not fired yet, the database or Redis is unavailable", extra={"clock_id": clock_id})
+            unavailable.append((clock_id, exc))
         except Exception:  # one clock's trouble must not hold up the others
             log.exception("clock not fired; retried when its lease ends", extra={"clock_id": clock_id})
+    if unavailable:
+        retry_at = runtime.now() + timedelta(seconds=UNAVAILABLE_RETRY_S)
+        try:
+            timers.settle(runtime.redis, runtime.queue_name, lease, {clock_id: retry_at for clock_id, _ in unavailable})
+        except RedisError:  # the lease runs out and the clocks are claimed again
+            pass
     if done:
         horizon = runtime.now() + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
         with runtime.db.session() as session:
