@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from sla_guard import create_app
+from sla_guard.config import of_app
 from sla_guard.security import sign
 
 from .conftest import API_TOKEN, SECRET
@@ -48,7 +49,7 @@ def chunked_post(client, path: str, body: bytes, headers: dict, content_type="ap
 
 
 def test_an_over_limit_chunked_body_with_a_valid_signature_gets_413(app, client, clock):
-    limit = app.config["SLA_GUARD_MAX_BODY_BYTES"]
+    limit = of_app(app).max_body_bytes
     body = json.dumps(event("e1", "lead.created", clock(), lead={"name": "x" * limit})).encode()
     headers = {"X-SLA-Guard-Signature": sign(SECRET, body, int(clock().timestamp()))}
     response = chunked_post(client, "/webhooks/generic", body, headers)
@@ -66,7 +67,7 @@ def test_a_chunked_body_under_the_limit_is_read_whole(app, client, clock):
 def test_an_over_limit_chunked_body_to_a_crm_gets_413(app, client):
     from base64 import b64encode
 
-    limit = app.config["SLA_GUARD_MAX_BODY_BYTES"]
+    limit = of_app(app).max_body_bytes
     auth = "Basic " + b64encode(f"{PIPEDRIVE_USER}:{PIPEDRIVE_PASSWORD}".encode()).decode()
     body = b'{"meta": {}, "pad": "' + b"x" * limit + b'"}'
     assert chunked_post(client, "/webhooks/pipedrive", body, {"Authorization": auth}).status_code == 413

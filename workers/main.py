@@ -30,7 +30,7 @@ MAINTENANCE_INTERVAL_S = 15
 
 def reconciler_loop(runtime: Runtime, stop: threading.Event) -> None:
     """Run the reconciler every ``SLA_GUARD_RECONCILE_INTERVAL_S`` until ``stop`` is set."""
-    interval = runtime.settings["SLA_GUARD_RECONCILE_INTERVAL_S"]
+    interval = runtime.settings.reconcile_interval_s
     lock_ms = int(max(interval * 3, 5) * 1000)
     while not stop.is_set():
         try:
@@ -115,10 +115,10 @@ def run(runtime: Runtime, burst: bool = False) -> None:
         Queue(runtime.queue_name, connection=runtime.redis),
     ]
     worker = SlaGuardWorker(queues, connection=runtime.redis, maintenance_interval=MAINTENANCE_INTERVAL_S)
-    worker.scheduler_interval = runtime.settings["SLA_GUARD_SCHEDULER_INTERVAL_S"]
+    worker.scheduler_interval = runtime.settings.scheduler_interval_s
     log.info("worker started", extra={"queue": runtime.queue_name, "rules_version": runtime.rules.current().version})
     try:
-        worker.work(with_scheduler=True, burst=burst, logging_level=runtime.settings["SLA_GUARD_LOG_LEVEL"])
+        worker.work(with_scheduler=True, burst=burst, logging_level=runtime.settings.log_level)
     finally:
         stop.set()
         thread.join(timeout=5)

@@ -11,7 +11,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from sla_guard.core.bounds import clean_text
 from sla_guard.core.engine import replay
-from sla_guard.queueing import enqueue
+from sla_guard.outbox.follow_up_tasks import queue_closes
 from sla_guard.runtime import Runtime
 from sla_guard.store.quarantine import quarantine, release
 from sla_guard.store.repository import (
@@ -102,11 +102,8 @@ def apply_lead(runtime: Runtime, lead_id: str) -> bool:
 
 def _close_finished_tasks(runtime: Runtime, lead_id: str) -> None:
     """A follow-up step that ended (done or cancelled) closes the task it created in the CRM."""
-    from sla_guard.outbox.follow_up_tasks import CLOSE_JOB, tasks_to_close
-
     try:
-        for task_id in tasks_to_close(runtime, lead_id):
-            enqueue(runtime.redis, CLOSE_JOB, task_id, queue_name=runtime.queue_name)
+        queue_closes(runtime, lead_id)
     except RedisError as exc:
         log.warning("follow-up tasks not closed yet, the reconciler will retry", extra={"error": type(exc).__name__})
 
@@ -120,7 +117,7 @@ def apply_timer_changes(runtime: Runtime, changes: list[TimerChange]) -> None:
     """
     if not changes:
         return
-    horizon = runtime.now() + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
+    horizon = runtime.now() + timedelta(seconds=runtime.settings.arm_horizon_s)
     near = {c.clock_id: c.fire_at for c in changes if c.fire_at is not None and c.fire_at <= horizon}
     try:
         timers.disarm(runtime.redis, runtime.queue_name, [c.clock_id for c in changes if c.clock_id not in near])

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from sla_guard import runtime as runtime_module
 from sla_guard.ingest.processing import TRANSIENT
-from sla_guard.queueing import enqueue
+from sla_guard.queueing import enqueue, job, job_id
 from sla_guard.runtime import Runtime
 from sla_guard.store.repository import next_fire_times
 from sla_guard.timers import arming as timers
@@ -51,7 +51,7 @@ def dispatch_due(runtime: Runtime, batch: int = BATCH) -> int:
             fire_due_clocks,
             clock_ids,
             lease,
-            job_id=f"{runtime.queue_name}-fire-{int(lease * 1000)}-{clock_ids[0]}",
+            job_id=job_id(runtime.queue_name, "fire", int(lease * 1000), clock_ids[0]),
             retry=None,  # the lease is the retry: unsettled clocks are claimed again
             queue_name=timers.timer_queue_name(runtime.queue_name),
         )
@@ -81,7 +81,7 @@ def fire_batch(runtime: Runtime, clock_ids: list[int], lease: float) -> int:
         except RedisError:  # the lease runs out and the clocks are claimed again
             pass
     if done:
-        horizon = runtime.now() + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
+        horizon = runtime.now() + timedelta(seconds=runtime.settings.arm_horizon_s)
         with runtime.db.session() as session:
             fire_at = next_fire_times(session, done)
         timers.settle(
@@ -93,6 +93,7 @@ def fire_batch(runtime: Runtime, clock_ids: list[int], lease: float) -> int:
     return len(done)
 
 
+@job()
 def fire_due_clocks(clock_ids: list[int], lease: float) -> None:
     """RQ job: fire a batch of clocks the timer loop claimed."""
     fired = fire_batch(runtime_module.current(), clock_ids, lease)
@@ -101,7 +102,7 @@ def fire_due_clocks(clock_ids: list[int], lease: float) -> None:
 
 def timer_loop(runtime: Runtime, stop: threading.Event) -> None:
     """Run until ``stop`` is set: dispatch due clocks as soon as their timers come."""
-    poll_s = runtime.settings.get("SLA_GUARD_TIMER_POLL_S", 0.05)
+    poll_s = runtime.settings.timer_poll_s
     while not stop.is_set():
         try:
             if dispatch_due(runtime):

@@ -3,8 +3,9 @@
 - events accepted but never applied (their job was lost, or Redis was down) are applied;
 - clocks whose timer is missing from Redis (``FLUSHALL``, a crash) are re-armed, those already
   due at once (a timer whose job died is claimed again by the timer loop when its lease ends);
-- alerts whose retry time has come, or whose sender died, are delivered again;
-- CRM look-ups (Bitrix24 REST reads) not done whose wait is over are queued again;
+- every outbox kind's items whose retry time has come, or whose worker died, are queued again
+  (alerts, follow-up tasks to create or close, Bitrix24 look-ups, reassignments pushed to a CRM,
+  amoCRM loss-reason reads, ops alerts: the one "due for retry" query of each);
 - digests whose local time has come are recorded (once per period) and queued for delivery.
 Everything it triggers is idempotent, so running it on several workers at once is harmless;
 a short Redis lock keeps it to one at a time anyway.
@@ -20,11 +21,12 @@ from redis.exceptions import RedisError
 
 from sla_guard.ingest.pending import push
 from sla_guard.ingest.processing import apply_lead
-from sla_guard.outbox.crm_sync import lookups_to_retry, schedule_lookup
-from sla_guard.outbox.delivery import DELIVER_JOB, stranded_alerts
+from sla_guard.outbox.base import OPS_ALERTS
+from sla_guard.outbox.crm_reassign import REASSIGNMENTS
+from sla_guard.outbox.crm_sync import LOOKUPS, LOSS_REASONS
+from sla_guard.outbox.delivery import ALERTS
 from sla_guard.outbox.digests import queue_digests
-from sla_guard.outbox.follow_up_tasks import CLOSE_JOB, CREATE_JOB, tasks_to_close, tasks_to_create
-from sla_guard.queueing import enqueue
+from sla_guard.outbox.follow_up_tasks import CLOSES, TASKS
 from sla_guard.runtime import Runtime
 from sla_guard.store.repository import clocks_to_arm, leads_on_other_rules, record_rule_version, unprocessed_leads
 from sla_guard.timers import arming as timers
@@ -55,6 +57,12 @@ class ReconcileReport:
     digests_queued: int = 0
     leads_recomputed: int = 0
     tasks_retried: int = 0
+    crm_pushes_retried: int = 0
+    """Reassignments, loss-reason reads and ops alerts queued again."""
+
+
+ITEM_KINDS = (REASSIGNMENTS, LOSS_REASONS, OPS_ALERTS)
+"""Outbox kinds kept in ``outbox_items``, retried by the reconciler like the others."""
 
 
 def apply_rules_version(runtime: Runtime) -> int:
@@ -77,20 +85,6 @@ def apply_rules_version(runtime: Runtime) -> int:
     if leads:
         log.info("rules version applied to open clocks", extra={"rules_version": rules.version, "leads": len(leads)})
     return len(leads)
-
-
-def _each(items, what: str, handle) -> None:
-    """Handle every item; one item's failure is logged and never stops the others.
-
-    Redis being down fails every item alike: that ends the step (the next pass retries it).
-    """
-    for item in items:
-        try:
-            handle(item)
-        except RedisError:
-            raise
-        except Exception:
-            log.exception(f"reconciler: {what} not handled", extra={"item": repr(item)[:200]})
 
 
 def _step(report: ReconcileReport, name: str, run) -> None:
@@ -123,7 +117,7 @@ def rearm_timers(runtime: Runtime) -> tuple[int, int]:
     alone: firing early changes nothing, the job reloads the clock and settles the timer.
     """
     now = runtime.now()
-    horizon = now + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
+    horizon = now + timedelta(seconds=runtime.settings.arm_horizon_s)
     with runtime.db.session() as session:
         wanted = clocks_to_arm(session, horizon)
     armed = due = 0
@@ -147,67 +141,29 @@ def _arm_timers(runtime: Runtime, report: ReconcileReport) -> None:
     report.timers_armed, report.timers_fired = rearm_timers(runtime)
 
 
-def _retry_tasks(runtime: Runtime, report: ReconcileReport) -> None:
-    def create(item: tuple[int, int]) -> None:
-        task_id, attempts = item
-        job_id = f"{runtime.queue_name}-task-{task_id}-r{attempts}"
-        if not timers.armed(runtime.redis, [job_id]):
-            enqueue(runtime.redis, CREATE_JOB, task_id, job_id=job_id, retry=None, queue_name=runtime.queue_name)
-            report.tasks_retried += 1
-
-    def close(task_id: int) -> None:
-        job_id = f"{runtime.queue_name}-close-{task_id}"
-        if not timers.armed(runtime.redis, [job_id]):
-            enqueue(runtime.redis, CLOSE_JOB, task_id, job_id=job_id, retry=None, queue_name=runtime.queue_name)
-            report.tasks_retried += 1
-
-    _each(tasks_to_create(runtime), "follow-up task", create)
-    _each(tasks_to_close(runtime), "follow-up task to close", close)
-
-
-def _retry_alerts(runtime: Runtime, report: ReconcileReport) -> None:
-    def retry(item: tuple[int, int]) -> None:
-        alert_id, attempts = item
-        job_id = f"{runtime.queue_name}-alert-{alert_id}-r{attempts}"
-        if not timers.armed(runtime.redis, [job_id]):
-            enqueue(runtime.redis, DELIVER_JOB, alert_id, job_id=job_id, retry=None, queue_name=runtime.queue_name)
-            report.alerts_retried += 1
-
-    _each(stranded_alerts(runtime, runtime.now()), "alert", retry)
-
-
-def _retry_lookups(runtime: Runtime, report: ReconcileReport) -> None:
-    now = runtime.now()
-    with runtime.db.session() as session:
-        due_lookups = lookups_to_retry(session, now)
-
-    def retry(item: tuple[int, int]) -> None:
-        lookup_id, attempts = item
-        if schedule_lookup(
-            runtime.redis, runtime.queue_name, lookup_id, attempts + 1, overdue_before=now - TIMER_GRACE
-        ):
-            report.lookups_retried += 1
-
-    _each(due_lookups, "CRM look-up", retry)
+def _requeue_outbox(runtime: Runtime, report: ReconcileReport) -> None:
+    overdue_before = runtime.now()  # a retry whose time has come goes now, scheduler or not
+    report.tasks_retried = TASKS.requeue_due(runtime, overdue_before) + CLOSES.requeue_due(runtime, overdue_before)
+    report.alerts_retried = ALERTS.requeue_due(runtime, overdue_before)
+    report.lookups_retried = LOOKUPS.requeue_due(runtime, overdue_before)
+    report.crm_pushes_retried = sum(kind.requeue_due(runtime, overdue_before) for kind in ITEM_KINDS)
 
 
 def reconcile(runtime: Runtime) -> ReconcileReport:
-    """One pass. Every step runs whatever another step did: one bad lead, clock, alert or
-    look-up is logged (a lead is quarantined) and never stops the pass."""
+    """One pass. Every step runs whatever another step did: one bad lead, clock or outbox item
+    is logged (a lead is quarantined) and never stops the pass."""
     report = ReconcileReport()
 
     def recompute(report: ReconcileReport) -> None:
         report.leads_recomputed = apply_rules_version(runtime)
 
     def digests(report: ReconcileReport) -> None:
-        report.digests_queued = queue_digests(runtime)
+        report.digests_queued = queue_digests(runtime, runtime.now())
 
     _step(report, "rules version", recompute)
     _step(report, "lost events", lambda report: _apply_lost_events(runtime, report))
     _step(report, "timers", lambda report: _arm_timers(runtime, report))
-    _step(report, "follow-up tasks", lambda report: _retry_tasks(runtime, report))
-    _step(report, "alerts", lambda report: _retry_alerts(runtime, report))
-    _step(report, "CRM look-ups", lambda report: _retry_lookups(runtime, report))
+    _step(report, "outbox", lambda report: _requeue_outbox(runtime, report))
     _step(report, "digests", digests)
     if any(vars(report).values()):
         log.info("reconciled", extra=vars(report))

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import exists, select
 
+from sla_guard.config import of_app
 from sla_guard.core.bounds import moment_problem
 from sla_guard.core.engine import FIRST_TOUCH
 from sla_guard.exceptions import Unauthorized
@@ -39,7 +40,7 @@ def _now() -> datetime:
 def require_token():
     """Refuse the request (401) unless it carries the API's bearer token."""
     try:
-        verify_bearer(request.headers.get("Authorization"), current_app.config.get("SLA_GUARD_API_TOKEN"))
+        verify_bearer(request.headers.get("Authorization"), of_app(current_app).api_token)
     except Unauthorized as exc:
         response = error(401, exc.reason, field="Authorization")
         response.headers["WWW-Authenticate"] = 'Bearer realm="sla-guard"'

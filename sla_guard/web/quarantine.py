@@ -11,6 +11,7 @@ from datetime import datetime
 from flask import Blueprint, current_app, jsonify
 from redis.exceptions import RedisError
 
+from sla_guard.config import of_app
 from sla_guard.core.bounds import ID_MAX, text_problem
 from sla_guard.ingest.pending import push
 from sla_guard.store.db import get_db
@@ -59,7 +60,7 @@ def retry(lead_id: str):
     if not released:
         return error(404, "this lead is not quarantined", field="lead_id")
     try:
-        push(current_app.extensions["sla_guard.redis"], current_app.config["SLA_GUARD_QUEUE"], released)
+        push(current_app.extensions["sla_guard.redis"], of_app(current_app).queue, released)
     except RedisError:
         pass  # its unapplied events are picked up by the reconciler once Redis is back
     return jsonify({"retried": released}), 202

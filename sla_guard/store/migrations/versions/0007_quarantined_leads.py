@@ -1,7 +1,7 @@
 """quarantined leads
 
-Revision ID: 0006_quarantined_leads
-Revises: 0005
+Revision ID: 0007_quarantined_leads
+Revises: 0006_outbox
 """
 
 import sqlalchemy as sa
@@ -9,8 +9,8 @@ from alembic import op
 
 import sla_guard.store.models
 
-revision = "0006_quarantined_leads"
-down_revision = "0005"
+revision = "0007_quarantined_leads"
+down_revision = "0006_outbox"
 branch_labels = None
 depends_on = None
 
