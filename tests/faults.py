@@ -3,6 +3,7 @@ PostgreSQL they may cut. The shared Redis and PostgreSQL are never stopped."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import threading
@@ -122,3 +123,40 @@ def _close(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
+
+
+class SlowSink:
+    """The managers' hook, answering the first ``slow`` alerts only after ``delay_s`` seconds
+    (time for a test to kill the worker mid-delivery); records every alert it receives."""
+
+    def __init__(self, slow: int, delay_s: float):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        sink = self
+        self.received: list[dict] = []
+        self.started = threading.Event()
+        self._slow = slow
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                sink.received.append(json.loads(body))
+                sink.started.set()
+                if len(sink.received) <= sink._slow:
+                    time.sleep(delay_s)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format, *args):  # noqa: A002 (http.server's signature)
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 from sla_guard.security import sign
 
 from .conftest import API_TOKEN, SECRET
-from .faults import CuttableProxy, PrivateRedis
+from .faults import CuttableProxy, PrivateRedis, SlowSink
 from .stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +46,7 @@ def start_stack(tmp_path, queue_name, httpserver):
     httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
     started = []
 
-    def start(database_url: str, redis_url: str) -> Stack:
+    def start(database_url: str, redis_url: str, sink_url: str | None = None) -> Stack:
         rules = tmp_path / "sla.yaml"
         rules.write_text(RULES)
         env = {
@@ -57,7 +57,7 @@ def start_stack(tmp_path, queue_name, httpserver):
             "SLA_GUARD_API_TOKEN": API_TOKEN,
             "SLA_GUARD_QUEUE": queue_name,
             "SLA_GUARD_RECONCILE_INTERVAL_S": "1",
-            "SINK_URL": httpserver.url_for("/alerts"),
+            "SINK_URL": sink_url or httpserver.url_for("/alerts"),
         }
         (tmp_path / "logs").mkdir(exist_ok=True)
         running = Stack(env, tmp_path / "logs")
@@ -243,3 +243,27 @@ def test_postgresql_cut_during_alert_delivery_loses_no_alert_and_sends_no_duplic
     time.sleep(5)
     proxy.restore()
     every_lead_alerted_once(httpserver, stack, leads, timeout_s=90)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_worker_killed_mid_delivery_loses_no_alert(start_stack, db_url, redis_url):
+    """Promise: an alert whose sender died mid-send is delivered by another worker once its
+    claim runs out (60 s); the hook may see it a second time, never a third, never not at all."""
+    sink = SlowSink(slow=1, delay_s=5)
+    try:
+        stack = start_stack(db_url, redis_url, sink.url)
+        assert post(stack, created("mid-send")).status_code == 202
+        assert sink.started.wait(FIRST_TOUCH_S + 30), stack.logs("worker")[-3000:]
+        stack.kill_worker()  # while the hook is still answering
+        stack.start_worker()
+        lead = {}
+
+        def delivered() -> bool:
+            lead.update(api(stack, "/api/leads/mid-send").json())
+            return [alert["status"] for alert in lead.get("alerts", [])] == ["delivered"]
+
+        assert wait_for(delivered, 120), (lead, stack.logs("worker")[-3000:])
+        assert 1 <= len(sink.received) <= 2
+        assert {alert["lead_id"] for alert in sink.received} == {"mid-send"}
+    finally:
+        sink.close()
