@@ -193,11 +193,12 @@ def test_redis_stopped_and_restarted_during_ingest_loses_no_lead(start_stack, db
     for lead_id in during:
         assert post(stack, created(lead_id)).status_code == 202
     assert requests.get(stack.base_url + "/readyz", timeout=10).status_code == 503
-    time.sleep(2)
+    time.sleep(6)  # long enough for RQ's own loop to give up on Redis
     private_redis.start()
     for lead_id in after:
         assert post(stack, created(lead_id)).status_code == 202
     every_lead_alerted_once(httpserver, stack, before + during + after, timeout_s=60)
+    assert stack.worker.poll() is None  # the worker outlived the outage
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
