@@ -30,7 +30,7 @@ def serve(host: str, port: int, workers: int | None):
     schema_or_fail(settings.database_url)
     from sla_guard.web.server import run_gunicorn
 
-    run_gunicorn(host, port, workers or settings.web_workers)
+    run_gunicorn(host, port, workers or settings.web_workers, settings.web_threads)
 
 
 @main.command()

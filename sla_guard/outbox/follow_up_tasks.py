@@ -19,6 +19,7 @@ from sla_guard.exceptions import TaskNotFound
 from sla_guard.outbox.base import OutboxKind
 from sla_guard.outbox.crm_tasks import TaskRequest, client_for
 from sla_guard.outbox.delivery import deliver, record_alert
+from sla_guard.outbox.notify.context import clock_facts, person_zone
 from sla_guard.outbox.notify.routing import route
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
@@ -77,6 +78,7 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
             select(EscalationRow).where(EscalationRow.clock_id == row.clock_id, EscalationRow.level == 0)
         ).scalar_one()
         fields = {"lead_id": lead.lead_id, **{name: getattr(lead, name) for name in LEAD_FIELDS}}
+        facts = clock_facts(rules, clock.rule_name, clock.name, fields)
         for target in route(("owner",), fields, rules, now):  # quiet hours and the person's language apply
             exists = session.execute(
                 select(AlertRow.id).where(
@@ -87,19 +89,24 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
             ).scalar()
             if exists:
                 continue
-            due = f"{row.text} (due {row.due_at:%Y-%m-%d %H:%M} UTC)" + (f" {lead.url}" if lead.url else "")
             alert_id = record_alert(
                 session,
                 target,
                 now,
                 escalation_id=escalation.id,
                 lead=fields,
-                text={"text": due, "task": row.text},
+                text={"task": row.text},
                 kind="follow_up.task",
                 level=0,
                 rule=clock.rule_name,
                 clock=clock.name,
                 due_at=row.due_at,
+                deadline_at=row.due_at,
+                sla=facts.sla,
+                business=facts.business,
+                zone=person_zone(rules, target.recipient),
+                team_zone=rules.spec.timezone,
+                task=row.text,
             )
             alert_ids.append(alert_id)
     log.info("follow-up sent to the owner as an alert", extra={"lead_id": row.lead_id, "task_id": row.id, "why": why})
