@@ -135,11 +135,6 @@ def lookup_job_id(queue_name: str, lookup_id: int, attempt: int) -> str:
     return LOOKUPS.job_id(queue_name, lookup_id, attempt)
 
 
-def schedule_lookup(redis, queue_name: str, lookup_id: int, attempt: int, at: datetime | None = None) -> bool:
-    """Queue attempt ``attempt`` of a look-up (at ``at``, or now) unless its job is waiting."""
-    return LOOKUPS.schedule(redis, queue_name, lookup_id, attempt, at)
-
-
 def run_lookup(runtime: Runtime, lookup_id: int) -> str:
     """Do one attempt of a Bitrix24 look-up; return ``done``, ``retry``, ``failed`` or ``skipped``."""
     return LOOKUPS.run(runtime, lookup_id)
