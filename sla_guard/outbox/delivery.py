@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -94,10 +95,13 @@ def record_alert(
     escalation_id: int,
     lead: dict,
     text: dict | None = None,
+    press_for: Callable[[int], str | None] | None = None,
     **facts,
 ) -> int:
     """Write the alert of one routed ``target`` (held until ``target.not_before`` when quiet hours
-    apply) with its payload (:func:`alert_payload` of ``facts``, then ``text`` on top); its id."""
+    apply) with its payload (:func:`alert_payload` of ``facts``, then ``text`` on top); its id.
+
+    ``press_for`` makes the signed value of the chat's "Take it" button from the new alert's id."""
     alert = AlertRow(
         escalation_id=escalation_id,
         lead_id=lead["lead_id"],
@@ -112,6 +116,8 @@ def record_alert(
     )
     session.add(alert)
     session.flush()
+    if press_for is not None:
+        facts["press"] = press_for(alert.id)
     payload = alert_payload(
         alert_id=alert.id,
         escalation_id=escalation_id,

@@ -15,30 +15,25 @@ from sqlalchemy import and_, select
 
 from sla_guard import runtime as runtime_module
 from sla_guard.core.follow_ups import find_cadence, parse_clock_name, task_text
+from sla_guard.core.record_ids import crm_record
 from sla_guard.exceptions import TaskNotFound
 from sla_guard.outbox.base import OutboxKind
 from sla_guard.outbox.crm_tasks import TaskRequest, client_for
 from sla_guard.outbox.delivery import deliver, record_alert
+from sla_guard.outbox.notify.context import clock_facts, person_zone
 from sla_guard.outbox.notify.routing import route
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
-from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, FollowUpTaskRow, LeadRow
+from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, FollowUpTaskRow, LeadRow
 from sla_guard.store.repository import LEAD_FIELDS
 
 log = logging.getLogger("sla_guard.core.follow_ups")
 
-OWN_SOURCES = ("sla-guard",)
-"""Event sources that are sla-guard itself, not a CRM."""
 
-
-def lead_crm(session, lead_id: str) -> str | None:
-    """The CRM the lead came from: the source of its first event that is not sla-guard's own."""
-    return session.execute(
-        select(EventRow.source)
-        .where(EventRow.lead_id == lead_id, EventRow.source.not_in(OWN_SOURCES))
-        .order_by(EventRow.id)
-        .limit(1)
-    ).scalar()
+def lead_crm(lead_id: str) -> str | None:
+    """The CRM whose record the lead is, as its id says (``None`` for a bare generic id)."""
+    record = crm_record(lead_id)
+    return record.crm if record else None
 
 
 def plan_task(session, rules, clock: ClockRow, lead: LeadRow, now: datetime) -> int | None:
@@ -51,7 +46,7 @@ def plan_task(session, rules, clock: ClockRow, lead: LeadRow, now: datetime) -> 
     row = FollowUpTaskRow(
         clock_id=clock.id,
         lead_id=lead.lead_id,
-        crm=lead_crm(session, lead.lead_id),
+        crm=lead_crm(lead.lead_id),
         owner=lead.owner,
         text=task_text(cadence, fields),
         due_at=clock.due_at,
@@ -77,6 +72,7 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
             select(EscalationRow).where(EscalationRow.clock_id == row.clock_id, EscalationRow.level == 0)
         ).scalar_one()
         fields = {"lead_id": lead.lead_id, **{name: getattr(lead, name) for name in LEAD_FIELDS}}
+        facts = clock_facts(rules, clock.rule_name, clock.name, fields)
         for target in route(("owner",), fields, rules, now):  # quiet hours and the person's language apply
             exists = session.execute(
                 select(AlertRow.id).where(
@@ -87,19 +83,24 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
             ).scalar()
             if exists:
                 continue
-            due = f"{row.text} (due {row.due_at:%Y-%m-%d %H:%M} UTC)" + (f" {lead.url}" if lead.url else "")
             alert_id = record_alert(
                 session,
                 target,
                 now,
                 escalation_id=escalation.id,
                 lead=fields,
-                text={"text": due, "task": row.text},
+                text={"task": row.text},
                 kind="follow_up.task",
                 level=0,
                 rule=clock.rule_name,
                 clock=clock.name,
                 due_at=row.due_at,
+                deadline_at=row.due_at,
+                sla=facts.sla,
+                business=facts.business,
+                zone=person_zone(rules, target.recipient),
+                team_zone=rules.spec.timezone,
+                task=row.text,
             )
             alert_ids.append(alert_id)
     log.info("follow-up sent to the owner as an alert", extra={"lead_id": row.lead_id, "task_id": row.id, "why": why})
@@ -119,7 +120,8 @@ class _TaskKind(OutboxKind):
         return {"lead_id": row.lead_id, "task_id": row.id, "crm": row.crm, "attempt": row.attempts}
 
     def client(self, runtime: Runtime, row: FollowUpTaskRow):
-        return client_for(row.crm or "", runtime.settings, runtime.http())
+        record = crm_record(row.lead_id)
+        return client_for(record.crm, runtime.settings, runtime.http()) if record else None
 
 
 class FollowUpTasks(_TaskKind):
@@ -135,13 +137,14 @@ class FollowUpTasks(_TaskKind):
             alert_owner(runtime, row, "no CRM task API configured")
             self.update(runtime, row.id, status="alerted", claimed_until=None)
             return "alerted"
+        record = crm_record(row.lead_id)
         request = TaskRequest(
-            lead_id=row.lead_id,
+            lead_id=record.id,
             owner=row.owner,
             text=row.text,
             due_at=row.due_at,
             idempotency_key=f"sla-guard-fu-{row.clock_id}",
-            kind=runtime.settings.crm(row.crm).get(f"SLA_GUARD_{row.crm.upper()}_TASK_OBJECT") or "deal",
+            kind=record.entity,
         )
         crm_task_id = (client.find(request) if row.attempts > 1 else None) or client.create(request)
         self.update(runtime, row.id, status="created", crm_task_id=crm_task_id, last_error=None, claimed_until=None)

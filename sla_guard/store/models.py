@@ -266,3 +266,15 @@ class OutboxItemRow(Base):
         UniqueConstraint("kind", "item_key", name="uq_outbox_items_key"),
         Index("ix_outbox_items_kind_status", "kind", "status"),
     )
+
+
+class QuarantinedLeadRow(Base):
+    """A lead whose events failed to apply: set aside with the reason, so it blocks nobody else."""
+
+    __tablename__ = "quarantined_leads"
+    lead_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    error: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(2000))
+    failures: Mapped[int] = mapped_column(Integer, default=1)
+    first_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())

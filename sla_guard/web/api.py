@@ -10,6 +10,7 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import exists, select
 
 from sla_guard.config import of_app
+from sla_guard.core.bounds import moment_problem
 from sla_guard.core.engine import FIRST_TOUCH
 from sla_guard.exceptions import Unauthorized
 from sla_guard.security import verify_bearer
@@ -36,7 +37,8 @@ def _now() -> datetime:
 
 
 @bp.before_request
-def _authenticate():
+def require_token():
+    """Refuse the request (401) unless it carries the API's bearer token."""
     try:
         verify_bearer(request.headers.get("Authorization"), of_app(current_app).api_token)
     except Unauthorized as exc:
@@ -276,7 +278,11 @@ def _parse_when(name: str, default: datetime):
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         return None, error(400, f"{name} must be an ISO 8601 date or time", field=name)
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)), None
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    problem = moment_problem(value) or ("must be before the year 3000" if value.year >= 3000 else None)
+    if problem:
+        return None, error(400, f"{name} {problem}", field=name)
+    return value.astimezone(UTC), None
 
 
 @bp.get("/reports/sla")
