@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 from sla_guard.store.migrate import upgrade
 
-BEFORE = "0006_outbox"
+BEFORE = "0007_quarantined_leads"
 UUID = "adf21080-0e10-11eb-879b-05d71fb426ec"
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC).replace(tzinfo=None)
 

@@ -1,7 +1,7 @@
 """lead ids carry their source
 
-Revision ID: 0007_lead_ids_with_source
-Revises: 0006_outbox
+Revision ID: 0008_lead_ids_with_source
+Revises: 0007_quarantined_leads
 
 Every lead that came from a CRM gets the id ``<crm>:<entity>:<the CRM's id>`` (see
 ``sla_guard.core.record_ids``) in every table holding a ``lead_id``. The CRM is the source of
@@ -28,8 +28,8 @@ import re
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_lead_ids_with_source"
-down_revision = "0006_outbox"
+revision = "0008_lead_ids_with_source"
+down_revision = "0007_quarantined_leads"
 branch_labels = None
 depends_on = None
 
