@@ -36,3 +36,12 @@ class Unauthorized(SlaGuardError):
     def __init__(self, reason: str):
         self.reason = reason
         super().__init__(reason)
+
+
+class InvalidReportQuery(SlaGuardError):
+    """A report was asked for with a bad parameter; ``field`` names it (``from``, ``by``...)."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
