@@ -48,7 +48,7 @@ class Stack:
             try:
                 if requests.get(self.base_url + "/readyz", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or busy starting
                 pass
             if self.web.poll() is not None:
                 break
