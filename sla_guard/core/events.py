@@ -53,6 +53,8 @@ class Lead(_Strict):
     amount: float | None = None
     url: str | None = _TEXT
     tags: tuple[str, ...] | None = None
+    customer: str | None = _TEXT
+    """The company or contact the lead is for (a CRM id); a customer's lifetime value sums its leads."""
 
     def fields(self) -> dict[str, Any]:
         """The fields this event actually carries (``None`` means 'not said')."""

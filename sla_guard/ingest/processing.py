@@ -8,6 +8,7 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 
 from sla_guard.core.engine import replay
+from sla_guard.core.stays import stage_stays
 from sla_guard.queueing import enqueue
 from sla_guard.runtime import Runtime
 from sla_guard.store.repository import (
@@ -17,6 +18,7 @@ from sla_guard.store.repository import (
     lock_lead,
     mark_processed,
     save_state,
+    save_stays,
     without_own_task_echoes,
 )
 from sla_guard.timers import arming as timers
@@ -34,6 +36,7 @@ def process_lead(runtime: Runtime, lead_id: str) -> list[TimerChange]:
         events = without_own_task_echoes(session, lead_id, events)
         state = replay(lead_id, events, rules)
         changes = save_state(session, lead, state, rules, now)
+        save_stays(session, lead_id, stage_stays(events))
         mark_processed(session, event_ids, now)
     log.info(
         "lead processed",
