@@ -167,5 +167,15 @@ def db_upgrade():
     click.echo("database schema is up to date")
 
 
+def _revenue_insight_commands() -> None:
+    from sla_guard import insight_cli
+
+    for command in (insight_cli.spend,):
+        main.add_command(command)
+
+
+_revenue_insight_commands()
+
+
 if __name__ == "__main__":
     main()

@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from sqlalchemy.engine import Connection
 
 from sla_guard.exceptions import InvalidReportQuery
-from sla_guard.reports import funnel, losses, sla, speed
+from sla_guard.reports import funnel, losses, marketing, sla, speed
 from sla_guard.reports.query import ReportQuery, Visibility, parse_query
 from sla_guard.reports.report import Report
 
-REPORTS = {module.NAME: module for module in (sla, speed, funnel, losses)}
+REPORTS = {module.NAME: module for module in (sla, speed, funnel, losses, marketing)}
 """Every report by name, in the order the dashboard shows them."""
 
 

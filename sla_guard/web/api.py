@@ -10,8 +10,10 @@ from sqlalchemy import exists, select
 
 from sla_guard.exceptions import InvalidReportQuery, Unauthorized
 from sla_guard.reports import Report, Visibility, parse_query, run_report
+from sla_guard.reports.spend import parse_spend
 from sla_guard.security import verify_bearer
 from sla_guard.store.db import get_db
+from sla_guard.store.insight import upsert_spend
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, FollowUpTaskRow, LeadRow
 from sla_guard.store.repository import LEAD_FIELDS, clock_state
 from sla_guard.web.errors import error
@@ -297,3 +299,16 @@ def report(name: str):
     except InvalidReportQuery as exc:
         return error(404 if exc.field == "name" else 400, exc.message, field=exc.field)
     return report_response(computed, fmt == "csv")
+
+
+@bp.post("/spend")
+def post_spend():
+    """Marketing spend: a JSON array of ``{month, source, amount}``, upserted by month and source."""
+    body = request.get_json(silent=True)
+    try:
+        rows = parse_spend(body)
+    except InvalidReportQuery as exc:
+        return error(400, exc.message, field=exc.field)
+    with get_db(current_app).session() as session:
+        stored = upsert_spend(session, rows, _now())
+    return jsonify({"upserted": stored})

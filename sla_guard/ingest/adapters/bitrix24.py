@@ -37,6 +37,7 @@ from sla_guard.ingest.adapters.base import (
     Lookup,
     RawRequest,
     amount,
+    customer_id,
     from_iso,
     from_unix,
     lead_fields,
@@ -77,7 +78,7 @@ DEFAULT_MAPPING: dict[str, Any] = {
 """Won/lost stage semantics (deals and leads) and lead statuses, the field holding the loss
 reason, and extra fields read as lead fields (``{"priority": "UF_CRM_PRIORITY"}``)."""
 
-_LEAD_KEYS = ("id", "name", "pipeline", "owner", "amount", "source", "priority", "team")
+_LEAD_KEYS = ("id", "name", "pipeline", "owner", "amount", "source", "priority", "team", "customer")
 _TOUCH_TYPES = {"1": "meeting", "2": "call", "3": "task", "4": "email"}
 _OUTGOING = "2"
 
@@ -233,6 +234,8 @@ def snapshot(rest_result: Mapping[str, Any], mapping: Mapping[str, Any] = DEFAUL
         "source": text(record.get("SOURCE_ID")),
         "reason": text(record.get(mapping["reason_field"])),
         "modified": text(record.get("DATE_MODIFY")),
+        "customer": customer_id("bitrix24", "company", record.get("COMPANY_ID"))
+        or customer_id("bitrix24", "contact", record.get("CONTACT_ID")),
         **lead_fields(mapping.get("fields", {}), record),
     }
 
