@@ -48,7 +48,7 @@ class Stack:
             try:
                 if requests.get(self.base_url + "/readyz", timeout=1).status_code == 200:
                     return
-            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or busy starting
+            except requests.RequestException:  # not up yet, or too busy starting to answer within the second
                 pass
             if self.web.poll() is not None:
                 break
