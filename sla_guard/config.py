@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "SLA_GUARD_ACK_SECRET": None,
     "SLA_GUARD_PUBLIC_URL": None,
     "SLA_GUARD_ACK_TTL_S": 86400,
+    "SLA_GUARD_SECRET_KEY": None,
 }
 """Every setting with its default; each can be overridden by an environment variable of the same name."""
 
@@ -100,7 +101,7 @@ def validate(settings: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             "SLA_GUARD_PUBLIC_URL must be the http(s) address people reach sla-guard at, e.g. https://sla.example.com"
         )
-    for key in ("SLA_GUARD_WEBHOOK_SECRET", "SLA_GUARD_API_TOKEN", "SLA_GUARD_ACK_SECRET"):
+    for key in ("SLA_GUARD_WEBHOOK_SECRET", "SLA_GUARD_API_TOKEN", "SLA_GUARD_ACK_SECRET", "SLA_GUARD_SECRET_KEY"):
         if settings.get(key) is not None and len(str(settings[key])) < 16:
             raise ConfigError(f"{key} is too short: use at least 16 random characters")
     return settings

@@ -49,7 +49,7 @@ def _ensure_redis(url: str) -> subprocess.Popen | None:
     sys.exit(2)
 
 
-def run_dev(host: str, port: int) -> None:
+def run_dev(host: str, port: int, demo: bool = False) -> None:
     env = dict(os.environ)
     for key in ("SLA_GUARD_WEBHOOK_SECRET", "SLA_GUARD_API_TOKEN"):
         if not env.get(key):
@@ -63,6 +63,10 @@ def run_dev(host: str, port: int) -> None:
     _rules_or_fail(settings["SLA_GUARD_RULES"])
     redis_process = _ensure_redis(settings["REDIS_URL"])
     upgrade(settings["DATABASE_URL"])
+    if demo:
+        from sla_guard.insight_cli import seed_demo
+
+        seed_demo()
     command = [sys.executable, "-m", "sla_guard.cli"]
     children = [
         subprocess.Popen(command + ["worker"], env=env),

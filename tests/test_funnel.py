@@ -202,3 +202,10 @@ def test_the_migration_fills_in_stays_from_stored_events(db_url, funnel):
     with engine.begin() as connection:
         assert connection.execute(select(StageStayRow.__table__).order_by("lead_id", "seq")).all() == expected
     engine.dispose()
+
+
+def test_a_funnel_without_stays_is_empty(client):
+    report = client.get("/api/reports/funnel?pipeline=b2b", headers=AUTH).get_json()
+    assert [row["entered"] for row in report["rows"]] == [0, 0, 0, 0]
+    other = client.get("/api/reports/funnel?pipeline=none-such", headers=AUTH).get_json()
+    assert (other["rows"], other["transitions"], other["bulk_moves"]) == ([], [], 0)

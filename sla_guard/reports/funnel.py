@@ -34,6 +34,8 @@ def _pipeline(query: ReportQuery, args: Mapping[str, str], rules) -> str | None:
 
 
 def _index(column, order: list[str]):
+    if not order:
+        return literal(0)
     return case(*[(column == stage, literal(i)) for i, stage in enumerate(order)], else_=literal(len(order)))
 
 

@@ -54,14 +54,17 @@ class ReportQuery:
         return replace(self, filters={**self.filters, **filters})
 
 
-def _instant(name: str, raw: str) -> datetime:
+def _instant(name: str, raw: str, timezone: str) -> datetime:
+    """An ISO 8601 instant; a bare date is midnight in ``timezone``, a time without offset is UTC."""
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidReportQuery(name, f"{name} must be an ISO 8601 date or time") from None
-    if value.year < 2000:
-        raise InvalidReportQuery(name, f"{name} must not be before 2000")
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    if value.year < 2000 or value.year > 2200:
+        raise InvalidReportQuery(name, f"{name} must lie between 2000 and 2200")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=ZoneInfo(timezone) if len(raw.strip()) == 10 else UTC)
+    return value.astimezone(UTC)
 
 
 def parse_query(
@@ -69,10 +72,10 @@ def parse_query(
 ) -> ReportQuery:
     """A :class:`ReportQuery` from request parameters; :class:`InvalidReportQuery` names a bad one.
 
-    A bare date in ``from``/``to`` is midnight UTC of that day; ``to`` is excluded.
+    A bare date in ``from``/``to`` is midnight of that day in ``timezone``; ``to`` is excluded.
     """
-    end = _instant("to", args["to"]) if args.get("to") else now
-    start = _instant("from", args["from"]) if args.get("from") else end - timedelta(days=DEFAULT_DAYS)
+    end = _instant("to", args["to"], timezone) if args.get("to") else now
+    start = _instant("from", args["from"], timezone) if args.get("from") else end - timedelta(days=DEFAULT_DAYS)
     if start >= end:
         raise InvalidReportQuery("from", "from must be before to")
     if end - start > timedelta(days=MAX_DAYS):
@@ -90,14 +93,21 @@ def parse_query(
 def lead_conditions(query: ReportQuery, leads=None) -> list[ColumnElement]:
     """WHERE conditions: created in the window, the filters, and the reader's visibility."""
     leads = leads if leads is not None else LeadRow.__table__.c
-    out = [leads.created_at >= query.start, leads.created_at < query.end]
-    out += [getattr(leads, name) == value for name, value in query.filters.items()]
-    if query.visibility is not None:
+    return [leads.created_at >= query.start, leads.created_at < query.end] + seen_by(
+        query.filters, query.visibility, leads
+    )
+
+
+def seen_by(filters: Mapping[str, str], visibility: Visibility | None, leads=None) -> list[ColumnElement]:
+    """WHERE conditions for the filters and what the reader may see (no time window)."""
+    leads = leads if leads is not None else LeadRow.__table__.c
+    out = [getattr(leads, name) == value for name, value in filters.items()]
+    if visibility is not None:
         seen = []
-        if query.visibility.owners:
-            seen.append(leads.owner.in_(sorted(query.visibility.owners)))
-        if query.visibility.teams:
-            seen.append(leads.team.in_(sorted(query.visibility.teams)))
+        if visibility.owners:
+            seen.append(leads.owner.in_(sorted(visibility.owners)))
+        if visibility.teams:
+            seen.append(leads.team.in_(sorted(visibility.teams)))
         out.append(or_(*seen) if seen else literal(False))
     return out
 
