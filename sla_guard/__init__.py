@@ -10,12 +10,13 @@ __version__ = "0.1.0"
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the web app. Settings: defaults → environment → ``test_config``.
 
-    ``test_config`` may also hold ``CLOCK``, a function returning the aware current time.
+    ``test_config`` is keyed by environment names (``SLA_GUARD_QUEUE``…); its other keys
+    (``TESTING``…) go to Flask's ``app.config``. It may also hold ``CLOCK``, a function returning the aware current time.
     Raises :class:`~sla_guard.exceptions.ConfigError` or :class:`~sla_guard.exceptions.RulesError`
     with a message naming what is wrong.
     """
     from sla_guard import dashboard, store
-    from sla_guard.config import load_settings
+    from sla_guard.config import APP_CONFIG_KEY, ENV_NAMES, load_settings
     from sla_guard.ingest import crm_webhooks as crm
     from sla_guard.ingest import webhooks
     from sla_guard.logs import configure_logging
@@ -26,13 +27,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     clock = overrides.pop("CLOCK", utcnow)
     settings = load_settings(overrides=overrides)
     app = Flask(__name__)
-    app.config.update(settings)
-    app.config["MAX_CONTENT_LENGTH"] = settings["SLA_GUARD_MAX_BODY_BYTES"]
+    app.config.update({k: v for k, v in overrides.items() if k not in ENV_NAMES and not k.startswith("SLA_GUARD_")})
+    app.config[APP_CONFIG_KEY] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     if not app.testing:
-        configure_logging(settings["SLA_GUARD_LOG_LEVEL"])
+        configure_logging(settings.log_level)
     app.extensions["sla_guard.clock"] = clock
-    app.extensions["sla_guard.rules"] = RulesHolder(settings["SLA_GUARD_RULES"])
-    app.extensions["sla_guard.redis"] = redis_client(settings["REDIS_URL"])
+    app.extensions["sla_guard.rules"] = RulesHolder(settings.rules_path)
+    app.extensions["sla_guard.redis"] = redis_client(settings.redis_url)
     store.init_app(app)
     errors.init_app(app)
     app.register_blueprint(webhooks.bp)

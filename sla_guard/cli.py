@@ -4,63 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 
 import click
 
-from sla_guard.exceptions import ConfigError, RulesError
-
-
-def _fail(message: str, code: int = 2):
-    click.echo(f"sla-guard: {message}", err=True)
-    sys.exit(code)
-
-
-def _settings(**overrides) -> dict:
-    from sla_guard.config import load_settings
-
-    try:
-        return load_settings(overrides={k: v for k, v in overrides.items() if v is not None})
-    except ConfigError as exc:
-        _fail(str(exc))
-
-
-def _rules_or_fail(path: str):
-    from sla_guard.core.rules.schema import load_rules_file
-
-    try:
-        return load_rules_file(path)
-    except RulesError as exc:
-        lines = "\n".join(f"  {where or path}: {message}" for where, message in exc.errors)
-        _fail(f"rules file {path} is invalid:\n{lines}")
-
-
-def _redis_or_fail(url: str) -> None:
-    from redis.exceptions import RedisError
-
-    from sla_guard.runtime import redis_client
-
-    try:
-        redis_client(url).ping()
-    except RedisError:
-        _fail(
-            f"Redis is not reachable at {url}: start it (`sudo apt-get install redis-server`, or "
-            f"`redis-server --daemonize yes`) or point REDIS_URL at yours"
-        )
-
-
-def _schema_or_fail(url: str) -> None:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from sla_guard.store.migrate import current, head
-
-    try:
-        at = current(url)
-    except SQLAlchemyError as exc:
-        _fail(f"database at DATABASE_URL is not reachable ({type(exc).__name__})")
-    if at != head():
-        _fail("the database schema is not up to date: run `sla-guard db upgrade`")
+from sla_guard.preflight import fail, redis_or_fail, rules_or_fail, schema_or_fail, settings_or_fail
 
 
 @click.group()
@@ -76,27 +24,27 @@ def main():
 def serve(host: str, port: int, workers: int | None):
     """Run the web app (webhooks, API, metrics) under gunicorn."""
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="sla-guard-metrics-"))
-    settings = _settings()
-    _rules_or_fail(settings["SLA_GUARD_RULES"])
-    _schema_or_fail(settings["DATABASE_URL"])
+    settings = settings_or_fail()
+    rules_or_fail(settings.rules_path)
+    schema_or_fail(settings.database_url)
     from sla_guard.web.server import run_gunicorn
 
-    run_gunicorn(host, port, workers or settings["SLA_GUARD_WEB_WORKERS"])
+    run_gunicorn(host, port, workers or settings.web_workers)
 
 
 @main.command()
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def worker(burst: bool):
     """Run a worker: jobs, the timer scheduler and the reconciler."""
-    settings = _settings()
-    _rules_or_fail(settings["SLA_GUARD_RULES"])
-    _redis_or_fail(settings["REDIS_URL"])
-    _schema_or_fail(settings["DATABASE_URL"])
+    settings = settings_or_fail()
+    rules_or_fail(settings.rules_path)
+    redis_or_fail(settings.redis_url)
+    schema_or_fail(settings.database_url)
     from sla_guard.logs import configure_logging
     from sla_guard.runtime import Runtime
     from workers.main import run
 
-    configure_logging(settings["SLA_GUARD_LOG_LEVEL"])
+    configure_logging(settings.log_level)
     run(Runtime.from_settings(settings), burst=burst)
 
 
@@ -123,7 +71,7 @@ def rules_check(file: str | None):
     from sla_guard.core.rules.lint import lint
 
     path = file or os.environ.get("SLA_GUARD_RULES", "config/sla.yaml")
-    ruleset = _rules_or_fail(path)
+    ruleset = rules_or_fail(path)
     warnings = lint(ruleset)
     for where, message in warnings:
         click.echo(f"warning: {where}: {message}")
@@ -142,14 +90,14 @@ def rules_explain(file: str, event_file: str):
     from sla_guard.core.rules.explain import explain
     from sla_guard.exceptions import InvalidEvent
 
-    ruleset = _rules_or_fail(file)
+    ruleset = rules_or_fail(file)
     try:
         with open(event_file, encoding="utf-8") as handle:
             events = parse_events(json.load(handle))
     except (OSError, ValueError) as exc:
-        _fail(f"cannot read {event_file}: {exc}")
+        fail(f"cannot read {event_file}: {exc}")
     except InvalidEvent as exc:
-        _fail(f"{event_file}: {exc.field}: {exc.message}")
+        fail(f"{event_file}: {exc.field}: {exc.message}")
     click.echo(explain(ruleset, events))
 
 
@@ -163,8 +111,8 @@ def db_upgrade():
     """Apply schema migrations to DATABASE_URL."""
     from sla_guard.store.migrate import upgrade
 
-    settings = _settings()
-    upgrade(settings["DATABASE_URL"])
+    settings = settings_or_fail()
+    upgrade(settings.database_url)
     click.echo("database schema is up to date")
 
 

@@ -56,13 +56,13 @@ def run_dev(host: str, port: int, demo: bool = False) -> None:
             env[key] = secrets.token_urlsafe(24)
             click.echo(f"{key}={env[key]}  (generated for this run; export your own to keep it)")
     os.environ.update(env)
-    from sla_guard.cli import _rules_or_fail, _settings
+    from sla_guard.preflight import rules_or_fail, settings_or_fail
     from sla_guard.store.migrate import upgrade
 
-    settings = _settings()
-    _rules_or_fail(settings["SLA_GUARD_RULES"])
-    redis_process = _ensure_redis(settings["REDIS_URL"])
-    upgrade(settings["DATABASE_URL"])
+    settings = settings_or_fail()
+    rules_or_fail(settings.rules_path)
+    redis_process = _ensure_redis(settings.redis_url)
+    upgrade(settings.database_url)
     if demo:
         from sla_guard.insight_cli import seed_demo
 

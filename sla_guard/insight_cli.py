@@ -23,7 +23,7 @@ def _database():
         settings = load_settings()
     except ConfigError as exc:
         _stop(str(exc))
-    return Database(settings["DATABASE_URL"])
+    return Database(settings.database_url)
 
 
 @click.group()
@@ -102,7 +102,7 @@ def seed_demo(leads: int = 400) -> None:
         settings = load_settings()
     except ConfigError as exc:
         _stop(str(exc))
-    upgrade(settings["DATABASE_URL"])
+    upgrade(settings.database_url)
     runtime = Runtime.from_settings(settings)
     done = seed(runtime, datetime.now(UTC).replace(microsecond=0), leads)
     runtime.db.dispose()

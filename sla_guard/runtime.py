@@ -19,6 +19,7 @@ from pathlib import Path
 import requests
 from redis import Redis
 
+from sla_guard.config import Settings
 from sla_guard.core.rules.schema import RuleSet, load_rules_file
 from sla_guard.exceptions import RulesError
 from sla_guard.store.db import Database
@@ -97,7 +98,7 @@ class RulesHolder:
 
 @dataclass
 class Runtime:
-    settings: dict
+    settings: Settings
     db: Database
     redis: Redis
     rules: RulesHolder
@@ -105,7 +106,7 @@ class Runtime:
 
     @property
     def queue_name(self) -> str:
-        return self.settings["SLA_GUARD_QUEUE"]
+        return self.settings.queue
 
     def http(self) -> requests.Session:
         """The process's HTTP session for channels and CRM calls (its connections are reused)."""
@@ -115,12 +116,12 @@ class Runtime:
         return session
 
     @classmethod
-    def from_settings(cls, settings: dict, rules: RulesHolder | None = None) -> Runtime:
+    def from_settings(cls, settings: Settings, rules: RulesHolder | None = None) -> Runtime:
         return cls(
             settings=settings,
-            db=Database(settings["DATABASE_URL"]),
-            redis=redis_client(settings["REDIS_URL"], socket_timeout=None),
-            rules=rules or RulesHolder(settings["SLA_GUARD_RULES"]),
+            db=Database(settings.database_url),
+            redis=redis_client(settings.redis_url, socket_timeout=None),
+            rules=rules or RulesHolder(settings.rules_path),
         )
 
     def record_rules(self) -> None:

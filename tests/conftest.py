@@ -191,6 +191,12 @@ def rules_path(tmp_path, rules_text):
 
 @pytest.fixture
 def settings(db_url, rules_path, queue_name, redis_url):
+    """The environment a test's app and worker runtime start with, by the variables' names.
+
+    A test overrides a value simply: ``{**settings, "SLA_GUARD_ALERT_MAX_ATTEMPTS": 3}`` for the
+    app, or ``runtime.settings = runtime.settings.replace(alert_max_attempts=3)`` for a runtime,
+    whose :class:`~sla_guard.config.Settings` are typed and checked again on each change.
+    """
     return {
         "DATABASE_URL": db_url,
         "REDIS_URL": redis_url,
@@ -221,8 +227,8 @@ def runner():
 
 @pytest.fixture
 def runtime(settings, clock, redis_conn, queue_name):
-    full = load_settings(env={}, overrides=settings)
-    rt = Runtime.from_settings(full, rules=RulesHolder(settings["SLA_GUARD_RULES"]))
+    typed = load_settings(env={}, overrides=settings)
+    rt = Runtime.from_settings(typed, rules=RulesHolder(typed.rules_path))
     rt.now = clock
     yield rt
     keys = list(redis_conn.scan_iter(f"*{queue_name}*"))

@@ -10,6 +10,8 @@ from rq import Queue, SimpleWorker
 from sla_guard.ingest.pending import drain
 from sla_guard.runtime import activated
 from sla_guard.security import sign
+from sla_guard.timers.arming import timer_queue_name
+from sla_guard.timers.loop import dispatch_due
 
 from .conftest import SECRET
 
@@ -31,8 +33,12 @@ def post_signed(client, payload, now: datetime, secret: str = SECRET, headers: d
 
 def run_worker(runtime) -> None:
     """Do what `sla-guard worker` does, in this process, until nothing is left: apply the leads
-    the web reported (the pump) and run the real RQ worker over everything queued."""
-    queue = Queue(runtime.queue_name, connection=runtime.redis)
+    the web reported (the pump), hand the clocks due by the runtime's clock to the timer queue
+    (the timer loop) and run the real RQ worker over everything queued, timers first."""
+    queues = [
+        Queue(timer_queue_name(runtime.queue_name), connection=runtime.redis),
+        Queue(runtime.queue_name, connection=runtime.redis),
+    ]
     with activated(runtime):
-        while drain(runtime) or queue.count:
-            SimpleWorker([queue], connection=runtime.redis).work(burst=True, logging_level="WARNING")
+        while drain(runtime) + dispatch_due(runtime) or any(queue.count for queue in queues):
+            SimpleWorker(queues, connection=runtime.redis).work(burst=True, logging_level="WARNING")

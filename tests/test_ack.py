@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from sla_guard.config import load_settings
+from sla_guard.config import Settings, load_settings
 from sla_guard.exceptions import ConfigError
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
 from sla_guard.timers.acknowledge import BadToken, ExpiredToken, ack_url, sign_token, verify_token
@@ -63,18 +63,9 @@ def test_a_token_cannot_be_moved_to_another_person():
 
 
 def test_no_link_without_a_secret_or_a_public_url():
-    assert ack_url({"SLA_GUARD_PUBLIC_URL": "https://sla.example"}, 1, "olga", NOW) is None
-    assert ack_url({"SLA_GUARD_ACK_SECRET": ACK_SECRET}, 1, "olga", NOW) is None
-    url = ack_url(
-        {
-            "SLA_GUARD_ACK_SECRET": ACK_SECRET,
-            "SLA_GUARD_PUBLIC_URL": "https://sla.example/",
-            "SLA_GUARD_ACK_TTL_S": 3600,
-        },
-        1,
-        "olga",
-        NOW,
-    )
+    assert ack_url(Settings(public_url="https://sla.example"), 1, "olga", NOW) is None
+    assert ack_url(Settings(ack_secret=ACK_SECRET), 1, "olga", NOW) is None
+    url = ack_url(Settings(ack_secret=ACK_SECRET, public_url="https://sla.example/", ack_ttl_s=3600), 1, "olga", NOW)
     assert url.startswith("https://sla.example/ack/1.")
     assert verify_token(ACK_SECRET, url.rsplit("/", 1)[1], NOW).expires_at == NOW + timedelta(hours=1)
 
@@ -84,7 +75,7 @@ def test_settings_are_checked():
         load_settings(env={}, overrides={"SLA_GUARD_ACK_SECRET": "short"})
     with pytest.raises(ConfigError, match="SLA_GUARD_PUBLIC_URL"):
         load_settings(env={}, overrides={"SLA_GUARD_PUBLIC_URL": "sla.example"})
-    assert load_settings(env={})["SLA_GUARD_ACK_TTL_S"] == 86400
+    assert load_settings(env={}).ack_ttl_s == 86400
 
 
 # --- end to end -----------------------------------------------------------------------------

@@ -471,7 +471,7 @@ def test_a_retry_never_takes_the_lead_back_from_a_newer_owner(crm, runtime, cloc
 def test_a_refusal_or_the_last_attempt_is_an_error_without_retry(
     crm, runtime, clock, outcomes, settings, status, headers, max_attempts
 ):
-    runtime.settings["SLA_GUARD_ALERT_MAX_ATTEMPTS"] = max_attempts
+    runtime.settings = runtime.settings.replace(alert_max_attempts=max_attempts)
     crm.expect_request(AMO_PATH, method="PATCH").respond_with_data(
         json.dumps({"title": "refused", "status": status, "detail": f"token {AMO_TOKEN}"}),
         status=status,

@@ -145,7 +145,7 @@ def test_backoff_grows_then_the_alert_fails_and_ops_hear_of_it_once(services, ap
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
     httpserver.expect_request("/ops").respond_with_data("ok")
-    runtime.settings["SLA_GUARD_ALERT_MAX_ATTEMPTS"] = 3
+    runtime.settings = runtime.settings.replace(alert_max_attempts=3)
     telegram.broken["3001"] = (500, {"ok": False, "error_code": 500, "description": "Internal Server Error"})
     clock_id = untouched_lead(client, runtime, clock)
     clock.advance(minutes=15)

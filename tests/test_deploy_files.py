@@ -479,7 +479,7 @@ def test_compose_environment_passes_sla_guard_settings_checks():
     services = compose()["services"]
     for name in APP_SERVICES:
         settings = load_settings(env=service_environment(services[name]))
-        assert settings["DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert settings.database_url.startswith("postgresql+psycopg://")
 
 
 def test_shipped_rules_load_with_the_compose_environment():

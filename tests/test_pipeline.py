@@ -63,16 +63,22 @@ def scheduled_jobs(runtime) -> dict[str, float]:
     return {job_id: registry.get_scheduled_time(job_id).timestamp() for job_id in registry.get_job_ids()}
 
 
+def armed_timers(runtime, with_scores: bool = False) -> list:
+    """The clocks armed in the timer sorted set (with their fire instants)."""
+    members = runtime.redis.zrange(timers.timers_key(runtime.queue_name), 0, -1, withscores=with_scores)
+    return [(int(m), score) for m, score in members] if with_scores else [int(m) for m in members]
+
+
 def test_created_lead_gets_its_deadline_in_the_database_and_a_timer_in_redis(sink, app, client, runtime, clock):
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     run_worker(runtime)
     clock_row = the_clock(runtime)
     assert clock_row.due_at == clock() + timedelta(minutes=15)
     assert clock_row.next_fire_at == clock() + timedelta(minutes=12)  # the 80% warning comes first
-    warn_second = int((clock() + timedelta(minutes=12)).timestamp())
-    job_id = f"{runtime.queue_name}-tick-{warn_second}-{clock_row.id % 4}"
-    assert timers.tick_id(*timers.tick_of(clock_row.id, clock_row.next_fire_at, 4), runtime.queue_name) == job_id
-    assert scheduled_jobs(runtime) == {job_id: float(warn_second)}
+    warn_at = (clock() + timedelta(minutes=12)).timestamp()
+    assert timers.armed_at(runtime.redis, runtime.queue_name, [clock_row.id]) == {clock_row.id: warn_at}
+    assert timers.count_armed(runtime.redis, runtime.queue_name) == 1
+    assert scheduled_jobs(runtime) == {}  # SLA timers never go through RQ's whole-second scheduler
     [lead] = one(runtime, LeadRow)
     assert (lead.rule_name, lead.owner, lead.known) == ("hot website leads", "anna", True)
     assert lead.rule_version == runtime.rules.current().version
@@ -137,11 +143,11 @@ def test_touched_lead_never_alerts_and_its_timer_is_removed(sink, app, client, r
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     run_worker(runtime)
     clock_id = the_clock(runtime).id
-    assert scheduled_jobs(runtime)
+    assert armed_timers(runtime) == [clock_id]
     clock.advance(minutes=5)
     post_signed(client, event("e2", "lead.touched", clock(), touch={"channel": "call", "by": "anna"}), clock())
     run_worker(runtime)
-    assert scheduled_jobs(runtime) == {}
+    assert armed_timers(runtime) == []
     assert the_clock(runtime).stop_reason == "touched"
     clock.advance(hours=3)
     run_timer(runtime, clock_id)
@@ -182,13 +188,12 @@ def test_late_older_event_is_applied_in_time_order(sink, app, client, runtime, c
 def test_flushed_redis_is_rearmed_from_the_database(sink, app, client, runtime, clock, redis_conn):
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     run_worker(runtime)
-    expected = scheduled_jobs(runtime)
-    for key in redis_conn.scan_iter("rq:*"):
-        redis_conn.delete(key)
-    assert scheduled_jobs(runtime) == {}
+    expected = armed_timers(runtime, with_scores=True)
+    redis_conn.delete(timers.timers_key(runtime.queue_name))
+    assert armed_timers(runtime) == []
     report = reconcile(runtime)
     assert report.timers_armed == 1
-    assert scheduled_jobs(runtime) == expected
+    assert armed_timers(runtime, with_scores=True) == expected
     assert reconcile(runtime).timers_armed == 0
 
 
@@ -208,8 +213,7 @@ def test_an_overdue_clock_whose_timer_vanished_fires_from_the_reconciler_once(
 ):
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     run_worker(runtime)
-    for key in redis_conn.scan_iter("rq:*"):
-        redis_conn.delete(key)
+    redis_conn.delete(timers.timers_key(runtime.queue_name))
     clock.advance(minutes=16)
     assert reconcile(runtime).timers_fired == 1
     run_worker(runtime)
@@ -281,24 +285,3 @@ def test_processing_twice_is_harmless(sink, app, client, runtime, clock):
     process_lead(runtime, "L-1001")
     process_lead(runtime, "L-1001")
     assert len(one(runtime, ClockRow)) == 1
-
-
-def test_a_tick_fires_every_clock_of_its_second_and_shard_once(sink, app, client, runtime, clock):
-    from sla_guard.timers.ticks import clocks_of_tick, fire_tick
-
-    start = clock()
-    post_signed(client, [event(f"e{n}", "lead.created", start, lead_id=f"L-{n}", lead=HOT) for n in range(8)], start)
-    run_worker(runtime)
-    due = start + timedelta(minutes=12)
-    epoch = timers.fire_epoch(due)
-    by_shard = {shard: clocks_of_tick(runtime, epoch, shard, 4) for shard in range(4)}
-    assert sorted(sum(by_shard.values(), [])) == sorted(c.id for c in one(runtime, ClockRow))
-    assert all(len(ids) == 2 for ids in by_shard.values())  # ids 1..8 spread over the 4 shards
-    assert len(scheduled_jobs(runtime)) == 4  # one tick per shard for the 8 clocks, not one per clock
-    clock.advance(minutes=12)
-    assert fire_tick(runtime, epoch, 0, 4) == 2
-    assert fire_tick(runtime, epoch, 0, 4) == 0  # fired clocks moved on to their next step
-    assert len(received(sink)) == 2
-    for shard in (1, 2, 3):
-        fire_tick(runtime, epoch, shard, 4)
-    assert sorted(alert["lead_id"] for alert in received(sink)) == sorted(f"L-{n}" for n in range(8))

@@ -11,7 +11,6 @@ from sla_guard.ingest.processing import process_lead as _process_lead
 from sla_guard.outbox import crm_reassign, crm_sync, follow_up_tasks
 from sla_guard.outbox.delivery import deliver
 from sla_guard.outbox.digests import deliver_digest as _deliver_digest
-from sla_guard.timers import ticks
 
 log = logging.getLogger("sla_guard.jobs")
 
@@ -25,12 +24,6 @@ def process_lead(lead_id: str) -> None:
     """Apply every event of the lead received so far."""
     log.debug("job started", extra={"job_id": _job_id(), "lead_id": lead_id, "job": "process_lead"})
     _process_lead(runtime.current(), lead_id)
-
-
-def fire_tick(epoch: int, shard: int, shards: int) -> None:
-    """A timer tick: record and send whatever the clocks due in its second and shard owe."""
-    fired = ticks.fire_tick(runtime.current(), epoch, shard, shards)
-    log.debug("tick done", extra={"job_id": _job_id(), "tick": epoch, "shard": shard, "clocks": fired})
 
 
 def deliver_alert(alert_id: int) -> None:

@@ -1,5 +1,8 @@
-"""``sla-guard worker``: an RQ worker with the scheduler, the pump that applies new events,
-and the periodic reconciler."""
+"""``sla-guard worker``: an RQ worker with the scheduler, the timer loop, the pump that applies
+new events, and the periodic reconciler.
+
+The RQ worker takes jobs from the timer queue before the main queue, and the pump steps aside
+while timer work is waiting, so a backlog of events never delays an alert."""
 
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from rq.scheduler import RQScheduler
 from sla_guard import runtime as runtime_module
 from sla_guard.ingest.pending import pump
 from sla_guard.runtime import Runtime
+from sla_guard.timers.arming import timer_queue_name
+from sla_guard.timers.loop import timer_loop
 from sla_guard.timers.reconciler import reconcile_once
 
 log = logging.getLogger("sla_guard.worker")
@@ -25,7 +30,7 @@ MAINTENANCE_INTERVAL_S = 15
 
 def reconciler_loop(runtime: Runtime, stop: threading.Event) -> None:
     """Run the reconciler every ``SLA_GUARD_RECONCILE_INTERVAL_S`` until ``stop`` is set."""
-    interval = runtime.settings["SLA_GUARD_RECONCILE_INTERVAL_S"]
+    interval = runtime.settings.reconcile_interval_s
     lock_ms = int(max(interval * 3, 5) * 1000)
     while not stop.is_set():
         try:
@@ -36,8 +41,8 @@ def reconciler_loop(runtime: Runtime, stop: threading.Event) -> None:
 
 
 class SlaGuardScheduler(RQScheduler):
-    """RQ's scheduler, looking for due ticks every ``poll_interval`` seconds (RQ: every second;
-    its lock times stay whole seconds)."""
+    """RQ's scheduler, looking for due jobs (retries, CRM look-ups) every ``poll_interval``
+    seconds (RQ: every second; its lock times stay whole seconds)."""
 
     poll_interval: float = 0.2
 
@@ -57,9 +62,8 @@ class SlaGuardScheduler(RQScheduler):
 
 
 class SlaGuardWorker(SimpleWorker):
-    """RQ's in-process worker whose scheduler looks for due ticks every ``scheduler_interval``
-    seconds instead of every second: a tick is due on a whole second, and the sooner it is
-    seen, the sooner its alerts go out."""
+    """RQ's in-process worker whose scheduler looks for due jobs every ``scheduler_interval``
+    seconds instead of every second (SLA timers do not go through it: see the timer loop)."""
 
     scheduler_interval: float = 0.2
 
@@ -104,13 +108,19 @@ def run(runtime: Runtime, burst: bool = False) -> None:
     thread.start()
     pump_thread = threading.Thread(target=pump, args=(runtime, stop), name="sla-guard-pump", daemon=True)
     pump_thread.start()
-    queue = Queue(runtime.queue_name, connection=runtime.redis)
-    worker = SlaGuardWorker([queue], connection=runtime.redis, maintenance_interval=MAINTENANCE_INTERVAL_S)
-    worker.scheduler_interval = runtime.settings["SLA_GUARD_SCHEDULER_INTERVAL_S"]
+    timer_thread = threading.Thread(target=timer_loop, args=(runtime, stop), name="sla-guard-timers", daemon=True)
+    timer_thread.start()
+    queues = [
+        Queue(timer_queue_name(runtime.queue_name), connection=runtime.redis),  # first: timers never wait
+        Queue(runtime.queue_name, connection=runtime.redis),
+    ]
+    worker = SlaGuardWorker(queues, connection=runtime.redis, maintenance_interval=MAINTENANCE_INTERVAL_S)
+    worker.scheduler_interval = runtime.settings.scheduler_interval_s
     log.info("worker started", extra={"queue": runtime.queue_name, "rules_version": runtime.rules.current().version})
     try:
-        worker.work(with_scheduler=True, burst=burst, logging_level=runtime.settings["SLA_GUARD_LOG_LEVEL"])
+        worker.work(with_scheduler=True, burst=burst, logging_level=runtime.settings.log_level)
     finally:
         stop.set()
         thread.join(timeout=5)
         pump_thread.join(timeout=5)
+        timer_thread.join(timeout=5)

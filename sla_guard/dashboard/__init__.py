@@ -12,17 +12,19 @@ import hmac
 
 from flask_wtf.csrf import CSRFProtect
 
+from sla_guard.config import Settings, of_app
+
 ROLES = ("admin", "head", "manager", "marketing")
 """Who may sign in: ``manager`` sees only their team; the others see everything."""
 
 csrf = CSRFProtect()
 
 
-def session_secret(settings) -> str | None:
+def session_secret(settings: Settings) -> str | None:
     """``SLA_GUARD_SECRET_KEY``, else a key derived from the API token (so ``sla-guard dev`` works)."""
-    if settings.get("SLA_GUARD_SECRET_KEY"):
-        return str(settings["SLA_GUARD_SECRET_KEY"])
-    token = settings.get("SLA_GUARD_API_TOKEN")
+    if settings.secret_key:
+        return settings.secret_key
+    token = settings.api_token
     if token:
         return hmac.new(str(token).encode(), b"sla-guard dashboard sessions", hashlib.sha256).hexdigest()
     return None
@@ -32,11 +34,12 @@ def init_app(app) -> None:
     """Signed-cookie sessions, CSRF on the dashboard's forms, and its blueprints."""
     from sla_guard.dashboard import auth, i18n, pages
 
-    secret = session_secret(app.config)
+    settings = of_app(app)
+    secret = session_secret(settings)
     app.config["DASHBOARD_ENABLED"] = secret is not None
     if secret:
         app.secret_key = secret
-    public = str(app.config.get("SLA_GUARD_PUBLIC_URL") or "")
+    public = settings.public_url or ""
     app.config.update(
         SESSION_COOKIE_NAME="sla_guard_session",
         SESSION_COOKIE_HTTPONLY=True,

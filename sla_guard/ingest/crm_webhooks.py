@@ -25,7 +25,7 @@ from types import ModuleType
 from flask import Blueprint, current_app, request
 from redis.exceptions import RedisError
 
-from sla_guard.config import crm_settings
+from sla_guard.config import of_app
 from sla_guard.core.events import LeadEvent
 from sla_guard.exceptions import ConfigError, InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters import ADAPTERS, RawRequest, amocrm, bitrix24, hubspot, pipedrive
@@ -73,10 +73,11 @@ def _raw_request() -> RawRequest:
 def _receive(crm: str):
     started = time.perf_counter()
     adapter: ModuleType = ADAPTERS[crm]
-    settings = crm_settings(current_app.config, crm)
+    app_settings = of_app(current_app)
+    settings = app_settings.crm(crm)
     if not adapter.enabled(settings):
         return error(404, f"the {NAMES[crm]} webhook is not enabled: set {' and '.join(REQUIRED[crm])}")
-    if (request.content_length or 0) > current_app.config["SLA_GUARD_MAX_BODY_BYTES"]:
+    if (request.content_length or 0) > app_settings.max_body_bytes:
         return _reject(crm, "too_large", 413, "request body is over the size limit", "body")
     raw = _raw_request()
     now = _now()
@@ -103,9 +104,10 @@ def _receive(crm: str):
 
 def _queue_loss_reasons(events: list[LeadEvent]) -> None:
     """Queue a read of the loss reason of each newly lost amoCRM lead (REST credentials set)."""
-    queue_name = current_app.config["SLA_GUARD_QUEUE"]
+    settings = of_app(current_app)
+    queue_name = settings.queue
     redis = current_app.extensions["sla_guard.redis"]
-    for lead_id, event_id in loss_reason_wanted(current_app.config, events):
+    for lead_id, event_id in loss_reason_wanted(settings, events):
         try:
             enqueue(
                 redis,

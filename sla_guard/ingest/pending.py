@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from redis import Redis
 from redis.exceptions import RedisError
 
-from sla_guard.ingest.processing import process_lead
+from sla_guard.ingest.processing import process_lead, process_leads
 from sla_guard.runtime import Runtime
+from sla_guard.timers.loop import wait_for_timers
 
 log = logging.getLogger("sla_guard.ingest.pending")
 
@@ -24,6 +26,16 @@ PENDING_KEY = "sla-guard:{queue}:pending-leads"
 
 BATCH = 100
 """Most lead ids a pump takes at once."""
+
+APPLY_BATCH = 20
+"""Leads applied per transaction: one commit for many leads, short enough that timers (which
+need the same rows, and on SQLite the one write lock) never wait long."""
+
+TIMER_CHECK_S = 0.02
+"""How often the pump asks whether timer work is waiting (it then steps aside)."""
+
+MOST_YIELD_S = 1.0
+"""Longest the pump steps aside before applying one more lead, so events are never starved."""
 
 
 def push(redis: Redis, queue_name: str, lead_ids: list[str]) -> None:
@@ -43,26 +55,45 @@ def take(redis: Redis, queue_name: str, wait_s: float) -> list[str]:
     return list(dict.fromkeys(item.decode() for item in [head, *rest]))
 
 
-def drain(runtime: Runtime, wait_s: float = 0) -> int:
-    """Apply the events of every lead waiting now; return how many leads were processed."""
+def drain(runtime: Runtime, wait_s: float = 0, yield_to_timers: bool = False) -> int:
+    """Apply the events of every lead waiting now; return how many leads were processed.
+
+    With ``yield_to_timers`` the pump pauses before a lead while timer work is waiting (due,
+    queued or running timers): alerts go first, the backlog after."""
     done = 0
+    checked = 0.0
     while True:
         lead_ids = take(runtime.redis, runtime.queue_name, wait_s if done == 0 else 0)
         if not lead_ids:
             return done
-        for lead_id in lead_ids:
-            try:
-                process_lead(runtime, lead_id)
-            except Exception:  # one lead's trouble must not stop the others; the reconciler retries it
-                log.exception("lead not processed", extra={"lead_id": lead_id})
-            done += 1
+        for start in range(0, len(lead_ids), APPLY_BATCH):
+            if yield_to_timers and time.monotonic() - checked >= TIMER_CHECK_S:
+                wait_for_timers(runtime, MOST_YIELD_S)
+                checked = time.monotonic()
+            done += apply_batch(runtime, lead_ids[start : start + APPLY_BATCH])
+
+
+def apply_batch(runtime: Runtime, lead_ids: list[str]) -> int:
+    """Apply the leads in one transaction; if that fails, one by one, so that one lead's trouble
+    never holds up the others (the reconciler retries a lead that still fails)."""
+    try:
+        process_leads(runtime, lead_ids)
+        return len(lead_ids)
+    except Exception:
+        log.warning("batch not applied; applying its leads one by one", exc_info=True)
+    for lead_id in lead_ids:
+        try:
+            process_lead(runtime, lead_id)
+        except Exception:  # one lead's trouble must not stop the others; the reconciler retries it
+            log.exception("lead not processed", extra={"lead_id": lead_id})
+    return len(lead_ids)
 
 
 def pump(runtime: Runtime, stop: threading.Event, wait_s: float = 1.0) -> None:
     """Run until ``stop`` is set: apply new events as soon as the web reports them."""
     while not stop.is_set():
         try:
-            drain(runtime, wait_s)
+            drain(runtime, wait_s, yield_to_timers=True)
         except RedisError as exc:
             log.warning("pump waits for Redis", extra={"error": type(exc).__name__})
             stop.wait(1.0)

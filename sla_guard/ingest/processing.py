@@ -13,7 +13,6 @@ from sla_guard.queueing import enqueue
 from sla_guard.runtime import Runtime
 from sla_guard.store.repository import (
     TimerChange,
-    clock_ids_in_tick,
     lead_events,
     lock_lead,
     mark_processed,
@@ -26,26 +25,45 @@ from sla_guard.timers import arming as timers
 log = logging.getLogger("sla_guard.ingest.processing")
 
 
-def process_lead(runtime: Runtime, lead_id: str) -> list[TimerChange]:
-    """Recompute one lead from all its events and store the result; idempotent."""
-    rules = runtime.rules.current()
-    now = runtime.now()
-    with runtime.db.session() as session:
-        lead = lock_lead(session, lead_id, now)
-        event_ids, events = lead_events(session, lead_id)
-        events = without_own_task_echoes(session, lead_id, events)
-        state = replay(lead_id, events, rules)
-        changes = save_state(session, lead, state, rules, now)
-        save_stays(session, lead_id, stage_stays(events))
-        mark_processed(session, event_ids, now)
+def _apply(session, runtime: Runtime, lead_id: str, rules, now):
+    lead = lock_lead(session, lead_id, now)
+    event_ids, events = lead_events(session, lead_id)
+    events = without_own_task_echoes(session, lead_id, events)
+    state = replay(lead_id, events, rules)
+    changes = save_state(session, lead, state, rules, now)
+    save_stays(session, lead_id, stage_stays(events))
+    mark_processed(session, event_ids, now)
     log.info(
         "lead processed",
         extra={"lead_id": lead_id, "events": len(events), "status": state.status, "timers_changed": len(changes)},
     )
+    return changes, any(clock.is_follow_up and clock.stopped_at is not None for clock in state.clocks)
+
+
+def process_leads(runtime: Runtime, lead_ids: list[str]) -> list[TimerChange]:
+    """Recompute these leads from all their events and store the results in one transaction
+    (one commit for the batch); idempotent. Leads are locked in sorted order, so two batches
+    never wait on each other in a circle. Raises if any lead fails: nothing of the batch is
+    stored then, and the caller applies the leads one by one."""
+    rules = runtime.rules.current()
+    now = runtime.now()
+    changes: list[TimerChange] = []
+    finished_tasks = []
+    with runtime.db.session() as session:
+        for lead_id in sorted(set(lead_ids)):
+            lead_changes, ended = _apply(session, runtime, lead_id, rules, now)
+            changes += lead_changes
+            if ended:
+                finished_tasks.append(lead_id)
     apply_timer_changes(runtime, changes)
-    if any(clock.is_follow_up and clock.stopped_at is not None for clock in state.clocks):
+    for lead_id in finished_tasks:
         _close_finished_tasks(runtime, lead_id)
     return changes
+
+
+def process_lead(runtime: Runtime, lead_id: str) -> list[TimerChange]:
+    """Recompute one lead from all its events and store the result; idempotent."""
+    return process_leads(runtime, [lead_id])
 
 
 def _close_finished_tasks(runtime: Runtime, lead_id: str) -> None:
@@ -60,37 +78,18 @@ def _close_finished_tasks(runtime: Runtime, lead_id: str) -> None:
 
 
 def apply_timer_changes(runtime: Runtime, changes: list[TimerChange]) -> None:
-    """Make sure the ticks that fire these clocks at their new ``next_fire_at`` exist, and
-    delete the ticks they leave when no other clock is due in them.
+    """Arm the timers of clocks whose ``next_fire_at`` moved into the arming horizon (one due
+    already fires at once), and remove those of clocks that stopped or moved beyond it.
 
-    Redis being down is not an error here: the reconciler arms every tick the database needs
+    Redis being down is not an error here: the reconciler arms every timer the database needs
     once Redis is back.
     """
     if not changes:
         return
-    now = runtime.now()
-    horizon = now + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
-    shards = runtime.settings["SLA_GUARD_TIMER_SHARDS"]
-    ticks = {
-        timers.tick_of(change.clock_id, change.fire_at, shards)
-        for change in changes
-        if change.fire_at is not None and change.fire_at <= horizon
-    }
-    left = {
-        timers.tick_of(change.clock_id, change.previous, shards)  # ticks already due are running or gone
-        for change in changes
-        if change.previous is not None and change.previous > now
-    } - ticks
-    if left:
-        with runtime.db.session() as session:
-            left = {tick for tick in left if not clock_ids_in_tick(session, tick[0], tick[1], shards)}
+    horizon = runtime.now() + timedelta(seconds=runtime.settings.arm_horizon_s)
+    near = {c.clock_id: c.fire_at for c in changes if c.fire_at is not None and c.fire_at <= horizon}
     try:
-        for epoch, shard in sorted(left):  # nobody is due in that second and shard any more
-            timers.disarm(runtime.redis, epoch, shard, runtime.queue_name)
-        for epoch, shard in sorted(ticks):
-            if epoch <= now.timestamp():
-                timers.fire_now(runtime.redis, epoch, shard, shards, runtime.queue_name)
-            else:
-                timers.arm(runtime.redis, epoch, shard, shards, runtime.queue_name)
+        timers.disarm(runtime.redis, runtime.queue_name, [c.clock_id for c in changes if c.clock_id not in near])
+        timers.arm(runtime.redis, runtime.queue_name, near)
     except RedisError as exc:
         log.warning("timers not armed, the reconciler will retry", extra={"error": type(exc).__name__})

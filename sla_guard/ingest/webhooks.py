@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from sla_guard import metrics
+from sla_guard.config import of_app
 from sla_guard.core.events import LeadEvent, parse_events
 from sla_guard.exceptions import InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters.base import Lookup
@@ -50,7 +51,7 @@ def ingest(
     stored in the same transaction as the events, each once per key, then queued), and
     ``after_commit``, called with the newly accepted events to queue follow-up jobs.
     """
-    queue_name = current_app.config["SLA_GUARD_QUEUE"]
+    queue_name = of_app(current_app).queue
     now = _now()
     try:
         with get_db(current_app).session() as session:
@@ -110,12 +111,12 @@ def _reject(source: str, reason: str, status: int, message: str, field: str | No
 @bp.post("/generic")
 def generic():
     started = time.perf_counter()
-    secret = current_app.config.get("SLA_GUARD_WEBHOOK_SECRET")
+    secret = of_app(current_app).webhook_secret
     if not secret:
         return error(404, "the generic webhook is not enabled: set SLA_GUARD_WEBHOOK_SECRET")
     if request.mimetype != "application/json":
         return _reject("generic", "content_type", 415, "Content-Type must be application/json", "Content-Type")
-    if (request.content_length or 0) > current_app.config["SLA_GUARD_MAX_BODY_BYTES"]:
+    if (request.content_length or 0) > of_app(current_app).max_body_bytes:
         return _reject("generic", "too_large", 413, "request body is over the size limit", "body")
     body = request.get_data(cache=False)
     try:
@@ -124,7 +125,7 @@ def generic():
             body,
             secret,
             _now().timestamp(),
-            current_app.config["SLA_GUARD_SIGNATURE_MAX_AGE_S"],
+            of_app(current_app).signature_max_age_s,
         )
     except Unauthorized as exc:
         return _reject("generic", "signature", 401, exc.reason, SIGNATURE_HEADER)

@@ -105,11 +105,11 @@ def tell_crm(runtime: Runtime, lead_id: str, new_owner: str, escalation_id: int,
             "superseded",
             owner_now=owner_now,
         )
-    kind = runtime.settings.get(f"SLA_GUARD_{crm.upper()}_TASK_OBJECT") or DEFAULT_KIND
+    kind = runtime.settings.crm(crm).get(f"SLA_GUARD_{crm.upper()}_TASK_OBJECT") or DEFAULT_KIND
     try:
         client.assign_owner(lead_id, crm_user(runtime, new_owner), kind)
     except TaskError as exc:
-        if exc.transient and attempt < runtime.settings["SLA_GUARD_ALERT_MAX_ATTEMPTS"]:
+        if exc.transient and attempt < runtime.settings.alert_max_attempts:
             wait = max(backoff_s(attempt), exc.retry_after_s or 0.0)
             at = runtime.now() + timedelta(seconds=wait)
             if queue_attempt(runtime, lead_id, new_owner, escalation_id, attempt + 1, at):

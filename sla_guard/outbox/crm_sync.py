@@ -31,7 +31,7 @@ from rq.registry import ScheduledJobRegistry
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from sla_guard.config import crm_settings
+from sla_guard.config import Settings, crm_settings
 from sla_guard.core.events import Lead, LeadEvent
 from sla_guard.exceptions import InvalidEvent
 from sla_guard.ingest.adapters import amocrm, bitrix24
@@ -285,7 +285,7 @@ def _save_state(session: Session, kind: str, record_id: str, state: dict, now: d
 # --- amoCRM loss reasons --------------------------------------------------------------------
 
 
-def loss_reason_wanted(settings: dict, events: Iterable[LeadEvent]) -> list[tuple[str, str]]:
+def loss_reason_wanted(settings: Settings, events: Iterable[LeadEvent]) -> list[tuple[str, str]]:
     """``(lead id, event id)`` of the lost closures whose reason must be read over REST,
     when amoCRM's REST credentials are set."""
     amo = crm_settings(settings, amocrm.CRM)

@@ -90,7 +90,7 @@ def deliver(runtime: Runtime, alert_id: int) -> str:
             raise DeliveryError(f"unexpected {type(exc).__name__}", transient=True) from None
     except DeliveryError as exc:
         error = redact(str(exc), channel_secrets(channel))[:2000]
-        limit = runtime.settings["SLA_GUARD_ALERT_MAX_ATTEMPTS"]
+        limit = runtime.settings.alert_max_attempts
         retry = exc.transient and alert.attempts < limit
         wait = max(backoff_s(alert.attempts), exc.retry_after_s or 0.0)
         done_at = runtime.now()

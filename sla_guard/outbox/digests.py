@@ -245,7 +245,7 @@ def deliver_digest(runtime: Runtime, digest_id: int) -> str:
             raise DeliveryError(f"unexpected {type(exc).__name__}", transient=True) from None
     except DeliveryError as exc:
         error = redact(str(exc), channel_secrets(channel))[:2000]
-        retry = exc.transient and row.attempts < runtime.settings["SLA_GUARD_ALERT_MAX_ATTEMPTS"]
+        retry = exc.transient and row.attempts < runtime.settings.alert_max_attempts
         wait = max(backoff_s(row.attempts), exc.retry_after_s or 0.0)
         with runtime.db.session() as session:
             session.execute(

@@ -180,12 +180,12 @@ def create_task(runtime: Runtime, task_id: int) -> str:
         text=row.text,
         due_at=row.due_at,
         idempotency_key=f"sla-guard-fu-{row.clock_id}",
-        kind=runtime.settings.get(f"SLA_GUARD_{crm}_TASK_OBJECT") or "deal",
+        kind=runtime.settings.crm(crm).get(f"SLA_GUARD_{crm}_TASK_OBJECT") or "deal",
     )
     try:
         crm_task_id = (client.find(request) if row.attempts > 1 else None) or client.create(request)
     except TaskError as exc:
-        retry = exc.transient and row.attempts < runtime.settings["SLA_GUARD_ALERT_MAX_ATTEMPTS"]
+        retry = exc.transient and row.attempts < runtime.settings.alert_max_attempts
         if retry:
             wait = max(backoff_s(row.attempts), exc.retry_after_s or 0.0)
             _set(runtime, task_id, last_error=str(exc)[:2000], claimed_until=runtime.now() + timedelta(seconds=wait))
@@ -227,7 +227,7 @@ def close_task(runtime: Runtime, task_id: int) -> str:
         pass
     except TaskError as exc:
         wait = max(backoff_s(row.attempts), exc.retry_after_s or 0.0)
-        final = not exc.transient or row.attempts >= runtime.settings["SLA_GUARD_ALERT_MAX_ATTEMPTS"]
+        final = not exc.transient or row.attempts >= runtime.settings.alert_max_attempts
         _set(
             runtime,
             task_id,

@@ -8,6 +8,8 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from sla_guard.config import of_app
+
 
 def _sqlite_tuning(engine: Engine) -> None:
     """WAL, a busy timeout, and write transactions that take the lock up front.
@@ -69,8 +71,8 @@ class Database:
 
 
 def init_app(app) -> Database:
-    """Attach a :class:`Database` for ``app.config['DATABASE_URL']`` to the Flask app."""
-    database = Database(app.config["DATABASE_URL"])
+    """Attach a :class:`Database` for the app's ``DATABASE_URL`` to the Flask app."""
+    database = Database(of_app(app).database_url)
     app.extensions["sla_guard.db"] = database
     return database
 

@@ -270,18 +270,10 @@ def without_own_task_echoes(session: Session, lead_id: str, events: list[LeadEve
     return [event for event in events if not echo(event)]
 
 
-def clock_ids_in_tick(session: Session, epoch: int, shard: int, shards: int) -> list[int]:
-    """Clocks whose ``next_fire_at`` rounds up to second ``epoch`` and that belong to ``shard``."""
-    from datetime import UTC
-
-    after, until = datetime.fromtimestamp(epoch - 1, UTC), datetime.fromtimestamp(epoch, UTC)
-    return list(
-        session.execute(
-            select(ClockRow.id)
-            .where(ClockRow.next_fire_at > after, ClockRow.next_fire_at <= until, ClockRow.id % shards == shard)
-            .order_by(ClockRow.next_fire_at)
-        ).scalars()
-    )
+def next_fire_times(session: Session, clock_ids: list[int]) -> dict[int, datetime | None]:
+    """``next_fire_at`` of each of these clocks (None when it has nothing more to fire or is gone)."""
+    found = dict(session.execute(select(ClockRow.id, ClockRow.next_fire_at).where(ClockRow.id.in_(clock_ids))).all())
+    return {clock_id: found.get(clock_id) for clock_id in clock_ids}
 
 
 def save_stays(session: Session, lead_id: str, stays: list[Stay]) -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from sla_guard.config import Settings
 from sla_guard.store.models import EscalationRow
 
 SIGNATURE_BYTES = 16
@@ -74,13 +75,13 @@ def verify_token(secret: str, token: str, now: datetime) -> AckClaim:
     return claim
 
 
-def ack_url(settings: dict, escalation_id: int, recipient: str | None, now: datetime) -> str | None:
+def ack_url(settings: Settings, escalation_id: int, recipient: str | None, now: datetime) -> str | None:
     """The acknowledge link for an alert, or None when ``SLA_GUARD_ACK_SECRET`` or ``SLA_GUARD_PUBLIC_URL`` is unset."""
-    secret, base = settings.get("SLA_GUARD_ACK_SECRET"), settings.get("SLA_GUARD_PUBLIC_URL")
-    if not secret or not base:
+    if not settings.ack_secret or not settings.public_url:
         return None
-    expires_at = now + timedelta(seconds=int(settings.get("SLA_GUARD_ACK_TTL_S") or 86400))
-    return f"{str(base).rstrip('/')}/ack/{sign_token(secret, escalation_id, recipient or '', expires_at)}"
+    expires_at = now + timedelta(seconds=settings.ack_ttl_s)
+    token = sign_token(settings.ack_secret, escalation_id, recipient or "", expires_at)
+    return f"{settings.public_url.rstrip('/')}/ack/{token}"
 
 
 @dataclass(frozen=True)

@@ -1,106 +1,160 @@
-"""SLA timers in Redis: the only module that speaks RQ scheduling.
+"""SLA timers in Redis: one sorted set per queue, the only module that knows its layout.
 
-A clock's deadline lives in the database (``next_fire_at``). Its timer is a *tick*: an RQ job
-scheduled with ``enqueue_at`` for the whole second ``next_fire_at`` rounds *up* to (RQ's
-scheduler compares whole seconds, so rounding up keeps a timer from starting before its
-deadline). Every clock due in the same second and shard shares the tick, whose job id names
-them: ``sla-guard-tick-1795420800-3`` (queue, second, shard; a clock's shard is its id modulo
-``SLA_GUARD_TIMER_SHARDS``). A tick fires exactly the clocks of its second and shard, so
-shards of a busy second run on several workers at once, Redis holds one small job per busy
-second and shard instead of one per clock, and no tick's work overlaps another's.
+A clock's deadline lives in the database (``next_fire_at``). Its timer is one member of the
+sorted set ``sla-guard:<queue>:timers``: the clock id, scored with ``next_fire_at`` as epoch
+seconds (sub-second, exact: nothing is rounded). The timer loop (:mod:`sla_guard.timers.loop`)
+*claims* the members whose score has come: an atomic script moves them to a lease score a
+little in the future and hands them to an RQ job on the timer queue. When the job has fired
+the clocks it *settles* each one: the member gets the clock's new ``next_fire_at``, or leaves
+the set, but only if its score is still the lease (compare-and-set), so a timer re-armed by
+newer events while the job ran is never overwritten. A job that dies leaves its lease behind;
+when the lease runs out the clocks are claimed again.
 
-Only ticks due within the arming horizon are kept in Redis; the reconciler arms the others as
-they come near, re-arms ticks lost with Redis, and queues at once the ticks of clocks already
-due whose job is missing or stuck with a dead scheduler.
+Only clocks due within the arming horizon are kept in Redis (about 100 bytes each); the
+reconciler arms the others as they come near and re-arms anything Redis lost.
 """
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 from redis import Redis
-from rq.job import Job
-from rq.registry import ScheduledJobRegistry
+from rq import Queue
+from rq.registry import StartedJobRegistry
 
-from sla_guard.queueing import QUEUE_NAME, enqueue
+TIMERS_KEY = "sla-guard:{queue}:timers"
+"""Sorted set of armed clocks: member = clock id, score = epoch seconds it fires at."""
 
-TICK_JOB = "workers.jobs.fire_tick"
-"""Dotted path of the job a tick runs."""
+LEASE_S = 120.0
+"""How long a claimed clock is left to its job before it is claimed again (a job that died)."""
 
-DEFAULT_SHARDS = 4
-"""Ticks per busy second (``SLA_GUARD_TIMER_SHARDS``): how many workers can share its clocks."""
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(due) do
+  redis.call('ZADD', KEYS[1], ARGV[2], member)
+end
+return due
+"""
 
-
-def fire_epoch(at: datetime) -> int:
-    """The whole second a timer for ``at`` is scheduled at (never before ``at``)."""
-    return math.ceil(at.timestamp())
-
-
-def shard_of(clock_id: int, shards: int) -> int:
-    return clock_id % shards
-
-
-def tick_id(epoch: int, shard: int, queue_name: str = QUEUE_NAME) -> str:
-    """Deterministic job id of the tick of second ``epoch`` and ``shard``."""
-    return f"{queue_name}-tick-{epoch}-{shard}"
-
-
-def tick_of(clock_id: int, at: datetime, shards: int) -> tuple[int, int]:
-    """The tick ``(second, shard)`` that fires ``clock_id`` due at ``at``."""
-    return fire_epoch(at), shard_of(clock_id, shards)
-
-
-def arm(connection: Redis, epoch: int, shard: int, shards: int, queue_name: str = QUEUE_NAME) -> bool:
-    """Schedule the tick unless it is already there; True when a job was written."""
-    job_id = tick_id(epoch, shard, queue_name)
-    if connection.exists(Job.key_for(job_id)):
-        return False
-    enqueue(
-        connection,
-        TICK_JOB,
-        epoch,
-        shard,
-        shards,
-        job_id=job_id,
-        at=datetime.fromtimestamp(epoch, UTC),
-        retry=None,
-        queue_name=queue_name,
-    )
-    return True
+_SETTLE = """
+local settled = 0
+for i = 2, #ARGV, 2 do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) == tonumber(ARGV[1]) then
+    if ARGV[i + 1] == '' then
+      redis.call('ZREM', KEYS[1], ARGV[i])
+    else
+      redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
+    end
+    settled = settled + 1
+  end
+end
+return settled
+"""
 
 
-def disarm(connection: Redis, epoch: int, shard: int, queue_name: str = QUEUE_NAME) -> None:
-    """Delete a tick no clock needs any more (``Job.delete`` also clears its registry entry).
+def timers_key(queue_name: str) -> str:
+    return TIMERS_KEY.format(queue=queue_name)
 
-    A tick that is running right now is left alone: RQ still has to record its end.
+
+def timer_queue_name(queue_name: str) -> str:
+    """The RQ queue of timer jobs: workers take from it before anything else."""
+    return f"{queue_name}-timers"
+
+
+def score_of(at: datetime) -> float:
+    if at.tzinfo is None:
+        raise ValueError("timers take aware datetimes only")
+    return at.timestamp()
+
+
+def arm(connection: Redis, queue_name: str, fire_at: Mapping[int, datetime]) -> None:
+    """Arm (or move) the timers of these clocks to fire at the given instants."""
+    if fire_at:
+        connection.zadd(timers_key(queue_name), {str(clock_id): score_of(at) for clock_id, at in fire_at.items()})
+
+
+def arm_missing(connection: Redis, queue_name: str, fire_at: Mapping[int, datetime]) -> None:
+    """Arm the timers of clocks not armed at all; a timer already there (or leased) is kept."""
+    if fire_at:
+        connection.zadd(
+            timers_key(queue_name), {str(clock_id): score_of(at) for clock_id, at in fire_at.items()}, nx=True
+        )
+
+
+def bring_forward(connection: Redis, queue_name: str, fire_at: Mapping[int, datetime]) -> None:
+    """Move timers that are armed later than these instants to them (never later)."""
+    if fire_at:
+        connection.zadd(
+            timers_key(queue_name), {str(clock_id): score_of(at) for clock_id, at in fire_at.items()}, lt=True
+        )
+
+
+def disarm(connection: Redis, queue_name: str, clock_ids: Iterable[int]) -> None:
+    """Remove the timers of these clocks (a clock that stopped, or whose next step is far off)."""
+    members = [str(clock_id) for clock_id in clock_ids]
+    if members:
+        connection.zrem(timers_key(queue_name), *members)
+
+
+def claim_due(
+    connection: Redis, queue_name: str, now: float, limit: int, lease_s: float = LEASE_S
+) -> tuple[list[int], float]:
+    """Atomically take up to ``limit`` clocks due at ``now`` (epoch seconds) under a new lease.
+
+    Returns the clock ids and the lease score that :func:`settle` needs.
     """
-    job = Job.fetch_many([tick_id(epoch, shard, queue_name)], connection=connection)[0]
-    if job is not None and job.get_status(refresh=False) != "started":
-        job.delete()
+    lease = round(now + lease_s, 3)
+    members = connection.eval(_CLAIM, 1, timers_key(queue_name), repr(now), repr(lease), int(limit))
+    return [int(member) for member in members], lease
 
 
-def fire_now(connection: Redis, epoch: int, shard: int, shards: int, queue_name: str = QUEUE_NAME) -> bool:
-    """Queue a tick that is already due at once (its scheduled job was lost, or is stuck)."""
-    job_id = tick_id(epoch, shard, queue_name)
-    existing = Job.fetch_many([job_id], connection=connection)[0]
-    if existing is not None and existing.get_status(refresh=False) in ("queued", "started"):
-        return False
-    if existing is not None:
-        existing.delete()  # a separate step from the enqueue below, never in one pipeline
-    enqueue(connection, TICK_JOB, epoch, shard, shards, job_id=job_id, retry=None, queue_name=queue_name)
-    return True
+def settle(connection: Redis, queue_name: str, lease: float, fire_at: Mapping[int, datetime | None]) -> int:
+    """After a job fired its clocks: re-arm each at its new instant, or drop it when None, unless
+    its timer was moved meanwhile (its score is no longer ``lease``). Returns how many settled."""
+    if not fire_at:
+        return 0
+    args: list[str] = [repr(lease)]
+    for clock_id, at in fire_at.items():
+        args += [str(clock_id), "" if at is None else repr(score_of(at))]
+    return int(connection.eval(_SETTLE, 1, timers_key(queue_name), *args))
+
+
+def armed_at(connection: Redis, queue_name: str, clock_ids: list[int]) -> dict[int, float]:
+    """The scores of those of ``clock_ids`` that are armed (or leased)."""
+    if not clock_ids:
+        return {}
+    scores = connection.zmscore(timers_key(queue_name), [str(clock_id) for clock_id in clock_ids])
+    return {clock_id: score for clock_id, score in zip(clock_ids, scores, strict=True) if score is not None}
+
+
+def next_due(connection: Redis, queue_name: str) -> float | None:
+    """Epoch seconds of the earliest armed timer, or None when none is armed."""
+    first = connection.zrange(timers_key(queue_name), 0, 0, withscores=True)
+    return first[0][1] if first else None
+
+
+def count_armed(connection: Redis, queue_name: str) -> int:
+    return int(connection.zcard(timers_key(queue_name)))
+
+
+def timer_work_waiting(connection: Redis, queue_name: str, now: float) -> bool:
+    """True while timers are due, timer jobs are queued, or a timer job is running: the moment
+    for everything else (applying a backlog of events) to step aside."""
+    timer_queue = timer_queue_name(queue_name)
+    pipe = connection.pipeline(transaction=False)
+    pipe.zcount(timers_key(queue_name), "-inf", now)
+    pipe.llen(Queue.redis_queue_namespace_prefix + timer_queue)
+    pipe.zcount(StartedJobRegistry.key_template.format(timer_queue), now, "+inf")
+    return any(pipe.execute())
 
 
 def armed(connection: Redis, job_ids: list[str]) -> set[str]:
-    """Which of ``job_ids`` exist in Redis (scheduled, queued or running)."""
+    """Which of the RQ ``job_ids`` exist in Redis (scheduled, queued or running)."""
+    from rq.job import Job
+
     pipe = connection.pipeline(transaction=False)
     for job_id in job_ids:
         pipe.exists(Job.key_for(job_id))
     return {job_id for job_id, present in zip(job_ids, pipe.execute(), strict=True) if present}
-
-
-def scheduled(connection: Redis, queue_name: str = QUEUE_NAME) -> dict[str, float]:
-    """Every scheduled job id of the queue with its epoch second."""
-    registry_key = ScheduledJobRegistry(queue_name, connection=connection).key
-    return {member.decode(): score for member, score in connection.zrange(registry_key, 0, -1, withscores=True)}

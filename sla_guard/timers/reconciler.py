@@ -1,8 +1,8 @@
 """The safety net: every few seconds, make Redis agree with the database.
 
 - events accepted but never applied (their job was lost, or Redis was down) are applied;
-- clocks whose timer is missing from Redis (``FLUSHALL``, a crash) are re-armed;
-- clocks already due whose timer has not run (a dead scheduler) are put on the queue at once;
+- clocks whose timer is missing from Redis (``FLUSHALL``, a crash) are re-armed, those already
+  due at once (a timer whose job died is claimed again by the timer loop when its lease ends);
 - alerts whose retry time has come, or whose sender died, are delivered again;
 - CRM look-ups (Bitrix24 REST reads) not done whose wait is over are queued again;
 - digests whose local time has come are recorded (once per period) and queued for delivery.
@@ -42,7 +42,7 @@ EVENT_GRACE = timedelta(seconds=2)
 """Events younger than this are left to the job enqueued when they were accepted."""
 
 TIMER_GRACE = timedelta(seconds=2)
-"""A scheduled timer this late has a scheduler that is not working: queue it directly."""
+"""A scheduled job this late has a scheduler that is not working: queue it directly."""
 
 
 @dataclass
@@ -79,6 +79,38 @@ def apply_rules_version(runtime: Runtime) -> int:
     return len(leads)
 
 
+REARM_CHUNK = 10_000
+"""Clocks compared with Redis per round trip."""
+
+
+def rearm_timers(runtime: Runtime) -> tuple[int, int]:
+    """Arm every clock due within the horizon whose timer Redis lost, and bring forward any
+    timer armed later than its clock's ``next_fire_at``; returns ``(armed, due already)``.
+
+    A timer that is present (or leased to a running job) at the right time or earlier is left
+    alone: firing early changes nothing, the job reloads the clock and settles the timer.
+    """
+    now = runtime.now()
+    horizon = now + timedelta(seconds=runtime.settings.arm_horizon_s)
+    with runtime.db.session() as session:
+        wanted = clocks_to_arm(session, horizon)
+    armed = due = 0
+    for start in range(0, len(wanted), REARM_CHUNK):
+        chunk = wanted[start : start + REARM_CHUNK]
+        scores = timers.armed_at(runtime.redis, runtime.queue_name, [clock_id for clock_id, _lead, _at in chunk])
+        missing = {clock_id: at for clock_id, _lead, at in chunk if clock_id not in scores}
+        later = {
+            clock_id: at
+            for clock_id, _lead, at in chunk
+            if clock_id in scores and at > now and scores[clock_id] > at.timestamp() + 0.001
+        }
+        timers.arm_missing(runtime.redis, runtime.queue_name, missing)
+        timers.bring_forward(runtime.redis, runtime.queue_name, later)
+        due += sum(1 for at in missing.values() if at <= now)
+        armed += len(missing) - sum(1 for at in missing.values() if at <= now) + len(later)
+    return armed, due
+
+
 def reconcile(runtime: Runtime) -> ReconcileReport:
     report = ReconcileReport()
     report.leads_recomputed = apply_rules_version(runtime)
@@ -89,29 +121,7 @@ def reconcile(runtime: Runtime) -> ReconcileReport:
         process_lead(runtime, lead_id)
         report.events_applied += 1
 
-    now = runtime.now()
-    horizon = now + timedelta(seconds=runtime.settings["SLA_GUARD_ARM_HORIZON_S"])
-    with runtime.db.session() as session:
-        wanted = clocks_to_arm(session, horizon)
-    shards = runtime.settings["SLA_GUARD_TIMER_SHARDS"]
-    ticks: dict[str, tuple[int, int]] = {}
-    for clock_id, _lead, at in wanted:
-        epoch, shard = timers.tick_of(clock_id, at, shards)
-        ticks[timers.tick_id(epoch, shard, runtime.queue_name)] = (epoch, shard)
-    present = timers.armed(runtime.redis, list(ticks))
-    stuck = timers.scheduled(runtime.redis, runtime.queue_name)
-    now_s = now.timestamp()
-    for job_id, (epoch, shard) in ticks.items():
-        if job_id not in present:
-            if epoch <= now_s:
-                timers.fire_now(runtime.redis, epoch, shard, shards, runtime.queue_name)
-                report.timers_fired += 1
-            else:
-                timers.arm(runtime.redis, epoch, shard, shards, runtime.queue_name)
-                report.timers_armed += 1
-        elif epoch <= now_s - TIMER_GRACE.total_seconds() and job_id in stuck:
-            timers.fire_now(runtime.redis, epoch, shard, shards, runtime.queue_name)
-            report.timers_fired += 1
+    report.timers_armed, report.timers_fired = rearm_timers(runtime)
 
     for task_id, attempts in tasks_to_create(runtime):
         job_id = f"{runtime.queue_name}-task-{task_id}-r{attempts}"

@@ -14,6 +14,7 @@ import logging
 
 from flask import Blueprint, Response, abort, current_app, request
 
+from sla_guard.config import of_app
 from sla_guard.outbox.notify.messages import texts
 from sla_guard.outbox.notify.routing import person_locale
 from sla_guard.store.db import get_db
@@ -59,7 +60,7 @@ def _is_preview() -> bool:
 
 @bp.route("/ack/<token>", methods=["GET", "POST"])
 def ack(token: str):
-    secret = current_app.config.get("SLA_GUARD_ACK_SECRET")
+    secret = of_app(current_app).ack_secret
     if not secret:
         abort(404)
     now = current_app.extensions["sla_guard.clock"]()

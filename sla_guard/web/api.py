@@ -11,6 +11,7 @@ from sqlalchemy import exists, select
 from sla_guard.exceptions import InvalidReportQuery, Unauthorized
 from sla_guard.reports import Report, Visibility, parse_query, run_report
 from sla_guard.reports.spend import parse_spend
+from sla_guard.config import of_app
 from sla_guard.security import verify_bearer
 from sla_guard.store.db import get_db
 from sla_guard.store.insight import upsert_spend
@@ -35,7 +36,7 @@ def _now() -> datetime:
 @bp.before_request
 def _authenticate():
     try:
-        verify_bearer(request.headers.get("Authorization"), current_app.config.get("SLA_GUARD_API_TOKEN"))
+        verify_bearer(request.headers.get("Authorization"), of_app(current_app).api_token)
     except Unauthorized as exc:
         response = error(401, exc.reason, field="Authorization")
         response.headers["WWW-Authenticate"] = 'Bearer realm="sla-guard"'

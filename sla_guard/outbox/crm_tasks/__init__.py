@@ -13,6 +13,7 @@ from typing import Any
 
 import requests
 
+from sla_guard.config import Settings, crm_settings
 from sla_guard.outbox.crm_tasks.amocrm import AmoCrmTasks
 from sla_guard.outbox.crm_tasks.base import TaskClient, TaskError, TaskNotFound, TaskRequest
 from sla_guard.outbox.crm_tasks.bitrix24 import Bitrix24Tasks
@@ -28,15 +29,15 @@ CLIENTS: dict[str, type] = {
 """Task client class by CRM name (the names of :data:`sla_guard.ingest.adapters.ADAPTERS`)."""
 
 
-def client_for(crm: str, settings: Mapping[str, Any], session: requests.Session) -> TaskClient | None:
+def client_for(crm: str, settings: Settings | Mapping[str, Any], session: requests.Session) -> TaskClient | None:
     """The task client of ``crm``, or ``None`` when its REST settings are absent (or the
     source is not a CRM sla-guard can create tasks in, such as ``generic``).
 
-    ``settings`` may be all settings or the CRM's own (:func:`sla_guard.config.crm_settings`):
-    keys are read by their full ``SLA_GUARD_<CRM>_*`` names.
+    ``settings`` is the :class:`~sla_guard.config.Settings`, or a mapping of settings by their full
+    ``SLA_GUARD_<CRM>_*`` names (:func:`sla_guard.config.crm_settings` picks the CRM's own).
     """
     client_class = CLIENTS.get(crm.lower())
-    return client_class.from_settings(settings, session) if client_class else None
+    return client_class.from_settings(crm_settings(settings, crm), session) if client_class else None
 
 
 __all__ = [

@@ -1,0 +1,218 @@
+"""The timer loop: clocks armed in a Redis sorted set, claimed when due, fired by RQ jobs on
+the timer queue, settled afterwards. Real Redis, both databases, the real RQ worker; time is
+the injected clock."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+
+import pytest
+from rq import Queue
+from sqlalchemy import select
+
+from sla_guard.ingest.pending import drain
+from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
+from sla_guard.timers import arming as timers
+from sla_guard.timers.loop import dispatch_due, fire_batch, timer_loop, wait_for_timers
+
+from .helpers import event, post_signed, run_worker
+
+HOT = {"source": "website", "priority": "hot", "owner": "anna", "team": "inbound"}
+
+
+@pytest.fixture
+def sink(httpserver, monkeypatch):
+    """The managers' webhook the rules' `sink` channel points at, answering 200."""
+    monkeypatch.setenv("SINK_URL", httpserver.url_for("/alerts"))
+    httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
+    return httpserver
+
+
+def received(sink) -> list[dict]:
+    return [json.loads(request.data) for request, _ in sink.log]
+
+
+def clocks(runtime) -> list[ClockRow]:
+    with runtime.db.session() as session:
+        return list(session.execute(select(ClockRow).order_by(ClockRow.id)).scalars())
+
+
+def rows(runtime, model) -> list:
+    with runtime.db.session() as session:
+        return list(session.execute(select(model)).scalars())
+
+
+def create_leads(client, runtime, clock, count: int) -> list[ClockRow]:
+    start = clock()
+    events = [event(f"e{n}", "lead.created", start, lead_id=f"L-{n}", lead=HOT) for n in range(count)]
+    assert post_signed(client, events, start).status_code == 202
+    run_worker(runtime)
+    return clocks(runtime)
+
+
+def timer_jobs(runtime) -> Queue:
+    return Queue(timers.timer_queue_name(runtime.queue_name), connection=runtime.redis)
+
+
+def test_each_clock_is_armed_at_its_exact_instant(sink, app, client, runtime, clock):
+    clock.advance(microseconds=250_000)  # deadlines that are not on a whole second stay exact
+    [row] = create_leads(client, runtime, clock, 1)
+    assert row.next_fire_at == clock() + timedelta(minutes=12)
+    assert timers.armed_at(runtime.redis, runtime.queue_name, [row.id]) == {row.id: row.next_fire_at.timestamp()}
+    assert timers.next_due(runtime.redis, runtime.queue_name) == row.next_fire_at.timestamp()
+
+
+def test_a_clock_is_claimed_only_once_its_instant_has_come(sink, app, client, runtime, clock):
+    [row] = create_leads(client, runtime, clock, 1)
+    clock.current = row.next_fire_at - timedelta(milliseconds=1)
+    assert dispatch_due(runtime) == 0
+    assert timer_jobs(runtime).count == 0
+    clock.current = row.next_fire_at
+    assert dispatch_due(runtime) == 1
+    assert timer_jobs(runtime).count == 1
+    assert dispatch_due(runtime) == 0  # claimed: leased to the job, not handed out again
+
+
+def test_due_clocks_go_out_in_batches_and_each_fires_once(sink, app, client, runtime, clock):
+    rows_ = create_leads(client, runtime, clock, 7)
+    clock.advance(minutes=12)
+    assert dispatch_due(runtime, batch=3) == 7
+    assert timer_jobs(runtime).count == 3  # 3 + 3 + 1
+    run_worker(runtime)
+    warnings = received(sink)
+    assert sorted(alert["lead_id"] for alert in warnings) == sorted(f"L-{n}" for n in range(7))
+    assert {alert["kind"] for alert in warnings} == {"first_touch.warning"}
+    # each timer moved on to the clock's next step (the breach at 15 minutes)
+    breach = (clock() + timedelta(minutes=3)).timestamp()
+    armed = timers.armed_at(runtime.redis, runtime.queue_name, [row.id for row in rows_])
+    assert armed == {row.id: breach for row in rows_}
+    assert dispatch_due(runtime) == 0
+    run_worker(runtime)
+    assert len(received(sink)) == 7
+
+
+def test_a_timer_whose_job_died_is_claimed_again_when_its_lease_ends(sink, app, client, runtime, clock):
+    [row] = create_leads(client, runtime, clock, 1)
+    clock.advance(minutes=12)
+    assert dispatch_due(runtime) == 1
+    timer_jobs(runtime).empty()  # the worker holding the job was killed before it ran
+    clock.advance(seconds=timers.LEASE_S - 1)
+    assert dispatch_due(runtime) == 0
+    clock.advance(seconds=1)
+    assert dispatch_due(runtime) == 1
+    run_worker(runtime)
+    assert [(alert["lead_id"], alert["level"]) for alert in received(sink)] == [("L-0", 0)]
+
+
+def test_a_stale_timer_changes_nothing_and_is_settled_to_the_database(sink, app, client, runtime, clock):
+    [row] = create_leads(client, runtime, clock, 1)
+    early = {row.id: clock() + timedelta(minutes=1)}  # armed earlier than the database says
+    timers.arm(runtime.redis, runtime.queue_name, early)
+    clock.advance(minutes=1)
+    [claimed], lease = timers.claim_due(runtime.redis, runtime.queue_name, clock().timestamp(), 10)
+    assert fire_batch(runtime, [claimed], lease) == 1
+    assert received(sink) == [] and rows(runtime, EscalationRow) == []
+    assert timers.armed_at(runtime.redis, runtime.queue_name, [row.id]) == {row.id: row.next_fire_at.timestamp()}
+
+
+def test_settling_never_overwrites_a_timer_moved_while_the_job_ran(sink, app, client, runtime, clock):
+    [row] = create_leads(client, runtime, clock, 1)
+    clock.advance(minutes=12)
+    [claimed], lease = timers.claim_due(runtime.redis, runtime.queue_name, clock().timestamp(), 10)
+    moved = clock() + timedelta(minutes=30)
+    timers.arm(runtime.redis, runtime.queue_name, {claimed: moved})  # newer events re-armed it meanwhile
+    assert timers.settle(runtime.redis, runtime.queue_name, lease, {claimed: None}) == 0
+    assert timers.armed_at(runtime.redis, runtime.queue_name, [claimed]) == {claimed: moved.timestamp()}
+    assert timers.settle(runtime.redis, runtime.queue_name, moved.timestamp(), {claimed: None}) == 1
+    assert timers.count_armed(runtime.redis, runtime.queue_name) == 0
+
+
+def test_a_touched_lead_loses_its_timer_and_a_far_deadline_waits_in_the_database(
+    sink, app, client, runtime, clock, settings
+):
+    [row] = create_leads(client, runtime, clock, 1)
+    clock.advance(minutes=1)
+    post_signed(client, event("t1", "lead.touched", clock(), lead_id="L-0", touch={"channel": "call"}), clock())
+    run_worker(runtime)
+    assert timers.count_armed(runtime.redis, runtime.queue_name) == 0
+    # a deadline beyond the arming horizon is not kept in Redis until the reconciler brings it near
+    far = {"source": "partner", "owner": "anna"}  # "everything else": 2 h
+    post_signed(client, event("f1", "lead.created", clock(), lead_id="L-far", lead=far), clock())
+    run_worker(runtime)
+    [far_clock] = [c for c in clocks(runtime) if c.lead_id == "L-far"]
+    assert far_clock.next_fire_at == clock() + timedelta(hours=2)
+    assert timers.count_armed(runtime.redis, runtime.queue_name) == 0
+
+
+def test_the_timer_loop_thread_dispatches_due_clocks(sink, app, client, runtime, clock):
+    [row] = create_leads(client, runtime, clock, 1)
+    clock.advance(minutes=12)
+    stop = threading.Event()
+    loop = threading.Thread(target=timer_loop, args=(runtime, stop), daemon=True)
+    loop.start()
+    try:
+        queue = timer_jobs(runtime)
+        deadline = threading.Event()
+        for _ in range(200):
+            if queue.count:
+                break
+            deadline.wait(0.05)
+        assert queue.count == 1
+    finally:
+        stop.set()
+        loop.join(timeout=5)
+    run_worker(runtime)
+    assert [alert["kind"] for alert in received(sink)] == ["first_touch.warning"]
+    assert [e.level for e in rows(runtime, EscalationRow)] == [0]
+    assert {a.status for a in rows(runtime, AlertRow)} == {"delivered"}
+
+
+def test_timer_work_waiting_is_what_the_pump_steps_aside_for(sink, app, client, runtime, clock):
+    [row] = create_leads(client, runtime, clock, 1)
+    now = row.next_fire_at.timestamp()
+    assert not timers.timer_work_waiting(runtime.redis, runtime.queue_name, now - 0.001)
+    assert timers.timer_work_waiting(runtime.redis, runtime.queue_name, now)  # due
+    clock.current = row.next_fire_at
+    dispatch_due(runtime)
+    assert timers.timer_work_waiting(runtime.redis, runtime.queue_name, now)  # queued
+    run_worker(runtime)
+    assert not timers.timer_work_waiting(runtime.redis, runtime.queue_name, now)
+
+
+def test_the_pump_applies_new_events_after_due_timers(sink, app, client, runtime, clock):
+    """With a timer due (by the wall clock) the pump waits for it, up to its limit."""
+    [row] = create_leads(client, runtime, clock, 1)
+    timers.arm(runtime.redis, runtime.queue_name, {row.id: clock() - timedelta(seconds=1)})
+    assert wait_for_timers(runtime, most_s=0.2) >= 0.2  # held back the whole time the timer was due
+    post_signed(client, event("u1", "lead.updated", clock(), lead_id="L-0", lead={"amount": 5}), clock())
+    assert drain(runtime, yield_to_timers=True) == 1  # after its limit the backlog still moves
+    timers.disarm(runtime.redis, runtime.queue_name, [row.id])
+    assert wait_for_timers(runtime, most_s=5) < 5
+
+
+def test_new_events_are_applied_in_batches_and_one_bad_lead_spares_the_others(sink, app, client, runtime, clock):
+    from sla_guard.ingest.pending import apply_batch
+    from sla_guard.store.models import EventRow, LeadRow
+
+    start = clock()
+    events = [event(f"e{n}", "lead.created", start, lead_id=f"L-{n}", lead=HOT) for n in range(3)]
+    assert post_signed(client, events, start).status_code == 202
+    with runtime.db.session() as session:  # a stored event that can no longer be read back
+        session.add(
+            EventRow(
+                source="generic",
+                event_id="broken",
+                lead_id="L-bad",
+                type="lead.created",
+                occurred_at=start,
+                received_at=start,
+                payload="{not json",
+            )
+        )
+    assert apply_batch(runtime, ["L-0", "L-bad", "L-1", "L-2"]) == 4
+    assert sorted(lead.lead_id for lead in rows(runtime, LeadRow) if lead.known) == ["L-0", "L-1", "L-2"]
+    unapplied = [row.event_id for row in rows(runtime, EventRow) if row.processed_at is None]
+    assert unapplied == ["broken"]
+    assert timers.count_armed(runtime.redis, runtime.queue_name) == 3
