@@ -8,10 +8,10 @@ from datetime import datetime
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import exists, select
 
+from sla_guard.config import of_app
 from sla_guard.exceptions import InvalidReportQuery, Unauthorized
 from sla_guard.reports import Report, Visibility, parse_query, run_report
 from sla_guard.reports.spend import parse_spend
-from sla_guard.config import of_app
 from sla_guard.security import verify_bearer
 from sla_guard.store.db import get_db
 from sla_guard.store.insight import upsert_spend
