@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import case, distinct, exists, func, literal, or_, select
+from sqlalchemy import case, distinct, func, literal, or_, select
 from sqlalchemy.engine import Connection
 
-from sla_guard.reports.query import ReportQuery, lead_conditions, percentile, ranks, ratio, seconds_between
+from sla_guard.reports.query import ReportQuery, lead_conditions, ratio, seconds_between, with_percentiles
 from sla_guard.reports.report import Report
 from sla_guard.store.models import LeadRow, StageStayRow
 
@@ -57,38 +57,41 @@ def run(connection: Connection, query: ReportQuery, args: Mapping[str, str], rul
     others = sorted((row for row in seen if row.stage not in configured), key=lambda row: (row.first, row.stage))
     order = configured + [row.stage for row in others]
 
-    later = stays.alias("later")
-    advanced = or_(
-        stays.c.left_how == "won",
-        exists()
-        .where(later.c.lead_id == stays.c.lead_id, later.c.seq > stays.c.seq)
-        .where(_index(later.c.stage, order) > _index(stays.c.stage, order)),
-    )
-    base = (
+    index = _index(stays.c.stage, order)
+    # the furthest stage the lead entered after this stay (one sort, no per-row look-up)
+    furthest_later = func.max(index).over(partition_by=stays.c.lead_id, order_by=stays.c.seq, rows=(1, None))
+    stay = (
         select(
             stays.c.stage,
             stays.c.lead_id,
-            case((advanced, stays.c.lead_id)).label("advanced_lead"),
-            case((stays.c.left_how == "lost", stays.c.lead_id)).label("lost_lead"),
+            stays.c.left_how,
+            index.label("position"),
+            furthest_later.label("furthest_later"),
             case((stays.c.left_at.is_not(None), seconds_between(stays.c.entered_at, stays.c.left_at))).label("v"),
         )
         .select_from(ours)
         .where(*where)
         .subquery()
     )
-    r, n = ranks(base.c.v, [base.c.stage])
-    ranked = select(base, r, n).subquery()
+    advanced = or_(stay.c.left_how == "won", stay.c.furthest_later > stay.c.position)
+    base = select(
+        stay.c.stage,
+        stay.c.lead_id,
+        case((advanced, stay.c.lead_id)).label("advanced_lead"),
+        case((stay.c.left_how == "lost", stay.c.lead_id)).label("lost_lead"),
+        stay.c.v,
+    ).subquery()
+    source, percentiles = with_percentiles(base, ["stage"], {"p50": 50, "p90": 90}, connection.dialect.name)
     per_stage = {
         row.stage: row
         for row in connection.execute(
             select(
-                ranked.c.stage,
-                func.count(distinct(ranked.c.lead_id)).label("entered"),
-                func.count(distinct(ranked.c.advanced_lead)).label("advanced"),
-                func.count(distinct(ranked.c.lost_lead)).label("lost_here"),
-                percentile(ranked.c.v, ranked.c.r, ranked.c.n, 50).label("p50"),
-                percentile(ranked.c.v, ranked.c.r, ranked.c.n, 90).label("p90"),
-            ).group_by(ranked.c.stage)
+                source.c.stage,
+                func.count(distinct(source.c.lead_id)).label("entered"),
+                func.count(distinct(source.c.advanced_lead)).label("advanced"),
+                func.count(distinct(source.c.lost_lead)).label("lost_here"),
+                *percentiles,
+            ).group_by(source.c.stage)
         )
     }
     rows = []

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Float, and_, case, cast, func, literal, or_
+from sqlalchemy import Float, and_, case, cast, func, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
@@ -146,6 +146,27 @@ def ratio(numerator, denominator):
     if numerator is None or not denominator:
         return None
     return round(numerator / denominator, 4)
+
+
+def with_percentiles(base, keys: list[str], percents: dict[str, int], dialect: str):
+    """``(source, columns)``: a FROM to aggregate ``base`` (a subquery with a column ``v``) by
+    ``keys``, and aggregate columns with the nearest-rank percentiles of ``v`` (nulls ignored).
+
+    PostgreSQL computes them with ``percentile_disc`` (the same definition: the first value whose
+    cumulative share reaches p); SQLite, which lacks it, with :func:`ranks` and :func:`percentile`.
+    """
+    if dialect == "postgresql":
+        columns = [
+            func.percentile_disc(percent / 100).within_group(base.c.v).label(label)
+            for label, percent in percents.items()
+        ]
+        return base, columns
+    r, n = ranks(base.c.v, [base.c[key] for key in keys])
+    ranked = select(base, r, n).subquery()
+    columns = [
+        percentile(ranked.c.v, ranked.c.r, ranked.c.n, percent).label(label) for label, percent in percents.items()
+    ]
+    return ranked, columns
 
 
 def ranks(value, keys: list) -> tuple[ColumnElement, ColumnElement]:

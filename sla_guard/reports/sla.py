@@ -23,11 +23,10 @@ from sla_guard.reports.query import (
     first_touch_clocks,
     join_first_touch,
     lead_conditions,
-    percentile,
     period_label,
-    ranks,
     ratio,
     seconds_between,
+    with_percentiles,
 )
 from sla_guard.reports.report import Report
 from sla_guard.store.models import LeadRow
@@ -66,15 +65,13 @@ def compute(connection: Connection, query: ReportQuery, by: str | None) -> list[
         touch_s.label("v"),
     ).select_from(join_first_touch(leads, clocks))
     base = base.where(*lead_conditions(query, leads.c)).subquery()
-    r, n = ranks(base.c.v, [base.c.g])
-    ranked = select(base, r, n).subquery()
+    source, percentiles = with_percentiles(base, ["g"], {"p50": 50, "p90": 90}, connection.dialect.name)
     statement = select(
-        ranked.c.g,
+        source.c.g,
         func.count().label("leads"),
-        *[count_where(ranked.c.status == status).label(status) for status in CLOCK_STATUSES],
-        percentile(ranked.c.v, ranked.c.r, ranked.c.n, 50).label("p50"),
-        percentile(ranked.c.v, ranked.c.r, ranked.c.n, 90).label("p90"),
-    ).group_by(ranked.c.g)
+        *[count_where(source.c.status == status).label(status) for status in CLOCK_STATUSES],
+        *percentiles,
+    ).group_by(source.c.g)
     out = []
     for row in connection.execute(statement):
         counts = {status: int(getattr(row, status)) for status in CLOCK_STATUSES}
