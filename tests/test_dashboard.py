@@ -174,3 +174,16 @@ def test_marketing_uploads_spend(client, users, clock):
 def _row(html: str, key: str) -> dict[str, str]:
     row = re.search(rf'<tr data-key="{re.escape(key)}">(.*?)</tr>', html, re.S)[1]
     return dict(re.findall(r'data-field="([^"]+)" data-value="([^"]*)"', row))
+
+
+def test_the_demo_command_seeds_a_dashboard_to_sign_in_to(runner, settings, monkeypatch, client):
+    for key, value in settings.items():
+        monkeypatch.setenv(key, str(value))
+    result = runner.invoke(main, ["demo", "--leads", "30"])
+    assert result.exit_code == 0, result.output
+    assert "demo: 30 leads" in result.output and "demo / sla-guard-demo" in result.output
+    again = runner.invoke(main, ["demo", "--leads", "30"])
+    assert "demo: 0 leads (0 events)" in again.output  # the same month: nothing added twice
+    assert sign_in(client, "demo", "sla-guard-demo").status_code == 302
+    report = client.get("/dashboard/sla.csv?by=owner").get_data(as_text=True).splitlines()
+    assert sum(int(line.split(",")[1]) for line in report[1:]) == 30
