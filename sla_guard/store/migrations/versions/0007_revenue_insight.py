@@ -1,7 +1,7 @@
 """revenue insight: stage stays (backfilled from stored events), spend, users, lead customer
 
-Revision ID: 0006_revenue_insight
-Revises: 0005
+Revision ID: 0007_revenue_insight
+Revises: 0006_outbox
 Create Date: 2026-11-28 23:40:00
 """
 from dataclasses import asdict
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 import sla_guard.store.models
 
 
-revision = '0006_revenue_insight'
-down_revision = '0005'
+revision = '0007_revenue_insight'
+down_revision = '0006_outbox'
 branch_labels = None
 depends_on = None
 
