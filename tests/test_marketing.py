@@ -125,6 +125,10 @@ def test_marketing_every_field(client, marketing):
             "ltv_cac": 4.25,
         },
     ]
+    # a customer's lifetime counts its won leads outside the window too: M2 (5 November) for acme
+    narrow = client.get("/api/reports/marketing?from=2026-09-30T21:00:00Z&to=2026-11-04T00:00:00Z", headers=AUTH)
+    website = {row["month"]: row for row in narrow.get_json()["rows"] if row["source"] == "website"}
+    assert (website["2026-11"]["leads"], website["2026-11"]["ltv"]) == (1, 1500.0)
     only_ads = client.get(f"/api/reports/marketing?{WINDOW}&source=ads", headers=AUTH).get_json()["rows"]
     assert [(row["source"], row["spend"]) for row in only_ads] == [("ads", 800.0)]
 

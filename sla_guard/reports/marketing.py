@@ -44,6 +44,9 @@ def _first_wins(query: ReportQuery, month):
     """Per (source, month): customers first won on a lead of that row, and their mean lifetime revenue."""
     leads = LeadRow.__table__
     key = customer_key(leads)
+    # only customers with a won lead in the window can be first won in it: rank just their leads
+    other = leads.alias("candidate")
+    candidates = select(customer_key(other)).where(other.c.status == "won", *lead_conditions(query, other.c))
     won = (
         select(
             leads.c.lead_id,
@@ -55,7 +58,7 @@ def _first_wins(query: ReportQuery, month):
             func.row_number().over(partition_by=key, order_by=(leads.c.closed_at, leads.c.lead_id)).label("rn"),
             func.sum(func.coalesce(leads.c.amount, 0.0)).over(partition_by=key).label("lifetime"),
         )
-        .where(leads.c.status == "won")
+        .where(leads.c.status == "won", key.in_(candidates))
         .subquery()
     )
     label = period_label(won.c.created_at, month).label("month")
