@@ -104,6 +104,9 @@ def test_forms_need_the_csrf_token(client, users):
     response = client.post("/dashboard/login", data={"name": "head", "password": "correct horse battery"})
     assert response.status_code == 400
     assert client.get("/dashboard/now").status_code == 302
+    sign_in(client, "mary")
+    assert client.post("/dashboard/ack/1").status_code == 400
+    assert client.post("/dashboard/spend", data={}).status_code == 400
 
 
 def test_failed_sign_ins_are_throttled(client, users):

@@ -36,8 +36,13 @@ def _now():
 
 @bp.before_app_request
 def _load_user():
+    """The signed-in user of a dashboard request, and the CSRF check of every dashboard form."""
     g.user = None
     if not request.path.startswith("/dashboard") or not current_app.config.get("DASHBOARD_ENABLED"):
+        return
+    if request.method == "POST":
+        csrf.protect()
+    if request.endpoint == "pages.static":
         return
     user_id = session.get("user_id")
     if user_id is None:
@@ -54,8 +59,6 @@ def _load_user():
 def _protect():
     if not current_app.config.get("DASHBOARD_ENABLED"):
         return render_template("disabled.html"), 503
-    if request.method == "POST":
-        csrf.protect()
     return None
 
 
