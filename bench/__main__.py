@@ -159,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         from .reports import main as reports_main
 
         return reports_main(argv[1:])
+    if argv[:1] == ["soak"]:  # the ten-minute soak with faults (bench/soak.py)
+        from .soak import main as soak_main
+
+        return soak_main(argv[1:])
     args = parse_args(argv)
     with single_run(args.db_name):
         report = run(args, argv)

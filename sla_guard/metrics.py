@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
-from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow
+from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, QuarantinedLeadRow
 
 EVENTS_ACCEPTED = Counter("sla_guard_events_accepted_total", "Webhook events stored", ["source"])
 EVENTS_DUPLICATE = Counter("sla_guard_events_duplicate_total", "Webhook events already stored", ["source"])
@@ -50,6 +50,7 @@ class DatabaseCollector:
                 select(func.min(ClockRow.next_fire_at)).where(ClockRow.next_fire_at <= now)
             ).scalar()
             backlog = session.execute(select(func.count()).where(EventRow.processed_at.is_(None))).scalar()
+            quarantined = session.execute(select(func.count()).select_from(QuarantinedLeadRow)).scalar()
         gauge = GaugeMetricFamily("sla_guard_open_clocks", "SLA clocks still running", labels=["state"])
         gauge.add_metric(["running"], open_clocks - overdue)
         gauge.add_metric(["overdue"], overdue)
@@ -67,6 +68,9 @@ class DatabaseCollector:
             "sla_guard_scheduler_lag_seconds", "Age of the oldest timer that is due but has not fired", value=lag
         )
         yield GaugeMetricFamily("sla_guard_events_unprocessed", "Accepted events not yet applied", value=backlog)
+        yield GaugeMetricFamily(
+            "sla_guard_quarantined_leads", "Leads set aside because their events cannot be applied", value=quarantined
+        )
 
 
 def render(database) -> bytes:

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from sla_guard import runtime as runtime_module
 from sla_guard.config import Settings, crm_settings
+from sla_guard.core.bounds import TEXT_MAX, check_events, clean_text
 from sla_guard.core.events import Lead, LeadEvent
 from sla_guard.exceptions import CrmReadError, DeliveryError, InvalidEvent
 from sla_guard.ingest.adapters import amocrm, bitrix24
@@ -134,11 +135,6 @@ def lookup_job_id(queue_name: str, lookup_id: int, attempt: int) -> str:
     return LOOKUPS.job_id(queue_name, lookup_id, attempt)
 
 
-def schedule_lookup(redis, queue_name: str, lookup_id: int, attempt: int, at: datetime | None = None) -> bool:
-    """Queue attempt ``attempt`` of a look-up (at ``at``, or now) unless its job is waiting."""
-    return LOOKUPS.schedule(redis, queue_name, lookup_id, attempt, at)
-
-
 def run_lookup(runtime: Runtime, lookup_id: int) -> str:
     """Do one attempt of a Bitrix24 look-up; return ``done``, ``retry``, ``failed`` or ``skipped``."""
     return LOOKUPS.run(runtime, lookup_id)
@@ -180,6 +176,7 @@ def _read_back(runtime: Runtime, row: CrmLookupRow, context: dict) -> str:
                 if stale and not adding
                 else bitrix24.derive_events(lookup, record, None if adding else last_known, mapping)
             )
+            check_events(events, now, "result")  # the portal's dates are held to the input bounds too
         except InvalidEvent as exc:
             raise DeliveryError(f"the portal's reply is not usable: {exc}") from None
         accepted, _ = insert_events(session, bitrix24.CRM, events, now)
@@ -278,7 +275,7 @@ def read_loss_reason(runtime: Runtime, lead_id: str, closed_event_id: str) -> st
         type="lead.updated",
         occurred_at=closed_at,
         lead=Lead(id=lead_id),
-        reason=reason[:2000],
+        reason=clean_text(reason, TEXT_MAX),
     )
     with runtime.db.session() as session:
         accepted, _ = insert_events(session, amocrm.CRM, [event], runtime.now())

@@ -271,6 +271,18 @@ class OutboxItemRow(Base):
     )
 
 
+class QuarantinedLeadRow(Base):
+    """A lead whose events failed to apply: set aside with the reason, so it blocks nobody else."""
+
+    __tablename__ = "quarantined_leads"
+    lead_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    error: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(2000))
+    failures: Mapped[int] = mapped_column(Integer, default=1)
+    first_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class StageStayRow(Base):
     """One stay of a lead in a stage: when it entered, when and how it left (funnel reports)."""
 

@@ -13,7 +13,15 @@ from sla_guard.core.engine import ClockState, LeadState, clock_steps, next_fire_
 from sla_guard.core.events import LeadEvent
 from sla_guard.core.rules.schema import RuleSet
 from sla_guard.core.stays import Stay
-from sla_guard.store.models import ClockRow, EscalationRow, EventRow, LeadRow, RuleVersionRow, StageStayRow
+from sla_guard.store.models import (
+    ClockRow,
+    EscalationRow,
+    EventRow,
+    LeadRow,
+    QuarantinedLeadRow,
+    RuleVersionRow,
+    StageStayRow,
+)
 
 LEAD_FIELDS = ("name", "source", "pipeline", "stage", "owner", "team", "priority", "amount", "url", "tags", "customer")
 """Lead attributes copied from the CRM's events onto the lead row."""
@@ -111,10 +119,15 @@ def mark_processed(session: Session, event_ids: list[int], now: datetime) -> Non
 
 
 def unprocessed_leads(session: Session, received_before: datetime, limit: int = 500) -> list[str]:
-    """Leads with events still waiting to be applied (their processing job was lost)."""
+    """Leads with events still waiting to be applied (their processing job was lost), except
+    quarantined leads: those wait for a retry (``sla-guard quarantine retry``, the API)."""
     rows = session.execute(
         select(EventRow.lead_id)
-        .where(EventRow.processed_at.is_(None), EventRow.received_at <= received_before)
+        .where(
+            EventRow.processed_at.is_(None),
+            EventRow.received_at <= received_before,
+            EventRow.lead_id.not_in(select(QuarantinedLeadRow.lead_id)),
+        )
         .group_by(EventRow.lead_id)
         .order_by(func.min(EventRow.id))
         .limit(limit)

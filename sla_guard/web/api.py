@@ -34,7 +34,8 @@ def _now() -> datetime:
 
 
 @bp.before_request
-def _authenticate():
+def require_token():
+    """Refuse the request (401) unless it carries the API's bearer token."""
     try:
         verify_bearer(request.headers.get("Authorization"), of_app(current_app).api_token)
     except Unauthorized as exc:

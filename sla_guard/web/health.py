@@ -1,4 +1,4 @@
-"""Liveness, readiness (database and Redis) and Prometheus metrics. No authentication."""
+"""Liveness, readiness (the database takes writes, Redis answers) and Prometheus metrics. No authentication."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def healthz():
 def readyz():
     checks = {}
     try:
-        get_db(current_app).ping()
+        get_db(current_app).check_writable()
         checks["database"] = "ok"
     except SQLAlchemyError as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"

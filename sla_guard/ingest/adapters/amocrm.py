@@ -129,19 +129,26 @@ def enabled(settings: Mapping[str, Any]) -> bool:
 # --- authenticity -------------------------------------------------------------------------
 
 
+def verify_token(raw: RawRequest, settings: Mapping[str, Any]) -> None:
+    """Check the path token (last path segment) alone: possible before the body is decoded."""
+    expected = text(settings.get(TOKEN))
+    if not expected:
+        raise Unauthorized("amoCRM is not configured")
+    token = unquote(raw.path.rstrip("/").rsplit("/", 1)[-1])
+    if not hmac.compare_digest(token.encode("utf-8", "replace"), expected.encode()):
+        raise Unauthorized("wrong amoCRM webhook token")
+
+
 def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     """Check the path token (last path segment) and that the body names our account.
 
     amoCRM signs nothing and sends no timestamp, so ``now`` is unused. Every account id in the
     body (``account[id]`` and each entity's ``account_id``) must be ours.
     """
-    expected = text(settings.get(TOKEN))
     account = text(settings.get(ACCOUNT_ID))
-    if not expected or not account:
+    verify_token(raw, settings)
+    if not account:
         raise Unauthorized("amoCRM is not configured")
-    token = unquote(raw.path.rstrip("/").rsplit("/", 1)[-1])
-    if not hmac.compare_digest(token.encode(), expected.encode()):
-        raise Unauthorized("wrong amoCRM webhook token")
     try:
         form = parse_form(raw)
     except InvalidEvent:
