@@ -487,3 +487,10 @@ def test_cut_inside_a_percent_escape_or_a_key_is_malformed():
             request("leads%5Bstatus%5D%5B0%5D%5Bid%5D=15318175&leads%5Bstatus%5D%5B0%5D%5Bupdated_at%5D=1726579900"),
             SETTINGS,
         )
+
+
+def test_a_lead_carries_its_company_as_the_customer():
+    fixture = load("amocrm_lead_add.json")
+    body = fixture["request"]["body"] + "&" + urlencode({"leads[add][0][linked_company_id]": "3141"})
+    raw = fixture_request({**fixture, "request": {**fixture["request"], "body": body}})
+    assert amocrm.parse(raw, SETTINGS).events[0].lead.customer == "amocrm:company:3141"

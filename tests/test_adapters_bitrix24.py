@@ -382,3 +382,13 @@ def test_fetch_when_the_portal_is_unreachable():
     with requests.Session() as session, pytest.raises(bitrix24.RestError) as error:
         bitrix24.fetch("http://127.0.0.1:9/rest/1/s3cr3tk3y/", "crm.lead.get", "1", session, 0.5)
     assert error.value.retryable and "s3cr3tk3y" not in str(error.value)
+
+
+def test_the_company_else_the_contact_is_the_customer():
+    fixture = load("bitrix24_lead_add.json")
+    (lookup,) = bitrix24.parse(fixture_request(fixture), SETTINGS).lookups
+    record = rest_reply(fixture)["result"]
+    with_company = {**record, "COMPANY_ID": "77", "CONTACT_ID": "5"}
+    assert bitrix24.derive_events(lookup, with_company, None)[0].lead.customer == "bitrix24:company:77"
+    contact_only = {**record, "COMPANY_ID": "0", "CONTACT_ID": "5"}
+    assert bitrix24.derive_events(lookup, contact_only, None)[0].lead.customer == "bitrix24:contact:5"

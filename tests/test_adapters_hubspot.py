@@ -392,3 +392,11 @@ def test_missing_ids_name_the_field():
 def test_bodies_that_are_not_event_arrays(body):
     with pytest.raises(InvalidEvent):
         hubspot.parse(signed(body), SETTINGS)
+
+
+def test_the_associated_company_becomes_the_customer():
+    result = parse(
+        event(subscriptionType="contact.propertyChange", propertyName="associatedcompanyid", propertyValue="9001")
+    )
+    (updated,) = result.events
+    assert (updated.type, updated.lead.customer) == ("lead.updated", "hubspot:company:9001")

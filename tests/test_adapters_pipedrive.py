@@ -378,3 +378,9 @@ def test_missing_event_id_or_deal_id_names_the_field():
     assert error.value.field == "data.id"
     with pytest.raises(InvalidEvent):
         parse({"data": DEAL})
+
+
+def test_a_deal_carries_its_organization_as_the_customer():
+    fixture = load("pipedrive_v2_deal_lost.json")
+    (closed,) = pipedrive.parse(fixture_request(fixture), SETTINGS).events
+    assert closed.lead.customer == "pipedrive:org:1"

@@ -11,6 +11,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from sla_guard.core.bounds import clean_text
 from sla_guard.core.engine import replay
+from sla_guard.core.stays import stage_stays
 from sla_guard.outbox.follow_up_tasks import queue_closes
 from sla_guard.runtime import Runtime
 from sla_guard.store.quarantine import quarantine, release
@@ -20,6 +21,7 @@ from sla_guard.store.repository import (
     lock_leads,
     mark_processed,
     save_state,
+    save_stays,
     without_own_task_echoes,
 )
 from sla_guard.timers import arming as timers
@@ -47,6 +49,7 @@ def process_leads(runtime: Runtime, lead_ids: list[str]) -> list[TimerChange]:
             events = without_own_task_echoes(session, lead_id, events)
             state = replay(lead_id, events, rules)
             lead_changes = save_state(session, leads[lead_id], state, rules, now)
+            save_stays(session, lead_id, stage_stays(events))
             changes += lead_changes
             applied += event_ids
             if any(clock.is_follow_up and clock.stopped_at is not None for clock in state.clocks):

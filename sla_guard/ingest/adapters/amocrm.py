@@ -43,6 +43,7 @@ from sla_guard.ingest.adapters.base import (
     AdapterResult,
     RawRequest,
     amount,
+    customer_id,
     from_iso,
     from_unix,
     indexed,
@@ -289,6 +290,7 @@ def _lead(item: dict[str, Any], where: str, context: _Context, *, stage: bool) -
         "amount": amount(item.get("price")),
         "url": f"{context.base_url}/leads/detail/{lead_id}" if context.base_url else None,
         "tags": tags or None,
+        "customer": customer_id("amocrm", "company", item.get("linked_company_id")),
         **lead_fields(context.mapping.get("fields", {}), custom),
     }
 

@@ -40,6 +40,7 @@ from sla_guard.ingest.adapters.base import (
     Lookup,
     RawRequest,
     amount,
+    customer_id,
     from_iso,
     from_unix,
     lead_fields,
@@ -81,7 +82,7 @@ DEFAULT_MAPPING: dict[str, Any] = {
 """Won/lost stage semantics (deals and leads) and lead statuses, the field holding the loss
 reason, and extra fields read as lead fields (``{"priority": "UF_CRM_PRIORITY"}``)."""
 
-_LEAD_KEYS = ("id", "name", "pipeline", "owner", "amount", "source", "priority", "team")
+_LEAD_KEYS = ("id", "name", "pipeline", "owner", "amount", "source", "priority", "team", "customer")
 _TOUCH_TYPES = {"1": "meeting", "2": "call", "3": "task", "4": "email"}
 _PROVIDER_TYPE = "6"
 _PROVIDER_TOUCHES = {"CRM_TODO": "task", "IMOPENLINES_SESSION": "message"}
@@ -249,6 +250,8 @@ def snapshot(rest_result: Mapping[str, Any], mapping: Mapping[str, Any] = DEFAUL
         "source": text(record.get("SOURCE_ID")),
         "reason": text(record.get(mapping["reason_field"])),
         "modified": text(record.get("DATE_MODIFY")),
+        "customer": customer_id("bitrix24", "company", record.get("COMPANY_ID"))
+        or customer_id("bitrix24", "contact", record.get("CONTACT_ID")),
         **lead_fields(mapping.get("fields", {}), record),
     }
 

@@ -43,6 +43,7 @@ from sla_guard.ingest.adapters.base import (
     AdapterResult,
     RawRequest,
     amount,
+    customer_id,
     from_unix,
     header,
     make_event,
@@ -89,7 +90,12 @@ DEFAULT_MAPPING: dict[str, Any] = {
     "lost": frozenset({"closedlost"}),
     "touches": {"call": "call", "meeting": "meeting"},
     "optional_touches": {"email": "email", "communication": "message"},
-    "updated_properties": {"amount": "amount", "dealname": "name", "pipeline": "pipeline"},
+    "updated_properties": {
+        "amount": "amount",
+        "dealname": "name",
+        "pipeline": "pipeline",
+        "associatedcompanyid": "customer",
+    },
     "reason_property": "closed_lost_reason",
     "owner_property": "hubspot_owner_id",
 }
@@ -255,6 +261,8 @@ def _event(item: dict[str, Any], kind: str, where: str, mapping: Mapping[str, An
         return make_event(where, type="lead.updated", reason=value, lead=lead, **common)
     if prop in mapping["updated_properties"]:
         field = mapping["updated_properties"][prop]
+        if field == "customer":
+            value = customer_id("hubspot", "company", value)
         lead[field] = amount(value) if field == "amount" else value
         return make_event(where, type="lead.updated", lead=lead, **common)
     return None

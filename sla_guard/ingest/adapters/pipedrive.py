@@ -41,6 +41,7 @@ from sla_guard.ingest.adapters.base import (
     AdapterResult,
     RawRequest,
     amount,
+    customer_id,
     from_iso,
     from_unix,
     header,
@@ -233,6 +234,7 @@ def _deal(change: _Change, mapping: Mapping[str, Any], app_url: str | None) -> l
         "owner": _owner(record),
         "amount": amount(record.get("value")),
         "source": text(record.get("origin")),
+        "customer": customer_id("pipedrive", "org", record.get("org_id")),
         "url": f"{app_url.rstrip('/')}/deal/{lead_id}" if app_url else None,
         **lead_fields(mapping["fields"], _custom(record)),
     }
@@ -290,6 +292,7 @@ def _lead_entity(change: _Change, mapping: Mapping[str, Any], app_url: str | Non
         "owner": _owner(record),
         "amount": amount(record.get("value")),
         "source": text(record.get("source_name")) or text(record.get("origin")),
+        "customer": customer_id("pipedrive", "org", record.get("organization_id") or record.get("org_id")),
         "url": f"{app_url.rstrip('/')}/leads/inbox/{lead_id}" if app_url else None,
         **lead_fields(mapping["fields"], _custom(record)),
     }
