@@ -108,8 +108,22 @@ def ops(locale: str) -> dict:
     )
 
 
+def work_failed(locale: str) -> dict:
+    """The ops alert about given-up outgoing work, as the outbox writes it."""
+    words = texts(locale)
+    text = words["ops"]["work_failed"].format(what="CRM task", item_id=4, attempts=8, error="amoCRM: HTTP 403")
+    return {
+        "kind": "ops.work_failed",
+        "alert_id": None,
+        "lead_id": "L-1001",
+        "text": text,
+        "subject": words["subject"]["ops.work_failed"],
+    }
+
+
 def every_payload(locale: str) -> list[dict]:
-    return [an_alert(*kind, locale) for kind in ALERT_KINDS] + digest_payloads(locale) + [ops(locale)]
+    alerts = [an_alert(*kind, locale) for kind in ALERT_KINDS]
+    return alerts + digest_payloads(locale) + [ops(locale), work_failed(locale)]
 
 
 def rendered(payload: dict, channel: str) -> str:
