@@ -15,11 +15,13 @@ from datetime import datetime
 
 from flask import Blueprint, current_app, jsonify, request
 from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from sla_guard import metrics
 from sla_guard.config import of_app
+from sla_guard.core.bounds import ID_MAX, check_depth, check_events, check_moment, check_text
 from sla_guard.core.events import LeadEvent, parse_events
 from sla_guard.exceptions import InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters.base import Lookup
@@ -72,6 +74,14 @@ def ingest(
     queue_name = of_app(current_app).queue
     now = _now()
     try:
+        check_events(events, now)
+        for index, lookup in enumerate(lookups):
+            check_text(lookup.id, f"lookups[{index}].id", ID_MAX)
+            check_text(lookup.event, f"lookups[{index}].event", ID_MAX)
+            check_moment(lookup.ts, f"lookups[{index}].ts", now)
+    except InvalidEvent as exc:
+        return _reject(source, "invalid", 400, exc.message, exc.field)
+    try:
         if lookups or also_store is not None:  # with their look-ups and outbox items: a transaction of their own
             with get_db(current_app).session() as session:
                 accepted, duplicates = insert_events(session, source, events, now)
@@ -82,6 +92,8 @@ def ingest(
         else:  # committed together with the other requests of this web process (group commit)
             accepted, duplicates = inbox(current_app).store(source, events, now)
             new_lookups, repeated, items = [], [], []
+    except DataError:
+        return _reject(source, "invalid", 400, "an event holds a value the database cannot store", "body")
     except (SQLAlchemyError, CommitTimeout) as exc:
         metrics.EVENTS_REJECTED.labels(source, "database").inc()
         log.error("events not stored: database unavailable", extra={"source": source, "error": type(exc).__name__})
@@ -125,6 +137,24 @@ def ingest(
     return jsonify(body), 202
 
 
+def read_body() -> bytes | None:
+    """The request body, or None when it is over ``SLA_GUARD_MAX_BODY_BYTES``.
+
+    Checked before any authentication, also for chunked bodies (no ``Content-Length``), which
+    the server cuts at the limit: one that reaches it is refused rather than read short.
+    """
+    limit = of_app(current_app).max_body_bytes
+    if (request.content_length or 0) > limit:
+        return None
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        return None
+    if request.content_length is None and len(body) >= limit:
+        return None
+    return body
+
+
 def _reject(source: str, reason: str, status: int, message: str, field: str | None = None):
     metrics.EVENTS_REJECTED.labels(source, reason).inc()
     log.info("webhook refused", extra={"source": source, "reason": reason, "status": status, "field": field})
@@ -139,9 +169,9 @@ def generic():
         return error(404, "the generic webhook is not enabled: set SLA_GUARD_WEBHOOK_SECRET")
     if request.mimetype != "application/json":
         return _reject("generic", "content_type", 415, "Content-Type must be application/json", "Content-Type")
-    if (request.content_length or 0) > of_app(current_app).max_body_bytes:
+    body = read_body()
+    if body is None:
         return _reject("generic", "too_large", 413, "request body is over the size limit", "body")
-    body = request.get_data(cache=False)
     try:
         verify_signature(
             request.headers.get(SIGNATURE_HEADER),
@@ -153,11 +183,14 @@ def generic():
     except Unauthorized as exc:
         return _reject("generic", "signature", 401, exc.reason, SIGNATURE_HEADER)
     try:
+        check_depth(body)
         payload = json.loads(body)
+    except InvalidEvent as exc:
+        return _reject("generic", "malformed", 400, exc.message, exc.field)
     except (ValueError, UnicodeDecodeError) as exc:
         return _reject("generic", "malformed", 400, f"body is not valid JSON: {exc}", "body")
     try:
-        events = parse_events(payload)
+        events = parse_events(payload, _now())
     except InvalidEvent as exc:
         return _reject("generic", "invalid", 400, exc.message, exc.field)
     return ingest("generic", events, started)

@@ -9,11 +9,11 @@ from sla_guard.core.rules.lint import lint
 from sla_guard.store.db import get_db
 from sla_guard.store.models import RuleVersionRow
 from sla_guard.store.repository import record_rule_version
-from sla_guard.web.api import _authenticate, _iso, _now
+from sla_guard.web.api import _iso, _now, require_token
 from sla_guard.web.errors import error
 
 bp = Blueprint("admin", __name__, url_prefix="/api/rules")
-bp.before_request(_authenticate)
+bp.before_request(require_token)
 
 
 def _holder():
