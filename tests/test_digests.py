@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from sla_guard.core.rules.loading import parse_rules
 from sla_guard.core.rules.notify_spec import DigestSpec
-from sla_guard.core.rules.schema import parse_rules
 from sla_guard.outbox.digests import deliver_digest, prepare
 from sla_guard.outbox.notify.digest_texts import Overdue, Scope, daily_text, due_periods, managers
 from sla_guard.runtime import RulesHolder, Runtime

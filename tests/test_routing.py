@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from sla_guard.core.rules.loading import parse_rules
 from sla_guard.core.rules.notify_spec import QuietHours
-from sla_guard.core.rules.schema import parse_rules
 from sla_guard.exceptions import RulesError
 from sla_guard.outbox.notify.routing import Delivery, address_for, quiet_until, route
 from sla_guard.store.models import AlertRow, ClockRow

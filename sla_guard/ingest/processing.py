@@ -7,16 +7,16 @@ from datetime import timedelta
 
 from redis.exceptions import RedisError
 
-from sla_guard.core.engine import replay
+from sla_guard.core.engine import ClockPlan, replay, task_touches, without_own_task_echoes
 from sla_guard.queueing import enqueue
 from sla_guard.runtime import Runtime
 from sla_guard.store.repository import (
     TimerChange,
+    closed_task_times,
     lead_events,
     lock_lead,
     mark_processed,
     save_state,
-    without_own_task_echoes,
 )
 from sla_guard.timers import arming as timers
 
@@ -26,9 +26,9 @@ log = logging.getLogger("sla_guard.ingest.processing")
 def _apply(session, runtime: Runtime, lead_id: str, rules, now):
     lead = lock_lead(session, lead_id, now)
     event_ids, events = lead_events(session, lead_id)
-    events = without_own_task_echoes(session, lead_id, events)
+    events = without_own_task_echoes(events, closed_task_times(session, lead_id, task_touches(events)))
     state = replay(lead_id, events, rules)
-    changes = save_state(session, lead, state, rules, now)
+    changes = save_state(session, lead, state, ClockPlan(rules), now)
     mark_processed(session, event_ids, now)
     log.info(
         "lead processed",

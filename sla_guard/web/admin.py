@@ -52,7 +52,7 @@ def reload_rules():
         )
         return response
     with get_db(current_app).session() as session:
-        record_rule_version(session, rules, _now())
+        record_rule_version(session, rules.version, rules.text, _now())
     return jsonify(
         {
             "version": rules.version,
