@@ -99,14 +99,30 @@ def test_unknown_lead_and_bad_parameters(client):
     assert (response.status_code, response.get_json()["field"]) == (400, "from")
 
 
+def metric(text: str, line_start: str) -> float:
+    """The value of the sample whose line starts with ``line_start`` (0 when it is not there yet)."""
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start + " ")]
+    assert len(values) <= 1, line_start
+    return values[0] if values else 0.0
+
+
 def test_metrics(client, runtime, clock):
+    # The counters are per process and other tests count too: compare before and after.
+    accepted = 'sla_guard_events_accepted_total{source="generic"}'
+    duplicate = 'sla_guard_events_duplicate_total{source="generic"}'
+    refused = 'sla_guard_events_rejected_total{reason="signature",source="generic"}'
+    before = client.get("/metrics").get_data(as_text=True)
+    assert metric(before, 'sla_guard_open_clocks{state="running"}') == 0
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     client.post("/webhooks/generic", data=b"{}", content_type="application/json")
+    assert metric(client.get("/metrics").get_data(as_text=True), "sla_guard_events_unprocessed") == 1
     run_worker(runtime)
-    text = client.get("/metrics").get_data(as_text=True)
-    assert 'sla_guard_events_accepted_total{source="generic"}' in text
-    assert 'sla_guard_events_rejected_total{reason="signature",source="generic"}' in text
-    assert 'sla_guard_open_clocks{state="running"} 1.0' in text
-    assert "sla_guard_scheduler_lag_seconds" in text
-    assert "sla_guard_events_unprocessed 0.0" in text
+    after = client.get("/metrics").get_data(as_text=True)
+    assert metric(after, accepted) - metric(before, accepted) == 1
+    assert metric(after, duplicate) - metric(before, duplicate) == 1
+    assert metric(after, refused) - metric(before, refused) == 1
+    assert metric(after, 'sla_guard_open_clocks{state="running"}') == 1
+    assert metric(after, 'sla_guard_open_clocks{state="overdue"}') == 0
+    assert metric(after, "sla_guard_scheduler_lag_seconds") == 0
+    assert metric(after, "sla_guard_events_unprocessed") == 0

@@ -30,7 +30,7 @@ from sla_guard.core.events import LeadEvent
 from sla_guard.exceptions import ConfigError, InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters import ADAPTERS, RawRequest, amocrm, bitrix24, hubspot, pipedrive
 from sla_guard.ingest.adapters.base import parse_form
-from sla_guard.ingest.webhooks import _now, _reject, ingest, log
+from sla_guard.ingest.webhooks import clock_now, ingest, log, reject
 from sla_guard.outbox.crm_sync import LOSS_REASON_JOB, loss_reason_wanted
 from sla_guard.queueing import enqueue
 from sla_guard.web.errors import error
@@ -78,23 +78,23 @@ def _receive(crm: str):
     if not adapter.enabled(settings):
         return error(404, f"the {NAMES[crm]} webhook is not enabled: set {' and '.join(REQUIRED[crm])}")
     if (request.content_length or 0) > app_settings.max_body_bytes:
-        return _reject(crm, "too_large", 413, "request body is over the size limit", "body")
+        return reject(crm, "too_large", 413, "request body is over the size limit", "body")
     raw = _raw_request()
-    now = _now()
+    now = clock_now()
     try:
         if crm in FORM_BODIES:
             parse_form(raw)
     except InvalidEvent as exc:
-        return _reject(crm, "malformed", 400, exc.message, exc.field)
+        return reject(crm, "malformed", 400, exc.message, exc.field)
     try:
         adapter.verify(raw, settings, now)
     except Unauthorized as exc:
         field = "account[id]" if crm == "amocrm" and "account" in exc.reason else AUTH_FIELD[crm]
-        return _reject(crm, "signature", 401, exc.reason, field)
+        return reject(crm, "signature", 401, exc.reason, field)
     try:
         result = adapter.parse(raw, settings, received_at=now) if crm == "amocrm" else adapter.parse(raw, settings)
     except InvalidEvent as exc:
-        return _reject(crm, "invalid", 400, exc.message, exc.field)
+        return reject(crm, "invalid", 400, exc.message, exc.field)
     except ConfigError as exc:
         log.error("CRM webhook not read: a setting is invalid", extra={"source": crm, "error": str(exc)})
         return error(503, f"sla-guard cannot read {NAMES[crm]} webhooks until a setting is fixed: {exc}")

@@ -25,14 +25,11 @@ from sla_guard.outbox.crm_sync import insert_lookups, schedule_lookup
 from sla_guard.security import SIGNATURE_HEADER, verify_signature
 from sla_guard.store.db import get_db
 from sla_guard.store.repository import insert_events
+from sla_guard.web.context import clock_now
 from sla_guard.web.errors import error
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 log = logging.getLogger("sla_guard.webhooks")
-
-
-def _now():
-    return current_app.extensions["sla_guard.clock"]()
 
 
 def ingest(
@@ -52,7 +49,7 @@ def ingest(
     ``after_commit``, called with the newly accepted events to queue follow-up jobs.
     """
     queue_name = of_app(current_app).queue
-    now = _now()
+    now = clock_now()
     try:
         with get_db(current_app).session() as session:
             accepted, duplicates = insert_events(session, source, events, now)
@@ -102,7 +99,8 @@ def ingest(
     return jsonify(body), 202
 
 
-def _reject(source: str, reason: str, status: int, message: str, field: str | None = None):
+def reject(source: str, reason: str, status: int, message: str, field: str | None = None):
+    """Count and log a refused webhook; the error answer naming ``field``."""
     metrics.EVENTS_REJECTED.labels(source, reason).inc()
     log.info("webhook refused", extra={"source": source, "reason": reason, "status": status, "field": field})
     return error(status, message, field=field)
@@ -115,26 +113,26 @@ def generic():
     if not secret:
         return error(404, "the generic webhook is not enabled: set SLA_GUARD_WEBHOOK_SECRET")
     if request.mimetype != "application/json":
-        return _reject("generic", "content_type", 415, "Content-Type must be application/json", "Content-Type")
+        return reject("generic", "content_type", 415, "Content-Type must be application/json", "Content-Type")
     if (request.content_length or 0) > of_app(current_app).max_body_bytes:
-        return _reject("generic", "too_large", 413, "request body is over the size limit", "body")
+        return reject("generic", "too_large", 413, "request body is over the size limit", "body")
     body = request.get_data(cache=False)
     try:
         verify_signature(
             request.headers.get(SIGNATURE_HEADER),
             body,
             secret,
-            _now().timestamp(),
+            clock_now().timestamp(),
             of_app(current_app).signature_max_age_s,
         )
     except Unauthorized as exc:
-        return _reject("generic", "signature", 401, exc.reason, SIGNATURE_HEADER)
+        return reject("generic", "signature", 401, exc.reason, SIGNATURE_HEADER)
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        return _reject("generic", "malformed", 400, f"body is not valid JSON: {exc}", "body")
+        return reject("generic", "malformed", 400, f"body is not valid JSON: {exc}", "body")
     try:
         events = parse_events(payload)
     except InvalidEvent as exc:
-        return _reject("generic", "invalid", 400, exc.message, exc.field)
+        return reject("generic", "invalid", 400, exc.message, exc.field)
     return ingest("generic", events, started)

@@ -38,7 +38,7 @@ from sla_guard.outbox.notify.transport import redact
 from sla_guard.queueing import enqueue
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import ClockRow, DigestRow, EscalationRow, LeadRow
-from sla_guard.store.repository import LEAD_FIELDS, _insert, clock_state
+from sla_guard.store.repository import LEAD_FIELDS, clock_state, dialect_insert
 from sla_guard.timers import arming as timers
 
 log = logging.getLogger("sla_guard.outbox.digests")
@@ -185,7 +185,7 @@ def prepare(runtime: Runtime, now: datetime) -> list[int]:
             rows = [] if recorded else _rows(runtime, session, period, now)
             for row in rows:
                 digest_id = session.execute(
-                    _insert(session, DigestRow)
+                    dialect_insert(session, DigestRow)
                     .values(
                         kind=period.kind,
                         period=period.key,

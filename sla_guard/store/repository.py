@@ -19,7 +19,8 @@ LEAD_FIELDS = ("name", "source", "pipeline", "stage", "owner", "team", "priority
 """Lead attributes copied from the CRM's events onto the lead row."""
 
 
-def _insert(session: Session, model):
+def dialect_insert(session: Session, model):
+    """``INSERT`` for the session's database (PostgreSQL or SQLite), with ``on_conflict_*``."""
     return (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)(model)
 
 
@@ -69,7 +70,7 @@ def lock_lead(session: Session, lead_id: str, now: datetime) -> LeadRow:
     """The lead's row, created if new, locked for this transaction (PostgreSQL row lock;
     SQLite transactions are already serialised by ``BEGIN IMMEDIATE``)."""
     upsert = (
-        _insert(session, LeadRow)
+        dialect_insert(session, LeadRow)
         .values(lead_id=lead_id, status="open", known=False, updated_at=now)
         .on_conflict_do_update(index_elements=["lead_id"], set_={"updated_at": now})  # takes the row lock
         .returning(LeadRow)
@@ -217,11 +218,22 @@ def save_state(
 def record_rule_version(session: Session, version: str, text: str, now: datetime) -> bool:
     """Remember a loaded rules version (its hash and file text); True when it was new."""
     result = session.execute(
-        _insert(session, RuleVersionRow)
+        dialect_insert(session, RuleVersionRow)
         .values(version=version, loaded_at=now, text=text)
         .on_conflict_do_nothing(index_elements=["version"])
     )
     return bool(result.rowcount)
+
+
+def rule_versions(session: Session, limit: int = 50) -> list[tuple[str, datetime]]:
+    """The rules versions loaded so far, newest first: ``(version, loaded_at)``."""
+    return list(
+        session.execute(
+            select(RuleVersionRow.version, RuleVersionRow.loaded_at)
+            .order_by(RuleVersionRow.loaded_at.desc())
+            .limit(limit)
+        ).all()
+    )
 
 
 def clocks_to_arm(session: Session, until: datetime, limit: int = 50_000) -> list[tuple[int, str, datetime]]:
