@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
+import time_machine
 
 from sla_guard.outbox.crm_tasks import PipedriveTasks, TaskNotFound
 from sla_guard.outbox.crm_tasks.pipedrive import _rate_wait
@@ -186,11 +187,19 @@ def test_rate_limit_is_transient_with_a_wait(httpserver, pipedrive, headers, wai
     assert failure.transient and failure.retry_after_s == wait
 
 
-def test_spent_daily_budget_waits_for_midnight_utc():
-    wait = _rate_wait(http_answer(429, {"x-daily-requests-left": "0", "x-ratelimit-reset": "2"}))
-    now = datetime.now(UTC)
-    seconds_left = 86400 - (now.hour * 3600 + now.minute * 60 + now.second)
-    assert abs(wait - seconds_left) < 5
+@pytest.mark.parametrize(
+    "now, seconds",
+    [
+        (datetime(2026, 11, 24, 23, 59, 30, tzinfo=UTC), 30),
+        (datetime(2026, 11, 24, 0, 0, 0, tzinfo=UTC), 86400),
+        (datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC), 43200),
+        (datetime(2026, 12, 31, 21, 0, 0, tzinfo=UTC), 10800),  # midnight of the next year
+    ],
+)
+def test_spent_daily_budget_waits_for_midnight_utc(now, seconds):
+    with time_machine.travel(now, tick=False):
+        wait = _rate_wait(http_answer(429, {"x-daily-requests-left": "0", "x-ratelimit-reset": "2"}))
+    assert wait == seconds
 
 
 def test_server_error_is_transient(httpserver, pipedrive):
