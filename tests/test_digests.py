@@ -222,3 +222,40 @@ def test_a_failing_digest_is_retried_with_backoff(sink, app, client, runtime, cl
     run_worker(runtime)
     assert {(row.status, row.attempts) for row in rows(runtime) if row.id == waiting.id} == {("delivered", 2)}
     assert len(digests_received(sink)) == 4  # three digests, one of them sent twice after the 503
+
+
+QUIET_RULES = RULES.replace(
+    "olga: {team: inbound, channels: [sink], locale: ru}",
+    'olga: {team: inbound, channels: [sink], locale: ru, quiet_hours: {from: "20:00", to: "09:30"}}',
+)
+
+
+@pytest.mark.parametrize("rules_text", [QUIET_RULES])
+def test_a_digest_due_in_quiet_hours_waits_for_them_to_end(sink, app, client, runtime, clock):
+    leads(client, runtime, clock)
+    clock.current = utc("2026-11-23T08:20:00")  # L1 is overdue from now on
+    reconcile(runtime)
+    run_worker(runtime)
+    clock.current = utc("2026-11-23T09:00:05")
+    reconcile(runtime)
+    run_worker(runtime)
+    sent = {(body["kind"], body["recipient"]) for _, body in digests_received(sink)}
+    assert ("digest.daily", "ivan") in sent
+    assert not any(recipient == "olga" for _, recipient in sent)  # in her quiet hours until 09:30
+    held = [row for row in rows(runtime) if row.recipient == "olga"]
+    assert {(row.kind, row.status, row.claimed_until) for row in held} == {
+        ("daily", "pending", utc("2026-11-23T09:30:00")),
+        ("weekly", "pending", utc("2026-11-23T09:30:00")),
+    }
+
+    clock.current = utc("2026-11-23T09:29:59")
+    reconcile(runtime)
+    run_worker(runtime)
+    assert not any(body["recipient"] == "olga" for _, body in digests_received(sink))
+
+    clock.current = utc("2026-11-23T09:30:01")
+    reconcile(runtime)
+    run_worker(runtime)
+    to_olga = [body for _, body in digests_received(sink) if body["recipient"] == "olga"]
+    assert sorted(body["kind"] for body in to_olga) == ["digest.daily", "digest.weekly"]
+    assert [lead["lead_id"] for lead in next(b for b in to_olga if b["kind"] == "digest.daily")["leads"]] == ["L1"]
