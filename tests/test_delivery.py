@@ -278,3 +278,24 @@ def test_slow_channels_hand_the_remaining_alerts_to_jobs_of_their_own(
     run_worker(runtime)
     assert {(a.status, a.attempts) for a in alerts(runtime)} == {("delivered", 1)}
     assert len(telegram.messages) == 3 and len(hooked(httpserver, "/hook")) == 1
+
+
+def test_a_failing_ops_alert_raises_no_other(services, app, client, runtime, clock):
+    telegram, httpserver = services
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    httpserver.expect_request("/ops").respond_with_data("gone", status=410)  # the ops hook refuses for good
+    telegram.token = "another-token"  # every Telegram alert fails at once
+    clock_id = untouched_lead(client, runtime, clock)
+    clock.advance(minutes=15)
+    run_timer(runtime, clock_id)
+    for _ in range(3):  # whatever retries and reconciling there are, nothing more comes of it
+        clock.advance(minutes=5)
+        reconcile(runtime)
+        run_worker(runtime)
+    rows = alerts(runtime)
+    failed_tg = [a for a in rows if a.channel == "tg" and a.status == "failed"]
+    ops = [a for a in rows if a.role == "ops"]
+    assert failed_tg and len(ops) == len(failed_tg)  # one ops alert per failed alert
+    assert {a.recipient for a in ops} == {f"ops:{a.id}" for a in failed_tg}  # none about an ops alert
+    assert {(a.status, a.attempts) for a in ops} == {("failed", 1)}
+    assert len(hooked(httpserver, "/ops")) == len(ops)  # each tried once, none retried, none reported
