@@ -15,8 +15,6 @@ from sla_guard.timers import arming as timers
 from sla_guard.timers.loop import dispatch_due
 from sla_guard.timers.reconciler import reconcile
 
-from .helpers import event, post_signed, run_worker
-
 HORIZON = timedelta(minutes=15)  # SLA_GUARD_ARM_HORIZON_S's default
 PARTNER = {"source": "partner", "owner": "anna"}  # the rules' "everything else": first touch within 2 h
 
@@ -37,7 +35,9 @@ def armed(runtime, clock_id: int) -> dict[int, float]:
     return timers.armed_at(runtime.redis, runtime.queue_name, [clock_id])
 
 
-def test_a_far_deadline_is_armed_once_it_comes_within_the_horizon(sink, app, client, runtime, clock):
+def test_a_far_deadline_is_armed_once_it_comes_within_the_horizon(
+    sink, app, client, runtime, clock, event, post_signed, run_worker
+):
     assert (
         post_signed(client, event("f1", "lead.created", clock(), lead_id="L-far", lead=PARTNER), clock()).status_code
         == 202

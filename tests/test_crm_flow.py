@@ -35,7 +35,6 @@ from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, sett
     sink,
     stored,
 )
-from .helpers import run_worker
 
 LEAD_ADD = "bitrix24_lead_add.json"
 DEAL_UPDATE = "bitrix24_deal_update.json"
@@ -66,7 +65,7 @@ def scheduled(runtime) -> dict[str, float]:
 # --- Bitrix24 read-back -------------------------------------------------------------------
 
 
-def test_a_failed_read_is_retried_after_its_wait(app, client, runtime, clock, httpserver):
+def test_a_failed_read_is_retried_after_its_wait(app, client, runtime, clock, httpserver, run_worker):
     fixture = load(LEAD_ADD)
     clock.current = sent_at(fixture)
     expect_portal(
@@ -97,7 +96,9 @@ def test_a_failed_read_is_retried_after_its_wait(app, client, runtime, clock, ht
     assert reconcile(runtime).lookups_retried == 0
 
 
-def test_a_lookup_accepted_while_redis_was_down_is_queued_by_the_reconciler(app, settings, runtime, clock, httpserver):
+def test_a_lookup_accepted_while_redis_was_down_is_queued_by_the_reconciler(
+    app, settings, runtime, clock, httpserver, run_worker
+):
     fixture = load(LEAD_ADD)
     clock.current = sent_at(fixture)
     expect_portal(httpserver, "crm.lead.get", "1000983", fixture["rest_reply_crm.lead.get"])
@@ -114,7 +115,9 @@ def test_a_lookup_accepted_while_redis_was_down_is_queued_by_the_reconciler(app,
     assert (lead.lead_id, lead.owner, lead.source, lead.known) == ("1000983", "17", "WEB", True)
 
 
-def test_an_unchanged_record_gives_no_new_event_and_a_change_gives_one(app, client, runtime, clock, httpserver):
+def test_an_unchanged_record_gives_no_new_event_and_a_change_gives_one(
+    app, client, runtime, clock, httpserver, run_worker
+):
     fixture = load(DEAL_UPDATE)
     clock.current = sent_at(fixture)
     reply = fixture["rest_reply_crm.deal.get"]
@@ -145,7 +148,9 @@ def test_an_unchanged_record_gives_no_new_event_and_a_change_gives_one(app, clie
     assert (lead.status, lead.owner, lead.reason) == ("lost", "23", "Цена")
 
 
-def test_a_creation_read_after_an_update_of_the_record_still_creates_the_lead(app, client, runtime, clock, httpserver):
+def test_a_creation_read_after_an_update_of_the_record_still_creates_the_lead(
+    app, client, runtime, clock, httpserver, run_worker
+):
     fixture = load(LEAD_ADD)
     clock.current = sent_at(fixture) + timedelta(seconds=30)
     reply = fixture["rest_reply_crm.lead.get"]
@@ -165,7 +170,7 @@ def test_a_creation_read_after_an_update_of_the_record_still_creates_the_lead(ap
 
 
 def test_an_unknown_record_is_given_up_at_once_and_the_key_stays_secret(
-    app, client, runtime, clock, httpserver, caplog
+    app, client, runtime, clock, httpserver, caplog, run_worker
 ):
     fixture = load(LEAD_ADD)
     clock.current = sent_at(fixture)
@@ -202,7 +207,7 @@ def test_a_lookup_failing_every_time_is_given_up_after_the_last_attempt(app, cli
 
 
 @pytest.mark.parametrize("amo_rest", [True])
-def test_an_amocrm_loss_reason_is_read_over_rest(app, client, runtime, clock, httpserver, amo_rest):
+def test_an_amocrm_loss_reason_is_read_over_rest(app, client, runtime, clock, httpserver, amo_rest, run_worker):
     httpserver.expect_oneshot_request(
         "/amo/api/v4/leads/15318175",
         method="GET",
@@ -234,7 +239,7 @@ def test_an_amocrm_loss_reason_is_read_over_rest(app, client, runtime, clock, ht
     assert len([request for request, _ in httpserver.log if request.path.startswith("/amo/")]) == 1
 
 
-def test_without_amocrm_credentials_nothing_is_read(app, client, runtime, clock, httpserver):
+def test_without_amocrm_credentials_nothing_is_read(app, client, runtime, clock, httpserver, run_worker):
     clock.current = datetime(2024, 9, 17, 13, 32, tzinfo=UTC)
     post(client, load("amocrm_lead_status_lost.json"))
     run_worker(runtime)
@@ -360,7 +365,7 @@ E2E = [
 
 @pytest.mark.parametrize("crm, create, created, lead_id, owner, link", E2E, ids=[row[0] for row in E2E])
 def test_an_untouched_crm_lead_alerts_its_owner(
-    sink, app, client, runtime, clock, crm, create, created, lead_id, owner, link
+    sink, app, client, runtime, clock, crm, create, created, lead_id, owner, link, run_worker
 ):
     clock.current = created + timedelta(seconds=4)
     response = create(client, sink, created)

@@ -19,10 +19,21 @@ from sla_guard.outbox.crm_reassign import job_id, tell_crm
 from sla_guard.outbox.crm_tasks import AmoCrmTasks, Bitrix24Tasks, HubSpotTasks, PipedriveTasks, TaskNotFound
 from sla_guard.store.models import ClockRow, EscalationRow, LeadRow
 from sla_guard.timers.escalation import run_timer
+from tests.support.amocrm import AMO_TOKEN
 
-from .amocrm_support import AMO_TOKEN, crm, rows, settings, store  # noqa: F401 (fixtures)
-from .helpers import event, run_worker
 from .test_crm_tasks_base import expect, raises_task_error, session, verify
+
+
+@pytest.fixture
+def crm(amocrm_api):
+    """The local amoCRM API (and alert hook) these tests talk to."""
+    return amocrm_api
+
+
+@pytest.fixture
+def settings(settings, amocrm_settings):
+    return {**settings, **amocrm_settings}
+
 
 __all__ = ["session"]  # the fixture, shared with the task client tests
 
@@ -363,20 +374,26 @@ def patches(server, path=AMO_PATH):
     return [json.loads(request.data) for request, _ in server.log if request.method == "PATCH" and request.path == path]
 
 
-def reach_the_reassigning_level(
-    runtime, clock, server, source="amocrm", owner="11087123", lead_id=LEAD
-) -> EscalationRow:
-    """A new lead nobody touches: its first-touch clock fires level 0, then level 1 reassigns it."""
-    store(runtime, source, event("c", "lead.created", clock(), lead_id=lead_id, lead={"owner": owner, "name": "ACME"}))
-    [first_touch] = rows(runtime, ClockRow, ClockRow.name == "first_touch")
-    clock.advance(minutes=15)
-    run_timer(runtime, first_touch.id)
-    assert patches(server, f"/api/v4/leads/{lead_id}") == []  # level 0 only alerts
-    clock.advance(hours=1)
-    result = run_timer(runtime, first_touch.id)
-    [escalation] = rows(runtime, EscalationRow, EscalationRow.reassigned_to.is_not(None))
-    assert result.reassignments == [(lead_id, escalation.reassigned_to, escalation.id)]
-    return escalation
+@pytest.fixture
+def reach_the_reassigning_level(event, db_rows, store_events):
+    def reach_the_reassigning_level(
+        runtime, clock, server, source="amocrm", owner="11087123", lead_id=LEAD
+    ) -> EscalationRow:
+        """A new lead nobody touches: its first-touch clock fires level 0, then level 1 reassigns it."""
+        store_events(
+            runtime, source, event("c", "lead.created", clock(), lead_id=lead_id, lead={"owner": owner, "name": "ACME"})
+        )
+        [first_touch] = db_rows(runtime, ClockRow, ClockRow.name == "first_touch")
+        clock.advance(minutes=15)
+        run_timer(runtime, first_touch.id)
+        assert patches(server, f"/api/v4/leads/{lead_id}") == []  # level 0 only alerts
+        clock.advance(hours=1)
+        result = run_timer(runtime, first_touch.id)
+        [escalation] = db_rows(runtime, EscalationRow, EscalationRow.reassigned_to.is_not(None))
+        assert result.reassignments == [(lead_id, escalation.reassigned_to, escalation.id)]
+        return escalation
+
+    return reach_the_reassigning_level
 
 
 def scheduled(runtime) -> dict[str, float]:
@@ -412,27 +429,31 @@ def statuses(records) -> list[str]:
     return [record.crm_status for record in records if hasattr(record, "crm_status")]
 
 
-def test_the_next_team_member_becomes_the_responsible_user_in_amocrm(crm, runtime, clock, outcomes):
+def test_the_next_team_member_becomes_the_responsible_user_in_amocrm(
+    crm, runtime, clock, outcomes, reach_the_reassigning_level, db_rows
+):
     crm.expect_request(AMO_PATH, method="PATCH").respond_with_json({"id": int(LEAD), "updated_at": 1795420900})
     escalation = reach_the_reassigning_level(runtime, clock, crm)
     assert escalation.reassigned_to == "11087456"
     [request] = [request for request, _ in crm.log if request.path == AMO_PATH]
     assert request.headers["Authorization"] == f"Bearer {AMO_TOKEN}"
     assert patches(crm) == [{"responsible_user_id": 11087456}]
-    assert rows(runtime, LeadRow)[0].owner == "11087456"
+    assert db_rows(runtime, LeadRow)[0].owner == "11087456"
     [record] = outcomes
     assert (record.lead_id, record.escalation_id, record.crm_status) == (LEAD, escalation.id, "assigned")
     run_timer(runtime, escalation.clock_id)  # a second firing tells the CRM nothing more
     assert len(patches(crm)) == 1
 
 
-def test_a_persons_crm_id_is_what_the_crm_gets(crm, runtime, clock):
+def test_a_persons_crm_id_is_what_the_crm_gets(crm, runtime, clock, reach_the_reassigning_level):
     crm.expect_request(AMO_PATH, method="PATCH").respond_with_json({"id": int(LEAD)})
     assert reach_the_reassigning_level(runtime, clock, crm, owner="anna").reassigned_to == "boris"
     assert patches(crm) == [{"responsible_user_id": 504142}]
 
 
-def test_a_rate_limited_crm_is_told_again_after_retry_after_by_the_worker(crm, runtime, clock, outcomes):
+def test_a_rate_limited_crm_is_told_again_after_retry_after_by_the_worker(
+    crm, runtime, clock, outcomes, run_worker, reach_the_reassigning_level
+):
     crm.expect_request(AMO_PATH, method="PATCH", json={"responsible_user_id": 11087456}).respond_with_handler(
         answers(
             Response("slow down", status=429, headers={"Retry-After": "7"}),
@@ -455,11 +476,13 @@ def test_a_rate_limited_crm_is_told_again_after_retry_after_by_the_worker(crm, r
     assert reassign_jobs(runtime) == {}
 
 
-def test_a_retry_never_takes_the_lead_back_from_a_newer_owner(crm, runtime, clock, outcomes):
+def test_a_retry_never_takes_the_lead_back_from_a_newer_owner(
+    crm, runtime, clock, outcomes, event, run_worker, reach_the_reassigning_level, store_events
+):
     crm.expect_request(AMO_PATH, method="PATCH").respond_with_handler(answers(Response("busy", status=503)))
     escalation = reach_the_reassigning_level(runtime, clock, crm)
     clock.advance(seconds=1)  # someone in amoCRM gives the lead back before the retry
-    store(runtime, "amocrm", event("a", "lead.assigned", clock(), lead_id=LEAD, lead={"owner": "11087123"}))
+    store_events(runtime, "amocrm", event("a", "lead.assigned", clock(), lead_id=LEAD, lead={"owner": "11087123"}))
     clock.advance(seconds=2)
     run_scheduler(runtime, clock())
     run_worker(runtime)
@@ -469,7 +492,7 @@ def test_a_retry_never_takes_the_lead_back_from_a_newer_owner(crm, runtime, cloc
 
 @pytest.mark.parametrize("status, headers, max_attempts", [(401, {}, 8), (400, {}, 8), (429, {"Retry-After": "1"}, 1)])
 def test_a_refusal_or_the_last_attempt_is_an_error_without_retry(
-    crm, runtime, clock, outcomes, settings, status, headers, max_attempts
+    crm, runtime, clock, outcomes, settings, status, headers, max_attempts, reach_the_reassigning_level, db_rows
 ):
     runtime.settings = runtime.settings.replace(alert_max_attempts=max_attempts)
     crm.expect_request(AMO_PATH, method="PATCH").respond_with_data(
@@ -483,21 +506,25 @@ def test_a_refusal_or_the_last_attempt_is_an_error_without_retry(
     assert (record.levelno, record.crm_status) == (logging.ERROR, "failed")
     assert AMO_TOKEN not in record.error and AMO_TOKEN not in record.getMessage()
     assert reassign_jobs(runtime) == {}
-    assert rows(runtime, LeadRow)[0].owner == "11087456"  # sla-guard's own reassignment stands
+    assert db_rows(runtime, LeadRow)[0].owner == "11087456"  # sla-guard's own reassignment stands
 
 
-def test_a_generic_webhook_lead_is_reassigned_without_a_crm_call(crm, runtime, clock, outcomes):
+def test_a_generic_webhook_lead_is_reassigned_without_a_crm_call(
+    crm, runtime, clock, outcomes, reach_the_reassigning_level, db_rows
+):
     escalation = reach_the_reassigning_level(runtime, clock, crm, source="generic", lead_id="L-1001")
-    assert escalation.reassigned_to == "11087456" and rows(runtime, LeadRow)[0].owner == "11087456"
+    assert escalation.reassigned_to == "11087456" and db_rows(runtime, LeadRow)[0].owner == "11087456"
     assert [request.path for request, _ in crm.log if request.path != "/alerts"] == []
     assert statuses(outcomes) == ["not_supported"] and all(r.levelno < logging.WARNING for r in outcomes)
     assert tell_crm(runtime, "L-1001", "11087456", escalation.id) == "not_supported"
 
 
-def test_a_crashing_crm_call_does_not_break_the_timer(crm, runtime, clock, monkeypatch):
+def test_a_crashing_crm_call_does_not_break_the_timer(
+    crm, runtime, clock, monkeypatch, reach_the_reassigning_level, db_rows
+):
     def crash(*_args, **_kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr("sla_guard.timers.escalation.tell_crm", crash)
     escalation = reach_the_reassigning_level(runtime, clock, crm)
-    assert escalation.reassigned_to == "11087456" and rows(runtime, LeadRow)[0].owner == "11087456"
+    assert escalation.reassigned_to == "11087456" and db_rows(runtime, LeadRow)[0].owner == "11087456"

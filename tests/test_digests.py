@@ -17,9 +17,6 @@ from sla_guard.runtime import RulesHolder, Runtime
 from sla_guard.store.models import DigestRow
 from sla_guard.timers.reconciler import reconcile
 
-from .conftest import FakeClock
-from .helpers import event, post_signed, run_worker
-
 RULES = textwrap.dedent("""
     timezone: UTC
     channels:
@@ -101,8 +98,8 @@ def rules_text():
 
 
 @pytest.fixture
-def clock():
-    return FakeClock(utc("2026-11-23T08:00:00"))  # a Monday
+def clock(make_clock):
+    return make_clock(utc("2026-11-23T08:00:00"))  # a Monday
 
 
 @pytest.fixture
@@ -128,32 +125,38 @@ def rows(runtime) -> list[DigestRow]:
         return list(session.execute(select(DigestRow).order_by(DigestRow.id)).scalars())
 
 
-def leads(client, runtime, clock):
-    start = clock()
-    post_signed(
-        client,
-        event(
-            "a1",
-            "lead.created",
+@pytest.fixture
+def leads(event, post_signed, run_worker):
+    def leads(client, runtime, clock):
+        start = clock()
+        post_signed(
+            client,
+            event(
+                "a1",
+                "lead.created",
+                start,
+                lead_id="L1",
+                lead={"owner": "anna", "name": "ACME", "url": "https://crm.example/1"},
+            ),
             start,
-            lead_id="L1",
-            lead={"owner": "anna", "name": "ACME", "url": "https://crm.example/1"},
-        ),
-        start,
-    )
-    post_signed(client, event("b1", "lead.created", start, lead_id="L3", lead={"owner": "boris"}), start)
-    post_signed(
-        client,
-        event("b2", "lead.touched", start + timedelta(minutes=5), lead_id="L3", touch={"channel": "call"}),
-        start,
-    )
-    post_signed(
-        client, event("c1", "lead.created", start + timedelta(minutes=55), lead_id="L2", lead={"owner": "boris"}), start
-    )
-    run_worker(runtime)
+        )
+        post_signed(client, event("b1", "lead.created", start, lead_id="L3", lead={"owner": "boris"}), start)
+        post_signed(
+            client,
+            event("b2", "lead.touched", start + timedelta(minutes=5), lead_id="L3", touch={"channel": "call"}),
+            start,
+        )
+        post_signed(
+            client,
+            event("c1", "lead.created", start + timedelta(minutes=55), lead_id="L2", lead={"owner": "boris"}),
+            start,
+        )
+        run_worker(runtime)
+
+    return leads
 
 
-def test_the_morning_digests_go_out_once(sink, app, client, runtime, clock, settings):
+def test_the_morning_digests_go_out_once(sink, app, client, runtime, clock, settings, run_worker, leads):
     leads(client, runtime, clock)
     clock.current = utc("2026-11-23T08:20:00")  # L1's deadline has passed: its escalation fires
     reconcile(runtime)
@@ -197,7 +200,7 @@ def test_the_morning_digests_go_out_once(sink, app, client, runtime, clock, sett
     assert sorted((b["kind"], b["recipient"]) for b in tuesday) == [("digest.daily", "ivan"), ("digest.daily", "olga")]
 
 
-def test_an_empty_daily_digest_is_recorded_but_not_sent(sink, app, client, runtime, clock):
+def test_an_empty_daily_digest_is_recorded_but_not_sent(sink, app, client, runtime, clock, run_worker):
     clock.current = utc("2026-11-24T09:00:01")  # a Tuesday with nothing overdue
     reconcile(runtime)
     run_worker(runtime)
@@ -205,7 +208,7 @@ def test_an_empty_daily_digest_is_recorded_but_not_sent(sink, app, client, runti
     assert {(row.kind, row.status) for row in rows(runtime)} == {("daily", "skipped")}
 
 
-def test_a_failing_digest_is_retried_with_backoff(sink, app, client, runtime, clock):
+def test_a_failing_digest_is_retried_with_backoff(sink, app, client, runtime, clock, run_worker):
     sink.clear()
     sink.expect_ordered_request("/sink").respond_with_data("busy", status=503)
     sink.expect_request("/sink").respond_with_data("ok")
@@ -231,7 +234,7 @@ QUIET_RULES = RULES.replace(
 
 
 @pytest.mark.parametrize("rules_text", [QUIET_RULES])
-def test_a_digest_due_in_quiet_hours_waits_for_them_to_end(sink, app, client, runtime, clock):
+def test_a_digest_due_in_quiet_hours_waits_for_them_to_end(sink, app, client, runtime, clock, run_worker, leads):
     leads(client, runtime, clock)
     clock.current = utc("2026-11-23T08:20:00")  # L1 is overdue from now on
     reconcile(runtime)

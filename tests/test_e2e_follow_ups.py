@@ -11,7 +11,6 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
-from .conftest import API_TOKEN, SECRET
 from .stack import Stack
 from .test_e2e import wait_for
 
@@ -49,7 +48,7 @@ def amo_form(entity: str, action: str, item: dict) -> bytes:
 
 
 @pytest.fixture
-def stack(tmp_path, db_url, queue_name, httpserver, redis_url):
+def stack(tmp_path, db_url, queue_name, httpserver, redis_url, api_token, webhook_secret):
     httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
     httpserver.expect_request("/api/v4/tasks", method="POST").respond_with_json(
         {"_embedded": {"tasks": [{"id": 777001, "request_id": "0"}]}}
@@ -62,8 +61,8 @@ def stack(tmp_path, db_url, queue_name, httpserver, redis_url):
         "DATABASE_URL": db_url,
         "REDIS_URL": redis_url,
         "SLA_GUARD_RULES": str(rules),
-        "SLA_GUARD_WEBHOOK_SECRET": SECRET,
-        "SLA_GUARD_API_TOKEN": API_TOKEN,
+        "SLA_GUARD_WEBHOOK_SECRET": webhook_secret,
+        "SLA_GUARD_API_TOKEN": api_token,
         "SLA_GUARD_QUEUE": queue_name,
         "SLA_GUARD_RECONCILE_INTERVAL_S": "1",
         "SINK_URL": httpserver.url_for("/alerts"),
@@ -84,7 +83,7 @@ def seen(httpserver, method: str, path: str) -> list:
     return [request for request, _ in httpserver.log if request.method == method and request.path == path]
 
 
-def test_proposal_follow_up_task_missed_escalation_and_touch_cancelling_the_rest(stack, httpserver):
+def test_proposal_follow_up_task_missed_escalation_and_touch_cancelling_the_rest(stack, httpserver, api_token):
     hook = f"{stack.base_url}/webhooks/amocrm/{PATH_TOKEN}"
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     created_at = int(time.time())
@@ -139,7 +138,7 @@ def test_proposal_follow_up_task_missed_escalation_and_touch_cancelling_the_rest
     assert wait_for(lambda: seen(httpserver, "PATCH", "/api/v4/tasks/777001"), 15), stack.logs("worker")
 
     detail = requests.get(
-        f"{stack.base_url}/api/leads/15318175", timeout=5, headers={"Authorization": f"Bearer {API_TOKEN}"}
+        f"{stack.base_url}/api/leads/15318175", timeout=5, headers={"Authorization": f"Bearer {api_token}"}
     ).json()
     steps = {c["name"]: c["status"] for c in detail["clocks"] if c["name"].startswith("follow_up:")}
     assert steps == {"follow_up:proposal:1": "missed", "follow_up:proposal:2": "cancelled"}

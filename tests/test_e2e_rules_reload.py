@@ -16,7 +16,6 @@ import requests
 
 from sla_guard.security import sign
 
-from .conftest import API_TOKEN, SECRET
 from .stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +36,7 @@ LONGER = RULES.replace("within: 1h", "within: 3h")
 
 
 @pytest.fixture
-def stack(tmp_path, db_url, queue_name, httpserver, redis_url):
+def stack(tmp_path, db_url, queue_name, httpserver, redis_url, api_token, webhook_secret):
     httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
     rules = tmp_path / "sla.yaml"
     rules.write_text(RULES)
@@ -47,8 +46,8 @@ def stack(tmp_path, db_url, queue_name, httpserver, redis_url):
             "DATABASE_URL": db_url,
             "REDIS_URL": redis_url,
             "SLA_GUARD_RULES": str(rules),
-            "SLA_GUARD_WEBHOOK_SECRET": SECRET,
-            "SLA_GUARD_API_TOKEN": API_TOKEN,
+            "SLA_GUARD_WEBHOOK_SECRET": webhook_secret,
+            "SLA_GUARD_API_TOKEN": api_token,
             "SLA_GUARD_QUEUE": queue_name,
             "SLA_GUARD_RECONCILE_INTERVAL_S": "1",
             "SINK_URL": httpserver.url_for("/alerts"),
@@ -66,7 +65,9 @@ def stack(tmp_path, db_url, queue_name, httpserver, redis_url):
 
 
 def api(stack: Stack, path: str) -> requests.Response:
-    return requests.get(stack.base_url + path, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=5)
+    return requests.get(
+        stack.base_url + path, headers={"Authorization": f"Bearer {stack.env['SLA_GUARD_API_TOKEN']}"}, timeout=5
+    )
 
 
 def create_lead(stack: Stack, lead_id: str) -> datetime:
@@ -78,7 +79,10 @@ def create_lead(stack: Stack, lead_id: str) -> datetime:
         "lead": {"id": lead_id, "owner": "anna"},
     }
     body = json.dumps(event).encode()
-    headers = {"Content-Type": "application/json", "X-SLA-Guard-Signature": sign(SECRET, body, int(time.time()))}
+    headers = {
+        "Content-Type": "application/json",
+        "X-SLA-Guard-Signature": sign(stack.env["SLA_GUARD_WEBHOOK_SECRET"], body, int(time.time())),
+    }
     assert requests.post(stack.base_url + "/webhooks/generic", data=body, headers=headers, timeout=5).status_code == 202
     return at
 

@@ -16,15 +16,13 @@ from sla_guard.core.engine import (
 from sla_guard.core.events import LeadEvent
 from sla_guard.core.rules.loading import parse_rules
 
-from .conftest import RULES
-
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 HOT = {"source": "website", "priority": "hot", "owner": "anna", "team": "inbound"}
 
 
-@pytest.fixture(scope="module")
-def rules():
-    return parse_rules(RULES, env={})
+@pytest.fixture
+def rules(rules_text):
+    return parse_rules(rules_text, env={})
 
 
 def ev(n, kind, minutes, lead_id="L1", **extra):
