@@ -216,3 +216,15 @@ def runtime(settings, clock, redis_conn, queue_name):
     if keys:
         redis_conn.delete(*keys)
     rt.db.dispose()
+
+
+@pytest.fixture
+def killable_redis(tmp_path):
+    """A Redis of one test's own that the test may kill and start again empty (see ``KillableRedis``)."""
+    from .fakes import KillableRedis
+
+    folder = tmp_path / "killable-redis"
+    folder.mkdir()
+    server = KillableRedis(folder).start()
+    yield server
+    server.kill()

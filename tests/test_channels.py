@@ -11,10 +11,11 @@ import pytest
 import requests
 
 from sla_guard.core.rules.schema import Channel
-from sla_guard.outbox.notify.channels import DeliveryError, channel_secrets, send
+from sla_guard.exceptions import DeliveryError
+from sla_guard.outbox.http import redact
+from sla_guard.outbox.notify.channels import channel_secrets, send
 from sla_guard.outbox.notify.messages import alert_payload
 from sla_guard.outbox.notify.teams import card_message
-from sla_guard.outbox.notify.transport import redact
 
 from .fakes import (
     SLACK_BOT_TOKEN,

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
+from redis import Redis
+from rq import Queue
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import update
 
@@ -237,6 +240,83 @@ def test_an_amocrm_loss_reason_is_read_over_rest(app, client, runtime, clock, ht
     post(client, load("amocrm_lead_status_lost.json"))  # a repeated delivery reads nothing again
     run_worker(runtime)
     assert len([request for request, _ in httpserver.log if request.path.startswith("/amo/")]) == 1
+
+
+def expect_loss_reason(httpserver):
+    httpserver.expect_oneshot_request(
+        "/amo/api/v4/leads/15318175", method="GET", query_string={"with": "loss_reason"}
+    ).respond_with_json(
+        {"id": 15318175, "loss_reason_id": 7, "_embedded": {"loss_reason": [{"id": 7, "name": "Дорого"}]}}
+    )
+
+
+@pytest.mark.parametrize("amo_rest", [True])
+def test_a_status_change_with_text_times_is_acknowledged_and_its_loss_reason_read(
+    app, client, runtime, clock, httpserver, amo_rest, run_worker
+):
+    """Some amoCRM accounts send times as text: the event id then holds spaces and colons,
+    which no job id may; the loss reason is still read."""
+    expect_loss_reason(httpserver)
+    fixture = load("amocrm_lead_status_lost.json")
+    text_times = {
+        "leads[status][0][updated_at]": "2024-09-17 16:31:40",
+        "leads[status][0][last_modified]": "2024-09-17 16:31:40",
+    }
+    body = urlencode([(key, text_times.get(key, value)) for key, value in parse_qsl(fixture["request"]["body"])])
+    clock.current = datetime(2024, 9, 17, 13, 32, tzinfo=UTC)
+    response = post(client, fixture, body=body.encode())
+    assert response.status_code == 202, response.get_data(as_text=True)
+    [event_id] = response.get_json()["accepted"]
+    assert " " in event_id and ":" in event_id
+    run_worker(runtime)
+    httpserver.check_assertions()
+    [lead] = rows(app, LeadRow)
+    assert (lead.status, lead.reason) == ("lost", "Дорого")
+
+
+@pytest.mark.parametrize("amo_rest", [True])
+def test_killing_redis_with_a_loss_reason_read_pending_loses_it_not(
+    app, settings, runtime, clock, httpserver, amo_rest, killable_redis, run_worker
+):
+    runtime.redis = Redis.from_url(killable_redis.url)
+    expect_loss_reason(httpserver)
+    clock.current = datetime(2024, 9, 17, 13, 32, tzinfo=UTC)
+    web = create_app({**settings, "TESTING": True, "CLOCK": clock, "REDIS_URL": killable_redis.url})
+    try:
+        assert post(web.test_client(), load("amocrm_lead_status_lost.json")).status_code == 202
+    finally:
+        web.extensions["sla_guard.db"].dispose()
+    assert Queue(runtime.queue_name, connection=runtime.redis).count == 1  # the read waits in Redis
+    killable_redis.restart_empty()
+    assert reconcile(runtime).crm_pushes_retried == 0  # young: its own job may still come
+    clock.advance(seconds=6)
+    assert reconcile(runtime).crm_pushes_retried == 1
+    run_worker(runtime)
+    httpserver.check_assertions()
+    [lead] = rows(app, LeadRow)
+    assert (lead.status, lead.reason) == ("lost", "Дорого")
+
+
+def test_killing_redis_with_a_lookup_pending_loses_it_not(
+    app, settings, runtime, clock, httpserver, killable_redis, run_worker
+):
+    runtime.redis = Redis.from_url(killable_redis.url)
+    fixture = load(LEAD_ADD)
+    clock.current = sent_at(fixture)
+    expect_portal(httpserver, "crm.lead.get", "1000983", fixture["rest_reply_crm.lead.get"])
+    web = create_app({**settings, "TESTING": True, "CLOCK": clock, "REDIS_URL": killable_redis.url})
+    try:
+        notify(web.test_client(), httpserver, LEAD_ADD)
+    finally:
+        web.extensions["sla_guard.db"].dispose()
+    assert Queue(runtime.queue_name, connection=runtime.redis).count == 1  # the read waits in Redis
+    killable_redis.restart_empty()
+    clock.advance(seconds=6)
+    assert reconcile(runtime).lookups_retried == 1
+    run_worker(runtime)
+    httpserver.check_assertions()
+    assert the_lookup(app).done_at is not None
+    assert [event.type for event in stored(app)] == ["lead.created"]
 
 
 def test_without_amocrm_credentials_nothing_is_read(app, client, runtime, clock, httpserver, run_worker):

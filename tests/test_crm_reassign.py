@@ -10,15 +10,17 @@ import textwrap
 from datetime import timedelta
 
 import pytest
+from redis import Redis
 from rq import Queue
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 from werkzeug import Response
 
-from sla_guard.outbox.crm_reassign import job_id, tell_crm
+from sla_guard.outbox.crm_reassign import REASSIGNMENTS, tell_crm
 from sla_guard.outbox.crm_tasks import AmoCrmTasks, Bitrix24Tasks, HubSpotTasks, PipedriveTasks, TaskNotFound
-from sla_guard.store.models import ClockRow, EscalationRow, LeadRow
+from sla_guard.store.models import ClockRow, EscalationRow, LeadRow, OutboxItemRow
 from sla_guard.timers.escalation import run_timer
+from sla_guard.timers.reconciler import reconcile
 from tests.support.amocrm import AMO_TOKEN
 
 from .test_crm_tasks_base import expect, raises_task_error, session, verify
@@ -452,7 +454,7 @@ def test_a_persons_crm_id_is_what_the_crm_gets(crm, runtime, clock, reach_the_re
 
 
 def test_a_rate_limited_crm_is_told_again_after_retry_after_by_the_worker(
-    crm, runtime, clock, outcomes, run_worker, reach_the_reassigning_level
+    crm, runtime, clock, outcomes, run_worker, reach_the_reassigning_level, db_rows
 ):
     crm.expect_request(AMO_PATH, method="PATCH", json={"responsible_user_id": 11087456}).respond_with_handler(
         answers(
@@ -461,7 +463,9 @@ def test_a_rate_limited_crm_is_told_again_after_retry_after_by_the_worker(
         )
     )
     escalation = reach_the_reassigning_level(runtime, clock, crm)
-    retry = job_id(runtime.queue_name, escalation.id, 2)
+    [push] = db_rows(runtime, OutboxItemRow, OutboxItemRow.kind == "reassign")
+    assert json.loads(push.args)["escalation_id"] == escalation.id
+    retry = REASSIGNMENTS.job_id(runtime.queue_name, push.id, 2)
     assert reassign_jobs(runtime) == {retry: (clock() + timedelta(seconds=7)).timestamp()}
     assert statuses(outcomes) == ["retrying"] and AMO_TOKEN not in outcomes[0].error
     clock.advance(seconds=3)
@@ -528,3 +532,25 @@ def test_a_crashing_crm_call_does_not_break_the_timer(
     monkeypatch.setattr("sla_guard.timers.escalation.tell_crm", crash)
     escalation = reach_the_reassigning_level(runtime, clock, crm)
     assert escalation.reassigned_to == "11087456" and db_rows(runtime, LeadRow)[0].owner == "11087456"
+
+
+def test_killing_redis_with_a_reassignment_pending_loses_it_not(
+    crm, runtime, clock, outcomes, killable_redis, reach_the_reassigning_level, run_worker
+):
+    runtime.redis = Redis.from_url(killable_redis.url)
+    crm.expect_request(AMO_PATH, method="PATCH").respond_with_handler(
+        answers(
+            Response("busy", status=503),
+            Response(json.dumps({"id": int(LEAD), "updated_at": 1795420900}), content_type="application/json"),
+        )
+    )
+    reach_the_reassigning_level(runtime, clock, crm)
+    assert statuses(outcomes) == ["retrying"] and len(reassign_jobs(runtime)) == 1
+    killable_redis.restart_empty()  # the scheduled retry is gone with it
+    assert reassign_jobs(runtime) == {}
+    clock.advance(seconds=3)
+    assert reconcile(runtime).crm_pushes_retried == 1
+    run_worker(runtime)
+    assert patches(crm) == [{"responsible_user_id": 11087456}] * 2
+    assert statuses(outcomes) == ["retrying", "assigned"]
+    assert reconcile(runtime).crm_pushes_retried == 0

@@ -33,7 +33,8 @@ from sla_guard.outbox.crm_tasks import (
     TaskRequest,
     client_for,
 )
-from sla_guard.outbox.crm_tasks.base import Http, has_marker, html_with_marker, retry_after, subject, with_marker
+from sla_guard.outbox.crm_tasks.base import has_marker, html_with_marker, subject, with_marker
+from sla_guard.outbox.http import Http, retry_after
 
 DUE = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 KEY = "sla-guard-fu-42-1"

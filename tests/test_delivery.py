@@ -209,12 +209,12 @@ def test_one_channel_crashing_never_holds_up_the_others(
 ):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
-    from sla_guard.outbox.notify import telegram as telegram_module
+    from sla_guard.outbox.notify.channels import SENDERS
 
     def explode(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(telegram_module, "send_telegram", explode)
+    monkeypatch.setitem(SENDERS, "telegram", explode)
     clock_id = untouched_lead(client, runtime, clock)
     clock.advance(minutes=15)
     run_timer(runtime, clock_id)
@@ -253,20 +253,20 @@ def test_an_alert_whose_worker_died_mid_send_is_taken_over_once_its_claim_expire
 ):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
-    from sla_guard.outbox.delivery import CLAIM_S, _claim
+    from sla_guard.outbox.delivery import ALERTS
     from sla_guard.timers.escalation import fire_clock
 
     clock_id = untouched_lead(client, runtime, clock)
     clock.advance(minutes=15)
     result = fire_clock(runtime, clock_id)  # recorded, but the worker dies before sending
     first = result.alert_ids[0]
-    assert _claim(runtime, first, clock()) is not None  # ... or while sending this one
+    assert ALERTS.claim(runtime, first) is not None  # ... or while sending this one
     clock.advance(seconds=6)  # the reconciler leaves alerts younger than 5 s to their own job
     reconcile(runtime)
     run_worker(runtime)
     assert {a.id: a.status for a in alerts(runtime)}[first] == "sending"
     assert len(telegram.messages) + len(hooked(httpserver, "/hook")) == 3  # the others went out
-    clock.advance(seconds=CLAIM_S)
+    clock.advance(seconds=ALERTS.claim_s)
     reconcile(runtime)
     run_worker(runtime)
     reconcile(runtime)

@@ -23,16 +23,15 @@ import time
 from types import ModuleType
 
 from flask import Blueprint, current_app, request
-from redis.exceptions import RedisError
 
 from sla_guard.config import of_app
 from sla_guard.core.events import LeadEvent
 from sla_guard.exceptions import ConfigError, InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters import ADAPTERS, RawRequest, amocrm, bitrix24, hubspot, pipedrive
 from sla_guard.ingest.adapters.base import parse_form
-from sla_guard.ingest.webhooks import clock_now, ingest, log, reject
-from sla_guard.outbox.crm_sync import LOSS_REASON_JOB, loss_reason_wanted
-from sla_guard.queueing import enqueue
+from sla_guard.ingest.webhooks import ingest, log, reject
+from sla_guard.outbox.crm_sync import record_loss_reasons
+from sla_guard.web.context import clock_now
 from sla_guard.web.errors import error
 
 bp = Blueprint("crm", __name__, url_prefix="/webhooks")
@@ -98,30 +97,13 @@ def _receive(crm: str):
     except ConfigError as exc:
         log.error("CRM webhook not read: a setting is invalid", extra={"source": crm, "error": str(exc)})
         return error(503, f"sla-guard cannot read {NAMES[crm]} webhooks until a setting is fixed: {exc}")
-    after = _queue_loss_reasons if crm == "amocrm" else None
-    return ingest(crm, result.events, started, ignored=result.ignored, lookups=result.lookups, after_commit=after)
+    also = _loss_reasons if crm == "amocrm" else None
+    return ingest(crm, result.events, started, ignored=result.ignored, lookups=result.lookups, also_store=also)
 
 
-def _queue_loss_reasons(events: list[LeadEvent]) -> None:
-    """Queue a read of the loss reason of each newly lost amoCRM lead (REST credentials set)."""
-    settings = of_app(current_app)
-    queue_name = settings.queue
-    redis = current_app.extensions["sla_guard.redis"]
-    for lead_id, event_id in loss_reason_wanted(settings, events):
-        try:
-            enqueue(
-                redis,
-                LOSS_REASON_JOB,
-                lead_id,
-                event_id,
-                job_id=f"{queue_name}-loss-reason-{event_id}",
-                queue_name=queue_name,
-            )
-        except RedisError as exc:
-            log.warning(
-                "loss reason not read: Redis unavailable",
-                extra={"lead_id": lead_id, "event_id": event_id, "error": type(exc).__name__},
-            )
+def _loss_reasons(session, events: list[LeadEvent], now) -> list:
+    """The loss-reason reads of newly lost amoCRM leads (REST credentials set), recorded with the events."""
+    return record_loss_reasons(session, of_app(current_app), events, now)
 
 
 @bp.post("/amocrm/<token>")

@@ -8,7 +8,7 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 
 from sla_guard.core.engine import ClockPlan, replay, task_touches, without_own_task_echoes
-from sla_guard.queueing import enqueue
+from sla_guard.outbox.follow_up_tasks import queue_closes
 from sla_guard.runtime import Runtime
 from sla_guard.store.repository import (
     TimerChange,
@@ -65,11 +65,8 @@ def process_lead(runtime: Runtime, lead_id: str) -> list[TimerChange]:
 
 def _close_finished_tasks(runtime: Runtime, lead_id: str) -> None:
     """A follow-up step that ended (done or cancelled) closes the task it created in the CRM."""
-    from sla_guard.outbox.follow_up_tasks import CLOSE_JOB, tasks_to_close
-
     try:
-        for task_id in tasks_to_close(runtime, lead_id):
-            enqueue(runtime.redis, CLOSE_JOB, task_id, queue_name=runtime.queue_name)
+        queue_closes(runtime, lead_id)
     except RedisError as exc:
         log.warning("follow-up tasks not closed yet, the reconciler will retry", extra={"error": type(exc).__name__})
 

@@ -10,10 +10,12 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from flask import Blueprint, current_app, jsonify, request
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from sla_guard import metrics
 from sla_guard.config import of_app
@@ -21,7 +23,8 @@ from sla_guard.core.events import LeadEvent, parse_events
 from sla_guard.exceptions import InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters.base import Lookup
 from sla_guard.ingest.pending import push
-from sla_guard.outbox.crm_sync import insert_lookups, schedule_lookup
+from sla_guard.outbox.base import OutboxKind
+from sla_guard.outbox.crm_sync import LOOKUPS, insert_lookups
 from sla_guard.security import SIGNATURE_HEADER, verify_signature
 from sla_guard.store.db import get_db
 from sla_guard.store.repository import insert_events
@@ -39,14 +42,15 @@ def ingest(
     *,
     ignored: Sequence[str] = (),
     lookups: Sequence[Lookup] = (),
-    after_commit: Callable[[list[LeadEvent]], None] | None = None,
+    also_store: Callable[[Session, list[LeadEvent], datetime], list[tuple[OutboxKind, int]]] | None = None,
 ):
     """Store ``events`` and answer 202 with what was accepted and what was a duplicate.
 
     CRM endpoints may also pass the kinds they acknowledged without an event (``ignored``,
     counted and listed in the answer), the REST look-ups a notification needs (``lookups``,
     stored in the same transaction as the events, each once per key, then queued), and
-    ``after_commit``, called with the newly accepted events to queue follow-up jobs.
+    ``also_store``, called in that transaction with the newly accepted events to record the
+    outbox items they call for (queued once committed).
     """
     queue_name = of_app(current_app).queue
     now = clock_now()
@@ -54,6 +58,9 @@ def ingest(
         with get_db(current_app).session() as session:
             accepted, duplicates = insert_events(session, source, events, now)
             new_lookups, repeated = insert_lookups(session, source, lookups, now) if lookups else ([], [])
+            fresh = [event for event in events if event.event_id in set(accepted)]
+            items = [(LOOKUPS, lookup_id) for lookup_id, _key in new_lookups]
+            items += also_store(session, fresh, now) if also_store is not None and fresh else []
     except SQLAlchemyError as exc:
         metrics.EVENTS_REJECTED.labels(source, "database").inc()
         log.error("events not stored: database unavailable", extra={"source": source, "error": type(exc).__name__})
@@ -68,10 +75,8 @@ def ingest(
     redis = current_app.extensions["sla_guard.redis"]
     try:
         push(redis, queue_name, leads)
-        for lookup_id, _key in new_lookups:
-            schedule_lookup(redis, queue_name, lookup_id, 1)
-        if after_commit is not None:
-            after_commit([event for event in events if event.event_id in accepted_set])
+        for kind, item_id in items:
+            kind.schedule(redis, queue_name, item_id, 1)
     except RedisError as exc:
         log.warning(
             "events stored, processing deferred to the reconciler",

@@ -7,9 +7,13 @@ escalation). This module makes the same change in the CRM the lead came from, ov
 
 - a lead from a source without a client (the generic webhook, a CRM whose REST settings are
   not set) is left alone: ``not_supported``;
-- a transient failure (429, 5xx, a timeout) is retried by the job :data:`REASSIGN_JOB`, at the
-  backoff or the CRM's ``Retry-After`` if longer, up to ``SLA_GUARD_ALERT_MAX_ATTEMPTS``;
-- a permanent one (refused credentials, invalid data, a deleted record) is logged at ERROR.
+- a transient failure (429, 5xx, a timeout) is retried, at the backoff or the CRM's
+  ``Retry-After`` if longer, up to ``SLA_GUARD_ALERT_MAX_ATTEMPTS``;
+- a permanent one (refused credentials, invalid data, a deleted record) is logged at ERROR and
+  raises an ops alert.
+
+The push is an outbox item (:class:`Reassignments`), recorded in the transaction that reassigns
+the lead, so a crash or a Redis flush before it is made loses nothing.
 
 Every outcome is logged with ``lead_id``, ``escalation_id`` and ``crm_status`` (``assigned``,
 ``retrying``, ``failed``, ``superseded``, ``not_supported``). Setting an owner the record
@@ -20,30 +24,26 @@ late retry never takes the lead back from its newer owner.
 
 from __future__ import annotations
 
+import json
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from redis.exceptions import RedisError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from sla_guard.outbox.crm_tasks import TaskError, client_for
-from sla_guard.outbox.follow_up_tasks import backoff_s, lead_crm
-from sla_guard.queueing import enqueue
+from sla_guard import runtime as runtime_module
+from sla_guard.outbox.base import OPS_ALERTS, ItemKind
+from sla_guard.outbox.crm_tasks import client_for
+from sla_guard.outbox.follow_up_tasks import lead_crm
+from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import LeadRow
 
 log = logging.getLogger("sla_guard.outbox.crm_reassign")
 
-REASSIGN_JOB = "workers.jobs.reassign_in_crm"
-"""Dotted path of the job that (re)tries telling the CRM of a reassignment."""
-
 DEFAULT_KIND = "deal"
 """What a lead id names in the CRM unless ``SLA_GUARD_<CRM>_TASK_OBJECT`` says ``lead``."""
-
-
-def job_id(queue_name: str, escalation_id: int, attempt: int) -> str:
-    """Deterministic id of the job making attempt ``attempt`` (1, 2, …) for one escalation."""
-    return f"{queue_name}-reassign-{escalation_id}-{attempt}"
 
 
 def crm_user(runtime: Runtime, owner: str) -> str:
@@ -54,27 +54,6 @@ def crm_user(runtime: Runtime, owner: str) -> str:
     return str(crm_id).strip() if crm_id is not None and str(crm_id).strip() else owner
 
 
-def queue_attempt(
-    runtime: Runtime, lead_id: str, new_owner: str, escalation_id: int, attempt: int, at: datetime | None = None
-) -> bool:
-    """Enqueue attempt ``attempt`` (now, or at the aware ``at``); False when Redis is down."""
-    try:
-        enqueue(
-            runtime.redis,
-            REASSIGN_JOB,
-            lead_id,
-            new_owner,
-            escalation_id,
-            attempt,
-            job_id=job_id(runtime.queue_name, escalation_id, attempt),
-            at=at,
-            queue_name=runtime.queue_name,
-        )
-    except RedisError:
-        return False
-    return True
-
-
 def _current_owner(runtime: Runtime, lead_id: str) -> tuple[str | None, str | None]:
     """The lead's CRM (the source of its first event not sla-guard's own) and its owner now."""
     with runtime.db.session() as session:
@@ -83,58 +62,90 @@ def _current_owner(runtime: Runtime, lead_id: str) -> tuple[str | None, str | No
     return crm, owner
 
 
+class Reassignments(ItemKind):
+    """A reassignment pushed to the lead's CRM: one item per escalation that reassigned."""
+
+    name = "reassign"
+    what = "reassignment pushed to the CRM"
+    outcome_field = "crm_status"
+    retrying = "retrying"
+    gave_up = "failed"
+
+    def record(self, session: Session, lead_id: str, new_owner: str, escalation_id: int, now: datetime) -> int:
+        """Record the push (in the transaction that reassigns); its item id."""
+        args = {"lead_id": lead_id, "owner": new_owner, "escalation_id": escalation_id}
+        return self.ensure(session, str(escalation_id), args, now)
+
+    def attempt(self, runtime: Runtime, row) -> str:
+        args = json.loads(row.args)
+        lead_id, new_owner = args["lead_id"], args["owner"]
+        crm, owner_now = _current_owner(runtime, lead_id)
+        context = {**self.context(row), "crm": crm}
+        client = client_for(crm or "", runtime.settings, runtime.http())
+        if client is None:
+            outcome = "not_supported"
+            _outcome(
+                logging.INFO, "reassignment not sent: the lead's source has no CRM API configured", context, outcome
+            )
+        elif owner_now is not None and owner_now != new_owner:
+            outcome = "superseded"
+            _outcome(
+                logging.INFO,
+                "reassignment not sent: the lead has another owner since",
+                context,
+                outcome,
+                owner_now=owner_now,
+            )
+        else:
+            kind = runtime.settings.crm(crm).get(f"SLA_GUARD_{crm.upper()}_TASK_OBJECT") or DEFAULT_KIND
+            client.assign_owner(lead_id, crm_user(runtime, new_owner), kind)
+            outcome = "assigned"
+            _outcome(logging.INFO, "reassignment sent to the CRM", context, outcome, kind=kind)
+        self.done(runtime, row.id, outcome)
+        return outcome
+
+    def on_retry(self, runtime: Runtime, row, error: str, wait: float, context: dict) -> None:
+        message = "reassignment not accepted by the CRM yet, will retry"
+        _outcome(logging.WARNING, message, context, self.retrying, error=error, retry_in_s=wait)
+
+    def on_give_up(self, runtime: Runtime, row, error: str, context: dict) -> None:
+        _outcome(logging.ERROR, "reassignment refused by the CRM", context, self.gave_up, error=error)
+        OPS_ALERTS.raise_for(runtime, self, row, error)
+
+
 def _outcome(level: int, message: str, context: dict, crm_status: str, **fields) -> str:
     log.log(level, message, extra={**context, "crm_status": crm_status, **fields})
     return crm_status
 
 
-def tell_crm(runtime: Runtime, lead_id: str, new_owner: str, escalation_id: int, attempt: int = 1) -> str:
-    """Make ``new_owner`` the lead's owner in its CRM; return the ``crm_status`` logged."""
-    crm, owner_now = _current_owner(runtime, lead_id)
-    context = {"lead_id": lead_id, "escalation_id": escalation_id, "crm": crm, "owner": new_owner, "attempt": attempt}
-    client = client_for(crm or "", runtime.settings, runtime.http())
-    if client is None:
-        return _outcome(
-            logging.INFO, "reassignment not sent: the lead's source has no CRM API configured", context, "not_supported"
-        )
-    if owner_now is not None and owner_now != new_owner:
-        return _outcome(
-            logging.INFO,
-            "reassignment not sent: the lead has another owner since",
-            context,
-            "superseded",
-            owner_now=owner_now,
-        )
-    kind = runtime.settings.crm(crm).get(f"SLA_GUARD_{crm.upper()}_TASK_OBJECT") or DEFAULT_KIND
+@job()
+def reassign_in_crm(item_id: int) -> str:
+    """Job: one attempt at telling the lead's CRM of a reassignment."""
+    return REASSIGNMENTS.run(runtime_module.current(), item_id)
+
+
+REASSIGNMENTS = Reassignments(reassign_in_crm)
+
+
+def item_of(runtime: Runtime, lead_id: str, new_owner: str, escalation_id: int) -> int:
+    """The outbox item of an escalation's reassignment (recorded now if it was not)."""
+    with runtime.db.session() as session:
+        return REASSIGNMENTS.record(session, lead_id, new_owner, escalation_id, runtime.now())
+
+
+def tell_crm(runtime: Runtime, lead_id: str, new_owner: str, escalation_id: int) -> str:
+    """Make ``new_owner`` the lead's owner in its CRM now; return the ``crm_status`` (the one
+    recorded before when the push was done already)."""
+    item_id = item_of(runtime, lead_id, new_owner, escalation_id)
+    status = REASSIGNMENTS.run(runtime, item_id)
+    return REASSIGNMENTS.outcome_of(runtime, item_id) if status == REASSIGNMENTS.not_claimed else status
+
+
+def queue_attempt(runtime: Runtime, lead_id: str, new_owner: str, escalation_id: int) -> bool:
+    """Queue the push as a job of its own; False when Redis is down (the reconciler queues it)."""
+    item_id = item_of(runtime, lead_id, new_owner, escalation_id)
     try:
-        client.assign_owner(lead_id, crm_user(runtime, new_owner), kind)
-    except TaskError as exc:
-        if exc.transient and attempt < runtime.settings.alert_max_attempts:
-            wait = max(backoff_s(attempt), exc.retry_after_s or 0.0)
-            at = runtime.now() + timedelta(seconds=wait)
-            if queue_attempt(runtime, lead_id, new_owner, escalation_id, attempt + 1, at):
-                return _outcome(
-                    logging.WARNING,
-                    "reassignment not accepted by the CRM yet, will retry",
-                    context,
-                    "retrying",
-                    error=str(exc),
-                    retry_in_s=wait,
-                )
-            return _outcome(
-                logging.ERROR,
-                "reassignment not accepted by the CRM and its retry could not be queued",
-                context,
-                "failed",
-                error=str(exc),
-            )
-        return _outcome(
-            logging.ERROR,
-            "reassignment refused by the CRM",
-            context,
-            "failed",
-            error=str(exc),
-            transient=exc.transient,
-            http_status=exc.status,
-        )
-    return _outcome(logging.INFO, "reassignment sent to the CRM", context, "assigned", kind=kind)
+        REASSIGNMENTS.schedule(runtime.redis, runtime.queue_name, item_id, 1)
+    except RedisError:
+        return False
+    return True

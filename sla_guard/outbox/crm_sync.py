@@ -2,16 +2,16 @@
 
 Bitrix24's notifications say only which record changed. The webhook stores one look-up row
 per notification (:func:`insert_lookups`, in the transaction that acknowledges it) and queues
-:data:`LOOKUP_JOB`; :func:`run_lookup` then reads the record over the portal's REST API,
+the job :func:`crm_lookup`; :func:`run_lookup` then reads the record over the portal's REST API,
 compares it with the last state read (a ``crm_records`` row), stores the events that follow in
-the inbox, saves the new state, marks the look-up done and applies the leads' events. A
-failed read is retried with a growing wait (:func:`lookup_backoff_s`); the reconciler queues
-again any look-up whose job was lost (:func:`lookups_to_retry`). After
-:data:`LOOKUP_MAX_ATTEMPTS` attempts, or at once for an error retrying cannot fix (an unknown
-record, refused access), the look-up is finished with its ``last_error`` kept.
+the inbox, saves the new state, marks the look-up done and applies the leads' events. Look-ups
+are an outbox kind (:class:`Lookups`): a failed read is retried with a growing wait, the
+reconciler queues again any look-up whose job was lost, and after :data:`LOOKUP_MAX_ATTEMPTS`
+attempts, or at once for an error retrying cannot fix (an unknown record, refused access), the
+look-up is finished with its ``last_error`` kept.
 
-amoCRM's webhook carries no loss reason; where REST credentials are set, :func:`read_loss_reason`
-reads it (``GET /api/v4/leads/{id}?with=loss_reason``) and stores it as a ``lead.updated``
+amoCRM's webhook carries no loss reason; where REST credentials are set, a :class:`LossReasons`
+item is recorded with the events and :func:`read_loss_reason` reads it (``GET /api/v4/leads/{id}?with=loss_reason``) and stores it as a ``lead.updated``
 event carrying ``reason``.
 
 The REST URLs and tokens are secrets: they never appear in logs, errors or stored rows.
@@ -22,33 +22,26 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 
-import requests
-from redis.exceptions import RedisError
-from rq.job import Job
-from rq.registry import ScheduledJobRegistry
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from sla_guard import runtime as runtime_module
 from sla_guard.config import Settings, crm_settings
 from sla_guard.core.events import Lead, LeadEvent
-from sla_guard.exceptions import InvalidEvent
+from sla_guard.exceptions import CrmReadError, DeliveryError, InvalidEvent
 from sla_guard.ingest.adapters import amocrm, bitrix24
 from sla_guard.ingest.adapters.base import Lookup, from_iso, text
 from sla_guard.ingest.processing import process_lead
-from sla_guard.queueing import enqueue
+from sla_guard.outbox.base import ItemKind, OutboxKind, Retry, doubling
+from sla_guard.outbox.http import Http, is_transient_status, json_object
+from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import CrmLookupRow, CrmRecordRow, EventRow
 from sla_guard.store.repository import dialect_insert, insert_events
 
 log = logging.getLogger("sla_guard.outbox.crm_sync")
-
-LOOKUP_JOB = "workers.jobs.crm_lookup"
-"""Dotted path of the job that does one look-up."""
-
-LOSS_REASON_JOB = "workers.jobs.amocrm_loss_reason"
-"""Dotted path of the job that reads an amoCRM lead's loss reason."""
 
 REST_TIMEOUT_S = 10.0
 """Longest wait for one CRM REST call."""
@@ -56,13 +49,8 @@ REST_TIMEOUT_S = 10.0
 LOOKUP_MAX_ATTEMPTS = 8
 """Attempts of a look-up before it is given up (about 11 minutes of waits in all)."""
 
-LOOKUP_GRACE = timedelta(seconds=5)
-"""A look-up younger than this is left to the job queued when it was accepted."""
-
 BACKOFF_CAP_S = 600.0
 """Longest wait between two attempts of a look-up."""
-
-_ACTIVE = ("scheduled", "queued", "started", "deferred")
 
 
 # --- look-ups: storing and scheduling -------------------------------------------------------
@@ -102,91 +90,58 @@ def insert_lookups(session: Session, crm: str, lookups: Iterable[Lookup], receiv
     return new, repeated
 
 
+class Lookups(OutboxKind):
+    """Bitrix24 read-backs: one row per notification, done when its record was read."""
+
+    name = "lookup"
+    what = "Bitrix24 look-up"
+    model = CrmLookupRow
+    claimed_status = None
+    created_column = "received_at"
+    not_claimed = "skipped"
+    retrying = "retry"
+
+    def retry(self, runtime: Runtime) -> Retry:
+        return Retry(LOOKUP_MAX_ATTEMPTS, doubling(5, BACKOFF_CAP_S))
+
+    def is_open(self):
+        return CrmLookupRow.done_at.is_(None)
+
+    def retry_values(self, error: str, at: datetime) -> dict:
+        return {"last_error": error, "claimed_until": at}
+
+    def failed_values(self, error: str, now: datetime) -> dict:
+        return {"done_at": now, "last_error": error, "claimed_until": None}
+
+    def context(self, row: CrmLookupRow) -> dict:
+        return {"lookup_id": row.id, "method": row.method, "record_id": row.record_id, "attempt": row.attempts}
+
+    def attempt(self, runtime: Runtime, row: CrmLookupRow) -> str:
+        return _read_back(runtime, row, self.context(row))
+
+
+@job()
+def crm_lookup(lookup_id: int) -> str:
+    """Job: one attempt of a Bitrix24 look-up."""
+    return LOOKUPS.run(runtime_module.current(), lookup_id)
+
+
+LOOKUPS = Lookups(crm_lookup)
+
+
 def lookup_job_id(queue_name: str, lookup_id: int, attempt: int) -> str:
     """Deterministic id of the job doing attempt ``attempt`` (1, 2, …) of a look-up."""
-    return f"{queue_name}-lookup-{lookup_id}-{attempt}"
+    return LOOKUPS.job_id(queue_name, lookup_id, attempt)
 
 
-def schedule_lookup(
-    redis,
-    queue_name: str,
-    lookup_id: int,
-    attempt: int,
-    at: datetime | None = None,
-    *,
-    overdue_before: datetime | None = None,
-) -> bool:
-    """Queue attempt ``attempt`` of a look-up (at ``at``, or now) unless its job is already
-    waiting or running; a failed job of that attempt is replaced, and so is a scheduled one
-    due before ``overdue_before`` (the scheduler is not working). True when a job was written."""
-    job_id = lookup_job_id(queue_name, lookup_id, attempt)
-    existing = Job.fetch_many([job_id], connection=redis)[0]
-    if existing is not None:
-        status = existing.get_status(refresh=False)
-        if status == "scheduled" and overdue_before is not None:
-            score = redis.zscore(ScheduledJobRegistry(queue_name, connection=redis).key, job_id)
-            if score is None or score > overdue_before.timestamp():
-                return False
-        elif status in _ACTIVE:
-            return False
-        existing.delete()
-    enqueue(redis, LOOKUP_JOB, lookup_id, job_id=job_id, at=at, retry=None, queue_name=queue_name)
-    return True
+def schedule_lookup(redis, queue_name: str, lookup_id: int, attempt: int, at: datetime | None = None) -> bool:
+    """Queue attempt ``attempt`` of a look-up (at ``at``, or now) unless its job is waiting."""
+    return LOOKUPS.schedule(redis, queue_name, lookup_id, attempt, at)
 
 
-def lookup_backoff_s(attempts: int) -> float:
-    """The wait after ``attempts`` failed attempts: 5, 10, 20, … seconds, capped at 10 minutes."""
-    return min(BACKOFF_CAP_S, 5.0 * 2 ** max(0, attempts - 1))
-
-
-def lookup_wait(attempts: int) -> timedelta:
-    """How long after its arrival a look-up with ``attempts`` failed attempts is due again at
-    the earliest (the sum of its waits, plus :data:`LOOKUP_GRACE`)."""
-    return LOOKUP_GRACE + timedelta(seconds=sum(lookup_backoff_s(n) for n in range(1, attempts + 1)))
-
-
-def lookups_to_retry(session: Session, now: datetime, limit: int = 500) -> list[tuple[int, int]]:
-    """Look-ups not done whose wait is over: ``(lookup id, attempts so far)``."""
-    rows = session.execute(
-        select(CrmLookupRow.id, CrmLookupRow.attempts, CrmLookupRow.received_at)
-        .where(CrmLookupRow.done_at.is_(None), CrmLookupRow.received_at <= now - LOOKUP_GRACE)
-        .order_by(CrmLookupRow.id)
-        .limit(limit)
-    ).all()
-    return [(row.id, row.attempts) for row in rows if row.received_at + lookup_wait(row.attempts) <= now]
-
-
-# --- look-ups: doing one --------------------------------------------------------------------
-
-
-def _claim(runtime: Runtime, lookup_id: int) -> tuple[Lookup, int, str | None] | None:
-    """Count one more attempt of a look-up not done yet: ``(look-up, attempts, last error)``,
-    or None when it is done or unknown."""
-    with runtime.db.session() as session:
-        claimed = session.execute(
-            update(CrmLookupRow)
-            .where(CrmLookupRow.id == lookup_id, CrmLookupRow.done_at.is_(None))
-            .values(attempts=CrmLookupRow.attempts + 1)
-        ).rowcount
-        if not claimed:
-            return None
-        row = session.execute(select(CrmLookupRow).where(CrmLookupRow.id == lookup_id)).scalar_one()
-        return Lookup(row.method, row.record_id, row.event, row.sent_at), row.attempts, row.last_error
-
-
-def _finish(session: Session, lookup_id: int, now: datetime, error: str | None = None) -> None:
-    session.execute(
-        update(CrmLookupRow)
-        .where(CrmLookupRow.id == lookup_id)
-        .values(done_at=now, last_error=error[:2000] if error else None)
-    )
-
-
-def _give_up(runtime: Runtime, lookup_id: int, error: str, context: dict) -> str:
-    with runtime.db.session() as session:
-        _finish(session, lookup_id, runtime.now(), error)
-    log.error("Bitrix24 look-up given up", extra={**context, "error": error})
-    return "failed"
+def run_lookup(runtime: Runtime, lookup_id: int) -> str:
+    """Do one attempt of a Bitrix24 look-up; return ``done``, ``retry``, ``failed`` or ``skipped``."""
+    return LOOKUPS.run(runtime, lookup_id)
 
 
 def _stale(last_known: dict | None, record: dict) -> bool:
@@ -201,37 +156,14 @@ def _stale(last_known: dict | None, record: dict) -> bool:
         return False
 
 
-def run_lookup(runtime: Runtime, lookup_id: int) -> str:
-    """Do one attempt of a Bitrix24 look-up; return ``done``, ``retry``, ``failed`` or ``skipped``."""
-    claimed = _claim(runtime, lookup_id)
-    if claimed is None:
-        return "skipped"
-    lookup, attempt, last_error = claimed
-    context = {"lookup_id": lookup_id, "method": lookup.method, "record_id": lookup.id, "attempt": attempt}
-    if attempt > LOOKUP_MAX_ATTEMPTS:
-        return _give_up(
-            runtime, lookup_id, f"gave up after {LOOKUP_MAX_ATTEMPTS} attempts; last error: {last_error}", context
-        )
+def _read_back(runtime: Runtime, row: CrmLookupRow, context: dict) -> str:
+    """Read the record, store the events that follow, mark the look-up done; ``done``."""
+    lookup = Lookup(row.method, row.record_id, row.event, row.sent_at)
     settings = crm_settings(runtime.settings, bitrix24.CRM)
     rest_url = text(settings.get(bitrix24.REST_URL))
     if rest_url is None:
-        return _give_up(runtime, lookup_id, f"{bitrix24.REST_URL} is not set", context)
-    try:
-        record = bitrix24.fetch(rest_url, lookup.method, lookup.id, runtime.http(), REST_TIMEOUT_S)
-    except bitrix24.RestError as exc:
-        if not exc.retryable or attempt >= LOOKUP_MAX_ATTEMPTS:
-            return _give_up(runtime, lookup_id, str(exc), context)
-        wait = lookup_backoff_s(attempt)
-        with runtime.db.session() as session:
-            session.execute(update(CrmLookupRow).where(CrmLookupRow.id == lookup_id).values(last_error=str(exc)[:2000]))
-        log.warning("Bitrix24 look-up failed, will retry", extra={**context, "error": str(exc), "retry_in_s": wait})
-        try:
-            schedule_lookup(
-                runtime.redis, runtime.queue_name, lookup_id, attempt + 1, runtime.now() + timedelta(seconds=wait)
-            )
-        except RedisError as redis_exc:  # the reconciler queues it when the wait is over
-            log.warning("look-up retry not queued", extra={**context, "error": type(redis_exc).__name__})
-        return "retry"
+        raise DeliveryError(f"{bitrix24.REST_URL} is not set")
+    record = bitrix24.fetch(rest_url, lookup.method, lookup.id, runtime.http(), REST_TIMEOUT_S)
     mapping = bitrix24.mapping_from_settings(settings)
     kind = lookup.method.split(".")[1]
     now = runtime.now()
@@ -249,13 +181,15 @@ def run_lookup(runtime: Runtime, lookup_id: int) -> str:
                 else bitrix24.derive_events(lookup, record, None if adding else last_known, mapping)
             )
         except InvalidEvent as exc:
-            _finish(session, lookup_id, now, f"the portal's reply is not usable: {exc}")
-            log.error("Bitrix24 look-up given up", extra={**context, "error": str(exc)})
-            return "failed"
+            raise DeliveryError(f"the portal's reply is not usable: {exc}") from None
         accepted, _ = insert_events(session, bitrix24.CRM, events, now)
         if state is not None and not stale:
             _save_state(session, kind, state.get("id") or lookup.id, state, now)
-        _finish(session, lookup_id, now)
+        session.execute(
+            update(CrmLookupRow)
+            .where(CrmLookupRow.id == row.id)
+            .values(done_at=now, last_error=None, claimed_until=None)
+        )
     log.info("Bitrix24 look-up done", extra={**context, "events": accepted})
     stored = set(accepted)
     for lead_id in dict.fromkeys(event.lead.id for event in events if event.event_id in stored):
@@ -307,10 +241,6 @@ def loss_reason(reply: dict) -> str | None:
     return text(chosen.get("name")) if chosen else None
 
 
-class AmoRestError(Exception):
-    """An amoCRM REST read failed; raised (so that the job is retried) only when trying later may help."""
-
-
 def read_loss_reason(runtime: Runtime, lead_id: str, closed_event_id: str) -> str | None:
     """Read a lost lead's reason and store it as a ``lead.updated`` event at the closure's time."""
     amo = crm_settings(runtime.settings, amocrm.CRM)
@@ -324,23 +254,20 @@ def read_loss_reason(runtime: Runtime, lead_id: str, closed_event_id: str) -> st
         ).scalar()
     if closed_at is None:
         return None
-    url = f"{base_url.rstrip('/')}/api/v4/leads/{lead_id}"
-    try:
-        response = runtime.http().get(
-            url,
-            params={"with": "loss_reason"},
-            timeout=REST_TIMEOUT_S,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-        )
-    except requests.RequestException as exc:
-        raise AmoRestError(f"amoCRM lead read failed: {type(exc).__name__}") from None
-    if response.status_code >= 500 or response.status_code == 429:
-        raise AmoRestError(f"amoCRM lead read failed: HTTP {response.status_code}")
-    try:
-        reply = response.json() if response.status_code == 200 else None
-    except ValueError:
-        reply = None
-    if not isinstance(reply, dict):
+    http = Http(
+        "amoCRM", runtime.http(), REST_TIMEOUT_S, [token], amocrm.ACCESS_TOKEN, account=base_url, error=CrmReadError
+    )
+    response = http.request(
+        "GET",
+        f"{base_url.rstrip('/')}/api/v4/leads/{lead_id}",
+        f"reading lead {lead_id}",
+        params={"with": "loss_reason"},
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+    )
+    if is_transient_status(response.status_code):
+        raise http.by_status(response, f"reading lead {lead_id}: HTTP {response.status_code}")
+    reply = json_object(response) if response.status_code == 200 else None
+    if reply is None:
         log.warning("amoCRM loss reason not read", extra={**context, "status": response.status_code})
         return None
     reason = loss_reason(reply)
@@ -359,3 +286,38 @@ def read_loss_reason(runtime: Runtime, lead_id: str, closed_event_id: str) -> st
         log.info("amoCRM loss reason stored", extra=context)
         process_lead(runtime, lead_id)
     return reason
+
+
+class LossReasons(ItemKind):
+    """Reading a lost amoCRM lead's loss reason: one item per lost closure, kept until read."""
+
+    name = "loss-reason"
+    what = "amoCRM loss-reason read"
+
+    def attempt(self, runtime: Runtime, row) -> str:
+        args = json.loads(row.args)
+        outcome = "stored" if read_loss_reason(runtime, args["lead_id"], args["event_id"]) else "none"
+        self.done(runtime, row.id, outcome)
+        return outcome
+
+
+@job()
+def amocrm_loss_reason(item_id: int) -> str:
+    """Job: one attempt at reading an amoCRM lead's loss reason."""
+    return LOSS_REASONS.run(runtime_module.current(), item_id)
+
+
+LOSS_REASONS = LossReasons(amocrm_loss_reason)
+
+
+def record_loss_reasons(
+    session: Session, settings: dict, events: Iterable[LeadEvent], now: datetime
+) -> list[tuple[OutboxKind, int]]:
+    """Record a loss-reason read for each newly lost amoCRM lead (REST credentials set), in the
+    transaction that stores the events; the items to queue."""
+    items = []
+    for lead_id, event_id in loss_reason_wanted(settings, events):
+        item_id = LOSS_REASONS.add(session, event_id, {"lead_id": lead_id, "event_id": event_id}, now)
+        if item_id is not None:
+            items.append((LOSS_REASONS, item_id))
+    return items

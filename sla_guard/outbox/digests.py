@@ -3,8 +3,9 @@
 The reconciler calls :func:`queue_digests` on every pass. When a digest's local time has come
 (``digests.daily_at``, ``digests.weekly_on`` + ``weekly_at``), one row per (kind, period,
 recipient, channel) is written with its text; the unique constraint makes that once however
-many workers try. Rows are then delivered by the ``deliver_digest`` job through the same
-channels as alerts: transient failures are retried with backoff, permanent ones fail the row.
+many workers try. Rows are then delivered, as an outbox kind (:mod:`sla_guard.outbox.base`),
+through the same channels as alerts: transient failures are retried with backoff and scheduled,
+permanent ones fail the row and raise an ops alert.
 A manager in their quiet hours gets the digest when those end. A daily digest with nothing
 overdue is recorded as ``skipped`` and not sent.
 """
@@ -16,11 +17,12 @@ import logging
 from datetime import datetime, timedelta
 
 from redis.exceptions import RedisError
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 
+from sla_guard import runtime as runtime_module
 from sla_guard.core.engine import FIRST_TOUCH
-from sla_guard.outbox.delivery import CLAIM_S, backoff_s
-from sla_guard.outbox.notify.channels import DeliveryError, channel_secrets, send
+from sla_guard.outbox.base import OutboxKind
+from sla_guard.outbox.notify.channels import channel_secrets, send
 from sla_guard.outbox.notify.digest_texts import (
     ClockOutcome,
     Overdue,
@@ -34,17 +36,12 @@ from sla_guard.outbox.notify.digest_texts import (
     weekly_text,
 )
 from sla_guard.outbox.notify.routing import address_for, person_locale, person_quiet_until
-from sla_guard.outbox.notify.transport import redact
-from sla_guard.queueing import enqueue
+from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import ClockRow, DigestRow, EscalationRow, LeadRow
 from sla_guard.store.repository import LEAD_FIELDS, clock_state, dialect_insert
-from sla_guard.timers import arming as timers
 
 log = logging.getLogger("sla_guard.outbox.digests")
-
-DELIVER_DIGEST_JOB = "workers.jobs.deliver_digest"
-"""Dotted path of the job that (re)tries one digest's delivery."""
 
 
 def _channels_of(runtime: Runtime, person: str) -> tuple[str, ...]:
@@ -216,105 +213,63 @@ def prepare(runtime: Runtime, now: datetime) -> list[int]:
     return created
 
 
+class Digests(OutboxKind):
+    """Daily digests and weekly summaries: retried, scheduled and given up like every outgoing item."""
+
+    name = "digest"
+    what = "digest delivery"
+    model = DigestRow
+    grace = timedelta(0)
+
+    def attempt(self, runtime: Runtime, row: DigestRow) -> str:
+        rules = runtime.rules.current()
+        send(
+            row.channel,
+            rules.channels.get(row.channel),
+            json.loads(row.payload),
+            runtime.http(),
+            address=address_for(rules, row.channel, row.recipient or None),
+            settings=runtime.settings,
+        )
+        self.update(runtime, row.id, status="delivered", sent_at=runtime.now(), claimed_until=None, last_error=None)
+        log.info("digest delivered", extra=self.context(row))
+        return "delivered"
+
+    def context(self, row: DigestRow) -> dict:
+        return {"digest_id": row.id, "channel": row.channel, "attempt": row.attempts}
+
+    def secrets(self, runtime: Runtime, row: DigestRow) -> tuple[str, ...]:
+        return channel_secrets(runtime.rules.current().channels.get(row.channel))
+
+
+@job()
+def deliver_digest_job(digest_id: int) -> str:
+    """Job: one delivery attempt of a digest."""
+    return DIGESTS.run(runtime_module.current(), digest_id)
+
+
+DIGESTS = Digests(deliver_digest_job)
+
+
 def deliver_digest(runtime: Runtime, digest_id: int) -> str:
     """Try to deliver one digest once; return its status afterwards."""
-    now = runtime.now()
-    with runtime.db.session() as session:
-        claimed = session.execute(
-            update(DigestRow)
-            .where(
-                DigestRow.id == digest_id,
-                DigestRow.status.in_(("pending", "sending")),
-                or_(DigestRow.claimed_until.is_(None), DigestRow.claimed_until <= now),
-            )
-            .values(status="sending", attempts=DigestRow.attempts + 1, claimed_until=now + timedelta(seconds=CLAIM_S))
-        ).rowcount
-        if not claimed:
-            return "not_claimed"
-        row = session.execute(select(DigestRow).where(DigestRow.id == digest_id)).scalar_one()
-    rules = runtime.rules.current()
-    channel = rules.channels.get(row.channel)
-    context = {"digest_id": digest_id, "channel": row.channel, "attempt": row.attempts}
-    try:
-        try:
-            send(
-                row.channel,
-                channel,
-                json.loads(row.payload),
-                runtime.http(),
-                address=address_for(rules, row.channel, row.recipient or None),
-                settings=runtime.settings,
-            )
-        except DeliveryError:
-            raise
-        except Exception as exc:
-            log.exception("channel raised unexpectedly", extra=context)
-            raise DeliveryError(f"unexpected {type(exc).__name__}", transient=True) from None
-    except DeliveryError as exc:
-        error = redact(str(exc), channel_secrets(channel))[:2000]
-        retry = exc.transient and row.attempts < runtime.settings.alert_max_attempts
-        wait = max(backoff_s(row.attempts), exc.retry_after_s or 0.0)
-        with runtime.db.session() as session:
-            session.execute(
-                update(DigestRow)
-                .where(DigestRow.id == digest_id)
-                .values(
-                    status="pending" if retry else "failed",
-                    last_error=error,
-                    claimed_until=runtime.now() + timedelta(seconds=wait) if retry else None,
-                )
-            )
-        (log.warning if retry else log.error)(
-            "digest delivery failed", extra={**context, "error": error, "retry": retry}
-        )
-        return "pending" if retry else "failed"
-    with runtime.db.session() as session:
-        session.execute(
-            update(DigestRow)
-            .where(DigestRow.id == digest_id)
-            .values(status="delivered", sent_at=runtime.now(), claimed_until=None, last_error=None)
-        )
-    log.info("digest delivered", extra=context)
-    return "delivered"
+    return DIGESTS.run(runtime, digest_id)
 
 
 def waiting_digests(runtime: Runtime, now: datetime, limit: int = 500) -> list[tuple[int, int]]:
     """Digests due for a (re)try: ``(digest_id, attempts)``."""
     with runtime.db.session() as session:
-        return list(
-            session.execute(
-                select(DigestRow.id, DigestRow.attempts)
-                .where(
-                    DigestRow.status.in_(("pending", "sending")),
-                    or_(DigestRow.claimed_until.is_(None), DigestRow.claimed_until <= now),
-                )
-                .order_by(DigestRow.id)
-                .limit(limit)
-            ).all()
-        )
+        return DIGESTS.due(session, now, limit)
 
 
-def queue_digests(runtime: Runtime) -> int:
+def queue_digests(runtime: Runtime, overdue_before: datetime | None = None) -> int:
     """Record due digests and queue every digest waiting for delivery; the number queued.
 
     Never raises: a digest's trouble must not stop the reconciler's other work.
     """
     try:
         prepare(runtime, runtime.now())
-        queued = 0
-        for digest_id, attempts in waiting_digests(runtime, runtime.now()):
-            job_id = f"{runtime.queue_name}-digest-{digest_id}-r{attempts}"
-            if not timers.armed(runtime.redis, [job_id]):
-                enqueue(
-                    runtime.redis,
-                    DELIVER_DIGEST_JOB,
-                    digest_id,
-                    job_id=job_id,
-                    retry=None,
-                    queue_name=runtime.queue_name,
-                )
-                queued += 1
-        return queued
+        return DIGESTS.requeue_due(runtime, overdue_before or runtime.now())
     except RedisError as exc:
         log.warning("digests wait for Redis", extra={"error": type(exc).__name__})
     except Exception:

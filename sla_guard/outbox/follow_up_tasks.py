@@ -3,6 +3,7 @@
 Creating a task is idempotent: the row is written with the step's escalation, under the lead's
 lock, before any call to the CRM; the CRM call carries a stable key and is looked up again
 before a retry creates anything, and the CRM's task id is stored as soon as it is known.
+Creating and closing are two outbox kinds (:mod:`sla_guard.outbox.base`) over the same rows.
 """
 
 from __future__ import annotations
@@ -11,35 +12,25 @@ import json
 import logging
 from datetime import datetime, timedelta
 
-from redis.exceptions import RedisError
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, select
 
+from sla_guard import runtime as runtime_module
 from sla_guard.core.follow_ups import find_cadence, parse_clock_name, task_text
-from sla_guard.outbox.crm_tasks import TaskError, TaskNotFound, TaskRequest, client_for
+from sla_guard.exceptions import TaskNotFound
+from sla_guard.outbox.base import OutboxKind
+from sla_guard.outbox.crm_tasks import TaskRequest, client_for
+from sla_guard.outbox.delivery import deliver
 from sla_guard.outbox.notify.messages import alert_payload
 from sla_guard.outbox.notify.routing import route
-from sla_guard.queueing import enqueue
+from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, FollowUpTaskRow, LeadRow
 from sla_guard.store.repository import LEAD_FIELDS
 
 log = logging.getLogger("sla_guard.core.follow_ups")
 
-CREATE_JOB = "workers.jobs.create_follow_up_task"
-"""Dotted path of the job that (re)tries creating a follow-up task."""
-
-CLOSE_JOB = "workers.jobs.close_follow_up_task"
-"""Dotted path of the job that closes the CRM task of a finished follow-up step."""
-
-CLAIM_S = 60
-"""How long a worker may hold a task row while it talks to the CRM."""
-
 OWN_SOURCES = ("sla-guard",)
 """Event sources that are sla-guard itself, not a CRM."""
-
-
-def backoff_s(attempts: int) -> float:
-    return float(min(600, 2 ** max(1, attempts)))
 
 
 def lead_crm(session, lead_id: str) -> str | None:
@@ -76,33 +67,8 @@ def plan_task(session, rules, clock: ClockRow, lead: LeadRow, now: datetime) -> 
     return row.id
 
 
-def _claim(runtime: Runtime, task_id: int, now: datetime, statuses: tuple[str, ...]) -> FollowUpTaskRow | None:
-    with runtime.db.session() as session:
-        claimed = session.execute(
-            update(FollowUpTaskRow)
-            .where(
-                FollowUpTaskRow.id == task_id,
-                FollowUpTaskRow.status.in_(statuses),
-                or_(FollowUpTaskRow.claimed_until.is_(None), FollowUpTaskRow.claimed_until <= now),
-            )
-            .values(attempts=FollowUpTaskRow.attempts + 1, claimed_until=now + timedelta(seconds=CLAIM_S))
-        ).rowcount
-        if not claimed:
-            return None
-        return session.execute(select(FollowUpTaskRow).where(FollowUpTaskRow.id == task_id)).scalar_one()
-
-
-def _set(runtime: Runtime, task_id: int, **values) -> None:
-    with runtime.db.session() as session:
-        session.execute(
-            update(FollowUpTaskRow).where(FollowUpTaskRow.id == task_id).values(updated_at=runtime.now(), **values)
-        )
-
-
 def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
     """Send the follow-up to the owner as an alert (no CRM to hold the task, or the CRM refused)."""
-    from sla_guard.outbox.delivery import deliver
-
     now = runtime.now()
     rules = runtime.rules.current()
     alert_ids = []
@@ -162,116 +128,123 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
     return alert_ids
 
 
+class _TaskKind(OutboxKind):
+    model = FollowUpTaskRow
+    claimed_status = None
+
+    def update(self, runtime: Runtime, item_id: int, **values) -> None:
+        super().update(runtime, item_id, updated_at=runtime.now(), **values)
+
+    def context(self, row: FollowUpTaskRow) -> dict:
+        return {"lead_id": row.lead_id, "task_id": row.id, "crm": row.crm, "attempt": row.attempts}
+
+    def client(self, runtime: Runtime, row: FollowUpTaskRow):
+        return client_for(row.crm or "", runtime.settings, runtime.http())
+
+
+class FollowUpTasks(_TaskKind):
+    """Creating a follow-up step's task in the lead's CRM (or, without one, alerting the owner)."""
+
+    name = "task"
+    what = "follow-up task creation"
+    open_statuses = ("pending",)
+
+    def attempt(self, runtime: Runtime, row: FollowUpTaskRow) -> str:
+        client = self.client(runtime, row)
+        if client is None:
+            alert_owner(runtime, row, "no CRM task API configured")
+            self.update(runtime, row.id, status="alerted", claimed_until=None)
+            return "alerted"
+        request = TaskRequest(
+            lead_id=row.lead_id,
+            owner=row.owner,
+            text=row.text,
+            due_at=row.due_at,
+            idempotency_key=f"sla-guard-fu-{row.clock_id}",
+            kind=runtime.settings.crm(row.crm).get(f"SLA_GUARD_{row.crm.upper()}_TASK_OBJECT") or "deal",
+        )
+        crm_task_id = (client.find(request) if row.attempts > 1 else None) or client.create(request)
+        self.update(runtime, row.id, status="created", crm_task_id=crm_task_id, last_error=None, claimed_until=None)
+        log.info("follow-up task created", extra={**self.context(row), "crm_task_id": crm_task_id})
+        return "created"
+
+    def on_retry(self, runtime: Runtime, row, error: str, wait: float, context: dict) -> None:
+        log.warning("follow-up task not created, will retry", extra={**context, "error": error, "retry_in_s": wait})
+
+    def on_give_up(self, runtime: Runtime, row: FollowUpTaskRow, error: str, context: dict) -> None:
+        super().on_give_up(runtime, row, error, context)
+        alert_owner(runtime, row, "the CRM refused the task")
+
+
+class FollowUpCloses(_TaskKind):
+    """Closing the CRM task of a follow-up step that ended (done by a touch, or cancelled)."""
+
+    name = "close"
+    what = "follow-up task closing"
+    open_statuses = ("created",)
+    retry_status = "created"
+    failed_status = "close_failed"
+    retrying = "created"
+    gave_up = "close_failed"
+    grace = timedelta(0)
+
+    def due_clause(self, now: datetime):
+        ended = select(ClockRow.id).where(ClockRow.stopped_at.is_not(None))
+        return and_(super().due_clause(now), FollowUpTaskRow.clock_id.in_(ended))
+
+    def attempt(self, runtime: Runtime, row: FollowUpTaskRow) -> str:
+        client = self.client(runtime, row)
+        try:
+            if client is not None and row.crm_task_id:
+                client.close(row.crm_task_id)
+        except TaskNotFound:
+            pass
+        self.update(runtime, row.id, status="closed", claimed_until=None, last_error=None)
+        log.info("follow-up task closed", extra={**self.context(row), "crm_task_id": row.crm_task_id})
+        return "closed"
+
+
+@job()
+def create_follow_up_task(task_id: int) -> str:
+    """Job: create (or retry creating) a follow-up task in the lead's CRM."""
+    return TASKS.run(runtime_module.current(), task_id)
+
+
+@job()
+def close_follow_up_task(task_id: int) -> str:
+    """Job: close the CRM task of a follow-up step that ended."""
+    return CLOSES.run(runtime_module.current(), task_id)
+
+
+TASKS = FollowUpTasks(create_follow_up_task)
+CLOSES = FollowUpCloses(close_follow_up_task)
+
+
 def create_task(runtime: Runtime, task_id: int) -> str:
     """Create the follow-up task in the CRM (once); return the row's status afterwards."""
-    row = _claim(runtime, task_id, runtime.now(), ("pending",))
-    if row is None:
-        return "not_claimed"
-    context = {"lead_id": row.lead_id, "task_id": task_id, "crm": row.crm, "attempt": row.attempts}
-    client = client_for(row.crm or "", runtime.settings, runtime.http())
-    if client is None:
-        alert_owner(runtime, row, "no CRM task API configured")
-        _set(runtime, task_id, status="alerted", claimed_until=None)
-        return "alerted"
-    crm = row.crm.upper()
-    request = TaskRequest(
-        lead_id=row.lead_id,
-        owner=row.owner,
-        text=row.text,
-        due_at=row.due_at,
-        idempotency_key=f"sla-guard-fu-{row.clock_id}",
-        kind=runtime.settings.crm(crm).get(f"SLA_GUARD_{crm}_TASK_OBJECT") or "deal",
-    )
-    try:
-        crm_task_id = (client.find(request) if row.attempts > 1 else None) or client.create(request)
-    except TaskError as exc:
-        retry = exc.transient and row.attempts < runtime.settings.alert_max_attempts
-        if retry:
-            wait = max(backoff_s(row.attempts), exc.retry_after_s or 0.0)
-            _set(runtime, task_id, last_error=str(exc)[:2000], claimed_until=runtime.now() + timedelta(seconds=wait))
-            log.warning(
-                "follow-up task not created, will retry", extra={**context, "error": str(exc), "retry_in_s": wait}
-            )
-            try:
-                enqueue(
-                    runtime.redis,
-                    CREATE_JOB,
-                    task_id,
-                    job_id=f"{runtime.queue_name}-task-{task_id}-{row.attempts}",
-                    at=runtime.now() + timedelta(seconds=wait),
-                    retry=None,
-                    queue_name=runtime.queue_name,
-                )
-            except RedisError:
-                pass  # the reconciler retries it when the wait is over
-            return "pending"
-        _set(runtime, task_id, status="failed", last_error=str(exc)[:2000], claimed_until=None)
-        log.error("follow-up task refused by the CRM", extra={**context, "error": str(exc)})
-        alert_owner(runtime, row, "the CRM refused the task")
-        return "failed"
-    _set(runtime, task_id, status="created", crm_task_id=crm_task_id, last_error=None, claimed_until=None)
-    log.info("follow-up task created", extra={**context, "crm_task_id": crm_task_id})
-    return "created"
+    return TASKS.run(runtime, task_id)
 
 
 def close_task(runtime: Runtime, task_id: int) -> str:
-    """Close the CRM task of a follow-up step that ended (done by a touch, or cancelled)."""
-    row = _claim(runtime, task_id, runtime.now(), ("created",))
-    if row is None:
-        return "not_claimed"
-    client = client_for(row.crm or "", runtime.settings, runtime.http())
-    try:
-        if client is not None and row.crm_task_id:
-            client.close(row.crm_task_id)
-    except TaskNotFound:
-        pass
-    except TaskError as exc:
-        wait = max(backoff_s(row.attempts), exc.retry_after_s or 0.0)
-        final = not exc.transient or row.attempts >= runtime.settings.alert_max_attempts
-        _set(
-            runtime,
-            task_id,
-            last_error=str(exc)[:2000],
-            status="close_failed" if final else "created",
-            claimed_until=None if final else runtime.now() + timedelta(seconds=wait),
-        )
-        return "close_failed" if final else "created"
-    _set(runtime, task_id, status="closed", claimed_until=None, last_error=None)
-    log.info(
-        "follow-up task closed", extra={"lead_id": row.lead_id, "task_id": task_id, "crm_task_id": row.crm_task_id}
-    )
-    return "closed"
+    """Close the CRM task of a follow-up step that ended."""
+    return CLOSES.run(runtime, task_id)
 
 
 def tasks_to_close(runtime: Runtime, lead_id: str | None = None) -> list[int]:
     """Open CRM tasks whose follow-up step has ended."""
     with runtime.db.session() as session:
-        statement = (
-            select(FollowUpTaskRow.id)
-            .join(ClockRow, ClockRow.id == FollowUpTaskRow.clock_id)
-            .where(
-                FollowUpTaskRow.status == "created",
-                ClockRow.stopped_at.is_not(None),
-                or_(FollowUpTaskRow.claimed_until.is_(None), FollowUpTaskRow.claimed_until <= runtime.now()),
-            )
-        )
-        if lead_id is not None:
-            statement = statement.where(FollowUpTaskRow.lead_id == lead_id)
-        return list(session.execute(statement.limit(1000)).scalars())
+        where = [] if lead_id is None else [FollowUpTaskRow.lead_id == lead_id]
+        return [task_id for task_id, _ in CLOSES.due(session, runtime.now(), 1000, *where)]
+
+
+def queue_closes(runtime: Runtime, lead_id: str) -> int:
+    """Queue the closing of the lead's CRM tasks whose follow-up step has ended; the number queued."""
+    with runtime.db.session() as session:
+        due = CLOSES.due(session, runtime.now(), 1000, FollowUpTaskRow.lead_id == lead_id)
+    return sum(CLOSES.schedule(runtime.redis, runtime.queue_name, task_id, attempts + 1) for task_id, attempts in due)
 
 
 def tasks_to_create(runtime: Runtime) -> list[tuple[int, int]]:
     """Task rows still waiting for their CRM call whose wait is over: ``(task_id, attempts)``."""
-    now = runtime.now()
     with runtime.db.session() as session:
-        return list(
-            session.execute(
-                select(FollowUpTaskRow.id, FollowUpTaskRow.attempts)
-                .where(
-                    FollowUpTaskRow.status == "pending",
-                    FollowUpTaskRow.created_at <= now - timedelta(seconds=5),
-                    or_(FollowUpTaskRow.claimed_until.is_(None), FollowUpTaskRow.claimed_until <= now),
-                )
-                .limit(1000)
-            ).all()
-        )
+        return TASKS.due(session, runtime.now(), 1000)

@@ -196,6 +196,7 @@ class CrmLookupRow(Base):
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(2000))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     __table_args__ = (
         UniqueConstraint("crm", "lookup_key", name="uq_crm_lookups_key"),
         Index("ix_crm_lookups_done_received", "done_at", "received_at"),
@@ -242,4 +243,26 @@ class DigestRow(Base):
     __table_args__ = (
         UniqueConstraint("kind", "period", "recipient", "channel", name="uq_digests_period"),
         Index("ix_digests_status", "status"),
+    )
+
+
+class OutboxItemRow(Base):
+    """Outgoing work with no table of its own (a reassignment pushed to a CRM, an amoCRM loss-reason
+    read, an ops alert): once per (kind, key), with its arguments, attempts and outcome."""
+
+    __tablename__ = "outbox_items"
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    item_key: Mapped[str] = mapped_column(String(300))
+    args: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    outcome: Mapped[str | None] = mapped_column(String(40))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    __table_args__ = (
+        UniqueConstraint("kind", "item_key", name="uq_outbox_items_key"),
+        Index("ix_outbox_items_kind_status", "kind", "status"),
     )

@@ -17,7 +17,8 @@ from sla_guard.core.engine import ClockState, Step, clock_steps, due_steps, next
 from sla_guard.core.events import Lead, LeadEvent
 from sla_guard.core.follow_ups import TASK_KIND
 from sla_guard.ingest.processing import apply_timer_changes, process_lead
-from sla_guard.outbox.crm_reassign import queue_attempt, tell_crm
+from sla_guard.outbox import delivery
+from sla_guard.outbox.crm_reassign import REASSIGNMENTS, queue_attempt, tell_crm
 from sla_guard.outbox.follow_up_tasks import create_task, plan_task
 from sla_guard.outbox.notify.messages import alert_payload
 from sla_guard.outbox.notify.routing import route
@@ -122,6 +123,7 @@ def _record_step(
             set_reassigned(session, escalation_id, new_owner)
             result.reassigned = True
             result.reassignments.append((lead.lead_id, new_owner, escalation_id))
+            REASSIGNMENTS.record(session, lead.lead_id, new_owner, escalation_id, now)  # kept until the CRM knows
     log.info(
         "escalation recorded",
         extra={
@@ -175,29 +177,8 @@ INLINE_DELIVERY_S = 20.0
 channels never push the job past its timeout."""
 
 
-def _queue_delivery(runtime: Runtime, alert_id: int) -> None:
-    from redis.exceptions import RedisError
-
-    from sla_guard.outbox.delivery import DELIVER_JOB
-    from sla_guard.queueing import enqueue
-
-    try:
-        enqueue(
-            runtime.redis,
-            DELIVER_JOB,
-            alert_id,
-            job_id=f"{runtime.queue_name}-alert-{alert_id}-first",
-            retry=None,
-            queue_name=runtime.queue_name,
-        )
-    except RedisError:
-        pass  # the reconciler sends it
-
-
 def run_timer(runtime: Runtime, clock_id: int, fire_epoch: int | None = None) -> FireResult:
     """What a timer job does: fire, wait out a slightly early start, deliver, re-arm."""
-    from sla_guard.outbox.delivery import deliver
-
     if fire_epoch is not None:
         early = datetime.fromtimestamp(fire_epoch, UTC) - runtime.now()
         if timedelta(0) < early <= EARLY_WAIT_LIMIT:
@@ -209,10 +190,10 @@ def run_timer(runtime: Runtime, clock_id: int, fire_epoch: int | None = None) ->
     started = time.monotonic()
     for alert_id in result.alert_ids:
         if time.monotonic() - started > INLINE_DELIVERY_S:
-            _queue_delivery(runtime, alert_id)  # slow channels: the rest go out as jobs of their own
+            delivery.queue_delivery(runtime, alert_id)  # slow channels: the rest go out as jobs of their own
             continue
         try:
-            deliver(runtime, alert_id)
+            delivery.deliver(runtime, alert_id)
         except Exception:  # one alert's trouble must not hold up the others; the reconciler retries it
             log.exception("alert delivery crashed", extra={"alert_id": alert_id, "clock_id": clock_id})
     for task_id in result.task_ids:
@@ -232,7 +213,7 @@ def run_timer(runtime: Runtime, clock_id: int, fire_epoch: int | None = None) ->
         try:
             if time.monotonic() - started <= INLINE_DELIVERY_S:
                 tell_crm(runtime, lead_id, new_owner, escalation_id)
-            elif not queue_attempt(runtime, lead_id, new_owner, escalation_id, 1):  # slow CRMs: a job tells it
+            elif not queue_attempt(runtime, lead_id, new_owner, escalation_id):  # slow CRMs: a job tells it
                 log.error(
                     "reassignment not sent to the CRM: Redis is unavailable",
                     extra={"lead_id": lead_id, "escalation_id": escalation_id, "crm_status": "failed"},

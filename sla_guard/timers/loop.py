@@ -19,7 +19,7 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 
 from sla_guard import runtime as runtime_module
-from sla_guard.queueing import enqueue
+from sla_guard.queueing import enqueue, job, job_id
 from sla_guard.runtime import Runtime
 from sla_guard.store.repository import next_fire_times
 from sla_guard.timers import arming as timers
@@ -47,7 +47,7 @@ def dispatch_due(runtime: Runtime, batch: int = BATCH) -> int:
             fire_due_clocks,
             clock_ids,
             lease,
-            job_id=f"{runtime.queue_name}-fire-{int(lease * 1000)}-{clock_ids[0]}",
+            job_id=job_id(runtime.queue_name, "fire", int(lease * 1000), clock_ids[0]),
             retry=None,  # the lease is the retry: unsettled clocks are claimed again
             queue_name=timers.timer_queue_name(runtime.queue_name),
         )
@@ -80,6 +80,7 @@ def fire_batch(runtime: Runtime, clock_ids: list[int], lease: float) -> int:
     return len(done)
 
 
+@job()
 def fire_due_clocks(clock_ids: list[int], lease: float) -> None:
     """RQ job: fire a batch of clocks the timer loop claimed."""
     fired = fire_batch(runtime_module.current(), clock_ids, lease)

@@ -3,8 +3,9 @@
 - events accepted but never applied (their job was lost, or Redis was down) are applied;
 - clocks whose timer is missing from Redis (``FLUSHALL``, a crash) are re-armed, those already
   due at once (a timer whose job died is claimed again by the timer loop when its lease ends);
-- alerts whose retry time has come, or whose sender died, are delivered again;
-- CRM look-ups (Bitrix24 REST reads) not done whose wait is over are queued again;
+- every outbox kind's items whose retry time has come, or whose worker died, are queued again
+  (alerts, follow-up tasks to create or close, Bitrix24 look-ups, reassignments pushed to a CRM,
+  amoCRM loss-reason reads, ops alerts: the one "due for retry" query of each);
 - digests whose local time has come are recorded (once per period) and queued for delivery.
 Everything it triggers is idempotent, so running it on several workers at once is harmless;
 a short Redis lock keeps it to one at a time anyway.
@@ -20,11 +21,12 @@ from redis.exceptions import RedisError
 
 from sla_guard.ingest.pending import push
 from sla_guard.ingest.processing import process_lead
-from sla_guard.outbox.crm_sync import lookups_to_retry, schedule_lookup
-from sla_guard.outbox.delivery import DELIVER_JOB, stranded_alerts
+from sla_guard.outbox.base import OPS_ALERTS
+from sla_guard.outbox.crm_reassign import REASSIGNMENTS
+from sla_guard.outbox.crm_sync import LOOKUPS, LOSS_REASONS
+from sla_guard.outbox.delivery import ALERTS
 from sla_guard.outbox.digests import queue_digests
-from sla_guard.outbox.follow_up_tasks import CLOSE_JOB, CREATE_JOB, tasks_to_close, tasks_to_create
-from sla_guard.queueing import enqueue
+from sla_guard.outbox.follow_up_tasks import CLOSES, TASKS
 from sla_guard.runtime import Runtime
 from sla_guard.store.repository import clocks_to_arm, leads_on_other_rules, record_rule_version, unprocessed_leads
 from sla_guard.timers import arming as timers
@@ -55,6 +57,12 @@ class ReconcileReport:
     digests_queued: int = 0
     leads_recomputed: int = 0
     tasks_retried: int = 0
+    crm_pushes_retried: int = 0
+    """Reassignments, loss-reason reads and ops alerts queued again."""
+
+
+ITEM_KINDS = (REASSIGNMENTS, LOSS_REASONS, OPS_ALERTS)
+"""Outbox kinds kept in ``outbox_items``, retried by the reconciler like the others."""
 
 
 def apply_rules_version(runtime: Runtime) -> int:
@@ -123,32 +131,12 @@ def reconcile(runtime: Runtime) -> ReconcileReport:
 
     report.timers_armed, report.timers_fired = rearm_timers(runtime)
 
-    for task_id, attempts in tasks_to_create(runtime):
-        job_id = f"{runtime.queue_name}-task-{task_id}-r{attempts}"
-        if not timers.armed(runtime.redis, [job_id]):
-            enqueue(runtime.redis, CREATE_JOB, task_id, job_id=job_id, retry=None, queue_name=runtime.queue_name)
-            report.tasks_retried += 1
-    for task_id in tasks_to_close(runtime):
-        job_id = f"{runtime.queue_name}-close-{task_id}"
-        if not timers.armed(runtime.redis, [job_id]):
-            enqueue(runtime.redis, CLOSE_JOB, task_id, job_id=job_id, retry=None, queue_name=runtime.queue_name)
-            report.tasks_retried += 1
-
-    for alert_id, attempts in stranded_alerts(runtime, runtime.now()):
-        job_id = f"{runtime.queue_name}-alert-{alert_id}-r{attempts}"
-        if not timers.armed(runtime.redis, [job_id]):
-            enqueue(runtime.redis, DELIVER_JOB, alert_id, job_id=job_id, retry=None, queue_name=runtime.queue_name)
-            report.alerts_retried += 1
-
-    now = runtime.now()
-    with runtime.db.session() as session:
-        due_lookups = lookups_to_retry(session, now)
-    for lookup_id, attempts in due_lookups:
-        if schedule_lookup(
-            runtime.redis, runtime.queue_name, lookup_id, attempts + 1, overdue_before=now - TIMER_GRACE
-        ):
-            report.lookups_retried += 1
-    report.digests_queued = queue_digests(runtime)
+    overdue_before = runtime.now()  # a retry whose time has come goes now, scheduler or not
+    report.tasks_retried = TASKS.requeue_due(runtime, overdue_before) + CLOSES.requeue_due(runtime, overdue_before)
+    report.alerts_retried = ALERTS.requeue_due(runtime, overdue_before)
+    report.lookups_retried = LOOKUPS.requeue_due(runtime, overdue_before)
+    report.crm_pushes_retried = sum(kind.requeue_due(runtime, overdue_before) for kind in ITEM_KINDS)
+    report.digests_queued = queue_digests(runtime, overdue_before)
     if any(vars(report).values()):
         log.info("reconciled", extra=vars(report))
     return report

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import requests
 
 from sla_guard.core.events import LeadEvent
-from sla_guard.exceptions import InvalidEvent, SlaGuardError, Unauthorized
+from sla_guard.exceptions import CrmReadError, InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters.base import (
     AdapterResult,
     Lookup,
@@ -47,6 +47,7 @@ from sla_guard.ingest.adapters.base import (
     text,
     word_set,
 )
+from sla_guard.outbox.http import Http, json_object
 
 CRM = "bitrix24"
 APP_TOKEN = "SLA_GUARD_BITRIX24_APP_TOKEN"
@@ -82,14 +83,8 @@ _TOUCH_TYPES = {"1": "meeting", "2": "call", "3": "task", "4": "email"}
 _OUTGOING = "2"
 
 
-class RestError(SlaGuardError):
-    """A Bitrix24 REST call failed; ``retryable`` says whether trying later may help."""
-
-    def __init__(self, method: str, message: str, *, status: int | None = None, retryable: bool = False):
-        self.method = method
-        self.status = status
-        self.retryable = retryable
-        super().__init__(f"Bitrix24 {method} failed: {message}")
+RestError = CrmReadError
+"""A Bitrix24 REST read failed; ``retryable`` says whether trying later may help."""
 
 
 def mapping_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -195,24 +190,22 @@ def fetch(rest_url: str, method: str, id: str, session: requests.Session, timeou
     Raises :class:`RestError` (never showing the secret part of ``rest_url``): ``retryable``
     for network errors, 5xx and rate limits; not for unknown records or refused access.
     """
-    url = f"{rest_url.rstrip('/')}/{method}.json"
-    try:
-        response = session.post(url, params={"id": id}, timeout=timeout)
-    except requests.RequestException as exc:
-        raise RestError(method, f"{type(exc).__name__} talking to the portal", retryable=True) from None
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    error = body.get("error_description") or body.get("error") if isinstance(body, dict) else None
+    key = rest_url.rstrip("/").rsplit("/", 1)[-1]
+    http = Http(
+        "Bitrix24", session, timeout, [rest_url, rest_url.rstrip("/"), key], REST_URL, account=rest_url, error=RestError
+    )
+    what = f"{method} failed"
+    response = http.post(f"{rest_url.rstrip('/')}/{method}.json", what, params={"id": id})
+    body = json_object(response)
+    error = (body.get("error_description") or body.get("error")) if body else None
     if response.status_code >= 400 or error:
         status = response.status_code
-        retryable = (
-            status >= 500 or status == 429 or (isinstance(body, dict) and body.get("error") == "QUERY_LIMIT_EXCEEDED")
-        )
-        raise RestError(method, f"HTTP {status}: {error or 'no error description'}", status=status, retryable=retryable)
-    if not isinstance(body, dict) or not isinstance(body.get("result"), dict):
-        raise RestError(method, "the reply has no result object", status=response.status_code)
+        message = f"{what}: HTTP {status}: {error or 'no error description'}"
+        if body and body.get("error") == "QUERY_LIMIT_EXCEEDED":
+            raise http.fail(message, rate_limited=True, retry_after_s=1.0, status=status)
+        raise http.by_status(response, message)
+    if not body or not isinstance(body.get("result"), dict):
+        raise http.fail(f"{what}: the reply has no result object", status=response.status_code)
     return body["result"]
 
 

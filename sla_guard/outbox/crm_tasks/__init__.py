@@ -14,8 +14,9 @@ from typing import Any
 import requests
 
 from sla_guard.config import Settings, crm_settings
+from sla_guard.exceptions import TaskError, TaskNotFound
 from sla_guard.outbox.crm_tasks.amocrm import AmoCrmTasks
-from sla_guard.outbox.crm_tasks.base import TaskClient, TaskError, TaskNotFound, TaskRequest
+from sla_guard.outbox.crm_tasks.base import TaskClient, TaskRequest
 from sla_guard.outbox.crm_tasks.bitrix24 import Bitrix24Tasks
 from sla_guard.outbox.crm_tasks.hubspot import HubSpotTasks
 from sla_guard.outbox.crm_tasks.pipedrive import PipedriveTasks

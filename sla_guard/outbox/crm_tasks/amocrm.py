@@ -28,20 +28,18 @@ from typing import Any
 
 import requests
 
-from sla_guard.exceptions import ConfigError
+from sla_guard.exceptions import ConfigError, TaskError, TaskNotFound
 from sla_guard.outbox.crm_tasks.base import (
     CLOSE_NOTE,
     DEFAULT_TIMEOUT,
-    Http,
-    TaskError,
-    TaskNotFound,
     TaskRequest,
+    crm_http,
     has_marker,
-    json_body,
     numeric_id,
     setting,
     with_marker,
 )
+from sla_guard.outbox.http import json_body
 
 CRM = "amoCRM"
 BASE_URL = "SLA_GUARD_AMOCRM_BASE_URL"
@@ -69,7 +67,7 @@ class AmoCrmTasks:
     ):
         self.base_url = base_url.rstrip("/")
         self.task_type_id = task_type_id
-        self.http = Http(CRM, session, timeout, [access_token], ACCESS_TOKEN)
+        self.http = crm_http(CRM, session, timeout, [access_token], ACCESS_TOKEN, self.base_url)
         self.headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
 
     @classmethod
@@ -176,7 +174,7 @@ class AmoCrmTasks:
         return numeric_id(str(owner), CRM, "responsible_user_id")
 
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        return self.http.send(method, f"{self.base_url}{path}", what, headers=self.headers, **kwargs)
+        return self.http.request(method, f"{self.base_url}{path}", what, headers=self.headers, **kwargs)
 
     def _error(self, response: requests.Response, what: str) -> TaskError:
         return self.http.error(response, what, _problem(json_body(response)), retry_after_s=_RATE_WAIT_S)

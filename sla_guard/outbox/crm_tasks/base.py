@@ -12,8 +12,10 @@ Idempotency. No CRM here deduplicates task creation by a client key, so the step
 After a crash between ``create`` and the caller's commit, ``find`` lists the lead's tasks and
 returns the one carrying the marker, so the step is not created twice.
 
-Secrets (tokens, webhook keys) never appear in an error message: clients pass them to
-:class:`Http`, which blanks them out of every message it builds.
+Every call goes through the one HTTP layer (:mod:`sla_guard.outbox.http`, built here by
+:func:`crm_http`): it sorts failures into retryable, rate-limited and permanent
+:class:`~sla_guard.exceptions.TaskError`, blanks secrets (tokens, webhook keys) out of every
+message, and paces the calls of each CRM account.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import html
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, runtime_checkable
 
 import requests
 
-from sla_guard.exceptions import SlaGuardError
+from sla_guard.exceptions import TaskError, TaskNotFound
+from sla_guard.outbox.http import Http
 
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 20.0)
 """(connect, read) seconds for every CRM call; well under the 60 s job timeout."""
@@ -64,44 +66,6 @@ class TaskRequest:
             raise ValueError("TaskRequest.lead_id and idempotency_key must not be empty")
         if any(char in self.idempotency_key for char in "[]\n"):
             raise ValueError("TaskRequest.idempotency_key may not contain brackets or line breaks")
-
-
-class TaskError(SlaGuardError):
-    """A CRM task call failed.
-
-    ``transient`` says whether trying again later may succeed; ``retry_after_s`` is how long
-    the CRM asked to wait (``None`` when it did not say); ``status`` is the HTTP status, if any.
-    The message names the CRM and the problem and never holds a secret.
-    """
-
-    def __init__(
-        self, crm: str, message: str, *, transient: bool, retry_after_s: float | None = None, status: int | None = None
-    ):
-        self.crm = crm
-        self.transient = transient
-        self.retry_after_s = retry_after_s
-        self.status = status
-        super().__init__(f"{crm}: {message}")
-        self._message = message
-
-    def __reduce__(self):
-        return _rebuild, (type(self), self.crm, self._message, self.transient, self.retry_after_s, self.status)
-
-
-def _rebuild(
-    cls: type[TaskError], crm: str, message: str, transient: bool, retry_after_s: float | None, status: int | None
-) -> TaskError:
-    """Unpickle a :class:`TaskError` (RQ may carry one between processes)."""
-    error = TaskError.__new__(cls)
-    TaskError.__init__(error, crm, message, transient=transient, retry_after_s=retry_after_s, status=status)
-    return error
-
-
-class TaskNotFound(TaskError):
-    """The task, or the lead it belongs to, does not exist (any more) in the CRM. Permanent."""
-
-    def __init__(self, crm: str, message: str, *, status: int | None = None):
-        super().__init__(crm, message, transient=False, status=status)
 
 
 @runtime_checkable
@@ -190,103 +154,14 @@ def setting(settings: Mapping[str, Any], key: str) -> str | None:
 # --- HTTP ---------------------------------------------------------------------------------
 
 
-def retry_after(response: requests.Response) -> float | None:
-    """``Retry-After`` in seconds (a number or an HTTP date), or ``None``."""
-    value = (response.headers.get("Retry-After") or "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def json_body(response: requests.Response) -> Any:
-    """The decoded JSON body, or ``None`` when it is empty or not JSON."""
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-class Http:
-    """Sends one CRM's requests and turns failures into :class:`TaskError`."""
-
-    def __init__(
-        self,
-        crm: str,
-        session: requests.Session,
-        timeout: float | tuple[float, float],
-        secrets: Iterable[str | None],
-        credentials: str,
-    ):
-        self.crm = crm
-        self.session = session
-        self.timeout = timeout
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-        self.credentials = credentials
-        """The setting(s) to check when the CRM refuses the credentials (a name, never a value)."""
-
-    def send(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
-        """Perform the request; network failures become transient errors."""
-        try:
-            return self.session.request(method, url, timeout=self.timeout, allow_redirects=False, **kwargs)
-        except requests.Timeout:
-            raise self.fail(f"{what}: no answer in time", transient=True) from None
-        except requests.ConnectionError as exc:
-            raise self.fail(f"{what}: cannot connect ({type(exc).__name__})", transient=True) from None
-        except requests.RequestException as exc:
-            raise self.fail(f"{what}: the request failed ({type(exc).__name__})", transient=False) from None
-
-    def fail(
-        self, message: str, *, transient: bool, retry_after_s: float | None = None, status: int | None = None
-    ) -> TaskError:
-        """A :class:`TaskError` with every secret blanked out of ``message``."""
-        return TaskError(self.crm, self.scrub(message), transient=transient, retry_after_s=retry_after_s, status=status)
-
-    def error(
-        self, response: requests.Response, what: str, detail: str | None = None, *, retry_after_s: float | None = None
-    ) -> TaskError:
-        """The error an unsuccessful answer means, by its HTTP status.
-
-        429, 408, 425 and 5xx are transient (``Retry-After`` is honoured, else
-        ``retry_after_s``); 401/403 name the credentials to check; 404 and 410 are
-        :class:`TaskNotFound`; any other 4xx (validation) is permanent.
-        """
-        status = response.status_code
-        wait = retry_after(response)
-        wait = retry_after_s if wait is None else wait
-        suffix = f": {self.scrub(detail)[:300]}" if detail else ""
-        if status == 429:
-            return self.fail(
-                f"{what}: rate limit reached (HTTP 429){suffix}", transient=True, retry_after_s=wait, status=status
-            )
-        if status in (408, 425) or status >= 500:
-            return self.fail(
-                f"{what}: the CRM failed (HTTP {status}){suffix}", transient=True, retry_after_s=wait, status=status
-            )
-        if status in (404, 410):
-            return TaskNotFound(self.crm, self.scrub(f"{what}: not found (HTTP {status}){suffix}"), status=status)
-        if status == 401:
-            reason = f"the credentials were refused (HTTP 401): check {self.credentials}"
-        elif status == 403:
-            reason = "access denied (HTTP 403): the integration's user lacks the rights or scope"
-        elif status == 402:
-            reason = "payment required (HTTP 402): the CRM account's plan or subscription does not allow this"
-        elif status in (400, 422):
-            reason = f"the request was refused as invalid (HTTP {status})"
-        else:
-            reason = f"unexpected answer (HTTP {status})"
-        return self.fail(f"{what}: {reason}{suffix}", transient=False, status=status)
-
-    def scrub(self, message: str) -> str:
-        for secret in self.secrets:
-            message = message.replace(secret, "***")
-        return message
+def crm_http(
+    crm: str,
+    session: requests.Session,
+    timeout: float | tuple[float, float],
+    secrets: Iterable[str | None],
+    credentials: str,
+    account: str,
+) -> Http:
+    """The :class:`~sla_guard.outbox.http.Http` of one CRM account: :class:`TaskError` on
+    failure, :class:`TaskNotFound` for 404/410, paced per ``account``."""
+    return Http(crm, session, timeout, secrets, credentials, account=account, error=TaskError, not_found=TaskNotFound)

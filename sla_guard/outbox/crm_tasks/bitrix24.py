@@ -34,20 +34,19 @@ from urllib.parse import urlsplit
 
 import requests
 
+from sla_guard.exceptions import TaskError, TaskNotFound
 from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
-    Http,
-    TaskError,
-    TaskNotFound,
     TaskRequest,
+    crm_http,
     has_marker,
-    json_body,
     numeric_id,
     record_kind,
     setting,
     subject,
     with_marker,
 )
+from sla_guard.outbox.http import json_body
 
 CRM = "Bitrix24"
 REST_URL = "SLA_GUARD_BITRIX24_REST_URL"
@@ -70,7 +69,7 @@ class Bitrix24Tasks:
     ):
         self.rest_url = rest_url.rstrip("/")
         key = urlsplit(self.rest_url).path.rstrip("/").rsplit("/", 1)[-1]
-        self.http = Http(CRM, session, timeout, [self.rest_url, key], REST_URL)
+        self.http = crm_http(CRM, session, timeout, [self.rest_url, key], REST_URL, self.rest_url)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> Bitrix24Tasks | None:
@@ -158,7 +157,7 @@ class Bitrix24Tasks:
 
     def _call(self, method: str, params: dict[str, Any], what: str) -> Any:
         """POST the method with a JSON body and return ``result``, or raise what the error means."""
-        response = self.http.send(
+        response = self.http.request(
             "POST", f"{self.rest_url}/{method}", what, json=params, headers={"Accept": "application/json"}
         )
         body = json_body(response)
@@ -179,10 +178,18 @@ class Bitrix24Tasks:
         ):
             return TaskNotFound(CRM, self.http.scrub(f"{what}: not found"), status=status)
         if code in _TRANSIENT:
-            wait = _RATE_WAIT_S if code == "QUERY_LIMIT_EXCEEDED" else None
+            limited = code == "QUERY_LIMIT_EXCEEDED"
+            wait = _RATE_WAIT_S if limited else None
             error = self.http.error(response, what, detail, retry_after_s=wait)
-            if not error.transient:
-                error = self.http.fail(f"{what}: {detail}", transient=True, retry_after_s=wait, status=status)
+            if not error.transient or limited:
+                message = str(error).removeprefix(f"{CRM}: ") if error.transient else f"{what}: {detail}"
+                return self.http.fail(
+                    message,
+                    transient=True,
+                    rate_limited=limited,
+                    retry_after_s=error.retry_after_s or wait,
+                    status=status,
+                )
             return error
         if code == "OVERLOAD_LIMIT":
             return self.http.fail(

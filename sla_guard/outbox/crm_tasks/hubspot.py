@@ -29,20 +29,19 @@ from typing import Any
 
 import requests
 
+from sla_guard.exceptions import TaskError, TaskNotFound
 from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
-    Http,
-    TaskError,
-    TaskNotFound,
     TaskRequest,
+    crm_http,
     has_marker,
     html_with_marker,
-    json_body,
     numeric_id,
     record_kind,
     setting,
     subject,
 )
+from sla_guard.outbox.http import json_body
 
 CRM = "HubSpot"
 ACCESS_TOKEN = "SLA_GUARD_HUBSPOT_ACCESS_TOKEN"
@@ -69,7 +68,7 @@ class HubSpotTasks:
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     ):
         self.api_url = api_url.rstrip("/")
-        self.http = Http(CRM, session, timeout, [access_token], ACCESS_TOKEN)
+        self.http = crm_http(CRM, session, timeout, [access_token], ACCESS_TOKEN, self.api_url)
         self.headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
 
     @classmethod
@@ -195,7 +194,7 @@ class HubSpotTasks:
         return str(owner)
 
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        return self.http.send(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)
+        return self.http.request(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)
 
     def _error(self, response: requests.Response, what: str) -> TaskError:
         body = json_body(response)

@@ -28,20 +28,19 @@ from typing import Any
 
 import requests
 
+from sla_guard.exceptions import TaskError, TaskNotFound
 from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
-    Http,
-    TaskError,
-    TaskNotFound,
     TaskRequest,
+    crm_http,
     has_marker,
     html_with_marker,
-    json_body,
     numeric_id,
     record_kind,
     setting,
     subject,
 )
+from sla_guard.outbox.http import json_body
 
 CRM = "Pipedrive"
 API_TOKEN = "SLA_GUARD_PIPEDRIVE_API_TOKEN"
@@ -67,7 +66,7 @@ class PipedriveTasks:
     ):
         self.api_url = api_url.rstrip("/")
         self.task_type = task_type
-        self.http = Http(CRM, session, timeout, [api_token], API_TOKEN)
+        self.http = crm_http(CRM, session, timeout, [api_token], API_TOKEN, self.api_url)
         self.headers = {"x-api-token": api_token, "Accept": "application/json"}
 
     @classmethod
@@ -180,7 +179,7 @@ class PipedriveTasks:
         return numeric_id(str(owner), CRM, key)
 
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        return self.http.send(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)
+        return self.http.request(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)
 
     def _error(self, response: requests.Response, what: str) -> TaskError:
         body = json_body(response)

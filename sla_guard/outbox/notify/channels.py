@@ -1,32 +1,44 @@
-"""Channel clients: send one alert payload, or raise a delivery error saying whether to retry."""
+"""Channel clients, registered by channel type: send one payload, or raise a
+:class:`~sla_guard.exceptions.DeliveryError` saying whether to retry.
+
+Every client speaks HTTP through :mod:`sla_guard.outbox.http` (e-mail speaks SMTP and sorts
+its reply codes into the same three kinds of error).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 import requests
 
+from sla_guard.core.rules.notify_spec import typed_channel
 from sla_guard.core.rules.schema import LOG_CHANNEL, Channel
+from sla_guard.exceptions import DeliveryError
+from sla_guard.outbox.http import Http
+from sla_guard.outbox.notify.crm import send_crm
+from sla_guard.outbox.notify.slack import send_slack
+from sla_guard.outbox.notify.smtp import send_email
+from sla_guard.outbox.notify.teams import send_teams
+from sla_guard.outbox.notify.telegram import send_telegram
 
 log = logging.getLogger("sla_guard.alerts")
 
+Sender = Callable[..., None]
+"""``sender(channel, payload, http, address, settings)``: deliver or raise :class:`DeliveryError`."""
 
-class DeliveryError(Exception):
-    """A delivery failed. ``transient`` says whether trying again later may succeed."""
-
-    def __init__(self, message: str, transient: bool, retry_after_s: float | None = None):
-        super().__init__(message)
-        self.transient = transient
-        self.retry_after_s = retry_after_s
+SENDERS: dict[str, Sender] = {}
+"""The client of each channel type that needs one (the ``log`` type writes to the log)."""
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+def register(channel_type: str, sender: Sender) -> None:
+    """Make ``sender`` the client of ``channel_type``."""
+    SENDERS[channel_type] = sender
+
+
+def get_sender(channel_type: str) -> Sender | None:
+    return SENDERS.get(channel_type)
 
 
 def _webhook_headers(payload: dict) -> dict:
@@ -41,26 +53,27 @@ def _webhook_headers(payload: dict) -> dict:
 
 def send_webhook(channel: Channel, payload: dict, http: requests.Session) -> None:
     """POST the alert JSON. 2xx is delivered; 408, 429 and 5xx are retried; other 4xx are final."""
-    try:
-        response = http.post(
-            channel.url,
-            data=json.dumps(payload, ensure_ascii=False).encode(),
-            headers=_webhook_headers(payload),
-            timeout=channel.timeout_s,
-            allow_redirects=False,
-        )
-    except requests.Timeout:
-        raise DeliveryError("timed out", transient=True) from None
-    except requests.ConnectionError as exc:
-        raise DeliveryError(f"cannot connect: {type(exc).__name__}", transient=True) from None
-    if 200 <= response.status_code < 300:
-        return
-    transient = response.status_code in (408, 425, 429) or response.status_code >= 500
-    raise DeliveryError(f"HTTP {response.status_code}", transient=transient, retry_after_s=_retry_after(response))
+    client = Http("", http, channel.timeout_s, [channel.url])
+    response = client.post(
+        channel.url, "", data=json.dumps(payload, ensure_ascii=False).encode(), headers=_webhook_headers(payload)
+    )
+    if not 200 <= response.status_code < 300:
+        raise client.by_status(response, f"HTTP {response.status_code}")
 
 
 def send_log(payload: dict) -> None:
     log.warning(payload["text"], extra={"alert": payload, "lead_id": payload["lead_id"]})
+
+
+register("webhook", lambda channel, payload, http, address, settings: send_webhook(channel, payload, http))
+register("telegram", lambda spec, payload, http, address, settings: send_telegram(spec, payload, http, address))
+register("slack", lambda spec, payload, http, address, settings: send_slack(spec, payload, http, address))
+register("email", lambda spec, payload, http, address, settings: send_email(spec, payload, address))
+register("teams", lambda spec, payload, http, address, settings: send_teams(spec, payload, http))
+register("crm", send_crm)
+
+TYPED = ("telegram", "slack", "email", "teams", "crm")
+"""Channel types whose settings are checked into a typed spec before sending."""
 
 
 def send(
@@ -74,60 +87,30 @@ def send(
     """Deliver ``payload`` through the named channel; ``address`` is the recipient's own address
     on it (a Telegram chat id, a Slack member id, an e-mail address, a CRM user id) when the
     channel names none; ``settings`` hold the CRM REST settings the ``crm`` channel uses."""
-    if channel_name == LOG_CHANNEL and channel is None:
+    if channel is None:
+        if channel_name == LOG_CHANNEL:
+            send_log(payload)
+            return
+        raise DeliveryError(f"channel {channel_name!r} is not in the rules file", transient=False)
+    if channel.type == "log":
         send_log(payload)
         return
-    if channel is None:
-        raise DeliveryError(f"channel {channel_name!r} is not in the rules file", transient=False)
-    if channel.type == "webhook":
-        send_webhook(channel, payload, http)
-    elif channel.type == "log":
-        send_log(payload)
-    elif channel.type in CHAT_TYPES:
-        from sla_guard.core.rules.notify_spec import typed_channel
-
+    sender = get_sender(channel.type)
+    if sender is None:
+        raise DeliveryError(f"channel type {channel.type!r} cannot deliver", transient=False)
+    spec = channel
+    if channel.type in TYPED:
         try:
             spec = typed_channel(channel)
         except (ValueError, KeyError):
             raise DeliveryError(f"channel {channel_name!r} is misconfigured", transient=False) from None
-        _send_typed(spec, payload, http, None if address is None else str(address), settings)
-    else:
-        raise DeliveryError(f"channel type {channel.type!r} cannot deliver", transient=False)
-
-
-CHAT_TYPES = ("telegram", "slack", "email", "teams", "crm")
-"""Channel types whose client lives in a module of its own."""
-
-
-def _send_typed(spec, payload: dict, http: requests.Session, address: str | None, settings: dict | None) -> None:
-    if spec.type == "telegram":
-        from sla_guard.outbox.notify.telegram import send_telegram
-
-        send_telegram(spec, payload, http, address)
-    elif spec.type == "slack":
-        from sla_guard.outbox.notify.slack import send_slack
-
-        send_slack(spec, payload, http, address)
-    elif spec.type == "email":
-        from sla_guard.outbox.notify.smtp import send_email
-
-        send_email(spec, payload, address)
-    elif spec.type == "crm":
-        from sla_guard.outbox.notify.crm import send_crm
-
-        send_crm(spec, payload, http, address, settings)
-    else:
-        from sla_guard.outbox.notify.teams import send_teams
-
-        send_teams(spec, payload, http)
+    sender(spec, payload, http, None if address is None else str(address), settings)
 
 
 def channel_secrets(channel: Channel | None) -> tuple[str, ...]:
     """The channel's secret values (tokens, passwords, webhook URLs), for redaction."""
     if channel is None:
         return ()
-    from sla_guard.core.rules.notify_spec import typed_channel
-
     try:
         return typed_channel(channel).secrets()
     except (ValueError, KeyError):

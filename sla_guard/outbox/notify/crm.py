@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 import requests
 
 from sla_guard.core.rules.notify_spec import CrmChannel
-from sla_guard.outbox.notify.channels import DeliveryError
+from sla_guard.exceptions import DeliveryError, TaskError
+from sla_guard.outbox.crm_tasks import TaskRequest, client_for
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 DEFAULT_KINDS = {"amocrm": "lead", "bitrix24": "lead", "hubspot": "deal"}
@@ -41,8 +42,6 @@ def task_owner(payload: dict, address: str | int | None) -> str | None:
 def send_crm(
     channel: CrmChannel, payload: dict, http: requests.Session, address: str | int | None, settings: dict | None
 ) -> None:
-    from sla_guard.outbox.crm_tasks import TaskError, TaskRequest, client_for
-
     client = client_for(channel.crm, settings or {}, http)
     if client is None:
         raise DeliveryError(f"crm: the {channel.crm} REST settings are not set", transient=False)
@@ -62,6 +61,12 @@ def send_crm(
         if client.find(task) is None:
             client.create(task)
     except TaskError as exc:
-        raise DeliveryError(f"crm: {exc}", transient=exc.transient, retry_after_s=exc.retry_after_s) from None
+        raise DeliveryError(
+            f"crm: {exc}",
+            exc.transient,
+            exc.retry_after_s,
+            status=exc.status,
+            rate_limited=exc.rate_limited,
+        ) from None
     except ValueError as exc:
         raise DeliveryError(f"crm: {exc}", transient=False) from None

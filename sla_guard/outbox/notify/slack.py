@@ -13,8 +13,8 @@ import re
 import requests
 
 from sla_guard.core.rules.notify_spec import SlackChannel
-from sla_guard.outbox.notify.channels import DeliveryError
-from sla_guard.outbox.notify.transport import is_transient_status, json_body, post, retry_after_s, short
+from sla_guard.exceptions import DeliveryError
+from sla_guard.outbox.http import Http, json_object, retry_after, short
 
 TRANSIENT_API_ERRORS = frozenset(
     {"ratelimited", "rate_limited", "service_unavailable", "internal_error", "fatal_error", "request_timeout"}
@@ -40,34 +40,26 @@ def message_body(payload: dict, address: str | None, channel_id: str | None = No
     return body
 
 
+RATE_LIMITED_API_ERRORS = frozenset({"ratelimited", "rate_limited"})
+
+
 def _webhook(channel: SlackChannel, payload: dict, http: requests.Session, address: str | None) -> None:
-    response = post(
-        http,
-        channel.url,
-        timeout_s=channel.timeout_s,
-        what="slack",
-        json=message_body(payload, address),
-        headers={"User-Agent": "sla-guard"},
-    )
+    client = Http("slack", http, channel.timeout_s, [channel.url])
+    response = client.post(channel.url, "", json=message_body(payload, address), headers={"User-Agent": "sla-guard"})
     if 200 <= response.status_code < 300:
         return
     reason = short(response.text, 80)
-    raise DeliveryError(
-        f"slack: HTTP {response.status_code}" + (f" {reason}" if reason else ""),
-        transient=is_transient_status(response.status_code),
-        retry_after_s=retry_after_s(response),
-    )
+    raise client.by_status(response, f"HTTP {response.status_code}" + (f" {reason}" if reason else ""))
 
 
 def _bot(channel: SlackChannel, payload: dict, http: requests.Session, address: str | None) -> None:
     destination = channel.channel or address
     if not destination:
         raise DeliveryError("slack: no channel or member id for this recipient", transient=False)
-    response = post(
-        http,
+    client = Http("slack", http, channel.timeout_s, [channel.token])
+    response = client.post(
         f"{channel.api_url}/chat.postMessage",
-        timeout_s=channel.timeout_s,
-        what="slack",
+        "",
         json=message_body(payload, None if channel.channel is None else address, destination),
         headers={
             "Authorization": f"Bearer {channel.token}",
@@ -75,19 +67,19 @@ def _bot(channel: SlackChannel, payload: dict, http: requests.Session, address: 
             "Content-Type": "application/json; charset=utf-8",
         },
     )
-    body = json_body(response)
+    body = json_object(response)
     if response.status_code == 200 and body and body.get("ok") is True:
         return
     if response.status_code != 200 or body is None:
-        raise DeliveryError(
-            f"slack: HTTP {response.status_code}",
-            transient=is_transient_status(response.status_code),
-            retry_after_s=retry_after_s(response),
-        )
+        raise client.by_status(response, f"HTTP {response.status_code}")
     error = short(body.get("error") or "unknown_error", 80)
     transient = error in TRANSIENT_API_ERRORS
-    raise DeliveryError(
-        f"slack: {error}", transient=transient, retry_after_s=retry_after_s(response) if transient else None
+    raise client.fail(
+        error,
+        transient=transient,
+        rate_limited=error in RATE_LIMITED_API_ERRORS,
+        retry_after_s=retry_after(response) if transient else None,
+        status=response.status_code,
     )
 
 

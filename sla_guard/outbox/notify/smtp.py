@@ -14,8 +14,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from sla_guard.core.rules.notify_spec import EmailChannel
-from sla_guard.outbox.notify.channels import DeliveryError
-from sla_guard.outbox.notify.transport import short
+from sla_guard.exceptions import DeliveryError
+from sla_guard.outbox.http import short
 
 
 def build_message(channel: EmailChannel, payload: dict, recipients: list[str]) -> EmailMessage:

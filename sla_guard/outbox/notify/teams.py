@@ -10,8 +10,7 @@ from __future__ import annotations
 import requests
 
 from sla_guard.core.rules.notify_spec import TeamsChannel
-from sla_guard.outbox.notify.channels import DeliveryError
-from sla_guard.outbox.notify.transport import is_transient_status, post, retry_after_s, short
+from sla_guard.outbox.http import Http, retry_after, short
 
 
 def card_message(payload: dict) -> dict:
@@ -51,22 +50,12 @@ def card_message(payload: dict) -> dict:
 
 
 def send_teams(channel: TeamsChannel, payload: dict, http: requests.Session, address: str | None = None) -> None:
-    response = post(
-        http,
-        channel.url,
-        timeout_s=channel.timeout_s,
-        what="teams",
-        json=card_message(payload),
-        headers={"User-Agent": "sla-guard"},
-    )
+    client = Http("teams", http, channel.timeout_s, [channel.url])
+    response = client.post(channel.url, "", json=card_message(payload), headers={"User-Agent": "sla-guard"})
     status = response.status_code
     if 200 <= status < 300:
         if "HTTP error 429" in response.text:
-            raise DeliveryError("teams: throttled (429)", transient=True, retry_after_s=retry_after_s(response))
+            raise client.fail("throttled (429)", rate_limited=True, retry_after_s=retry_after(response), status=status)
         return
     reason = short(response.text, 80)
-    raise DeliveryError(
-        f"teams: HTTP {status}" + (f" {reason}" if reason else ""),
-        transient=is_transient_status(status),
-        retry_after_s=retry_after_s(response),
-    )
+    raise client.by_status(response, f"HTTP {status}" + (f" {reason}" if reason else ""))

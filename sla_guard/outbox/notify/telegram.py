@@ -11,8 +11,8 @@ from __future__ import annotations
 import requests
 
 from sla_guard.core.rules.notify_spec import TelegramChannel
-from sla_guard.outbox.notify.channels import DeliveryError
-from sla_guard.outbox.notify.transport import is_transient_status, json_body, post, retry_after_s, short
+from sla_guard.exceptions import DeliveryError
+from sla_guard.outbox.http import Http, is_transient_status, json_object, short
 
 MAX_TEXT = 4096
 """Telegram's limit on a message's text, in characters."""
@@ -34,16 +34,14 @@ def send_telegram(channel: TelegramChannel, payload: dict, http: requests.Sessio
     chat_id = channel.chat if channel.chat is not None else address
     if chat_id is None or chat_id == "":
         raise DeliveryError("telegram: no chat id for this recipient", transient=False)
-    url = f"{channel.api_url}/bot{channel.token}/sendMessage"
-    response = post(
-        http,
-        url,
-        timeout_s=channel.timeout_s,
-        what="telegram",
+    client = Http("telegram", http, channel.timeout_s, [channel.token])
+    response = client.post(
+        f"{channel.api_url}/bot{channel.token}/sendMessage",
+        "",
         json=message_body(chat_id, payload),
         headers={"User-Agent": "sla-guard"},
     )
-    body = json_body(response)
+    body = json_object(response)
     if response.status_code == 200 and body and body.get("ok") is True:
         return
     status = response.status_code
@@ -52,8 +50,9 @@ def send_telegram(channel: TelegramChannel, payload: dict, http: requests.Sessio
     parameters = body.get("parameters") if body and isinstance(body.get("parameters"), dict) else {}
     if parameters.get("migrate_to_chat_id"):
         reason += f" (the group is now chat {parameters['migrate_to_chat_id']})"
-    message = f"telegram: HTTP {status}" + (f" {reason}" if reason else "")
+    message = f"HTTP {status}" + (f" {reason}" if reason else "")
     if code in (401, 404) or status in (401, 404):
         message += " (check the bot token)"
-    transient = is_transient_status(status) or (isinstance(code, int) and is_transient_status(code))
-    raise DeliveryError(message, transient=transient, retry_after_s=retry_after_s(response, body))
+    # A proxy may wrap the Bot API's own error code in another status: a retryable one of the two decides.
+    decisive = status if is_transient_status(status) or not isinstance(code, int) else code
+    raise client.by_status(response, message, body=body, status=decisive)
