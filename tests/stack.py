@@ -21,6 +21,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_for(predicate, timeout_s: float = 60):
+    """Poll ``predicate`` until it gives a true value (returned) or ``timeout_s`` is over."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    return predicate()
+
+
 class Stack:
     """Starts, kills and restarts sla-guard processes with one environment; logs go to files."""
 

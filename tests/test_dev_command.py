@@ -17,19 +17,9 @@ import requests
 
 from sla_guard.security import sign
 
-from .stack import free_port
+from .stack import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_for(predicate, timeout_s: float = 60):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    return predicate()
 
 
 def test_dev_runs_web_and_worker_with_generated_secrets(tmp_path, rules_path, redis_url, queue_name):

@@ -13,7 +13,7 @@ import requests
 
 from sla_guard.security import sign
 
-from .stack import Stack
+from .stack import Stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ E2E_RULES = textwrap.dedent(f"""
 
 
 @pytest.fixture
-def start_stack(tmp_path, db_url, queue_name, httpserver, redis_url, api_token, webhook_secret, rules_text):
+def start_stack(tmp_path, httpserver, stack_env):
     """Start `sla-guard serve` and `sla-guard worker` with the given rules text."""
     httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
     started = []
@@ -43,16 +43,7 @@ def start_stack(tmp_path, db_url, queue_name, httpserver, redis_url, api_token, 
     def start(rules_text: str) -> Stack:
         rules = tmp_path / "sla.yaml"
         rules.write_text(rules_text)
-        env = {
-            "DATABASE_URL": db_url,
-            "REDIS_URL": redis_url,
-            "SLA_GUARD_RULES": str(rules),
-            "SLA_GUARD_WEBHOOK_SECRET": webhook_secret,
-            "SLA_GUARD_API_TOKEN": api_token,
-            "SLA_GUARD_QUEUE": queue_name,
-            "SLA_GUARD_RECONCILE_INTERVAL_S": "1",
-            "SINK_URL": httpserver.url_for("/alerts"),
-        }
+        env = {**stack_env, "SLA_GUARD_RULES": str(rules)}
         logs = tmp_path / f"logs-{len(started)}"
         logs.mkdir()
         running = Stack(env, logs)
@@ -101,15 +92,6 @@ def alerts_for(httpserver, lead_id: str) -> list[tuple[float, dict]]:
         if alert["lead_id"] == lead_id:
             out.append(alert)
     return out
-
-
-def wait_for(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def api(stack: Stack, path: str) -> dict:

@@ -48,7 +48,7 @@ def amo_form(entity: str, action: str, item: dict) -> bytes:
 
 
 @pytest.fixture
-def stack(tmp_path, db_url, queue_name, httpserver, redis_url, api_token, webhook_secret):
+def stack(tmp_path, httpserver, stack_env):
     httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
     httpserver.expect_request("/api/v4/tasks", method="POST").respond_with_json(
         {"_embedded": {"tasks": [{"id": 777001, "request_id": "0"}]}}
@@ -58,14 +58,8 @@ def stack(tmp_path, db_url, queue_name, httpserver, redis_url, api_token, webhoo
     rules.write_text(RULES)
     (tmp_path / "logs").mkdir()
     env = {
-        "DATABASE_URL": db_url,
-        "REDIS_URL": redis_url,
+        **stack_env,
         "SLA_GUARD_RULES": str(rules),
-        "SLA_GUARD_WEBHOOK_SECRET": webhook_secret,
-        "SLA_GUARD_API_TOKEN": api_token,
-        "SLA_GUARD_QUEUE": queue_name,
-        "SLA_GUARD_RECONCILE_INTERVAL_S": "1",
-        "SINK_URL": httpserver.url_for("/alerts"),
         "SLA_GUARD_AMOCRM_TOKEN": PATH_TOKEN,
         "SLA_GUARD_AMOCRM_ACCOUNT_ID": ACCOUNT,
         "SLA_GUARD_AMOCRM_BASE_URL": httpserver.url_for("/").rstrip("/"),

@@ -16,7 +16,7 @@ import requests
 
 from sla_guard.security import sign
 
-from .stack import Stack
+from .stack import Stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -36,22 +36,13 @@ LONGER = RULES.replace("within: 1h", "within: 3h")
 
 
 @pytest.fixture
-def stack(tmp_path, db_url, queue_name, httpserver, redis_url, api_token, webhook_secret):
+def stack(tmp_path, httpserver, stack_env):
     httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
     rules = tmp_path / "sla.yaml"
     rules.write_text(RULES)
     (tmp_path / "logs").mkdir()
     running = Stack(
-        {
-            "DATABASE_URL": db_url,
-            "REDIS_URL": redis_url,
-            "SLA_GUARD_RULES": str(rules),
-            "SLA_GUARD_WEBHOOK_SECRET": webhook_secret,
-            "SLA_GUARD_API_TOKEN": api_token,
-            "SLA_GUARD_QUEUE": queue_name,
-            "SLA_GUARD_RECONCILE_INTERVAL_S": "1",
-            "SINK_URL": httpserver.url_for("/alerts"),
-        },
+        {**stack_env, "SLA_GUARD_RULES": str(rules)},
         tmp_path / "logs",
     )
     running.rules_path = rules
@@ -93,16 +84,6 @@ def deadline_of(stack: Stack, lead_id: str) -> datetime | None:
         return None
     clocks = [c for c in response.json()["clocks"] if c["name"] == "first_touch" and c["stopped_at"] is None]
     return datetime.fromisoformat(clocks[0]["due_at"].replace("Z", "+00:00")) if clocks else None
-
-
-def wait_for(predicate, timeout_s: float = 45):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    return predicate()
 
 
 def test_an_edited_rules_file_takes_effect_without_a_restart(stack):
