@@ -23,8 +23,6 @@ from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
 from tests.support.amocrm import AMO_TOKEN
 
-from .test_crm_tasks_base import expect, raises_task_error, session, verify
-
 
 @pytest.fixture
 def crm(amocrm_api):
@@ -37,8 +35,6 @@ def settings(settings, amocrm_settings):
     return {**settings, **amocrm_settings}
 
 
-__all__ = ["session"]  # the fixture, shared with the task client tests
-
 HUBSPOT_TOKEN = "pat-eu1-0123abcd-4567-89ef-0123-456789abcdef"
 PIPEDRIVE_TOKEN = "659c9fddb16335e48cc67114694b52074e812e03"
 HOOK = "/rest/1/s3cr3tk3y"
@@ -49,7 +45,7 @@ PD_LEAD = "adf21080-0e10-11eb-879b-05d71fb426ec"
 
 
 @pytest.fixture
-def clients(httpserver, session):
+def clients(httpserver, session, verify):
     yield {
         "amocrm": AmoCrmTasks(httpserver.url_for("/"), AMO_TOKEN, session, timeout=0.5),
         "bitrix24": Bitrix24Tasks(httpserver.url_for(f"{HOOK}/"), session, timeout=0.5),
@@ -160,7 +156,7 @@ HS_DEAL = {
     ],
 )
 def test_assign_owner_makes_the_documented_call(
-    httpserver, clients, crm, kind, lead, method, path, headers, body, reply
+    httpserver, clients, crm, kind, lead, method, path, headers, body, reply, expect
 ):
     expect(httpserver, method, path, headers=headers, body=body, reply=reply)
     assert clients[crm].assign_owner(lead, "504141", kind) is None
@@ -209,7 +205,7 @@ def test_assign_owner_makes_the_documented_call(
     ],
 )
 def test_rate_limits_and_server_errors_are_transient(
-    httpserver, clients, crm, method, path, status, reply, reply_headers, wait
+    httpserver, clients, crm, method, path, status, reply, reply_headers, wait, expect, raises_task_error
 ):
     expect(httpserver, method, path, status=status, reply=reply, reply_headers=reply_headers)
     error = raises_task_error(lambda: clients[crm].assign_owner("1000983", "504141"))
@@ -286,7 +282,7 @@ def test_rate_limits_and_server_errors_are_transient(
     ],
 )
 def test_refusals_are_permanent_and_never_show_a_secret(
-    httpserver, clients, crm, method, path, status, reply, secret, says
+    httpserver, clients, crm, method, path, status, reply, secret, says, expect, raises_task_error
 ):
     expect(httpserver, method, path, status=status, reply=reply)
     error = raises_task_error(lambda: clients[crm].assign_owner("1000983", "504141"))
@@ -307,7 +303,9 @@ def test_refusals_are_permanent_and_never_show_a_secret(
         ),
     ],
 )
-def test_a_deleted_record_is_not_found(httpserver, clients, crm, method, path, status, reply):
+def test_a_deleted_record_is_not_found(
+    httpserver, clients, crm, method, path, status, reply, expect, raises_task_error
+):
     expect(httpserver, method, path, status=status, reply=reply)
     assert isinstance(raises_task_error(lambda: clients[crm].assign_owner("1000983", "504141")), TaskNotFound)
 
@@ -321,7 +319,7 @@ def test_a_deleted_record_is_not_found(httpserver, clients, crm, method, path, s
         ("pipedrive", "1000983", "504141", "lead", "UUID"),
     ],
 )
-def test_bad_ids_are_refused_without_a_request(clients, crm, lead, owner, kind, says):
+def test_bad_ids_are_refused_without_a_request(clients, crm, lead, owner, kind, says, raises_task_error):
     error = raises_task_error(lambda: clients[crm].assign_owner(lead, owner, kind))
     assert not error.transient and says in str(error)
 

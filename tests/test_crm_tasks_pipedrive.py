@@ -10,9 +10,6 @@ import time_machine
 
 from sla_guard.outbox.crm_tasks import PipedriveTasks, TaskNotFound
 from sla_guard.outbox.crm_tasks.pipedrive import _rate_wait
-from tests.test_crm_tasks_base import expect, expect_hang, follow_up, http_answer, raises_task_error, session, verify
-
-__all__ = ["session"]
 
 TOKEN = "659c9fddb16335e48cc67114694b52074e812e03"
 AUTH = {"x-api-token": TOKEN}
@@ -22,7 +19,7 @@ INFO = "Please check developers.pipedrive.com for more information about Pipedri
 
 
 @pytest.fixture
-def pipedrive(httpserver, session):
+def pipedrive(httpserver, session, verify):
     yield PipedriveTasks(TOKEN, session, api_url=httpserver.url_for("/api"), timeout=0.5)
     verify(httpserver)
 
@@ -79,7 +76,7 @@ def failure_body(error: str, code: int | None = None) -> dict:
 # --- create -------------------------------------------------------------------------------
 
 
-def test_create_adds_a_task_activity_on_the_deal(httpserver, pipedrive):
+def test_create_adds_a_task_activity_on_the_deal(httpserver, pipedrive, expect, follow_up):
     expect(
         httpserver,
         "POST",
@@ -98,7 +95,7 @@ def test_create_adds_a_task_activity_on_the_deal(httpserver, pipedrive):
     assert pipedrive.create(follow_up()) == "8"
 
 
-def test_create_on_a_lead_without_owner_reads_the_leads_owner(httpserver, pipedrive):
+def test_create_on_a_lead_without_owner_reads_the_leads_owner(httpserver, pipedrive, expect, follow_up):
     expect(
         httpserver,
         "GET",
@@ -118,7 +115,7 @@ def test_create_on_a_lead_without_owner_reads_the_leads_owner(httpserver, pipedr
     assert pipedrive.create(follow_up(lead_id=LEAD, owner=None, kind="lead")) == "9"
 
 
-def test_create_on_a_deal_without_owner_reads_the_deals_user(httpserver, pipedrive):
+def test_create_on_a_deal_without_owner_reads_the_deals_user(httpserver, pipedrive, expect, follow_up):
     expect(
         httpserver,
         "GET",
@@ -137,17 +134,17 @@ def test_create_on_a_deal_without_owner_reads_the_deals_user(httpserver, pipedri
     assert pipedrive.create(follow_up(owner=None)) == "10"
 
 
-def test_create_on_a_deleted_deal_is_not_found(httpserver, pipedrive):
+def test_create_on_a_deleted_deal_is_not_found(httpserver, pipedrive, expect, follow_up, raises_task_error):
     expect(httpserver, "GET", "/api/v1/deals/1000983", status=404, reply=failure_body("Deal not found"))
     assert isinstance(raises_task_error(lambda: pipedrive.create(follow_up(owner=None))), TaskNotFound)
 
 
-def test_a_lead_id_must_be_a_uuid(pipedrive):
+def test_a_lead_id_must_be_a_uuid(pipedrive, follow_up, raises_task_error):
     failure = raises_task_error(lambda: pipedrive.create(follow_up(lead_id="42", kind="lead")))
     assert not failure.transient and "UUID" in str(failure)
 
 
-def test_validation_error_is_permanent_and_explained(httpserver, pipedrive):
+def test_validation_error_is_permanent_and_explained(httpserver, pipedrive, expect, follow_up, raises_task_error):
     expect(
         httpserver,
         "POST",
@@ -160,7 +157,7 @@ def test_validation_error_is_permanent_and_explained(httpserver, pipedrive):
     assert not failure.transient and "Invalid user_id" in str(failure) and str(failure).startswith("Pipedrive: ")
 
 
-def test_refused_token_is_permanent_and_never_shown(httpserver, pipedrive):
+def test_refused_token_is_permanent_and_never_shown(httpserver, pipedrive, expect, follow_up, raises_task_error):
     expect(httpserver, "POST", "/api/v1/activities", status=401, reply=failure_body("unauthorized access", 401))
     failure = raises_task_error(lambda: pipedrive.create(follow_up()))
     assert not failure.transient and "SLA_GUARD_PIPEDRIVE_API_TOKEN" in str(failure) and TOKEN not in str(failure)
@@ -174,7 +171,9 @@ def test_refused_token_is_permanent_and_never_shown(httpserver, pipedrive):
         ({}, 2.0),
     ],
 )
-def test_rate_limit_is_transient_with_a_wait(httpserver, pipedrive, headers, wait):
+def test_rate_limit_is_transient_with_a_wait(
+    httpserver, pipedrive, headers, wait, expect, follow_up, raises_task_error
+):
     expect(
         httpserver,
         "POST",
@@ -196,18 +195,18 @@ def test_rate_limit_is_transient_with_a_wait(httpserver, pipedrive, headers, wai
         (datetime(2026, 12, 31, 21, 0, 0, tzinfo=UTC), 10800),  # midnight of the next year
     ],
 )
-def test_spent_daily_budget_waits_for_midnight_utc(now, seconds):
+def test_spent_daily_budget_waits_for_midnight_utc(now, seconds, http_answer):
     with time_machine.travel(now, tick=False):
         wait = _rate_wait(http_answer(429, {"x-daily-requests-left": "0", "x-ratelimit-reset": "2"}))
     assert wait == seconds
 
 
-def test_server_error_is_transient(httpserver, pipedrive):
+def test_server_error_is_transient(httpserver, pipedrive, expect, follow_up, raises_task_error):
     expect(httpserver, "POST", "/api/v1/activities", status=500, reply=failure_body("Internal server error", 500))
     assert raises_task_error(lambda: pipedrive.create(follow_up())).transient
 
 
-def test_timeout_is_transient(httpserver, pipedrive):
+def test_timeout_is_transient(httpserver, pipedrive, expect_hang, follow_up, raises_task_error):
     release = threading.Event()
     expect_hang(httpserver, "POST", "/api/v1/activities", release)
     try:
@@ -222,7 +221,7 @@ def test_timeout_is_transient(httpserver, pipedrive):
 FIND_QUERY = {"user_id": "0", "type": "task", "start_date": "2026-11-24", "end_date": "2026-11-24", "limit": "500"}
 
 
-def test_find_matches_the_deal_and_the_key(httpserver, pipedrive):
+def test_find_matches_the_deal_and_the_key(httpserver, pipedrive, expect, follow_up):
     listing = {
         "success": True,
         "data": [
@@ -236,13 +235,13 @@ def test_find_matches_the_deal_and_the_key(httpserver, pipedrive):
     assert pipedrive.find(follow_up()) == "8"
 
 
-def test_find_matches_a_lead(httpserver, pipedrive):
+def test_find_matches_a_lead(httpserver, pipedrive, expect, follow_up):
     listing = {"success": True, "data": [activity(9, NOTE, deal_id=None, lead_id=LEAD)]}
     expect(httpserver, "GET", "/api/v1/activities", query=FIND_QUERY, reply=listing)
     assert pipedrive.find(follow_up(lead_id=LEAD.upper(), kind="lead")) == "9"
 
 
-def test_find_on_an_empty_day_is_none(httpserver, pipedrive):
+def test_find_on_an_empty_day_is_none(httpserver, pipedrive, expect, follow_up):
     expect(
         httpserver,
         "GET",
@@ -256,7 +255,7 @@ def test_find_on_an_empty_day_is_none(httpserver, pipedrive):
 # --- close and status ---------------------------------------------------------------------
 
 
-def test_close_marks_the_activity_done(httpserver, pipedrive):
+def test_close_marks_the_activity_done(httpserver, pipedrive, expect):
     expect(
         httpserver,
         "PUT",
@@ -269,12 +268,12 @@ def test_close_marks_the_activity_done(httpserver, pipedrive):
 
 
 @pytest.mark.parametrize("status", [404, 410])
-def test_close_of_an_activity_already_gone_is_silent(httpserver, pipedrive, status):
+def test_close_of_an_activity_already_gone_is_silent(httpserver, pipedrive, status, expect):
     expect(httpserver, "PUT", "/api/v1/activities/8", status=status, reply=failure_body("Activity not found", status))
     pipedrive.close("8")
 
 
-def test_close_forbidden_raises(httpserver, pipedrive):
+def test_close_forbidden_raises(httpserver, pipedrive, expect, raises_task_error):
     expect(
         httpserver,
         "PUT",
@@ -289,7 +288,7 @@ def test_close_forbidden_raises(httpserver, pipedrive):
 @pytest.mark.parametrize(
     "done, active, expected", [(True, True, "done"), (False, True, "open"), (False, False, "gone")]
 )
-def test_status_reads_done(httpserver, pipedrive, done, active, expected):
+def test_status_reads_done(httpserver, pipedrive, done, active, expected, expect):
     expect(
         httpserver,
         "GET",
@@ -300,6 +299,6 @@ def test_status_reads_done(httpserver, pipedrive, done, active, expected):
     assert pipedrive.status("8") == expected
 
 
-def test_status_of_a_deleted_activity_is_gone(httpserver, pipedrive):
+def test_status_of_a_deleted_activity_is_gone(httpserver, pipedrive, expect):
     expect(httpserver, "GET", "/api/v1/activities/8", status=404, reply=failure_body("Activity not found", 404))
     assert pipedrive.status("8") == "gone"
