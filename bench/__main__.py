@@ -22,6 +22,7 @@ from .context import Bench
 from .ingest import IngestSettings, run_ingest
 from .lateness import LatenessSettings, run_lateness
 from .machine import machine_facts
+from .reconciler import ReconcilerSettings, run_reconciler
 from .report import render
 from .services import drop_database
 
@@ -36,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench", description="Run sla-guard's ingest and alert-lateness benchmarks on this machine."
     )
     parser.add_argument("--quick", action="store_true", help="short run: 1,000 clocks over 20 s, 5 s of ingest")
-    parser.add_argument("--only", choices=("ingest", "lateness"), help="run one phase only")
+    parser.add_argument("--only", choices=("ingest", "lateness", "reconciler"), help="run one phase only")
     ingest = parser.add_argument_group("ingest")
     ingest.add_argument("--duration", type=float, help="measured seconds per target (default 20; quick 5)")
     ingest.add_argument("--warmup", type=float, help="warm-up seconds per target, not counted (default 3; quick 2)")
@@ -51,7 +52,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-requests", type=int, default=120_000, help="bodies prepared per target (default 120,000)"
     )
     late = parser.add_argument_group("alert lateness")
-    late.add_argument("--clocks", type=int, help="open clocks (default 10,000; quick 1,000)")
+    late.add_argument("--clocks", type=int, help="probe clocks falling due in the window (default 3,000; quick 500)")
+    late.add_argument(
+        "--open-clocks", type=int, help="open clocks due later, written by SQL (default 100,000; quick 10,000)"
+    )
+    late.add_argument(
+        "--bulk", type=int, help="creations posted while the probes fall due (default 50,000; quick 5,000)"
+    )
     late.add_argument("--window", type=float, help="seconds the deadlines are spread over (default 60; quick 20)")
     late.add_argument(
         "--lead",
@@ -59,6 +66,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds from the first creation to the first deadline (default: enough to process the creations first)",
     )
     late.add_argument("--workers", type=int, default=2, help="sla-guard worker processes (default 2)")
+    recon = parser.add_argument_group("reconciler")
+    recon.add_argument(
+        "--reconciler-clocks", type=int, help="open clocks for the reconciler pass (default 1,000,000; quick 100,000)"
+    )
     where = parser.add_argument_group("servers")
     where.add_argument(
         "--pg",
@@ -113,26 +124,33 @@ def run(args: argparse.Namespace, argv: list[str]) -> str:
         duration_s=args.duration if args.duration is not None else (5.0 if args.quick else 20.0),
     )
     lateness_settings = LatenessSettings(
-        clocks=args.clocks or (1_000 if args.quick else 10_000),
+        clocks=args.clocks or (500 if args.quick else 3_000),
+        open_clocks=args.open_clocks if args.open_clocks is not None else (10_000 if args.quick else 100_000),
+        bulk=args.bulk if args.bulk is not None else (5_000 if args.quick else 50_000),
         window_s=args.window or (20.0 if args.quick else 60.0),
         lead_s=args.lead,
         workers=args.workers,
         web_workers=args.web_workers,
     )
     print(f"sla-guard benchmark, run {bench.run_id}; logs in {bench.out_dir.relative_to(REPO)}", file=sys.stderr)
-    ingest = lateness = None
+    reconciler_settings = ReconcilerSettings(clocks=args.reconciler_clocks or (100_000 if args.quick else 1_000_000))
+    ingest = lateness = reconciler = None
     try:
         if args.only in (None, "ingest"):
             ingest = run_ingest(bench, ingest_settings)
         if args.only in (None, "lateness"):
             lateness = run_lateness(bench, lateness_settings)
+        if args.only in (None, "reconciler"):
+            reconciler = run_reconciler(bench, reconciler_settings)
     finally:
         if not args.keep_db:
             drop_database(bench.pg_admin_url, bench.db_name)
     (bench.out_dir / "results.json").write_text(
-        json.dumps({"facts": facts, "ingest": ingest, "lateness": lateness}, indent=2, default=str)
+        json.dumps(
+            {"facts": facts, "ingest": ingest, "lateness": lateness, "reconciler": reconciler}, indent=2, default=str
+        )
     )
-    return render(bench, facts, command_line(argv), ingest, lateness, time.monotonic() - began)
+    return render(bench, facts, command_line(argv), ingest, lateness, time.monotonic() - began, reconciler)
 
 
 def main(argv: list[str] | None = None) -> int:

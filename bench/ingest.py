@@ -4,8 +4,9 @@ Both servers run under gunicorn with the options of ``sla-guard serve`` and the 
 count, and receive the same sequence of bodies from the same load generator (:mod:`bench.load`,
 a separate process). Every body is a distinct valid event (its own ``event_id``, leads spread over
 many ids), so each accepted request is one committed inbox row plus its lead handed to the
-workers through Redis. No worker runs: this measures committed ingest only. The Redis keys of the
-benchmark's queue are removed afterwards.
+workers through Redis. sla-guard runs as in production, with one ``sla-guard worker`` applying
+the events meanwhile, on PostgreSQL and then on the default SQLite file (WAL). The Redis keys of
+the benchmark's queues are removed afterwards.
 """
 
 from __future__ import annotations
@@ -155,26 +156,49 @@ def run_baseline(bench: Bench, bodies: Path, settings: IngestSettings) -> dict:
         processes.close()
 
 
-def run_sla_guard(bench: Bench, bodies: Path, settings: IngestSettings) -> dict:
-    queue = bench.queue("ingest")
-    reset_database(bench.pg_admin_url, bench.db_name)
-    processes = Processes(bench.env(queue, bench.write_rules("ingest", 3600)), bench.out_dir / "logs", bench.repo)
+def run_sla_guard(bench: Bench, bodies: Path, settings: IngestSettings, database: str = "postgresql") -> dict:
+    """``sla-guard serve`` with one ``sla-guard worker`` applying the events as they come, on
+    PostgreSQL or on the default SQLite file; also counts the events applied meanwhile."""
+    queue = bench.queue(f"ingest-{database}")
+    extra = {}
+    if database == "sqlite":
+        db_file = bench.out_dir / "ingest.db"
+        db_file.unlink(missing_ok=True)
+        extra["DATABASE_URL"] = f"sqlite:///{db_file}"
+    else:
+        reset_database(bench.pg_admin_url, bench.db_name)
+    env = bench.env(queue, bench.write_rules("ingest", 3600), **extra)
+    processes = Processes(env, bench.out_dir / "logs", bench.repo)
     redis = bench.redis()
     port = free_port()
+    db_url = extra.get("DATABASE_URL", bench.db_url)
     try:
         processes.run_cli("db", "upgrade")
         server = processes.sla_guard(
-            "serve", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(settings.web_workers)
+            f"serve-{database}",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(settings.web_workers),
         )
-        processes.wait_http("serve", f"http://127.0.0.1:{port}/readyz")
+        processes.wait_http(f"serve-{database}", f"http://127.0.0.1:{port}/readyz")
+        processes.sla_guard(f"worker-{database}", "worker")
+        processes.wait_log(f"worker-{database}", "worker started")
         flushes_before = redis_flushes(redis)
-        result = drive(bench, server, port, bodies, settings, "sla-guard")
+        result = drive(bench, server, port, bodies, settings, f"sla-guard-{database}")
         result["redis_flushes_by_others"] = redis_flushes(redis) - flushes_before
-        processes.stop("serve")
-        engine = create_engine(bench.db_url)
+        engine = create_engine(db_url)
         with engine.connect() as connection:
-            result["events_stored"] = connection.execute(text("SELECT count(*) FROM events")).scalar()
+            counts = connection.execute(
+                text("SELECT count(*), count(processed_at) FROM events")
+            ).one()  # the worker still runs: what it applied by the end of the load
+        processes.stop(f"serve-{database}", f"worker-{database}")
         engine.dispose()
+        result["database"] = database
+        result["events_stored"], result["events_applied"] = counts
         processes.close()
         result["queue_keys_removed"] = clean_queue(redis, queue)
         return result
@@ -185,20 +209,26 @@ def run_sla_guard(bench: Bench, bodies: Path, settings: IngestSettings) -> dict:
 
 
 def run_ingest(bench: Bench, settings: IngestSettings) -> dict:
-    """Both targets, baseline first, with the same bodies; returns both results and their ratio."""
+    """The three targets, baseline first, with the same bodies; returns the results and ratios."""
     bodies = bench.out_dir / "ingest-bodies.jsonl"
     bench.out_dir.mkdir(parents=True, exist_ok=True)
     write_bodies(bodies, bench.run_id, settings.max_requests, settings.leads)
     print("ingest: bare Flask baseline ...", file=sys.stderr)
     bare = run_baseline(bench, bodies, settings)
     print(f"  {bare['rps']:.0f} req/s, p99 {bare['latency_ms']['p99']:.1f} ms", file=sys.stderr)
-    print("ingest: sla-guard serve on PostgreSQL ...", file=sys.stderr)
-    sla = run_sla_guard(bench, bodies, settings)
+    print("ingest: sla-guard serve on PostgreSQL, with a worker ...", file=sys.stderr)
+    sla = run_sla_guard(bench, bodies, settings, "postgresql")
     print(f"  {sla['rps']:.0f} req/s, p99 {sla['latency_ms']['p99']:.1f} ms", file=sys.stderr)
+    print("ingest: sla-guard serve on SQLite (the default), with a worker ...", file=sys.stderr)
+    lite = run_sla_guard(bench, bodies, settings, "sqlite")
+    print(f"  {lite['rps']:.0f} req/s, p99 {lite['latency_ms']['p99']:.1f} ms", file=sys.stderr)
     bodies.unlink(missing_ok=True)
+    rate = bare["accepted_rps"]
     return {
         "settings": asdict(settings),
         "bare": bare,
         "sla_guard": sla,
-        "ratio": sla["accepted_rps"] / bare["accepted_rps"] if bare["accepted_rps"] else None,
+        "sqlite": lite,
+        "ratio": sla["accepted_rps"] / rate if rate else None,
+        "sqlite_ratio": lite["accepted_rps"] / rate if rate else None,
     }

@@ -21,7 +21,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from sla_guard.ingest import webhooks
     from sla_guard.logs import configure_logging
     from sla_guard.runtime import RulesHolder, redis_client, utcnow
-    from sla_guard.web import ack, admin, api, errors, health
+    from sla_guard.web import ack, admin, api, chat, errors, health
 
     overrides = dict(test_config or {})
     clock = overrides.pop("CLOCK", utcnow)
@@ -43,4 +43,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(ack.bp)
+    app.register_blueprint(chat.bp)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 
 import click
@@ -29,7 +30,7 @@ def serve(host: str, port: int, workers: int | None):
     schema_or_fail(settings.database_url)
     from sla_guard.web.server import run_gunicorn
 
-    run_gunicorn(host, port, workers or settings.web_workers)
+    run_gunicorn(host, port, workers or settings.web_workers, settings.web_threads)
 
 
 @main.command()
@@ -40,12 +41,9 @@ def worker(burst: bool):
     rules_or_fail(settings.rules_path)
     redis_or_fail(settings.redis_url)
     schema_or_fail(settings.database_url)
-    from sla_guard.logs import configure_logging
-    from sla_guard.runtime import Runtime
-    from workers.main import run
-
-    configure_logging(settings.log_level)
-    run(Runtime.from_settings(settings), burst=burst)
+    # The worker process lives in the top-level ``workers`` package, which imports sla_guard (never
+    # the reverse): this process becomes it, keeping its pid for signals and supervisors.
+    os.execv(sys.executable, [sys.executable, "-m", "workers", *(["--burst"] if burst else [])])
 
 
 @main.command()

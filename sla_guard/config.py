@@ -55,9 +55,12 @@ class Settings:
     alert_max_attempts: int = field(default=8, metadata=_env("SLA_GUARD_ALERT_MAX_ATTEMPTS"))
     log_level: str = field(default="INFO", metadata=_env("SLA_GUARD_LOG_LEVEL"))
     web_workers: int = field(default=4, metadata=_env("SLA_GUARD_WEB_WORKERS"))
+    web_threads: int = field(default=8, metadata=_env("SLA_GUARD_WEB_THREADS"))
     ack_secret: str | None = field(default=None, metadata=_env("SLA_GUARD_ACK_SECRET"))
     public_url: str | None = field(default=None, metadata=_env("SLA_GUARD_PUBLIC_URL"))
     ack_ttl_s: int = field(default=86400, metadata=_env("SLA_GUARD_ACK_TTL_S"))
+    telegram_webhook_secret: str | None = field(default=None, metadata=_env("SLA_GUARD_TELEGRAM_WEBHOOK_SECRET"))
+    slack_signing_secret: str | None = field(default=None, metadata=_env("SLA_GUARD_SLACK_SIGNING_SECRET"))
     crm_values: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """Every other ``SLA_GUARD_*`` setting by its full name: the CRMs' settings; see :meth:`crm`."""
 
@@ -177,6 +180,14 @@ def _validated(settings: Settings) -> dict[str, Any]:
         values[name] = None if secret is None else str(secret)
         if secret is not None and len(str(secret)) < 16:
             raise ConfigError(f"{_env_name(name)} is too short: use at least 16 random characters")
+    values["telegram_webhook_secret"] = _optional_text(settings.telegram_webhook_secret)
+    if values["telegram_webhook_secret"] and not re.fullmatch(
+        r"[A-Za-z0-9_-]{16,256}", values["telegram_webhook_secret"]
+    ):
+        raise ConfigError(
+            "SLA_GUARD_TELEGRAM_WEBHOOK_SECRET must be 16 to 256 letters, digits, '_' or '-' (Telegram's secret_token)"
+        )
+    values["slack_signing_secret"] = _optional_text(settings.slack_signing_secret)
     values["crm_values"] = MappingProxyType(dict(settings.crm_values))
     return values
 

@@ -49,6 +49,25 @@ def _ensure_redis(url: str) -> subprocess.Popen | None:
     sys.exit(2)
 
 
+def limits(database_url: str) -> str:
+    """What this one-command setup is for, and what it is not."""
+    where = "SQLite" if database_url.startswith("sqlite") else "your database"
+    lines = [
+        f"limits: one web process (2 workers) and one worker on {where}; made for trying sla-guard out.",
+    ]
+    if database_url.startswith("sqlite"):
+        lines.append(
+            "  SQLite runs in WAL mode with one writer at a time: webhooks are committed in groups, but every"
+            " write (webhooks, the worker applying them, timers) waits its turn for the one lock, so bursts"
+            " slow alerts down. bench/RESULTS.md has the figures measured for this setup."
+        )
+    lines.append(
+        "  For production use PostgreSQL (DATABASE_URL=postgresql://...), and run `sla-guard serve` and one or"
+        " more `sla-guard worker` processes on their own."
+    )
+    return "\n".join(lines)
+
+
 def run_dev(host: str, port: int) -> None:
     env = dict(os.environ)
     for key in ("SLA_GUARD_WEBHOOK_SECRET", "SLA_GUARD_API_TOKEN"):
@@ -69,6 +88,7 @@ def run_dev(host: str, port: int) -> None:
         subprocess.Popen(command + ["serve", "--host", host, "--port", str(port), "--workers", "2"], env=env),
     ]
     click.echo(f"sla-guard is running on http://{host}:{port} (Ctrl-C stops it)")
+    click.echo(limits(settings.database_url))
 
     def stop(*_):
         for child in children:

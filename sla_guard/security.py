@@ -48,3 +48,31 @@ def verify_bearer(header: str | None, token: str | None) -> None:
     scheme, _, given = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise Unauthorized("missing or wrong bearer token")
+
+
+SLACK_MAX_AGE_S = 300
+"""Slack interactivity requests older (or newer) than this are refused, as Slack advises."""
+
+
+def slack_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """``v0=<hex HMAC-SHA256(signing secret, "v0:<timestamp>:<raw body>")>``, Slack's request signature."""
+    base = b"v0:" + timestamp.encode() + b":" + body
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def verify_slack(secret: str, timestamp: str | None, signature: str | None, body: bytes, now: float) -> None:
+    """Raise :class:`Unauthorized` unless Slack signed ``body`` with ``secret`` within five minutes of ``now``."""
+    if not timestamp or not signature:
+        raise Unauthorized("missing X-Slack-Request-Timestamp or X-Slack-Signature header")
+    if not timestamp.isdigit() or len(timestamp) > 12:
+        raise Unauthorized("malformed X-Slack-Request-Timestamp header")
+    if abs(now - int(timestamp)) > SLACK_MAX_AGE_S:
+        raise Unauthorized("request timestamp is too old or in the future")
+    if not hmac.compare_digest(slack_signature(secret, timestamp, body).encode(), signature.encode()):
+        raise Unauthorized("signature does not match")
+
+
+def verify_telegram(secret: str, header: str | None) -> None:
+    """Raise :class:`Unauthorized` unless ``header`` is the webhook's secret token (``X-Telegram-Bot-Api-Secret-Token``)."""
+    if not header or not hmac.compare_digest(header.encode(), secret.encode()):
+        raise Unauthorized("missing or wrong X-Telegram-Bot-Api-Secret-Token header")

@@ -1,8 +1,9 @@
 """Local stand-ins for the services alerts go to, checking requests the way the real APIs do.
 
-- :class:`FakeTelegram`: the Bot API's ``/bot<token>/sendMessage``, JSON or form bodies,
-  Telegram's error bodies (401 bad token, 400 chat not found, 429 with ``retry_after``).
-- :class:`FakeSlack`: an incoming webhook and ``chat.postMessage``.
+- :class:`FakeTelegram`: the Bot API's ``/bot<token>/sendMessage``, ``editMessageText`` and
+  ``answerCallbackQuery``, JSON or form bodies, Telegram's error bodies (401 bad token, 400 chat
+  not found or message not found, 429 with ``retry_after``).
+- :class:`FakeSlack`: an incoming webhook, ``chat.postMessage`` and a ``response_url``.
 - :class:`SmtpSink`: an in-process SMTP server (aiosmtpd) with STARTTLS or implicit TLS and
   AUTH, keeping every message it receives.
 - :func:`silent_server`: a port that accepts connections and never answers (timeouts).
@@ -38,12 +39,49 @@ class FakeTelegram:
     messages: list = field(default_factory=list)
     broken: dict = field(default_factory=dict)
     """chat id -> (status, body) answered for every message to that chat."""
+    edits: list = field(default_factory=list)
+    answers: list = field(default_factory=list)
 
     def install(self, httpserver) -> FakeTelegram:
         httpserver.expect_request(re.compile(r"^/bot[^/]+/sendMessage$"), method="POST").respond_with_handler(
             self.handle
         )
+        httpserver.expect_request(re.compile(r"^/bot[^/]+/editMessageText$"), method="POST").respond_with_handler(
+            self.edit
+        )
+        httpserver.expect_request(re.compile(r"^/bot[^/]+/answerCallbackQuery$"), method="POST").respond_with_handler(
+            self.answer
+        )
         return self
+
+    def _authorized(self, request: Request) -> bool:
+        return request.path.split("/")[1][len("bot") :] == self.token
+
+    def edit(self, request: Request) -> Response:
+        """``editMessageText``: the message must exist in that chat; the text must be valid for its parse mode."""
+        if not self._authorized(request):
+            return _json({"ok": False, "error_code": 401, "description": "Unauthorized"}, 401)
+        body = request.get_json(silent=True) or {}
+        sent = [
+            index
+            for index, message in enumerate(self.messages, start=1)
+            if str(message["chat_id"]) == str(body.get("chat_id"))
+        ]
+        if body.get("message_id") not in sent:
+            return _json({"ok": False, "error_code": 400, "description": "Bad Request: message to edit not found"}, 400)
+        if not body.get("text"):
+            return _json({"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"}, 400)
+        self.edits.append(body)
+        return _json({"ok": True, "result": {"message_id": body["message_id"], "text": body["text"]}})
+
+    def answer(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _json({"ok": False, "error_code": 401, "description": "Unauthorized"}, 401)
+        body = request.get_json(silent=True) or {}
+        if not body.get("callback_query_id"):
+            return _json({"ok": False, "error_code": 400, "description": "Bad Request: query is too old"}, 400)
+        self.answers.append(body)
+        return _json({"ok": True, "result": True})
 
     def handle(self, request: Request) -> Response:
         token = request.path.split("/")[1][len("bot") :]
@@ -91,13 +129,24 @@ class FakeSlack:
     channels: set = field(default_factory=lambda: {"C0SALES", "U0ANNA", "#sales"})
     failures: list = field(default_factory=list)
     messages: list = field(default_factory=list)
+    responses: list = field(default_factory=list)
+    """Bodies posted to the ``response_url`` of an interaction."""
 
     hook_path = "/services/T000/B000/XXXXSECRETXXXX"
+    response_path = "/actions/T000/1234/XXXXRESPONSEXXXX"
 
     def install(self, httpserver) -> FakeSlack:
         httpserver.expect_request(self.hook_path, method="POST").respond_with_handler(self.hook)
         httpserver.expect_request("/api/chat.postMessage", method="POST").respond_with_handler(self.post_message)
+        httpserver.expect_request(self.response_path, method="POST").respond_with_handler(self.respond)
         return self
+
+    def respond(self, request: Request) -> Response:
+        body = request.get_json(silent=True)
+        if not body or not (body.get("text") or body.get("blocks")):
+            return _json({"ok": False, "error": "no_text"}, 400)
+        self.responses.append(body)
+        return _json({"ok": True})
 
     def hook(self, request: Request) -> Response:
         if self.failures:

@@ -115,7 +115,7 @@ def breach(event, post_signed, run_worker):
 
 def token_of(alert: dict) -> str:
     assert alert["ack_url"].startswith("https://sla.example/ack/")
-    assert alert["text"].endswith("Acknowledge: " + alert["ack_url"])
+    assert alert["text"].endswith("Take it: " + alert["ack_url"])
     return alert["ack_url"].rsplit("/", 1)[1]
 
 

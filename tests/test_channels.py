@@ -55,6 +55,7 @@ def payload(**extra) -> dict:
         channel="x",
         locale="en",
         ack_url="https://sla.example/ack/3.1795.b2xnYQ.sig",
+        sla=timedelta(minutes=15),
     )
     return {**base, **extra}
 
@@ -91,9 +92,20 @@ def test_telegram_sends_the_text_to_the_persons_chat(telegram, httpserver, http)
     send("tg", tg(httpserver), payload(), http, address="1001")
     [message] = telegram.messages
     assert message["chat_id"] == "1001"
-    assert message["text"].startswith("Lead ACME #L-1001 (website) missed its first-touch SLA by 1m2s")
-    assert "https://crm.example/leads/1001" in message["text"]
-    assert "Acknowledge: https://sla.example/ack/3.1795.b2xnYQ.sig" in message["text"]
+    assert message["parse_mode"] == "HTML"
+    assert message["text"] == (
+        "<b>Lead ACME #L-1001 missed its first touch</b>\n"
+        "The deadline passed at 09:14, 1 min 2 sec ago; the SLA was 15 min.\n"
+        "<i>Owner: anna · Source: website · Rule: hot website leads</i>"
+    )
+    assert message["reply_markup"] == {
+        "inline_keyboard": [
+            [
+                {"text": "Open lead", "url": "https://crm.example/leads/1001"},
+                {"text": "Take it", "url": "https://sla.example/ack/3.1795.b2xnYQ.sig"},
+            ]
+        ]
+    }
     assert message["link_preview_options"] == {"is_disabled": True}
     [(request, _)] = httpserver.log
     assert request.path == f"/bot{TELEGRAM_TOKEN}/sendMessage" and request.mimetype == "application/json"
@@ -253,10 +265,13 @@ def test_teams_gets_an_adaptive_card_with_lead_and_acknowledge_buttons(httpserve
     [attachment] = body["attachments"]
     assert body["type"] == "message" and attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
     card = attachment["content"]
-    assert card["type"] == "AdaptiveCard" and card["body"][0]["text"].startswith("Lead ACME #L-1001")
+    assert (
+        card["type"] == "AdaptiveCard"
+        and card["body"][0]["inlines"][0]["text"] == "Lead ACME #L-1001 missed its first touch"
+    )
     assert [(a["title"], a["url"]) for a in card["actions"]] == [
-        ("Open the lead", "https://crm.example/leads/1001"),
-        ("Acknowledge", "https://sla.example/ack/3.1795.b2xnYQ.sig"),
+        ("Open lead", "https://crm.example/leads/1001"),
+        ("Take it", "https://sla.example/ack/3.1795.b2xnYQ.sig"),
     ]
 
 
@@ -274,7 +289,7 @@ def test_teams_failures(httpserver, http, status, transient):
 
 
 def test_card_summary_uses_the_subject():
-    assert card_message(payload())["summary"] == "SLA breach: lead ACME #L-1001 is 1m2s past its first-touch deadline"
+    assert card_message(payload())["summary"] == "Lead ACME #L-1001 missed its first touch"
 
 
 # --- e-mail ---------------------------------------------------------------------------------
@@ -302,12 +317,14 @@ def test_email_over_starttls_with_login_reaches_the_persons_address(certificate,
     [received] = sink.messages
     message = received["message"]
     assert received["tls"] is True and received["to"] == ["olga@example.com"]
-    assert message["Subject"] == "SLA breach: lead ACME #L-1001 is 1m2s past its first-touch deadline"
+    assert message["Subject"] == "Lead ACME #L-1001 missed its first touch"
     assert message["From"] == "sla@example.com" and message["To"] == "olga@example.com"
     assert message["Message-ID"] == "<sla-guard.alert.7@example.com>"
-    body = message.get_content()
-    assert "Lead ACME #L-1001 (website) missed its first-touch SLA by 1m2s" in body
-    assert "https://crm.example/leads/1001" in body and "Acknowledge: https://sla.example/ack/" in body
+    body = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert body.startswith("Lead ACME #L-1001 missed its first touch.\nThe deadline passed at 09:14, 1 min 2 sec ago")
+    assert "https://crm.example/leads/1001" in body and "Take it: https://sla.example/ack/" in body
+    page = message.get_body(("html",)).get_content()
+    assert '<a href="https://sla.example/ack/3.1795.b2xnYQ.sig">Take it</a>' in page
 
 
 def test_email_over_implicit_tls(certificate, http):

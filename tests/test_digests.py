@@ -84,7 +84,7 @@ def test_daily_text_lists_the_oldest_first_and_counts_the_rest():
     ]
     text = daily_text(items, "en", "2026-11-23", now).splitlines()
     assert text[0] == "Overdue leads of your team on 2026-11-23: 32"
-    assert text[1].startswith("• Lead 32 #L32 (web), owner anna: first_touch overdue by 32m")
+    assert text[1].startswith("• Lead 32 #L32 (web), owner anna: first touch overdue by 32 min")
     assert text[-1] == "…and 2 more" and len(text) == 32
     assert daily_text([], "ru", "2026-11-23", now) == "На 2026-11-23 просроченных лидов в вашей команде нет."
 

@@ -131,9 +131,14 @@ def test_proposal_follow_up_task_missed_escalation_and_touch_cancelling_the_rest
     assert response.status_code == 202, response.text
     assert wait_for(lambda: seen(httpserver, "PATCH", "/api/v4/tasks/777001"), 15), stack.logs("worker")
 
-    detail = requests.get(
-        f"{stack.base_url}/api/leads/15318175", timeout=5, headers={"Authorization": f"Bearer {api_token}"}
-    ).json()
+    def lead_detail() -> dict:
+        return requests.get(
+            f"{stack.base_url}/api/leads/15318175", timeout=5, headers={"Authorization": f"Bearer {api_token}"}
+        ).json()
+
+    # the task is recorded closed once the CRM has answered the PATCH: wait for that write
+    assert wait_for(lambda: [t["status"] for t in lead_detail()["follow_up_tasks"]] == ["closed"], 15)
+    detail = lead_detail()
     steps = {c["name"]: c["status"] for c in detail["clocks"] if c["name"].startswith("follow_up:")}
     assert steps == {"follow_up:proposal:1": "missed", "follow_up:proposal:2": "cancelled"}
     assert [t["status"] for t in detail["follow_up_tasks"]] == ["closed"]

@@ -137,7 +137,7 @@ def test_without_crm_credentials_the_owner_gets_the_follow_up_as_an_alert(
     assert (task.status, task.crm) == ("alerted", "generic")
     [alert] = [json.loads(request.data) for request, _ in crm.log if request.path == "/alerts"]
     assert (alert["kind"], alert["recipient"]) == ("follow_up.task", "11087123")
-    assert alert["text"].startswith("Follow up on the proposal for ACME")
+    assert alert["text"].startswith("Follow-up for lead ACME #L-1001: Follow up on the proposal for ACME")
 
 
 def test_a_rate_limited_crm_is_retried_after_its_wait_without_a_duplicate(

@@ -118,7 +118,8 @@ def test_untouched_lead_warns_then_escalates_once_per_level(
         "lead_url": "https://crm.example/leads/1001",
     }
     assert alert["due_at"] == (start + timedelta(minutes=15)).isoformat().replace("+00:00", "Z")
-    assert "ACME" in alert["text"] and "2s" in alert["text"]
+    assert alert["text"].startswith("Lead ACME #L-1001 missed its first touch.\nThe deadline passed at ")
+    assert "the SLA was 15 min." in alert["text"]
     escalations = one(runtime, EscalationRow)
     assert sorted((e.level, e.kind) for e in escalations) == [(0, "first_touch.warning"), (1, "first_touch.breach")]
     assert {a.status for a in one(runtime, AlertRow)} == {"delivered"}

@@ -242,7 +242,7 @@ def test_a_lead_reassigned_mid_ladder_alerts_the_new_owner_and_their_manager(
     run_timer(runtime, clock_id(runtime))
     later = telegram.messages[2:]
     assert sorted(m["chat_id"] for m in later) == ["1002", "2002"]  # boris and his manager petr
-    assert all("owner boris" in m["text"] for m in later)
+    assert all("Owner: boris" in m["text"] for m in later)
     assert {(a.recipient, a.role, a.status) for a in alerts(runtime)} == {
         ("anna", "owner", "delivered"),
         ("olga", "manager", "delivered"),
@@ -260,8 +260,12 @@ def test_manager_gets_the_alert_in_their_language(
     clock.advance(minutes=16)
     run_timer(runtime, clock_id(runtime))
     texts = {m["chat_id"]: m["text"] for m in telegram.messages}
-    assert texts["2001"].startswith("Лид ACME #L-1001 (website) просрочил первое касание на 1m")
-    assert texts["1001"].startswith("Lead ACME #L-1001 (website) missed its first-touch SLA by 1m")
+    assert texts["2001"].startswith(
+        "<b>Лид ACME #L-1001 остался без первого касания в срок</b>\nСрок истёк в 12:15, 1 мин назад"
+    )
+    assert texts["1001"].startswith(
+        "<b>Lead ACME #L-1001 missed its first touch</b>\nThe deadline passed at 12:15, 1 min ago"
+    )
 
 
 def test_an_alert_at_night_waits_for_the_morning_then_goes_out_once(
@@ -286,7 +290,7 @@ def test_an_alert_at_night_waits_for_the_morning_then_goes_out_once(
     assert reconcile(runtime).alerts_retried == 2
     run_worker(runtime)
     to_anna = [m["text"] for m in telegram.messages if m["chat_id"] == "1001"]
-    assert len(to_anna) == 2 and "(escalation level 2)" in to_anna[1]
+    assert len(to_anna) == 2 and "Escalation, level 2: lead ACME #L-1001" in to_anna[1]
     reconcile(runtime)
     run_worker(runtime)
     assert len(telegram.messages) == 4

@@ -24,6 +24,10 @@ from sla_guard.timers.reconciler import reconcile_once
 
 log = logging.getLogger("sla_guard.worker")
 
+PUMP_THREADS = 2
+"""Pumps per worker applying new events side by side (applying mostly waits on the database;
+leads are locked in sorted order, so two batches never wait on each other in a circle)."""
+
 MAINTENANCE_INTERVAL_S = 15
 """How often an idle worker cleans registries and retries taking the scheduler lock (RQ: 600 s)."""
 
@@ -106,8 +110,12 @@ def run(runtime: Runtime, burst: bool = False) -> None:
     stop = threading.Event()
     thread = threading.Thread(target=reconciler_loop, args=(runtime, stop), name="sla-guard-reconciler", daemon=True)
     thread.start()
-    pump_thread = threading.Thread(target=pump, args=(runtime, stop), name="sla-guard-pump", daemon=True)
-    pump_thread.start()
+    pump_threads = [
+        threading.Thread(target=pump, args=(runtime, stop), name=f"sla-guard-pump-{number}", daemon=True)
+        for number in range(PUMP_THREADS)
+    ]
+    for pump_thread in pump_threads:
+        pump_thread.start()
     timer_thread = threading.Thread(target=timer_loop, args=(runtime, stop), name="sla-guard-timers", daemon=True)
     timer_thread.start()
     queues = [
@@ -122,5 +130,6 @@ def run(runtime: Runtime, burst: bool = False) -> None:
     finally:
         stop.set()
         thread.join(timeout=5)
-        pump_thread.join(timeout=5)
+        for pump_thread in pump_threads:
+            pump_thread.join(timeout=5)
         timer_thread.join(timeout=5)

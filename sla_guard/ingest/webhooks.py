@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -22,6 +23,7 @@ from sla_guard.config import of_app
 from sla_guard.core.events import LeadEvent, parse_events
 from sla_guard.exceptions import InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters.base import Lookup
+from sla_guard.ingest.group_commit import CommitTimeout, GroupCommit
 from sla_guard.ingest.pending import push
 from sla_guard.outbox.base import OutboxKind
 from sla_guard.outbox.crm_sync import LOOKUPS, insert_lookups
@@ -33,6 +35,18 @@ from sla_guard.web.errors import error
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 log = logging.getLogger("sla_guard.webhooks")
+
+
+_INBOX_LOCK = threading.Lock()
+
+
+def inbox(app) -> GroupCommit:
+    """The web process's inbox writer (one per app and process)."""
+    committer = app.extensions.get("sla_guard.inbox")
+    if committer is None:
+        with _INBOX_LOCK:
+            committer = app.extensions.setdefault("sla_guard.inbox", GroupCommit(get_db(app)))
+    return committer
 
 
 def ingest(
@@ -55,13 +69,17 @@ def ingest(
     queue_name = of_app(current_app).queue
     now = clock_now()
     try:
-        with get_db(current_app).session() as session:
-            accepted, duplicates = insert_events(session, source, events, now)
-            new_lookups, repeated = insert_lookups(session, source, lookups, now) if lookups else ([], [])
-            fresh = [event for event in events if event.event_id in set(accepted)]
-            items = [(LOOKUPS, lookup_id) for lookup_id, _key in new_lookups]
-            items += also_store(session, fresh, now) if also_store is not None and fresh else []
-    except SQLAlchemyError as exc:
+        if lookups or also_store is not None:  # with their look-ups and outbox items: a transaction of their own
+            with get_db(current_app).session() as session:
+                accepted, duplicates = insert_events(session, source, events, now)
+                new_lookups, repeated = insert_lookups(session, source, lookups, now) if lookups else ([], [])
+                fresh = [event for event in events if event.event_id in set(accepted)]
+                items = [(LOOKUPS, lookup_id) for lookup_id, _key in new_lookups]
+                items += also_store(session, fresh, now) if also_store is not None and fresh else []
+        else:  # committed together with the other requests of this web process (group commit)
+            accepted, duplicates = inbox(current_app).store(source, events, now)
+            new_lookups, repeated, items = [], [], []
+    except (SQLAlchemyError, CommitTimeout) as exc:
         metrics.EVENTS_REJECTED.labels(source, "database").inc()
         log.error("events not stored: database unavailable", extra={"source": source, "error": type(exc).__name__})
         return error(503, "the database cannot store events right now; retry later")

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from redis.exceptions import RedisError
+from sqlalchemy.orm import Session
 
 from sla_guard import runtime as runtime_module
 from sla_guard.outbox.base import OutboxKind
 from sla_guard.outbox.notify.channels import channel_secrets, send
-from sla_guard.outbox.notify.routing import address_for
+from sla_guard.outbox.notify.messages import alert_payload
+from sla_guard.outbox.notify.routing import Delivery, address_for
 from sla_guard.outbox.ops_alerts import raise_ops_alert
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
@@ -29,12 +32,15 @@ from sla_guard.store.models import AlertRow
 log = logging.getLogger("sla_guard.outbox.delivery")
 
 
-class Alerts(OutboxKind):
-    name = "alert"
-    what = "alert delivery"
-    model = AlertRow
+class ChannelDelivery(OutboxKind):
+    """A kind whose rows go out through a channel of the rules file (alerts, digests): each row
+    names its ``channel`` and ``recipient`` and holds the ``payload``."""
 
-    def attempt(self, runtime: Runtime, row: AlertRow) -> str:
+    sent_column: ClassVar[str]
+    """The row's column that records when it was delivered."""
+    logger: ClassVar[logging.Logger] = log
+
+    def attempt(self, runtime: Runtime, row: Any) -> str:
         rules = runtime.rules.current()
         send(
             row.channel,
@@ -44,17 +50,24 @@ class Alerts(OutboxKind):
             address=address_for(rules, row.channel, row.recipient or None),
             settings=runtime.settings,
         )
-        self.update(
-            runtime, row.id, status="delivered", delivered_at=runtime.now(), claimed_until=None, last_error=None
-        )
-        log.info("alert delivered", extra=self.context(row))
+        done = {self.sent_column: runtime.now(), "status": "delivered", "claimed_until": None, "last_error": None}
+        self.update(runtime, row.id, **done)
+        self.logger.info(f"{self.name} delivered", extra=self.context(row))
         return "delivered"
+
+    def secrets(self, runtime: Runtime, row: Any) -> tuple[str, ...]:
+        return channel_secrets(runtime.rules.current().channels.get(row.channel))
+
+
+class Alerts(ChannelDelivery):
+    name = "alert"
+    what = "alert delivery"
+    model = AlertRow
+    sent_column = "delivered_at"
+    logger = log
 
     def context(self, row: AlertRow) -> dict:
         return {"lead_id": row.lead_id, "alert_id": row.id, "channel": row.channel, "attempt": row.attempts}
-
-    def secrets(self, runtime: Runtime, row: AlertRow) -> tuple[str, ...]:
-        return channel_secrets(runtime.rules.current().channels.get(row.channel))
 
     def on_retry(self, runtime: Runtime, row: Any, error: str, wait: float, context: dict) -> None:
         log.warning("alert delivery failed, will retry", extra={**context, "error": error, "retry_in_s": wait})
@@ -72,6 +85,52 @@ def deliver_alert(alert_id: int) -> str:
 
 
 ALERTS = Alerts(deliver_alert)
+
+
+def record_alert(
+    session: Session,
+    target: Delivery,
+    now: datetime,
+    *,
+    escalation_id: int,
+    lead: dict,
+    text: dict | None = None,
+    press_for: Callable[[int], str | None] | None = None,
+    **facts,
+) -> int:
+    """Write the alert of one routed ``target`` (held until ``target.not_before`` when quiet hours
+    apply) with its payload (:func:`alert_payload` of ``facts``, then ``text`` on top); its id.
+
+    ``press_for`` makes the signed value of the chat's "Take it" button from the new alert's id."""
+    alert = AlertRow(
+        escalation_id=escalation_id,
+        lead_id=lead["lead_id"],
+        channel=target.channel,
+        recipient=target.recipient or "",
+        role=target.role,
+        payload="{}",
+        status="pending",
+        attempts=0,
+        created_at=now,
+        claimed_until=target.not_before,
+    )
+    session.add(alert)
+    session.flush()
+    if press_for is not None:
+        facts["press"] = press_for(alert.id)
+    payload = alert_payload(
+        alert_id=alert.id,
+        escalation_id=escalation_id,
+        lead=lead,
+        fired_at=now,
+        recipient=target.recipient,
+        role=target.role,
+        channel=target.channel,
+        locale=target.locale,
+        **facts,
+    )
+    alert.payload = json.dumps({**payload, **(text or {})}, ensure_ascii=False)
+    return alert.id
 
 
 def deliver(runtime: Runtime, alert_id: int) -> str:

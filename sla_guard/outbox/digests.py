@@ -21,8 +21,7 @@ from sqlalchemy import select, update
 
 from sla_guard import runtime as runtime_module
 from sla_guard.core.engine import FIRST_TOUCH
-from sla_guard.outbox.base import OutboxKind
-from sla_guard.outbox.notify.channels import channel_secrets, send
+from sla_guard.outbox.delivery import ChannelDelivery
 from sla_guard.outbox.notify.digest_texts import (
     ClockOutcome,
     Overdue,
@@ -35,7 +34,7 @@ from sla_guard.outbox.notify.digest_texts import (
     summarize,
     weekly_text,
 )
-from sla_guard.outbox.notify.routing import address_for, person_locale, person_quiet_until
+from sla_guard.outbox.notify.routing import person_locale, person_quiet_until
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import ClockRow, DigestRow, EscalationRow, LeadRow
@@ -213,33 +212,18 @@ def prepare(runtime: Runtime, now: datetime) -> list[int]:
     return created
 
 
-class Digests(OutboxKind):
+class Digests(ChannelDelivery):
     """Daily digests and weekly summaries: retried, scheduled and given up like every outgoing item."""
 
     name = "digest"
     what = "digest delivery"
     model = DigestRow
+    sent_column = "sent_at"
+    logger = log
     grace = timedelta(0)
-
-    def attempt(self, runtime: Runtime, row: DigestRow) -> str:
-        rules = runtime.rules.current()
-        send(
-            row.channel,
-            rules.channels.get(row.channel),
-            json.loads(row.payload),
-            runtime.http(),
-            address=address_for(rules, row.channel, row.recipient or None),
-            settings=runtime.settings,
-        )
-        self.update(runtime, row.id, status="delivered", sent_at=runtime.now(), claimed_until=None, last_error=None)
-        log.info("digest delivered", extra=self.context(row))
-        return "delivered"
 
     def context(self, row: DigestRow) -> dict:
         return {"digest_id": row.id, "channel": row.channel, "attempt": row.attempts}
-
-    def secrets(self, runtime: Runtime, row: DigestRow) -> tuple[str, ...]:
-        return channel_secrets(runtime.rules.current().channels.get(row.channel))
 
 
 @job()

@@ -8,7 +8,6 @@ Creating and closing are two outbox kinds (:mod:`sla_guard.outbox.base`) over th
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timedelta
 
@@ -19,8 +18,8 @@ from sla_guard.core.follow_ups import find_cadence, parse_clock_name, task_text
 from sla_guard.exceptions import TaskNotFound
 from sla_guard.outbox.base import OutboxKind
 from sla_guard.outbox.crm_tasks import TaskRequest, client_for
-from sla_guard.outbox.delivery import deliver
-from sla_guard.outbox.notify.messages import alert_payload
+from sla_guard.outbox.delivery import deliver, record_alert
+from sla_guard.outbox.notify.context import clock_facts, person_zone
 from sla_guard.outbox.notify.routing import route
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
@@ -79,6 +78,7 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
             select(EscalationRow).where(EscalationRow.clock_id == row.clock_id, EscalationRow.level == 0)
         ).scalar_one()
         fields = {"lead_id": lead.lead_id, **{name: getattr(lead, name) for name in LEAD_FIELDS}}
+        facts = clock_facts(rules, clock.rule_name, clock.name, fields)
         for target in route(("owner",), fields, rules, now):  # quiet hours and the person's language apply
             exists = session.execute(
                 select(AlertRow.id).where(
@@ -89,39 +89,26 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
             ).scalar()
             if exists:
                 continue
-            alert = AlertRow(
+            alert_id = record_alert(
+                session,
+                target,
+                now,
                 escalation_id=escalation.id,
-                lead_id=lead.lead_id,
-                channel=target.channel,
-                recipient=target.recipient or "",
-                role=target.role,
-                payload="{}",
-                status="pending",
-                attempts=0,
-                created_at=now,
-                claimed_until=target.not_before,
-            )
-            session.add(alert)
-            session.flush()
-            payload = alert_payload(
-                alert_id=alert.id,
-                escalation_id=escalation.id,
+                lead=fields,
+                text={"task": row.text},
                 kind="follow_up.task",
                 level=0,
-                lead=fields,
                 rule=clock.rule_name,
                 clock=clock.name,
                 due_at=row.due_at,
-                fired_at=now,
-                recipient=target.recipient,
-                role=target.role,
-                channel=target.channel,
-                locale=target.locale,
+                deadline_at=row.due_at,
+                sla=facts.sla,
+                business=facts.business,
+                zone=person_zone(rules, target.recipient),
+                team_zone=rules.spec.timezone,
+                task=row.text,
             )
-            payload["text"] = f"{row.text} (due {row.due_at:%Y-%m-%d %H:%M} UTC)" + (f" {lead.url}" if lead.url else "")
-            payload["task"] = row.text
-            alert.payload = json.dumps(payload, ensure_ascii=False)
-            alert_ids.append(alert.id)
+            alert_ids.append(alert_id)
     log.info("follow-up sent to the owner as an alert", extra={"lead_id": row.lead_id, "task_id": row.id, "why": why})
     for alert_id in alert_ids:
         deliver(runtime, alert_id)

@@ -222,24 +222,10 @@ class Http:
 
     # --- errors ----------------------------------------------------------------------------
 
-    def fail(
-        self,
-        message: str,
-        *,
-        transient: bool = False,
-        retry_after_s: float | None = None,
-        status: int | None = None,
-        rate_limited: bool = False,
-    ) -> ServiceError:
-        """The service's error with every secret blanked out of ``message``."""
-        return self.error_class(
-            self.service,
-            self.scrub(message),
-            transient=transient,
-            retry_after_s=retry_after_s,
-            status=status,
-            rate_limited=rate_limited,
-        )
+    def fail(self, message: str, **fields: Any) -> ServiceError:
+        """The service's error with every secret blanked out of ``message``; ``fields`` are the
+        error's ``transient``, ``rate_limited``, ``retry_after_s`` and ``status``."""
+        return self.error_class(self.service, self.scrub(message), **fields)
 
     def by_status(
         self,

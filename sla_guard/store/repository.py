@@ -27,12 +27,8 @@ def dialect_insert(session: Session, model):
 _INSERT_EVENTS: dict = {}
 
 
-def insert_events(session: Session, source: str, events: list[LeadEvent], received_at: datetime):
-    """Store events in the inbox; return ``(accepted, duplicates)`` event ids.
-
-    An event already stored (same source and ``event_id``), or repeated in the same batch, is a
-    duplicate: acknowledged, never stored twice.
-    """
+def event_rows(source: str, events: list[LeadEvent], received_at: datetime) -> tuple[list[dict], list[str]]:
+    """Inbox rows for ``events``, and the ids of events repeated within them (duplicates)."""
     rows, seen, duplicates = [], set(), []
     for event in events:
         if event.event_id in seen:
@@ -50,19 +46,36 @@ def insert_events(session: Session, source: str, events: list[LeadEvent], receiv
                 "payload": event.to_json(),
             }
         )
+    return rows, duplicates
+
+
+def store_event_rows(session: Session, rows: list[dict]) -> set[tuple[str, str]]:
+    """Insert inbox rows with one multi-row ``INSERT … ON CONFLICT DO NOTHING``; return the
+    ``(source, event_id)`` of those stored now (the others were already there)."""
     if not rows:
-        return [], duplicates
+        return set()
     dialect = session.bind.dialect.name
     statement = _INSERT_EVENTS.get(dialect)
     if statement is None:  # built once: a constant statement keeps its compiled form cached
+        table = EventRow.__table__
         statement = _INSERT_EVENTS[dialect] = (
-            (postgresql.insert if dialect == "postgresql" else sqlite.insert)(EventRow.__table__)
+            (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
             .on_conflict_do_nothing(index_elements=["source", "event_id"])
-            .returning(EventRow.__table__.c.event_id)
+            .returning(table.c.source, table.c.event_id)
         )
-    stored = set(session.connection().execute(statement, rows).scalars())
-    accepted = [row["event_id"] for row in rows if row["event_id"] in stored]
-    duplicates.extend(row["event_id"] for row in rows if row["event_id"] not in stored)
+    return {(row.source, row.event_id) for row in session.connection().execute(statement, rows)}
+
+
+def insert_events(session: Session, source: str, events: list[LeadEvent], received_at: datetime):
+    """Store events in the inbox; return ``(accepted, duplicates)`` event ids.
+
+    An event already stored (same source and ``event_id``), or repeated in the same batch, is a
+    duplicate: acknowledged, never stored twice.
+    """
+    rows, duplicates = event_rows(source, events, received_at)
+    stored = store_event_rows(session, rows)
+    accepted = [row["event_id"] for row in rows if (source, row["event_id"]) in stored]
+    duplicates.extend(row["event_id"] for row in rows if (source, row["event_id"]) not in stored)
     return accepted, duplicates
 
 

@@ -82,6 +82,44 @@ def ack_url(settings: Settings, escalation_id: int, recipient: str | None, now: 
     return f"{settings.public_url.rstrip('/')}/ack/{token}"
 
 
+PRESS_VERSION = "p1"
+"""First part of a chat button's signed value: ``p1.<alert id>.<expiry epoch>.<signature>``."""
+
+
+def _press_signature(secret: str, body: str) -> str:
+    return _b64(
+        hmac.new(secret.encode(), b"sla-guard.press." + body.encode(), hashlib.sha256).digest()[:SIGNATURE_BYTES]
+    )
+
+
+def sign_press(secret: str, alert_id: int, expires_at: datetime) -> str:
+    """The value of an alert's "Take it" button (at most 64 bytes, as Telegram's callback data must be)."""
+    body = f"{PRESS_VERSION}.{int(alert_id)}.{int(expires_at.timestamp())}"
+    return f"{body}.{_press_signature(secret, body)}"
+
+
+def verify_press(secret: str, value: str, now: datetime) -> tuple[int, datetime]:
+    """``(alert id, expiry)`` of a genuine, unexpired press; raises :class:`BadToken` or :class:`ExpiredToken`."""
+    parts = str(value).split(".")
+    if len(parts) != 4 or parts[0] != PRESS_VERSION or not parts[1].isdigit() or not parts[2].isdigit():
+        raise BadToken("malformed press")
+    if len(parts[1]) > 18 or len(parts[2]) > 12:
+        raise BadToken("malformed press")
+    if not hmac.compare_digest(_press_signature(secret, ".".join(parts[:3])).encode(), parts[3].encode()):
+        raise BadToken("signature does not match")
+    expires_at = datetime.fromtimestamp(int(parts[2]), UTC)
+    if now >= expires_at:
+        raise ExpiredToken("the button has expired")
+    return int(parts[1]), expires_at
+
+
+def press_value(settings: Settings, alert_id: int, now: datetime) -> str | None:
+    """The signed "Take it" value for an alert, or None when ``SLA_GUARD_ACK_SECRET`` is unset."""
+    if not settings.ack_secret:
+        return None
+    return sign_press(settings.ack_secret, alert_id, now + timedelta(seconds=settings.ack_ttl_s))
+
+
 @dataclass(frozen=True)
 class AckOutcome:
     """What a click did: ``acknowledged`` now, ``already`` (by someone, earlier), or ``unknown`` escalation."""

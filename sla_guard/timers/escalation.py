@@ -7,11 +7,11 @@ before its time.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from sla_guard.core.engine import ClockState, Step, clock_steps, due_steps, next_fire_at, next_owner
 from sla_guard.core.events import Lead, LeadEvent
@@ -20,7 +20,7 @@ from sla_guard.ingest.processing import apply_timer_changes, process_lead
 from sla_guard.outbox import delivery
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS, queue_attempt, tell_crm
 from sla_guard.outbox.follow_up_tasks import create_task, plan_task
-from sla_guard.outbox.notify.messages import alert_payload
+from sla_guard.outbox.notify.context import clock_facts, person_zone
 from sla_guard.outbox.notify.routing import route
 from sla_guard.runtime import Runtime
 from sla_guard.store.escalations import (
@@ -30,9 +30,9 @@ from sla_guard.store.escalations import (
     reload_clock,
     set_reassigned,
 )
-from sla_guard.store.models import AlertRow, ClockRow, LeadRow
+from sla_guard.store.models import ClockRow, LeadRow
 from sla_guard.store.repository import LEAD_FIELDS, TimerChange, clock_state, fired_levels, insert_events, lock_lead
-from sla_guard.timers.acknowledge import ack_url
+from sla_guard.timers.acknowledge import ack_url, press_value
 
 log = logging.getLogger("sla_guard.timers.escalation")
 
@@ -73,45 +73,38 @@ def _record_step(
             result.task_ids.append(task_id)
         return
     lead_fields = _lead_dict(lead)
+    new_owner = next_owner(lead_fields, rules) if step.reassign else None
+    if new_owner == lead.owner:
+        new_owner = None
+    facts = clock_facts(rules, clock.rule_name, clock.name, lead_fields)
     for target in route(step.notify, lead_fields, rules, now):
         # an alert held by quiet hours waits with its claim set to the morning; delivery and the
         # reconciler take it up from then on
-        alert = AlertRow(
+        alert_id = delivery.record_alert(
+            session,
+            target,
+            now,
             escalation_id=escalation_id,
-            lead_id=lead.lead_id,
-            channel=target.channel,
-            recipient=target.recipient or "",
-            role=target.role,
-            payload="{}",
-            status="pending",
-            attempts=0,
-            created_at=now,
-            claimed_until=target.not_before,
-        )
-        session.add(alert)
-        session.flush()
-        payload = alert_payload(
-            alert_id=alert.id,
-            escalation_id=escalation_id,
+            lead=lead_fields,
             kind=step.kind,
             level=step.level,
-            lead=lead_fields,
             rule=clock.rule_name,
             clock=clock.name,
             due_at=step.at,
-            fired_at=now,
-            recipient=target.recipient,
-            role=target.role,
-            channel=target.channel,
-            locale=target.locale,
             ack_url=ack_url(runtime.settings, escalation_id, target.recipient, max(now, target.not_before or now)),
             instead_of=target.instead_of,
+            deadline_at=clock.due_at,
+            sla=facts.sla,
+            business=facts.business,
+            zone=person_zone(rules, target.recipient),
+            team_zone=rules.spec.timezone,
+            press_for=partial(press_value, runtime.settings, now=max(now, target.not_before or now)),
+            new_owner=new_owner,
+            task=facts.task,
         )
-        alert.payload = json.dumps(payload, ensure_ascii=False)
-        result.alert_ids.append(alert.id)
+        result.alert_ids.append(alert_id)
     if step.reassign:
-        new_owner = next_owner(lead_fields, rules)
-        if new_owner and new_owner != lead.owner:
+        if new_owner:
             event = LeadEvent(
                 event_id=f"reassign-{clock.id}-{step.level}",
                 type="lead.assigned",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from redis.exceptions import RedisError
@@ -29,6 +30,9 @@ log = logging.getLogger("sla_guard.timers.loop")
 
 BATCH = 20
 """Most clocks one timer job fires: small enough that due clocks spread over the workers."""
+
+FIRE_THREADS = 4
+"""Clocks of one batch fired at the same time."""
 
 MOST_PER_PASS = 2000
 """Most clocks one pass of the loop claims before it looks at the clock again."""
@@ -58,15 +62,26 @@ def dispatch_due(runtime: Runtime, batch: int = BATCH) -> int:
 def fire_batch(runtime: Runtime, clock_ids: list[int], lease: float) -> int:
     """Fire the claimed clocks and settle their timers; return how many fired without error.
 
-    A clock whose firing raised keeps its lease and is tried again when the lease runs out.
+    The clocks fire side by side on :data:`FIRE_THREADS` threads (each in its own transaction
+    under its lead's lock): a firing mostly waits on the database and the channel, so a batch
+    takes little longer than its slowest clock. A clock whose firing raised keeps its lease and
+    is tried again when the lease runs out.
     """
-    done = []
-    for clock_id in clock_ids:
+
+    def fire(clock_id: int) -> int | None:
         try:
             run_timer(runtime, clock_id)
-            done.append(clock_id)
+            return clock_id
         except Exception:  # one clock's trouble must not hold up the others
             log.exception("clock not fired; retried when its lease ends", extra={"clock_id": clock_id})
+            return None
+
+    if len(clock_ids) == 1:
+        done = [fire(clock_ids[0])]
+    else:
+        with ThreadPoolExecutor(min(FIRE_THREADS, len(clock_ids)), thread_name_prefix="sla-guard-fire") as pool:
+            done = list(pool.map(fire, clock_ids))
+    done = [clock_id for clock_id in done if clock_id is not None]
     if done:
         horizon = runtime.now() + timedelta(seconds=runtime.settings.arm_horizon_s)
         with runtime.db.session() as session:

@@ -29,13 +29,19 @@ class SlaGuardServer(BaseApplication):
         return self.app_factory()
 
 
-def gunicorn_options(host: str, port: int, workers: int) -> dict:
+WEB_THREADS = 8
+"""Request threads per web process (``SLA_GUARD_WEB_THREADS``): concurrent webhooks of one
+process share their inbox commits (:mod:`sla_guard.ingest.group_commit`)."""
+
+
+def gunicorn_options(host: str, port: int, workers: int, threads: int = WEB_THREADS) -> dict:
     """Server settings shared by ``sla-guard serve`` and the ingest benchmark's baseline."""
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return {
         "bind": bind,
         "workers": workers,
-        "worker_class": "sync",
+        "worker_class": "gthread",
+        "threads": threads,
         "timeout": 30,
         "graceful_timeout": 20,
         "keepalive": 5,
@@ -46,7 +52,7 @@ def gunicorn_options(host: str, port: int, workers: int) -> dict:
     }
 
 
-def run_gunicorn(host: str, port: int, workers: int) -> None:
+def run_gunicorn(host: str, port: int, workers: int, threads: int = WEB_THREADS) -> None:
     from sla_guard import create_app
 
-    SlaGuardServer(gunicorn_options(host, port, workers), create_app).run()
+    SlaGuardServer(gunicorn_options(host, port, workers, threads), create_app).run()

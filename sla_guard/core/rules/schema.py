@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from sla_guard.core.rules.durations import parse_duration
-from sla_guard.core.rules.notify_spec import CHANNEL_MODELS, DigestSpec, OpsSpec, QuietHours
+from sla_guard.core.rules.notify_spec import CHANNEL_MODELS, DigestSpec, OpsSpec, QuietHours, check_zone
 
 ROLES = ("owner", "manager", "head")
 """Targets of ``notify`` that name a person by their relation to the lead."""
@@ -200,7 +200,8 @@ class Person(_Spec):
 
     ``telegram``, ``slack`` and ``email`` are the person's addresses on channels that do not
     name a destination of their own, ``crm_id`` their user id in the CRM (for ``crm`` tasks);
-    ``locale`` overrides the file's; ``quiet_hours`` holds their alerts back at night.
+    ``locale`` overrides the file's; ``quiet_hours`` holds their alerts back at night;
+    ``timezone`` is the zone their alerts show times in (the file's ``timezone`` by default).
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -213,6 +214,9 @@ class Person(_Spec):
     email: str | None = None
     crm_id: str | int | None = None
     quiet_hours: QuietHours | None = None
+    timezone: str | None = None
+
+    _zone = field_validator("timezone")(classmethod(lambda cls, v: check_zone(v)))
 
 
 class Team(_Spec):

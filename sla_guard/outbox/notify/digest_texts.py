@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from sla_guard.core.clocks import FOLLOW_UP_PREFIX, STAGE_PREFIX
 from sla_guard.core.rules.notify_spec import WEEKDAYS, DigestSpec
 from sla_guard.core.rules.schema import RuleSet
-from sla_guard.outbox.notify.messages import format_duration_seconds, lead_label, texts
+from sla_guard.outbox.notify.messages import lead_label, texts
+from sla_guard.outbox.notify.spoken import spoken_duration
 
 DAILY_GRACE = timedelta(hours=12)
 """A daily digest not sent within this long after its time (the workers were down) is skipped."""
@@ -108,6 +110,16 @@ class Overdue:
     due_at: datetime
 
 
+def clock_label(clock: str, locale: str) -> str:
+    """A clock's name as readers say it: "first touch", "stage proposal", "follow-up"."""
+    digest = texts(locale)["digest"]
+    if clock.startswith(STAGE_PREFIX):
+        return digest["clock_stage"].format(stage=clock[len(STAGE_PREFIX) :])
+    if clock.startswith(FOLLOW_UP_PREFIX):
+        return digest["clock_follow_up"]
+    return digest["clock_first_touch"]
+
+
 def daily_text(items: list[Overdue], locale: str, day: str, now: datetime) -> str:
     """The daily digest's text: a title, then one line per overdue clock, oldest deadline first."""
     digest = texts(locale)["digest"]
@@ -118,11 +130,11 @@ def daily_text(items: list[Overdue], locale: str, day: str, now: datetime) -> st
         lines.append(
             digest["daily_line"].format(
                 lead=lead_label(item.lead),
-                source=item.lead.get("source") or "—",
-                owner=item.lead.get("owner") or texts(locale)["alert"]["nobody"],
-                clock=item.clock,
+                source=digest["source"].format(source=item.lead["source"]) if item.lead.get("source") else "",
+                owner=item.lead.get("owner") or texts(locale)["nobody"],
+                clock=clock_label(item.clock, locale),
                 rule=item.rule,
-                late=format_duration_seconds(round((now - item.due_at).total_seconds())),
+                late=spoken_duration(now - item.due_at, locale),
             )
         )
         if item.lead.get("url"):
@@ -200,7 +212,7 @@ def weekly_text(summary: Summary, locale: str, period: Period, zone: str, team_s
     if not summary.total:
         lines.append(f"{scope}: {digest['no_data']}")
     else:
-        median = format_duration_seconds(round(statistics.median(summary.touch_s))) if summary.touch_s else "—"
+        median = spoken_duration(statistics.median(summary.touch_s), locale) if summary.touch_s else "—"
         lines.append(
             digest["weekly_line"].format(
                 scope=scope,

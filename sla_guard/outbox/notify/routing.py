@@ -68,7 +68,7 @@ def person_quiet_until(rules: RuleSet, person: str | None, now: datetime) -> dat
     spec = rules.people.get(person) if person else None
     if spec is None or spec.quiet_hours is None:
         return None
-    return quiet_until(spec.quiet_hours, rules.spec.timezone, now)
+    return quiet_until(spec.quiet_hours, spec.timezone or rules.spec.timezone, now)
 
 
 def _on_duty(rules: RuleSet, role: str | None, instead_of: str, now: datetime) -> list[Delivery] | None:

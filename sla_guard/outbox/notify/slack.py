@@ -15,6 +15,8 @@ import requests
 from sla_guard.core.rules.notify_spec import SlackChannel
 from sla_guard.exceptions import DeliveryError
 from sla_guard.outbox.http import Http, json_object, retry_after, short
+from sla_guard.outbox.notify.formats import slack_blocks, slack_text
+from sla_guard.outbox.notify.messages import message_of
 
 TRANSIENT_API_ERRORS = frozenset(
     {"ratelimited", "rate_limited", "service_unavailable", "internal_error", "fatal_error", "request_timeout"}
@@ -25,16 +27,17 @@ MEMBER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 """A Slack member id (``U024BE7LH``): mentioned in webhook messages, messaged directly by a bot."""
 
 
-def _text(payload: dict, address: str | None) -> str:
-    text = payload["text"]
-    if address and MEMBER_ID.match(address):
-        text = f"<@{address}> {text}"
-    return text
-
-
 def message_body(payload: dict, address: str | None, channel_id: str | None = None) -> dict:
-    """The message JSON; unfurling stays off so Slack never opens the acknowledge link itself."""
-    body = {"text": _text(payload, address), "unfurl_links": False, "unfurl_media": False}
+    """Block Kit JSON with an escaped fallback text; unfurling stays off so Slack never opens the
+    acknowledge link itself. A member id ``address`` is mentioned (the only markup let through)."""
+    message = message_of(payload)
+    mention = address if address and MEMBER_ID.match(address) else None
+    body = {
+        "text": slack_text(message, mention),
+        "blocks": slack_blocks(message, mention),
+        "unfurl_links": False,
+        "unfurl_media": False,
+    }
     if channel_id:
         body["channel"] = channel_id
     return body

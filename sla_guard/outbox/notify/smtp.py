@@ -16,12 +16,16 @@ from email.utils import formatdate, make_msgid
 from sla_guard.core.rules.notify_spec import EmailChannel
 from sla_guard.exceptions import DeliveryError
 from sla_guard.outbox.http import short
+from sla_guard.outbox.notify.formats import email_html, email_subject
+from sla_guard.outbox.notify.messages import message_of, plain_text
 
 
 def build_message(channel: EmailChannel, payload: dict, recipients: list[str]) -> EmailMessage:
-    """The message: plain UTF-8 text, a stable Message-ID per alert so a mail system can drop a repeat."""
+    """The message: text and HTML parts, a one-line subject (no CR/LF from a lead's name can
+    break the header), a stable Message-ID per alert so a mail system can drop a repeat."""
+    parts = message_of(payload)
     message = EmailMessage()
-    message["Subject"] = payload.get("subject") or payload["text"].split(". ")[0][:150]
+    message["Subject"] = email_subject(parts)
     message["From"] = channel.sender
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(usegmt=True)
@@ -33,7 +37,8 @@ def build_message(channel: EmailChannel, payload: dict, recipients: list[str]) -
     else:
         message["Message-ID"] = make_msgid(domain=domain)
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(payload.get("body") or payload["text"])
+    message.set_content(plain_text(parts) if payload.get("message") else payload["text"])
+    message.add_alternative(email_html(parts), subtype="html")
     return message
 
 

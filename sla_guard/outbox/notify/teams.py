@@ -11,40 +11,22 @@ import requests
 
 from sla_guard.core.rules.notify_spec import TeamsChannel
 from sla_guard.outbox.http import Http, retry_after, short
+from sla_guard.outbox.notify.formats import one_line, teams_card
+from sla_guard.outbox.notify.messages import message_of
 
 
 def card_message(payload: dict) -> dict:
-    """The webhook body: the alert text in an Adaptive Card, with buttons for the lead and the acknowledgement."""
-    actions = []
-    if payload.get("lead_url"):
-        actions.append(
-            {
-                "type": "Action.OpenUrl",
-                "title": payload.get("labels", {}).get("open", "Open the lead"),
-                "url": payload["lead_url"],
-            }
-        )
-    if payload.get("ack_url"):
-        actions.append(
-            {
-                "type": "Action.OpenUrl",
-                "title": payload.get("labels", {}).get("ack", "Acknowledge"),
-                "url": payload["ack_url"],
-            }
-        )
-    card = {
-        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-        "type": "AdaptiveCard",
-        "version": "1.4",
-        "body": [{"type": "TextBlock", "text": payload["text"], "wrap": True}],
-    }
-    if actions:
-        card["actions"] = actions
+    """The webhook body: one Adaptive Card with the alert, and buttons for the lead and the acknowledgement."""
+    message = message_of(payload)
     return {
         "type": "message",
-        "summary": payload.get("subject") or payload["text"][:120],
+        "summary": one_line(payload.get("subject") or message["title"], 120),
         "attachments": [
-            {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
+            {
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": None,
+                "content": teams_card(message),
+            }
         ],
     }
 

@@ -13,20 +13,16 @@ import requests
 from sla_guard.core.rules.notify_spec import TelegramChannel
 from sla_guard.exceptions import DeliveryError
 from sla_guard.outbox.http import Http, is_transient_status, json_object, short
-
-MAX_TEXT = 4096
-"""Telegram's limit on a message's text, in characters."""
+from sla_guard.outbox.notify.formats import telegram_content
+from sla_guard.outbox.notify.messages import message_of
 
 
 def message_body(chat_id: str | int, payload: dict) -> dict:
-    """The ``sendMessage`` JSON: plain text (no parse mode, so no escaping can break it), no link preview.
+    """The ``sendMessage`` JSON: escaped HTML, the inline keyboard, no link preview.
 
     Link previews stay off: a preview would fetch the acknowledge link on the reader's behalf.
     """
-    text = payload["text"]
-    if len(text) > MAX_TEXT:
-        text = text[: MAX_TEXT - 1] + "…"
-    return {"chat_id": chat_id, "text": text, "link_preview_options": {"is_disabled": True}}
+    return {"chat_id": chat_id, **telegram_content(message_of(payload))}
 
 
 def send_telegram(channel: TelegramChannel, payload: dict, http: requests.Session, address: str | int | None) -> None:

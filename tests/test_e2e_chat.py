@@ -1,0 +1,188 @@
+"""End to end: "Take it" pressed in Telegram and in Slack stops a running ladder, with the real
+`sla-guard serve` and `sla-guard worker` processes, SLAs of seconds, and local stand-ins of the
+Telegram Bot API and the Slack Web API (the presses are sent as Telegram and Slack send them)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+import pytest
+import requests
+
+from sla_guard.security import sign, slack_signature
+
+from .fakes import SLACK_BOT_TOKEN, TELEGRAM_TOKEN, FakeSlack, FakeTelegram
+from .stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+ACK_SECRET = "e2e-ack-secret-0123456789abcdef"
+TG_SECRET = "e2e-telegram-secret-0123456789"
+SLACK_SECRET = "e2e-slack-signing-secret-0123456789"
+FIRST_TOUCH_S = 3
+NEXT_LEVEL_S = 10
+
+
+def rules(telegram_url: str, slack_url: str) -> str:
+    return textwrap.dedent(f"""
+        timezone: UTC
+        channels:
+          tg: {{type: telegram, token: "{TELEGRAM_TOKEN}", api_url: "{telegram_url}"}}
+          sl: {{type: slack, token: "{SLACK_BOT_TOKEN}", api_url: "{slack_url}"}}
+        people:
+          anna: {{manager: olga, channels: [tg, sl], telegram: 1001, slack: U0ANNA}}
+          olga: {{channels: [tg, sl], telegram: 2001, slack: U0OLGA}}
+        rules:
+          - name: hot leads
+            first_touch:
+              within: {FIRST_TOUCH_S}s
+              escalate:
+                - {{after: 0s, notify: [owner]}}
+                - {{after: {NEXT_LEVEL_S}s, notify: [owner, manager]}}
+    """)
+
+
+@pytest.fixture
+def stack(tmp_path, db_url, queue_name, httpserver, redis_url, api_token, webhook_secret):
+    telegram = FakeTelegram(chats={"1001", "2001"}).install(httpserver)
+    slack = FakeSlack(channels={"U0ANNA", "U0OLGA"}).install(httpserver)
+    path = tmp_path / "sla.yaml"
+    path.write_text(rules(httpserver.url_for("/").rstrip("/"), httpserver.url_for("/api")))
+    env = {
+        "DATABASE_URL": db_url,
+        "REDIS_URL": redis_url,
+        "SLA_GUARD_RULES": str(path),
+        "SLA_GUARD_WEBHOOK_SECRET": webhook_secret,
+        "SLA_GUARD_API_TOKEN": api_token,
+        "SLA_GUARD_QUEUE": queue_name,
+        "SLA_GUARD_RECONCILE_INTERVAL_S": "1",
+        "SLA_GUARD_ACK_SECRET": ACK_SECRET,
+        "SLA_GUARD_PUBLIC_URL": "https://sla.example",
+        "SLA_GUARD_TELEGRAM_WEBHOOK_SECRET": TG_SECRET,
+        "SLA_GUARD_SLACK_SIGNING_SECRET": SLACK_SECRET,
+    }
+    (tmp_path / "logs").mkdir()
+    running = Stack(env, tmp_path / "logs")
+    running.upgrade()
+    running.start_web()
+    running.start_worker()
+    yield running, telegram, slack, httpserver
+    running.stop()
+
+
+def post_lead(stack: Stack, lead_id: str) -> None:
+    event = {
+        "event_id": f"{lead_id}-created",
+        "type": "lead.created",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "lead": {"id": lead_id, "name": f"Lead {lead_id}", "owner": "anna", "source": "website"},
+    }
+    body = json.dumps(event).encode()
+    response = requests.post(
+        stack.base_url + "/webhooks/generic",
+        data=body,
+        timeout=5,
+        headers={
+            "Content-Type": "application/json",
+            "X-SLA-Guard-Signature": sign(stack.env["SLA_GUARD_WEBHOOK_SECRET"], body, int(time.time())),
+        },
+    )
+    assert response.status_code == 202, response.text
+
+
+def wait_for(predicate, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.1)
+    return predicate()
+
+
+def escalations(stack: Stack, lead_id: str) -> list[dict]:
+    response = requests.get(
+        f"{stack.base_url}/api/leads/{lead_id}",
+        headers={"Authorization": f"Bearer {stack.env['SLA_GUARD_API_TOKEN']}"},
+        timeout=5,
+    )
+    return response.json().get("escalations", []) if response.status_code == 200 else []
+
+
+def telegram_take(telegram, lead_name: str):
+    for message_id, message in enumerate(telegram.messages, start=1):
+        if message["chat_id"] in (1001, "1001") and lead_name in message["text"]:
+            buttons = message["reply_markup"]["inline_keyboard"][0]
+            return message_id, next(b["callback_data"] for b in buttons if "callback_data" in b)
+    return None
+
+
+def slack_take(slack, lead_name: str):
+    for message in slack.messages:
+        if message["channel"] == "U0ANNA" and lead_name in message["text"]:
+            elements = [e for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]]
+            return next(e["value"] for e in elements if e.get("action_id") == "sla_guard.take")
+    return None
+
+
+def test_a_press_in_telegram_and_one_in_slack_each_stop_a_running_ladder(stack):
+    running, telegram, slack, httpserver = stack
+    for lead_id in ("TG-1", "SL-1", "NO-1"):
+        post_lead(running, lead_id)
+
+    found = wait_for(lambda: telegram_take(telegram, "Lead TG-1 #TG-1"), FIRST_TOUCH_S + 20)
+    assert found, running.logs("worker")
+    message_id, data = found
+    update = {
+        "update_id": 5001,
+        "callback_query": {
+            "id": "cb-5001",
+            "from": {"id": 1001, "is_bot": False, "first_name": "Anna"},
+            "message": {"message_id": message_id, "chat": {"id": 1001, "type": "private"}, "date": int(time.time())},
+            "chat_instance": "1",
+            "data": data,
+        },
+    }
+    pressed = requests.post(
+        running.base_url + "/chat/telegram/tg",
+        json=update,
+        headers={"X-Telegram-Bot-Api-Secret-Token": TG_SECRET},
+        timeout=10,
+    )
+    assert pressed.status_code == 200 and pressed.json()["press"] == "taken", pressed.text
+
+    value = wait_for(lambda: slack_take(slack, "Lead SL-1 #SL-1"), 20)
+    assert value, running.logs("worker")
+    interaction = {
+        "type": "block_actions",
+        "user": {"id": "U0ANNA"},
+        "actions": [{"action_id": "sla_guard.take", "value": value, "type": "button"}],
+        "response_url": httpserver.url_for(FakeSlack.response_path),
+    }
+    body = urlencode({"payload": json.dumps(interaction)}).encode()
+    timestamp = str(int(time.time()))
+    pressed = requests.post(
+        running.base_url + "/chat/slack",
+        data=body,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": timestamp,
+            "X-Slack-Signature": slack_signature(SLACK_SECRET, timestamp, body),
+        },
+        timeout=10,
+    )
+    assert pressed.status_code == 200, pressed.text
+
+    # the lead nobody took climbs to level 2; the two taken leads never do
+    assert wait_for(lambda: any(e["level"] == 2 for e in escalations(running, "NO-1")), NEXT_LEVEL_S + 30)
+    time.sleep(2)  # the other two ladders were due at the same moment: give them every chance to (wrongly) fire
+    for lead_id in ("TG-1", "SL-1"):
+        rows = escalations(running, lead_id)
+        assert [e["level"] for e in rows] == [1], (lead_id, rows)
+        assert rows[0]["acknowledged_by"] == "anna" and rows[0]["acknowledged_at"]
+    assert telegram.edits and "Taken by anna" in telegram.edits[0]["text"]
+    assert slack.responses and slack.responses[0]["replace_original"] is True
