@@ -67,10 +67,13 @@ class Stack:
         raise RuntimeError(f"sla-guard serve did not become ready:\n{self.logs('web')}")
 
     def start_worker(self) -> None:
+        """Start a worker and wait until it says it started (in its own log: a worker killed
+        before it said so too)."""
+        own_log = self.log_dir / f"worker-{len(self._logs)}.log"
         self.worker = self._spawn("worker", ["worker"])
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if "worker started" in self.logs("worker"):
+            if "worker started" in own_log.read_text(errors="replace"):
                 return
             if self.worker.poll() is not None:
                 break

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import pytest
 from sqlalchemy import select
 
-from sla_guard.core.rules.schema import parse_rules
+from sla_guard.core.rules.loading import parse_rules
 from sla_guard.security import slack_signature
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
 from sla_guard.timers.acknowledge import sign_press, verify_press

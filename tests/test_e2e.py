@@ -212,7 +212,7 @@ def test_webhook_accepted_while_the_worker_is_down_is_applied_after_restart(stac
     start = datetime.now(UTC)
     assert post(stack, created("queued", start)).status_code == 202
     stack.start_worker()
-    assert wait_for(lambda: alerts_for(httpserver, "queued"), FIRST_TOUCH_S + 15), stack.logs("worker")
+    assert wait_for(lambda: alerts_for(httpserver, "queued"), FIRST_TOUCH_S + 30), stack.logs("worker")
     assert wait_for(lambda: settled(stack, "queued"), 15) and passes_after(stack, 2), stack.logs("worker")
     assert len(alerts_for(httpserver, "queued")) == 1
 
