@@ -15,13 +15,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     Raises :class:`~sla_guard.exceptions.ConfigError` or :class:`~sla_guard.exceptions.RulesError`
     with a message naming what is wrong.
     """
-    from sla_guard import store
+    from sla_guard import dashboard, store
     from sla_guard.config import APP_CONFIG_KEY, ENV_NAMES, load_settings
     from sla_guard.ingest import crm_webhooks as crm
     from sla_guard.ingest import webhooks
     from sla_guard.logs import configure_logging
     from sla_guard.runtime import RulesHolder, redis_client, utcnow
-    from sla_guard.web import ack, admin, api, chat, errors, health
+    from sla_guard.web import ack, admin, api, chat, errors, health, quarantine
 
     overrides = dict(test_config or {})
     clock = overrides.pop("CLOCK", utcnow)
@@ -44,4 +44,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(ack.bp)
     app.register_blueprint(chat.bp)
+    app.register_blueprint(quarantine.bp)
+    dashboard.init_app(app)
     return app

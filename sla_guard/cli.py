@@ -1,4 +1,4 @@
-"""The ``sla-guard`` command: serve, worker, dev, rules check/explain, db upgrade."""
+"""The ``sla-guard`` command: serve, worker, dev, rules check/explain, db upgrade, quarantine."""
 
 from __future__ import annotations
 
@@ -49,11 +49,12 @@ def worker(burst: bool):
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def dev(host: str, port: int):
+@click.option("--demo", is_flag=True, help="Seed a month of demo leads and a dashboard user first.")
+def dev(host: str, port: int, demo: bool):
     """Web and worker in one command, for trying sla-guard out (SQLite, local Redis)."""
     from sla_guard.devserver import run_dev
 
-    run_dev(host, port)
+    run_dev(host, port, demo=demo)
 
 
 @main.group()
@@ -111,6 +112,64 @@ def db_upgrade():
     settings = settings_or_fail()
     upgrade(settings.database_url)
     click.echo("database schema is up to date")
+
+
+@main.group("quarantine")
+def quarantine_group():
+    """Leads whose events could not be applied."""
+
+
+@quarantine_group.command("list")
+def quarantine_list():
+    """List quarantined leads with the reason."""
+    from sla_guard.store.db import Database
+    from sla_guard.store.quarantine import quarantined
+
+    database = Database(settings_or_fail().database_url)
+    with database.session() as session:
+        rows = quarantined(session)
+    database.dispose()
+    for row, waiting in rows:
+        click.echo(f"{row.lead_id}\t{row.failures} failures, {waiting} events waiting\t{row.error}: {row.reason}")
+    click.echo(f"{len(rows)} leads quarantined")
+
+
+@quarantine_group.command("retry")
+@click.argument("lead_ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Retry every quarantined lead.")
+def quarantine_retry(lead_ids: tuple[str, ...], every: bool):
+    """Apply quarantined leads' events again now (after a fix); exit 1 if any still fails."""
+    from sla_guard.ingest.processing import apply_lead
+    from sla_guard.runtime import Runtime
+    from sla_guard.store.quarantine import quarantined_ids, release
+
+    if not lead_ids and not every:
+        fail("name the leads to retry, or pass --all")
+    runtime = Runtime.from_settings(settings_or_fail())
+    with runtime.db.session() as session:
+        wanted = quarantined_ids(session) if every else list(lead_ids)
+        released = release(session, wanted)
+    failed = 0
+    for lead_id in wanted:
+        if lead_id not in released:
+            click.echo(f"{lead_id}: not quarantined")
+        elif apply_lead(runtime, lead_id):
+            click.echo(f"{lead_id}: applied")
+        else:
+            failed += 1
+            click.echo(f"{lead_id}: failed again, still quarantined")
+    runtime.db.dispose()
+    raise SystemExit(1 if failed else 0)
+
+
+def _revenue_insight_commands() -> None:
+    from sla_guard import insight_cli
+
+    for command in (insight_cli.spend, insight_cli.users, insight_cli.demo):
+        main.add_command(command)
+
+
+_revenue_insight_commands()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ class DatabaseCollector:
             counts = operating_counts(session, now)
         open_clocks, overdue, backlog = counts.open_clocks, counts.overdue_clocks, counts.unprocessed_events
         escalations, alerts, oldest_due = counts.escalations_by_kind, counts.alerts_by_status, counts.oldest_due_timer
+        quarantined = counts.quarantined_leads
         gauge = GaugeMetricFamily("sla_guard_open_clocks", "SLA clocks still running", labels=["state"])
         gauge.add_metric(["running"], open_clocks - overdue)
         gauge.add_metric(["overdue"], overdue)
@@ -59,10 +60,45 @@ class DatabaseCollector:
             "sla_guard_scheduler_lag_seconds", "Age of the oldest timer that is due but has not fired", value=lag
         )
         yield GaugeMetricFamily("sla_guard_events_unprocessed", "Accepted events not yet applied", value=backlog)
+        yield GaugeMetricFamily(
+            "sla_guard_quarantined_leads", "Leads set aside because their events cannot be applied", value=quarantined
+        )
 
 
-def render(database) -> bytes:
-    """The /metrics body: process counters (all gunicorn workers) plus database numbers."""
+class PaceCollector:
+    """The pace of CRM calls, per CRM, as every worker counted it in Redis (read at scrape time)."""
+
+    NAMES = {
+        "calls": ("sla_guard_crm_calls", "CRM REST calls made"),
+        "waits": ("sla_guard_crm_pace_waits", "CRM calls that waited for their turn"),
+        "wait_seconds": ("sla_guard_crm_pace_wait_seconds", "Seconds CRM calls waited for their turn"),
+        "deferred": ("sla_guard_crm_calls_deferred", "CRM calls put off because their turn was too far"),
+        "rate_limited": ("sla_guard_crm_rate_limited", "Answers of a CRM saying too many requests"),
+    }
+
+    def __init__(self, redis, namespace: str):
+        self.redis = redis
+        self.namespace = namespace
+
+    def collect(self):
+        from redis.exceptions import RedisError
+
+        from sla_guard.outbox.pacing import pace_stats
+
+        try:
+            stats = pace_stats(self.redis, self.namespace)
+        except RedisError:
+            return
+        for key, (name, documentation) in self.NAMES.items():
+            counter = CounterMetricFamily(name, documentation, labels=["crm"])
+            for crm, values in sorted(stats.items()):
+                counter.add_metric([crm], values[key])
+            yield counter
+
+
+def render(database, redis=None, namespace: str = "sla-guard") -> bytes:
+    """The /metrics body: process counters (all gunicorn workers), database numbers, and the
+    pace of CRM calls kept in Redis (when ``redis`` is given)."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
@@ -75,4 +111,6 @@ def render(database) -> bytes:
         process_part = generate_latest(REGISTRY)
     db_registry = CollectorRegistry()
     db_registry.register(DatabaseCollector(database))
+    if redis is not None:
+        db_registry.register(PaceCollector(redis, namespace))
     return process_part + generate_latest(db_registry)

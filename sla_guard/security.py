@@ -32,12 +32,12 @@ def verify_signature(header: str | None, body: bytes, secret: str, now: float, m
             timestamp = value
         elif key == "v1":
             signatures.append(value)
-    if timestamp is None or not timestamp.isdigit() or not signatures:
+    if timestamp is None or not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12 or not signatures:
         raise Unauthorized(f"malformed {SIGNATURE_HEADER} header: expected t=<unix seconds>,v1=<hex>")
     if abs(now - int(timestamp)) > max_age_s:
         raise Unauthorized("signature timestamp is too old or in the future")
     expected = sign(secret, body, int(timestamp)).split("v1=", 1)[1]
-    if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
+    if not any(hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace")) for given in signatures):
         raise Unauthorized("signature does not match")
 
 

@@ -32,6 +32,8 @@ from sla_guard.store.migrate import upgrade
 from sla_guard.store.models import Base
 
 from .stack import free_port
+from .support.webhooks import API_TOKEN, FakeClock  # noqa: F401 (for modules not yet on the fixtures)
+from .support.webhooks import WEBHOOK_SECRET as SECRET  # noqa: F401
 
 PG_SERVER = os.environ.get("SLA_GUARD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from sla_guard.outbox.delivery import deliver
-from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
+from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, OutboxItemRow
 from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
 
@@ -204,6 +204,25 @@ def test_a_bad_token_fails_at_once_with_an_ops_alert_and_no_secret_anywhere(
         assert TELEGRAM_TOKEN not in text and "AAH-test-bot" not in text
 
 
+def test_a_failing_ops_alert_raises_no_other(services, app, client, runtime, clock, run_worker, untouched_lead):
+    telegram, httpserver = services
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    httpserver.expect_request("/ops").respond_with_data("gone", status=410)
+    telegram.token = "another-token"
+    clock_id = untouched_lead(client, runtime, clock)
+    clock.advance(minutes=15)
+    run_timer(runtime, clock_id)
+    ops = [a for a in alerts(runtime) if a.role == "ops"]
+    assert sorted(a.recipient for a in ops) == sorted(f"ops:{a.id}" for a in alerts(runtime) if a.channel == "tg")
+    assert {(a.status, a.last_error) for a in ops} == {("failed", "HTTP 410")}
+    clock.advance(minutes=5)
+    reconcile(runtime)
+    run_worker(runtime)
+    assert len([a for a in alerts(runtime) if a.role == "ops"]) == 3 and len(hooked(httpserver, "/ops")) == 3
+    with runtime.db.session() as session:
+        assert session.execute(select(OutboxItemRow)).first() is None
+
+
 def test_one_channel_crashing_never_holds_up_the_others(
     services, app, client, runtime, clock, monkeypatch, untouched_lead
 ):
@@ -291,24 +310,3 @@ def test_slow_channels_hand_the_remaining_alerts_to_jobs_of_their_own(
     run_worker(runtime)
     assert {(a.status, a.attempts) for a in alerts(runtime)} == {("delivered", 1)}
     assert len(telegram.messages) == 3 and len(hooked(httpserver, "/hook")) == 1
-
-
-def test_a_failing_ops_alert_raises_no_other(services, app, client, runtime, clock, run_worker, untouched_lead):
-    telegram, httpserver = services
-    httpserver.expect_request("/hook").respond_with_data("ok")
-    httpserver.expect_request("/ops").respond_with_data("gone", status=410)  # the ops hook refuses for good
-    telegram.token = "another-token"  # every Telegram alert fails at once
-    clock_id = untouched_lead(client, runtime, clock)
-    clock.advance(minutes=15)
-    run_timer(runtime, clock_id)
-    for _ in range(3):  # whatever retries and reconciling there are, nothing more comes of it
-        clock.advance(minutes=5)
-        reconcile(runtime)
-        run_worker(runtime)
-    rows = alerts(runtime)
-    failed_tg = [a for a in rows if a.channel == "tg" and a.status == "failed"]
-    ops = [a for a in rows if a.role == "ops"]
-    assert failed_tg and len(ops) == len(failed_tg)  # one ops alert per failed alert
-    assert {a.recipient for a in ops} == {f"ops:{a.id}" for a in failed_tg}  # none about an ops alert
-    assert {(a.status, a.attempts) for a in ops} == {("failed", 1)}
-    assert len(hooked(httpserver, "/ops")) == len(ops)  # each tried once, none retried, none reported

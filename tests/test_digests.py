@@ -7,14 +7,14 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from sla_guard.core.rules.loading import parse_rules
 from sla_guard.core.rules.notify_spec import DigestSpec
 from sla_guard.outbox.digests import deliver_digest, prepare
 from sla_guard.outbox.notify.digest_texts import Overdue, Scope, daily_text, due_periods, managers
 from sla_guard.runtime import RulesHolder, Runtime
-from sla_guard.store.models import DigestRow
+from sla_guard.store.models import ClockRow, DigestRow
 from sla_guard.timers.reconciler import reconcile
 
 RULES = textwrap.dedent("""
@@ -262,3 +262,30 @@ def test_a_digest_due_in_quiet_hours_waits_for_them_to_end(sink, app, client, ru
     to_olga = [body for _, body in digests_received(sink) if body["recipient"] == "olga"]
     assert sorted(body["kind"] for body in to_olga) == ["digest.daily", "digest.weekly"]
     assert [lead["lead_id"] for lead in next(b for b in to_olga if b["kind"] == "digest.daily")["leads"]] == ["L1"]
+
+
+def test_the_weekly_compliance_is_the_sla_reports(
+    sink, app, client, runtime, clock, api_token, event, leads, post_signed, run_worker
+):
+    """The summary's numbers are the ``sla`` report's for the same week: a cancelled clock is
+    counted by neither as decided, and the compliance and median agree with the API."""
+    leads(client, runtime, clock)
+    post_signed(client, event("d1", "lead.created", clock(), lead_id="L4", lead={"owner": "anna"}), clock())
+    run_worker(runtime)
+    with runtime.db.session() as session:
+        session.execute(
+            update(ClockRow)
+            .where(ClockRow.lead_id == "L4")
+            .values(stopped_at=clock() + timedelta(minutes=1), stop_reason="cancelled")
+        )
+    clock.current = utc("2026-11-23T09:00:05")
+    reconcile(runtime)
+    run_worker(runtime)
+    [board] = [body for path, body in digests_received(sink) if path == "/board"]
+    week = "from=2026-11-16T09:00:00Z&to=2026-11-23T09:00:00Z"
+    report = client.get(f"/api/reports/sla?{week}", headers={"Authorization": f"Bearer {api_token}"}).get_json()
+    total = report["total"]
+    assert total["cancelled"] == 1 and total["leads"] == 4
+    assert board["summary"]["clocks"] == total["met"] + total["missed"] + total["overdue"] == 2
+    assert board["summary"]["compliance"] == total["compliance"] == 0.5
+    assert board["summary"]["first_touch_median_s"] == total["first_touch_p50_s"] == 300.0

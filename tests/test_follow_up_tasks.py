@@ -76,7 +76,7 @@ def test_a_due_step_becomes_a_crm_task_then_a_touch_closes_it_and_cancels_the_re
             "c",
             "lead.created",
             start,
-            lead_id="15318175",
+            lead_id="amocrm:lead:15318175",
             lead={"stage": "proposal", "owner": "11087123", "name": "ACME"},
         ),
     )
@@ -96,7 +96,11 @@ def test_a_due_step_becomes_a_crm_task_then_a_touch_closes_it_and_cancels_the_re
     assert len(amo_requests(crm, "POST")) == 1
 
     clock.advance(minutes=30)
-    store_events(runtime, "amocrm", event("t", "lead.touched", clock(), lead_id="15318175", touch={"channel": "call"}))
+    store_events(
+        runtime,
+        "amocrm",
+        event("t", "lead.touched", clock(), lead_id="amocrm:lead:15318175", touch={"channel": "call"}),
+    )
     run_worker(runtime)
     assert (step(runtime, 1).stop_reason, step(runtime, 2).stop_reason) == ("done", "cancelled")
     [close] = amo_requests(crm, "PATCH")
@@ -110,7 +114,9 @@ def test_a_missed_step_escalates(crm, runtime, clock, event, db_rows, store_even
     store_events(
         runtime,
         "amocrm",
-        event("c", "lead.created", start, lead_id="15318175", lead={"stage": "proposal", "owner": "11087123"}),
+        event(
+            "c", "lead.created", start, lead_id="amocrm:lead:15318175", lead={"stage": "proposal", "owner": "11087123"}
+        ),
     )
     first = step(runtime, 1)
     clock.advance(hours=3, seconds=1)
@@ -134,7 +140,7 @@ def test_without_crm_credentials_the_owner_gets_the_follow_up_as_an_alert(
     clock.advance(hours=1)
     run_timer(runtime, step(runtime, 1).id)
     [task] = db_rows(runtime, FollowUpTaskRow)
-    assert (task.status, task.crm) == ("alerted", "generic")
+    assert (task.status, task.crm) == ("alerted", None)
     [alert] = [json.loads(request.data) for request, _ in crm.log if request.path == "/alerts"]
     assert (alert["kind"], alert["recipient"]) == ("follow_up.task", "11087123")
     assert alert["text"].startswith("Follow-up for lead ACME #L-1001: Follow up on the proposal for ACME")
@@ -151,7 +157,13 @@ def test_a_rate_limited_crm_is_retried_after_its_wait_without_a_duplicate(
     store_events(
         runtime,
         "amocrm",
-        event("c", "lead.created", clock(), lead_id="15318175", lead={"stage": "proposal", "owner": "11087123"}),
+        event(
+            "c",
+            "lead.created",
+            clock(),
+            lead_id="amocrm:lead:15318175",
+            lead={"stage": "proposal", "owner": "11087123"},
+        ),
     )
     clock.advance(hours=1)
     run_timer(runtime, step(runtime, 1).id)
@@ -176,11 +188,17 @@ def test_the_timeline_shows_each_step(crm, app, client, runtime, clock, api_toke
     store_events(
         runtime,
         "amocrm",
-        event("c", "lead.created", clock(), lead_id="15318175", lead={"stage": "proposal", "owner": "11087123"}),
+        event(
+            "c",
+            "lead.created",
+            clock(),
+            lead_id="amocrm:lead:15318175",
+            lead={"stage": "proposal", "owner": "11087123"},
+        ),
     )
     clock.advance(hours=1)
     run_timer(runtime, step(runtime, 1).id)
-    lead = client.get("/api/leads/15318175", headers={"Authorization": f"Bearer {api_token}"}).get_json()
+    lead = client.get("/api/leads/amocrm:lead:15318175", headers={"Authorization": f"Bearer {api_token}"}).get_json()
     [task] = lead["follow_up_tasks"]
     assert (task["step"], task["status"], task["crm_task_id"]) == ("follow_up:proposal:1", "created", "5")
     planned = [c for c in lead["clocks"] if c["name"].startswith("follow_up:")]
@@ -199,13 +217,17 @@ def test_the_crm_echo_of_a_task_sla_guard_closed_is_not_a_touch(
     store_events(
         runtime,
         "amocrm",
-        event("c", "lead.created", start, lead_id="15318175", lead={"stage": "proposal", "owner": "11087123"}),
+        event(
+            "c", "lead.created", start, lead_id="amocrm:lead:15318175", lead={"stage": "proposal", "owner": "11087123"}
+        ),
     )
     clock.advance(hours=1)
     run_timer(runtime, step(runtime, 1).id)
     clock.advance(minutes=10)
     store_events(
-        runtime, "amocrm", event("s", "lead.stage_changed", clock(), lead_id="15318175", lead={"stage": "negotiation"})
+        runtime,
+        "amocrm",
+        event("s", "lead.stage_changed", clock(), lead_id="amocrm:lead:15318175", lead={"stage": "negotiation"}),
     )
     run_worker(runtime)
     assert db_rows(runtime, FollowUpTaskRow)[0].status == "closed"
@@ -213,7 +235,9 @@ def test_the_crm_echo_of_a_task_sla_guard_closed_is_not_a_touch(
     store_events(
         runtime,
         "amocrm",
-        event("echo", "lead.touched", clock(), lead_id="15318175", touch={"channel": "task", "task_id": "31"}),
+        event(
+            "echo", "lead.touched", clock(), lead_id="amocrm:lead:15318175", touch={"channel": "task", "task_id": "31"}
+        ),
     )
     assert step(runtime, 1).stop_reason == "cancelled"
     [lead] = db_rows(runtime, LeadRow)

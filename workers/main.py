@@ -11,12 +11,16 @@ import signal
 import threading
 import time
 
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.exceptions import StopRequested
 from rq.scheduler import RQScheduler
 
 from sla_guard import runtime as runtime_module
 from sla_guard.ingest.pending import pump
+from sla_guard.outbox.http import install_pacer
+from sla_guard.outbox.pacing import crm_pacer
 from sla_guard.runtime import Runtime
 from sla_guard.timers.arming import timer_queue_name
 from sla_guard.timers.loop import timer_loop
@@ -70,6 +74,12 @@ class SlaGuardWorker(SimpleWorker):
     seconds instead of every second (SLA timers do not go through it: see the timer loop)."""
 
     scheduler_interval: float = 0.2
+    stop_signalled: bool = False
+    """Set when SIGTERM/SIGINT asked the worker to stop (RQ's own loop also ends when Redis goes away)."""
+
+    def request_stop(self, signum, frame):
+        self.stop_signalled = True
+        super().request_stop(signum, frame)
 
     def _start_scheduler(
         self,
@@ -101,10 +111,20 @@ class SlaGuardWorker(SimpleWorker):
                 self.scheduler.start()
 
 
+def _wait_for_redis(runtime: Runtime) -> None:
+    while True:
+        try:
+            runtime.redis.ping()
+            return
+        except RedisError:
+            time.sleep(1.0)
+
+
 def run(runtime: Runtime, burst: bool = False) -> None:
     """Serve jobs until stopped. ``SimpleWorker`` runs jobs in-process (a fork per job costs
     several times more CPU than the jobs themselves); jobs are short and idempotent."""
     runtime_module.install(runtime)
+    install_pacer(crm_pacer(runtime.settings))  # every worker's CRM calls share each account's pace
     runtime.record_rules()
     signal.signal(signal.SIGHUP, runtime.rules.request_reload)
     stop = threading.Event()
@@ -122,11 +142,23 @@ def run(runtime: Runtime, burst: bool = False) -> None:
         Queue(timer_queue_name(runtime.queue_name), connection=runtime.redis),  # first: timers never wait
         Queue(runtime.queue_name, connection=runtime.redis),
     ]
-    worker = SlaGuardWorker(queues, connection=runtime.redis, maintenance_interval=MAINTENANCE_INTERVAL_S)
-    worker.scheduler_interval = runtime.settings.scheduler_interval_s
     log.info("worker started", extra={"queue": runtime.queue_name, "rules_version": runtime.rules.current().version})
     try:
-        worker.work(with_scheduler=True, burst=burst, logging_level=runtime.settings.log_level)
+        while True:
+            worker = SlaGuardWorker(queues, connection=runtime.redis, maintenance_interval=MAINTENANCE_INTERVAL_S)
+            worker.scheduler_interval = runtime.settings.scheduler_interval_s
+            try:
+                worker.work(with_scheduler=True, burst=burst, logging_level=runtime.settings.log_level)
+            except RedisError:  # RQ's own teardown could not reach Redis either
+                pass
+            if burst or worker.stop_signalled:
+                break
+            # RQ's loop ends when Redis goes away: wait for it, then serve again (the pump, timer
+            # loop and reconciler threads carry on meanwhile, each waiting for Redis on its own)
+            log.warning("worker lost Redis; serving again once it answers")
+            _wait_for_redis(runtime)
+    except StopRequested:  # stopped while waiting for Redis
+        pass
     finally:
         stop.set()
         thread.join(timeout=5)

@@ -6,10 +6,20 @@ The shape is the contract of ``POST /webhooks/generic`` (see the README). Pure: 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
+from sla_guard.core.bounds import ID_MAX, TEXT_MAX, moment_problem, plain_text, web_url
 from sla_guard.exceptions import InvalidEvent
 
 EVENT_TYPES = (
@@ -31,8 +41,14 @@ EventType = Literal[
     "lead.closed",
 ]
 
-_ID = Field(min_length=1, max_length=200)
-_TEXT = Field(default=None, max_length=2000)
+Id = Annotated[str, Field(min_length=1, max_length=ID_MAX), AfterValidator(plain_text)]
+"""An id: 1 to 200 characters, NUL-free (see :mod:`sla_guard.core.bounds`)."""
+
+Text = Annotated[str, Field(max_length=TEXT_MAX), AfterValidator(plain_text)]
+"""A name or other free text: at most 1,000 characters, NUL-free."""
+
+Url = Annotated[str, Field(max_length=TEXT_MAX), AfterValidator(plain_text), AfterValidator(web_url)]
+"""A link to the lead in the CRM: http or https only."""
 
 
 class _Strict(BaseModel):
@@ -42,17 +58,19 @@ class _Strict(BaseModel):
 class Lead(_Strict):
     """What the CRM tells about the lead; only ``id`` is required."""
 
-    id: str = _ID
-    name: str | None = _TEXT
-    source: str | None = _TEXT
-    pipeline: str | None = _TEXT
-    stage: str | None = _TEXT
-    owner: str | None = _TEXT
-    team: str | None = _TEXT
-    priority: str | None = _TEXT
-    amount: float | None = None
-    url: str | None = _TEXT
-    tags: tuple[str, ...] | None = None
+    id: Id
+    name: Text | None = None
+    source: Text | None = None
+    pipeline: Text | None = None
+    stage: Text | None = None
+    owner: Text | None = None
+    team: Text | None = None
+    priority: Text | None = None
+    amount: float | None = Field(default=None, allow_inf_nan=False)
+    url: Url | None = None
+    tags: tuple[Text, ...] | None = Field(default=None, max_length=100)
+    customer: Text | None = None
+    """The company or contact the lead is for (a CRM id); a customer's lifetime value sums its leads."""
 
     def fields(self) -> dict[str, Any]:
         """The fields this event actually carries (``None`` means 'not said')."""
@@ -62,29 +80,33 @@ class Lead(_Strict):
 class Touch(_Strict):
     """A contact with the client: a call, an e-mail, a message, a meeting, a task done."""
 
-    channel: str = Field(default="other", min_length=1, max_length=50)
-    by: str | None = _TEXT
-    outcome: str | None = Field(default=None, max_length=100)
-    task_id: str | None = Field(default=None, max_length=200)
+    channel: Annotated[str, Field(min_length=1, max_length=50), AfterValidator(plain_text)] = "other"
+    by: Text | None = None
+    outcome: Annotated[str, Field(max_length=100), AfterValidator(plain_text)] | None = None
+    task_id: Id | None = None
     """The CRM task completed, when the touch is a task done (lets sla-guard know its own tasks)."""
 
 
 class LeadEvent(_Strict):
     """One thing that happened to a lead, as sla-guard records it."""
 
-    event_id: str = _ID
+    event_id: Id
     type: EventType
     occurred_at: AwareDatetime
     lead: Lead
-    previous_stage: str | None = _TEXT
-    previous_owner: str | None = _TEXT
+    previous_stage: Text | None = None
+    previous_owner: Text | None = None
     touch: Touch | None = None
     outcome: Literal["won", "lost"] | None = None
-    reason: str | None = _TEXT
+    reason: Text | None = None
 
     @field_validator("occurred_at")
     @classmethod
-    def _to_utc(cls, value: datetime) -> datetime:
+    def _to_utc(cls, value: datetime, info: ValidationInfo) -> datetime:
+        """In UTC and within the bounds; the future bound holds when a ``now`` is in the context."""
+        problem = moment_problem(value, (info.context or {}).get("now"))
+        if problem:
+            raise ValueError(problem)
         return value.astimezone(UTC)
 
     @property
@@ -110,8 +132,10 @@ def _path(prefix: str, loc: tuple) -> str:
     return path
 
 
-def parse_events(payload: Any) -> list[LeadEvent]:
+def parse_events(payload: Any, now: datetime | None = None) -> list[LeadEvent]:
     """Validate a decoded generic webhook body: one event object or a non-empty array of them.
+
+    With ``now`` (the server's), events dated more than a day after it are refused too.
 
     Raises :class:`InvalidEvent` naming the first offending field, e.g. ``[1].occurred_at``.
     """
@@ -129,7 +153,7 @@ def parse_events(payload: Any) -> list[LeadEvent]:
         if not isinstance(item, dict):
             raise InvalidEvent(where or "body", "expected a JSON object")
         try:
-            events.append(LeadEvent.model_validate(item))
+            events.append(LeadEvent.model_validate(item, context={"now": now} if now else None))
         except ValidationError as exc:
             error = exc.errors(include_url=False)[0]
             raise InvalidEvent(_path(where, error["loc"]), error["msg"]) from None

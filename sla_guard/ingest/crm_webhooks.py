@@ -4,12 +4,14 @@ Every request goes the same way, and nothing slow happens on it (amoCRM wants an
 within 2 seconds, Bitrix24 never retries):
 
 1. the CRM is not enabled (its required settings are absent) → 404;
-2. the body is over ``SLA_GUARD_MAX_BODY_BYTES`` → 413;
-3. a form body (amoCRM, Bitrix24: their credentials travel inside it) that does not decode,
+2. the body is over ``SLA_GUARD_MAX_BODY_BYTES`` → 413 (chunked bodies too);
+3. amoCRM's path token is wrong → 401, before its body is decoded;
+4. a form body (amoCRM, Bitrix24: their credentials travel inside it) that does not decode,
    e.g. cut short → 400 naming the field;
-4. the adapter's ``verify`` refuses it → 401 naming the reason;
-5. the adapter's ``parse`` refuses it → 400 naming the field;
-6. the events, and the REST look-ups a Bitrix24 notification needs, are committed to the
+5. the adapter's ``verify`` refuses it → 401 naming the reason;
+6. the adapter's ``parse`` refuses it, or an event is outside the input bounds → 400 naming
+   the field;
+7. the events, and the REST look-ups a Bitrix24 notification needs, are committed to the
    database in one transaction and acknowledged with 202 (:func:`.webhooks.ingest`); kinds
    sla-guard does not use are acknowledged too, counted and listed under ``ignored``.
 
@@ -29,7 +31,7 @@ from sla_guard.core.events import LeadEvent
 from sla_guard.exceptions import ConfigError, InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters import ADAPTERS, RawRequest, amocrm, bitrix24, hubspot, pipedrive
 from sla_guard.ingest.adapters.base import parse_form
-from sla_guard.ingest.webhooks import ingest, log, reject
+from sla_guard.ingest.webhooks import ingest, log, read_body, reject
 from sla_guard.outbox.crm_sync import record_loss_reasons
 from sla_guard.web.context import clock_now
 from sla_guard.web.errors import error
@@ -58,13 +60,13 @@ AUTH_FIELD = {
 """What a 401 names as the field that failed."""
 
 
-def _raw_request() -> RawRequest:
+def _raw_request(body: bytes) -> RawRequest:
     return RawRequest(
         method=request.method,
         path=request.path,
         url=request.url,
         headers=dict(request.headers),
-        body=request.get_data(cache=False),
+        body=body,
         content_type=request.content_type or "",
     )
 
@@ -76,10 +78,16 @@ def _receive(crm: str):
     settings = app_settings.crm(crm)
     if not adapter.enabled(settings):
         return error(404, f"the {NAMES[crm]} webhook is not enabled: set {' and '.join(REQUIRED[crm])}")
-    if (request.content_length or 0) > app_settings.max_body_bytes:
+    body = read_body()
+    if body is None:
         return reject(crm, "too_large", 413, "request body is over the size limit", "body")
-    raw = _raw_request()
+    raw = _raw_request(body)
     now = clock_now()
+    if crm == "amocrm":  # its secret is in the path: checked before the body is even decoded
+        try:
+            amocrm.verify_token(raw, settings)
+        except Unauthorized as exc:
+            return reject(crm, "signature", 401, exc.reason, AUTH_FIELD[crm])
     try:
         if crm in FORM_BODIES:
             parse_form(raw)

@@ -15,7 +15,7 @@ import time
 from redis import Redis
 from redis.exceptions import RedisError
 
-from sla_guard.ingest.processing import process_lead, process_leads
+from sla_guard.ingest.processing import apply_lead, process_leads
 from sla_guard.runtime import Runtime
 from sla_guard.timers.loop import wait_for_timers
 
@@ -75,17 +75,15 @@ def drain(runtime: Runtime, wait_s: float = 0, yield_to_timers: bool = False) ->
 
 def apply_batch(runtime: Runtime, lead_ids: list[str]) -> int:
     """Apply the leads in one transaction; if that fails, one by one, so that one lead's trouble
-    never holds up the others (the reconciler retries a lead that still fails)."""
+    never holds up the others (a lead that still fails is quarantined, or retried by the
+    reconciler when the database or Redis failed)."""
     try:
         process_leads(runtime, lead_ids)
         return len(lead_ids)
     except Exception:
         log.warning("batch not applied; applying its leads one by one", exc_info=True)
     for lead_id in lead_ids:
-        try:
-            process_lead(runtime, lead_id)
-        except Exception:  # one lead's trouble must not stop the others; the reconciler retries it
-            log.exception("lead not processed", extra={"lead_id": lead_id})
+        apply_lead(runtime, lead_id)  # never raises: a lead that cannot be applied is quarantined
     return len(lead_ids)
 
 
@@ -96,4 +94,7 @@ def pump(runtime: Runtime, stop: threading.Event, wait_s: float = 1.0) -> None:
             drain(runtime, wait_s, yield_to_timers=True)
         except RedisError as exc:
             log.warning("pump waits for Redis", extra={"error": type(exc).__name__})
+            stop.wait(1.0)
+        except Exception:  # the pump must outlive anything; what it missed, the reconciler applies
+            log.exception("pump pass failed")
             stop.wait(1.0)

@@ -6,10 +6,15 @@ import logging
 from datetime import timedelta
 
 from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from sla_guard.core.bounds import clean_text
 from sla_guard.core.engine import ClockPlan, replay, task_touches, without_own_task_echoes
+from sla_guard.core.stays import stage_stays
 from sla_guard.outbox.follow_up_tasks import queue_closes
 from sla_guard.runtime import Runtime
+from sla_guard.store.quarantine import quarantine, release
 from sla_guard.store.repository import (
     TimerChange,
     closed_task_times,
@@ -17,6 +22,7 @@ from sla_guard.store.repository import (
     lock_lead,
     mark_processed,
     save_state,
+    save_stays,
 )
 from sla_guard.timers import arming as timers
 
@@ -29,6 +35,7 @@ def _apply(session, runtime: Runtime, lead_id: str, rules, now):
     events = without_own_task_echoes(events, closed_task_times(session, lead_id, task_touches(events)))
     state = replay(lead_id, events, rules)
     changes = save_state(session, lead, state, ClockPlan(rules), now)
+    save_stays(session, lead_id, stage_stays(events))
     mark_processed(session, event_ids, now)
     log.info(
         "lead processed",
@@ -52,6 +59,7 @@ def process_leads(runtime: Runtime, lead_ids: list[str]) -> list[TimerChange]:
             changes += lead_changes
             if ended:
                 finished_tasks.append(lead_id)
+        release(session, sorted(set(lead_ids)))  # applied: no longer set aside, if they were
     apply_timer_changes(runtime, changes)
     for lead_id in finished_tasks:
         _close_finished_tasks(runtime, lead_id)
@@ -61,6 +69,38 @@ def process_leads(runtime: Runtime, lead_ids: list[str]) -> list[TimerChange]:
 def process_lead(runtime: Runtime, lead_id: str) -> list[TimerChange]:
     """Recompute one lead from all its events and store the result; idempotent."""
     return process_leads(runtime, [lead_id])
+
+
+TRANSIENT = (OperationalError, InterfaceError, PoolTimeout, RedisError, ConnectionError, TimeoutError)
+"""Failures of the services, not of the lead: the lead is applied again later, never set aside."""
+
+
+def apply_lead(runtime: Runtime, lead_id: str) -> bool:
+    """Apply ``lead_id``'s events; True when applied. Never raises.
+
+    A failure of the database or Redis is logged and left to the reconciler. Any other failure
+    belongs to the lead (an event it cannot apply): the lead is quarantined with the reason, so
+    that the loop calling this goes on with the others, and is applied again only when retried
+    (``sla-guard quarantine retry``, ``POST /api/quarantine/<lead id>/retry``) or when a new
+    event arrives for it.
+    """
+    try:
+        process_lead(runtime, lead_id)
+        return True
+    except TRANSIENT as exc:
+        log.warning(
+            "lead not processed yet, it will be retried", extra={"lead_id": lead_id, "error": type(exc).__name__}
+        )
+        return False
+    except Exception as exc:
+        log.exception("lead quarantined: its events cannot be applied", extra={"lead_id": lead_id})
+        reason = clean_text(str(exc) or type(exc).__name__, 2000)
+        try:
+            with runtime.db.session() as session:
+                quarantine(session, lead_id, type(exc).__name__[:200], reason, runtime.now())
+        except Exception:  # the lead stays unapplied; the reconciler tries it again
+            log.exception("lead not quarantined", extra={"lead_id": lead_id})
+        return False
 
 
 def _close_finished_tasks(runtime: Runtime, lead_id: str) -> None:

@@ -15,11 +15,13 @@ from datetime import datetime
 
 from flask import Blueprint, current_app, jsonify, request
 from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from sla_guard import metrics
 from sla_guard.config import of_app
+from sla_guard.core.bounds import ID_MAX, check_depth, check_events, check_moment, check_text
 from sla_guard.core.events import LeadEvent, parse_events
 from sla_guard.exceptions import InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters.base import Lookup
@@ -69,6 +71,14 @@ def ingest(
     queue_name = of_app(current_app).queue
     now = clock_now()
     try:
+        check_events(events, now)
+        for index, lookup in enumerate(lookups):
+            check_text(lookup.id, f"lookups[{index}].id", ID_MAX)
+            check_text(lookup.event, f"lookups[{index}].event", ID_MAX)
+            check_moment(lookup.ts, f"lookups[{index}].ts", now)
+    except InvalidEvent as exc:
+        return reject(source, "invalid", 400, exc.message, exc.field)
+    try:
         if lookups or also_store is not None:  # with their look-ups and outbox items: a transaction of their own
             with get_db(current_app).session() as session:
                 accepted, duplicates = insert_events(session, source, events, now)
@@ -79,6 +89,8 @@ def ingest(
         else:  # committed together with the other requests of this web process (group commit)
             accepted, duplicates = inbox(current_app).store(source, events, now)
             new_lookups, repeated, items = [], [], []
+    except DataError:
+        return reject(source, "invalid", 400, "an event holds a value the database cannot store", "body")
     except (SQLAlchemyError, CommitTimeout) as exc:
         metrics.EVENTS_REJECTED.labels(source, "database").inc()
         log.error("events not stored: database unavailable", extra={"source": source, "error": type(exc).__name__})
@@ -122,6 +134,24 @@ def ingest(
     return jsonify(body), 202
 
 
+def read_body() -> bytes | None:
+    """The request body, or None when it is over ``SLA_GUARD_MAX_BODY_BYTES``.
+
+    Checked before any authentication, also for chunked bodies (no ``Content-Length``), which
+    the server cuts at the limit: one that reaches it is refused rather than read short.
+    """
+    limit = of_app(current_app).max_body_bytes
+    if (request.content_length or 0) > limit:
+        return None
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        return None
+    if request.content_length is None and len(body) >= limit:
+        return None
+    return body
+
+
 def reject(source: str, reason: str, status: int, message: str, field: str | None = None):
     """Count and log a refused webhook; the error answer naming ``field``."""
     metrics.EVENTS_REJECTED.labels(source, reason).inc()
@@ -137,9 +167,9 @@ def generic():
         return error(404, "the generic webhook is not enabled: set SLA_GUARD_WEBHOOK_SECRET")
     if request.mimetype != "application/json":
         return reject("generic", "content_type", 415, "Content-Type must be application/json", "Content-Type")
-    if (request.content_length or 0) > of_app(current_app).max_body_bytes:
+    body = read_body()
+    if body is None:
         return reject("generic", "too_large", 413, "request body is over the size limit", "body")
-    body = request.get_data(cache=False)
     try:
         verify_signature(
             request.headers.get(SIGNATURE_HEADER),
@@ -151,11 +181,14 @@ def generic():
     except Unauthorized as exc:
         return reject("generic", "signature", 401, exc.reason, SIGNATURE_HEADER)
     try:
+        check_depth(body)
         payload = json.loads(body)
+    except InvalidEvent as exc:
+        return reject("generic", "malformed", 400, exc.message, exc.field)
     except (ValueError, UnicodeDecodeError) as exc:
         return reject("generic", "malformed", 400, f"body is not valid JSON: {exc}", "body")
     try:
-        events = parse_events(payload)
+        events = parse_events(payload, clock_now())
     except InvalidEvent as exc:
         return reject("generic", "invalid", 400, exc.message, exc.field)
     return ingest("generic", events, started)

@@ -352,7 +352,8 @@ class OpsAlerts(ItemKind):
                     "failed_id": row.id,
                     "attempts": row.attempts,
                     "error": error,
-                    "lead_id": getattr(row, "lead_id", None),
+                    "lead_id": getattr(row, "lead_id", None)
+                    or json.loads(getattr(row, "args", None) or "{}").get("lead_id"),
                     "recipient": None,
                     "role": "ops",
                     "channel": channel,

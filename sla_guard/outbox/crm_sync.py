@@ -29,7 +29,9 @@ from sqlalchemy.orm import Session
 
 from sla_guard import runtime as runtime_module
 from sla_guard.config import Settings, crm_settings
+from sla_guard.core.bounds import TEXT_MAX, check_events, clean_text
 from sla_guard.core.events import Lead, LeadEvent
+from sla_guard.core.record_ids import crm_record
 from sla_guard.exceptions import CrmReadError, DeliveryError, InvalidEvent
 from sla_guard.ingest.adapters import amocrm, bitrix24
 from sla_guard.ingest.adapters.base import Lookup, from_iso, text
@@ -134,11 +136,6 @@ def lookup_job_id(queue_name: str, lookup_id: int, attempt: int) -> str:
     return LOOKUPS.job_id(queue_name, lookup_id, attempt)
 
 
-def schedule_lookup(redis, queue_name: str, lookup_id: int, attempt: int, at: datetime | None = None) -> bool:
-    """Queue attempt ``attempt`` of a look-up (at ``at``, or now) unless its job is waiting."""
-    return LOOKUPS.schedule(redis, queue_name, lookup_id, attempt, at)
-
-
 def run_lookup(runtime: Runtime, lookup_id: int) -> str:
     """Do one attempt of a Bitrix24 look-up; return ``done``, ``retry``, ``failed`` or ``skipped``."""
     return LOOKUPS.run(runtime, lookup_id)
@@ -180,6 +177,7 @@ def _read_back(runtime: Runtime, row: CrmLookupRow, context: dict) -> str:
                 if stale and not adding
                 else bitrix24.derive_events(lookup, record, None if adding else last_known, mapping)
             )
+            check_events(events, now, "result")  # the portal's dates are held to the input bounds too
         except InvalidEvent as exc:
             raise DeliveryError(f"the portal's reply is not usable: {exc}") from None
         accepted, _ = insert_events(session, bitrix24.CRM, events, now)
@@ -257,15 +255,17 @@ def read_loss_reason(runtime: Runtime, lead_id: str, closed_event_id: str) -> st
     http = Http(
         "amoCRM", runtime.http(), REST_TIMEOUT_S, [token], amocrm.ACCESS_TOKEN, account=base_url, error=CrmReadError
     )
+    record = crm_record(lead_id)
+    native = record.id if record else lead_id  # ``amocrm:lead:<id>``; older items held the bare id
     response = http.request(
         "GET",
-        f"{base_url.rstrip('/')}/api/v4/leads/{lead_id}",
-        f"reading lead {lead_id}",
+        f"{base_url.rstrip('/')}/api/v4/leads/{native}",
+        f"reading lead {native}",
         params={"with": "loss_reason"},
         headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
     )
     if is_transient_status(response.status_code):
-        raise http.by_status(response, f"reading lead {lead_id}: HTTP {response.status_code}")
+        raise http.by_status(response, f"reading lead {native}: HTTP {response.status_code}")
     reply = json_object(response) if response.status_code == 200 else None
     if reply is None:
         log.warning("amoCRM loss reason not read", extra={**context, "status": response.status_code})
@@ -278,7 +278,7 @@ def read_loss_reason(runtime: Runtime, lead_id: str, closed_event_id: str) -> st
         type="lead.updated",
         occurred_at=closed_at,
         lead=Lead(id=lead_id),
-        reason=reason[:2000],
+        reason=clean_text(reason, TEXT_MAX),
     )
     with runtime.db.session() as session:
         accepted, _ = insert_events(session, amocrm.CRM, [event], runtime.now())

@@ -66,6 +66,19 @@ class Database:
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
+    def check_writable(self) -> None:
+        """Raise unless the database takes a write now (a read-only file, a full disk, a
+        read-only replica all fail here): a probe row written and rolled back, never kept."""
+        with self.engine.connect() as connection:
+            transaction = connection.begin()
+            try:
+                connection.execute(
+                    text("INSERT INTO rule_versions (version, loaded_at, text) VALUES (:v, CURRENT_TIMESTAMP, '')"),
+                    {"v": "readiness-probe"},
+                )
+            finally:
+                transaction.rollback()
+
     def dispose(self) -> None:
         self.engine.dispose()
 

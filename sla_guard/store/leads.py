@@ -67,17 +67,3 @@ def lead_history(session: Session, lead_id: str) -> LeadHistory | None:
         alerts=rows(AlertRow, AlertRow.id),
         tasks=rows(FollowUpTaskRow, FollowUpTaskRow.id),
     )
-
-
-def clocks_started_between(
-    session: Session, name: str, start: datetime, end: datetime
-) -> list[tuple[ClockRow, LeadRow]]:
-    """Clocks called ``name`` started in ``[start, end)``, each with its lead."""
-    return [
-        (clock, lead)
-        for clock, lead in session.execute(
-            select(ClockRow, LeadRow)
-            .join(LeadRow, LeadRow.lead_id == ClockRow.lead_id)
-            .where(ClockRow.name == name, ClockRow.started_at >= start, ClockRow.started_at < end)
-        ).all()
-    ]

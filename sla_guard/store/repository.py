@@ -13,9 +13,18 @@ from sqlalchemy.orm import Session
 
 from sla_guard.core.clocks import ClockState, LeadState
 from sla_guard.core.events import LeadEvent
-from sla_guard.store.models import ClockRow, EscalationRow, EventRow, LeadRow, RuleVersionRow
+from sla_guard.core.stays import Stay
+from sla_guard.store.models import (
+    ClockRow,
+    EscalationRow,
+    EventRow,
+    LeadRow,
+    QuarantinedLeadRow,
+    RuleVersionRow,
+    StageStayRow,
+)
 
-LEAD_FIELDS = ("name", "source", "pipeline", "stage", "owner", "team", "priority", "amount", "url", "tags")
+LEAD_FIELDS = ("name", "source", "pipeline", "stage", "owner", "team", "priority", "amount", "url", "tags", "customer")
 """Lead attributes copied from the CRM's events onto the lead row."""
 
 
@@ -112,10 +121,15 @@ def mark_processed(session: Session, event_ids: list[int], now: datetime) -> Non
 
 
 def unprocessed_leads(session: Session, received_before: datetime, limit: int = 500) -> list[str]:
-    """Leads with events still waiting to be applied (their processing job was lost)."""
+    """Leads with events still waiting to be applied (their processing job was lost), except
+    quarantined leads: those wait for a retry (``sla-guard quarantine retry``, the API)."""
     rows = session.execute(
         select(EventRow.lead_id)
-        .where(EventRow.processed_at.is_(None), EventRow.received_at <= received_before)
+        .where(
+            EventRow.processed_at.is_(None),
+            EventRow.received_at <= received_before,
+            EventRow.lead_id.not_in(select(QuarantinedLeadRow.lead_id)),
+        )
         .group_by(EventRow.lead_id)
         .order_by(func.min(EventRow.id))
         .limit(limit)
@@ -296,3 +310,25 @@ def next_fire_times(session: Session, clock_ids: list[int]) -> dict[int, datetim
     """``next_fire_at`` of each of these clocks (None when it has nothing more to fire or is gone)."""
     found = dict(session.execute(select(ClockRow.id, ClockRow.next_fire_at).where(ClockRow.id.in_(clock_ids))).all())
     return {clock_id: found.get(clock_id) for clock_id in clock_ids}
+
+
+def save_stays(session: Session, lead_id: str, stays: list[Stay]) -> None:
+    """Make the lead's stored stage stays equal ``stays``, rewriting only from the first difference."""
+    table = StageStayRow.__table__
+    columns = ("seq", "stage", "entered_at", "left_at", "left_how", "next_stage")
+    stored = [
+        tuple(row)
+        for row in session.connection().execute(
+            select(*[table.c[name] for name in columns]).where(table.c.lead_id == lead_id).order_by(table.c.seq)
+        )
+    ]
+    wanted = [(s.seq, s.stage, s.entered_at, s.left_at, s.left_how, s.next_stage) for s in stays]
+    first = next(
+        (i for i, (a, b) in enumerate(zip(stored, wanted, strict=False)) if a != b), min(len(stored), len(wanted))
+    )
+    if first < len(stored):
+        session.connection().execute(table.delete().where(table.c.lead_id == lead_id, table.c.seq >= first))
+    if first < len(wanted):
+        session.connection().execute(
+            table.insert(), [{"lead_id": lead_id, **dict(zip(columns, row, strict=True))} for row in wanted[first:]]
+        )

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow
+from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, QuarantinedLeadRow
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class OperatingCounts:
     oldest_due_timer: datetime | None
     """``next_fire_at`` of the oldest timer that is due (None when none is)."""
     unprocessed_events: int
+    quarantined_leads: int
 
 
 def operating_counts(session: Session, now: datetime) -> OperatingCounts:
@@ -38,4 +39,5 @@ def operating_counts(session: Session, now: datetime) -> OperatingCounts:
             select(func.min(ClockRow.next_fire_at)).where(ClockRow.next_fire_at <= now)
         ).scalar(),
         unprocessed_events=session.execute(select(func.count()).where(EventRow.processed_at.is_(None))).scalar() or 0,
+        quarantined_leads=session.execute(select(func.count()).select_from(QuarantinedLeadRow)).scalar() or 0,
     )

@@ -20,6 +20,7 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 
 from sla_guard import runtime as runtime_module
+from sla_guard.ingest.processing import TRANSIENT
 from sla_guard.queueing import enqueue, job, job_id
 from sla_guard.runtime import Runtime
 from sla_guard.store.repository import next_fire_times
@@ -30,6 +31,9 @@ log = logging.getLogger("sla_guard.timers.loop")
 
 BATCH = 20
 """Most clocks one timer job fires: small enough that due clocks spread over the workers."""
+
+UNAVAILABLE_RETRY_S = 2.0
+"""When a clock that could not be fired because the database or Redis was away is tried again."""
 
 FIRE_THREADS = 4
 """Clocks of one batch fired at the same time."""
@@ -68,20 +72,30 @@ def fire_batch(runtime: Runtime, clock_ids: list[int], lease: float) -> int:
     is tried again when the lease runs out.
     """
 
-    def fire(clock_id: int) -> int | None:
+    def fire(clock_id: int) -> tuple[int, str]:
         try:
             run_timer(runtime, clock_id)
-            return clock_id
+            return clock_id, "done"
+        except TRANSIENT:  # the database or Redis is away: try again soon, not after the lease
+            log.warning("clock not fired yet, the database or Redis is unavailable", extra={"clock_id": clock_id})
+            return clock_id, "unavailable"
         except Exception:  # one clock's trouble must not hold up the others
             log.exception("clock not fired; retried when its lease ends", extra={"clock_id": clock_id})
-            return None
+            return clock_id, "failed"
 
     if len(clock_ids) == 1:
-        done = [fire(clock_ids[0])]
+        outcomes = [fire(clock_ids[0])]
     else:
         with ThreadPoolExecutor(min(FIRE_THREADS, len(clock_ids)), thread_name_prefix="sla-guard-fire") as pool:
-            done = list(pool.map(fire, clock_ids))
-    done = [clock_id for clock_id in done if clock_id is not None]
+            outcomes = list(pool.map(fire, clock_ids))
+    done = [clock_id for clock_id, outcome in outcomes if outcome == "done"]
+    unavailable = [clock_id for clock_id, outcome in outcomes if outcome == "unavailable"]
+    if unavailable:
+        retry_at = runtime.now() + timedelta(seconds=UNAVAILABLE_RETRY_S)
+        try:
+            timers.settle(runtime.redis, runtime.queue_name, lease, dict.fromkeys(unavailable, retry_at))
+        except RedisError:  # the lease runs out and the clocks are claimed again
+            pass
     if done:
         horizon = runtime.now() + timedelta(seconds=runtime.settings.arm_horizon_s)
         with runtime.db.session() as session:

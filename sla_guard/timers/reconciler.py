@@ -20,7 +20,7 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 
 from sla_guard.ingest.pending import push
-from sla_guard.ingest.processing import process_lead
+from sla_guard.ingest.processing import apply_lead
 from sla_guard.outbox.base import OPS_ALERTS
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS
 from sla_guard.outbox.crm_sync import LOOKUPS, LOSS_REASONS
@@ -87,6 +87,24 @@ def apply_rules_version(runtime: Runtime) -> int:
     return len(leads)
 
 
+def _step(report: ReconcileReport, name: str, run) -> None:
+    """Run one step of the pass; a failed step is logged and the pass goes on with the next."""
+    try:
+        run(report)
+    except RedisError as exc:
+        log.warning("reconciler step waits for Redis", extra={"step": name, "error": type(exc).__name__})
+    except Exception:
+        log.exception("reconciler step failed", extra={"step": name})
+
+
+def _apply_lost_events(runtime: Runtime, report: ReconcileReport) -> None:
+    with runtime.db.session() as session:
+        lost_leads = unprocessed_leads(session, runtime.now() - EVENT_GRACE)
+    for lead_id in lost_leads:  # a lead that cannot be applied is quarantined, never stops the pass
+        if apply_lead(runtime, lead_id):
+            report.events_applied += 1
+
+
 REARM_CHUNK = 10_000
 """Clocks compared with Redis per round trip."""
 
@@ -119,24 +137,34 @@ def rearm_timers(runtime: Runtime) -> tuple[int, int]:
     return armed, due
 
 
-def reconcile(runtime: Runtime) -> ReconcileReport:
-    report = ReconcileReport()
-    report.leads_recomputed = apply_rules_version(runtime)
-    now = runtime.now()
-    with runtime.db.session() as session:
-        lost_leads = unprocessed_leads(session, now - EVENT_GRACE)
-    for lead_id in lost_leads:
-        process_lead(runtime, lead_id)
-        report.events_applied += 1
-
+def _arm_timers(runtime: Runtime, report: ReconcileReport) -> None:
     report.timers_armed, report.timers_fired = rearm_timers(runtime)
 
+
+def _requeue_outbox(runtime: Runtime, report: ReconcileReport) -> None:
     overdue_before = runtime.now()  # a retry whose time has come goes now, scheduler or not
     report.tasks_retried = TASKS.requeue_due(runtime, overdue_before) + CLOSES.requeue_due(runtime, overdue_before)
     report.alerts_retried = ALERTS.requeue_due(runtime, overdue_before)
     report.lookups_retried = LOOKUPS.requeue_due(runtime, overdue_before)
     report.crm_pushes_retried = sum(kind.requeue_due(runtime, overdue_before) for kind in ITEM_KINDS)
-    report.digests_queued = queue_digests(runtime, overdue_before)
+
+
+def reconcile(runtime: Runtime) -> ReconcileReport:
+    """One pass. Every step runs whatever another step did: one bad lead, clock or outbox item
+    is logged (a lead is quarantined) and never stops the pass."""
+    report = ReconcileReport()
+
+    def recompute(report: ReconcileReport) -> None:
+        report.leads_recomputed = apply_rules_version(runtime)
+
+    def digests(report: ReconcileReport) -> None:
+        report.digests_queued = queue_digests(runtime, runtime.now())
+
+    _step(report, "rules version", recompute)
+    _step(report, "lost events", lambda report: _apply_lost_events(runtime, report))
+    _step(report, "timers", lambda report: _arm_timers(runtime, report))
+    _step(report, "outbox", lambda report: _requeue_outbox(runtime, report))
+    _step(report, "digests", digests)
     if any(vars(report).values()):
         log.info("reconciled", extra=vars(report))
     return report

@@ -1,28 +1,27 @@
-"""The read API: leads with their timelines, overdue lists, SLA reports. Bearer token required."""
+"""The read API: leads with their timelines, overdue lists, the reports. Bearer token required."""
 
 from __future__ import annotations
 
 import json
-import statistics
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
-from sla_guard.core.engine import FIRST_TOUCH
+from sla_guard.exceptions import InvalidReportQuery
+from sla_guard.reports import Report, Visibility, parse_query, run_report
+from sla_guard.reports.spend import parse_spend
 from sla_guard.store.db import get_db
-from sla_guard.store.leads import LEAD_STATUSES, clocks_started_between, lead_history, leads_by_status
+from sla_guard.store.insight import upsert_spend
+from sla_guard.store.leads import LEAD_STATUSES, lead_history, leads_by_status
 from sla_guard.store.models import ClockRow, LeadRow
 from sla_guard.store.repository import LEAD_FIELDS, clock_state
-from sla_guard.web.context import clock_now, iso, require_api_token
+from sla_guard.web.context import clock_now, iso, require_token
 from sla_guard.web.errors import error
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-REPORT_GROUPS = ("owner", "source", "team")
-"""Values of ``GET /api/reports/sla?by=``."""
 
-
-bp.before_request(require_api_token)
+bp.before_request(require_token)
 
 
 def _lead_json(lead: LeadRow) -> dict:
@@ -196,51 +195,50 @@ def get_lead(lead_id: str):
     return jsonify(body)
 
 
-def _parse_when(name: str, default: datetime):
-    raw = request.args.get(name)
-    if not raw:
-        return default, None
+def report_response(report: Report, csv_wanted: bool):
+    """A report as JSON, or as a CSV download when ``csv_wanted``."""
+    if not csv_wanted:
+        return jsonify(report.as_json())
+    name = "-".join(
+        [report.name, *[str(v) for v in report.meta.values()], report.query.start.date().isoformat()]
+        + [report.query.end.date().isoformat()]
+    )
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    return Response(
+        report.as_csv(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{safe}.csv"'},
+    )
+
+
+def compute_report(name: str, args, visibility: Visibility | None = None) -> Report:
+    """Run report ``name`` for request ``args`` in the app's rules time zone."""
+    rules = current_app.extensions["sla_guard.rules"].current()
+    query = parse_query(args, clock_now(), rules.spec.timezone, visibility)
+    with get_db(current_app).engine.connect() as connection:
+        return run_report(name, connection, query, args, rules)
+
+
+@bp.get("/reports/<name>")
+def report(name: str):
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "csv"):
+        return error(400, "format must be json or csv", field="format")
     try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None, error(400, f"{name} must be an ISO 8601 date or time", field=name)
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)), None
+        computed = compute_report(name, request.args)
+    except InvalidReportQuery as exc:
+        return error(404 if exc.field == "name" else 400, exc.message, field=exc.field)
+    return report_response(computed, fmt == "csv")
 
 
-@bp.get("/reports/sla")
-def sla_report():
-    now = clock_now()
-    start, problem = _parse_when("from", now - timedelta(days=30))
-    if problem:
-        return problem
-    end, problem = _parse_when("to", now)
-    if problem:
-        return problem
-    by = request.args.get("by", "owner")
-    if by not in REPORT_GROUPS:
-        return error(400, f"by must be one of {', '.join(REPORT_GROUPS)}", field="by")
+@bp.post("/spend")
+def post_spend():
+    """Marketing spend: a JSON array of ``{month, source, amount}``, upserted by month and source."""
+    body = request.get_json(silent=True)
+    try:
+        rows = parse_spend(body)
+    except InvalidReportQuery as exc:
+        return error(400, exc.message, field=exc.field)
     with get_db(current_app).session() as session:
-        rows = clocks_started_between(session, FIRST_TOUCH, start, end)
-    groups: dict[str | None, dict] = {}
-    for clock, lead in rows:
-        group = groups.setdefault(
-            getattr(lead, by), {"leads": 0, "met": 0, "missed": 0, "overdue": 0, "running": 0, "touch_s": []}
-        )
-        status = _clock_json(clock, now)["status"]
-        group["leads"] += 1
-        group[status] += 1
-        if lead.first_touch_at and lead.created_at:
-            group["touch_s"].append(max(0.0, (lead.first_touch_at - lead.created_at).total_seconds()))
-    out = []
-    for key, group in sorted(groups.items(), key=lambda item: str(item[0])):
-        decided = group["met"] + group["missed"] + group["overdue"]
-        touch = group.pop("touch_s")
-        out.append(
-            {
-                by: key,
-                **group,
-                "compliance": round(group["met"] / decided, 4) if decided else None,
-                "first_touch_median_s": round(statistics.median(touch), 1) if touch else None,
-            }
-        )
-    return jsonify({"from": iso(start), "to": iso(end), "by": by, "clock": FIRST_TOUCH, "groups": out})
+        stored = upsert_spend(session, rows, clock_now())
+    return jsonify({"upserted": stored})

@@ -22,7 +22,7 @@ def clock_now() -> datetime:
     return current_app.extensions["sla_guard.clock"]()
 
 
-def require_api_token():
+def require_token():
     """A blueprint's ``before_request``: 401 unless the request carries the API's bearer token."""
     try:
         verify_bearer(request.headers.get("Authorization"), of_app(current_app).api_token)

@@ -1,9 +1,24 @@
-"""JSON error bodies for every refusal: a status code and the field or reason."""
+"""JSON error bodies for every refusal: a status code and the field or reason.
+
+Statuses are honest: a service that is down (the database, Redis) gives ``503`` with
+``Retry-After`` (the caller retries), a value the database refuses gives ``400``, and anything
+unexpected gives a bare ``500`` whose log line names the route, never the path as sent (the
+amoCRM webhook path carries its secret token).
+"""
 
 from __future__ import annotations
 
-from flask import jsonify
+import logging
+
+from flask import jsonify, request
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("sla_guard.web")
+
+RETRY_AFTER_S = 5
+"""What a ``503`` asks the caller to wait before retrying."""
 
 
 def error(status: int, message: str, field: str | None = None, **extra):
@@ -12,7 +27,15 @@ def error(status: int, message: str, field: str | None = None, **extra):
         body["field"] = field
     response = jsonify(body)
     response.status_code = status
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
+
+
+def route() -> str:
+    """The matched route pattern (``/webhooks/amocrm/<token>``), safe to log."""
+    rule = request.url_rule
+    return rule.rule if rule is not None else "(no route)"
 
 
 def init_app(app) -> None:
@@ -20,3 +43,27 @@ def init_app(app) -> None:
     def _http_error(exc: HTTPException):
         message = {413: "request body is over the size limit"}.get(exc.code, exc.description or exc.name)
         return error(exc.code or 500, message, field="body" if exc.code == 413 else None)
+
+    @app.errorhandler(DataError)
+    def _refused_value(exc: DataError):
+        log.info("request refused: the database cannot store a value", extra={"route": route()})
+        return error(400, "a value cannot be stored (out of range or not valid text)")
+
+    @app.errorhandler(SQLAlchemyError)
+    def _database_down(exc: SQLAlchemyError):
+        log.warning("database unavailable", extra={"route": route(), "error": type(exc).__name__})
+        return error(503, "the database is unavailable; retry later")
+
+    @app.errorhandler(RedisError)
+    def _redis_down(exc: RedisError):
+        log.warning("Redis unavailable", extra={"route": route(), "error": type(exc).__name__})
+        return error(503, "Redis is unavailable; retry later")
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.error(
+            "unexpected error",
+            extra={"route": route(), "method": request.method, "error": type(exc).__name__},
+            exc_info=exc,
+        )
+        return error(500, "internal error")

@@ -1,4 +1,4 @@
-"""Liveness, readiness (database and Redis) and Prometheus metrics. No authentication."""
+"""Liveness, readiness (the database takes writes, Redis answers) and Prometheus metrics. No authentication."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from sla_guard import metrics
+from sla_guard.config import of_app
 from sla_guard.store.db import get_db
 
 bp = Blueprint("health", __name__)
@@ -21,7 +22,7 @@ def healthz():
 def readyz():
     checks = {}
     try:
-        get_db(current_app).ping()
+        get_db(current_app).check_writable()
         checks["database"] = "ok"
     except SQLAlchemyError as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
@@ -36,4 +37,5 @@ def readyz():
 
 @bp.get("/metrics")
 def prometheus():
-    return Response(metrics.render(get_db(current_app)), mimetype="text/plain; version=0.0.4")
+    body = metrics.render(get_db(current_app), current_app.extensions.get("sla_guard.redis"), of_app(current_app).queue)
+    return Response(body, mimetype="text/plain; version=0.0.4")

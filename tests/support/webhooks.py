@@ -62,48 +62,50 @@ def clock(make_clock):
     return make_clock(datetime.now(UTC).replace(microsecond=0))
 
 
+def make_event(event_id: str, kind: str, at: datetime, lead_id: str = "L-1001", **extra) -> dict:
+    """A generic event: ``make_event(event_id, type, at, lead_id="L-1001", lead={...}, **fields)``."""
+    lead = {"id": lead_id, **extra.pop("lead", {})}
+    return {"event_id": event_id, "type": kind, "occurred_at": at.isoformat(), "lead": lead, **extra}
+
+
+def sign_and_post(client, payload, now: datetime, secret: str = WEBHOOK_SECRET, headers: dict | None = None):
+    """POST the payload to the generic webhook, signed at ``now`` as a sender holding the secret would."""
+    body = json.dumps(payload).encode()
+    return client.post(
+        "/webhooks/generic",
+        data=body,
+        content_type="application/json",
+        headers={"X-SLA-Guard-Signature": sign(secret, body, int(now.timestamp())), **(headers or {})},
+    )
+
+
+def work_until_idle(runtime) -> None:
+    """Do what `sla-guard worker` does, in this process, until nothing is left: apply the leads
+    the web reported (the pump), hand the clocks due by the runtime's clock to the timer queue
+    (the timer loop) and run the real RQ worker over everything queued, timers first."""
+    queues = [
+        Queue(timer_queue_name(runtime.queue_name), connection=runtime.redis),
+        Queue(runtime.queue_name, connection=runtime.redis),
+    ]
+    with activated(runtime):
+        while drain(runtime) + dispatch_due(runtime) or any(queue.count for queue in queues):
+            SimpleWorker(queues, connection=runtime.redis).work(burst=True, logging_level="WARNING")
+
+
 @pytest.fixture
 def event():
     """``event(event_id, type, at, lead_id="L-1001", lead={...}, **fields)``: a generic event."""
-
-    def make(event_id: str, kind: str, at: datetime, lead_id: str = "L-1001", **extra) -> dict:
-        lead = {"id": lead_id, **extra.pop("lead", {})}
-        return {"event_id": event_id, "type": kind, "occurred_at": at.isoformat(), "lead": lead, **extra}
-
-    return make
+    return make_event
 
 
 @pytest.fixture
 def post_signed(webhook_secret):
     """``post_signed(client, payload, now, secret=…, headers=…)``: POST the payload to the generic
     webhook, signed at ``now`` as a sender holding the secret would."""
-
-    def post(client, payload, now: datetime, secret: str = webhook_secret, headers: dict | None = None):
-        body = json.dumps(payload).encode()
-        return client.post(
-            "/webhooks/generic",
-            data=body,
-            content_type="application/json",
-            headers={"X-SLA-Guard-Signature": sign(secret, body, int(now.timestamp())), **(headers or {})},
-        )
-
-    return post
+    return sign_and_post
 
 
 @pytest.fixture
 def run_worker():
-    """``run_worker(runtime)``: do what `sla-guard worker` does, in this process, until nothing
-    is left: apply the leads the web reported (the pump), hand the clocks due by the runtime's
-    clock to the timer queue (the timer loop) and run the real RQ worker over everything queued,
-    timers first."""
-
-    def run(runtime) -> None:
-        queues = [
-            Queue(timer_queue_name(runtime.queue_name), connection=runtime.redis),
-            Queue(runtime.queue_name, connection=runtime.redis),
-        ]
-        with activated(runtime):
-            while drain(runtime) + dispatch_due(runtime) or any(queue.count for queue in queues):
-                SimpleWorker(queues, connection=runtime.redis).work(burst=True, logging_level="WARNING")
-
-    return run
+    """``run_worker(runtime)``: :func:`work_until_idle`, the worker's work done in this process."""
+    return work_until_idle

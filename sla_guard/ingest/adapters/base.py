@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
+from sla_guard.core.bounds import DEPTH_MAX, check_depth, check_moment, excerpt
 from sla_guard.core.events import EVENT_TYPES, LeadEvent
 from sla_guard.exceptions import ConfigError, InvalidEvent
 
@@ -130,17 +131,19 @@ def parse_form(raw: RawRequest) -> dict[str, Any]:
     for key, value in pairs:
         match = _KEY.match(key)
         if not match:
-            raise InvalidEvent(key or "body", "malformed form key (the body may be truncated)")
+            raise InvalidEvent(excerpt(key) or "body", "malformed form key (the body may be truncated)")
         parts = [match.group(1)] + re.findall(r"\[([^\[\]]*)\]", match.group(2))
+        if len(parts) > DEPTH_MAX:
+            raise InvalidEvent("body", f"a form key is nested deeper than {DEPTH_MAX} levels")
         node = tree
         for depth, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise InvalidEvent(_join(parts[: depth + 1]), "is both a value and a group")
+                raise InvalidEvent(excerpt(_join(parts[: depth + 1])), "is both a value and a group")
             node = child
         last = parts[-1] if parts[-1] != "" else str(len(node))
         if isinstance(node.get(last), dict):
-            raise InvalidEvent(_join(parts), "is both a value and a group")
+            raise InvalidEvent(excerpt(_join(parts)), "is both a value and a group")
         node[last] = value
     return tree
 
@@ -163,6 +166,7 @@ def parse_json(raw: RawRequest) -> Any:
     text = body_text(raw)
     if not text.strip():
         raise InvalidEvent("body", "the JSON body is empty")
+    check_depth(raw.body)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -203,16 +207,16 @@ def amount(value: Any) -> float | None:
 
 
 def from_unix(value: Any, where: str, *, millis: bool = False) -> datetime:
-    """An aware UTC datetime from unix seconds (or milliseconds with ``millis``)."""
+    """An aware UTC datetime from unix seconds (or milliseconds with ``millis``), not before 2000."""
     try:
         number = float(str(value).strip())
     except (TypeError, ValueError):
-        raise InvalidEvent(where, f"{value!r} is not a unix timestamp") from None
+        raise InvalidEvent(where, f"{excerpt(value)!r} is not a unix timestamp") from None
     if millis:
         number /= 1000
     if not 0 < number < 32503680000:  # years 1970..3000
-        raise InvalidEvent(where, f"{value!r} is out of range for a timestamp")
-    return datetime.fromtimestamp(number, tz=UTC)
+        raise InvalidEvent(where, f"{excerpt(value)!r} is out of range for a timestamp")
+    return check_moment(datetime.fromtimestamp(number, tz=UTC), where)
 
 
 def from_iso(value: Any, where: str, *, tz: ZoneInfo | None = None) -> datetime:
@@ -223,10 +227,10 @@ def from_iso(value: Any, where: str, *, tz: ZoneInfo | None = None) -> datetime:
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
     except ValueError:
-        raise InvalidEvent(where, f"{raw!r} is not a date and time") from None
+        raise InvalidEvent(where, f"{excerpt(raw)!r} is not a date and time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz or UTC)
-    return parsed.astimezone(UTC)
+    return check_moment(parsed, where)
 
 
 def zone(settings: Mapping[str, Any], key: str, default: str) -> ZoneInfo:
@@ -293,3 +297,11 @@ def unique(events: Iterable[LeadEvent]) -> list[LeadEvent]:
             seen.add(event.event_id)
             result.append(event)
     return result
+
+
+def customer_id(crm: str, kind: str, value: Any) -> str | None:
+    """``lead.customer`` for a CRM company or contact id (``pipedrive:org:1``); ``0`` means none."""
+    if isinstance(value, dict):
+        value = value.get("value", value.get("id"))
+    found = text(value)
+    return f"{crm}:{kind}:{found}" if found and found != "0" else None
