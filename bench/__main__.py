@@ -155,6 +155,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["reports"]:  # the 1M-lead report benchmark (bench/reports.py)
+        from .reports import main as reports_main
+
+        return reports_main(argv[1:])
     if argv[:1] == ["soak"]:  # the ten-minute soak with faults (bench/soak.py)
         from .soak import main as soak_main
 

@@ -15,7 +15,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     Raises :class:`~sla_guard.exceptions.ConfigError` or :class:`~sla_guard.exceptions.RulesError`
     with a message naming what is wrong.
     """
-    from sla_guard import store
+    from sla_guard import dashboard, store
     from sla_guard.config import APP_CONFIG_KEY, ENV_NAMES, load_settings
     from sla_guard.ingest import crm_webhooks as crm
     from sla_guard.ingest import webhooks
@@ -45,4 +45,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(ack.bp)
     app.register_blueprint(chat.bp)
     app.register_blueprint(quarantine.bp)
+    dashboard.init_app(app)
     return app

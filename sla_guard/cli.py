@@ -49,11 +49,12 @@ def worker(burst: bool):
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def dev(host: str, port: int):
+@click.option("--demo", is_flag=True, help="Seed a month of demo leads and a dashboard user first.")
+def dev(host: str, port: int, demo: bool):
     """Web and worker in one command, for trying sla-guard out (SQLite, local Redis)."""
     from sla_guard.devserver import run_dev
 
-    run_dev(host, port)
+    run_dev(host, port, demo=demo)
 
 
 @main.group()
@@ -159,6 +160,16 @@ def quarantine_retry(lead_ids: tuple[str, ...], every: bool):
             click.echo(f"{lead_id}: failed again, still quarantined")
     runtime.db.dispose()
     raise SystemExit(1 if failed else 0)
+
+
+def _revenue_insight_commands() -> None:
+    from sla_guard import insight_cli
+
+    for command in (insight_cli.spend, insight_cli.users, insight_cli.demo):
+        main.add_command(command)
+
+
+_revenue_insight_commands()
 
 
 if __name__ == "__main__":

@@ -61,6 +61,8 @@ class Settings:
     ack_ttl_s: int = field(default=86400, metadata=_env("SLA_GUARD_ACK_TTL_S"))
     telegram_webhook_secret: str | None = field(default=None, metadata=_env("SLA_GUARD_TELEGRAM_WEBHOOK_SECRET"))
     slack_signing_secret: str | None = field(default=None, metadata=_env("SLA_GUARD_SLACK_SIGNING_SECRET"))
+    secret_key: str | None = field(default=None, metadata=_env("SLA_GUARD_SECRET_KEY"))
+    """Signs the dashboard's session cookies (else a key derived from the API token)."""
     crm_values: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """Every other ``SLA_GUARD_*`` setting by its full name: the CRMs' settings; see :meth:`crm`."""
 
@@ -175,7 +177,7 @@ def _validated(settings: Settings) -> dict[str, Any]:
         raise ConfigError(
             "SLA_GUARD_PUBLIC_URL must be the http(s) address people reach sla-guard at, e.g. https://sla.example.com"
         )
-    for name in ("webhook_secret", "api_token", "ack_secret"):
+    for name in ("webhook_secret", "api_token", "ack_secret", "secret_key"):
         secret = getattr(settings, name)
         values[name] = None if secret is None else str(secret)
         if secret is not None and len(str(secret)) < 16:

@@ -68,7 +68,7 @@ def limits(database_url: str) -> str:
     return "\n".join(lines)
 
 
-def run_dev(host: str, port: int) -> None:
+def run_dev(host: str, port: int, demo: bool = False) -> None:
     env = dict(os.environ)
     for key in ("SLA_GUARD_WEBHOOK_SECRET", "SLA_GUARD_API_TOKEN"):
         if not env.get(key):
@@ -82,6 +82,10 @@ def run_dev(host: str, port: int) -> None:
     rules_or_fail(settings.rules_path)
     redis_process = _ensure_redis(settings.redis_url)
     upgrade(settings.database_url)
+    if demo:
+        from sla_guard.insight_cli import seed_demo
+
+        seed_demo()
     command = [sys.executable, "-m", "sla_guard.cli"]
     children = [
         subprocess.Popen(command + ["worker"], env=env),

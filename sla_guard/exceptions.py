@@ -129,3 +129,12 @@ class TaskNotFound(TaskError):
 
 class CrmReadError(ServiceError):
     """A CRM read-back (a Bitrix24 record, an amoCRM loss reason) failed."""
+
+
+class InvalidReportQuery(SlaGuardError):
+    """A report was asked for with a bad parameter; ``field`` names it (``from``, ``by``...)."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")

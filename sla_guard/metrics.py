@@ -73,8 +73,40 @@ class DatabaseCollector:
         )
 
 
-def render(database) -> bytes:
-    """The /metrics body: process counters (all gunicorn workers) plus database numbers."""
+class PaceCollector:
+    """The pace of CRM calls, per CRM, as every worker counted it in Redis (read at scrape time)."""
+
+    NAMES = {
+        "calls": ("sla_guard_crm_calls", "CRM REST calls made"),
+        "waits": ("sla_guard_crm_pace_waits", "CRM calls that waited for their turn"),
+        "wait_seconds": ("sla_guard_crm_pace_wait_seconds", "Seconds CRM calls waited for their turn"),
+        "deferred": ("sla_guard_crm_calls_deferred", "CRM calls put off because their turn was too far"),
+        "rate_limited": ("sla_guard_crm_rate_limited", "Answers of a CRM saying too many requests"),
+    }
+
+    def __init__(self, redis, namespace: str):
+        self.redis = redis
+        self.namespace = namespace
+
+    def collect(self):
+        from redis.exceptions import RedisError
+
+        from sla_guard.outbox.pacing import pace_stats
+
+        try:
+            stats = pace_stats(self.redis, self.namespace)
+        except RedisError:
+            return
+        for key, (name, documentation) in self.NAMES.items():
+            counter = CounterMetricFamily(name, documentation, labels=["crm"])
+            for crm, values in sorted(stats.items()):
+                counter.add_metric([crm], values[key])
+            yield counter
+
+
+def render(database, redis=None, namespace: str = "sla-guard") -> bytes:
+    """The /metrics body: process counters (all gunicorn workers), database numbers, and the
+    pace of CRM calls kept in Redis (when ``redis`` is given)."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
@@ -87,4 +119,6 @@ def render(database) -> bytes:
         process_part = generate_latest(REGISTRY)
     db_registry = CollectorRegistry()
     db_registry.register(DatabaseCollector(database))
+    if redis is not None:
+        db_registry.register(PaceCollector(redis, namespace))
     return process_part + generate_latest(db_registry)

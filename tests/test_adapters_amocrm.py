@@ -140,6 +140,35 @@ def test_entity_of_another_account_is_refused_even_when_account_id_matches():
         amocrm.verify(request(body), SETTINGS, NOW)
 
 
+LEAD_ADDED = ("leads[add][0][id]", "101")
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {**SETTINGS, "SLA_GUARD_AMOCRM_SUBDOMAIN": "AcmeSales"},
+        {**SETTINGS, "SLA_GUARD_AMOCRM_BASE_URL": "https://acmesales.amocrm.ru"},
+        {**SETTINGS, "SLA_GUARD_AMOCRM_BASE_URL": "https://acmesales.kommo.com/"},
+    ],
+)
+def test_a_webhook_without_account_id_is_accepted_when_its_subdomain_is_ours(settings):
+    body = urlencode([LEAD_ADDED, ("account[subdomain]", "acmesales")])
+    amocrm.verify(request(body), settings, NOW)
+    with pytest.raises(Unauthorized, match="another amoCRM account"):
+        amocrm.verify(request(urlencode([LEAD_ADDED, ("account[subdomain]", "othersales")])), settings, NOW)
+    with pytest.raises(Unauthorized, match="another amoCRM account"):  # an entity of another account
+        other = [LEAD_ADDED, ("leads[add][0][account_id]", "1"), ("account[subdomain]", "acmesales")]
+        amocrm.verify(request(urlencode(other)), settings, NOW)
+
+
+def test_a_subdomain_alone_is_refused_when_sla_guard_does_not_know_ours():
+    with pytest.raises(Unauthorized, match="does not name"):
+        amocrm.verify(request(urlencode([LEAD_ADDED, ("account[subdomain]", "acmesales")])), SETTINGS, NOW)
+    behind_proxy = {**SETTINGS, "SLA_GUARD_AMOCRM_BASE_URL": "https://crm.example.com"}
+    with pytest.raises(Unauthorized, match="does not name"):
+        amocrm.verify(request(urlencode([LEAD_ADDED, ("account[subdomain]", "crm")])), behind_proxy, NOW)
+
+
 def test_body_without_account_is_refused():
     with pytest.raises(Unauthorized, match="account"):
         amocrm.verify(request(form(("leads[add][0][id]", "1"), account=False)), SETTINGS, NOW)
@@ -193,10 +222,10 @@ def test_one_request_with_several_entities_actions_and_indexes():
     )
     result = amocrm.parse(request(body), SETTINGS)
     assert [(e.type, e.lead.id) for e in result.events] == [
-        ("lead.created", "101"),
-        ("lead.created", "102"),
-        ("lead.touched", "102"),
-        ("lead.closed", "101"),
+        ("lead.created", "amocrm:lead:101"),
+        ("lead.created", "amocrm:lead:102"),
+        ("lead.touched", "amocrm:lead:102"),
+        ("lead.closed", "amocrm:lead:101"),
     ]
     closed = result.events[-1]
     assert (closed.outcome, closed.previous_stage) == ("won", "5002")
@@ -225,8 +254,8 @@ def test_won_and_lost_statuses_are_configurable():
     )
     events = amocrm.parse(request(body), settings).events
     assert [(e.lead.id, e.type, e.outcome) for e in events] == [
-        ("1", "lead.closed", "won"),
-        ("2", "lead.closed", "lost"),
+        ("amocrm:lead:1", "lead.closed", "won"),
+        ("amocrm:lead:2", "lead.closed", "lost"),
     ]
     assert amocrm.outcome("7001", amocrm.mapping_from_settings(settings)) == "won"
     assert amocrm.outcome("7001") is None
@@ -278,7 +307,12 @@ def note(note_type: str, **extra: str) -> list[tuple[str, str]]:
 
 def test_outgoing_call_and_outgoing_sms_are_touches():
     call = amocrm.parse(request(form(*note("11", text='{"DURATION": 40}'))), SETTINGS).events[0]
-    assert (call.type, call.touch.channel, call.touch.by, call.lead.id) == ("lead.touched", "call", "9", "101")
+    assert (call.type, call.touch.channel, call.touch.by, call.lead.id) == (
+        "lead.touched",
+        "call",
+        "9",
+        "amocrm:lead:101",
+    )
     sms = amocrm.parse(request(form(*note("103"))), SETTINGS).events[0]
     assert sms.touch.channel == "sms"
 
@@ -355,7 +389,12 @@ def message(kind: str, author_type: str = "internal", **extra: str) -> list[tupl
 
 def test_managers_message_is_a_touch_and_clients_message_is_not():
     out = amocrm.parse(request(form(*message("outgoing"))), SETTINGS).events[0]
-    assert (out.type, out.touch.channel, out.touch.by, out.lead.id) == ("lead.touched", "message", "9", "101")
+    assert (out.type, out.touch.channel, out.touch.by, out.lead.id) == (
+        "lead.touched",
+        "message",
+        "9",
+        "amocrm:lead:101",
+    )
     assert out.occurred_at == at("2024-09-17T13:50:00+00:00")
     incoming = amocrm.parse(request(form(*message("incoming", author_type="external"))), SETTINGS)
     assert incoming.events == [] and incoming.ignored == ["message.add"]
@@ -448,3 +487,10 @@ def test_cut_inside_a_percent_escape_or_a_key_is_malformed():
             request("leads%5Bstatus%5D%5B0%5D%5Bid%5D=15318175&leads%5Bstatus%5D%5B0%5D%5Bupdated_at%5D=1726579900"),
             SETTINGS,
         )
+
+
+def test_a_lead_carries_its_company_as_the_customer():
+    fixture = load("amocrm_lead_add.json")
+    body = fixture["request"]["body"] + "&" + urlencode({"leads[add][0][linked_company_id]": "3141"})
+    raw = fixture_request({**fixture, "request": {**fixture["request"], "body": body}})
+    assert amocrm.parse(raw, SETTINGS).events[0].lead.customer == "amocrm:company:3141"

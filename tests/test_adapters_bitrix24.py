@@ -181,7 +181,7 @@ def test_deleted_deal_is_closed_without_a_lookup():
     (closed,) = result.events
     assert (closed.type, closed.lead.id, closed.reason, closed.outcome, result.lookups) == (
         "lead.closed",
-        "5123",
+        "bitrix24:deal:5123",
         "deleted",
         None,
         [],
@@ -278,7 +278,7 @@ def test_outgoing_call_is_a_touch_on_its_deal():
     (touched,) = bitrix24.derive_events(ACTIVITY_ADD, ACTIVITY, None)
     assert (touched.type, touched.lead.id, touched.touch.channel, touched.touch.by) == (
         "lead.touched",
-        "5123",
+        "bitrix24:deal:5123",
         "call",
         "17",
     )
@@ -293,10 +293,46 @@ def test_outgoing_call_is_a_touch_on_its_deal():
         {"DIRECTION": "1", "COMPLETED": "N"},  # a missed incoming call, waiting for a callback
         {"OWNER_TYPE_ID": "3"},  # on a contact
         {"TYPE_ID": "1", "COMPLETED": "N"},  # a meeting still planned
+        {"TYPE_ID": "6", "PROVIDER_ID": "CRM_TODO", "COMPLETED": "N"},  # a to-do not done yet
+        {"TYPE_ID": "6", "PROVIDER_ID": "IMOPENLINES_SESSION", "DIRECTION": "1", "COMPLETED": "N"},  # client writes
+        {"TYPE_ID": "6", "PROVIDER_ID": "CRM_WEBFORM", "DIRECTION": "1"},  # a form filled in by the client
     ],
 )
 def test_activities_that_are_not_touches(changes):
     assert bitrix24.derive_events(ACTIVITY_ADD, {**ACTIVITY, **changes}, None) == []
+
+
+TODO = {
+    **ACTIVITY,
+    "ID": "1207",
+    "OWNER_TYPE_ID": "1",
+    "OWNER_ID": "5",
+    "TYPE_ID": "6",
+    "PROVIDER_ID": "CRM_TODO",
+    "PROVIDER_TYPE_ID": "TODO",
+    "DIRECTION": "0",
+    "COMPLETED": "Y",
+    "DESCRIPTION": "Follow up on the proposal for ACME\n\n[sla-guard-fu-42]",
+}
+
+
+def test_a_completed_modern_to_do_is_a_touch_carrying_its_id():
+    """Including the to-dos sla-guard created: the manager ticking one off has touched the lead."""
+    (touched,) = bitrix24.derive_events(Lookup("crm.activity.get", "1207", "ONCRMACTIVITYUPDATE", NOW), TODO, None)
+    assert (touched.type, touched.lead.id, touched.touch.channel, touched.touch.task_id, touched.touch.by) == (
+        "lead.touched",
+        "bitrix24:lead:5",
+        "task",
+        "1207",
+        "17",
+    )
+
+
+@pytest.mark.parametrize("changes", [{"COMPLETED": "Y", "DIRECTION": "1"}, {"COMPLETED": "N", "DIRECTION": "2"}])
+def test_an_open_line_chat_the_manager_closed_or_started_is_a_touch(changes):
+    chat = {**ACTIVITY, "TYPE_ID": "6", "PROVIDER_ID": "IMOPENLINES_SESSION", "PROVIDER_TYPE_ID": "1", **changes}
+    (touched,) = bitrix24.derive_events(ACTIVITY_ADD, chat, None)
+    assert (touched.lead.id, touched.touch.channel) == ("bitrix24:deal:5123", "message")
 
 
 def test_completed_meeting_and_task_are_touches():
@@ -346,3 +382,13 @@ def test_fetch_when_the_portal_is_unreachable():
     with requests.Session() as session, pytest.raises(bitrix24.RestError) as error:
         bitrix24.fetch("http://127.0.0.1:9/rest/1/s3cr3tk3y/", "crm.lead.get", "1", session, 0.5)
     assert error.value.retryable and "s3cr3tk3y" not in str(error.value)
+
+
+def test_the_company_else_the_contact_is_the_customer():
+    fixture = load("bitrix24_lead_add.json")
+    (lookup,) = bitrix24.parse(fixture_request(fixture), SETTINGS).lookups
+    record = rest_reply(fixture)["result"]
+    with_company = {**record, "COMPANY_ID": "77", "CONTACT_ID": "5"}
+    assert bitrix24.derive_events(lookup, with_company, None)[0].lead.customer == "bitrix24:company:77"
+    contact_only = {**record, "COMPANY_ID": "0", "CONTACT_ID": "5"}
+    assert bitrix24.derive_events(lookup, contact_only, None)[0].lead.customer == "bitrix24:contact:5"

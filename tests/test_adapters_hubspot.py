@@ -132,8 +132,8 @@ def test_signed_test_vector_is_stale_now_and_refused():
 def test_batch_of_creations_keeps_each_event_id_even_on_retry():
     result = hubspot.parse(signed(load("hubspot_contact_creation_batch.json")["request"]["body"]), SETTINGS)
     assert [(e.event_id, e.lead.id) for e in result.events] == [
-        ("hubspot-1001", "1246978"),
-        ("hubspot-1002", "1246979"),
+        ("hubspot-1001", "hubspot:contact:1246978"),
+        ("hubspot-1002", "hubspot:contact:1246979"),
     ]
     assert result.events[0].occurred_at == datetime(2024, 9, 17, 11, 31, 40, tzinfo=UTC)
     assert result.events[0].lead.url == "https://app.hubspot.com/contacts/62515/record/0-1/1246978"
@@ -299,7 +299,7 @@ def test_contact_lead_status_is_its_stage():
 
 def test_generic_object_subscriptions_are_read_like_legacy_ones():
     (created,) = parse(event(subscriptionType="object.creation", objectTypeId="0-3")).events
-    assert (created.type, created.lead.id) == ("lead.created", "1148387968")
+    assert (created.type, created.lead.id) == ("lead.created", "hubspot:deal:1148387968")
     (closed,) = parse(
         event(
             subscriptionType="object.propertyChange",
@@ -327,7 +327,7 @@ def test_call_logged_on_a_deal_is_a_touch_by_its_user():
     (touched,) = parse(association("0-48", "0-3")).events
     assert (touched.type, touched.lead.id, touched.touch.channel, touched.touch.by) == (
         "lead.touched",
-        "1148387968",
+        "hubspot:deal:1148387968",
         "call",
         "45678",
     )
@@ -339,7 +339,7 @@ def test_call_logged_on_a_deal_is_a_touch_by_its_user():
             toObjectId=555,
         )
     ).events
-    assert (meeting.lead.id, meeting.touch.channel) == ("1148387968", "meeting")
+    assert (meeting.lead.id, meeting.touch.channel) == ("hubspot:deal:1148387968", "meeting")
 
 
 def test_emails_are_touches_only_when_configured():
@@ -392,3 +392,11 @@ def test_missing_ids_name_the_field():
 def test_bodies_that_are_not_event_arrays(body):
     with pytest.raises(InvalidEvent):
         hubspot.parse(signed(body), SETTINGS)
+
+
+def test_the_associated_company_becomes_the_customer():
+    result = parse(
+        event(subscriptionType="contact.propertyChange", propertyName="associatedcompanyid", propertyValue="9001")
+    )
+    (updated,) = result.events
+    assert (updated.type, updated.lead.customer) == ("lead.updated", "hubspot:company:9001")

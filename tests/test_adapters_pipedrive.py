@@ -165,7 +165,7 @@ def test_new_deal_is_a_new_lead():
     (created,) = parse(v2("deal", "create", DEAL)).events
     assert created.type == "lead.created"
     assert (created.lead.id, created.lead.stage, created.lead.owner, created.lead.amount, created.lead.source) == (
-        "8",
+        "pipedrive:deal:8",
         "2",
         "12415231",
         100,
@@ -205,7 +205,12 @@ def test_loss_reason_edited_later_updates_the_lead():
 
 def test_deleted_deal_is_closed_without_an_outcome():
     (closed,) = parse(v2("deal", "delete", None, DEAL)).events
-    assert (closed.type, closed.outcome, closed.reason, closed.lead.id) == ("lead.closed", None, "deleted", "8")
+    assert (closed.type, closed.outcome, closed.reason, closed.lead.id) == (
+        "lead.closed",
+        None,
+        "deleted",
+        "pipedrive:deal:8",
+    )
 
 
 def test_value_change_updates_and_other_changes_are_ignored():
@@ -230,7 +235,7 @@ def test_activity_marked_done_is_a_touch_once():
     (touched,) = parse(v2("activity", "change", ACTIVITY, {"done": False})).events
     assert (touched.type, touched.lead.id, touched.touch.channel, touched.touch.by) == (
         "lead.touched",
-        "10",
+        "pipedrive:deal:10",
         "call",
         "12415231",
     )
@@ -255,7 +260,7 @@ def test_touch_on_a_pipedrive_lead_and_configurable_types():
     (touched,) = parse(
         v2("activity", "create", {**ACTIVITY, "type": "email", "deal_id": None, "lead_id": lead_id})
     ).events
-    assert (touched.lead.id, touched.touch.channel) == (lead_id, "email")
+    assert (touched.lead.id, touched.touch.channel) == (f"pipedrive:lead:{lead_id}", "email")
     settings = {**SETTINGS, "SLA_GUARD_PIPEDRIVE_TOUCH_TYPES": "call,whatsapp"}
     assert (
         parse(v2("activity", "create", {**ACTIVITY, "type": "whatsapp"}), settings).events[0].touch.channel
@@ -346,7 +351,7 @@ def test_v1_lost_deal_and_done_call():
     assert (closed.type, closed.outcome, closed.reason) == ("lead.closed", "lost", "Too expensive")
     call = {"id": 301, "type": "call", "deal_id": 10, "user_id": 12415231, "done": True}
     (touched,) = parse(v1("added.activity", call, None)).events
-    assert (touched.lead.id, touched.touch.by) == ("10", "12415231")
+    assert (touched.lead.id, touched.touch.by) == ("pipedrive:deal:10", "12415231")
     (deleted,) = parse(v1("deleted.deal", None, V1_DEAL)).events
     assert deleted.reason == "deleted"
 
@@ -373,3 +378,9 @@ def test_missing_event_id_or_deal_id_names_the_field():
     assert error.value.field == "data.id"
     with pytest.raises(InvalidEvent):
         parse({"data": DEAL})
+
+
+def test_a_deal_carries_its_organization_as_the_customer():
+    fixture = load("pipedrive_v2_deal_lost.json")
+    (closed,) = pipedrive.parse(fixture_request(fixture), SETTINGS).events
+    assert closed.lead.customer == "pipedrive:org:1"

@@ -76,10 +76,10 @@ def test_lead_timeline_and_overdue_list(client, runtime, clock):
     assert quick["first_touch_at"] == (start + timedelta(minutes=3)).isoformat().replace("+00:00", "Z")
 
     report = client.get("/api/reports/sla?by=owner", headers=AUTH).get_json()
-    by_owner = {group["owner"]: group for group in report["groups"]}
+    by_owner = {group["owner"]: group for group in report["rows"]}
     assert by_owner["anna"]["overdue"] == 1 and by_owner["anna"]["compliance"] == 0.0
     assert by_owner["boris"]["met"] == 1 and by_owner["boris"]["compliance"] == 1.0
-    assert by_owner["boris"]["first_touch_median_s"] == 180.0
+    assert by_owner["boris"]["first_touch_p50_s"] == 180.0
 
 
 def _clock_id(client):

@@ -107,7 +107,7 @@ def test_bitrix24_fixtures_are_acknowledged_then_read_back_over_rest(app, client
     [record] = rows(app, CrmRecordRow)
     assert (record.kind, record.record_id) == (method.split(".")[1], record_id)
     [lead] = rows(app, LeadRow)
-    assert (lead.lead_id, lead.owner) == (record_id, "17")
+    assert (lead.lead_id, lead.owner) == (f"bitrix24:{record.kind}:{record_id}", "17")
 
 
 def test_bitrix24_fixture_bytes_from_the_configured_portal_are_accepted(settings, clock):

@@ -114,7 +114,7 @@ def test_a_lookup_accepted_while_redis_was_down_is_queued_by_the_reconciler(app,
     assert reconcile(runtime).lookups_retried == 1
     run_worker(runtime)
     [lead] = rows(app, LeadRow)
-    assert (lead.lead_id, lead.owner, lead.source, lead.known) == ("1000983", "17", "WEB", True)
+    assert (lead.lead_id, lead.owner, lead.source, lead.known) == ("bitrix24:lead:1000983", "17", "WEB", True)
 
 
 def test_an_unchanged_record_gives_no_new_event_and_a_change_gives_one(app, client, runtime, clock, httpserver):
@@ -419,20 +419,27 @@ E2E = [
         "amocrm",
         _amocrm_creation,
         datetime(2024, 9, 17, 11, 32, 32, tzinfo=UTC),
-        "15318175",
+        "amocrm:lead:15318175",
         "11087123",
         "https://acmesales.amocrm.ru/leads/detail/15318175",
     ),
-    ("bitrix24", _bitrix24_creation, datetime(2025, 12, 18, 8, 38, 40, tzinfo=UTC), "1000983", "17", None),
+    (
+        "bitrix24",
+        _bitrix24_creation,
+        datetime(2025, 12, 18, 8, 38, 40, tzinfo=UTC),
+        "bitrix24:lead:1000983",
+        "17",
+        None,
+    ),
     (
         "hubspot",
         _hubspot_creation,
         datetime(2026, 3, 2, 9, 15, tzinfo=UTC),
-        "9001",
+        "hubspot:deal:9001",
         "77001",
         "https://app.hubspot.com/contacts/62515/record/0-3/9001",
     ),
-    ("pipedrive", _pipedrive_creation, datetime(2026, 3, 2, 9, 15, tzinfo=UTC), "11", "12415231", None),
+    ("pipedrive", _pipedrive_creation, datetime(2026, 3, 2, 9, 15, tzinfo=UTC), "pipedrive:deal:11", "12415231", None),
 ]
 
 

@@ -118,7 +118,7 @@ HS_DEAL = {
         ),
         (
             "hubspot",
-            "lead",
+            "contact",
             "1000983",
             "PATCH",
             "/crm/v3/objects/contacts/1000983",
@@ -130,11 +130,11 @@ HS_DEAL = {
             "pipedrive",
             "deal",
             "1000983",
-            "PUT",
-            "/api/v1/deals/1000983",
+            "PATCH",
+            "/api/v2/deals/1000983",
             {"x-api-token": PIPEDRIVE_TOKEN},
-            {"user_id": 504141},
-            {"success": True, "data": {"id": 1000983, "user_id": {"id": 504141, "name": "Boris"}}},
+            {"owner_id": 504141},
+            {"success": True, "data": {"id": 1000983, "owner_id": 504141}},
         ),
         (
             "pipedrive",
@@ -188,8 +188,8 @@ def test_assign_owner_makes_the_documented_call(
         ),
         (
             "pipedrive",
-            "PUT",
-            "/api/v1/deals/1000983",
+            "PATCH",
+            "/api/v2/deals/1000983",
             429,
             {"success": False, "error": "Rate limit exceeded"},
             {"x-ratelimit-reset": "2"},
@@ -265,8 +265,8 @@ def test_rate_limits_and_server_errors_are_transient(
         ),
         (
             "pipedrive",
-            "PUT",
-            "/api/v1/deals/1000983",
+            "PATCH",
+            "/api/v2/deals/1000983",
             400,
             {"success": False, "error": "Owner not found"},
             PIPEDRIVE_TOKEN,
@@ -305,7 +305,7 @@ def test_a_deleted_record_is_not_found(httpserver, clients, crm, method, path, s
     "crm, lead, owner, kind, says",
     [
         ("amocrm", "1000983", "boris", "deal", "numeric"),
-        ("bitrix24", "1000983", "504141", "contact", "kind"),
+        ("bitrix24", "1000983", "504141", "company", "kind"),
         ("hubspot", "L-1001", "504141", "deal", "numeric"),
         ("pipedrive", "1000983", "504141", "lead", "UUID"),
     ],
@@ -317,8 +317,9 @@ def test_bad_ids_are_refused_without_a_request(clients, crm, lead, owner, kind, 
 
 # --- from the escalation ladder to amoCRM -------------------------------------------------
 
-LEAD = "15318175"
-AMO_PATH = f"/api/v4/leads/{LEAD}"
+NATIVE = "15318175"
+LEAD = f"amocrm:lead:{NATIVE}"
+AMO_PATH = f"/api/v4/leads/{NATIVE}"
 
 
 @pytest.fixture
@@ -373,7 +374,7 @@ def reach_the_reassigning_level(
     [first_touch] = rows(runtime, ClockRow, ClockRow.name == "first_touch")
     clock.advance(minutes=15)
     run_timer(runtime, first_touch.id)
-    assert patches(server, f"/api/v4/leads/{lead_id}") == []  # level 0 only alerts
+    assert patches(server, f"/api/v4/leads/{lead_id.rsplit(':', 1)[-1]}") == []  # level 0 only alerts
     clock.advance(hours=1)
     result = run_timer(runtime, first_touch.id)
     [escalation] = rows(runtime, EscalationRow, EscalationRow.reassigned_to.is_not(None))
@@ -415,7 +416,7 @@ def statuses(records) -> list[str]:
 
 
 def test_the_next_team_member_becomes_the_responsible_user_in_amocrm(crm, runtime, clock, outcomes):
-    crm.expect_request(AMO_PATH, method="PATCH").respond_with_json({"id": int(LEAD), "updated_at": 1795420900})
+    crm.expect_request(AMO_PATH, method="PATCH").respond_with_json({"id": int(NATIVE), "updated_at": 1795420900})
     escalation = reach_the_reassigning_level(runtime, clock, crm)
     assert escalation.reassigned_to == "11087456"
     [request] = [request for request, _ in crm.log if request.path == AMO_PATH]
@@ -429,7 +430,7 @@ def test_the_next_team_member_becomes_the_responsible_user_in_amocrm(crm, runtim
 
 
 def test_a_persons_crm_id_is_what_the_crm_gets(crm, runtime, clock):
-    crm.expect_request(AMO_PATH, method="PATCH").respond_with_json({"id": int(LEAD)})
+    crm.expect_request(AMO_PATH, method="PATCH").respond_with_json({"id": int(NATIVE)})
     assert reach_the_reassigning_level(runtime, clock, crm, owner="anna").reassigned_to == "boris"
     assert patches(crm) == [{"responsible_user_id": 504142}]
 
@@ -438,7 +439,7 @@ def test_a_rate_limited_crm_is_told_again_after_retry_after_by_the_worker(crm, r
     crm.expect_request(AMO_PATH, method="PATCH", json={"responsible_user_id": 11087456}).respond_with_handler(
         answers(
             Response("slow down", status=429, headers={"Retry-After": "7"}),
-            Response(json.dumps({"id": int(LEAD), "updated_at": 1795420900}), content_type="application/json"),
+            Response(json.dumps({"id": int(NATIVE), "updated_at": 1795420900}), content_type="application/json"),
         )
     )
     escalation = reach_the_reassigning_level(runtime, clock, crm)
@@ -512,7 +513,7 @@ def test_killing_redis_with_a_reassignment_pending_loses_it_not(crm, runtime, cl
     crm.expect_request(AMO_PATH, method="PATCH").respond_with_handler(
         answers(
             Response("busy", status=503),
-            Response(json.dumps({"id": int(LEAD), "updated_at": 1795420900}), content_type="application/json"),
+            Response(json.dumps({"id": int(NATIVE), "updated_at": 1795420900}), content_type="application/json"),
         )
     )
     reach_the_reassigning_level(runtime, clock, crm)

@@ -136,7 +136,7 @@ def test_due_time_is_normalised_to_utc():
     "changes, problem",
     [
         ({"due_at": datetime(2026, 11, 24, 9, 30)}, "timezone-aware"),
-        ({"kind": "contact"}, "kind"),
+        ({"kind": "company"}, "kind"),
         ({"idempotency_key": "a]b"}, "brackets"),
         ({"lead_id": " "}, "empty"),
     ],
@@ -261,7 +261,7 @@ def test_defaults_and_optional_settings(session):
     pipedrive = client_for(
         "pipedrive", {"SLA_GUARD_PIPEDRIVE_API_TOKEN": "t", "SLA_GUARD_PIPEDRIVE_TASK_TYPE": "follow_up"}, session
     )
-    assert (pipedrive.api_url, pipedrive.task_type) == ("https://api.pipedrive.com", "follow_up")
+    assert (pipedrive.api_url, pipedrive.task_type) == ("https://api.pipedrive.com/api", "follow_up")
     amocrm = client_for("amocrm", {**ALL_SETTINGS, "SLA_GUARD_AMOCRM_TASK_TYPE_ID": "2841"}, session)
     assert amocrm.task_type_id == 2841
     with pytest.raises(ConfigError, match="SLA_GUARD_AMOCRM_TASK_TYPE_ID"):

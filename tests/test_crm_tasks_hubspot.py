@@ -109,7 +109,7 @@ def test_create_for_a_contact_lead_without_owner_reads_the_contacts_owner(httpse
         status=201,
         reply=task("513", BODY),
     )
-    assert hubspot.create(follow_up(owner=None, kind="lead")) == "513"
+    assert hubspot.create(follow_up(owner=None, kind="contact")) == "513"
 
 
 def test_create_for_an_unowned_deal_is_refused(httpserver, hubspot):
@@ -245,7 +245,7 @@ def test_find_on_a_contact_without_a_match_is_none(httpserver, hubspot):
         body=search_body("associations.contact"),
         reply={"total": 0, "results": []},
     )
-    assert hubspot.find(follow_up(kind="lead")) is None
+    assert hubspot.find(follow_up(kind="contact")) is None
 
 
 # --- close and status ---------------------------------------------------------------------

@@ -1,7 +1,10 @@
-"""Pipedrive task client (activities of type ``task``) against a local stand-in of API v1 (``/v1/activities``)."""
+"""Pipedrive task client (activities of type ``task``) against a local stand-in of API v2
+(``/api/v2/activities``, ``/api/v2/deals``); leads, which have no v2 yet, over ``/api/v1/leads``.
+The stand-in answers every retired v1 activity or deal endpoint with 410 Gone, as Pipedrive may."""
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime
 
@@ -20,10 +23,25 @@ LEAD = "adf21080-0e10-11eb-879b-05d71fb426ec"
 INFO = "Please check developers.pipedrive.com for more information about Pipedrive API."
 
 
+RETIRED = re.compile(r"^/api/v1/(activities|deals)(/.*)?$")
+"""API v1 endpoints Pipedrive retired (out of support since 2026-08-01)."""
+
+
 @pytest.fixture
 def pipedrive(httpserver, session):
+    httpserver.expect_request(RETIRED).respond_with_json(failure_body("Gone: use API v2", 410), status=410)
     yield PipedriveTasks(TOKEN, session, api_url=httpserver.url_for("/api"), timeout=0.5)
     verify(httpserver)
+    assert [request.path for request, _ in httpserver.log if RETIRED.match(request.path)] == []
+
+
+def test_the_api_url_may_be_given_without_its_final_api(session):
+    assert PipedriveTasks(TOKEN, session, api_url="https://acme.pipedrive.com/").api_url == (
+        "https://acme.pipedrive.com/api"
+    )
+    assert PipedriveTasks.from_settings({"SLA_GUARD_PIPEDRIVE_API_TOKEN": TOKEN}, session).api_url == (
+        "https://api.pipedrive.com/api"
+    )
 
 
 def activity_input(record: dict | None = None, owner: int = 17) -> dict:
@@ -33,7 +51,8 @@ def activity_input(record: dict | None = None, owner: int = 17) -> dict:
         "due_date": "2026-11-24",
         "due_time": "09:30",
         **(record or {"deal_id": 1000983}),
-        "user_id": owner,
+        "owner_id": owner,
+        "done": False,
         "note": NOTE,
     }
 
@@ -45,26 +64,25 @@ def activity(
     done: bool = False,
     deal_id: int | None = 1000983,
     lead_id: str | None = None,
-    active: bool = True,
+    deleted: bool = False,
 ) -> dict:
     return {
         "id": activity_id,
-        "company_id": 7,
-        "user_id": 17,
+        "owner_id": 17,
         "done": done,
         "type": "task",
         "due_date": "2026-11-24",
         "due_time": "09:30",
-        "duration": "",
+        "duration": None,
         "subject": "Follow up on the proposal for ACME",
         "deal_id": deal_id,
         "lead_id": lead_id,
         "person_id": None,
         "org_id": None,
         "note": note,
-        "active_flag": active,
-        "add_time": "2026-11-23 09:00:00",
-        "update_time": "2026-11-23 09:00:00",
+        "is_deleted": deleted,
+        "add_time": "2026-11-23T09:00:00Z",
+        "update_time": "2026-11-23T09:00:00Z",
     }
 
 
@@ -82,17 +100,11 @@ def test_create_adds_a_task_activity_on_the_deal(httpserver, pipedrive):
     expect(
         httpserver,
         "POST",
-        "/api/v1/activities",
+        "/api/v2/activities",
         headers=AUTH,
         query={},
         body=activity_input(),
-        status=201,
-        reply={
-            "success": True,
-            "data": activity(8, NOTE),
-            "additional_data": {"updates_story_id": 1},
-            "related_objects": {},
-        },
+        reply={"success": True, "data": activity(8, NOTE)},
     )
     assert pipedrive.create(follow_up()) == "8"
 
@@ -108,10 +120,9 @@ def test_create_on_a_lead_without_owner_reads_the_leads_owner(httpserver, pipedr
     expect(
         httpserver,
         "POST",
-        "/api/v1/activities",
+        "/api/v2/activities",
         headers=AUTH,
         body=activity_input({"lead_id": LEAD}, owner=23),
-        status=201,
         reply={"success": True, "data": activity(9, NOTE, deal_id=None, lead_id=LEAD)},
     )
     assert pipedrive.create(follow_up(lead_id=LEAD, owner=None, kind="lead")) == "9"
@@ -121,23 +132,22 @@ def test_create_on_a_deal_without_owner_reads_the_deals_user(httpserver, pipedri
     expect(
         httpserver,
         "GET",
-        "/api/v1/deals/1000983",
+        "/api/v2/deals/1000983",
         headers=AUTH,
-        reply={"success": True, "data": {"id": 1000983, "title": "ACME", "user_id": {"id": 31, "name": "Anna"}}},
+        reply={"success": True, "data": {"id": 1000983, "title": "ACME", "owner_id": 31}},
     )
     expect(
         httpserver,
         "POST",
-        "/api/v1/activities",
+        "/api/v2/activities",
         body=activity_input(owner=31),
-        status=201,
         reply={"success": True, "data": activity(10, NOTE)},
     )
     assert pipedrive.create(follow_up(owner=None)) == "10"
 
 
 def test_create_on_a_deleted_deal_is_not_found(httpserver, pipedrive):
-    expect(httpserver, "GET", "/api/v1/deals/1000983", status=404, reply=failure_body("Deal not found"))
+    expect(httpserver, "GET", "/api/v2/deals/1000983", status=404, reply=failure_body("Deal not found"))
     assert isinstance(raises_task_error(lambda: pipedrive.create(follow_up(owner=None))), TaskNotFound)
 
 
@@ -150,7 +160,7 @@ def test_validation_error_is_permanent_and_explained(httpserver, pipedrive):
     expect(
         httpserver,
         "POST",
-        "/api/v1/activities",
+        "/api/v2/activities",
         body=activity_input(),
         status=400,
         reply=failure_body("Invalid user_id", 400),
@@ -160,7 +170,7 @@ def test_validation_error_is_permanent_and_explained(httpserver, pipedrive):
 
 
 def test_refused_token_is_permanent_and_never_shown(httpserver, pipedrive):
-    expect(httpserver, "POST", "/api/v1/activities", status=401, reply=failure_body("unauthorized access", 401))
+    expect(httpserver, "POST", "/api/v2/activities", status=401, reply=failure_body("unauthorized access", 401))
     failure = raises_task_error(lambda: pipedrive.create(follow_up()))
     assert not failure.transient and "SLA_GUARD_PIPEDRIVE_API_TOKEN" in str(failure) and TOKEN not in str(failure)
 
@@ -177,7 +187,7 @@ def test_rate_limit_is_transient_with_a_wait(httpserver, pipedrive, headers, wai
     expect(
         httpserver,
         "POST",
-        "/api/v1/activities",
+        "/api/v2/activities",
         status=429,
         reply_headers=headers,
         reply=failure_body("Request over limit", 429),
@@ -194,13 +204,13 @@ def test_spent_daily_budget_waits_for_midnight_utc():
 
 
 def test_server_error_is_transient(httpserver, pipedrive):
-    expect(httpserver, "POST", "/api/v1/activities", status=500, reply=failure_body("Internal server error", 500))
+    expect(httpserver, "POST", "/api/v2/activities", status=500, reply=failure_body("Internal server error", 500))
     assert raises_task_error(lambda: pipedrive.create(follow_up())).transient
 
 
 def test_timeout_is_transient(httpserver, pipedrive):
     release = threading.Event()
-    expect_hang(httpserver, "POST", "/api/v1/activities", release)
+    expect_hang(httpserver, "POST", "/api/v2/activities", release)
     try:
         failure = raises_task_error(lambda: pipedrive.create(follow_up()))
     finally:
@@ -210,7 +220,8 @@ def test_timeout_is_transient(httpserver, pipedrive):
 
 # --- find ---------------------------------------------------------------------------------
 
-FIND_QUERY = {"user_id": "0", "type": "task", "start_date": "2026-11-24", "end_date": "2026-11-24", "limit": "500"}
+FIND_QUERY = {"deal_id": "1000983", "limit": "500"}
+LEAD_QUERY = {"lead_id": LEAD, "limit": "500"}
 
 
 def test_find_matches_the_deal_and_the_key(httpserver, pipedrive):
@@ -221,15 +232,23 @@ def test_find_matches_the_deal_and_the_key(httpserver, pipedrive):
             activity(11, "Call back<br><br>[sla-guard-fu-42-10]"),
             activity(8, NOTE),
         ],
-        "additional_data": {"pagination": {"start": 0, "limit": 500, "more_items_in_collection": False}},
+        "additional_data": {"next_cursor": None},
     }
-    expect(httpserver, "GET", "/api/v1/activities", headers=AUTH, query=FIND_QUERY, reply=listing)
+    expect(httpserver, "GET", "/api/v2/activities", headers=AUTH, query=FIND_QUERY, reply=listing)
+    assert pipedrive.find(follow_up()) == "8"
+
+
+def test_find_follows_the_cursor_to_the_next_page(httpserver, pipedrive):
+    first = {"success": True, "data": [activity(7, "Other")], "additional_data": {"next_cursor": "eyJpZCI6N30"}}
+    second = {"success": True, "data": [activity(8, NOTE)], "additional_data": {"next_cursor": None}}
+    expect(httpserver, "GET", "/api/v2/activities", query=FIND_QUERY, reply=first)
+    expect(httpserver, "GET", "/api/v2/activities", query={**FIND_QUERY, "cursor": "eyJpZCI6N30"}, reply=second)
     assert pipedrive.find(follow_up()) == "8"
 
 
 def test_find_matches_a_lead(httpserver, pipedrive):
     listing = {"success": True, "data": [activity(9, NOTE, deal_id=None, lead_id=LEAD)]}
-    expect(httpserver, "GET", "/api/v1/activities", query=FIND_QUERY, reply=listing)
+    expect(httpserver, "GET", "/api/v2/activities", query=LEAD_QUERY, reply=listing)
     assert pipedrive.find(follow_up(lead_id=LEAD.upper(), kind="lead")) == "9"
 
 
@@ -237,9 +256,9 @@ def test_find_on_an_empty_day_is_none(httpserver, pipedrive):
     expect(
         httpserver,
         "GET",
-        "/api/v1/activities",
+        "/api/v2/activities",
         query=FIND_QUERY,
-        reply={"success": True, "data": None, "additional_data": {"pagination": {"more_items_in_collection": False}}},
+        reply={"success": True, "data": [], "additional_data": {"next_cursor": None}},
     )
     assert pipedrive.find(follow_up()) is None
 
@@ -250,10 +269,10 @@ def test_find_on_an_empty_day_is_none(httpserver, pipedrive):
 def test_close_marks_the_activity_done(httpserver, pipedrive):
     expect(
         httpserver,
-        "PUT",
-        "/api/v1/activities/8",
+        "PATCH",
+        "/api/v2/activities/8",
         headers=AUTH,
-        body={"done": 1},
+        body={"done": True},
         reply={"success": True, "data": activity(8, NOTE, done=True)},
     )
     assert pipedrive.close("8") is None
@@ -261,15 +280,15 @@ def test_close_marks_the_activity_done(httpserver, pipedrive):
 
 @pytest.mark.parametrize("status", [404, 410])
 def test_close_of_an_activity_already_gone_is_silent(httpserver, pipedrive, status):
-    expect(httpserver, "PUT", "/api/v1/activities/8", status=status, reply=failure_body("Activity not found", status))
+    expect(httpserver, "PATCH", "/api/v2/activities/8", status=status, reply=failure_body("Activity not found", status))
     pipedrive.close("8")
 
 
 def test_close_forbidden_raises(httpserver, pipedrive):
     expect(
         httpserver,
-        "PUT",
-        "/api/v1/activities/8",
+        "PATCH",
+        "/api/v2/activities/8",
         status=403,
         reply=failure_body("You do not have permission to edit this activity", 403),
     )
@@ -278,19 +297,19 @@ def test_close_forbidden_raises(httpserver, pipedrive):
 
 
 @pytest.mark.parametrize(
-    "done, active, expected", [(True, True, "done"), (False, True, "open"), (False, False, "gone")]
+    "done, deleted, expected", [(True, False, "done"), (False, False, "open"), (False, True, "gone")]
 )
-def test_status_reads_done(httpserver, pipedrive, done, active, expected):
+def test_status_reads_done(httpserver, pipedrive, done, deleted, expected):
     expect(
         httpserver,
         "GET",
-        "/api/v1/activities/8",
+        "/api/v2/activities/8",
         headers=AUTH,
-        reply={"success": True, "data": activity(8, NOTE, done=done, active=active)},
+        reply={"success": True, "data": activity(8, NOTE, done=done, deleted=deleted)},
     )
     assert pipedrive.status("8") == expected
 
 
 def test_status_of_a_deleted_activity_is_gone(httpserver, pipedrive):
-    expect(httpserver, "GET", "/api/v1/activities/8", status=404, reply=failure_body("Activity not found", 404))
+    expect(httpserver, "GET", "/api/v2/activities/8", status=404, reply=failure_body("Activity not found", 404))
     assert pipedrive.status("8") == "gone"

@@ -7,17 +7,17 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from sla_guard.core.rules.notify_spec import DigestSpec
 from sla_guard.core.rules.schema import parse_rules
 from sla_guard.outbox.digests import deliver_digest, prepare
 from sla_guard.outbox.notify.digest_texts import Overdue, Scope, daily_text, due_periods, managers
 from sla_guard.runtime import RulesHolder, Runtime
-from sla_guard.store.models import DigestRow
+from sla_guard.store.models import ClockRow, DigestRow
 from sla_guard.timers.reconciler import reconcile
 
-from .conftest import FakeClock
+from .conftest import API_TOKEN, FakeClock
 from .helpers import event, post_signed, run_worker
 
 RULES = textwrap.dedent("""
@@ -222,3 +222,28 @@ def test_a_failing_digest_is_retried_with_backoff(sink, app, client, runtime, cl
     run_worker(runtime)
     assert {(row.status, row.attempts) for row in rows(runtime) if row.id == waiting.id} == {("delivered", 2)}
     assert len(digests_received(sink)) == 4  # three digests, one of them sent twice after the 503
+
+
+def test_the_weekly_compliance_is_the_sla_reports(sink, app, client, runtime, clock):
+    """The summary's numbers are the ``sla`` report's for the same week: a cancelled clock is
+    counted by neither as decided, and the compliance and median agree with the API."""
+    leads(client, runtime, clock)
+    post_signed(client, event("d1", "lead.created", clock(), lead_id="L4", lead={"owner": "anna"}), clock())
+    run_worker(runtime)
+    with runtime.db.session() as session:
+        session.execute(
+            update(ClockRow)
+            .where(ClockRow.lead_id == "L4")
+            .values(stopped_at=clock() + timedelta(minutes=1), stop_reason="cancelled")
+        )
+    clock.current = utc("2026-11-23T09:00:05")
+    reconcile(runtime)
+    run_worker(runtime)
+    [board] = [body for path, body in digests_received(sink) if path == "/board"]
+    week = "from=2026-11-16T09:00:00Z&to=2026-11-23T09:00:00Z"
+    report = client.get(f"/api/reports/sla?{week}", headers={"Authorization": f"Bearer {API_TOKEN}"}).get_json()
+    total = report["total"]
+    assert total["cancelled"] == 1 and total["leads"] == 4
+    assert board["summary"]["clocks"] == total["met"] + total["missed"] + total["overdue"] == 2
+    assert board["summary"]["compliance"] == total["compliance"] == 0.5
+    assert board["summary"]["first_touch_median_s"] == total["first_touch_p50_s"] == 300.0

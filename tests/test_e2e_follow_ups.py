@@ -140,7 +140,9 @@ def test_proposal_follow_up_task_missed_escalation_and_touch_cancelling_the_rest
 
     def lead_detail() -> dict:
         return requests.get(
-            f"{stack.base_url}/api/leads/15318175", timeout=5, headers={"Authorization": f"Bearer {API_TOKEN}"}
+            f"{stack.base_url}/api/leads/amocrm:lead:15318175",
+            timeout=5,
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
         ).json()
 
     # the task is recorded closed once the CRM has answered the PATCH: wait for that write

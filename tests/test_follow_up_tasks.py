@@ -62,7 +62,7 @@ def test_a_due_step_becomes_a_crm_task_then_a_touch_closes_it_and_cancels_the_re
             "c",
             "lead.created",
             start,
-            lead_id="15318175",
+            lead_id="amocrm:lead:15318175",
             lead={"stage": "proposal", "owner": "11087123", "name": "ACME"},
         ),
     )
@@ -82,7 +82,11 @@ def test_a_due_step_becomes_a_crm_task_then_a_touch_closes_it_and_cancels_the_re
     assert len(amo_requests(crm, "POST")) == 1
 
     clock.advance(minutes=30)
-    store(runtime, "amocrm", event("t", "lead.touched", clock(), lead_id="15318175", touch={"channel": "call"}))
+    store(
+        runtime,
+        "amocrm",
+        event("t", "lead.touched", clock(), lead_id="amocrm:lead:15318175", touch={"channel": "call"}),
+    )
     run_worker(runtime)
     assert (step(runtime, 1).stop_reason, step(runtime, 2).stop_reason) == ("done", "cancelled")
     [close] = amo_requests(crm, "PATCH")
@@ -96,7 +100,9 @@ def test_a_missed_step_escalates(crm, runtime, clock):
     store(
         runtime,
         "amocrm",
-        event("c", "lead.created", start, lead_id="15318175", lead={"stage": "proposal", "owner": "11087123"}),
+        event(
+            "c", "lead.created", start, lead_id="amocrm:lead:15318175", lead={"stage": "proposal", "owner": "11087123"}
+        ),
     )
     first = step(runtime, 1)
     clock.advance(hours=3, seconds=1)
@@ -118,7 +124,7 @@ def test_without_crm_credentials_the_owner_gets_the_follow_up_as_an_alert(crm, r
     clock.advance(hours=1)
     run_timer(runtime, step(runtime, 1).id)
     [task] = rows(runtime, FollowUpTaskRow)
-    assert (task.status, task.crm) == ("alerted", "generic")
+    assert (task.status, task.crm) == ("alerted", None)
     [alert] = [json.loads(request.data) for request, _ in crm.log if request.path == "/alerts"]
     assert (alert["kind"], alert["recipient"]) == ("follow_up.task", "11087123")
     assert alert["text"].startswith("Follow-up for lead ACME #L-1001: Follow up on the proposal for ACME")
@@ -133,7 +139,13 @@ def test_a_rate_limited_crm_is_retried_after_its_wait_without_a_duplicate(crm, r
     store(
         runtime,
         "amocrm",
-        event("c", "lead.created", clock(), lead_id="15318175", lead={"stage": "proposal", "owner": "11087123"}),
+        event(
+            "c",
+            "lead.created",
+            clock(),
+            lead_id="amocrm:lead:15318175",
+            lead={"stage": "proposal", "owner": "11087123"},
+        ),
     )
     clock.advance(hours=1)
     run_timer(runtime, step(runtime, 1).id)
@@ -158,11 +170,17 @@ def test_the_timeline_shows_each_step(crm, app, client, runtime, clock):
     store(
         runtime,
         "amocrm",
-        event("c", "lead.created", clock(), lead_id="15318175", lead={"stage": "proposal", "owner": "11087123"}),
+        event(
+            "c",
+            "lead.created",
+            clock(),
+            lead_id="amocrm:lead:15318175",
+            lead={"stage": "proposal", "owner": "11087123"},
+        ),
     )
     clock.advance(hours=1)
     run_timer(runtime, step(runtime, 1).id)
-    lead = client.get("/api/leads/15318175", headers={"Authorization": f"Bearer {API_TOKEN}"}).get_json()
+    lead = client.get("/api/leads/amocrm:lead:15318175", headers={"Authorization": f"Bearer {API_TOKEN}"}).get_json()
     [task] = lead["follow_up_tasks"]
     assert (task["step"], task["status"], task["crm_task_id"]) == ("follow_up:proposal:1", "created", "5")
     planned = [c for c in lead["clocks"] if c["name"].startswith("follow_up:")]
@@ -179,13 +197,17 @@ def test_the_crm_echo_of_a_task_sla_guard_closed_is_not_a_touch(crm, runtime, cl
     store(
         runtime,
         "amocrm",
-        event("c", "lead.created", start, lead_id="15318175", lead={"stage": "proposal", "owner": "11087123"}),
+        event(
+            "c", "lead.created", start, lead_id="amocrm:lead:15318175", lead={"stage": "proposal", "owner": "11087123"}
+        ),
     )
     clock.advance(hours=1)
     run_timer(runtime, step(runtime, 1).id)
     clock.advance(minutes=10)
     store(
-        runtime, "amocrm", event("s", "lead.stage_changed", clock(), lead_id="15318175", lead={"stage": "negotiation"})
+        runtime,
+        "amocrm",
+        event("s", "lead.stage_changed", clock(), lead_id="amocrm:lead:15318175", lead={"stage": "negotiation"}),
     )
     run_worker(runtime)
     assert rows(runtime, FollowUpTaskRow)[0].status == "closed"
@@ -193,7 +215,9 @@ def test_the_crm_echo_of_a_task_sla_guard_closed_is_not_a_touch(crm, runtime, cl
     store(
         runtime,
         "amocrm",
-        event("echo", "lead.touched", clock(), lead_id="15318175", touch={"channel": "task", "task_id": "31"}),
+        event(
+            "echo", "lead.touched", clock(), lead_id="amocrm:lead:15318175", touch={"channel": "task", "task_id": "31"}
+        ),
     )
     assert step(runtime, 1).stop_reason == "cancelled"
     [lead] = rows(runtime, LeadRow)

@@ -34,12 +34,15 @@ class RecordingPacer:
         self.limited: list[tuple[str, str, float | None]] = []
 
     @contextmanager
-    def turn(self, service: str, account: str):
+    def turn(self, service: str, account: str, cost: int = 1):
         self.acquired.append((service, account))
         yield
 
     def rate_limited(self, service: str, account: str, wait_s: float | None) -> None:
         self.limited.append((service, account, wait_s))
+
+    def refused(self, service: str, account: str) -> float | None:
+        return None
 
 
 @pytest.fixture

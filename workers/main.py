@@ -19,6 +19,8 @@ from rq.scheduler import RQScheduler
 
 from sla_guard import runtime as runtime_module
 from sla_guard.ingest.pending import pump
+from sla_guard.outbox.http import install_pacer
+from sla_guard.outbox.pacing import crm_pacer
 from sla_guard.runtime import Runtime
 from sla_guard.timers.arming import timer_queue_name
 from sla_guard.timers.loop import timer_loop
@@ -122,6 +124,7 @@ def run(runtime: Runtime, burst: bool = False) -> None:
     """Serve jobs until stopped. ``SimpleWorker`` runs jobs in-process (a fork per job costs
     several times more CPU than the jobs themselves); jobs are short and idempotent."""
     runtime_module.install(runtime)
+    install_pacer(crm_pacer(runtime.settings))  # every worker's CRM calls share each account's pace
     runtime.record_rules()
     signal.signal(signal.SIGHUP, runtime.rules.request_reload)
     stop = threading.Event()

@@ -69,6 +69,8 @@ class Lead(_Strict):
     amount: float | None = Field(default=None, allow_inf_nan=False)
     url: Url | None = None
     tags: tuple[Text, ...] | None = Field(default=None, max_length=100)
+    customer: Text | None = None
+    """The company or contact the lead is for (a CRM id); a customer's lifetime value sums its leads."""
 
     def fields(self) -> dict[str, Any]:
         """The fields this event actually carries (``None`` means 'not said')."""

@@ -5,8 +5,9 @@ team inside sla-guard (a ``lead.assigned`` event of its own, and ``reassigned_to
 escalation). This module makes the same change in the CRM the lead came from, over the
 ``assign_owner`` call of its task client (:mod:`sla_guard.outbox.crm_tasks`):
 
-- a lead from a source without a client (the generic webhook, a CRM whose REST settings are
-  not set) is left alone: ``not_supported``;
+- the CRM and the record are read from the lead id (``bitrix24:deal:5``, see
+  :mod:`sla_guard.core.record_ids`): a lead whose id names no CRM record (a bare generic id)
+  or whose CRM has no REST settings is left alone: ``not_supported``;
 - a transient failure (429, 5xx, a timeout) is retried, at the backoff or the CRM's
   ``Retry-After`` if longer, up to ``SLA_GUARD_ALERT_MAX_ATTEMPTS``;
 - a permanent one (refused credentials, invalid data, a deleted record) is logged at ERROR and
@@ -33,17 +34,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sla_guard import runtime as runtime_module
+from sla_guard.core.record_ids import crm_record
 from sla_guard.outbox.base import OPS_ALERTS, ItemKind
 from sla_guard.outbox.crm_tasks import client_for
-from sla_guard.outbox.follow_up_tasks import lead_crm
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import LeadRow
 
 log = logging.getLogger("sla_guard.outbox.crm_reassign")
-
-DEFAULT_KIND = "deal"
-"""What a lead id names in the CRM unless ``SLA_GUARD_<CRM>_TASK_OBJECT`` says ``lead``."""
 
 
 def crm_user(runtime: Runtime, owner: str) -> str:
@@ -54,12 +52,10 @@ def crm_user(runtime: Runtime, owner: str) -> str:
     return str(crm_id).strip() if crm_id is not None and str(crm_id).strip() else owner
 
 
-def _current_owner(runtime: Runtime, lead_id: str) -> tuple[str | None, str | None]:
-    """The lead's CRM (the source of its first event not sla-guard's own) and its owner now."""
+def _current_owner(runtime: Runtime, lead_id: str) -> str | None:
+    """The lead's owner now."""
     with runtime.db.session() as session:
-        crm = lead_crm(session, lead_id)
-        owner = session.execute(select(LeadRow.owner).where(LeadRow.lead_id == lead_id)).scalar()
-    return crm, owner
+        return session.execute(select(LeadRow.owner).where(LeadRow.lead_id == lead_id)).scalar()
 
 
 class Reassignments(ItemKind):
@@ -79,9 +75,10 @@ class Reassignments(ItemKind):
     def attempt(self, runtime: Runtime, row) -> str:
         args = json.loads(row.args)
         lead_id, new_owner = args["lead_id"], args["owner"]
-        crm, owner_now = _current_owner(runtime, lead_id)
+        record = crm_record(lead_id)
+        crm, owner_now = (record.crm if record else None), _current_owner(runtime, lead_id)
         context = {**self.context(row), "crm": crm}
-        client = client_for(crm or "", runtime.settings, runtime.http())
+        client = client_for(record.crm, runtime.settings, runtime.http()) if record else None
         if client is None:
             outcome = "not_supported"
             _outcome(
@@ -97,8 +94,8 @@ class Reassignments(ItemKind):
                 owner_now=owner_now,
             )
         else:
-            kind = runtime.settings.crm(crm).get(f"SLA_GUARD_{crm.upper()}_TASK_OBJECT") or DEFAULT_KIND
-            client.assign_owner(lead_id, crm_user(runtime, new_owner), kind)
+            kind = record.entity
+            client.assign_owner(record.id, crm_user(runtime, new_owner), kind)
             outcome = "assigned"
             _outcome(logging.INFO, "reassignment sent to the CRM", context, outcome, kind=kind)
         self.done(runtime, row.id, outcome)

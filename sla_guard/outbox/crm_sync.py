@@ -31,6 +31,7 @@ from sla_guard import runtime as runtime_module
 from sla_guard.config import Settings, crm_settings
 from sla_guard.core.bounds import TEXT_MAX, check_events, clean_text
 from sla_guard.core.events import Lead, LeadEvent
+from sla_guard.core.record_ids import crm_record
 from sla_guard.exceptions import CrmReadError, DeliveryError, InvalidEvent
 from sla_guard.ingest.adapters import amocrm, bitrix24
 from sla_guard.ingest.adapters.base import Lookup, from_iso, text
@@ -254,15 +255,17 @@ def read_loss_reason(runtime: Runtime, lead_id: str, closed_event_id: str) -> st
     http = Http(
         "amoCRM", runtime.http(), REST_TIMEOUT_S, [token], amocrm.ACCESS_TOKEN, account=base_url, error=CrmReadError
     )
+    record = crm_record(lead_id)
+    native = record.id if record else lead_id  # ``amocrm:lead:<id>``; older items held the bare id
     response = http.request(
         "GET",
-        f"{base_url.rstrip('/')}/api/v4/leads/{lead_id}",
-        f"reading lead {lead_id}",
+        f"{base_url.rstrip('/')}/api/v4/leads/{native}",
+        f"reading lead {native}",
         params={"with": "loss_reason"},
         headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
     )
     if is_transient_status(response.status_code):
-        raise http.by_status(response, f"reading lead {lead_id}: HTTP {response.status_code}")
+        raise http.by_status(response, f"reading lead {native}: HTTP {response.status_code}")
     reply = json_object(response) if response.status_code == 200 else None
     if reply is None:
         log.warning("amoCRM loss reason not read", extra={**context, "status": response.status_code})

@@ -20,10 +20,8 @@ from redis.exceptions import RedisError
 from sqlalchemy import select, update
 
 from sla_guard import runtime as runtime_module
-from sla_guard.core.engine import FIRST_TOUCH
 from sla_guard.outbox.delivery import ChannelDelivery
 from sla_guard.outbox.notify.digest_texts import (
-    ClockOutcome,
     Overdue,
     Period,
     Scope,
@@ -36,9 +34,11 @@ from sla_guard.outbox.notify.digest_texts import (
 )
 from sla_guard.outbox.notify.routing import person_locale, person_quiet_until
 from sla_guard.queueing import job
+from sla_guard.reports import sla as sla_report
+from sla_guard.reports.query import ReportQuery, Visibility
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import ClockRow, DigestRow, EscalationRow, LeadRow
-from sla_guard.store.repository import LEAD_FIELDS, _insert, clock_state
+from sla_guard.store.repository import LEAD_FIELDS, _insert
 
 log = logging.getLogger("sla_guard.outbox.digests")
 
@@ -71,24 +71,6 @@ def _overdue(session, now: datetime) -> list[Overdue]:
 
 
 def _week(session, period: Period, now: datetime):
-    clocks = session.execute(
-        select(ClockRow, LeadRow)
-        .join(LeadRow, LeadRow.lead_id == ClockRow.lead_id)
-        .where(ClockRow.name == FIRST_TOUCH, ClockRow.started_at >= period.start, ClockRow.started_at < period.at)
-    ).all()
-    outcomes = []
-    for clock, lead in clocks:
-        touch = (
-            (lead.first_touch_at - lead.created_at).total_seconds() if lead.first_touch_at and lead.created_at else None
-        )
-        outcomes.append(
-            ClockOutcome(
-                lead.owner,
-                lead.team,
-                clock_state(clock).status(period.at),
-                max(0.0, touch) if touch is not None else None,
-            )
-        )
     escalations = [
         tuple(row)
         for row in session.execute(
@@ -98,7 +80,18 @@ def _week(session, period: Period, now: datetime):
         )
     ]
     overdue_now = [(item.lead.get("owner"), item.lead.get("team")) for item in _overdue(session, now)]
-    return outcomes, escalations, overdue_now
+    return escalations, overdue_now
+
+
+def _weekly_summary(session, period: Period, scope: Scope | None, escalations, overdue_now):
+    """The week's first-touch numbers from the ``sla`` report, as they stood at the digest's time."""
+    visible = None if scope is None else Visibility(scope.people, scope.teams)
+    query = ReportQuery(period.start, period.at, period.at, visibility=visible)
+    connection = session.connection()
+    total = sla_report.compute(connection, query, None)
+    return summarize(
+        total[0] if total else None, sla_report.compute(connection, query, "owner"), escalations, overdue_now, scope
+    )
 
 
 def _rows(runtime: Runtime, session, period: Period, now: datetime) -> list[dict]:
@@ -152,14 +145,14 @@ def _rows(runtime: Runtime, session, period: Period, now: datetime) -> list[dict
             for channel in _channels_of(runtime, person):
                 add(person, channel, text, {"leads": leads}, skipped=not mine)
         return out
-    outcomes, escalations, overdue_now = _week(session, period, now)
+    escalations, overdue_now = _week(session, period, now)
     for person, scope in staff.items():
-        summary = summarize(outcomes, escalations, overdue_now, scope)
+        summary = _weekly_summary(session, period, scope, escalations, overdue_now)
         text = weekly_text(summary, person_locale(rules, person), period, zone, team_scope=True)
         for channel in _channels_of(runtime, person):
             add(person, channel, text, {"summary": summary.as_dict()})
     if spec and spec.weekly_notify:
-        summary = summarize(outcomes, escalations, overdue_now, None)
+        summary = _weekly_summary(session, period, None, escalations, overdue_now)
         text = weekly_text(summary, rules.spec.locale, period, zone, team_scope=False)
         for channel in dict.fromkeys(spec.weekly_notify):
             add("", channel, text, {"summary": summary.as_dict()})

@@ -15,6 +15,7 @@ from sqlalchemy import and_, select
 
 from sla_guard import runtime as runtime_module
 from sla_guard.core.follow_ups import find_cadence, parse_clock_name, task_text
+from sla_guard.core.record_ids import crm_record
 from sla_guard.exceptions import TaskNotFound
 from sla_guard.outbox.base import OutboxKind
 from sla_guard.outbox.crm_tasks import TaskRequest, client_for
@@ -23,23 +24,16 @@ from sla_guard.outbox.notify.context import clock_facts, person_zone
 from sla_guard.outbox.notify.routing import route
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
-from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, FollowUpTaskRow, LeadRow
+from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, FollowUpTaskRow, LeadRow
 from sla_guard.store.repository import LEAD_FIELDS
 
 log = logging.getLogger("sla_guard.core.follow_ups")
 
-OWN_SOURCES = ("sla-guard",)
-"""Event sources that are sla-guard itself, not a CRM."""
 
-
-def lead_crm(session, lead_id: str) -> str | None:
-    """The CRM the lead came from: the source of its first event that is not sla-guard's own."""
-    return session.execute(
-        select(EventRow.source)
-        .where(EventRow.lead_id == lead_id, EventRow.source.not_in(OWN_SOURCES))
-        .order_by(EventRow.id)
-        .limit(1)
-    ).scalar()
+def lead_crm(lead_id: str) -> str | None:
+    """The CRM whose record the lead is, as its id says (``None`` for a bare generic id)."""
+    record = crm_record(lead_id)
+    return record.crm if record else None
 
 
 def plan_task(session, rules, clock: ClockRow, lead: LeadRow, now: datetime) -> int | None:
@@ -52,7 +46,7 @@ def plan_task(session, rules, clock: ClockRow, lead: LeadRow, now: datetime) -> 
     row = FollowUpTaskRow(
         clock_id=clock.id,
         lead_id=lead.lead_id,
-        crm=lead_crm(session, lead.lead_id),
+        crm=lead_crm(lead.lead_id),
         owner=lead.owner,
         text=task_text(cadence, fields),
         due_at=clock.due_at,
@@ -126,7 +120,8 @@ class _TaskKind(OutboxKind):
         return {"lead_id": row.lead_id, "task_id": row.id, "crm": row.crm, "attempt": row.attempts}
 
     def client(self, runtime: Runtime, row: FollowUpTaskRow):
-        return client_for(row.crm or "", runtime.settings, runtime.http())
+        record = crm_record(row.lead_id)
+        return client_for(record.crm, runtime.settings, runtime.http()) if record else None
 
 
 class FollowUpTasks(_TaskKind):
@@ -142,13 +137,14 @@ class FollowUpTasks(_TaskKind):
             alert_owner(runtime, row, "no CRM task API configured")
             self.update(runtime, row.id, status="alerted", claimed_until=None)
             return "alerted"
+        record = crm_record(row.lead_id)
         request = TaskRequest(
-            lead_id=row.lead_id,
+            lead_id=record.id,
             owner=row.owner,
             text=row.text,
             due_at=row.due_at,
             idempotency_key=f"sla-guard-fu-{row.clock_id}",
-            kind=runtime.settings.crm(row.crm).get(f"SLA_GUARD_{row.crm.upper()}_TASK_OBJECT") or "deal",
+            kind=record.entity,
         )
         crm_task_id = (client.find(request) if row.attempts > 1 else None) or client.create(request)
         self.update(runtime, row.id, status="created", crm_task_id=crm_task_id, last_error=None, claimed_until=None)

@@ -16,22 +16,28 @@ reduced to their type.
 
 Pacing. Every request of a client that names its ``account`` (the CRM clients do) is made
 inside the installed :class:`Pacer`'s turn for that account (:func:`install_pacer`; none by
-default), and the pacer hears of every rate-limited answer. This is the single place where a
-limiter shared by all workers of one CRM account plugs in.
+default), and the pacer hears of every rate-limited answer (a 429, or what the client's
+``limited`` recognises, such as Bitrix24's ``QUERY_LIMIT_EXCEEDED`` as HTTP 503). A 403 the
+pacer reads as the service blocking the account after such answers (amoCRM does) is
+rate-limited too, with the pacer's wait. A turn too far away, or a pace that cannot be read,
+sends nothing and is a rate-limited or retryable error. This is the single place where the
+limiter shared by all workers of one CRM account (:mod:`sla_guard.outbox.pacing`) plugs in.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import requests
+from redis.exceptions import RedisError
 
 from sla_guard.exceptions import ServiceError
+from sla_guard.outbox.pacing import PaceDeferred
 
 RETRY_AFTER_CAP_S = 3600.0
 """A wait longer than this is read as this: an item is never parked for days by one answer."""
@@ -139,14 +145,19 @@ class Pacer(Protocol):
     """Keeps the requests of one account of a service under its rate limit, across processes
     (:mod:`sla_guard.outbox.pacing` keeps the pace in Redis)."""
 
-    def turn(self, service: str, account: str) -> AbstractContextManager[Any]:
+    def turn(self, service: str, account: str, cost: int = 1) -> AbstractContextManager[Any]:
         """Held for the whole request: entered when one more request to ``account`` may go out
-        (it may wait, or raise a :class:`~sla_guard.exceptions.DeliveryError` to retry later),
-        left when the answer came."""
+        (it may wait, or raise :class:`~sla_guard.outbox.pacing.PaceDeferred` to retry later),
+        left when the answer came. ``cost`` is the request's weight (Pipedrive's tokens)."""
         ...
 
     def rate_limited(self, service: str, account: str, wait_s: float | None) -> None:
         """The service answered "too fast" anyway; ``wait_s`` is the wait it named, if any."""
+        ...
+
+    def refused(self, service: str, account: str) -> float | None:
+        """The service answered 403: the seconds every call of the account now waits when that
+        means the account was blocked for going too fast, else ``None`` (a plain refusal)."""
         ...
 
 
@@ -183,6 +194,8 @@ class Http:
         account: str | None = None,
         error: type[ServiceError] = ServiceError,
         not_found: type[ServiceError] | None = None,
+        limited: Callable[[requests.Response], bool] | None = None,
+        cost: Callable[[str, str], int] | None = None,
     ):
         self.service = service
         self.session = session
@@ -192,6 +205,10 @@ class Http:
         self.account = account
         self.error_class = error
         self.not_found_class = not_found
+        self.limited = limited
+        """Recognises the service's own "too fast" answers besides 429."""
+        self.cost = cost
+        """The weight of a request (method, URL) in the account's budget; 1 when not given."""
 
     # --- sending ---------------------------------------------------------------------------
 
@@ -204,18 +221,46 @@ class Http:
                 self.secrets.add(str(value).partition(" ")[2] or str(value))
         lead = f"{what}: " if what else ""
         pacer = _pacer if self.account is not None else None
+        cost = self.cost(method, url) if self.cost is not None else 1
         try:
-            with pacer.turn(self.service, self.account) if pacer is not None else nullcontext():
+            with pacer.turn(self.service, self.account, cost) if pacer is not None else nullcontext():
                 response = self.session.request(method, url, timeout=self.timeout, allow_redirects=False, **kwargs)
+        except PaceDeferred as exc:
+            raise self.fail(
+                f"{lead}not sent: {exc}", transient=True, rate_limited=True, retry_after_s=exc.wait_s
+            ) from None
+        except RedisError as exc:
+            raise self.fail(
+                f"{lead}not sent: the pace of calls is unknown ({type(exc).__name__})", transient=True
+            ) from None
         except requests.Timeout:
             raise self.fail(f"{lead}timed out (no answer in time)", transient=True) from None
         except requests.ConnectionError as exc:
             raise self.fail(f"{lead}cannot connect ({type(exc).__name__})", transient=True) from None
         except requests.RequestException as exc:
             raise self.fail(f"{lead}the request failed ({type(exc).__name__})", transient=False) from None
-        if response.status_code == RATE_LIMITED_STATUS and pacer is not None:
-            pacer.rate_limited(self.service, self.account, retry_after(response))
+        if pacer is not None:
+            self._tell_pacer(pacer, response, lead)
         return response
+
+    def _tell_pacer(self, pacer: Pacer, response: requests.Response, lead: str) -> None:
+        limited = self.limited(response) if self.limited is not None else False
+        try:
+            if response.status_code == RATE_LIMITED_STATUS or limited:
+                pacer.rate_limited(self.service, self.account, retry_after(response))
+                return
+            blocked_s = pacer.refused(self.service, self.account) if response.status_code == 403 else None
+        except RedisError:
+            return  # the answer stands; the pace is told next time
+        if blocked_s:
+            raise self.fail(
+                f"{lead}refused (HTTP 403) right after too many requests: the account is blocked for now; "
+                f"every call of it waits {blocked_s:.0f} s",
+                transient=True,
+                rate_limited=True,
+                retry_after_s=blocked_s,
+                status=403,
+            )
 
     def post(self, url: str, what: str, **kwargs: Any) -> requests.Response:
         return self.request("POST", url, what, **kwargs)

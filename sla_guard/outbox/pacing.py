@@ -30,13 +30,16 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 from redis import Redis
 
-from sla_guard.exceptions import SlaGuardError
+from sla_guard.config import crm_settings
+from sla_guard.exceptions import ConfigError, SlaGuardError
 
 MAX_WAIT_S = 20.0
 """Longest a call waits for its turn inside a job (jobs may run 60 s)."""
@@ -286,3 +289,96 @@ def pace_stats(redis: Redis, namespace: str = "sla-guard") -> dict[str, dict[str
         if name in STAT_NAMES:
             stats.setdefault(crm, dict.fromkeys(STAT_NAMES, 0.0))[name] = float(value)
     return stats
+
+
+# --- the pacer of the HTTP layer ----------------------------------------------------------
+
+BLOCKED_S = 300.0
+"""How long every call of an amoCRM account waits after a 403 that follows a 429: amoCRM
+blocks an account that keeps going past its limit."""
+
+
+@dataclass(frozen=True)
+class CrmPace:
+    """One CRM's limits per account; ``pause_s``: the hold after a "too many requests" naming
+    no wait; ``blocked_s``: the hold after a 403 that follows one (0: a 403 is a refusal)."""
+
+    limits: tuple[Limit, ...]
+    pause_s: float = 1.0
+    blocked_s: float = 0.0
+
+
+def _whole(values: Mapping[str, Any], key: str, default: int) -> int:
+    value = str(values.get(key) or default).strip()
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{key} must be a whole number above 0, not {value[:40]!r}")
+    return int(value)
+
+
+def crm_paces(settings: Any) -> dict[str, CrmPace]:
+    """Each CRM's documented limits, with the plan-dependent ones from the settings:
+    ``SLA_GUARD_HUBSPOT_CALLS_PER_10S`` (a private app's burst: 100, or 190 on Professional and
+    Enterprise, 250 with the limit increase), ``SLA_GUARD_PIPEDRIVE_CALLS_PER_2S`` (20 … 120 by
+    plan) and ``SLA_GUARD_PIPEDRIVE_DAILY_TOKENS`` (30,000 × the plan's multiplier × seats)."""
+    hubspot, pipedrive = crm_settings(settings, "hubspot"), crm_settings(settings, "pipedrive")
+    return {
+        "amocrm": CrmPace((Window(7, 1.0),), blocked_s=BLOCKED_S),
+        "bitrix24": CrmPace((Bucket(rate_per_s=2, burst=50),)),
+        "hubspot": CrmPace((Window(_whole(hubspot, "SLA_GUARD_HUBSPOT_CALLS_PER_10S", 100), 10.0),)),
+        "pipedrive": CrmPace(
+            (
+                Window(_whole(pipedrive, "SLA_GUARD_PIPEDRIVE_CALLS_PER_2S", 20), 2.0),
+                DailyBudget(_whole(pipedrive, "SLA_GUARD_PIPEDRIVE_DAILY_TOKENS", 30_000)),
+            ),
+            pause_s=2.0,
+        ),
+    }
+
+
+def _account(account: str) -> str:
+    """The digest of an account: a URL's host (the amoCRM account, the Bitrix24 portal, whatever
+    the path holds), or the text as given (a digest of a token)."""
+    parts = urlsplit(account)
+    return account_key(parts.netloc.lower() if parts.scheme and parts.netloc else account)
+
+
+class CrmPacer:
+    """The pacer of the HTTP layer (:func:`sla_guard.outbox.http.install_pacer`): a request to a
+    CRM account takes its turn under that CRM's limits (:func:`crm_paces`); other services
+    are not paced."""
+
+    def __init__(self, pacer: Pacer, paces: Mapping[str, CrmPace]):
+        self.pacer = pacer
+        self.paces = dict(paces)
+
+    def turn(self, service: str, account: str, cost: int = 1):
+        crm = service.lower()
+        pace = self.paces.get(crm)
+        if pace is None:
+            return nullcontext()
+        return self.pacer.turn(crm, _account(account), pace.limits, cost)
+
+    def rate_limited(self, service: str, account: str, wait_s: float | None) -> None:
+        crm = service.lower()
+        pace = self.paces.get(crm)
+        if pace is not None:
+            self.pacer.limited(crm, _account(account), wait_s or pace.pause_s)
+
+    def refused(self, service: str, account: str) -> float | None:
+        crm = service.lower()
+        pace = self.paces.get(crm)
+        if pace is None or not pace.blocked_s or not self.pacer.recently_limited(crm, _account(account)):
+            return None
+        self.pacer.pause(crm, _account(account), pace.blocked_s)
+        return pace.blocked_s
+
+
+def crm_pacer(settings: Any) -> CrmPacer:
+    """The CRM pacer of a process, on its own Redis connection (``REDIS_URL``), its keys under
+    the queue's name."""
+    if isinstance(settings, Mapping):
+        url, namespace = settings.get("REDIS_URL"), settings.get("SLA_GUARD_QUEUE")
+    else:  # the typed settings object
+        url, namespace = settings.redis_url, settings.queue
+    client = Redis.from_url(url or "redis://127.0.0.1:6379/0", socket_connect_timeout=1, socket_timeout=5)
+    return CrmPacer(Pacer(client, str(namespace or "sla-guard")), crm_paces(settings))

@@ -93,6 +93,9 @@ class LeadRow(Base):
     rule_version: Mapped[str | None] = mapped_column(String(40))
     last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    customer: Mapped[str | None] = mapped_column(String(2000))
+    """The company or contact the lead is for (``lead.customer``): a customer's LTV sums its leads."""
+    __table_args__ = (Index("ix_leads_created_at", "created_at"),)
 
 
 class ClockRow(Base):
@@ -278,3 +281,41 @@ class QuarantinedLeadRow(Base):
     failures: Mapped[int] = mapped_column(Integer, default=1)
     first_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class StageStayRow(Base):
+    """One stay of a lead in a stage: when it entered, when and how it left (funnel reports)."""
+
+    __tablename__ = "stage_stays"
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.lead_id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stage: Mapped[str] = mapped_column(String(2000))
+    entered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    left_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    left_how: Mapped[str | None] = mapped_column(String(20))
+    next_stage: Mapped[str | None] = mapped_column(String(2000))
+
+
+class SpendRow(Base):
+    """Marketing spend of one source in one calendar month (``2026-11``)."""
+
+    __tablename__ = "spend"
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    source: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    amount: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UserRow(Base):
+    """A person who signs in to the dashboard, with a role and (for managers) a team."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(500))
+    role: Mapped[str] = mapped_column(String(20))
+    team: Mapped[str | None] = mapped_column(String(2000))
+    locale: Mapped[str] = mapped_column(String(5), default="en")
+    failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -12,9 +12,18 @@ from sqlalchemy.orm import Session
 from sla_guard.core.engine import ClockState, LeadState, clock_steps, next_fire_at
 from sla_guard.core.events import LeadEvent
 from sla_guard.core.rules.schema import RuleSet
-from sla_guard.store.models import ClockRow, EscalationRow, EventRow, LeadRow, QuarantinedLeadRow, RuleVersionRow
+from sla_guard.core.stays import Stay
+from sla_guard.store.models import (
+    ClockRow,
+    EscalationRow,
+    EventRow,
+    LeadRow,
+    QuarantinedLeadRow,
+    RuleVersionRow,
+    StageStayRow,
+)
 
-LEAD_FIELDS = ("name", "source", "pipeline", "stage", "owner", "team", "priority", "amount", "url", "tags")
+LEAD_FIELDS = ("name", "source", "pipeline", "stage", "owner", "team", "priority", "amount", "url", "tags", "customer")
 """Lead attributes copied from the CRM's events onto the lead row."""
 
 
@@ -91,14 +100,38 @@ def lock_lead(session: Session, lead_id: str, now: datetime) -> LeadRow:
     ).scalar_one()
 
 
-def lead_events(session: Session, lead_id: str) -> tuple[list[int], list[LeadEvent]]:
-    """All events of a lead, oldest first (ties in order of arrival), with their row ids."""
+def lock_leads(session: Session, lead_ids: list[str], now: datetime) -> dict[str, LeadRow]:
+    """The leads' rows, created if new, locked for this transaction in the order given (one
+    statement: a multi-row upsert, as :func:`lock_lead` does for one)."""
+    if not lead_ids:
+        return {}
+    upsert = (
+        _insert(session, LeadRow)
+        .values([{"lead_id": lead_id, "status": "open", "known": False, "updated_at": now} for lead_id in lead_ids])
+        .on_conflict_do_update(index_elements=["lead_id"], set_={"updated_at": now})  # takes the row locks
+        .returning(LeadRow)
+    )
     rows = session.execute(
-        select(EventRow.id, EventRow.payload)
-        .where(EventRow.lead_id == lead_id)
-        .order_by(EventRow.occurred_at, EventRow.id)
-    ).all()
-    return [row.id for row in rows], [LeadEvent.from_json(row.payload) for row in rows]
+        select(LeadRow).from_statement(upsert), execution_options={"populate_existing": True}
+    ).scalars()
+    return {row.lead_id: row for row in rows}
+
+
+def events_of_leads(session: Session, lead_ids: list[str]) -> dict[str, tuple[list[int], list[LeadEvent]]]:
+    """All events of each of these leads, oldest first (ties in order of arrival), with their
+    row ids, read in one query."""
+    out: dict[str, tuple[list[int], list[LeadEvent]]] = {lead_id: ([], []) for lead_id in lead_ids}
+    if lead_ids:
+        rows = session.execute(
+            select(EventRow.lead_id, EventRow.id, EventRow.payload)
+            .where(EventRow.lead_id.in_(lead_ids))
+            .order_by(EventRow.lead_id, EventRow.occurred_at, EventRow.id)
+        )
+        for row in rows:
+            ids, events = out[row.lead_id]
+            ids.append(row.id)
+            events.append(LeadEvent.from_json(row.payload))
+    return out
 
 
 def mark_processed(session: Session, event_ids: list[int], now: datetime) -> None:
@@ -291,3 +324,25 @@ def next_fire_times(session: Session, clock_ids: list[int]) -> dict[int, datetim
     """``next_fire_at`` of each of these clocks (None when it has nothing more to fire or is gone)."""
     found = dict(session.execute(select(ClockRow.id, ClockRow.next_fire_at).where(ClockRow.id.in_(clock_ids))).all())
     return {clock_id: found.get(clock_id) for clock_id in clock_ids}
+
+
+def save_stays(session: Session, lead_id: str, stays: list[Stay]) -> None:
+    """Make the lead's stored stage stays equal ``stays``, rewriting only from the first difference."""
+    table = StageStayRow.__table__
+    columns = ("seq", "stage", "entered_at", "left_at", "left_how", "next_stage")
+    stored = [
+        tuple(row)
+        for row in session.connection().execute(
+            select(*[table.c[name] for name in columns]).where(table.c.lead_id == lead_id).order_by(table.c.seq)
+        )
+    ]
+    wanted = [(s.seq, s.stage, s.entered_at, s.left_at, s.left_how, s.next_stage) for s in stays]
+    first = next(
+        (i for i, (a, b) in enumerate(zip(stored, wanted, strict=False)) if a != b), min(len(stored), len(wanted))
+    )
+    if first < len(stored):
+        session.connection().execute(table.delete().where(table.c.lead_id == lead_id, table.c.seq >= first))
+    if first < len(wanted):
+        session.connection().execute(
+            table.insert(), [{"lead_id": lead_id, **dict(zip(columns, row, strict=True))} for row in wanted[first:]]
+        )

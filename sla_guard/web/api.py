@@ -1,20 +1,20 @@
-"""The read API: leads with their timelines, overdue lists, SLA reports. Bearer token required."""
+"""The read API: leads with their timelines, overdue lists, the reports. Bearer token required."""
 
 from __future__ import annotations
 
 import json
-import statistics
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import exists, select
 
 from sla_guard.config import of_app
-from sla_guard.core.bounds import moment_problem
-from sla_guard.core.engine import FIRST_TOUCH
-from sla_guard.exceptions import Unauthorized
+from sla_guard.exceptions import InvalidReportQuery, Unauthorized
+from sla_guard.reports import Report, Visibility, parse_query, run_report
+from sla_guard.reports.spend import parse_spend
 from sla_guard.security import verify_bearer
 from sla_guard.store.db import get_db
+from sla_guard.store.insight import upsert_spend
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, FollowUpTaskRow, LeadRow
 from sla_guard.store.repository import LEAD_FIELDS, clock_state
 from sla_guard.web.errors import error
@@ -23,9 +23,6 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 LEAD_STATUSES = ("overdue", "open", "closed")
 """Values of ``GET /api/leads?status=``."""
-
-REPORT_GROUPS = ("owner", "source", "team")
-"""Values of ``GET /api/reports/sla?by=``."""
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -270,59 +267,50 @@ def get_lead(lead_id: str):
     return jsonify(body)
 
 
-def _parse_when(name: str, default: datetime):
-    raw = request.args.get(name)
-    if not raw:
-        return default, None
+def report_response(report: Report, csv_wanted: bool):
+    """A report as JSON, or as a CSV download when ``csv_wanted``."""
+    if not csv_wanted:
+        return jsonify(report.as_json())
+    name = "-".join(
+        [report.name, *[str(v) for v in report.meta.values()], report.query.start.date().isoformat()]
+        + [report.query.end.date().isoformat()]
+    )
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+    return Response(
+        report.as_csv(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{safe}.csv"'},
+    )
+
+
+def compute_report(name: str, args, visibility: Visibility | None = None) -> Report:
+    """Run report ``name`` for request ``args`` in the app's rules time zone."""
+    rules = current_app.extensions["sla_guard.rules"].current()
+    query = parse_query(args, _now(), rules.spec.timezone, visibility)
+    with get_db(current_app).engine.connect() as connection:
+        return run_report(name, connection, query, args, rules)
+
+
+@bp.get("/reports/<name>")
+def report(name: str):
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "csv"):
+        return error(400, "format must be json or csv", field="format")
     try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None, error(400, f"{name} must be an ISO 8601 date or time", field=name)
-    value = value if value.tzinfo else value.replace(tzinfo=UTC)
-    problem = moment_problem(value) or ("must be before the year 3000" if value.year >= 3000 else None)
-    if problem:
-        return None, error(400, f"{name} {problem}", field=name)
-    return value.astimezone(UTC), None
+        computed = compute_report(name, request.args)
+    except InvalidReportQuery as exc:
+        return error(404 if exc.field == "name" else 400, exc.message, field=exc.field)
+    return report_response(computed, fmt == "csv")
 
 
-@bp.get("/reports/sla")
-def sla_report():
-    now = _now()
-    start, problem = _parse_when("from", now - timedelta(days=30))
-    if problem:
-        return problem
-    end, problem = _parse_when("to", now)
-    if problem:
-        return problem
-    by = request.args.get("by", "owner")
-    if by not in REPORT_GROUPS:
-        return error(400, f"by must be one of {', '.join(REPORT_GROUPS)}", field="by")
+@bp.post("/spend")
+def post_spend():
+    """Marketing spend: a JSON array of ``{month, source, amount}``, upserted by month and source."""
+    body = request.get_json(silent=True)
+    try:
+        rows = parse_spend(body)
+    except InvalidReportQuery as exc:
+        return error(400, exc.message, field=exc.field)
     with get_db(current_app).session() as session:
-        rows = session.execute(
-            select(ClockRow, LeadRow)
-            .join(LeadRow, LeadRow.lead_id == ClockRow.lead_id)
-            .where(ClockRow.name == FIRST_TOUCH, ClockRow.started_at >= start, ClockRow.started_at < end)
-        ).all()
-    groups: dict[str | None, dict] = {}
-    for clock, lead in rows:
-        group = groups.setdefault(
-            getattr(lead, by), {"leads": 0, "met": 0, "missed": 0, "overdue": 0, "running": 0, "touch_s": []}
-        )
-        status = _clock_json(clock, now)["status"]
-        group["leads"] += 1
-        group[status] += 1
-        if lead.first_touch_at and lead.created_at:
-            group["touch_s"].append(max(0.0, (lead.first_touch_at - lead.created_at).total_seconds()))
-    out = []
-    for key, group in sorted(groups.items(), key=lambda item: str(item[0])):
-        decided = group["met"] + group["missed"] + group["overdue"]
-        touch = group.pop("touch_s")
-        out.append(
-            {
-                by: key,
-                **group,
-                "compliance": round(group["met"] / decided, 4) if decided else None,
-                "first_touch_median_s": round(statistics.median(touch), 1) if touch else None,
-            }
-        )
-    return jsonify({"from": _iso(start), "to": _iso(end), "by": by, "clock": FIRST_TOUCH, "groups": out})
+        stored = upsert_spend(session, rows, _now())
+    return jsonify({"upserted": stored})

@@ -7,6 +7,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from sla_guard import metrics
+from sla_guard.config import of_app
 from sla_guard.store.db import get_db
 
 bp = Blueprint("health", __name__)
@@ -36,4 +37,5 @@ def readyz():
 
 @bp.get("/metrics")
 def prometheus():
-    return Response(metrics.render(get_db(current_app)), mimetype="text/plain; version=0.0.4")
+    body = metrics.render(get_db(current_app), current_app.extensions.get("sla_guard.redis"), of_app(current_app).queue)
+    return Response(body, mimetype="text/plain; version=0.0.4")

@@ -28,6 +28,7 @@ def explain(rules: RuleSet, events: list[LeadEvent]) -> str:
             lines.append("      (no conditions: matches every lead)")
         if held:
             break
+    lines.extend(_pipeline_lines(rules, state.fields))
     if state.rule_name is None:
         lines.append("no rule matches: the lead gets no SLA clock")
         return "\n".join(lines)
@@ -49,3 +50,20 @@ def explain(rules: RuleSet, events: list[LeadEvent]) -> str:
             extra = ", reassign" if step.reassign else ""
             lines.append(f"    {what}: {_when(step.at, calendar)} → {', '.join(step.notify)}{extra}")
     return "\n".join(lines)
+
+
+def _pipeline_lines(rules: RuleSet, fields: dict) -> list[str]:
+    """Where the lead stands in its pipeline's stage order (the rules file's ``pipelines:``)."""
+    pipeline, stage = fields.get("pipeline"), fields.get("stage")
+    stages = rules.spec.pipelines.get(pipeline) if pipeline else None
+    if not stages:
+        listed = ", ".join(rules.spec.pipelines) or "none"
+        return [
+            f"pipeline {pipeline or '(none)'}: not in pipelines: (listed: {listed}); funnel stages in first-seen order"
+        ]
+    line = f"pipeline {pipeline}: {' → '.join(stages)}"
+    if stage in stages:
+        line += f" (lead is in {stage}, stage {stages.index(stage) + 1} of {len(stages)})"
+    elif stage:
+        line += f" (lead is in {stage}, which the pipeline does not list)"
+    return [line]

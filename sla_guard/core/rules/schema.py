@@ -255,6 +255,22 @@ class RulesFile(_Spec):
     on_duty: str | None = None
     ops: OpsSpec = OpsSpec()
     digests: DigestSpec | None = None
+    pipelines: dict[str, tuple[str, ...]] = {}
+    """Each pipeline's stages in order (the funnel report shows them so)."""
+
+    @field_validator("pipelines")
+    @classmethod
+    def _stage_lists(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for name, stages in value.items():
+            if not stages:
+                raise ValueError(f"pipeline {name!r} lists no stages")
+            if any(not stage.strip() for stage in stages):
+                raise ValueError(f"pipeline {name!r} has an empty stage name")
+            repeated = sorted({stage for stage in stages if stages.count(stage) > 1})
+            if repeated:
+                raise ValueError(f"pipeline {name!r} lists {', '.join(repeated)} more than once")
+        return value
+
     rules: tuple[Rule, ...] = ()
 
 

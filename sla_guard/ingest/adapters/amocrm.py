@@ -33,15 +33,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 from sla_guard.core.events import LeadEvent
+from sla_guard.core.record_ids import lead_id as record_lead_id
 from sla_guard.exceptions import InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters.base import (
     AdapterResult,
     RawRequest,
     amount,
+    customer_id,
     from_iso,
     from_unix,
     indexed,
@@ -67,6 +69,8 @@ FIELD_PRIORITY = "SLA_GUARD_AMOCRM_FIELD_PRIORITY"
 FIELD_TEAM = "SLA_GUARD_AMOCRM_FIELD_TEAM"
 BASE_URL = "SLA_GUARD_AMOCRM_BASE_URL"
 ACCESS_TOKEN = "SLA_GUARD_AMOCRM_ACCESS_TOKEN"
+SUBDOMAIN = "SLA_GUARD_AMOCRM_SUBDOMAIN"
+_AMO_DOMAINS = ("amocrm.ru", "amocrm.com", "kommo.com")
 SETTINGS = (
     TOKEN,
     ACCOUNT_ID,
@@ -78,6 +82,7 @@ SETTINGS = (
     FIELD_TEAM,
     BASE_URL,
     ACCESS_TOKEN,
+    SUBDOMAIN,
 )
 """Every setting of amoCRM (the REST ones are read by the workers, not by this module)."""
 
@@ -142,7 +147,8 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     """Check the path token (last path segment) and that the body names our account.
 
     amoCRM signs nothing and sends no timestamp, so ``now`` is unused. Every account id in the
-    body (``account[id]`` and each entity's ``account_id``) must be ours.
+    body (``account[id]`` and each entity's ``account_id``) must be ours; a body without
+    ``account[id]`` is accepted when its ``account[subdomain]`` is ours (:func:`account_subdomain`).
     """
     account = text(settings.get(ACCOUNT_ID))
     verify_token(raw, settings)
@@ -155,13 +161,30 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     account_group = form.get("account") if isinstance(form.get("account"), dict) else {}
     said = text(account_group.get("id"))
     if said is None:
-        raise Unauthorized("the body does not name an amoCRM account")
-    if not hmac.compare_digest(said.encode(), account.encode()):
+        # Some hooks name the account by subdomain only. Refusing them would make amoCRM switch
+        # the hook off after 100 failures in 2 hours, so the subdomain is checked instead.
+        subdomain, ours = (text(account_group.get("subdomain")) or "").lower(), account_subdomain(settings)
+        if not subdomain or not ours:
+            raise Unauthorized("the body does not name an amoCRM account")
+        if not hmac.compare_digest(subdomain.encode(), ours.encode()):
+            raise Unauthorized("the webhook comes from another amoCRM account")
+    elif not hmac.compare_digest(said.encode(), account.encode()):
         raise Unauthorized("the webhook comes from another amoCRM account")
     for item in _all_items(form):
         other = text(item.get("account_id"))
         if other is not None and not hmac.compare_digest(other.encode(), account.encode()):
             raise Unauthorized("an entity in the webhook belongs to another amoCRM account")
+
+
+def account_subdomain(settings: Mapping[str, Any]) -> str | None:
+    """The account's subdomain: ``SLA_GUARD_AMOCRM_SUBDOMAIN``, else the first label of
+    ``SLA_GUARD_AMOCRM_BASE_URL`` (``https://acme.amocrm.ru`` → ``acme``)."""
+    named = text(settings.get(SUBDOMAIN))
+    if named:
+        return named.lower()
+    host = (urlsplit(text(settings.get(BASE_URL)) or "").hostname or "").lower()
+    label, _, rest = host.partition(".")
+    return label if rest in _AMO_DOMAINS and label else None
 
 
 def _all_items(form: dict[str, Any]):
@@ -259,7 +282,7 @@ def _lead(item: dict[str, Any], where: str, context: _Context, *, stage: bool) -
         text(tag.get("name")) for _, tag in indexed(item.get("tags")) if isinstance(tag, dict) and text(tag.get("name"))
     ]
     return {
-        "id": lead_id,
+        "id": _lead_id(lead_id),
         "name": text(item.get("name")),
         "stage": text(item.get("status_id")) if stage else None,
         "pipeline": text(item.get("pipeline_id")),
@@ -267,8 +290,14 @@ def _lead(item: dict[str, Any], where: str, context: _Context, *, stage: bool) -
         "amount": amount(item.get("price")),
         "url": f"{context.base_url}/leads/detail/{lead_id}" if context.base_url else None,
         "tags": tags or None,
+        "customer": customer_id("amocrm", "company", item.get("linked_company_id")),
         **lead_fields(context.mapping.get("fields", {}), custom),
     }
+
+
+def _lead_id(native: str) -> str:
+    """sla-guard's id of an amoCRM lead (``amocrm:lead:<id>``)."""
+    return record_lead_id(CRM, "lead", native)
 
 
 _LEAD_TIMES = ("updated_at", "last_modified", "created_at", "date_create")
@@ -281,7 +310,7 @@ def _lead_added(entity, action, item, where, context):
     lead = _lead(item, where, context, stage=True)
     return make_event(
         where,
-        event_id=f"amocrm-leads-add-{lead['id']}-{_stamp(item, moment)}",
+        event_id=f"amocrm-leads-add-{text(item.get('id'))}-{_stamp(item, moment)}",
         type="lead.created",
         occurred_at=moment,
         lead=lead,
@@ -300,7 +329,7 @@ def _lead_updated(entity, action, item, where, context):
     lead = _lead(item, where, context, stage=False)
     return make_event(
         where,
-        event_id=f"amocrm-leads-update-{lead['id']}-{_stamp(item, moment)}",
+        event_id=f"amocrm-leads-update-{text(item.get('id'))}-{_stamp(item, moment)}",
         type="lead.updated",
         occurred_at=moment,
         lead=lead,
@@ -313,7 +342,7 @@ def _lead_status(entity, action, item, where, context):
     status = require(item.get("status_id"), f"{where}[status_id]")
     result = outcome(status, context.mapping)
     common = dict(
-        event_id=f"amocrm-leads-status-{lead['id']}-{_stamp(item, moment)}",
+        event_id=f"amocrm-leads-status-{text(item.get('id'))}-{_stamp(item, moment)}",
         occurred_at=moment,
         lead=lead,
         previous_stage=text(item.get("old_status_id")),
@@ -329,7 +358,7 @@ def _lead_responsible(entity, action, item, where, context):
     require(item.get("responsible_user_id"), f"{where}[responsible_user_id]")
     return make_event(
         where,
-        event_id=f"amocrm-leads-responsible-{lead['id']}-{_stamp(item, moment)}",
+        event_id=f"amocrm-leads-responsible-{text(item.get('id'))}-{_stamp(item, moment)}",
         type="lead.assigned",
         occurred_at=moment,
         lead=lead,
@@ -348,7 +377,7 @@ def _lead_deleted(entity, action, item, where, context):
         type="lead.closed",
         occurred_at=moment,
         reason="deleted",
-        lead={"id": lead_id, "stage": text(item.get("status_id")), "pipeline": text(item.get("pipeline_id"))},
+        lead={"id": _lead_id(lead_id), "stage": text(item.get("status_id")), "pipeline": text(item.get("pipeline_id"))},
     )
 
 
@@ -359,7 +388,7 @@ def _lead_restored(entity, action, item, where, context):
     lead = _lead(item, where, context, stage=True)
     return make_event(
         where,
-        event_id=f"amocrm-leads-restore-{lead['id']}-{int(moment.timestamp())}",
+        event_id=f"amocrm-leads-restore-{text(item.get('id'))}-{int(moment.timestamp())}",
         type="lead.stage_changed",
         occurred_at=moment,
         lead=lead,
@@ -405,7 +434,7 @@ def _lead_note(entity, action, item, where, context):
         event_id=f"amocrm-leads-note-{note_id}",
         type="lead.touched",
         occurred_at=moment,
-        lead={"id": lead_id},
+        lead={"id": _lead_id(lead_id)},
         touch={"channel": channel, "by": by, "outcome": "no_answer" if missed else None},
     )
 
@@ -426,7 +455,7 @@ def _task(entity, action, item, where, context):
         event_id=f"amocrm-task-{action}-{task_id}-{_stamp(item, moment)}",
         type="lead.touched",
         occurred_at=moment,
-        lead={"id": lead_id},
+        lead={"id": _lead_id(lead_id)},
         touch={"channel": "task", "by": by, "task_id": task_id},
     )
 
@@ -455,7 +484,7 @@ def _message(entity, action, item, where, context):
         event_id=f"amocrm-message-{message_id}",
         type="lead.touched",
         occurred_at=moment,
-        lead={"id": lead_id},
+        lead={"id": _lead_id(lead_id)},
         touch={"channel": "message", "by": by if by and by.isdigit() else None},
     )
 

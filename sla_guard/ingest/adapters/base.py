@@ -297,3 +297,11 @@ def unique(events: Iterable[LeadEvent]) -> list[LeadEvent]:
             seen.add(event.event_id)
             result.append(event)
     return result
+
+
+def customer_id(crm: str, kind: str, value: Any) -> str | None:
+    """``lead.customer`` for a CRM company or contact id (``pipedrive:org:1``); ``0`` means none."""
+    if isinstance(value, dict):
+        value = value.get("value", value.get("id"))
+    found = text(value)
+    return f"{crm}:{kind}:{found}" if found and found != "0" else None

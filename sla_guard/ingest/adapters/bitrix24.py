@@ -14,7 +14,9 @@ it with the last known state (:func:`snapshot` of the previous read) to name wha
 - nothing changed → nothing (one save often sends several UPDATE notifications);
 - a deleted record → ``lead.closed`` without an outcome, reason ``deleted`` (no look-up);
 - an activity on a lead/deal: an outgoing call or e-mail, a completed call or meeting, a
-  completed task → ``lead.touched``.
+  completed task → ``lead.touched``; of the modern activities (``TYPE_ID`` 6), a completed
+  to-do (``PROVIDER_ID`` ``CRM_TODO``, including the follow-up to-dos sla-guard created) and an
+  open-line chat (``IMOPENLINES_SESSION``) the manager closed or started → ``lead.touched``.
 
 Event ids are built from the record and its ``DATE_MODIFY``, so the same change read twice
 gives the same ids. Event names arrive in any letter case. Bitrix24 never retries a delivery.
@@ -31,12 +33,14 @@ from urllib.parse import urlsplit
 import requests
 
 from sla_guard.core.events import LeadEvent
+from sla_guard.core.record_ids import lead_id as record_lead_id
 from sla_guard.exceptions import CrmReadError, InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters.base import (
     AdapterResult,
     Lookup,
     RawRequest,
     amount,
+    customer_id,
     from_iso,
     from_unix,
     lead_fields,
@@ -78,13 +82,26 @@ DEFAULT_MAPPING: dict[str, Any] = {
 """Won/lost stage semantics (deals and leads) and lead statuses, the field holding the loss
 reason, and extra fields read as lead fields (``{"priority": "UF_CRM_PRIORITY"}``)."""
 
-_LEAD_KEYS = ("id", "name", "pipeline", "owner", "amount", "source", "priority", "team")
+_LEAD_KEYS = ("id", "name", "pipeline", "owner", "amount", "source", "priority", "team", "customer")
 _TOUCH_TYPES = {"1": "meeting", "2": "call", "3": "task", "4": "email"}
+_PROVIDER_TYPE = "6"
+_PROVIDER_TOUCHES = {"CRM_TODO": "task", "IMOPENLINES_SESSION": "message"}
+"""Modern activities that are touches: a to-do (the universal activity, which is also what
+sla-guard creates for a follow-up) once done, and an open-line chat once the manager closed it
+or when the manager started it."""
 _OUTGOING = "2"
 
 
 RestError = CrmReadError
 """A Bitrix24 REST read failed; ``retryable`` says whether trying later may help."""
+
+
+def query_limit_exceeded(response: requests.Response) -> bool:
+    """Bitrix24 says "too many requests" as HTTP 503 with ``QUERY_LIMIT_EXCEEDED`` (or a 429)."""
+    if response.status_code == 429:
+        return True
+    body = json_object(response) if response.status_code == 503 else None
+    return body is not None and str(body.get("error") or "").upper() == "QUERY_LIMIT_EXCEEDED"
 
 
 def mapping_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,7 +183,7 @@ def parse(raw: RawRequest, settings: Mapping[str, Any]) -> AdapterResult:
             type="lead.closed",
             occurred_at=ts,
             reason="deleted",
-            lead={"id": record_id},
+            lead={"id": record_lead_id(CRM, entity.lower(), record_id)},
         )
         return AdapterResult(events=[closed], ignored=[])
     if not (event.endswith("ADD") or event.endswith("UPDATE")):
@@ -192,7 +209,14 @@ def fetch(rest_url: str, method: str, id: str, session: requests.Session, timeou
     """
     key = rest_url.rstrip("/").rsplit("/", 1)[-1]
     http = Http(
-        "Bitrix24", session, timeout, [rest_url, rest_url.rstrip("/"), key], REST_URL, account=rest_url, error=RestError
+        "Bitrix24",
+        session,
+        timeout,
+        [rest_url, rest_url.rstrip("/"), key],
+        REST_URL,
+        account=rest_url,
+        error=RestError,
+        limited=query_limit_exceeded,
     )
     what = f"{method} failed"
     response = http.post(f"{rest_url.rstrip('/')}/{method}.json", what, params={"id": id})
@@ -226,6 +250,8 @@ def snapshot(rest_result: Mapping[str, Any], mapping: Mapping[str, Any] = DEFAUL
         "source": text(record.get("SOURCE_ID")),
         "reason": text(record.get(mapping["reason_field"])),
         "modified": text(record.get("DATE_MODIFY")),
+        "customer": customer_id("bitrix24", "company", record.get("COMPANY_ID"))
+        or customer_id("bitrix24", "contact", record.get("CONTACT_ID")),
         **lead_fields(mapping.get("fields", {}), record),
     }
 
@@ -241,18 +267,18 @@ def derive_events(
     if lookup.method == METHODS["ACTIVITY"]:
         return _activity_events(lookup, record)
     now = snapshot(record, mapping)
-    lead_id = require(now["id"] or lookup.id, "result.ID")
+    record_id = require(now["id"] or lookup.id, "result.ID")
     entity = "deal" if lookup.method == METHODS["DEAL"] else "lead"
     modified = _time(record.get("DATE_MODIFY"), lookup.ts, "result.DATE_MODIFY")
     stamp = int(modified.timestamp())
     lead = {key: now[key] for key in _LEAD_KEYS if now.get(key) is not None}
-    lead["id"] = lead_id
+    lead["id"] = record_lead_id(CRM, entity, record_id)
     staged = {**lead, "stage": now["stage"]}
     result = outcome(now, mapping)
 
     def event(kind: str, suffix: str, at: datetime, **extra: Any) -> LeadEvent:
         return make_event(
-            "result", event_id=f"bitrix24-{entity}-{lead_id}-{suffix}", type=kind, occurred_at=at, **extra
+            "result", event_id=f"bitrix24-{entity}-{record_id}-{suffix}", type=kind, occurred_at=at, **extra
         )
 
     if last_known is None:
@@ -305,20 +331,30 @@ def derive_events(
     return ordered(events)
 
 
+def _channel(record: Mapping[str, Any]) -> str | None:
+    """The touch channel of an activity's kind: classic types by ``TYPE_ID``; the modern ones
+    (``TYPE_ID`` 6, "provider" activities) by ``PROVIDER_ID``."""
+    type_id = text(record.get("TYPE_ID")) or ""
+    if type_id == _PROVIDER_TYPE:
+        return _PROVIDER_TOUCHES.get((text(record.get("PROVIDER_ID")) or "").upper())
+    return _TOUCH_TYPES.get(type_id)
+
+
 def _activity_events(lookup: Lookup, record: Mapping[str, Any]) -> list[LeadEvent]:
-    """One touch per activity: outgoing calls and e-mails, completed calls, meetings and tasks."""
+    """One touch per activity: outgoing calls, e-mails and chats, completed calls, meetings,
+    tasks, to-dos and open-line chats."""
     owner_type = OWNER_TYPES.get(text(record.get("OWNER_TYPE_ID")) or "")
-    channel = _TOUCH_TYPES.get(text(record.get("TYPE_ID")) or "")
+    channel = _channel(record)
     if owner_type is None or channel is None:
         return []
     completed = text(record.get("COMPLETED")) == "Y"
     outgoing = text(record.get("DIRECTION")) == _OUTGOING
-    if not (completed or (outgoing and channel in ("call", "email"))):
+    if not (completed or (outgoing and channel in ("call", "email", "message"))):
         return []
     if channel == "email" and not outgoing:
         return []  # the client wrote: that asks for an answer, it is not one
     activity_id = require(record.get("ID") or lookup.id, "result.ID")
-    lead_id = require(record.get("OWNER_ID"), "result.OWNER_ID")
+    lead_id = record_lead_id(CRM, owner_type, require(record.get("OWNER_ID"), "result.OWNER_ID"))
     # when it was logged or marked done; END_TIME may be a planned time still in the future
     at = _time(record.get("LAST_UPDATED") or record.get("CREATED"), lookup.ts, "result.LAST_UPDATED")
     by = text(record.get("RESPONSIBLE_ID")) or text(record.get("AUTHOR_ID"))

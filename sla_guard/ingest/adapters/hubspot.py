@@ -37,11 +37,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sla_guard.core.events import LeadEvent
+from sla_guard.core.record_ids import lead_id as record_lead_id
 from sla_guard.exceptions import InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters.base import (
     AdapterResult,
     RawRequest,
     amount,
+    customer_id,
     from_unix,
     header,
     make_event,
@@ -88,7 +90,12 @@ DEFAULT_MAPPING: dict[str, Any] = {
     "lost": frozenset({"closedlost"}),
     "touches": {"call": "call", "meeting": "meeting"},
     "optional_touches": {"email": "email", "communication": "message"},
-    "updated_properties": {"amount": "amount", "dealname": "name", "pipeline": "pipeline"},
+    "updated_properties": {
+        "amount": "amount",
+        "dealname": "name",
+        "pipeline": "pipeline",
+        "associatedcompanyid": "customer",
+    },
     "reason_property": "closed_lost_reason",
     "owner_property": "hubspot_owner_id",
 }
@@ -227,7 +234,7 @@ def _event(item: dict[str, Any], kind: str, where: str, mapping: Mapping[str, An
     event_id = f"hubspot-{require(item.get('eventId'), f'{where}.eventId')}"
     lead_id = require(item.get("objectId"), f"{where}.objectId")
     moment = from_unix(require(item.get("occurredAt"), f"{where}.occurredAt"), f"{where}.occurredAt", millis=True)
-    lead: dict[str, Any] = {"id": lead_id, "url": _url(item, obj, lead_id, app_url)}
+    lead: dict[str, Any] = {"id": record_lead_id(CRM, obj, lead_id), "url": _url(item, obj, lead_id, app_url)}
     common = dict(event_id=event_id, occurred_at=moment)
     if action == "creation":
         return make_event(where, type="lead.created", lead=lead, **common)
@@ -254,6 +261,8 @@ def _event(item: dict[str, Any], kind: str, where: str, mapping: Mapping[str, An
         return make_event(where, type="lead.updated", reason=value, lead=lead, **common)
     if prop in mapping["updated_properties"]:
         field = mapping["updated_properties"][prop]
+        if field == "customer":
+            value = customer_id("hubspot", "company", value)
         lead[field] = amount(value) if field == "amount" else value
         return make_event(where, type="lead.updated", lead=lead, **common)
     return None
@@ -274,9 +283,9 @@ def _touch(item: dict[str, Any], where: str, mapping: Mapping[str, Any]) -> Lead
         return None
     (from_type, from_id), (to_type, to_id) = ends
     if from_type in mapping["touches"] and to_type in mapping["lead_objects"]:
-        channel, lead_id = mapping["touches"][from_type], to_id
+        channel, lead_object, lead_id = mapping["touches"][from_type], to_type, to_id
     elif to_type in mapping["touches"] and from_type in mapping["lead_objects"]:
-        channel, lead_id = mapping["touches"][to_type], from_id
+        channel, lead_object, lead_id = mapping["touches"][to_type], from_type, from_id
     else:
         return None
     moment = from_unix(require(item.get("occurredAt"), f"{where}.occurredAt"), f"{where}.occurredAt", millis=True)
@@ -287,7 +296,7 @@ def _touch(item: dict[str, Any], where: str, mapping: Mapping[str, Any]) -> Lead
         event_id=f"hubspot-{require(item.get('eventId'), f'{where}.eventId')}",
         type="lead.touched",
         occurred_at=moment,
-        lead={"id": require(lead_id, f"{where}.toObjectId")},
+        lead={"id": record_lead_id(CRM, lead_object, require(lead_id, f"{where}.toObjectId"))},
         touch={"channel": channel, "by": by},
     )
 

@@ -35,11 +35,13 @@ from datetime import datetime
 from typing import Any
 
 from sla_guard.core.events import LeadEvent
+from sla_guard.core.record_ids import lead_id as record_lead_id
 from sla_guard.exceptions import InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters.base import (
     AdapterResult,
     RawRequest,
     amount,
+    customer_id,
     from_iso,
     from_unix,
     header,
@@ -226,12 +228,13 @@ def _deal(change: _Change, mapping: Mapping[str, Any], app_url: str | None) -> l
     record = _record(change)
     lead_id = require(record.get("id") or change.meta.get("entity_id"), "data.id")
     lead = {
-        "id": lead_id,
+        "id": record_lead_id(CRM, "deal", lead_id),
         "name": text(record.get("title")),
         "pipeline": text(record.get("pipeline_id")),
         "owner": _owner(record),
         "amount": amount(record.get("value")),
         "source": text(record.get("origin")),
+        "customer": customer_id("pipedrive", "org", record.get("org_id")),
         "url": f"{app_url.rstrip('/')}/deal/{lead_id}" if app_url else None,
         **lead_fields(mapping["fields"], _custom(record)),
     }
@@ -284,11 +287,12 @@ def _lead_entity(change: _Change, mapping: Mapping[str, Any], app_url: str | Non
     record = _record(change)
     lead_id = require(record.get("id") or change.meta.get("entity_id"), "data.id")
     lead = {
-        "id": lead_id,
+        "id": record_lead_id(CRM, "lead", lead_id),
         "name": text(record.get("title")),
         "owner": _owner(record),
         "amount": amount(record.get("value")),
         "source": text(record.get("source_name")) or text(record.get("origin")),
+        "customer": customer_id("pipedrive", "org", record.get("organization_id") or record.get("org_id")),
         "url": f"{app_url.rstrip('/')}/leads/inbox/{lead_id}" if app_url else None,
         **lead_fields(mapping["fields"], _custom(record)),
     }
@@ -320,9 +324,10 @@ def _activity(change: _Change, mapping: Mapping[str, Any], app_url: str | None) 
     newly_done = change.action == "create" or (change.action == "change" and change.changed("done"))
     if not (done and newly_done and kind in mapping["touch_types"]):
         return []
-    lead_id = text(record.get("deal_id")) or text(record.get("lead_id"))
-    if lead_id is None:
+    deal_id, pipedrive_lead_id = text(record.get("deal_id")), text(record.get("lead_id"))
+    if deal_id is None and pipedrive_lead_id is None:
         return []
+    lead_id = record_lead_id(CRM, "deal", deal_id) if deal_id else record_lead_id(CRM, "lead", pipedrive_lead_id)
     by = _owner(record) or text(change.meta.get("user_id"))
     return [
         make_event(

@@ -38,7 +38,9 @@ def client_for(crm: str, settings: Settings | Mapping[str, Any], session: reques
     ``SLA_GUARD_<CRM>_*`` names (:func:`sla_guard.config.crm_settings` picks the CRM's own).
     """
     client_class = CLIENTS.get(crm.lower())
-    return client_class.from_settings(crm_settings(settings, crm), session) if client_class else None
+    if client_class is None:
+        return None
+    return client_class.from_settings(crm_settings(settings, crm), session)
 
 
 __all__ = [

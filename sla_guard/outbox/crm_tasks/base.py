@@ -21,7 +21,7 @@ message, and paces the calls of each CRM account.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -34,7 +34,7 @@ from sla_guard.outbox.http import Http
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 20.0)
 """(connect, read) seconds for every CRM call; well under the 60 s job timeout."""
 
-KINDS = ("lead", "deal")
+KINDS = ("lead", "deal", "contact")
 STATUSES = ("open", "done", "gone")
 CLOSE_NOTE = "Closed by sla-guard: the follow-up cadence ended."
 """The result text written on a task sla-guard closes, where the CRM keeps one."""
@@ -54,7 +54,8 @@ class TaskRequest:
     idempotency_key: str
     """Stable per follow-up step, e.g. ``sla-guard-fu-42-1``."""
     kind: str = "deal"
-    """``"lead"`` or ``"deal"`` (amoCRM has leads only)."""
+    """The CRM's kind of record: ``"lead"``, ``"deal"`` or ``"contact"`` (HubSpot); the lead id
+    (:mod:`sla_guard.core.record_ids`) says which."""
 
     def __post_init__(self) -> None:
         if self.due_at.tzinfo is None or self.due_at.utcoffset() is None:
@@ -161,7 +162,22 @@ def crm_http(
     secrets: Iterable[str | None],
     credentials: str,
     account: str,
+    *,
+    limited: Callable[[requests.Response], bool] | None = None,
+    cost: Callable[[str, str], int] | None = None,
 ) -> Http:
     """The :class:`~sla_guard.outbox.http.Http` of one CRM account: :class:`TaskError` on
-    failure, :class:`TaskNotFound` for 404/410, paced per ``account``."""
-    return Http(crm, session, timeout, secrets, credentials, account=account, error=TaskError, not_found=TaskNotFound)
+    failure, :class:`TaskNotFound` for 404/410, paced per ``account`` (``limited`` and ``cost``
+    as :class:`~sla_guard.outbox.http.Http` takes them)."""
+    return Http(
+        crm,
+        session,
+        timeout,
+        secrets,
+        credentials,
+        account=account,
+        error=TaskError,
+        not_found=TaskNotFound,
+        limited=limited,
+        cost=cost,
+    )

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import requests
 
 from sla_guard.exceptions import TaskError, TaskNotFound
+from sla_guard.ingest.adapters.bitrix24 import query_limit_exceeded
 from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     TaskRequest,
@@ -56,6 +57,8 @@ READ_METHODS = {"lead": "crm.lead.get", "deal": "crm.deal.get"}
 UPDATE_METHODS = {"lead": "crm.lead.update", "deal": "crm.deal.update"}
 _RATE_WAIT_S = 1.0
 """Bitrix24's leaky bucket refills about two requests a second."""
+
+
 _TRANSIENT = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER"}
 _AUTH = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "EXPIRED_TOKEN", "INVALID_TOKEN", "WRONG_AUTH_TYPE", "INVALID_REQUEST"}
 _NOT_FOUND = {"NOT_FOUND", "ERROR_NOT_FOUND"}
@@ -65,11 +68,17 @@ class Bitrix24Tasks:
     """Task client for one Bitrix24 portal (its incoming webhook)."""
 
     def __init__(
-        self, rest_url: str, session: requests.Session, *, timeout: float | tuple[float, float] = DEFAULT_TIMEOUT
+        self,
+        rest_url: str,
+        session: requests.Session,
+        *,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     ):
         self.rest_url = rest_url.rstrip("/")
         key = urlsplit(self.rest_url).path.rstrip("/").rsplit("/", 1)[-1]
-        self.http = crm_http(CRM, session, timeout, [self.rest_url, key], REST_URL, self.rest_url)
+        self.http = crm_http(
+            CRM, session, timeout, [self.rest_url, key], REST_URL, self.rest_url, limited=query_limit_exceeded
+        )
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> Bitrix24Tasks | None:

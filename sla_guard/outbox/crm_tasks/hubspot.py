@@ -42,17 +42,20 @@ from sla_guard.outbox.crm_tasks.base import (
     subject,
 )
 from sla_guard.outbox.http import json_body
+from sla_guard.outbox.pacing import account_key
 
 CRM = "HubSpot"
 ACCESS_TOKEN = "SLA_GUARD_HUBSPOT_ACCESS_TOKEN"
 API_URL = "SLA_GUARD_HUBSPOT_API_URL"
 DEFAULT_API_URL = "https://api.hubapi.com"
-OBJECTS = {"deal": "deals", "lead": "contacts"}
-"""The HubSpot object a kind of sla-guard lead is."""
-ASSOCIATION_TYPES = {"deal": 216, "lead": 204}
+OBJECTS = {"deal": "deals", "contact": "contacts"}
+"""The HubSpot objects sla-guard's leads can be and tasks attach to (HubSpot's own *lead*
+object is not one of them: its follow-ups go to the owner as alerts)."""
+ASSOCIATION_TYPES = {"deal": 216, "contact": 204}
 """HUBSPOT_DEFINED association type ids: task → deal 216, task → contact 204."""
-SEARCH_KEYS = {"deal": "associations.deal", "lead": "associations.contact"}
+SEARCH_KEYS = {"deal": "associations.deal", "contact": "associations.contact"}
 PRIORITY = "MEDIUM"
+
 _DAILY_WAIT_S = 3600.0
 
 
@@ -68,7 +71,7 @@ class HubSpotTasks:
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     ):
         self.api_url = api_url.rstrip("/")
-        self.http = crm_http(CRM, session, timeout, [access_token], ACCESS_TOKEN, self.api_url)
+        self.http = crm_http(CRM, session, timeout, [access_token], ACCESS_TOKEN, account_key(access_token))
         self.headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
 
     @classmethod
@@ -82,6 +85,7 @@ class HubSpotTasks:
     # --- TaskClient -----------------------------------------------------------------------
 
     def create(self, task: TaskRequest) -> str:
+        _object(task.kind)
         record = str(numeric_id(task.lead_id, CRM, f"the {task.kind} id"))
         owner = str(numeric_id(task.owner, CRM, "the owner")) if task.owner else self._owner(task.kind, record)
         body = {
@@ -113,6 +117,7 @@ class HubSpotTasks:
         return str(created["id"])
 
     def find(self, task: TaskRequest) -> str | None:
+        _object(task.kind)
         record = str(numeric_id(task.lead_id, CRM, f"the {task.kind} id"))
         body = {
             "filterGroups": [
@@ -167,7 +172,7 @@ class HubSpotTasks:
         return "done" if properties.get("hs_task_status") == "COMPLETED" else "open"
 
     def assign_owner(self, lead_id: str, owner: str, kind: str = "deal") -> None:
-        objects = OBJECTS[record_kind(kind, CRM)]
+        objects = _object(record_kind(kind, CRM))
         record = numeric_id(lead_id, CRM, f"the {kind} id")
         user = numeric_id(owner, CRM, "the new owner")
         what = f"setting the owner of {kind} {record} to {user}"
@@ -201,6 +206,13 @@ class HubSpotTasks:
         body = body if isinstance(body, dict) else {}
         detail = " ".join(str(body[key]) for key in ("category", "message") if body.get(key)) or None
         return self.http.error(response, what, detail, retry_after_s=_rate_wait(response, body))
+
+
+def _object(kind: str) -> str:
+    """The HubSpot object of a kind of record; a permanent :class:`TaskError` for one without."""
+    if kind not in OBJECTS:
+        raise TaskError(CRM, f"tasks attach to deals and contacts, not to a HubSpot {kind}", transient=False)
+    return OBJECTS[kind]
 
 
 def _rate_wait(response: requests.Response, body: Mapping[str, Any]) -> float | None:

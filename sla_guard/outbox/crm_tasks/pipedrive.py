@@ -1,22 +1,27 @@
-"""Follow-up tasks in Pipedrive as activities of type ``task``, over API v1.
+"""Follow-up tasks in Pipedrive as activities of type ``task``, over API v2.
 
-- create: ``POST /v1/activities`` with ``subject``, ``type`` (``task``, or
+Pipedrive's API v1 activity and deal endpoints are out of support since 2026-08-01 and may
+answer 410 Gone at any time, so every call that has a v2 equivalent uses API v2:
+
+- create: ``POST /api/v2/activities`` with ``subject``, ``type`` (``task``, or
   ``SLA_GUARD_PIPEDRIVE_TASK_TYPE``), ``due_date`` (``YYYY-MM-DD``) and ``due_time``
   (``HH:MM``), both in UTC as Pipedrive expects, ``deal_id`` (a number) or ``lead_id`` (a
-  UUID), ``user_id`` and ``note`` (HTML: text + marker line); ``201`` answers
+  UUID), ``owner_id``, ``done: false`` and ``note`` (HTML: text + marker line); the answer is
   ``{"success": true, "data": {"id": …}}``.
-- find: ``GET /v1/activities?user_id=0&type=task&start_date=<due>&end_date=<due>`` (every
-  user's activities of that due day), matching the deal/lead and the marker in ``note``.
-- close: ``PUT /v1/activities/<id>`` with ``{"done": 1}``.
-- status: ``GET /v1/activities/<id>`` → ``done``; 404/410 or ``active_flag: false`` → gone.
-- assign_owner: ``PUT /v1/deals/<id>`` with ``{"user_id": <user id>}``, or for a lead
-  ``PATCH /v1/leads/<uuid>`` with ``{"owner_id": <user id>}``.
+- find: ``GET /api/v2/activities?deal_id=<id>`` (or ``lead_id=<uuid>``), 500 a page, following
+  ``additional_data.next_cursor``, matching the marker in ``note``.
+- close: ``PATCH /api/v2/activities/<id>`` with ``{"done": true}``.
+- status: ``GET /api/v2/activities/<id>`` → ``done``; 404/410 or ``is_deleted`` → gone.
+- assign_owner: ``PATCH /api/v2/deals/<id>`` with ``{"owner_id": <user id>}``. Leads have no
+  API v2 yet, so for a lead it is ``PATCH /api/v1/leads/<uuid>`` with ``{"owner_id": …}``.
 
-Without an owner the record's owner is read (``GET /v1/deals/<id>`` → ``user_id``,
-``GET /v1/leads/<id>`` → ``owner_id``): Pipedrive would otherwise assign the activity to the
-token's user. The token goes in the ``x-api-token`` header, never in the URL. Rate limits
-are per 2-second window (``x-ratelimit-reset`` says when it resets) plus a daily budget
-counted in UTC (``x-daily-requests-left``); both answer 429.
+Without an owner the record's owner is read (``GET /api/v2/deals/<id>`` or
+``GET /api/v1/leads/<uuid>`` → ``owner_id``): Pipedrive would otherwise assign the activity
+to the token's user. ``SLA_GUARD_PIPEDRIVE_API_URL`` is the API's base,
+``https://api.pipedrive.com/api`` by default or ``https://<company>.pipedrive.com/api`` (a base
+without the final ``/api`` gets it). The token goes in the ``x-api-token`` header, never in
+the URL. Rate limits are per 2-second window (``x-ratelimit-reset`` says when it resets) plus
+a daily token budget counted in UTC; both answer 429.
 """
 
 from __future__ import annotations
@@ -41,15 +46,29 @@ from sla_guard.outbox.crm_tasks.base import (
     subject,
 )
 from sla_guard.outbox.http import json_body
+from sla_guard.outbox.pacing import account_key
 
 CRM = "Pipedrive"
 API_TOKEN = "SLA_GUARD_PIPEDRIVE_API_TOKEN"
 API_URL = "SLA_GUARD_PIPEDRIVE_API_URL"
 TASK_TYPE = "SLA_GUARD_PIPEDRIVE_TASK_TYPE"
-DEFAULT_API_URL = "https://api.pipedrive.com"
+DEFAULT_API_URL = "https://api.pipedrive.com/api"
 DEFAULT_TASK_TYPE = "task"
 _WINDOW_S = 2.0
 """Pipedrive's rate-limit window."""
+PAGE = 500
+"""The largest page of API v2 lists."""
+MAX_PAGES = 10
+"""Pages of a record's activities read when looking for a task sla-guard created."""
+
+
+def token_cost(method: str, url: str) -> int:
+    """What a call spends of the daily budget, by Pipedrive's published costs: reading one
+    record 2 tokens, a list 20, a change 10 (API v2 endpoints cost no more)."""
+    if method.upper() != "GET":
+        return 10
+    last = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return 2 if last.isdigit() or len(last) == 36 else 20
 
 
 class PipedriveTasks:
@@ -65,8 +84,10 @@ class PipedriveTasks:
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     ):
         self.api_url = api_url.rstrip("/")
+        if not self.api_url.endswith("/api"):
+            self.api_url += "/api"
         self.task_type = task_type
-        self.http = crm_http(CRM, session, timeout, [api_token], API_TOKEN, self.api_url)
+        self.http = crm_http(CRM, session, timeout, [api_token], API_TOKEN, account_key(api_token), cost=token_cost)
         self.headers = {"x-api-token": api_token, "Accept": "application/json"}
 
     @classmethod
@@ -93,11 +114,12 @@ class PipedriveTasks:
             "due_date": task.due_at.strftime("%Y-%m-%d"),
             "due_time": task.due_at.strftime("%H:%M"),
             field: record,
-            "user_id": owner,
+            "owner_id": owner,
+            "done": False,
             "note": html_with_marker(task.text, task.idempotency_key),
         }
         what = f"creating the activity for {task.kind} {record}"
-        response = self._send("POST", "/v1/activities", what, json=body)
+        response = self._send("POST", "/v2/activities", what, json=body)
         if response.status_code not in (200, 201):
             raise self._error(response, what)
         data = _data(json_body(response))
@@ -109,27 +131,33 @@ class PipedriveTasks:
 
     def find(self, task: TaskRequest) -> str | None:
         field, record = _record(task)
-        day = task.due_at.strftime("%Y-%m-%d")
-        params = {"user_id": "0", "type": self.task_type, "start_date": day, "end_date": day, "limit": "500"}
-        what = f"listing the activities due {day}"
-        response = self._send("GET", "/v1/activities", what, params=params)
-        if response.status_code != 200:
-            raise self._error(response, what)
-        items = _data(json_body(response))
-        for item in items if isinstance(items, list) else []:
-            if (
-                isinstance(item, dict)
-                and item.get("id") is not None
-                and _same(item.get(field), record)
-                and has_marker(item.get("note"), task.idempotency_key)
-            ):
-                return str(item["id"])
+        params = {field: str(record), "limit": str(PAGE)}
+        what = f"listing the activities of {task.kind} {record}"
+        for _ in range(MAX_PAGES):
+            response = self._send("GET", "/v2/activities", what, params=params)
+            if response.status_code != 200:
+                raise self._error(response, what)
+            body = json_body(response)
+            items = _data(body)
+            for item in items if isinstance(items, list) else []:
+                if (
+                    isinstance(item, dict)
+                    and item.get("id") is not None
+                    and _same(item.get(field), record)
+                    and has_marker(item.get("note"), task.idempotency_key)
+                ):
+                    return str(item["id"])
+            more = body.get("additional_data") if isinstance(body, dict) else None
+            cursor = more.get("next_cursor") if isinstance(more, dict) else None
+            if not cursor:
+                return None
+            params = {**params, "cursor": str(cursor)}
         return None
 
     def close(self, task_id: str) -> None:
         number = numeric_id(task_id, CRM, "the activity id")
         what = f"marking activity {number} done"
-        response = self._send("PUT", f"/v1/activities/{number}", what, json={"done": 1})
+        response = self._send("PATCH", f"/v2/activities/{number}", what, json={"done": True})
         if response.status_code == 200:
             return
         error = self._error(response, what)
@@ -139,7 +167,7 @@ class PipedriveTasks:
     def status(self, task_id: str) -> str:
         number = numeric_id(task_id, CRM, "the activity id")
         what = f"reading activity {number}"
-        response = self._send("GET", f"/v1/activities/{number}", what)
+        response = self._send("GET", f"/v2/activities/{number}", what)
         if response.status_code in (404, 410):
             return "gone"
         if response.status_code != 200:
@@ -147,7 +175,7 @@ class PipedriveTasks:
         data = _data(json_body(response))
         if not isinstance(data, dict):
             raise self.http.fail(f"{what}: the answer is not an activity", transient=False, status=200)
-        if data.get("active_flag") is False:
+        if data.get("is_deleted") is True:
             return "gone"
         return "done" if data.get("done") in (True, 1, "1") else "open"
 
@@ -156,27 +184,24 @@ class PipedriveTasks:
         record = _record_id(kind, lead_id)
         user = numeric_id(owner, CRM, "the new owner")
         what = f"setting the owner of {kind} {record} to {user}"
-        if kind == "deal":
-            response = self._send("PUT", f"/v1/deals/{record}", what, json={"user_id": user})
-        else:
-            response = self._send("PATCH", f"/v1/leads/{record}", what, json={"owner_id": user})
+        path = f"/v2/deals/{record}" if kind == "deal" else f"/v1/leads/{record}"
+        response = self._send("PATCH", path, what, json={"owner_id": user})
         if response.status_code != 200:
             raise self._error(response, what)
 
     # --- helpers --------------------------------------------------------------------------
 
     def _owner(self, kind: str, record: int | str) -> int:
-        path, key = (f"/v1/deals/{record}", "user_id") if kind == "deal" else (f"/v1/leads/{record}", "owner_id")
+        path = f"/v2/deals/{record}" if kind == "deal" else f"/v1/leads/{record}"
         what = f"reading the owner of {kind} {record}"
         response = self._send("GET", path, what)
         if response.status_code != 200:
             raise self._error(response, what)
         data = _data(json_body(response))
-        owner = data.get(key) if isinstance(data, dict) else None
-        owner = owner.get("id") if isinstance(owner, dict) else owner  # v1 deals expand user_id
+        owner = data.get("owner_id") if isinstance(data, dict) else None
         if owner in (None, "", 0):
             raise self.http.fail(f"{what}: the record has no owner", transient=False, status=200)
-        return numeric_id(str(owner), CRM, key)
+        return numeric_id(str(owner), CRM, "owner_id")
 
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
         return self.http.request(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 import requests
 
+from sla_guard.core.record_ids import crm_record
 from sla_guard.core.rules.notify_spec import CrmChannel
 from sla_guard.exceptions import DeliveryError, TaskError
 from sla_guard.outbox.crm_tasks import TaskRequest, client_for
@@ -20,6 +21,20 @@ from sla_guard.outbox.crm_tasks import TaskRequest, client_for
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 DEFAULT_KINDS = {"amocrm": "lead", "bitrix24": "lead", "hubspot": "deal"}
 """What a lead id names in each CRM unless the channel says (Pipedrive: by the id's shape)."""
+
+
+def crm_target(channel: CrmChannel, lead_id: str) -> tuple[str, str]:
+    """``(the CRM's record id, its kind)`` an alert about ``lead_id`` attaches its task to.
+
+    A lead id naming a CRM record (``bitrix24:deal:5``) says both, and must name the channel's
+    CRM; a bare id (the generic webhook's) is taken as the CRM's own id, of the channel's kind.
+    """
+    record = crm_record(lead_id)
+    if record is None:
+        return lead_id, record_kind(channel, lead_id)
+    if record.crm != channel.crm:
+        raise DeliveryError(f"crm: lead {lead_id} is not a {channel.crm} record", transient=False)
+    return record.id, record.entity
 
 
 def record_kind(channel: CrmChannel, lead_id: str) -> str:
@@ -49,14 +64,15 @@ def send_crm(
     key = f"sla-guard-alert-{payload['alert_id']}" if payload.get("alert_id") is not None else None
     if key is None:
         raise DeliveryError("crm: only alerts can become CRM tasks", transient=False)
+    record_id, kind = crm_target(channel, str(payload["lead_id"]))
     try:
         task = TaskRequest(
-            lead_id=str(payload["lead_id"]),
+            lead_id=record_id,
             owner=task_owner(payload, address),
             text=payload["text"],
             due_at=fired_at + timedelta(seconds=channel.due_in.total_seconds()),
             idempotency_key=key,
-            kind=record_kind(channel, str(payload["lead_id"])),
+            kind=kind,
         )
         if client.find(task) is None:
             client.create(task)

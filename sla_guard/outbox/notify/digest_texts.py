@@ -9,7 +9,6 @@ manager their people's first-touch compliance over the last seven days, and give
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -144,21 +143,15 @@ def daily_text(items: list[Overdue], locale: str, day: str, now: datetime) -> st
     return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class ClockOutcome:
-    """A first-touch clock that started in the week, as the summary counts it."""
-
-    owner: str | None
-    team: str | None
-    status: str
-    touch_s: float | None = None
-
-
 @dataclass
 class Summary:
+    """The weekly numbers of one scope. First-touch counts come from the ``sla`` report (the one
+    definition the API and the dashboard show): ``total`` = met + missed + overdue."""
+
     total: int = 0
     met: int = 0
-    touch_s: list[float] = field(default_factory=list)
+    compliance: float | None = None
+    first_touch_p50_s: float | None = None
     escalations: int = 0
     overdue_now: int = 0
     by_owner: dict[str, list[int]] = field(default_factory=dict)
@@ -167,36 +160,38 @@ class Summary:
         return {
             "clocks": self.total,
             "met": self.met,
-            "compliance": round(self.met / self.total, 4) if self.total else None,
-            "first_touch_median_s": round(statistics.median(self.touch_s), 1) if self.touch_s else None,
+            "compliance": self.compliance,
+            "first_touch_median_s": self.first_touch_p50_s,
             "escalations": self.escalations,
             "overdue_now": self.overdue_now,
             "by_owner": {owner: {"met": met, "clocks": total} for owner, (met, total) in sorted(self.by_owner.items())},
         }
 
 
+def _decided(row: dict) -> int:
+    return row["met"] + row["missed"] + row["overdue"]
+
+
 def summarize(
-    outcomes: list[ClockOutcome],
+    sla_total: dict | None,
+    sla_by_owner: list[dict],
     escalations: list[tuple[str | None, str | None]],
     overdue_now: list[tuple[str | None, str | None]],
     scope: Scope | None,
 ) -> Summary:
-    """Counts over the clocks (owner, team) in ``scope`` (None: everybody). Running clocks are not counted."""
+    """A scope's summary from its ``sla`` report rows (already narrowed to ``scope``) and the
+    (owner, team) of escalations and overdue clocks, counted here when inside ``scope``."""
 
     def inside(owner, team):
         return scope is None or scope.covers(owner, team)
 
     summary = Summary()
-    for item in outcomes:
-        if item.status == "running" or not inside(item.owner, item.team):
-            continue
-        summary.total += 1
-        summary.met += item.status == "met"
-        counts = summary.by_owner.setdefault(item.owner or "—", [0, 0])
-        counts[0] += item.status == "met"
-        counts[1] += 1
-        if item.touch_s is not None:
-            summary.touch_s.append(item.touch_s)
+    if sla_total is not None:
+        summary.total, summary.met = _decided(sla_total), sla_total["met"]
+        summary.compliance, summary.first_touch_p50_s = sla_total["compliance"], sla_total["first_touch_p50_s"]
+    for row in sla_by_owner:
+        if _decided(row):
+            summary.by_owner[row["owner"] or "—"] = [row["met"], _decided(row)]
     summary.escalations = sum(1 for owner, team in escalations if inside(owner, team))
     summary.overdue_now = sum(1 for owner, team in overdue_now if inside(owner, team))
     return summary
@@ -212,7 +207,8 @@ def weekly_text(summary: Summary, locale: str, period: Period, zone: str, team_s
     if not summary.total:
         lines.append(f"{scope}: {digest['no_data']}")
     else:
-        median = spoken_duration(statistics.median(summary.touch_s), locale) if summary.touch_s else "—"
+        p50 = summary.first_touch_p50_s
+        median = spoken_duration(p50, locale) if p50 is not None else "—"
         lines.append(
             digest["weekly_line"].format(
                 scope=scope,

@@ -1,0 +1,150 @@
+"""``funnel``: how leads of one pipeline move through its stages, from the stage history.
+
+Stages come in the order of the rules file's ``pipelines:`` list for the pipeline, then any
+other stage seen, in first-seen order. Per stage: ``entered`` (leads that were ever in it),
+``advanced`` (of those, leads that later entered a later stage, or were won from it),
+``conversion`` = advanced / entered, ``lost_here`` (leads lost from it), and nearest-rank
+``time_in_stage_p50_s`` / ``p90`` over finished stays. Besides: ``transitions``
+(``[{from, to, count}]`` of stage moves), ``backward_moves`` (moves to an earlier stage),
+``skipped_stages`` (stages jumped over by forward moves: new -> proposal over qualification
+counts 1) and ``bulk_moves`` (stays entered and left by moves within 60 s: stages filled in
+after the fact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import case, distinct, func, literal, or_, select
+from sqlalchemy.engine import Connection
+
+from sla_guard.reports.query import ReportQuery, lead_conditions, ratio, seconds_between, with_percentiles
+from sla_guard.reports.report import Report
+from sla_guard.store.models import LeadRow, StageStayRow
+
+NAME = "funnel"
+FIELDS = ("entered", "advanced", "conversion", "lost_here", "time_in_stage_p50_s", "time_in_stage_p90_s")
+BULK_S = 60
+"""A stay entered and left by moves within this many seconds was filled in after the fact."""
+
+
+def _pipeline(query: ReportQuery, args: Mapping[str, str], rules) -> str | None:
+    configured = getattr(getattr(rules, "spec", None), "pipelines", None) or {}
+    return query.filters.get("pipeline") or args.get("pipeline") or next(iter(configured), None)
+
+
+def _index(column, order: list[str]):
+    if not order:
+        return literal(0)
+    return case(*[(column == stage, literal(i)) for i, stage in enumerate(order)], else_=literal(len(order)))
+
+
+def run(connection: Connection, query: ReportQuery, args: Mapping[str, str], rules=None) -> Report:
+    pipeline = _pipeline(query, args, rules)
+    if pipeline:
+        query = query.narrowed(pipeline=pipeline)
+    leads, stays = LeadRow.__table__, StageStayRow.__table__
+    ours = stays.join(leads, leads.c.lead_id == stays.c.lead_id)
+    where = lead_conditions(query, leads.c)
+
+    configured = list((getattr(getattr(rules, "spec", None), "pipelines", None) or {}).get(pipeline, ()))
+    seen = connection.execute(
+        select(stays.c.stage, func.min(stays.c.entered_at).label("first"))
+        .select_from(ours)
+        .where(*where)
+        .group_by(stays.c.stage)
+    ).all()
+    others = sorted((row for row in seen if row.stage not in configured), key=lambda row: (row.first, row.stage))
+    order = configured + [row.stage for row in others]
+
+    index = _index(stays.c.stage, order)
+    # the furthest stage the lead entered after this stay (one sort, no per-row look-up)
+    furthest_later = func.max(index).over(partition_by=stays.c.lead_id, order_by=stays.c.seq, rows=(1, None))
+    stay = (
+        select(
+            stays.c.stage,
+            stays.c.lead_id,
+            stays.c.left_how,
+            index.label("position"),
+            furthest_later.label("furthest_later"),
+            case((stays.c.left_at.is_not(None), seconds_between(stays.c.entered_at, stays.c.left_at))).label("v"),
+        )
+        .select_from(ours)
+        .where(*where)
+        .subquery()
+    )
+    advanced = or_(stay.c.left_how == "won", stay.c.furthest_later > stay.c.position)
+    base = select(
+        stay.c.stage,
+        stay.c.lead_id,
+        case((advanced, stay.c.lead_id)).label("advanced_lead"),
+        case((stay.c.left_how == "lost", stay.c.lead_id)).label("lost_lead"),
+        stay.c.v,
+    ).subquery()
+    source, percentiles = with_percentiles(base, ["stage"], {"p50": 50, "p90": 90}, connection.dialect.name)
+    per_stage = {
+        row.stage: row
+        for row in connection.execute(
+            select(
+                source.c.stage,
+                func.count(distinct(source.c.lead_id)).label("entered"),
+                func.count(distinct(source.c.advanced_lead)).label("advanced"),
+                func.count(distinct(source.c.lost_lead)).label("lost_here"),
+                *percentiles,
+            ).group_by(source.c.stage)
+        )
+    }
+    rows = []
+    for stage in order:
+        row = per_stage.get(stage)
+        entered, moved_on = (int(row.entered), int(row.advanced)) if row else (0, 0)
+        rows.append(
+            {
+                "stage": stage,
+                "entered": entered,
+                "advanced": moved_on,
+                "conversion": ratio(moved_on, entered),
+                "lost_here": int(row.lost_here) if row else 0,
+                "time_in_stage_p50_s": _seconds(row.p50 if row else None),
+                "time_in_stage_p90_s": _seconds(row.p90 if row else None),
+            }
+        )
+    moves = connection.execute(
+        select(stays.c.stage, stays.c.next_stage, func.count().label("count"))
+        .select_from(ours)
+        .where(*where, stays.c.left_how == "moved")
+        .group_by(stays.c.stage, stays.c.next_stage)
+    ).all()
+    position = {stage: i for i, stage in enumerate(order)}
+    transitions = sorted(
+        ({"from": m.stage, "to": m.next_stage, "count": int(m.count)} for m in moves),
+        key=lambda t: (-t["count"], position.get(t["from"], len(order)), position.get(t["to"], len(order))),
+    )
+    bulk = connection.execute(
+        select(func.count())
+        .select_from(ours)
+        .where(
+            *where,
+            stays.c.seq > 0,
+            stays.c.left_how == "moved",
+            seconds_between(stays.c.entered_at, stays.c.left_at) < BULK_S,
+        )
+    ).scalar_one()
+
+    def step(t):
+        return position.get(t["to"], len(order)) - position.get(t["from"], len(order))
+
+    extra = {
+        "transitions": transitions,
+        "backward_moves": sum(t["count"] for t in transitions if step(t) < 0),
+        "skipped_stages": sum(t["count"] * (step(t) - 1) for t in transitions if step(t) > 1),
+        "bulk_moves": int(bulk),
+    }
+    return Report(NAME, query, ("stage", *FIELDS), rows, meta={"pipeline": pipeline}, extra=extra)
+
+
+def _seconds(value) -> float | None:
+    return None if value is None else round(float(value), 1)
+
+
+__all__ = ["NAME", "run"]
