@@ -54,7 +54,7 @@ class Stack:
 
     def start_web(self) -> None:
         self.web = self._spawn("web", ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2"])
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
                 if requests.get(self.base_url + "/readyz", timeout=1).status_code == 200:
