@@ -181,7 +181,7 @@ def test_the_migration_fills_in_stays_from_stored_events(db_url, funnel):
         expected = connection.execute(select(StageStayRow.__table__).order_by("lead_id", "seq")).all()
     assert len(expected) == 15
     engine.dispose()
-    command.downgrade(alembic_config(db_url), "0007_quarantined_leads")
+    command.downgrade(alembic_config(db_url), "0008_lead_ids_with_source")
     engine = create_engine(db_url)
     with engine.begin() as connection:
         assert "stage_stays" not in inspect(connection).get_table_names()

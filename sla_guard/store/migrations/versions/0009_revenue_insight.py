@@ -1,7 +1,7 @@
 """revenue insight: stage stays (backfilled from stored events), spend, users, lead customer
 
-Revision ID: 0008_revenue_insight
-Revises: 0007_quarantined_leads
+Revision ID: 0009_revenue_insight
+Revises: 0008_lead_ids_with_source
 Create Date: 2026-11-28 23:40:00
 """
 from dataclasses import asdict
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 import sla_guard.store.models
 
 
-revision = '0008_revenue_insight'
-down_revision = '0007_quarantined_leads'
+revision = '0009_revenue_insight'
+down_revision = '0008_lead_ids_with_source'
 branch_labels = None
 depends_on = None
 
