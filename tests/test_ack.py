@@ -146,6 +146,8 @@ def test_a_second_click_changes_nothing(sink, app, client, runtime, clock):
     assert answer.status_code == 200 and "already" in answer.get_data(as_text=True)
     level_one = next(e for e in rows(runtime, EscalationRow) if e.level == 1)
     assert level_one.acknowledged_by == alerts[0]["recipient"]
+    first_click = level_one.acknowledged_at.strftime("%H:%M")  # the rules file's zone is UTC here
+    assert f"by {alerts[0]['recipient']} at {first_click}." in answer.get_data(as_text=True)
 
 
 def test_link_previews_and_head_requests_do_not_acknowledge(sink, app, client, runtime, clock):

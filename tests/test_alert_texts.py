@@ -91,7 +91,7 @@ def an_alert(kind, level, new_owner, clock, locale, lead=LEAD, **extra) -> dict:
 def digest_payloads(locale: str) -> list[dict]:
     overdue = [Overdue(LEAD, "stage:proposal", "hot website leads", AT - timedelta(hours=1, minutes=20))]
     daily = daily_text(overdue, locale, "2026-11-23", AT)
-    summary = Summary(total=4, met=3, touch_s=[300.0, 600.0, 4800.0], escalations=1, overdue_now=1)
+    summary = Summary(total=4, met=3, compliance=0.75, first_touch_p50_s=600.0, escalations=1, overdue_now=1)
     summary.by_owner = {"anna": [3, 4]}
     period = Period("weekly", "2026-11-23", AT, AT - timedelta(days=7))
     weekly = weekly_text(summary, locale, period, "Europe/Moscow", team_scope=True)
@@ -108,8 +108,22 @@ def ops(locale: str) -> dict:
     )
 
 
+def work_failed(locale: str) -> dict:
+    """The ops alert about given-up outgoing work, as the outbox writes it."""
+    words = texts(locale)
+    text = words["ops"]["work_failed"].format(what="CRM task", item_id=4, attempts=8, error="amoCRM: HTTP 403")
+    return {
+        "kind": "ops.work_failed",
+        "alert_id": None,
+        "lead_id": "L-1001",
+        "text": text,
+        "subject": words["subject"]["ops.work_failed"],
+    }
+
+
 def every_payload(locale: str) -> list[dict]:
-    return [an_alert(*kind, locale) for kind in ALERT_KINDS] + digest_payloads(locale) + [ops(locale)]
+    alerts = [an_alert(*kind, locale) for kind in ALERT_KINDS]
+    return alerts + digest_payloads(locale) + [ops(locale), work_failed(locale)]
 
 
 def rendered(payload: dict, channel: str) -> str:

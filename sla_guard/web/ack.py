@@ -15,8 +15,10 @@ import logging
 from flask import Blueprint, Response, abort, current_app, request
 
 from sla_guard.config import of_app
+from sla_guard.outbox.notify.context import person_zone
 from sla_guard.outbox.notify.messages import texts
 from sla_guard.outbox.notify.routing import person_locale
+from sla_guard.outbox.notify.spoken import local_time
 from sla_guard.store.db import get_db
 from sla_guard.timers.acknowledge import BadToken, ExpiredToken, acknowledge, verify_token
 
@@ -88,7 +90,10 @@ def ack(token: str):
         return _page(
             200, page["acknowledged"].format(person=claim.recipient or "—", lead_id=outcome.lead_id), page["title"]
         )
-    at = outcome.acknowledged_at.strftime("%Y-%m-%d %H:%M UTC") if outcome.acknowledged_at else "—"
+    at = "—"
+    if outcome.acknowledged_at:  # in the reader's zone, named when it is not the team's
+        locale, zone = person_locale(rules, claim.recipient or None), person_zone(rules, claim.recipient or None)
+        at = local_time(outcome.acknowledged_at, locale, zone, rules.spec.timezone, today=now)
     return _page(
         200,
         page["already"].format(person=outcome.acknowledged_by or "—", lead_id=outcome.lead_id, at=at),
