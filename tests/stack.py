@@ -43,7 +43,7 @@ class Stack:
 
     def start_web(self) -> None:
         self.web = self._spawn("web", ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2"])
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
                 if requests.get(self.base_url + "/readyz", timeout=1).status_code == 200:
@@ -56,10 +56,11 @@ class Stack:
         raise RuntimeError(f"sla-guard serve did not become ready:\n{self.logs('web')}")
 
     def start_worker(self) -> None:
+        started_before = self.logs("worker").count("worker started")  # a restart: the old log says it too
         self.worker = self._spawn("worker", ["worker"])
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if "worker started" in self.logs("worker"):
+            if self.logs("worker").count("worker started") > started_before:
                 return
             if self.worker.poll() is not None:
                 break

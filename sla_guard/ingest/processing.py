@@ -17,8 +17,8 @@ from sla_guard.runtime import Runtime
 from sla_guard.store.quarantine import quarantine, release
 from sla_guard.store.repository import (
     TimerChange,
-    lead_events,
-    lock_lead,
+    events_of_leads,
+    lock_leads,
     mark_processed,
     save_state,
     save_stays,
@@ -29,37 +29,42 @@ from sla_guard.timers import arming as timers
 log = logging.getLogger("sla_guard.ingest.processing")
 
 
-def _apply(session, runtime: Runtime, lead_id: str, rules, now):
-    lead = lock_lead(session, lead_id, now)
-    event_ids, events = lead_events(session, lead_id)
-    events = without_own_task_echoes(session, lead_id, events)
-    state = replay(lead_id, events, rules)
-    changes = save_state(session, lead, state, rules, now)
-    save_stays(session, lead_id, stage_stays(events))
-    mark_processed(session, event_ids, now)
-    log.info(
-        "lead processed",
-        extra={"lead_id": lead_id, "events": len(events), "status": state.status, "timers_changed": len(changes)},
-    )
-    return changes, any(clock.is_follow_up and clock.stopped_at is not None for clock in state.clocks)
-
-
 def process_leads(runtime: Runtime, lead_ids: list[str]) -> list[TimerChange]:
     """Recompute these leads from all their events and store the results in one transaction
-    (one commit for the batch); idempotent. Leads are locked in sorted order, so two batches
-    never wait on each other in a circle. Raises if any lead fails: nothing of the batch is
-    stored then, and the caller applies the leads one by one."""
+    (one commit for the batch, their rows locked and their events read in one statement each);
+    idempotent. Leads are locked in sorted order, so two batches never wait on each other in a
+    circle. Raises if any lead fails: nothing of the batch is stored then, and the caller
+    applies the leads one by one."""
     rules = runtime.rules.current()
     now = runtime.now()
+    ordered = sorted(set(lead_ids))
     changes: list[TimerChange] = []
     finished_tasks = []
     with runtime.db.session() as session:
-        for lead_id in sorted(set(lead_ids)):
-            lead_changes, ended = _apply(session, runtime, lead_id, rules, now)
+        leads = lock_leads(session, ordered, now)
+        events_by_lead = events_of_leads(session, ordered)
+        applied: list[int] = []
+        for lead_id in ordered:
+            event_ids, events = events_by_lead[lead_id]
+            events = without_own_task_echoes(session, lead_id, events)
+            state = replay(lead_id, events, rules)
+            lead_changes = save_state(session, leads[lead_id], state, rules, now)
+            save_stays(session, lead_id, stage_stays(events))
             changes += lead_changes
-            if ended:
+            applied += event_ids
+            if any(clock.is_follow_up and clock.stopped_at is not None for clock in state.clocks):
                 finished_tasks.append(lead_id)
-        release(session, sorted(set(lead_ids)))  # applied: no longer set aside, if they were
+            log.info(
+                "lead processed",
+                extra={
+                    "lead_id": lead_id,
+                    "events": len(events),
+                    "status": state.status,
+                    "timers_changed": len(lead_changes),
+                },
+            )
+        mark_processed(session, applied, now)
+        release(session, ordered)  # applied: no longer set aside, if they were
     apply_timer_changes(runtime, changes)
     for lead_id in finished_tasks:
         _close_finished_tasks(runtime, lead_id)

@@ -100,14 +100,38 @@ def lock_lead(session: Session, lead_id: str, now: datetime) -> LeadRow:
     ).scalar_one()
 
 
-def lead_events(session: Session, lead_id: str) -> tuple[list[int], list[LeadEvent]]:
-    """All events of a lead, oldest first (ties in order of arrival), with their row ids."""
+def lock_leads(session: Session, lead_ids: list[str], now: datetime) -> dict[str, LeadRow]:
+    """The leads' rows, created if new, locked for this transaction in the order given (one
+    statement: a multi-row upsert, as :func:`lock_lead` does for one)."""
+    if not lead_ids:
+        return {}
+    upsert = (
+        _insert(session, LeadRow)
+        .values([{"lead_id": lead_id, "status": "open", "known": False, "updated_at": now} for lead_id in lead_ids])
+        .on_conflict_do_update(index_elements=["lead_id"], set_={"updated_at": now})  # takes the row locks
+        .returning(LeadRow)
+    )
     rows = session.execute(
-        select(EventRow.id, EventRow.payload)
-        .where(EventRow.lead_id == lead_id)
-        .order_by(EventRow.occurred_at, EventRow.id)
-    ).all()
-    return [row.id for row in rows], [LeadEvent.from_json(row.payload) for row in rows]
+        select(LeadRow).from_statement(upsert), execution_options={"populate_existing": True}
+    ).scalars()
+    return {row.lead_id: row for row in rows}
+
+
+def events_of_leads(session: Session, lead_ids: list[str]) -> dict[str, tuple[list[int], list[LeadEvent]]]:
+    """All events of each of these leads, oldest first (ties in order of arrival), with their
+    row ids, read in one query."""
+    out: dict[str, tuple[list[int], list[LeadEvent]]] = {lead_id: ([], []) for lead_id in lead_ids}
+    if lead_ids:
+        rows = session.execute(
+            select(EventRow.lead_id, EventRow.id, EventRow.payload)
+            .where(EventRow.lead_id.in_(lead_ids))
+            .order_by(EventRow.lead_id, EventRow.occurred_at, EventRow.id)
+        )
+        for row in rows:
+            ids, events = out[row.lead_id]
+            ids.append(row.id)
+            events.append(LeadEvent.from_json(row.payload))
+    return out
 
 
 def mark_processed(session: Session, event_ids: list[int], now: datetime) -> None:
