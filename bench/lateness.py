@@ -296,7 +296,7 @@ class BulkSender(threading.Thread):
 
 
 def run_lateness(bench: Bench, settings: LatenessSettings) -> dict:
-    from sla_guard.core.rules.schema import load_rules_file
+    from sla_guard.core.rules.loading import load_rules_file
 
     from .reconciler import fill
 

@@ -3,8 +3,9 @@
 ``python -m bench soak`` (or ``python -m bench.soak``) starts ``sla-guard serve``, one
 ``sla-guard worker`` (restarted when it exits, as compose does), an alert receiver and a Redis
 server of its own (never the shared one: the soak restarts it), on a PostgreSQL database of its
-own. It first measures the capacity of this mix for a few seconds (as fast as the senders go),
-then sends the same mix at half that rate for the soak's duration: generic events, amoCRM
+own. It first measures the capacity of this mix for a few seconds (as fast as the senders go, and
+how fast the worker applies what was accepted), then sends the same mix at half the smaller of
+the two rates for the soak's duration: generic events, amoCRM
 forms, HubSpot batches and Pipedrive deals; half of the generic leads are touched in time. In the
 middle Redis is restarted (its data gone) and the worker is killed with ``-9``.
 
@@ -353,12 +354,24 @@ def run_soak(bench: Bench, settings: SoakSettings) -> dict:
             traffic = Traffic(base_url, bench.secret, bench.run_id)
 
             probe = Senders(base_url, settings.senders)
+            probe_began = time.monotonic()
             probe_leads = drive(traffic, probe, settings.probe_s, None, {})
             probe.stop()
             capacity = sum(probe.statuses.values()) / settings.probe_s
-            leads_per_request = (probe_leads or 1) / max(sum(probe.statuses.values()), 1)
-            rate = capacity * settings.share * leads_per_request
-            print(f"soak: capacity {capacity:.0f} requests/s; soaking at {rate:.1f} leads/s", file=sys.stderr)
+            web_leads_per_s = probe_leads / settings.probe_s
+            give_up = time.monotonic() + settings.drain_s
+            while time.monotonic() < give_up:  # the worker's side: how fast the probe's leads are applied
+                counts = database_counts(engine)
+                if counts["events_applied"] >= counts["events"]:
+                    break
+                time.sleep(0.5)
+            applied_leads_per_s = probe_leads / (time.monotonic() - probe_began)
+            rate = settings.share * min(web_leads_per_s, applied_leads_per_s)
+            print(
+                f"soak: web {web_leads_per_s:.0f} leads/s, applied {applied_leads_per_s:.0f} leads/s; "
+                f"soaking at {rate:.1f} leads/s",
+                file=sys.stderr,
+            )
             time.sleep(settings.within_s + 5)  # the probe's leads settle before the start is measured
             rss_start = process_tree(processes, redis_server)
 
@@ -411,6 +424,8 @@ def run_soak(bench: Bench, settings: SoakSettings) -> dict:
     return {
         "settings": asdict(settings),
         "capacity_requests_per_s": capacity,
+        "capacity_web_leads_per_s": web_leads_per_s,
+        "capacity_applied_leads_per_s": applied_leads_per_s,
         "rate_leads_per_s": rate,
         "leads_sent": probe_leads + soaked,
         "sending_s": sent_s,
@@ -435,8 +450,10 @@ def render(result: dict, command: str) -> str:
         "",
         f"## Soak: mixed CRM traffic with faults ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, `{command}`)",
         "",
-        f"Capacity of the mix measured first: {result['capacity_requests_per_s']:.0f} requests/s "
-        f"({result['settings']['probe_s']:.0f} s, {result['settings']['senders']} senders); soaked at half: "
+        f"Capacity of the mix measured first ({result['settings']['probe_s']:.0f} s as fast as "
+        f"{result['settings']['senders']} senders go): {result['capacity_requests_per_s']:.0f} requests/s answered, "
+        f"{result['capacity_web_leads_per_s']:.0f} leads/s accepted, {result['capacity_applied_leads_per_s']:.0f} "
+        "leads/s applied by the worker; soaked at half the smaller: "
         f"{result['rate_leads_per_s']:.1f} leads/s for {result['sending_s']:.0f} s (generic, amoCRM, HubSpot, "
         "Pipedrive in turn; half of the generic leads touched in time). One `sla-guard worker`, "
         f"`serve --workers {result['settings']['web_workers']}`, PostgreSQL, a Redis of the soak's own.",

@@ -9,7 +9,7 @@ import tempfile
 
 import click
 
-from sla_guard.preflight import fail, redis_or_fail, rules_or_fail, schema_or_fail, settings_or_fail
+from sla_guard.preflight import fail, rules_or_fail, schema_or_fail, settings_or_fail
 
 
 @click.group()
@@ -37,12 +37,9 @@ def serve(host: str, port: int, workers: int | None):
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def worker(burst: bool):
     """Run a worker: jobs, the timer scheduler and the reconciler."""
-    settings = settings_or_fail()
-    rules_or_fail(settings.rules_path)
-    redis_or_fail(settings.redis_url)
-    schema_or_fail(settings.database_url)
     # The worker process lives in the top-level ``workers`` package, which imports sla_guard (never
-    # the reverse): this process becomes it, keeping its pid for signals and supervisors.
+    # the reverse) and makes the start-up checks: this process becomes it at once, keeping its pid
+    # for signals and supervisors, and nothing is imported twice.
     os.execv(sys.executable, [sys.executable, "-m", "workers", *(["--burst"] if burst else [])])
 
 

@@ -13,9 +13,8 @@ from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from sqlalchemy import func, select
 
-from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, QuarantinedLeadRow
+from sla_guard.store.stats import operating_counts
 
 EVENTS_ACCEPTED = Counter("sla_guard_events_accepted_total", "Webhook events stored", ["source"])
 EVENTS_DUPLICATE = Counter("sla_guard_events_duplicate_total", "Webhook events already stored", ["source"])
@@ -40,17 +39,10 @@ class DatabaseCollector:
     def collect(self):
         now = datetime.now(UTC)
         with self.database.session() as session:
-            open_clocks = session.execute(select(func.count()).where(ClockRow.stopped_at.is_(None))).scalar()
-            overdue = session.execute(
-                select(func.count()).where(ClockRow.stopped_at.is_(None), ClockRow.due_at <= now)
-            ).scalar()
-            escalations = session.execute(select(EscalationRow.kind, func.count()).group_by(EscalationRow.kind)).all()
-            alerts = session.execute(select(AlertRow.status, func.count()).group_by(AlertRow.status)).all()
-            oldest_due = session.execute(
-                select(func.min(ClockRow.next_fire_at)).where(ClockRow.next_fire_at <= now)
-            ).scalar()
-            backlog = session.execute(select(func.count()).where(EventRow.processed_at.is_(None))).scalar()
-            quarantined = session.execute(select(func.count()).select_from(QuarantinedLeadRow)).scalar()
+            counts = operating_counts(session, now)
+        open_clocks, overdue, backlog = counts.open_clocks, counts.overdue_clocks, counts.unprocessed_events
+        escalations, alerts, oldest_due = counts.escalations_by_kind, counts.alerts_by_status, counts.oldest_due_timer
+        quarantined = counts.quarantined_leads
         gauge = GaugeMetricFamily("sla_guard_open_clocks", "SLA clocks still running", labels=["state"])
         gauge.add_metric(["running"], open_clocks - overdue)
         gauge.add_metric(["overdue"], overdue)

@@ -26,7 +26,7 @@ def settings_or_fail(**overrides) -> Settings:
 
 
 def rules_or_fail(path: str):
-    from sla_guard.core.rules.schema import load_rules_file
+    from sla_guard.core.rules.loading import load_rules_file
 
     try:
         return load_rules_file(path)

@@ -20,7 +20,8 @@ import requests
 from redis import Redis
 
 from sla_guard.config import Settings
-from sla_guard.core.rules.schema import RuleSet, load_rules_file
+from sla_guard.core.rules.loading import load_rules_file
+from sla_guard.core.rules.schema import RuleSet
 from sla_guard.exceptions import RulesError
 from sla_guard.store.db import Database
 from sla_guard.store.repository import record_rule_version
@@ -126,7 +127,8 @@ class Runtime:
 
     def record_rules(self) -> None:
         with self.db.session() as session:
-            record_rule_version(session, self.rules.current(), self.now())
+            rules = self.rules.current()
+            record_rule_version(session, rules.version, rules.text, self.now())
 
 
 def redis_client(url: str, socket_timeout: float | None = 5) -> Redis:

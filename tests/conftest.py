@@ -1,4 +1,7 @@
-"""Shared fixtures: real SQLite and PostgreSQL databases, the real Redis, an injected clock.
+"""Shared fixtures: real SQLite and PostgreSQL databases, the real Redis, the app and a worker runtime.
+
+Helpers shared by many test modules are fixtures of the plugins in ``tests/support/`` (loaded
+by ``addopts`` in pyproject.toml): an injected clock, signed webhooks, a burst worker run.
 
 PostgreSQL tests use a database of their own (``sla_guard_test_<pid>``) created on the server
 at ``SLA_GUARD_TEST_PG`` (default: the local server, user postgres). Redis tests use a
@@ -14,7 +17,6 @@ import subprocess
 import textwrap
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -30,10 +32,10 @@ from sla_guard.store.migrate import upgrade
 from sla_guard.store.models import Base
 
 from .stack import free_port
+from .support.webhooks import API_TOKEN, FakeClock  # noqa: F401 (for modules not yet on the fixtures)
+from .support.webhooks import WEBHOOK_SECRET as SECRET  # noqa: F401
 
 PG_SERVER = os.environ.get("SLA_GUARD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-SECRET = "test-webhook-secret-0123456789"
-API_TOKEN = "test-api-token-0123456789abcdef"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 """Real CRM payloads, copied here so the suite runs from any clone."""
 
@@ -60,20 +62,6 @@ RULES = textwrap.dedent("""
       - name: everything else
         first_touch: {within: 2h, escalate: [{after: 0m, notify: [owner]}]}
 """)
-
-
-class FakeClock:
-    """An injectable clock: starts at a fixed aware UTC instant and moves only when told."""
-
-    def __init__(self, start: datetime):
-        self.current = start
-
-    def __call__(self) -> datetime:
-        return self.current
-
-    def advance(self, **delta) -> datetime:
-        self.current += timedelta(**delta)
-        return self.current
 
 
 def _reset_schema(url: str) -> None:
@@ -173,11 +161,6 @@ def queue_name():
 
 
 @pytest.fixture
-def clock():
-    return FakeClock(datetime.now(UTC).replace(microsecond=0))
-
-
-@pytest.fixture
 def rules_text():
     return RULES
 
@@ -190,7 +173,7 @@ def rules_path(tmp_path, rules_text):
 
 
 @pytest.fixture
-def settings(db_url, rules_path, queue_name, redis_url):
+def settings(db_url, rules_path, queue_name, redis_url, webhook_secret, api_token):
     """The environment a test's app and worker runtime start with, by the variables' names.
 
     A test overrides a value simply: ``{**settings, "SLA_GUARD_ALERT_MAX_ATTEMPTS": 3}`` for the
@@ -201,8 +184,8 @@ def settings(db_url, rules_path, queue_name, redis_url):
         "DATABASE_URL": db_url,
         "REDIS_URL": redis_url,
         "SLA_GUARD_RULES": str(rules_path),
-        "SLA_GUARD_WEBHOOK_SECRET": SECRET,
-        "SLA_GUARD_API_TOKEN": API_TOKEN,
+        "SLA_GUARD_WEBHOOK_SECRET": webhook_secret,
+        "SLA_GUARD_API_TOKEN": api_token,
         "SLA_GUARD_QUEUE": queue_name,
         "SLA_GUARD_RECONCILE_INTERVAL_S": 1,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -14,7 +15,8 @@ from sla_guard.core.events import LeadEvent
 from sla_guard.ingest.adapters import hubspot
 from sla_guard.store.models import CrmLookupRow, EventRow
 
-from .conftest import FIXTURES, RULES
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+"""Real CRM payloads, kept in the repository so the suite runs from any clone."""
 
 AMO_TOKEN = "amo-path-token-0123456789abcdef"
 AMO_ACCOUNT = "30307558"
@@ -41,9 +43,9 @@ def fixtures_of(crm: str) -> list[str]:
 
 
 @pytest.fixture
-def rules_text():
+def rules_text(rules_text):
     people = "".join(f"  '{owner}': {{channels: [sink]}}\n" for owner in OWNERS)
-    return RULES.replace("people:\n", "people:\n" + people, 1)
+    return rules_text.replace("people:\n", "people:\n" + people, 1)
 
 
 @pytest.fixture

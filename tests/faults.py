@@ -1,53 +1,13 @@
-"""Faults the end-to-end tests inject: a private Redis they may stop, and a TCP proxy to
-PostgreSQL they may cut. The shared Redis and PostgreSQL are never stopped."""
+"""Faults the end-to-end tests inject: a TCP proxy to PostgreSQL they may cut, and a hook that
+answers slowly (a private Redis to kill is :class:`tests.fakes.KillableRedis`). The shared
+Redis and PostgreSQL are never stopped."""
 
 from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import threading
 import time
-from pathlib import Path
-
-from redis import Redis
-from redis.exceptions import RedisError
-
-from .stack import free_port
-
-
-class PrivateRedis:
-    """A ``redis-server`` of the test's own, stopped and started again on the same port."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            + ["--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        client = Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except RedisError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the private Redis did not start") from None
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
 
 
 class CuttableProxy:

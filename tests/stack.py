@@ -21,6 +21,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_for(predicate, timeout_s: float = 60):
+    """Poll ``predicate`` until it gives a true value (returned) or ``timeout_s`` is over."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    return predicate()
+
+
 class Stack:
     """Starts, kills and restarts sla-guard processes with one environment; logs go to files."""
 
@@ -43,7 +54,7 @@ class Stack:
 
     def start_web(self) -> None:
         self.web = self._spawn("web", ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2"])
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
                 if requests.get(self.base_url + "/readyz", timeout=1).status_code == 200:
@@ -56,11 +67,13 @@ class Stack:
         raise RuntimeError(f"sla-guard serve did not become ready:\n{self.logs('web')}")
 
     def start_worker(self) -> None:
-        started_before = self.logs("worker").count("worker started")  # a restart: the old log says it too
+        """Start a worker and wait until it says it started (in its own log: a worker killed
+        before it said so too)."""
+        own_log = self.log_dir / f"worker-{len(self._logs)}.log"
         self.worker = self._spawn("worker", ["worker"])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if self.logs("worker").count("worker started") > started_before:
+            if "worker started" in own_log.read_text(errors="replace"):
                 return
             if self.worker.poll() is not None:
                 break

@@ -14,9 +14,6 @@ from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
 from sla_guard.timers.acknowledge import BadToken, ExpiredToken, ack_url, sign_token, verify_token
 from sla_guard.timers.escalation import run_timer
 
-from .conftest import API_TOKEN
-from .helpers import event, post_signed, run_worker
-
 ACK_SECRET = "test-ack-secret-0123456789abcdef"
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 HOT = {
@@ -102,14 +99,18 @@ def rows(runtime, model):
         return list(session.execute(select(model).order_by(model.id)).scalars())
 
 
-def breach(client, runtime, clock) -> tuple[int, list[dict]]:
-    """A hot lead left untouched until its first ladder level fired; (clock id, alerts received)."""
-    post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
-    run_worker(runtime)
-    [clock_row] = rows(runtime, ClockRow)
-    clock.advance(minutes=16)
-    run_timer(runtime, clock_row.id)
-    return clock_row.id
+@pytest.fixture
+def breach(event, post_signed, run_worker):
+    def breach(client, runtime, clock) -> tuple[int, list[dict]]:
+        """A hot lead left untouched until its first ladder level fired; (clock id, alerts received)."""
+        post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
+        run_worker(runtime)
+        [clock_row] = rows(runtime, ClockRow)
+        clock.advance(minutes=16)
+        run_timer(runtime, clock_row.id)
+        return clock_row.id
+
+    return breach
 
 
 def token_of(alert: dict) -> str:
@@ -118,7 +119,7 @@ def token_of(alert: dict) -> str:
     return alert["ack_url"].rsplit("/", 1)[1]
 
 
-def test_acknowledging_stops_the_ladder(sink, app, client, runtime, clock):
+def test_acknowledging_stops_the_ladder(sink, app, client, runtime, clock, api_token, breach):
     clock_id = breach(client, runtime, clock)
     to_olga = next(a for a in received(sink) if a["recipient"] == "olga" and a["level"] == 1)
     answer = client.get(f"/ack/{token_of(to_olga)}")
@@ -132,11 +133,11 @@ def test_acknowledging_stops_the_ladder(sink, app, client, runtime, clock):
     assert sorted(e.level for e in rows(runtime, EscalationRow)) == [0, 1]
     assert rows(runtime, ClockRow)[0].next_fire_at is None
     assert all(alert["level"] < 2 for alert in received(sink))
-    lead = client.get("/api/leads/L-1001", headers={"Authorization": f"Bearer {API_TOKEN}"}).get_json()
+    lead = client.get("/api/leads/L-1001", headers={"Authorization": f"Bearer {api_token}"}).get_json()
     assert [(x["level"], x["acknowledged_by"]) for x in lead["escalations"]] == [(0, None), (1, "olga")]
 
 
-def test_a_second_click_changes_nothing(sink, app, client, runtime, clock):
+def test_a_second_click_changes_nothing(sink, app, client, runtime, clock, breach):
     breach(client, runtime, clock)
     alerts = [a for a in received(sink) if a["level"] == 1]
     first, second = token_of(alerts[0]), token_of(alerts[1])
@@ -150,7 +151,7 @@ def test_a_second_click_changes_nothing(sink, app, client, runtime, clock):
     assert f"by {alerts[0]['recipient']} at {first_click}." in answer.get_data(as_text=True)
 
 
-def test_link_previews_and_head_requests_do_not_acknowledge(sink, app, client, runtime, clock):
+def test_link_previews_and_head_requests_do_not_acknowledge(sink, app, client, runtime, clock, breach):
     breach(client, runtime, clock)
     token = token_of(next(a for a in received(sink) if a["level"] == 1))
     preview = client.get(
@@ -163,7 +164,7 @@ def test_link_previews_and_head_requests_do_not_acknowledge(sink, app, client, r
     assert any(e.acknowledged_at is not None for e in rows(runtime, EscalationRow))
 
 
-def test_expired_and_forged_links(sink, app, client, runtime, clock):
+def test_expired_and_forged_links(sink, app, client, runtime, clock, breach):
     breach(client, runtime, clock)
     token = token_of(next(a for a in received(sink) if a["level"] == 1))
     assert client.get(f"/ack/{token[:-3]}xyz").status_code == 404
@@ -175,7 +176,7 @@ def test_expired_and_forged_links(sink, app, client, runtime, clock):
     assert all(e.acknowledged_at is None for e in rows(runtime, EscalationRow))
 
 
-def test_every_alert_row_carries_its_own_recipients_link(sink, app, client, runtime, clock):
+def test_every_alert_row_carries_its_own_recipients_link(sink, app, client, runtime, clock, breach):
     breach(client, runtime, clock)
     for alert in rows(runtime, AlertRow):
         payload = json.loads(alert.payload)

@@ -320,7 +320,7 @@ def test_an_alert_for_a_lead_with_cr_lf_in_its_name_is_delivered(locale):
 
 
 def test_quiet_hours_follow_the_persons_own_zone():
-    from sla_guard.core.rules.schema import parse_rules
+    from sla_guard.core.rules.loading import parse_rules
     from sla_guard.outbox.notify.routing import person_quiet_until
 
     rules = parse_rules(

@@ -4,15 +4,11 @@ from datetime import timedelta
 
 from sla_guard.timers.escalation import run_timer
 
-from .conftest import API_TOKEN
-from .helpers import event, post_signed, run_worker
-
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 HOT = {"source": "website", "priority": "hot", "owner": "anna", "team": "inbound"}
 
 
-def test_api_requires_the_bearer_token(client):
-    for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": API_TOKEN}):
+def test_api_requires_the_bearer_token(client, api_token):
+    for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": api_token}):
         response = client.get("/api/leads", headers=headers)
         assert response.status_code == 401
         assert response.get_json()["field"] == "Authorization"
@@ -35,7 +31,7 @@ def test_readyz_names_what_is_down(settings, clock):
     assert response.get_json()["checks"]["redis"].startswith("unavailable")
 
 
-def test_lead_timeline_and_overdue_list(client, runtime, clock):
+def test_lead_timeline_and_overdue_list(client, runtime, clock, event, post_signed, run_worker, auth):
     start = clock()
     post_signed(
         client,
@@ -53,14 +49,14 @@ def test_lead_timeline_and_overdue_list(client, runtime, clock):
         start,
     )
     run_worker(runtime)
-    assert client.get("/api/leads?status=overdue", headers=AUTH).get_json()["leads"] == []
+    assert client.get("/api/leads?status=overdue", headers=auth).get_json()["leads"] == []
     clock.advance(minutes=16)
-    run_timer(runtime, _clock_id(client))
-    overdue = client.get("/api/leads?status=overdue", headers=AUTH).get_json()
+    run_timer(runtime, _clock_id(client, auth))
+    overdue = client.get("/api/leads?status=overdue", headers=auth).get_json()
     assert [lead["lead_id"] for lead in overdue["leads"]] == ["L-1001"]
     assert overdue["leads"][0]["open_clocks"][0]["status"] == "overdue"
 
-    lead = client.get("/api/leads/L-1001", headers=AUTH).get_json()
+    lead = client.get("/api/leads/L-1001", headers=auth).get_json()
     assert (lead["status"], lead["owner"], lead["rule"]) == ("open", "anna", "hot website leads")
     assert [e["event_id"] for e in lead["events"]] == ["e1"]
     assert [(x["level"], x["kind"]) for x in lead["escalations"]] == [
@@ -71,42 +67,58 @@ def test_lead_timeline_and_overdue_list(client, runtime, clock):
     assert [item["what"] for item in lead["timeline"]][:2] == ["lead.created", "clock.started"]
     assert "first_touch.breach" in [item["what"] for item in lead["timeline"]]
 
-    quick = client.get("/api/leads/L-2", headers=AUTH).get_json()
+    quick = client.get("/api/leads/L-2", headers=auth).get_json()
     assert quick["clocks"][0]["status"] == "met"
     assert quick["first_touch_at"] == (start + timedelta(minutes=3)).isoformat().replace("+00:00", "Z")
 
-    report = client.get("/api/reports/sla?by=owner", headers=AUTH).get_json()
+    report = client.get("/api/reports/sla?by=owner", headers=auth).get_json()
     by_owner = {group["owner"]: group for group in report["rows"]}
     assert by_owner["anna"]["overdue"] == 1 and by_owner["anna"]["compliance"] == 0.0
     assert by_owner["boris"]["met"] == 1 and by_owner["boris"]["compliance"] == 1.0
     assert by_owner["boris"]["first_touch_p50_s"] == 180.0
 
 
-def _clock_id(client):
-    lead = client.get("/api/leads/L-1001", headers=AUTH).get_json()
+def _clock_id(client, auth):
+    lead = client.get("/api/leads/L-1001", headers=auth).get_json()
     return lead["clocks"][0]["id"]
 
 
-def test_unknown_lead_and_bad_parameters(client):
-    assert client.get("/api/leads/nope", headers=AUTH).status_code == 404
-    response = client.get("/api/leads?status=sleeping", headers=AUTH)
+def test_unknown_lead_and_bad_parameters(client, auth):
+    assert client.get("/api/leads/nope", headers=auth).status_code == 404
+    response = client.get("/api/leads?status=sleeping", headers=auth)
     assert (response.status_code, response.get_json()["field"]) == (400, "status")
-    response = client.get("/api/leads?limit=0", headers=AUTH)
+    response = client.get("/api/leads?limit=0", headers=auth)
     assert (response.status_code, response.get_json()["field"]) == (400, "limit")
-    response = client.get("/api/reports/sla?by=colour", headers=AUTH)
+    response = client.get("/api/reports/sla?by=colour", headers=auth)
     assert (response.status_code, response.get_json()["field"]) == (400, "by")
-    response = client.get("/api/reports/sla?from=last-week", headers=AUTH)
+    response = client.get("/api/reports/sla?from=last-week", headers=auth)
     assert (response.status_code, response.get_json()["field"]) == (400, "from")
 
 
-def test_metrics(client, runtime, clock):
+def metric(text: str, line_start: str) -> float:
+    """The value of the sample whose line starts with ``line_start`` (0 when it is not there yet)."""
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start + " ")]
+    assert len(values) <= 1, line_start
+    return values[0] if values else 0.0
+
+
+def test_metrics(client, runtime, clock, event, post_signed, run_worker):
+    # The counters are per process and other tests count too: compare before and after.
+    accepted = 'sla_guard_events_accepted_total{source="generic"}'
+    duplicate = 'sla_guard_events_duplicate_total{source="generic"}'
+    refused = 'sla_guard_events_rejected_total{reason="signature",source="generic"}'
+    before = client.get("/metrics").get_data(as_text=True)
+    assert metric(before, 'sla_guard_open_clocks{state="running"}') == 0
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     client.post("/webhooks/generic", data=b"{}", content_type="application/json")
+    assert metric(client.get("/metrics").get_data(as_text=True), "sla_guard_events_unprocessed") == 1
     run_worker(runtime)
-    text = client.get("/metrics").get_data(as_text=True)
-    assert 'sla_guard_events_accepted_total{source="generic"}' in text
-    assert 'sla_guard_events_rejected_total{reason="signature",source="generic"}' in text
-    assert 'sla_guard_open_clocks{state="running"} 1.0' in text
-    assert "sla_guard_scheduler_lag_seconds" in text
-    assert "sla_guard_events_unprocessed 0.0" in text
+    after = client.get("/metrics").get_data(as_text=True)
+    assert metric(after, accepted) - metric(before, accepted) == 1
+    assert metric(after, duplicate) - metric(before, duplicate) == 1
+    assert metric(after, refused) - metric(before, refused) == 1
+    assert metric(after, 'sla_guard_open_clocks{state="running"}') == 1
+    assert metric(after, 'sla_guard_open_clocks{state="overdue"}') == 0
+    assert metric(after, "sla_guard_scheduler_lag_seconds") == 0
+    assert metric(after, "sla_guard_events_unprocessed") == 0

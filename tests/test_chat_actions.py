@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import pytest
 from sqlalchemy import select
 
-from sla_guard.core.rules.schema import parse_rules
+from sla_guard.core.rules.loading import parse_rules
 from sla_guard.security import slack_signature
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
 from sla_guard.timers.acknowledge import sign_press, verify_press
@@ -21,7 +21,6 @@ from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.press import slack_person, telegram_person
 
 from .fakes import SLACK_BOT_TOKEN, TELEGRAM_TOKEN, FakeSlack, FakeTelegram
-from .helpers import event, post_signed, run_worker
 
 ACK_SECRET = "test-ack-secret-0123456789abcdef"
 TG_SECRET = "tg-webhook-secret-0123456789"
@@ -55,10 +54,9 @@ def rules_text():
 
 
 @pytest.fixture
-def clock():
-    from .conftest import FakeClock
+def clock(make_clock):
 
-    return FakeClock(START)
+    return make_clock(START)
 
 
 @pytest.fixture
@@ -87,14 +85,18 @@ def rows(runtime, model):
         return list(session.execute(select(model).order_by(model.id)).scalars())
 
 
-def first_breach(client, runtime, clock) -> int:
-    """A hot lead untouched past its deadline: level 1 went to anna and olga on both chats."""
-    post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
-    run_worker(runtime)
-    [clock_row] = rows(runtime, ClockRow)
-    clock.advance(minutes=16)
-    run_timer(runtime, clock_row.id)
-    return clock_row.id
+@pytest.fixture
+def first_breach(event, post_signed, run_worker):
+    def first_breach(client, runtime, clock) -> int:
+        """A hot lead untouched past its deadline: level 1 went to anna and olga on both chats."""
+        post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
+        run_worker(runtime)
+        [clock_row] = rows(runtime, ClockRow)
+        clock.advance(minutes=16)
+        run_timer(runtime, clock_row.id)
+        return clock_row.id
+
+    return first_breach
 
 
 def telegram_button(telegram, chat_id: str) -> tuple[int, str]:
@@ -182,7 +184,7 @@ def test_pressers_are_found_by_their_chat_identity():
 # --- Telegram ---------------------------------------------------------------------------------
 
 
-def test_take_it_in_telegram_stops_the_ladder_and_edits_the_message(chats, client, runtime, clock):
+def test_take_it_in_telegram_stops_the_ladder_and_edits_the_message(chats, client, runtime, clock, first_breach):
     telegram, _, _ = chats
     clock_id = first_breach(client, runtime, clock)
     message_id, data = telegram_button(telegram, "1001")
@@ -205,7 +207,7 @@ def test_take_it_in_telegram_stops_the_ladder_and_edits_the_message(chats, clien
     assert len(telegram.messages) == sent and [r.level for r in rows(runtime, EscalationRow)] == [1]
 
 
-def test_telegram_refuses_forged_replayed_expired_and_strangers_presses(chats, client, runtime, clock):
+def test_telegram_refuses_forged_replayed_expired_and_strangers_presses(chats, client, runtime, clock, first_breach):
     telegram, _, _ = chats
     first_breach(client, runtime, clock)
     message_id, data = telegram_button(telegram, "1001")
@@ -225,7 +227,7 @@ def test_telegram_refuses_forged_replayed_expired_and_strangers_presses(chats, c
     assert escalation(runtime).acknowledged_at is None and telegram.edits == []
 
 
-def test_a_second_press_tells_who_took_it_first(chats, client, runtime, clock):
+def test_a_second_press_tells_who_took_it_first(chats, client, runtime, clock, first_breach):
     telegram, _, _ = chats
     first_breach(client, runtime, clock)
     _, anna = telegram_button(telegram, "1001")
@@ -258,7 +260,7 @@ def test_a_telegram_update_that_is_not_a_press_is_acknowledged_and_ignored(chats
 # --- Slack ------------------------------------------------------------------------------------
 
 
-def test_take_it_in_slack_stops_the_ladder_and_replaces_the_message(chats, client, runtime, clock):
+def test_take_it_in_slack_stops_the_ladder_and_replaces_the_message(chats, client, runtime, clock, first_breach):
     _, slack, httpserver = chats
     clock_id = first_breach(client, runtime, clock)
     value = slack_button(slack, "U0ANNA")
@@ -278,7 +280,7 @@ def test_take_it_in_slack_stops_the_ladder_and_replaces_the_message(chats, clien
     assert [r.level for r in rows(runtime, EscalationRow)] == [1]
 
 
-def test_slack_refuses_forged_replayed_stale_and_strangers_presses(chats, client, runtime, clock):
+def test_slack_refuses_forged_replayed_stale_and_strangers_presses(chats, client, runtime, clock, first_breach):
     _, slack, httpserver = chats
     first_breach(client, runtime, clock)
     value = slack_button(slack, "U0ANNA")
@@ -317,7 +319,7 @@ def test_open_lead_clicks_need_no_answer(chats, client, clock):
     assert response.status_code == 200
 
 
-def test_alert_rows_carry_their_buttons(chats, client, runtime, clock):
+def test_alert_rows_carry_their_buttons(chats, client, runtime, clock, first_breach):
     first_breach(client, runtime, clock)
     for alert in rows(runtime, AlertRow):
         payload = json.loads(alert.payload)

@@ -39,7 +39,6 @@ from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, sett
     settings,
     stored,
 )
-from .helpers import run_worker
 
 # --- every fixture, as sent ---------------------------------------------------------------
 
@@ -85,7 +84,9 @@ def test_hubspot_batch_fixture_is_stored_in_occurred_order(app, client, clock):
 
 
 @pytest.mark.parametrize("name", fixtures_of("bitrix24"))
-def test_bitrix24_fixtures_are_acknowledged_then_read_back_over_rest(app, client, runtime, clock, httpserver, name):
+def test_bitrix24_fixtures_are_acknowledged_then_read_back_over_rest(
+    app, client, runtime, clock, httpserver, name, run_worker
+):
     fixture = load(name)
     clock.current = sent_at(fixture) + timedelta(seconds=1)
     method, reply = next(
@@ -275,7 +276,7 @@ def test_a_hubspot_retry_in_a_later_batch_is_a_duplicate(app, client, clock):
     assert len(rows(app, EventRow)) == 2
 
 
-def test_a_repeated_bitrix24_notification_is_read_once(app, client, runtime, clock, httpserver):
+def test_a_repeated_bitrix24_notification_is_read_once(app, client, runtime, clock, httpserver, run_worker):
     fixture = load("bitrix24_lead_add.json")
     clock.current = sent_at(fixture)
     expect_portal(httpserver, "crm.lead.get", "1000983", fixture["rest_reply_crm.lead.get"])
@@ -336,7 +337,7 @@ def test_unknown_kinds_are_acknowledged_and_counted(app, client, clock, httpserv
     assert nothing_stored(app)
 
 
-def test_cyrillic_and_plus_for_space_reach_the_lead(app, client, runtime, clock):
+def test_cyrillic_and_plus_for_space_reach_the_lead(app, client, runtime, clock, run_worker):
     fixture = load("amocrm_lead_add.json")
     clock.current = datetime(2024, 9, 17, 11, 33, tzinfo=UTC)
     cyrillic = "%D0%97%D0%B0%D1%8F%D0%B2%D0%BA%D0%B0+%D1%81+%D1%81%D0%B0%D0%B9%D1%82%D0%B0"  # "Заявка с сайта"

@@ -38,7 +38,6 @@ from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, sett
     sink,
     stored,
 )
-from .helpers import run_worker
 
 LEAD_ADD = "bitrix24_lead_add.json"
 DEAL_UPDATE = "bitrix24_deal_update.json"
@@ -69,7 +68,7 @@ def scheduled(runtime) -> dict[str, float]:
 # --- Bitrix24 read-back -------------------------------------------------------------------
 
 
-def test_a_failed_read_is_retried_after_its_wait(app, client, runtime, clock, httpserver):
+def test_a_failed_read_is_retried_after_its_wait(app, client, runtime, clock, httpserver, run_worker):
     fixture = load(LEAD_ADD)
     clock.current = sent_at(fixture)
     expect_portal(
@@ -100,7 +99,9 @@ def test_a_failed_read_is_retried_after_its_wait(app, client, runtime, clock, ht
     assert reconcile(runtime).lookups_retried == 0
 
 
-def test_a_lookup_accepted_while_redis_was_down_is_queued_by_the_reconciler(app, settings, runtime, clock, httpserver):
+def test_a_lookup_accepted_while_redis_was_down_is_queued_by_the_reconciler(
+    app, settings, runtime, clock, httpserver, run_worker
+):
     fixture = load(LEAD_ADD)
     clock.current = sent_at(fixture)
     expect_portal(httpserver, "crm.lead.get", "1000983", fixture["rest_reply_crm.lead.get"])
@@ -117,7 +118,9 @@ def test_a_lookup_accepted_while_redis_was_down_is_queued_by_the_reconciler(app,
     assert (lead.lead_id, lead.owner, lead.source, lead.known) == ("bitrix24:lead:1000983", "17", "WEB", True)
 
 
-def test_an_unchanged_record_gives_no_new_event_and_a_change_gives_one(app, client, runtime, clock, httpserver):
+def test_an_unchanged_record_gives_no_new_event_and_a_change_gives_one(
+    app, client, runtime, clock, httpserver, run_worker
+):
     fixture = load(DEAL_UPDATE)
     clock.current = sent_at(fixture)
     reply = fixture["rest_reply_crm.deal.get"]
@@ -148,7 +151,9 @@ def test_an_unchanged_record_gives_no_new_event_and_a_change_gives_one(app, clie
     assert (lead.status, lead.owner, lead.reason) == ("lost", "23", "Цена")
 
 
-def test_a_creation_read_after_an_update_of_the_record_still_creates_the_lead(app, client, runtime, clock, httpserver):
+def test_a_creation_read_after_an_update_of_the_record_still_creates_the_lead(
+    app, client, runtime, clock, httpserver, run_worker
+):
     fixture = load(LEAD_ADD)
     clock.current = sent_at(fixture) + timedelta(seconds=30)
     reply = fixture["rest_reply_crm.lead.get"]
@@ -168,7 +173,7 @@ def test_a_creation_read_after_an_update_of_the_record_still_creates_the_lead(ap
 
 
 def test_an_unknown_record_is_given_up_at_once_and_the_key_stays_secret(
-    app, client, runtime, clock, httpserver, caplog
+    app, client, runtime, clock, httpserver, caplog, run_worker
 ):
     fixture = load(LEAD_ADD)
     clock.current = sent_at(fixture)
@@ -205,7 +210,7 @@ def test_a_lookup_failing_every_time_is_given_up_after_the_last_attempt(app, cli
 
 
 @pytest.mark.parametrize("amo_rest", [True])
-def test_an_amocrm_loss_reason_is_read_over_rest(app, client, runtime, clock, httpserver, amo_rest):
+def test_an_amocrm_loss_reason_is_read_over_rest(app, client, runtime, clock, httpserver, amo_rest, run_worker):
     httpserver.expect_oneshot_request(
         "/amo/api/v4/leads/15318175",
         method="GET",
@@ -247,7 +252,7 @@ def expect_loss_reason(httpserver):
 
 @pytest.mark.parametrize("amo_rest", [True])
 def test_a_status_change_with_text_times_is_acknowledged_and_its_loss_reason_read(
-    app, client, runtime, clock, httpserver, amo_rest
+    app, client, runtime, clock, httpserver, amo_rest, run_worker
 ):
     """Some amoCRM accounts send times as text: the event id then holds spaces and colons,
     which no job id may; the loss reason is still read."""
@@ -271,7 +276,7 @@ def test_a_status_change_with_text_times_is_acknowledged_and_its_loss_reason_rea
 
 @pytest.mark.parametrize("amo_rest", [True])
 def test_killing_redis_with_a_loss_reason_read_pending_loses_it_not(
-    app, settings, runtime, clock, httpserver, amo_rest, killable_redis
+    app, settings, runtime, clock, httpserver, amo_rest, killable_redis, run_worker
 ):
     runtime.redis = Redis.from_url(killable_redis.url)
     expect_loss_reason(httpserver)
@@ -292,7 +297,9 @@ def test_killing_redis_with_a_loss_reason_read_pending_loses_it_not(
     assert (lead.status, lead.reason) == ("lost", "Дорого")
 
 
-def test_killing_redis_with_a_lookup_pending_loses_it_not(app, settings, runtime, clock, httpserver, killable_redis):
+def test_killing_redis_with_a_lookup_pending_loses_it_not(
+    app, settings, runtime, clock, httpserver, killable_redis, run_worker
+):
     runtime.redis = Redis.from_url(killable_redis.url)
     fixture = load(LEAD_ADD)
     clock.current = sent_at(fixture)
@@ -312,7 +319,7 @@ def test_killing_redis_with_a_lookup_pending_loses_it_not(app, settings, runtime
     assert [event.type for event in stored(app)] == ["lead.created"]
 
 
-def test_without_amocrm_credentials_nothing_is_read(app, client, runtime, clock, httpserver):
+def test_without_amocrm_credentials_nothing_is_read(app, client, runtime, clock, httpserver, run_worker):
     clock.current = datetime(2024, 9, 17, 13, 32, tzinfo=UTC)
     post(client, load("amocrm_lead_status_lost.json"))
     run_worker(runtime)
@@ -445,7 +452,7 @@ E2E = [
 
 @pytest.mark.parametrize("crm, create, created, lead_id, owner, link", E2E, ids=[row[0] for row in E2E])
 def test_an_untouched_crm_lead_alerts_its_owner(
-    sink, app, client, runtime, clock, crm, create, created, lead_id, owner, link
+    sink, app, client, runtime, clock, crm, create, created, lead_id, owner, link, run_worker
 ):
     clock.current = created + timedelta(seconds=4)
     response = create(client, sink, created)

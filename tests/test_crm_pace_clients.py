@@ -12,9 +12,6 @@ import pytest
 from sla_guard.outbox.crm_tasks import AmoCrmTasks, Bitrix24Tasks
 from sla_guard.outbox.http import install_pacer
 from sla_guard.outbox.pacing import BLOCKED_S, CrmPacer, Pacer, crm_paces, pace_stats
-from tests.test_crm_tasks_base import expect, raises_task_error, session, verify
-
-__all__ = ["session"]
 
 TOKEN = "amo-long-lived-token-0123456789"
 PROBLEM = "application/problem+json"
@@ -34,7 +31,9 @@ def pacer(redis_conn):
         redis_conn.delete(*keys)
 
 
-def test_amocrm_403_after_429_is_the_account_blocked_and_every_call_backs_off(httpserver, session, pacer):
+def test_amocrm_403_after_429_is_the_account_blocked_and_every_call_backs_off(
+    httpserver, session, pacer, expect, raises_task_error, verify
+):
     amo = AmoCrmTasks(httpserver.url_for("/"), TOKEN, session, timeout=0.5)
     problem = {"title": "Too Many Requests", "status": 429}
     expect(httpserver, "PATCH", "/api/v4/tasks/1", status=429, reply=problem, content_type=PROBLEM)
@@ -53,14 +52,16 @@ def test_amocrm_403_after_429_is_the_account_blocked_and_every_call_backs_off(ht
     assert (stats["calls"], stats["rate_limited"], stats["deferred"]) == (2, 1, 1)
 
 
-def test_amocrm_403_without_a_429_before_is_a_refusal(httpserver, session, pacer):
+def test_amocrm_403_without_a_429_before_is_a_refusal(httpserver, session, pacer, expect, raises_task_error):
     amo = AmoCrmTasks(httpserver.url_for("/"), TOKEN, session, timeout=0.5)
     expect(httpserver, "PATCH", "/api/v4/tasks/2", status=403, reply={"status": 403}, content_type=PROBLEM)
     error = raises_task_error(lambda: amo.close("2"))
     assert not error.transient and "rights" in str(error)
 
 
-def test_bitrix24_query_limit_exceeded_as_503_holds_the_portal_for_every_worker(httpserver, session, pacer):
+def test_bitrix24_query_limit_exceeded_as_503_holds_the_portal_for_every_worker(
+    httpserver, session, pacer, expect, raises_task_error, verify
+):
     rest_url = httpserver.url_for(f"/rest/1/{B24_KEY}/")
     worker_a = Bitrix24Tasks(rest_url, session, timeout=0.5)
     worker_b = Bitrix24Tasks(rest_url, session, timeout=0.5)
@@ -81,7 +82,7 @@ def test_bitrix24_query_limit_exceeded_as_503_holds_the_portal_for_every_worker(
     assert pace_stats(pacer.redis, pacer.namespace)["bitrix24"]["rate_limited"] == 1
 
 
-def test_a_pace_that_cannot_be_read_is_a_transient_error_and_nothing_is_sent(httpserver, session):
+def test_a_pace_that_cannot_be_read_is_a_transient_error_and_nothing_is_sent(httpserver, session, raises_task_error):
     from redis import Redis
 
     down = Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.2)

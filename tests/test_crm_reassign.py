@@ -21,12 +21,19 @@ from sla_guard.outbox.crm_tasks import AmoCrmTasks, Bitrix24Tasks, HubSpotTasks,
 from sla_guard.store.models import ClockRow, EscalationRow, LeadRow, OutboxItemRow
 from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
+from tests.support.amocrm import AMO_TOKEN
 
-from .amocrm_support import AMO_TOKEN, crm, rows, settings, store  # noqa: F401 (fixtures)
-from .helpers import event, run_worker
-from .test_crm_tasks_base import expect, raises_task_error, session, verify
 
-__all__ = ["session"]  # the fixture, shared with the task client tests
+@pytest.fixture
+def crm(amocrm_api):
+    """The local amoCRM API (and alert hook) these tests talk to."""
+    return amocrm_api
+
+
+@pytest.fixture
+def settings(settings, amocrm_settings):
+    return {**settings, **amocrm_settings}
+
 
 HUBSPOT_TOKEN = "pat-eu1-0123abcd-4567-89ef-0123-456789abcdef"
 PIPEDRIVE_TOKEN = "659c9fddb16335e48cc67114694b52074e812e03"
@@ -38,7 +45,7 @@ PD_LEAD = "adf21080-0e10-11eb-879b-05d71fb426ec"
 
 
 @pytest.fixture
-def clients(httpserver, session):
+def clients(httpserver, session, verify):
     yield {
         "amocrm": AmoCrmTasks(httpserver.url_for("/"), AMO_TOKEN, session, timeout=0.5),
         "bitrix24": Bitrix24Tasks(httpserver.url_for(f"{HOOK}/"), session, timeout=0.5),
@@ -149,7 +156,7 @@ HS_DEAL = {
     ],
 )
 def test_assign_owner_makes_the_documented_call(
-    httpserver, clients, crm, kind, lead, method, path, headers, body, reply
+    httpserver, clients, crm, kind, lead, method, path, headers, body, reply, expect
 ):
     expect(httpserver, method, path, headers=headers, body=body, reply=reply)
     assert clients[crm].assign_owner(lead, "504141", kind) is None
@@ -198,7 +205,7 @@ def test_assign_owner_makes_the_documented_call(
     ],
 )
 def test_rate_limits_and_server_errors_are_transient(
-    httpserver, clients, crm, method, path, status, reply, reply_headers, wait
+    httpserver, clients, crm, method, path, status, reply, reply_headers, wait, expect, raises_task_error
 ):
     expect(httpserver, method, path, status=status, reply=reply, reply_headers=reply_headers)
     error = raises_task_error(lambda: clients[crm].assign_owner("1000983", "504141"))
@@ -275,7 +282,7 @@ def test_rate_limits_and_server_errors_are_transient(
     ],
 )
 def test_refusals_are_permanent_and_never_show_a_secret(
-    httpserver, clients, crm, method, path, status, reply, secret, says
+    httpserver, clients, crm, method, path, status, reply, secret, says, expect, raises_task_error
 ):
     expect(httpserver, method, path, status=status, reply=reply)
     error = raises_task_error(lambda: clients[crm].assign_owner("1000983", "504141"))
@@ -296,7 +303,9 @@ def test_refusals_are_permanent_and_never_show_a_secret(
         ),
     ],
 )
-def test_a_deleted_record_is_not_found(httpserver, clients, crm, method, path, status, reply):
+def test_a_deleted_record_is_not_found(
+    httpserver, clients, crm, method, path, status, reply, expect, raises_task_error
+):
     expect(httpserver, method, path, status=status, reply=reply)
     assert isinstance(raises_task_error(lambda: clients[crm].assign_owner("1000983", "504141")), TaskNotFound)
 
@@ -310,7 +319,7 @@ def test_a_deleted_record_is_not_found(httpserver, clients, crm, method, path, s
         ("pipedrive", "1000983", "504141", "lead", "UUID"),
     ],
 )
-def test_bad_ids_are_refused_without_a_request(clients, crm, lead, owner, kind, says):
+def test_bad_ids_are_refused_without_a_request(clients, crm, lead, owner, kind, says, raises_task_error):
     error = raises_task_error(lambda: clients[crm].assign_owner(lead, owner, kind))
     assert not error.transient and says in str(error)
 
@@ -366,20 +375,26 @@ def patches(server, path=AMO_PATH):
     return [json.loads(request.data) for request, _ in server.log if request.method == "PATCH" and request.path == path]
 
 
-def reach_the_reassigning_level(
-    runtime, clock, server, source="amocrm", owner="11087123", lead_id=LEAD
-) -> EscalationRow:
-    """A new lead nobody touches: its first-touch clock fires level 0, then level 1 reassigns it."""
-    store(runtime, source, event("c", "lead.created", clock(), lead_id=lead_id, lead={"owner": owner, "name": "ACME"}))
-    [first_touch] = rows(runtime, ClockRow, ClockRow.name == "first_touch")
-    clock.advance(minutes=15)
-    run_timer(runtime, first_touch.id)
-    assert patches(server, f"/api/v4/leads/{lead_id.rsplit(':', 1)[-1]}") == []  # level 0 only alerts
-    clock.advance(hours=1)
-    result = run_timer(runtime, first_touch.id)
-    [escalation] = rows(runtime, EscalationRow, EscalationRow.reassigned_to.is_not(None))
-    assert result.reassignments == [(lead_id, escalation.reassigned_to, escalation.id)]
-    return escalation
+@pytest.fixture
+def reach_the_reassigning_level(event, db_rows, store_events):
+    def reach_the_reassigning_level(
+        runtime, clock, server, source="amocrm", owner="11087123", lead_id=LEAD
+    ) -> EscalationRow:
+        """A new lead nobody touches: its first-touch clock fires level 0, then level 1 reassigns it."""
+        store_events(
+            runtime, source, event("c", "lead.created", clock(), lead_id=lead_id, lead={"owner": owner, "name": "ACME"})
+        )
+        [first_touch] = db_rows(runtime, ClockRow, ClockRow.name == "first_touch")
+        clock.advance(minutes=15)
+        run_timer(runtime, first_touch.id)
+        assert patches(server, f"/api/v4/leads/{lead_id.rsplit(':', 1)[-1]}") == []  # level 0 only alerts
+        clock.advance(hours=1)
+        result = run_timer(runtime, first_touch.id)
+        [escalation] = db_rows(runtime, EscalationRow, EscalationRow.reassigned_to.is_not(None))
+        assert result.reassignments == [(lead_id, escalation.reassigned_to, escalation.id)]
+        return escalation
+
+    return reach_the_reassigning_level
 
 
 def scheduled(runtime) -> dict[str, float]:
@@ -415,27 +430,31 @@ def statuses(records) -> list[str]:
     return [record.crm_status for record in records if hasattr(record, "crm_status")]
 
 
-def test_the_next_team_member_becomes_the_responsible_user_in_amocrm(crm, runtime, clock, outcomes):
+def test_the_next_team_member_becomes_the_responsible_user_in_amocrm(
+    crm, runtime, clock, outcomes, db_rows, reach_the_reassigning_level
+):
     crm.expect_request(AMO_PATH, method="PATCH").respond_with_json({"id": int(NATIVE), "updated_at": 1795420900})
     escalation = reach_the_reassigning_level(runtime, clock, crm)
     assert escalation.reassigned_to == "11087456"
     [request] = [request for request, _ in crm.log if request.path == AMO_PATH]
     assert request.headers["Authorization"] == f"Bearer {AMO_TOKEN}"
     assert patches(crm) == [{"responsible_user_id": 11087456}]
-    assert rows(runtime, LeadRow)[0].owner == "11087456"
+    assert db_rows(runtime, LeadRow)[0].owner == "11087456"
     [record] = outcomes
     assert (record.lead_id, record.escalation_id, record.crm_status) == (LEAD, escalation.id, "assigned")
     run_timer(runtime, escalation.clock_id)  # a second firing tells the CRM nothing more
     assert len(patches(crm)) == 1
 
 
-def test_a_persons_crm_id_is_what_the_crm_gets(crm, runtime, clock):
+def test_a_persons_crm_id_is_what_the_crm_gets(crm, runtime, clock, reach_the_reassigning_level):
     crm.expect_request(AMO_PATH, method="PATCH").respond_with_json({"id": int(NATIVE)})
     assert reach_the_reassigning_level(runtime, clock, crm, owner="anna").reassigned_to == "boris"
     assert patches(crm) == [{"responsible_user_id": 504142}]
 
 
-def test_a_rate_limited_crm_is_told_again_after_retry_after_by_the_worker(crm, runtime, clock, outcomes):
+def test_a_rate_limited_crm_is_told_again_after_retry_after_by_the_worker(
+    crm, runtime, clock, outcomes, run_worker, reach_the_reassigning_level, db_rows
+):
     crm.expect_request(AMO_PATH, method="PATCH", json={"responsible_user_id": 11087456}).respond_with_handler(
         answers(
             Response("slow down", status=429, headers={"Retry-After": "7"}),
@@ -443,7 +462,7 @@ def test_a_rate_limited_crm_is_told_again_after_retry_after_by_the_worker(crm, r
         )
     )
     escalation = reach_the_reassigning_level(runtime, clock, crm)
-    [push] = rows(runtime, OutboxItemRow, OutboxItemRow.kind == "reassign")
+    [push] = db_rows(runtime, OutboxItemRow, OutboxItemRow.kind == "reassign")
     assert json.loads(push.args)["escalation_id"] == escalation.id
     retry = REASSIGNMENTS.job_id(runtime.queue_name, push.id, 2)
     assert reassign_jobs(runtime) == {retry: (clock() + timedelta(seconds=7)).timestamp()}
@@ -460,11 +479,13 @@ def test_a_rate_limited_crm_is_told_again_after_retry_after_by_the_worker(crm, r
     assert reassign_jobs(runtime) == {}
 
 
-def test_a_retry_never_takes_the_lead_back_from_a_newer_owner(crm, runtime, clock, outcomes):
+def test_a_retry_never_takes_the_lead_back_from_a_newer_owner(
+    crm, runtime, clock, outcomes, event, run_worker, reach_the_reassigning_level, store_events
+):
     crm.expect_request(AMO_PATH, method="PATCH").respond_with_handler(answers(Response("busy", status=503)))
     escalation = reach_the_reassigning_level(runtime, clock, crm)
     clock.advance(seconds=1)  # someone in amoCRM gives the lead back before the retry
-    store(runtime, "amocrm", event("a", "lead.assigned", clock(), lead_id=LEAD, lead={"owner": "11087123"}))
+    store_events(runtime, "amocrm", event("a", "lead.assigned", clock(), lead_id=LEAD, lead={"owner": "11087123"}))
     clock.advance(seconds=2)
     run_scheduler(runtime, clock())
     run_worker(runtime)
@@ -474,7 +495,7 @@ def test_a_retry_never_takes_the_lead_back_from_a_newer_owner(crm, runtime, cloc
 
 @pytest.mark.parametrize("status, headers, max_attempts", [(401, {}, 8), (400, {}, 8), (429, {"Retry-After": "1"}, 1)])
 def test_a_refusal_or_the_last_attempt_is_an_error_without_retry(
-    crm, runtime, clock, outcomes, settings, status, headers, max_attempts
+    crm, runtime, clock, outcomes, settings, status, headers, max_attempts, reach_the_reassigning_level, db_rows
 ):
     runtime.settings = runtime.settings.replace(alert_max_attempts=max_attempts)
     crm.expect_request(AMO_PATH, method="PATCH").respond_with_data(
@@ -488,27 +509,33 @@ def test_a_refusal_or_the_last_attempt_is_an_error_without_retry(
     assert (record.levelno, record.crm_status) == (logging.ERROR, "failed")
     assert AMO_TOKEN not in record.error and AMO_TOKEN not in record.getMessage()
     assert reassign_jobs(runtime) == {}
-    assert rows(runtime, LeadRow)[0].owner == "11087456"  # sla-guard's own reassignment stands
+    assert db_rows(runtime, LeadRow)[0].owner == "11087456"  # sla-guard's own reassignment stands
 
 
-def test_a_generic_webhook_lead_is_reassigned_without_a_crm_call(crm, runtime, clock, outcomes):
+def test_a_generic_webhook_lead_is_reassigned_without_a_crm_call(
+    crm, runtime, clock, outcomes, reach_the_reassigning_level, db_rows
+):
     escalation = reach_the_reassigning_level(runtime, clock, crm, source="generic", lead_id="L-1001")
-    assert escalation.reassigned_to == "11087456" and rows(runtime, LeadRow)[0].owner == "11087456"
+    assert escalation.reassigned_to == "11087456" and db_rows(runtime, LeadRow)[0].owner == "11087456"
     assert [request.path for request, _ in crm.log if request.path != "/alerts"] == []
     assert statuses(outcomes) == ["not_supported"] and all(r.levelno < logging.WARNING for r in outcomes)
     assert tell_crm(runtime, "L-1001", "11087456", escalation.id) == "not_supported"
 
 
-def test_a_crashing_crm_call_does_not_break_the_timer(crm, runtime, clock, monkeypatch):
+def test_a_crashing_crm_call_does_not_break_the_timer(
+    crm, runtime, clock, monkeypatch, reach_the_reassigning_level, db_rows
+):
     def crash(*_args, **_kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr("sla_guard.timers.escalation.tell_crm", crash)
     escalation = reach_the_reassigning_level(runtime, clock, crm)
-    assert escalation.reassigned_to == "11087456" and rows(runtime, LeadRow)[0].owner == "11087456"
+    assert escalation.reassigned_to == "11087456" and db_rows(runtime, LeadRow)[0].owner == "11087456"
 
 
-def test_killing_redis_with_a_reassignment_pending_loses_it_not(crm, runtime, clock, outcomes, killable_redis):
+def test_killing_redis_with_a_reassignment_pending_loses_it_not(
+    crm, runtime, clock, outcomes, killable_redis, reach_the_reassigning_level, run_worker
+):
     runtime.redis = Redis.from_url(killable_redis.url)
     crm.expect_request(AMO_PATH, method="PATCH").respond_with_handler(
         answers(

@@ -7,9 +7,7 @@ import threading
 import pytest
 
 from sla_guard.outbox.crm_tasks import AmoCrmTasks, TaskNotFound
-from tests.test_crm_tasks_base import KEY, expect, expect_hang, follow_up, raises_task_error, session, verify
-
-__all__ = ["session"]  # the fixture, shared with the base module
+from tests.support.crm_api import KEY
 
 TOKEN = "amo-long-lived-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -19,7 +17,7 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-def amo(httpserver, session):
+def amo(httpserver, session, verify):
     yield AmoCrmTasks(httpserver.url_for("/"), TOKEN, session, timeout=0.5)
     verify(httpserver)
 
@@ -78,12 +76,12 @@ def task(task_id: int, text: str, completed: bool = False) -> dict:
 # --- create -------------------------------------------------------------------------------
 
 
-def test_create_posts_one_task_and_returns_its_id(httpserver, amo):
+def test_create_posts_one_task_and_returns_its_id(httpserver, amo, expect, follow_up):
     expect(httpserver, "POST", "/api/v4/tasks", headers=AUTH, body=task_body(), reply=created(), content_type=HAL)
     assert amo.create(follow_up()) == "4745251"
 
 
-def test_create_without_owner_assigns_the_leads_responsible_user(httpserver, amo):
+def test_create_without_owner_assigns_the_leads_responsible_user(httpserver, amo, expect, follow_up):
     expect(
         httpserver,
         "GET",
@@ -104,13 +102,13 @@ def test_create_without_owner_assigns_the_leads_responsible_user(httpserver, amo
     assert amo.create(follow_up(owner=None, kind="lead")) == "4745251"
 
 
-def test_create_for_a_deleted_lead_without_owner_is_not_found(httpserver, amo):
+def test_create_for_a_deleted_lead_without_owner_is_not_found(httpserver, amo, expect, follow_up, raises_task_error):
     expect(httpserver, "GET", "/api/v4/leads/1000983", headers=AUTH, status=204)
     error = raises_task_error(lambda: amo.create(follow_up(owner=None)))
     assert isinstance(error, TaskNotFound) and not error.transient and "no lead 1000983" in str(error)
 
 
-def test_validation_errors_are_permanent_and_say_what_is_wrong(httpserver, amo):
+def test_validation_errors_are_permanent_and_say_what_is_wrong(httpserver, amo, expect, follow_up, raises_task_error):
     problem = {
         "validation-errors": [
             {
@@ -136,7 +134,7 @@ def test_validation_errors_are_permanent_and_say_what_is_wrong(httpserver, amo):
     assert "responsible_user_id: The value you selected is not a valid choice." in str(error)
 
 
-def test_refused_token_is_permanent_and_never_shown(httpserver, amo):
+def test_refused_token_is_permanent_and_never_shown(httpserver, amo, expect, follow_up, raises_task_error):
     expect(
         httpserver,
         "POST",
@@ -149,7 +147,7 @@ def test_refused_token_is_permanent_and_never_shown(httpserver, amo):
     assert not error.transient and "SLA_GUARD_AMOCRM_ACCESS_TOKEN" in str(error) and TOKEN not in str(error)
 
 
-def test_forbidden_is_permanent(httpserver, amo):
+def test_forbidden_is_permanent(httpserver, amo, expect, follow_up, raises_task_error):
     expect(
         httpserver,
         "POST",
@@ -163,7 +161,7 @@ def test_forbidden_is_permanent(httpserver, amo):
 
 
 @pytest.mark.parametrize("headers, wait", [({"Retry-After": "3"}, 3.0), ({}, 1.0)])
-def test_rate_limit_is_transient_with_a_wait(httpserver, amo, headers, wait):
+def test_rate_limit_is_transient_with_a_wait(httpserver, amo, headers, wait, expect, follow_up, raises_task_error):
     expect(
         httpserver,
         "POST",
@@ -177,7 +175,7 @@ def test_rate_limit_is_transient_with_a_wait(httpserver, amo, headers, wait):
     assert error.transient and error.retry_after_s == wait and error.status == 429
 
 
-def test_server_error_is_transient(httpserver, amo):
+def test_server_error_is_transient(httpserver, amo, expect, follow_up, raises_task_error):
     expect(
         httpserver,
         "POST",
@@ -190,7 +188,7 @@ def test_server_error_is_transient(httpserver, amo):
     assert error.transient and error.status == 500
 
 
-def test_timeout_is_transient(httpserver, amo):
+def test_timeout_is_transient(httpserver, amo, expect_hang, follow_up, raises_task_error):
     release = threading.Event()
     expect_hang(httpserver, "POST", "/api/v4/tasks", release)
     try:
@@ -200,13 +198,13 @@ def test_timeout_is_transient(httpserver, amo):
     assert error.transient and "no answer in time" in str(error)
 
 
-def test_unreachable_account_is_transient(session):
+def test_unreachable_account_is_transient(session, follow_up, raises_task_error):
     client = AmoCrmTasks("http://127.0.0.1:9", TOKEN, session, timeout=0.5)
     error = raises_task_error(lambda: client.create(follow_up()))
     assert error.transient and "cannot connect" in str(error) and TOKEN not in str(error)
 
 
-def test_a_non_numeric_lead_id_is_refused_without_a_request(amo):
+def test_a_non_numeric_lead_id_is_refused_without_a_request(amo, follow_up, raises_task_error):
     error = raises_task_error(lambda: amo.create(follow_up(lead_id="L-1001")))
     assert not error.transient and "numeric" in str(error)
 
@@ -216,7 +214,7 @@ def test_a_non_numeric_lead_id_is_refused_without_a_request(amo):
 FIND_QUERY = {"filter[entity_type]": "leads", "filter[entity_id]": "1000983", "order[id]": "desc", "limit": "250"}
 
 
-def test_find_returns_the_task_carrying_the_key(httpserver, amo):
+def test_find_returns_the_task_carrying_the_key(httpserver, amo, expect, follow_up):
     listing = {
         "_page": 1,
         "_links": {"self": {"href": "https://acme.amocrm.ru/api/v4/tasks?page=1&limit=250"}},
@@ -232,12 +230,12 @@ def test_find_returns_the_task_carrying_the_key(httpserver, amo):
     assert amo.find(follow_up()) == "4745251"
 
 
-def test_find_without_tasks_is_none(httpserver, amo):
+def test_find_without_tasks_is_none(httpserver, amo, expect, follow_up):
     expect(httpserver, "GET", "/api/v4/tasks", query=FIND_QUERY, status=204)
     assert amo.find(follow_up()) is None
 
 
-def test_find_without_a_match_is_none(httpserver, amo):
+def test_find_without_a_match_is_none(httpserver, amo, expect, follow_up):
     expect(
         httpserver,
         "GET",
@@ -252,7 +250,7 @@ def test_find_without_a_match_is_none(httpserver, amo):
 # --- close and status ---------------------------------------------------------------------
 
 
-def test_close_completes_the_task_with_a_result(httpserver, amo):
+def test_close_completes_the_task_with_a_result(httpserver, amo, expect):
     expect(
         httpserver,
         "PATCH",
@@ -269,7 +267,7 @@ def test_close_completes_the_task_with_a_result(httpserver, amo):
     assert amo.close("4745251") is None
 
 
-def test_close_of_a_task_already_gone_is_silent(httpserver, amo):
+def test_close_of_a_task_already_gone_is_silent(httpserver, amo, expect):
     expect(
         httpserver,
         "PATCH",
@@ -281,13 +279,13 @@ def test_close_of_a_task_already_gone_is_silent(httpserver, amo):
     amo.close("4745251")
 
 
-def test_close_failing_on_the_server_is_transient(httpserver, amo):
+def test_close_failing_on_the_server_is_transient(httpserver, amo, expect, raises_task_error):
     expect(httpserver, "PATCH", "/api/v4/tasks/4745251", status=502, raw="Bad Gateway", content_type="text/plain")
     assert raises_task_error(lambda: amo.close("4745251")).transient
 
 
 @pytest.mark.parametrize("completed, expected", [(True, "done"), (False, "open")])
-def test_status_reads_is_completed(httpserver, amo, completed, expected):
+def test_status_reads_is_completed(httpserver, amo, completed, expected, expect):
     expect(
         httpserver, "GET", "/api/v4/tasks/4745251", headers=AUTH, reply=task(4745251, TEXT, completed), content_type=HAL
     )
@@ -295,12 +293,12 @@ def test_status_reads_is_completed(httpserver, amo, completed, expected):
 
 
 @pytest.mark.parametrize("status", [204, 404])
-def test_status_of_a_missing_task_is_gone(httpserver, amo, status):
+def test_status_of_a_missing_task_is_gone(httpserver, amo, status, expect):
     expect(httpserver, "GET", "/api/v4/tasks/4745251", status=status)
     assert amo.status("4745251") == "gone"
 
 
-def test_status_with_a_refused_token_raises(httpserver, amo):
+def test_status_with_a_refused_token_raises(httpserver, amo, expect, raises_task_error):
     expect(
         httpserver,
         "GET",

@@ -7,18 +7,12 @@ the JSON body with its value types) and answered as the real API answers.
 
 from __future__ import annotations
 
-import json
 import pickle
-import threading
-from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
-from typing import Any
 
 import pytest
 import requests
-from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response
 
 from sla_guard.config import crm_settings
 from sla_guard.exceptions import ConfigError, SlaGuardError
@@ -30,103 +24,16 @@ from sla_guard.outbox.crm_tasks import (
     TaskClient,
     TaskError,
     TaskNotFound,
-    TaskRequest,
     client_for,
 )
 from sla_guard.outbox.crm_tasks.base import has_marker, html_with_marker, subject, with_marker
 from sla_guard.outbox.http import Http, retry_after
-
-DUE = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
-KEY = "sla-guard-fu-42-1"
-_ABSENT = object()
-
-
-def follow_up(lead_id: str = "1000983", owner: str | None = "17", kind: str = "deal", **changes: Any) -> TaskRequest:
-    """A follow-up step as the engine would ask for it."""
-    values: dict[str, Any] = {
-        "lead_id": lead_id,
-        "owner": owner,
-        "text": "Follow up on the proposal for ACME",
-        "due_at": DUE,
-        "idempotency_key": KEY,
-        "kind": kind,
-    }
-    values.update(changes)
-    return TaskRequest(**values)
-
-
-def canonical(value: Any) -> str:
-    """JSON text that tells 1, 1.0, true and "1" apart, for exact body checks."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
-
-
-def expect(
-    server: HTTPServer,
-    method: str,
-    path: str,
-    *,
-    body: Any = _ABSENT,
-    query: Mapping[str, str] | None = None,
-    headers: Mapping[str, str] | None = None,
-    status: int = 200,
-    reply: Any = _ABSENT,
-    raw: str | None = None,
-    reply_headers: Mapping[str, str] | None = None,
-    content_type: str = "application/json",
-) -> None:
-    """Expect one request, in order, and answer it.
-
-    ``body`` is compared exactly, value types included; ``headers`` must be present with
-    these values; ``query`` must be the whole query string.
-    """
-    wanted = dict(headers or {})
-    if body is not _ABSENT:
-        wanted.setdefault("Content-Type", "application/json")
-    matcher_kwargs: dict[str, Any] = {"method": method, "headers": wanted or None, "query_string": query}
-    if body is not _ABSENT:
-        matcher_kwargs["json"] = body
-
-    def respond(request: Request) -> Response:
-        if body is not _ABSENT:
-            assert canonical(json.loads(request.get_data(as_text=True))) == canonical(body)
-        payload = raw if raw is not None else ("" if reply is _ABSENT else json.dumps(reply))
-        return Response(payload, status=status, headers=dict(reply_headers or {}), content_type=content_type)
-
-    server.expect_ordered_request(path, **matcher_kwargs).respond_with_handler(respond)
-
-
-def expect_hang(server: HTTPServer, method: str, path: str, release: threading.Event) -> None:
-    """Expect one request and answer it only once ``release`` is set (a CRM that hangs)."""
-
-    def respond(_request: Request) -> Response:
-        release.wait(5)
-        return Response("{}", status=200, content_type="application/json")
-
-    server.expect_ordered_request(path, method=method).respond_with_handler(respond)
-
-
-def verify(server: HTTPServer) -> None:
-    """Every expected request came, and nothing else did."""
-    server.check()
-    assert not server.ordered_handlers, f"requests never made: {server.ordered_handlers}"
-
-
-def raises_task_error(call: Callable[[], Any]) -> TaskError:
-    with pytest.raises(TaskError) as caught:
-        call()
-    return caught.value
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as http:
-        yield http
-
+from tests.support.crm_api import DUE, KEY
 
 # --- the request type ---------------------------------------------------------------------
 
 
-def test_due_time_is_normalised_to_utc():
+def test_due_time_is_normalised_to_utc(follow_up):
     moscow = timezone(timedelta(hours=3))
     task = follow_up(due_at=datetime(2026, 11, 24, 12, 30, tzinfo=moscow))
     assert task.due_at == DUE and task.due_at.tzinfo is UTC
@@ -141,7 +48,7 @@ def test_due_time_is_normalised_to_utc():
         ({"lead_id": " "}, "empty"),
     ],
 )
-def test_invalid_requests_are_refused(changes, problem):
+def test_invalid_requests_are_refused(changes, problem, follow_up):
     with pytest.raises(ValueError, match=problem):
         follow_up(**changes)
 
@@ -174,14 +81,7 @@ def test_subject_is_the_first_line_shortened():
     assert subject("x" * 300, 10) == "x" * 9 + "…"
 
 
-def http_answer(status: int, headers: Mapping[str, str] | None = None) -> requests.Response:
-    response = requests.Response()
-    response.status_code = status
-    response.headers.update(headers or {})
-    return response
-
-
-def test_retry_after_reads_seconds_and_http_dates():
+def test_retry_after_reads_seconds_and_http_dates(http_answer):
     assert retry_after(http_answer(429, {"Retry-After": "7"})) == 7.0
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
     assert 110 <= retry_after(http_answer(429, {"Retry-After": later})) <= 120
@@ -202,7 +102,7 @@ def test_retry_after_reads_seconds_and_http_dates():
         (409, False),
     ],
 )
-def test_http_statuses_are_classified(status, transient):
+def test_http_statuses_are_classified(status, transient, http_answer):
     http = Http("Pipedrive", requests.Session(), 1.0, ["t0ps3cret"], "SLA_GUARD_PIPEDRIVE_API_TOKEN")
     error = http.error(http_answer(status), "creating the activity", "token t0ps3cret is wrong")
     assert error.transient is transient and error.status == status

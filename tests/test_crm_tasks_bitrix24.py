@@ -7,9 +7,6 @@ import threading
 import pytest
 
 from sla_guard.outbox.crm_tasks import Bitrix24Tasks, TaskNotFound
-from tests.test_crm_tasks_base import expect, expect_hang, follow_up, raises_task_error, session, verify
-
-__all__ = ["session"]
 
 KEY_PART = "s3cr3tk3y"
 HOOK = f"/rest/1/{KEY_PART}"
@@ -26,7 +23,7 @@ TIME = {
 
 
 @pytest.fixture
-def b24(httpserver, session):
+def b24(httpserver, session, verify):
     yield Bitrix24Tasks(httpserver.url_for(f"{HOOK}/"), session, timeout=0.5)
     verify(httpserver)
 
@@ -68,14 +65,14 @@ def error(code: str, description: str) -> dict:
 # --- create -------------------------------------------------------------------------------
 
 
-def test_create_adds_a_todo_on_the_deal(httpserver, b24):
+def test_create_adds_a_todo_on_the_deal(httpserver, b24, expect, follow_up):
     expect(
         httpserver, "POST", f"{HOOK}/crm.activity.todo.add", body=todo(), reply={"result": {"id": 243}, "time": TIME}
     )
     assert b24.create(follow_up()) == "243"
 
 
-def test_create_on_a_lead_without_owner_uses_the_leads_assignee(httpserver, b24):
+def test_create_on_a_lead_without_owner_uses_the_leads_assignee(httpserver, b24, expect, follow_up):
     expect(
         httpserver,
         "POST",
@@ -93,7 +90,7 @@ def test_create_on_a_lead_without_owner_uses_the_leads_assignee(httpserver, b24)
     assert b24.create(follow_up(owner=None, kind="lead")) == "244"
 
 
-def test_create_on_a_deleted_deal_is_not_found(httpserver, b24):
+def test_create_on_a_deleted_deal_is_not_found(httpserver, b24, expect, follow_up, raises_task_error):
     expect(httpserver, "POST", f"{HOOK}/crm.deal.get", body={"id": 1000983}, status=400, reply=error("", "Not found"))
     assert isinstance(raises_task_error(lambda: b24.create(follow_up(owner=None))), TaskNotFound)
 
@@ -125,14 +122,16 @@ def test_create_on_a_deleted_deal_is_not_found(httpserver, b24):
         (404, error("ERROR_METHOD_NOT_FOUND", "Method not found!"), False, None, "does not know this method"),
     ],
 )
-def test_errors_are_classified_and_keep_the_key_secret(httpserver, b24, status, body, transient, wait, words):
+def test_errors_are_classified_and_keep_the_key_secret(
+    httpserver, b24, status, body, transient, wait, words, expect, follow_up, raises_task_error
+):
     expect(httpserver, "POST", f"{HOOK}/crm.activity.todo.add", body=todo(), status=status, reply=body)
     failure = raises_task_error(lambda: b24.create(follow_up()))
     assert failure.transient is transient and failure.retry_after_s == wait
     assert words in str(failure) and KEY_PART not in str(failure) and str(failure).startswith("Bitrix24: ")
 
 
-def test_server_error_page_is_transient(httpserver, b24):
+def test_server_error_page_is_transient(httpserver, b24, expect, follow_up, raises_task_error):
     expect(
         httpserver,
         "POST",
@@ -144,7 +143,7 @@ def test_server_error_page_is_transient(httpserver, b24):
     assert raises_task_error(lambda: b24.create(follow_up())).transient
 
 
-def test_rate_limit_honours_retry_after(httpserver, b24):
+def test_rate_limit_honours_retry_after(httpserver, b24, expect, follow_up, raises_task_error):
     expect(
         httpserver,
         "POST",
@@ -157,7 +156,7 @@ def test_rate_limit_honours_retry_after(httpserver, b24):
     assert failure.transient and failure.retry_after_s == 4.0
 
 
-def test_timeout_is_transient(httpserver, b24):
+def test_timeout_is_transient(httpserver, b24, expect_hang, follow_up, raises_task_error):
     release = threading.Event()
     expect_hang(httpserver, "POST", f"{HOOK}/crm.activity.todo.add", release)
     try:
@@ -176,7 +175,7 @@ LIST_BODY = {
 }
 
 
-def test_find_returns_the_todo_carrying_the_key(httpserver, b24):
+def test_find_returns_the_todo_carrying_the_key(httpserver, b24, expect, follow_up):
     listing = {
         "result": [
             activity("250", "Call back\n\n[sla-guard-fu-42-10]"),
@@ -190,7 +189,7 @@ def test_find_returns_the_todo_carrying_the_key(httpserver, b24):
     assert b24.find(follow_up()) == "243"
 
 
-def test_find_without_a_match_is_none(httpserver, b24):
+def test_find_without_a_match_is_none(httpserver, b24, expect, follow_up):
     expect(
         httpserver, "POST", f"{HOOK}/crm.activity.list", body=LIST_BODY, reply={"result": [], "total": 0, "time": TIME}
     )
@@ -200,7 +199,7 @@ def test_find_without_a_match_is_none(httpserver, b24):
 # --- close and status ---------------------------------------------------------------------
 
 
-def test_close_marks_the_todo_completed(httpserver, b24):
+def test_close_marks_the_todo_completed(httpserver, b24, expect):
     expect(
         httpserver,
         "POST",
@@ -211,12 +210,12 @@ def test_close_marks_the_todo_completed(httpserver, b24):
     assert b24.close("243") is None
 
 
-def test_close_of_a_todo_already_gone_is_silent(httpserver, b24):
+def test_close_of_a_todo_already_gone_is_silent(httpserver, b24, expect):
     expect(httpserver, "POST", f"{HOOK}/crm.activity.update", status=400, reply=error("NOT_FOUND", "Not found"))
     b24.close("243")
 
 
-def test_close_with_a_wrong_webhook_url_is_not_taken_for_gone(httpserver, b24):
+def test_close_with_a_wrong_webhook_url_is_not_taken_for_gone(httpserver, b24, expect, raises_task_error):
     expect(
         httpserver,
         "POST",
@@ -230,7 +229,7 @@ def test_close_with_a_wrong_webhook_url_is_not_taken_for_gone(httpserver, b24):
 
 
 @pytest.mark.parametrize("completed, expected", [("Y", "done"), ("N", "open")])
-def test_status_reads_completed(httpserver, b24, completed, expected):
+def test_status_reads_completed(httpserver, b24, completed, expected, expect):
     expect(
         httpserver,
         "POST",
@@ -241,6 +240,6 @@ def test_status_reads_completed(httpserver, b24, completed, expected):
     assert b24.status("243") == expected
 
 
-def test_status_of_a_deleted_todo_is_gone(httpserver, b24):
+def test_status_of_a_deleted_todo_is_gone(httpserver, b24, expect):
     expect(httpserver, "POST", f"{HOOK}/crm.activity.get", body={"id": 243}, status=400, reply=error("", "Not found"))
     assert b24.status("243") == "gone"

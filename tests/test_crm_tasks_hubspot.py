@@ -7,9 +7,6 @@ import threading
 import pytest
 
 from sla_guard.outbox.crm_tasks import HubSpotTasks, TaskNotFound
-from tests.test_crm_tasks_base import expect, expect_hang, follow_up, raises_task_error, session, verify
-
-__all__ = ["session"]
 
 TOKEN = "pat-eu1-0123abcd-4567-89ef-0123-456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -18,7 +15,7 @@ STAMPS = {"createdAt": "2026-11-23T12:00:00.000Z", "updatedAt": "2026-11-23T12:0
 
 
 @pytest.fixture
-def hubspot(httpserver, session):
+def hubspot(httpserver, session, verify):
     yield HubSpotTasks(TOKEN, session, api_url=httpserver.url_for("/"), timeout=0.5)
     verify(httpserver)
 
@@ -70,7 +67,7 @@ def problem(category: str, message: str) -> dict:
 # --- create -------------------------------------------------------------------------------
 
 
-def test_create_posts_the_task_associated_with_the_deal(httpserver, hubspot):
+def test_create_posts_the_task_associated_with_the_deal(httpserver, hubspot, expect, follow_up):
     expect(
         httpserver,
         "POST",
@@ -83,7 +80,7 @@ def test_create_posts_the_task_associated_with_the_deal(httpserver, hubspot):
     assert hubspot.create(follow_up()) == "512"
 
 
-def test_create_for_a_contact_lead_without_owner_reads_the_contacts_owner(httpserver, hubspot):
+def test_create_for_a_contact_lead_without_owner_reads_the_contacts_owner(httpserver, hubspot, expect, follow_up):
     expect(
         httpserver,
         "GET",
@@ -112,7 +109,7 @@ def test_create_for_a_contact_lead_without_owner_reads_the_contacts_owner(httpse
     assert hubspot.create(follow_up(owner=None, kind="contact")) == "513"
 
 
-def test_create_for_an_unowned_deal_is_refused(httpserver, hubspot):
+def test_create_for_an_unowned_deal_is_refused(httpserver, hubspot, expect, follow_up, raises_task_error):
     expect(
         httpserver,
         "GET",
@@ -124,7 +121,7 @@ def test_create_for_an_unowned_deal_is_refused(httpserver, hubspot):
     assert not failure.transient and "no owner" in str(failure)
 
 
-def test_validation_error_is_permanent_and_explained(httpserver, hubspot):
+def test_validation_error_is_permanent_and_explained(httpserver, hubspot, expect, follow_up, raises_task_error):
     message = (
         'Property values were not valid: [{"isValid":false,"message":"17 is not a valid owner id",'
         '"error":"INVALID_OWNER_ID","name":"hubspot_owner_id"}]'
@@ -142,7 +139,7 @@ def test_validation_error_is_permanent_and_explained(httpserver, hubspot):
     assert "VALIDATION_ERROR" in str(failure) and "not a valid owner id" in str(failure)
 
 
-def test_refused_token_is_permanent_and_never_shown(httpserver, hubspot):
+def test_refused_token_is_permanent_and_never_shown(httpserver, hubspot, expect, follow_up, raises_task_error):
     expect(
         httpserver,
         "POST",
@@ -154,7 +151,7 @@ def test_refused_token_is_permanent_and_never_shown(httpserver, hubspot):
     assert not failure.transient and "SLA_GUARD_HUBSPOT_ACCESS_TOKEN" in str(failure) and TOKEN not in str(failure)
 
 
-def test_missing_scope_is_permanent(httpserver, hubspot):
+def test_missing_scope_is_permanent(httpserver, hubspot, expect, follow_up, raises_task_error):
     expect(
         httpserver,
         "POST",
@@ -183,7 +180,9 @@ def test_missing_scope_is_permanent(httpserver, hubspot):
         ("DAILY", {}, 3600.0),
     ],
 )
-def test_rate_limits_are_transient_with_the_right_wait(httpserver, hubspot, policy, headers, wait):
+def test_rate_limits_are_transient_with_the_right_wait(
+    httpserver, hubspot, policy, headers, wait, expect, follow_up, raises_task_error
+):
     body = {
         "status": "error",
         "message": "You have reached your limit.",
@@ -197,12 +196,12 @@ def test_rate_limits_are_transient_with_the_right_wait(httpserver, hubspot, poli
     assert failure.transient and failure.retry_after_s == wait
 
 
-def test_server_error_is_transient(httpserver, hubspot):
+def test_server_error_is_transient(httpserver, hubspot, expect, follow_up, raises_task_error):
     expect(httpserver, "POST", "/crm/v3/objects/tasks", status=500, reply=problem("INTERNAL_ERROR", "internal error"))
     assert raises_task_error(lambda: hubspot.create(follow_up())).transient
 
 
-def test_timeout_is_transient(httpserver, hubspot):
+def test_timeout_is_transient(httpserver, hubspot, expect_hang, follow_up, raises_task_error):
     release = threading.Event()
     expect_hang(httpserver, "POST", "/crm/v3/objects/tasks", release)
     try:
@@ -224,7 +223,7 @@ def search_body(key: str = "associations.deal") -> dict:
     }
 
 
-def test_find_searches_the_deals_tasks_for_the_key(httpserver, hubspot):
+def test_find_searches_the_deals_tasks_for_the_key(httpserver, hubspot, expect, follow_up):
     found = {
         "total": 3,
         "results": [
@@ -237,7 +236,7 @@ def test_find_searches_the_deals_tasks_for_the_key(httpserver, hubspot):
     assert hubspot.find(follow_up()) == "512"
 
 
-def test_find_on_a_contact_without_a_match_is_none(httpserver, hubspot):
+def test_find_on_a_contact_without_a_match_is_none(httpserver, hubspot, expect, follow_up):
     expect(
         httpserver,
         "POST",
@@ -251,7 +250,7 @@ def test_find_on_a_contact_without_a_match_is_none(httpserver, hubspot):
 # --- close and status ---------------------------------------------------------------------
 
 
-def test_close_sets_the_status_completed(httpserver, hubspot):
+def test_close_sets_the_status_completed(httpserver, hubspot, expect):
     expect(
         httpserver,
         "PATCH",
@@ -263,7 +262,7 @@ def test_close_sets_the_status_completed(httpserver, hubspot):
     assert hubspot.close("512") is None
 
 
-def test_close_of_a_task_already_gone_is_silent(httpserver, hubspot):
+def test_close_of_a_task_already_gone_is_silent(httpserver, hubspot, expect):
     expect(
         httpserver,
         "PATCH",
@@ -274,7 +273,7 @@ def test_close_of_a_task_already_gone_is_silent(httpserver, hubspot):
     hubspot.close("512")
 
 
-def test_close_rate_limited_raises_transient(httpserver, hubspot):
+def test_close_rate_limited_raises_transient(httpserver, hubspot, expect, raises_task_error):
     expect(
         httpserver,
         "PATCH",
@@ -301,7 +300,7 @@ def test_close_rate_limited_raises_transient(httpserver, hubspot):
         ("NOT_STARTED", True, "gone"),
     ],
 )
-def test_status_reads_hs_task_status(httpserver, hubspot, status, archived, expected):
+def test_status_reads_hs_task_status(httpserver, hubspot, status, archived, expected, expect):
     expect(
         httpserver,
         "GET",
@@ -313,7 +312,7 @@ def test_status_reads_hs_task_status(httpserver, hubspot, status, archived, expe
     assert hubspot.status("512") == expected
 
 
-def test_status_of_a_deleted_task_is_gone(httpserver, hubspot):
+def test_status_of_a_deleted_task_is_gone(httpserver, hubspot, expect):
     expect(
         httpserver,
         "GET",

@@ -9,12 +9,10 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
+import time_machine
 
 from sla_guard.outbox.crm_tasks import PipedriveTasks, TaskNotFound
 from sla_guard.outbox.crm_tasks.pipedrive import _rate_wait
-from tests.test_crm_tasks_base import expect, expect_hang, follow_up, http_answer, raises_task_error, session, verify
-
-__all__ = ["session"]
 
 TOKEN = "659c9fddb16335e48cc67114694b52074e812e03"
 AUTH = {"x-api-token": TOKEN}
@@ -28,7 +26,7 @@ RETIRED = re.compile(r"^/api/v1/(activities|deals)(/.*)?$")
 
 
 @pytest.fixture
-def pipedrive(httpserver, session):
+def pipedrive(httpserver, session, verify):
     httpserver.expect_request(RETIRED).respond_with_json(failure_body("Gone: use API v2", 410), status=410)
     yield PipedriveTasks(TOKEN, session, api_url=httpserver.url_for("/api"), timeout=0.5)
     verify(httpserver)
@@ -96,7 +94,7 @@ def failure_body(error: str, code: int | None = None) -> dict:
 # --- create -------------------------------------------------------------------------------
 
 
-def test_create_adds_a_task_activity_on_the_deal(httpserver, pipedrive):
+def test_create_adds_a_task_activity_on_the_deal(httpserver, pipedrive, expect, follow_up):
     expect(
         httpserver,
         "POST",
@@ -109,7 +107,7 @@ def test_create_adds_a_task_activity_on_the_deal(httpserver, pipedrive):
     assert pipedrive.create(follow_up()) == "8"
 
 
-def test_create_on_a_lead_without_owner_reads_the_leads_owner(httpserver, pipedrive):
+def test_create_on_a_lead_without_owner_reads_the_leads_owner(httpserver, pipedrive, expect, follow_up):
     expect(
         httpserver,
         "GET",
@@ -128,7 +126,7 @@ def test_create_on_a_lead_without_owner_reads_the_leads_owner(httpserver, pipedr
     assert pipedrive.create(follow_up(lead_id=LEAD, owner=None, kind="lead")) == "9"
 
 
-def test_create_on_a_deal_without_owner_reads_the_deals_user(httpserver, pipedrive):
+def test_create_on_a_deal_without_owner_reads_the_deals_user(httpserver, pipedrive, expect, follow_up):
     expect(
         httpserver,
         "GET",
@@ -146,17 +144,17 @@ def test_create_on_a_deal_without_owner_reads_the_deals_user(httpserver, pipedri
     assert pipedrive.create(follow_up(owner=None)) == "10"
 
 
-def test_create_on_a_deleted_deal_is_not_found(httpserver, pipedrive):
+def test_create_on_a_deleted_deal_is_not_found(httpserver, pipedrive, expect, follow_up, raises_task_error):
     expect(httpserver, "GET", "/api/v2/deals/1000983", status=404, reply=failure_body("Deal not found"))
     assert isinstance(raises_task_error(lambda: pipedrive.create(follow_up(owner=None))), TaskNotFound)
 
 
-def test_a_lead_id_must_be_a_uuid(pipedrive):
+def test_a_lead_id_must_be_a_uuid(pipedrive, follow_up, raises_task_error):
     failure = raises_task_error(lambda: pipedrive.create(follow_up(lead_id="42", kind="lead")))
     assert not failure.transient and "UUID" in str(failure)
 
 
-def test_validation_error_is_permanent_and_explained(httpserver, pipedrive):
+def test_validation_error_is_permanent_and_explained(httpserver, pipedrive, expect, follow_up, raises_task_error):
     expect(
         httpserver,
         "POST",
@@ -169,7 +167,7 @@ def test_validation_error_is_permanent_and_explained(httpserver, pipedrive):
     assert not failure.transient and "Invalid user_id" in str(failure) and str(failure).startswith("Pipedrive: ")
 
 
-def test_refused_token_is_permanent_and_never_shown(httpserver, pipedrive):
+def test_refused_token_is_permanent_and_never_shown(httpserver, pipedrive, expect, follow_up, raises_task_error):
     expect(httpserver, "POST", "/api/v2/activities", status=401, reply=failure_body("unauthorized access", 401))
     failure = raises_task_error(lambda: pipedrive.create(follow_up()))
     assert not failure.transient and "SLA_GUARD_PIPEDRIVE_API_TOKEN" in str(failure) and TOKEN not in str(failure)
@@ -183,7 +181,9 @@ def test_refused_token_is_permanent_and_never_shown(httpserver, pipedrive):
         ({}, 2.0),
     ],
 )
-def test_rate_limit_is_transient_with_a_wait(httpserver, pipedrive, headers, wait):
+def test_rate_limit_is_transient_with_a_wait(
+    httpserver, pipedrive, headers, wait, expect, follow_up, raises_task_error
+):
     expect(
         httpserver,
         "POST",
@@ -196,19 +196,27 @@ def test_rate_limit_is_transient_with_a_wait(httpserver, pipedrive, headers, wai
     assert failure.transient and failure.retry_after_s == wait
 
 
-def test_spent_daily_budget_waits_for_midnight_utc():
-    wait = _rate_wait(http_answer(429, {"x-daily-requests-left": "0", "x-ratelimit-reset": "2"}))
-    now = datetime.now(UTC)
-    seconds_left = 86400 - (now.hour * 3600 + now.minute * 60 + now.second)
-    assert abs(wait - seconds_left) < 5
+@pytest.mark.parametrize(
+    "now, seconds",
+    [
+        (datetime(2026, 11, 24, 23, 59, 30, tzinfo=UTC), 30),
+        (datetime(2026, 11, 24, 0, 0, 0, tzinfo=UTC), 86400),
+        (datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC), 43200),
+        (datetime(2026, 12, 31, 21, 0, 0, tzinfo=UTC), 10800),  # midnight of the next year
+    ],
+)
+def test_spent_daily_budget_waits_for_midnight_utc(now, seconds, http_answer):
+    with time_machine.travel(now, tick=False):
+        wait = _rate_wait(http_answer(429, {"x-daily-requests-left": "0", "x-ratelimit-reset": "2"}))
+    assert wait == seconds
 
 
-def test_server_error_is_transient(httpserver, pipedrive):
+def test_server_error_is_transient(httpserver, pipedrive, expect, follow_up, raises_task_error):
     expect(httpserver, "POST", "/api/v2/activities", status=500, reply=failure_body("Internal server error", 500))
     assert raises_task_error(lambda: pipedrive.create(follow_up())).transient
 
 
-def test_timeout_is_transient(httpserver, pipedrive):
+def test_timeout_is_transient(httpserver, pipedrive, expect_hang, follow_up, raises_task_error):
     release = threading.Event()
     expect_hang(httpserver, "POST", "/api/v2/activities", release)
     try:
@@ -224,7 +232,7 @@ FIND_QUERY = {"deal_id": "1000983", "limit": "500"}
 LEAD_QUERY = {"lead_id": LEAD, "limit": "500"}
 
 
-def test_find_matches_the_deal_and_the_key(httpserver, pipedrive):
+def test_find_matches_the_deal_and_the_key(httpserver, pipedrive, expect, follow_up):
     listing = {
         "success": True,
         "data": [
@@ -238,7 +246,7 @@ def test_find_matches_the_deal_and_the_key(httpserver, pipedrive):
     assert pipedrive.find(follow_up()) == "8"
 
 
-def test_find_follows_the_cursor_to_the_next_page(httpserver, pipedrive):
+def test_find_follows_the_cursor_to_the_next_page(httpserver, pipedrive, expect, follow_up):
     first = {"success": True, "data": [activity(7, "Other")], "additional_data": {"next_cursor": "eyJpZCI6N30"}}
     second = {"success": True, "data": [activity(8, NOTE)], "additional_data": {"next_cursor": None}}
     expect(httpserver, "GET", "/api/v2/activities", query=FIND_QUERY, reply=first)
@@ -246,13 +254,13 @@ def test_find_follows_the_cursor_to_the_next_page(httpserver, pipedrive):
     assert pipedrive.find(follow_up()) == "8"
 
 
-def test_find_matches_a_lead(httpserver, pipedrive):
+def test_find_matches_a_lead(httpserver, pipedrive, expect, follow_up):
     listing = {"success": True, "data": [activity(9, NOTE, deal_id=None, lead_id=LEAD)]}
     expect(httpserver, "GET", "/api/v2/activities", query=LEAD_QUERY, reply=listing)
     assert pipedrive.find(follow_up(lead_id=LEAD.upper(), kind="lead")) == "9"
 
 
-def test_find_on_an_empty_day_is_none(httpserver, pipedrive):
+def test_find_on_an_empty_day_is_none(httpserver, pipedrive, expect, follow_up):
     expect(
         httpserver,
         "GET",
@@ -266,7 +274,7 @@ def test_find_on_an_empty_day_is_none(httpserver, pipedrive):
 # --- close and status ---------------------------------------------------------------------
 
 
-def test_close_marks_the_activity_done(httpserver, pipedrive):
+def test_close_marks_the_activity_done(httpserver, pipedrive, expect):
     expect(
         httpserver,
         "PATCH",
@@ -279,12 +287,12 @@ def test_close_marks_the_activity_done(httpserver, pipedrive):
 
 
 @pytest.mark.parametrize("status", [404, 410])
-def test_close_of_an_activity_already_gone_is_silent(httpserver, pipedrive, status):
+def test_close_of_an_activity_already_gone_is_silent(httpserver, pipedrive, status, expect):
     expect(httpserver, "PATCH", "/api/v2/activities/8", status=status, reply=failure_body("Activity not found", status))
     pipedrive.close("8")
 
 
-def test_close_forbidden_raises(httpserver, pipedrive):
+def test_close_forbidden_raises(httpserver, pipedrive, expect, raises_task_error):
     expect(
         httpserver,
         "PATCH",
@@ -299,7 +307,7 @@ def test_close_forbidden_raises(httpserver, pipedrive):
 @pytest.mark.parametrize(
     "done, deleted, expected", [(True, False, "done"), (False, False, "open"), (False, True, "gone")]
 )
-def test_status_reads_done(httpserver, pipedrive, done, deleted, expected):
+def test_status_reads_done(httpserver, pipedrive, done, deleted, expected, expect):
     expect(
         httpserver,
         "GET",
@@ -310,6 +318,6 @@ def test_status_reads_done(httpserver, pipedrive, done, deleted, expected):
     assert pipedrive.status("8") == expected
 
 
-def test_status_of_a_deleted_activity_is_gone(httpserver, pipedrive):
+def test_status_of_a_deleted_activity_is_gone(httpserver, pipedrive, expect):
     expect(httpserver, "GET", "/api/v2/activities/8", status=404, reply=failure_body("Activity not found", 404))
     assert pipedrive.status("8") == "gone"

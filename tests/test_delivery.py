@@ -20,7 +20,6 @@ from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
 
 from .fakes import TELEGRAM_TOKEN, FakeTelegram, telegram_429
-from .helpers import event, post_signed, run_worker
 
 RULES = textwrap.dedent(f"""
     timezone: UTC
@@ -70,14 +69,20 @@ def alerts(runtime) -> list[AlertRow]:
         return list(session.execute(select(AlertRow).order_by(AlertRow.id)).scalars())
 
 
-def untouched_lead(client, runtime, clock) -> int:
-    post_signed(client, event("e1", "lead.created", clock(), lead=LEAD), clock())
-    run_worker(runtime)
-    with runtime.db.session() as session:
-        return session.execute(select(ClockRow.id)).scalar_one()
+@pytest.fixture
+def untouched_lead(event, post_signed, run_worker):
+    def untouched_lead(client, runtime, clock) -> int:
+        post_signed(client, event("e1", "lead.created", clock(), lead=LEAD), clock())
+        run_worker(runtime)
+        with runtime.db.session() as session:
+            return session.execute(select(ClockRow.id)).scalar_one()
+
+    return untouched_lead
 
 
-def test_concurrent_timers_and_deliveries_make_one_alert_and_one_message_each(services, app, client, runtime, clock):
+def test_concurrent_timers_and_deliveries_make_one_alert_and_one_message_each(
+    services, app, client, runtime, clock, untouched_lead
+):
     telegram, httpserver = services
     httpserver.expect_request("/hook", method="POST").respond_with_handler(
         lambda request: (time.sleep(0.2), __import__("werkzeug").Response("ok"))[1]
@@ -117,7 +122,9 @@ def test_concurrent_timers_and_deliveries_make_one_alert_and_one_message_each(se
     assert {(a.status, a.attempts) for a in alerts(runtime)} == {("delivered", 1)}
 
 
-def test_a_telegram_429_is_retried_after_its_wait_and_sent_once(services, app, client, runtime, clock):
+def test_a_telegram_429_is_retried_after_its_wait_and_sent_once(
+    services, app, client, runtime, clock, run_worker, untouched_lead
+):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
     telegram.failures.append(telegram_429(20))
@@ -141,7 +148,9 @@ def test_a_telegram_429_is_retried_after_its_wait_and_sent_once(services, app, c
     assert (retried.status, retried.attempts, retried.last_error) == ("delivered", 2, None)
 
 
-def test_backoff_grows_then_the_alert_fails_and_ops_hear_of_it_once(services, app, client, runtime, clock):
+def test_backoff_grows_then_the_alert_fails_and_ops_hear_of_it_once(
+    services, app, client, runtime, clock, run_worker, untouched_lead
+):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
     httpserver.expect_request("/ops").respond_with_data("ok")
@@ -175,7 +184,7 @@ def test_backoff_grows_then_the_alert_fails_and_ops_hear_of_it_once(services, ap
 
 
 def test_a_bad_token_fails_at_once_with_an_ops_alert_and_no_secret_anywhere(
-    services, app, client, runtime, clock, rules_path, caplog
+    services, app, client, runtime, clock, rules_path, caplog, untouched_lead
 ):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
@@ -195,7 +204,7 @@ def test_a_bad_token_fails_at_once_with_an_ops_alert_and_no_secret_anywhere(
         assert TELEGRAM_TOKEN not in text and "AAH-test-bot" not in text
 
 
-def test_a_failing_ops_alert_raises_no_other(services, app, client, runtime, clock):
+def test_a_failing_ops_alert_raises_no_other(services, app, client, runtime, clock, run_worker, untouched_lead):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
     httpserver.expect_request("/ops").respond_with_data("gone", status=410)
@@ -214,7 +223,9 @@ def test_a_failing_ops_alert_raises_no_other(services, app, client, runtime, clo
         assert session.execute(select(OutboxItemRow)).first() is None
 
 
-def test_one_channel_crashing_never_holds_up_the_others(services, app, client, runtime, clock, monkeypatch):
+def test_one_channel_crashing_never_holds_up_the_others(
+    services, app, client, runtime, clock, monkeypatch, untouched_lead
+):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
     from sla_guard.outbox.notify.channels import SENDERS
@@ -232,7 +243,9 @@ def test_one_channel_crashing_never_holds_up_the_others(services, app, client, r
     assert {by_channel[("tg", who)].status for who in ("anna", "olga", "ivan")} == {"pending"}
 
 
-def test_a_delivery_that_crashes_outright_does_not_stop_the_timer(services, app, client, runtime, clock, monkeypatch):
+def test_a_delivery_that_crashes_outright_does_not_stop_the_timer(
+    services, app, client, runtime, clock, monkeypatch, untouched_lead
+):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
     import sla_guard.outbox.delivery as delivery_module
@@ -255,7 +268,7 @@ def test_a_delivery_that_crashes_outright_does_not_stop_the_timer(services, app,
 
 
 def test_an_alert_whose_worker_died_mid_send_is_taken_over_once_its_claim_expires(
-    services, app, client, runtime, clock
+    services, app, client, runtime, clock, run_worker, untouched_lead
 ):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
@@ -283,7 +296,7 @@ def test_an_alert_whose_worker_died_mid_send_is_taken_over_once_its_claim_expire
 
 
 def test_slow_channels_hand_the_remaining_alerts_to_jobs_of_their_own(
-    services, app, client, runtime, clock, monkeypatch
+    services, app, client, runtime, clock, monkeypatch, run_worker, untouched_lead
 ):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")

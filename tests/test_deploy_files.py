@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 
 from sla_guard.cli import main
 from sla_guard.config import DEFAULTS, load_settings
-from sla_guard.core.rules.schema import load_rules_file
+from sla_guard.core.rules.loading import load_rules_file
 from sla_guard.ingest.adapters import ADAPTERS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,16 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
+from sla_guard.core.rules.loading import parse_rules
 from sla_guard.core.rules.notify_spec import DigestSpec
-from sla_guard.core.rules.schema import parse_rules
 from sla_guard.outbox.digests import deliver_digest, prepare
 from sla_guard.outbox.notify.digest_texts import Overdue, Scope, daily_text, due_periods, managers
 from sla_guard.runtime import RulesHolder, Runtime
 from sla_guard.store.models import ClockRow, DigestRow
 from sla_guard.timers.reconciler import reconcile
-
-from .conftest import API_TOKEN, FakeClock
-from .helpers import event, post_signed, run_worker
 
 RULES = textwrap.dedent("""
     timezone: UTC
@@ -101,8 +98,8 @@ def rules_text():
 
 
 @pytest.fixture
-def clock():
-    return FakeClock(utc("2026-11-23T08:00:00"))  # a Monday
+def clock(make_clock):
+    return make_clock(utc("2026-11-23T08:00:00"))  # a Monday
 
 
 @pytest.fixture
@@ -128,32 +125,38 @@ def rows(runtime) -> list[DigestRow]:
         return list(session.execute(select(DigestRow).order_by(DigestRow.id)).scalars())
 
 
-def leads(client, runtime, clock):
-    start = clock()
-    post_signed(
-        client,
-        event(
-            "a1",
-            "lead.created",
+@pytest.fixture
+def leads(event, post_signed, run_worker):
+    def leads(client, runtime, clock):
+        start = clock()
+        post_signed(
+            client,
+            event(
+                "a1",
+                "lead.created",
+                start,
+                lead_id="L1",
+                lead={"owner": "anna", "name": "ACME", "url": "https://crm.example/1"},
+            ),
             start,
-            lead_id="L1",
-            lead={"owner": "anna", "name": "ACME", "url": "https://crm.example/1"},
-        ),
-        start,
-    )
-    post_signed(client, event("b1", "lead.created", start, lead_id="L3", lead={"owner": "boris"}), start)
-    post_signed(
-        client,
-        event("b2", "lead.touched", start + timedelta(minutes=5), lead_id="L3", touch={"channel": "call"}),
-        start,
-    )
-    post_signed(
-        client, event("c1", "lead.created", start + timedelta(minutes=55), lead_id="L2", lead={"owner": "boris"}), start
-    )
-    run_worker(runtime)
+        )
+        post_signed(client, event("b1", "lead.created", start, lead_id="L3", lead={"owner": "boris"}), start)
+        post_signed(
+            client,
+            event("b2", "lead.touched", start + timedelta(minutes=5), lead_id="L3", touch={"channel": "call"}),
+            start,
+        )
+        post_signed(
+            client,
+            event("c1", "lead.created", start + timedelta(minutes=55), lead_id="L2", lead={"owner": "boris"}),
+            start,
+        )
+        run_worker(runtime)
+
+    return leads
 
 
-def test_the_morning_digests_go_out_once(sink, app, client, runtime, clock, settings):
+def test_the_morning_digests_go_out_once(sink, app, client, runtime, clock, settings, run_worker, leads):
     leads(client, runtime, clock)
     clock.current = utc("2026-11-23T08:20:00")  # L1's deadline has passed: its escalation fires
     reconcile(runtime)
@@ -197,7 +200,7 @@ def test_the_morning_digests_go_out_once(sink, app, client, runtime, clock, sett
     assert sorted((b["kind"], b["recipient"]) for b in tuesday) == [("digest.daily", "ivan"), ("digest.daily", "olga")]
 
 
-def test_an_empty_daily_digest_is_recorded_but_not_sent(sink, app, client, runtime, clock):
+def test_an_empty_daily_digest_is_recorded_but_not_sent(sink, app, client, runtime, clock, run_worker):
     clock.current = utc("2026-11-24T09:00:01")  # a Tuesday with nothing overdue
     reconcile(runtime)
     run_worker(runtime)
@@ -205,7 +208,7 @@ def test_an_empty_daily_digest_is_recorded_but_not_sent(sink, app, client, runti
     assert {(row.kind, row.status) for row in rows(runtime)} == {("daily", "skipped")}
 
 
-def test_a_failing_digest_is_retried_with_backoff(sink, app, client, runtime, clock):
+def test_a_failing_digest_is_retried_with_backoff(sink, app, client, runtime, clock, run_worker):
     sink.clear()
     sink.expect_ordered_request("/sink").respond_with_data("busy", status=503)
     sink.expect_request("/sink").respond_with_data("ok")
@@ -224,7 +227,46 @@ def test_a_failing_digest_is_retried_with_backoff(sink, app, client, runtime, cl
     assert len(digests_received(sink)) == 4  # three digests, one of them sent twice after the 503
 
 
-def test_the_weekly_compliance_is_the_sla_reports(sink, app, client, runtime, clock):
+QUIET_RULES = RULES.replace(
+    "olga: {team: inbound, channels: [sink], locale: ru}",
+    'olga: {team: inbound, channels: [sink], locale: ru, quiet_hours: {from: "20:00", to: "09:30"}}',
+)
+
+
+@pytest.mark.parametrize("rules_text", [QUIET_RULES])
+def test_a_digest_due_in_quiet_hours_waits_for_them_to_end(sink, app, client, runtime, clock, run_worker, leads):
+    leads(client, runtime, clock)
+    clock.current = utc("2026-11-23T08:20:00")  # L1 is overdue from now on
+    reconcile(runtime)
+    run_worker(runtime)
+    clock.current = utc("2026-11-23T09:00:05")
+    reconcile(runtime)
+    run_worker(runtime)
+    sent = {(body["kind"], body["recipient"]) for _, body in digests_received(sink)}
+    assert ("digest.daily", "ivan") in sent
+    assert not any(recipient == "olga" for _, recipient in sent)  # in her quiet hours until 09:30
+    held = [row for row in rows(runtime) if row.recipient == "olga"]
+    assert {(row.kind, row.status, row.claimed_until) for row in held} == {
+        ("daily", "pending", utc("2026-11-23T09:30:00")),
+        ("weekly", "pending", utc("2026-11-23T09:30:00")),
+    }
+
+    clock.current = utc("2026-11-23T09:29:59")
+    reconcile(runtime)
+    run_worker(runtime)
+    assert not any(body["recipient"] == "olga" for _, body in digests_received(sink))
+
+    clock.current = utc("2026-11-23T09:30:01")
+    reconcile(runtime)
+    run_worker(runtime)
+    to_olga = [body for _, body in digests_received(sink) if body["recipient"] == "olga"]
+    assert sorted(body["kind"] for body in to_olga) == ["digest.daily", "digest.weekly"]
+    assert [lead["lead_id"] for lead in next(b for b in to_olga if b["kind"] == "digest.daily")["leads"]] == ["L1"]
+
+
+def test_the_weekly_compliance_is_the_sla_reports(
+    sink, app, client, runtime, clock, api_token, event, leads, post_signed, run_worker
+):
     """The summary's numbers are the ``sla`` report's for the same week: a cancelled clock is
     counted by neither as decided, and the compliance and median agree with the API."""
     leads(client, runtime, clock)
@@ -241,7 +283,7 @@ def test_the_weekly_compliance_is_the_sla_reports(sink, app, client, runtime, cl
     run_worker(runtime)
     [board] = [body for path, body in digests_received(sink) if path == "/board"]
     week = "from=2026-11-16T09:00:00Z&to=2026-11-23T09:00:00Z"
-    report = client.get(f"/api/reports/sla?{week}", headers={"Authorization": f"Bearer {API_TOKEN}"}).get_json()
+    report = client.get(f"/api/reports/sla?{week}", headers={"Authorization": f"Bearer {api_token}"}).get_json()
     total = report["total"]
     assert total["cancelled"] == 1 and total["leads"] == 4
     assert board["summary"]["clocks"] == total["met"] + total["missed"] + total["overdue"] == 2

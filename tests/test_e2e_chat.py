@@ -15,7 +15,6 @@ import requests
 
 from sla_guard.security import sign, slack_signature
 
-from .conftest import API_TOKEN, SECRET
 from .fakes import SLACK_BOT_TOKEN, TELEGRAM_TOKEN, FakeSlack, FakeTelegram
 from .stack import Stack
 
@@ -48,7 +47,7 @@ def rules(telegram_url: str, slack_url: str) -> str:
 
 
 @pytest.fixture
-def stack(tmp_path, db_url, queue_name, httpserver, redis_url):
+def stack(tmp_path, db_url, queue_name, httpserver, redis_url, api_token, webhook_secret):
     telegram = FakeTelegram(chats={"1001", "2001"}).install(httpserver)
     slack = FakeSlack(channels={"U0ANNA", "U0OLGA"}).install(httpserver)
     path = tmp_path / "sla.yaml"
@@ -57,8 +56,8 @@ def stack(tmp_path, db_url, queue_name, httpserver, redis_url):
         "DATABASE_URL": db_url,
         "REDIS_URL": redis_url,
         "SLA_GUARD_RULES": str(path),
-        "SLA_GUARD_WEBHOOK_SECRET": SECRET,
-        "SLA_GUARD_API_TOKEN": API_TOKEN,
+        "SLA_GUARD_WEBHOOK_SECRET": webhook_secret,
+        "SLA_GUARD_API_TOKEN": api_token,
         "SLA_GUARD_QUEUE": queue_name,
         "SLA_GUARD_RECONCILE_INTERVAL_S": "1",
         "SLA_GUARD_ACK_SECRET": ACK_SECRET,
@@ -87,7 +86,10 @@ def post_lead(stack: Stack, lead_id: str) -> None:
         stack.base_url + "/webhooks/generic",
         data=body,
         timeout=5,
-        headers={"Content-Type": "application/json", "X-SLA-Guard-Signature": sign(SECRET, body, int(time.time()))},
+        headers={
+            "Content-Type": "application/json",
+            "X-SLA-Guard-Signature": sign(stack.env["SLA_GUARD_WEBHOOK_SECRET"], body, int(time.time())),
+        },
     )
     assert response.status_code == 202, response.text
 
@@ -104,7 +106,9 @@ def wait_for(predicate, timeout_s: float):
 
 def escalations(stack: Stack, lead_id: str) -> list[dict]:
     response = requests.get(
-        f"{stack.base_url}/api/leads/{lead_id}", headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=5
+        f"{stack.base_url}/api/leads/{lead_id}",
+        headers={"Authorization": f"Bearer {stack.env['SLA_GUARD_API_TOKEN']}"},
+        timeout=5,
     )
     return response.json().get("escalations", []) if response.status_code == 200 else []
 

@@ -11,7 +11,6 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
-from .conftest import API_TOKEN, SECRET
 from .stack import Stack
 from .test_e2e import wait_for
 
@@ -49,7 +48,7 @@ def amo_form(entity: str, action: str, item: dict) -> bytes:
 
 
 @pytest.fixture
-def stack(tmp_path, db_url, queue_name, httpserver, redis_url):
+def stack(tmp_path, httpserver, stack_env):
     httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
     httpserver.expect_request("/api/v4/tasks", method="POST").respond_with_json(
         {"_embedded": {"tasks": [{"id": 777001, "request_id": "0"}]}}
@@ -59,14 +58,8 @@ def stack(tmp_path, db_url, queue_name, httpserver, redis_url):
     rules.write_text(RULES)
     (tmp_path / "logs").mkdir()
     env = {
-        "DATABASE_URL": db_url,
-        "REDIS_URL": redis_url,
+        **stack_env,
         "SLA_GUARD_RULES": str(rules),
-        "SLA_GUARD_WEBHOOK_SECRET": SECRET,
-        "SLA_GUARD_API_TOKEN": API_TOKEN,
-        "SLA_GUARD_QUEUE": queue_name,
-        "SLA_GUARD_RECONCILE_INTERVAL_S": "1",
-        "SINK_URL": httpserver.url_for("/alerts"),
         "SLA_GUARD_AMOCRM_TOKEN": PATH_TOKEN,
         "SLA_GUARD_AMOCRM_ACCOUNT_ID": ACCOUNT,
         "SLA_GUARD_AMOCRM_BASE_URL": httpserver.url_for("/").rstrip("/"),
@@ -84,7 +77,7 @@ def seen(httpserver, method: str, path: str) -> list:
     return [request for request, _ in httpserver.log if request.method == method and request.path == path]
 
 
-def test_proposal_follow_up_task_missed_escalation_and_touch_cancelling_the_rest(stack, httpserver):
+def test_proposal_follow_up_task_missed_escalation_and_touch_cancelling_the_rest(stack, httpserver, api_token):
     hook = f"{stack.base_url}/webhooks/amocrm/{PATH_TOKEN}"
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     created_at = int(time.time())
@@ -142,7 +135,7 @@ def test_proposal_follow_up_task_missed_escalation_and_touch_cancelling_the_rest
         return requests.get(
             f"{stack.base_url}/api/leads/amocrm:lead:15318175",
             timeout=5,
-            headers={"Authorization": f"Bearer {API_TOKEN}"},
+            headers={"Authorization": f"Bearer {api_token}"},
         ).json()
 
     # the task is recorded closed once the CRM has answered the PATCH: wait for that write

@@ -19,7 +19,8 @@ from sqlalchemy import create_engine, text
 from sla_guard.security import sign
 
 from .conftest import API_TOKEN, SECRET
-from .faults import CuttableProxy, PrivateRedis, SlowSink
+from .fakes import KillableRedis
+from .faults import CuttableProxy, SlowSink
 from .stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -76,10 +77,9 @@ def start_stack(tmp_path, queue_name, httpserver):
 def private_redis(tmp_path):
     folder = tmp_path / "redis"
     folder.mkdir()
-    server = PrivateRedis(folder)
-    server.start()
+    server = KillableRedis(folder).start()
     yield server
-    server.stop()
+    server.kill()
 
 
 @pytest.fixture
@@ -189,7 +189,7 @@ def test_redis_stopped_and_restarted_during_ingest_loses_no_lead(start_stack, db
     after = [f"after-{n}" for n in range(3)]
     for lead_id in before:
         assert post(stack, created(lead_id)).status_code == 202
-    private_redis.stop()
+    private_redis.kill()
     for lead_id in during:
         assert post(stack, created(lead_id)).status_code == 202
     assert requests.get(stack.base_url + "/readyz", timeout=10).status_code == 503

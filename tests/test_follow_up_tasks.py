@@ -11,10 +11,18 @@ import pytest
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, FollowUpTaskRow, LeadRow
 from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
+from tests.support.amocrm import AMO_TOKEN
 
-from .amocrm_support import AMO_TOKEN, crm, rows, settings, store  # noqa: F401 (fixtures)
-from .conftest import API_TOKEN
-from .helpers import event, run_worker
+
+@pytest.fixture
+def crm(amocrm_api):
+    """The local amoCRM API (and alert hook) these tests talk to."""
+    return amocrm_api
+
+
+@pytest.fixture
+def settings(settings, amocrm_settings):
+    return {**settings, **amocrm_settings}
 
 
 @pytest.fixture
@@ -40,22 +48,28 @@ def rules_text():
     """)
 
 
-def step(runtime, number) -> ClockRow:
-    [row] = rows(runtime, ClockRow, ClockRow.name == f"follow_up:proposal:{number}")
-    return row
+@pytest.fixture
+def step(db_rows):
+    def step(runtime, number) -> ClockRow:
+        [row] = db_rows(runtime, ClockRow, ClockRow.name == f"follow_up:proposal:{number}")
+        return row
+
+    return step
 
 
 def amo_requests(crm, method, path_prefix="/api/v4/tasks"):
     return [request for request, _ in crm.log if request.method == method and request.path.startswith(path_prefix)]
 
 
-def test_a_due_step_becomes_a_crm_task_then_a_touch_closes_it_and_cancels_the_rest(crm, runtime, clock):
+def test_a_due_step_becomes_a_crm_task_then_a_touch_closes_it_and_cancels_the_rest(
+    crm, runtime, clock, event, run_worker, db_rows, store_events, step
+):
     crm.expect_request("/api/v4/tasks", method="POST").respond_with_json(
         {"_embedded": {"tasks": [{"id": 9001, "request_id": "0"}]}}
     )
     crm.expect_request("/api/v4/tasks/9001", method="PATCH").respond_with_json({"id": 9001})
     start = clock()
-    store(
+    store_events(
         runtime,
         "amocrm",
         event(
@@ -76,13 +90,13 @@ def test_a_due_step_becomes_a_crm_task_then_a_touch_closes_it_and_cancels_the_re
     assert (body["entity_id"], body["entity_type"], body["responsible_user_id"]) == (15318175, "leads", 11087123)
     assert body["text"].startswith("Follow up on the proposal for ACME")
     assert body["complete_till"] == int((start + timedelta(hours=3)).timestamp())
-    [task] = rows(runtime, FollowUpTaskRow)
+    [task] = db_rows(runtime, FollowUpTaskRow)
     assert (task.status, task.crm, task.crm_task_id) == ("created", "amocrm", "9001")
     run_timer(runtime, first.id)  # a second firing creates nothing more
     assert len(amo_requests(crm, "POST")) == 1
 
     clock.advance(minutes=30)
-    store(
+    store_events(
         runtime,
         "amocrm",
         event("t", "lead.touched", clock(), lead_id="amocrm:lead:15318175", touch={"channel": "call"}),
@@ -91,13 +105,13 @@ def test_a_due_step_becomes_a_crm_task_then_a_touch_closes_it_and_cancels_the_re
     assert (step(runtime, 1).stop_reason, step(runtime, 2).stop_reason) == ("done", "cancelled")
     [close] = amo_requests(crm, "PATCH")
     assert json.loads(close.data)["is_completed"] is True
-    assert rows(runtime, FollowUpTaskRow)[0].status == "closed"
+    assert db_rows(runtime, FollowUpTaskRow)[0].status == "closed"
 
 
-def test_a_missed_step_escalates(crm, runtime, clock):
+def test_a_missed_step_escalates(crm, runtime, clock, event, db_rows, store_events, step):
     crm.expect_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 7}]}})
     start = clock()
-    store(
+    store_events(
         runtime,
         "amocrm",
         event(
@@ -107,36 +121,40 @@ def test_a_missed_step_escalates(crm, runtime, clock):
     first = step(runtime, 1)
     clock.advance(hours=3, seconds=1)
     run_timer(runtime, first.id)
-    kinds = sorted((e.level, e.kind) for e in rows(runtime, EscalationRow))
+    kinds = sorted((e.level, e.kind) for e in db_rows(runtime, EscalationRow))
     assert kinds == [(0, "follow_up.task"), (1, "follow_up.missed")]
     alerts = [json.loads(request.data) for request, _ in crm.log if request.path == "/alerts"]
     assert sorted(a["recipient"] for a in alerts) == ["11087123", "olga"]
     assert {a["kind"] for a in alerts} == {"follow_up.missed"}
 
 
-def test_without_crm_credentials_the_owner_gets_the_follow_up_as_an_alert(crm, runtime, clock):
+def test_without_crm_credentials_the_owner_gets_the_follow_up_as_an_alert(
+    crm, runtime, clock, event, db_rows, store_events, step
+):
     start = clock()
-    store(
+    store_events(
         runtime,
         "generic",
         event("c", "lead.created", start, lead={"stage": "proposal", "owner": "11087123", "name": "ACME"}),
     )
     clock.advance(hours=1)
     run_timer(runtime, step(runtime, 1).id)
-    [task] = rows(runtime, FollowUpTaskRow)
+    [task] = db_rows(runtime, FollowUpTaskRow)
     assert (task.status, task.crm) == ("alerted", None)
     [alert] = [json.loads(request.data) for request, _ in crm.log if request.path == "/alerts"]
     assert (alert["kind"], alert["recipient"]) == ("follow_up.task", "11087123")
     assert alert["text"].startswith("Follow-up for lead ACME #L-1001: Follow up on the proposal for ACME")
 
 
-def test_a_rate_limited_crm_is_retried_after_its_wait_without_a_duplicate(crm, runtime, clock):
+def test_a_rate_limited_crm_is_retried_after_its_wait_without_a_duplicate(
+    crm, runtime, clock, event, run_worker, db_rows, store_events, step
+):
     crm.expect_ordered_request("/api/v4/tasks", method="POST").respond_with_data(
         "slow down", status=429, headers={"Retry-After": "7"}
     )
     crm.expect_ordered_request("/api/v4/tasks", method="GET").respond_with_data("", status=204)
     crm.expect_ordered_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 42}]}})
-    store(
+    store_events(
         runtime,
         "amocrm",
         event(
@@ -149,25 +167,25 @@ def test_a_rate_limited_crm_is_retried_after_its_wait_without_a_duplicate(crm, r
     )
     clock.advance(hours=1)
     run_timer(runtime, step(runtime, 1).id)
-    [task] = rows(runtime, FollowUpTaskRow)
+    [task] = db_rows(runtime, FollowUpTaskRow)
     assert (task.status, task.attempts, task.crm_task_id) == ("pending", 1, None)
     assert "429" in task.last_error or "rate" in task.last_error.lower()
     assert AMO_TOKEN not in task.last_error
     clock.advance(seconds=3)
     reconcile(runtime)
     run_worker(runtime)
-    assert rows(runtime, FollowUpTaskRow)[0].status == "pending"  # still inside Retry-After
+    assert db_rows(runtime, FollowUpTaskRow)[0].status == "pending"  # still inside Retry-After
     clock.advance(seconds=5)
     reconcile(runtime)
     run_worker(runtime)
-    [task] = rows(runtime, FollowUpTaskRow)
+    [task] = db_rows(runtime, FollowUpTaskRow)
     assert (task.status, task.crm_task_id) == ("created", "42")
     assert len(amo_requests(crm, "POST")) == 2
 
 
-def test_the_timeline_shows_each_step(crm, app, client, runtime, clock):
+def test_the_timeline_shows_each_step(crm, app, client, runtime, clock, api_token, event, db_rows, store_events, step):
     crm.expect_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 5}]}})
-    store(
+    store_events(
         runtime,
         "amocrm",
         event(
@@ -180,21 +198,23 @@ def test_the_timeline_shows_each_step(crm, app, client, runtime, clock):
     )
     clock.advance(hours=1)
     run_timer(runtime, step(runtime, 1).id)
-    lead = client.get("/api/leads/amocrm:lead:15318175", headers={"Authorization": f"Bearer {API_TOKEN}"}).get_json()
+    lead = client.get("/api/leads/amocrm:lead:15318175", headers={"Authorization": f"Bearer {api_token}"}).get_json()
     [task] = lead["follow_up_tasks"]
     assert (task["step"], task["status"], task["crm_task_id"]) == ("follow_up:proposal:1", "created", "5")
     planned = [c for c in lead["clocks"] if c["name"].startswith("follow_up:")]
     assert [c["status"] for c in planned] == ["running", "running"]
     whats = [item["what"] for item in lead["timeline"]]
     assert "follow_up.task" in whats and "task.created" in whats
-    assert rows(runtime, AlertRow) == []
+    assert db_rows(runtime, AlertRow) == []
 
 
-def test_the_crm_echo_of_a_task_sla_guard_closed_is_not_a_touch(crm, runtime, clock):
+def test_the_crm_echo_of_a_task_sla_guard_closed_is_not_a_touch(
+    crm, runtime, clock, event, run_worker, db_rows, store_events, step
+):
     crm.expect_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 31}]}})
     crm.expect_request("/api/v4/tasks/31", method="PATCH").respond_with_json({"id": 31})
     start = clock()
-    store(
+    store_events(
         runtime,
         "amocrm",
         event(
@@ -204,15 +224,15 @@ def test_the_crm_echo_of_a_task_sla_guard_closed_is_not_a_touch(crm, runtime, cl
     clock.advance(hours=1)
     run_timer(runtime, step(runtime, 1).id)
     clock.advance(minutes=10)
-    store(
+    store_events(
         runtime,
         "amocrm",
         event("s", "lead.stage_changed", clock(), lead_id="amocrm:lead:15318175", lead={"stage": "negotiation"}),
     )
     run_worker(runtime)
-    assert rows(runtime, FollowUpTaskRow)[0].status == "closed"
+    assert db_rows(runtime, FollowUpTaskRow)[0].status == "closed"
     clock.advance(seconds=5)  # amoCRM reports the completion sla-guard made
-    store(
+    store_events(
         runtime,
         "amocrm",
         event(
@@ -220,5 +240,5 @@ def test_the_crm_echo_of_a_task_sla_guard_closed_is_not_a_touch(crm, runtime, cl
         ),
     )
     assert step(runtime, 1).stop_reason == "cancelled"
-    [lead] = rows(runtime, LeadRow)
+    [lead] = db_rows(runtime, LeadRow)
     assert lead.first_touch_at is None

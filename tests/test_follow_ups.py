@@ -8,7 +8,7 @@ import pytest
 from sla_guard.core.engine import clock_steps, due_steps, next_fire_at, replay
 from sla_guard.core.events import LeadEvent
 from sla_guard.core.follow_ups import task_text
-from sla_guard.core.rules.schema import parse_rules
+from sla_guard.core.rules.loading import parse_rules
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 

@@ -14,8 +14,6 @@ from sla_guard.ingest.group_commit import GroupCommit, Handover
 from sla_guard.store.db import Database
 from sla_guard.store.models import EventRow
 
-from .helpers import event, post_signed
-
 
 @pytest.fixture
 def database(db_url):
@@ -29,16 +27,22 @@ def stored(database) -> list[tuple[str, str]]:
         return sorted(session.execute(select(EventRow.source, EventRow.event_id)).all())
 
 
-def events(*ids: str, lead_id: str = "L-1"):
-    at = datetime(2026, 11, 23, 9, tzinfo=UTC)
-    return parse_events([event(event_id, "lead.created", at, lead_id=lead_id) for event_id in ids])
+@pytest.fixture
+def created(event):
+    """``created(*event_ids, lead_id=…)``: lead.created events with these ids."""
+
+    def created(*ids: str, lead_id: str = "L-1"):
+        at = datetime(2026, 11, 23, 9, tzinfo=UTC)
+        return parse_events([event(event_id, "lead.created", at, lead_id=lead_id) for event_id in ids])
+
+    return created
 
 
-def test_one_transaction_stores_many_requests_and_answers_each_its_own(database):
+def test_one_transaction_stores_many_requests_and_answers_each_its_own(database, created):
     now = datetime.now(UTC)
-    first = Handover.of("generic", events("a1", "a2"), now)
-    second = Handover.of("generic", events("b1", "a1"), now)  # a1 again, from another request
-    third = Handover.of("hubspot", events("a1"), now)  # same id from another source: its own event
+    first = Handover.of("generic", created("a1", "a2"), now)
+    second = Handover.of("generic", created("b1", "a1"), now)  # a1 again, from another request
+    third = Handover.of("hubspot", created("a1"), now)  # same id from another source: its own event
     GroupCommit(database).commit([first, second, third])
     assert all(handover.done.is_set() and handover.error is None for handover in (first, second, third))
     assert (first.accepted, first.duplicates) == (["a1", "a2"], [])
@@ -47,12 +51,12 @@ def test_one_transaction_stores_many_requests_and_answers_each_its_own(database)
     assert stored(database) == [("generic", "a1"), ("generic", "a2"), ("generic", "b1"), ("hubspot", "a1")]
 
 
-def test_a_request_that_cannot_be_stored_fails_alone(database):
+def test_a_request_that_cannot_be_stored_fails_alone(database, created):
     now = datetime.now(UTC)
-    good = Handover.of("generic", events("g1"), now)
-    bad = Handover.of("generic", events("x1"), now)
+    good = Handover.of("generic", created("g1"), now)
+    bad = Handover.of("generic", created("x1"), now)
     bad.rows[0]["occurred_at"] = None  # a row the database refuses (NOT NULL)
-    later = Handover.of("generic", events("g2"), now)
+    later = Handover.of("generic", created("g2"), now)
     GroupCommit(database).commit([good, bad, later])
     assert (good.accepted, later.accepted) == (["g1"], ["g2"])
     assert good.error is None and later.error is None
@@ -60,14 +64,14 @@ def test_a_request_that_cannot_be_stored_fails_alone(database):
     assert stored(database) == [("generic", "g1"), ("generic", "g2")]
 
 
-def test_concurrent_requests_through_the_writer_are_all_committed_once(database):
+def test_concurrent_requests_through_the_writer_are_all_committed_once(database, created):
     committer = GroupCommit(database)
     now = datetime.now(UTC)
     answers: dict[int, tuple[list[str], list[str]]] = {}
 
     def request(number: int) -> None:
         # every request repeats the event "shared": exactly one of them stores it
-        answers[number] = committer.store("generic", events(f"e{number}", "shared", lead_id=f"L-{number}"), now)
+        answers[number] = committer.store("generic", created(f"e{number}", "shared", lead_id=f"L-{number}"), now)
 
     threads = [threading.Thread(target=request, args=(number,)) for number in range(24)]
     for thread in threads:
@@ -82,7 +86,7 @@ def test_concurrent_requests_through_the_writer_are_all_committed_once(database)
     assert len(stored(database)) == 25
 
 
-def test_the_webhook_answers_202_only_for_committed_events(app, client, clock):
+def test_the_webhook_answers_202_only_for_committed_events(app, client, clock, event, post_signed):
     body = [event("w1", "lead.created", clock(), lead_id="L-9"), event("w1", "lead.created", clock(), lead_id="L-9")]
     response = post_signed(client, body, clock())
     assert response.status_code == 202

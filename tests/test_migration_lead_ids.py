@@ -35,7 +35,12 @@ def old_db(request, tmp_path):
 
 
 def event(connection, source, event_id, lead_id, url=None):
-    payload = {"event_id": event_id, "type": "lead.created", "lead": {"id": lead_id, **({"url": url} if url else {})}}
+    payload = {
+        "event_id": event_id,
+        "type": "lead.created",
+        "occurred_at": "2026-11-20T09:00:00Z",
+        "lead": {"id": lead_id, **({"url": url} if url else {})},
+    }
     connection.execute(
         text(
             "INSERT INTO events (source, event_id, lead_id, type, occurred_at, received_at, payload, processed_at)"

@@ -18,8 +18,6 @@ from sla_guard.queueing import enqueue, job_id
 from sla_guard.store.models import DigestRow, OutboxItemRow
 from sla_guard.timers.reconciler import reconcile
 
-from .helpers import run_worker
-
 MONDAY_0900 = datetime(2026, 11, 23, 9, 0, 1, tzinfo=UTC)
 
 
@@ -90,7 +88,7 @@ def rows(runtime, model, *where):
         return session.execute(select(model).where(*where)).scalars().all()
 
 
-def test_a_digest_schedules_its_own_retry(hooks, runtime, clock):
+def test_a_digest_schedules_its_own_retry(hooks, runtime, clock, run_worker):
     hooks.expect_request("/sink").respond_with_data("busy", status=503)
     clock.current = MONDAY_0900
     reconcile(runtime)
@@ -103,7 +101,7 @@ def test_a_digest_schedules_its_own_retry(hooks, runtime, clock):
     assert registry.get_scheduled_time(retry).timestamp() == digest.claimed_until.timestamp()
 
 
-def test_a_digest_given_up_raises_an_ops_alert_once(hooks, runtime, clock):
+def test_a_digest_given_up_raises_an_ops_alert_once(hooks, runtime, clock, run_worker):
     hooks.expect_request("/sink").respond_with_data("gone", status=404)
     hooks.expect_request("/ops").respond_with_data("ok")
     clock.current = MONDAY_0900
@@ -127,7 +125,7 @@ def test_a_digest_given_up_raises_an_ops_alert_once(hooks, runtime, clock):
     assert len(posted(hooks, "/ops")) == 1 and len(posted(hooks, "/sink")) == 1
 
 
-def test_a_failing_ops_alert_raises_no_other(hooks, runtime, clock):
+def test_a_failing_ops_alert_raises_no_other(hooks, runtime, clock, run_worker):
     hooks.expect_request("/sink").respond_with_data("gone", status=404)
     hooks.expect_request("/ops").respond_with_data("gone", status=410)
     clock.current = MONDAY_0900

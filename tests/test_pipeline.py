@@ -18,8 +18,6 @@ from sla_guard.timers import arming as timers
 from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
 
-from .helpers import event, post_signed, run_worker
-
 HOT = {
     "source": "website",
     "priority": "hot",
@@ -69,7 +67,9 @@ def armed_timers(runtime, with_scores: bool = False) -> list:
     return [(int(m), score) for m, score in members] if with_scores else [int(m) for m in members]
 
 
-def test_created_lead_gets_its_deadline_in_the_database_and_a_timer_in_redis(sink, app, client, runtime, clock):
+def test_created_lead_gets_its_deadline_in_the_database_and_a_timer_in_redis(
+    sink, app, client, runtime, clock, event, post_signed, run_worker
+):
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     run_worker(runtime)
     clock_row = the_clock(runtime)
@@ -85,7 +85,9 @@ def test_created_lead_gets_its_deadline_in_the_database_and_a_timer_in_redis(sin
     assert all(row.processed_at is not None for row in one(runtime, EventRow))
 
 
-def test_untouched_lead_warns_then_escalates_once_per_level(sink, app, client, runtime, clock):
+def test_untouched_lead_warns_then_escalates_once_per_level(
+    sink, app, client, runtime, clock, event, post_signed, run_worker
+):
     start = clock()
     post_signed(client, event("e1", "lead.created", start, lead=HOT), start)
     run_worker(runtime)
@@ -124,7 +126,9 @@ def test_untouched_lead_warns_then_escalates_once_per_level(sink, app, client, r
     assert the_clock(runtime).next_fire_at == start + timedelta(minutes=75)
 
 
-def test_the_top_of_the_ladder_reassigns_to_the_next_team_member(sink, app, client, runtime, clock):
+def test_the_top_of_the_ladder_reassigns_to_the_next_team_member(
+    sink, app, client, runtime, clock, event, post_signed, run_worker
+):
     start = clock()
     post_signed(client, event("e1", "lead.created", start, lead=HOT), start)
     run_worker(runtime)
@@ -140,7 +144,9 @@ def test_the_top_of_the_ladder_reassigns_to_the_next_team_member(sink, app, clie
     assert the_clock(runtime).next_fire_at is None
 
 
-def test_touched_lead_never_alerts_and_its_timer_is_removed(sink, app, client, runtime, clock):
+def test_touched_lead_never_alerts_and_its_timer_is_removed(
+    sink, app, client, runtime, clock, event, post_signed, run_worker
+):
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     run_worker(runtime)
     clock_id = the_clock(runtime).id
@@ -158,7 +164,7 @@ def test_touched_lead_never_alerts_and_its_timer_is_removed(sink, app, client, r
     assert one(runtime, EscalationRow) == []
 
 
-def test_a_duplicate_webhook_changes_nothing(sink, app, client, runtime, clock):
+def test_a_duplicate_webhook_changes_nothing(sink, app, client, runtime, clock, event, post_signed, run_worker):
     payload = event("e1", "lead.created", clock(), lead=HOT)
     post_signed(client, payload, clock())
     run_worker(runtime)
@@ -171,7 +177,7 @@ def test_a_duplicate_webhook_changes_nothing(sink, app, client, runtime, clock):
     assert len(one(runtime, EventRow)) == 1
 
 
-def test_late_older_event_is_applied_in_time_order(sink, app, client, runtime, clock):
+def test_late_older_event_is_applied_in_time_order(sink, app, client, runtime, clock, event, post_signed, run_worker):
     start = clock()
     post_signed(client, event("e1", "lead.created", start, lead=HOT), start)
     post_signed(client, event("e3", "lead.closed", start + timedelta(minutes=9), outcome="lost", reason="price"), start)
@@ -186,7 +192,9 @@ def test_late_older_event_is_applied_in_time_order(sink, app, client, runtime, c
     assert (clock_row.stopped_at, clock_row.stop_reason) == (start + timedelta(minutes=5), "stage_changed")
 
 
-def test_flushed_redis_is_rearmed_from_the_database(sink, app, client, runtime, clock, redis_conn):
+def test_flushed_redis_is_rearmed_from_the_database(
+    sink, app, client, runtime, clock, redis_conn, event, post_signed, run_worker
+):
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     run_worker(runtime)
     expected = armed_timers(runtime, with_scores=True)
@@ -198,7 +206,9 @@ def test_flushed_redis_is_rearmed_from_the_database(sink, app, client, runtime, 
     assert reconcile(runtime).timers_armed == 0
 
 
-def test_events_accepted_while_redis_was_down_are_applied_by_the_reconciler(sink, settings, clock, runtime):
+def test_events_accepted_while_redis_was_down_are_applied_by_the_reconciler(
+    sink, settings, clock, runtime, event, post_signed
+):
     from sla_guard import create_app
 
     down = create_app({**settings, "TESTING": True, "CLOCK": clock, "REDIS_URL": "redis://127.0.0.1:9/0"})
@@ -210,7 +220,7 @@ def test_events_accepted_while_redis_was_down_are_applied_by_the_reconciler(sink
 
 
 def test_an_overdue_clock_whose_timer_vanished_fires_from_the_reconciler_once(
-    sink, app, client, runtime, clock, redis_conn
+    sink, app, client, runtime, clock, redis_conn, event, post_signed, run_worker
 ):
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     run_worker(runtime)
@@ -224,7 +234,9 @@ def test_an_overdue_clock_whose_timer_vanished_fires_from_the_reconciler_once(
     assert len(received(sink)) == 3
 
 
-def test_failed_delivery_is_retried_then_recorded(sink_server, app, client, runtime, clock):
+def test_failed_delivery_is_retried_then_recorded(
+    sink_server, app, client, runtime, clock, event, post_signed, run_worker
+):
     httpserver = sink_server
     httpserver.expect_ordered_request("/alerts").respond_with_data("busy", status=503)
     httpserver.expect_ordered_request("/alerts").respond_with_data("ok")
@@ -242,7 +254,7 @@ def test_failed_delivery_is_retried_then_recorded(sink_server, app, client, runt
     assert len(httpserver.log) == 2
 
 
-def test_permanent_failure_stops_retrying(sink_server, app, client, runtime, clock):
+def test_permanent_failure_stops_retrying(sink_server, app, client, runtime, clock, event, post_signed, run_worker):
     httpserver = sink_server
     httpserver.expect_request("/alerts").respond_with_data("gone", status=404)
     post_signed(client, event("e1", "lead.created", clock(), lead={**HOT, "owner": "ivan"}), clock())
@@ -257,7 +269,7 @@ def test_permanent_failure_stops_retrying(sink_server, app, client, runtime, clo
     assert len(httpserver.log) == 1
 
 
-def test_unknown_lead_is_kept_and_gets_no_clock(sink, app, client, runtime, clock):
+def test_unknown_lead_is_kept_and_gets_no_clock(sink, app, client, runtime, clock, event, post_signed, run_worker):
     post_signed(
         client, event("e1", "lead.touched", clock(), lead={"owner": "anna"}, touch={"channel": "call"}), clock()
     )
@@ -267,7 +279,9 @@ def test_unknown_lead_is_kept_and_gets_no_clock(sink, app, client, runtime, cloc
     assert one(runtime, ClockRow) == []
 
 
-def test_a_rule_removed_from_the_file_ends_its_clocks_cleanly(sink, app, client, runtime, clock, rules_path):
+def test_a_rule_removed_from_the_file_ends_its_clocks_cleanly(
+    sink, app, client, runtime, clock, rules_path, event, post_signed, run_worker
+):
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     run_worker(runtime)
     clock_id = the_clock(runtime).id
@@ -280,7 +294,7 @@ def test_a_rule_removed_from_the_file_ends_its_clocks_cleanly(sink, app, client,
     assert received(sink) == []
 
 
-def test_processing_twice_is_harmless(sink, app, client, runtime, clock):
+def test_processing_twice_is_harmless(sink, app, client, runtime, clock, event, post_signed, run_worker):
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     run_worker(runtime)
     process_lead(runtime, "L-1001")

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from sla_guard.core.rules.loading import parse_rules
 from sla_guard.core.rules.notify_spec import QuietHours
-from sla_guard.core.rules.schema import parse_rules
 from sla_guard.exceptions import RulesError
 from sla_guard.outbox.notify.routing import Delivery, address_for, quiet_until, route
 from sla_guard.store.models import AlertRow, ClockRow
@@ -22,7 +22,6 @@ from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
 
 from .fakes import TELEGRAM_TOKEN, FakeTelegram
-from .helpers import event, post_signed, run_worker
 
 ROUTING_RULES = textwrap.dedent(f"""
     timezone: Europe/Moscow
@@ -196,10 +195,9 @@ def rules_text():
 
 
 @pytest.fixture
-def clock():
-    from .conftest import FakeClock
+def clock(make_clock):
 
-    return FakeClock(datetime(2026, 11, 23, 16, 50, tzinfo=UTC))  # 19:50 in Moscow
+    return make_clock(datetime(2026, 11, 23, 16, 50, tzinfo=UTC))  # 19:50 in Moscow
 
 
 @pytest.fixture
@@ -228,7 +226,9 @@ def clock_id(runtime) -> int:
         return session.execute(select(ClockRow.id)).scalar_one()
 
 
-def test_a_lead_reassigned_mid_ladder_alerts_the_new_owner_and_their_manager(telegram, app, client, runtime, clock):
+def test_a_lead_reassigned_mid_ladder_alerts_the_new_owner_and_their_manager(
+    telegram, app, client, runtime, clock, event, post_signed, run_worker
+):
     clock.current = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # daytime: no quiet hours in the way
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     run_worker(runtime)
@@ -251,7 +251,9 @@ def test_a_lead_reassigned_mid_ladder_alerts_the_new_owner_and_their_manager(tel
     }
 
 
-def test_manager_gets_the_alert_in_their_language(telegram, app, client, runtime, clock):
+def test_manager_gets_the_alert_in_their_language(
+    telegram, app, client, runtime, clock, event, post_signed, run_worker
+):
     clock.current = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     run_worker(runtime)
@@ -266,7 +268,9 @@ def test_manager_gets_the_alert_in_their_language(telegram, app, client, runtime
     )
 
 
-def test_an_alert_at_night_waits_for_the_morning_then_goes_out_once(telegram, app, client, runtime, clock):
+def test_an_alert_at_night_waits_for_the_morning_then_goes_out_once(
+    telegram, app, client, runtime, clock, event, post_signed, run_worker
+):
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     run_worker(runtime)
     clock.advance(minutes=15)  # 20:05 in Moscow: anna's night has begun

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from sla_guard.core.rules.lint import lint
+from sla_guard.core.rules.loading import parse_rules
 from sla_guard.core.rules.matching import match_rule, rule_matches
-from sla_guard.core.rules.schema import parse_rules
 from sla_guard.exceptions import RulesError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "config" / "sla.yaml"

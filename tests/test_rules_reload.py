@@ -9,10 +9,6 @@ from sla_guard.store.models import ClockRow, EscalationRow, RuleVersionRow
 from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
 
-from .conftest import API_TOKEN
-from .helpers import event, post_signed, run_worker
-
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 HOT = {"source": "website", "priority": "hot", "owner": "anna", "team": "inbound"}
 
 
@@ -25,21 +21,21 @@ def first_touch(runtime) -> ClockRow:
     return next(row for row in rows(runtime, ClockRow) if row.name == "first_touch")
 
 
-def test_the_api_shows_and_reloads_the_rules(client, rules_path):
-    before = client.get("/api/rules", headers=AUTH).get_json()
+def test_the_api_shows_and_reloads_the_rules(client, rules_path, auth):
+    before = client.get("/api/rules", headers=auth).get_json()
     assert before["rules"] == ["hot website leads", "everything else"]
     rules_path.write_text(rules_path.read_text().replace("within: 15m", 'within: "15 minutes"'))
-    refused = client.post("/api/rules/reload", headers=AUTH)
+    refused = client.post("/api/rules/reload", headers=auth)
     assert refused.status_code == 422
     assert refused.get_json()["version"] == before["version"]
     assert refused.get_json()["errors"] == [
         {"path": "rules[0].first_touch.within", "message": '"15 minutes" is not a duration; use 15m'}
     ]
-    assert client.get("/api/rules", headers=AUTH).get_json()["version"] == before["version"]
+    assert client.get("/api/rules", headers=auth).get_json()["version"] == before["version"]
     rules_path.write_text(rules_path.read_text().replace('within: "15 minutes"', "within: 30m"))
-    done = client.post("/api/rules/reload", headers=AUTH).get_json()
+    done = client.post("/api/rules/reload", headers=auth).get_json()
     assert (done["previous_version"], done["changed"]) == (before["version"], True)
-    history = client.get("/api/rules", headers=AUTH).get_json()["history"]
+    history = client.get("/api/rules", headers=auth).get_json()["history"]
     assert done["version"] in [item["version"] for item in history]
     assert client.post("/api/rules/reload").status_code == 401
 
@@ -53,7 +49,9 @@ def test_sighup_forces_a_reload(rules_path):
     assert holder.current().version != old
 
 
-def test_open_clocks_are_recomputed_and_sent_alerts_are_not_repeated(app, client, runtime, clock, rules_path):
+def test_open_clocks_are_recomputed_and_sent_alerts_are_not_repeated(
+    app, client, runtime, clock, rules_path, event, post_signed, run_worker
+):
     start = clock()
     post_signed(client, event("e1", "lead.created", start, lead=HOT), start)
     run_worker(runtime)
@@ -76,7 +74,9 @@ def test_open_clocks_are_recomputed_and_sent_alerts_are_not_repeated(app, client
     assert runtime.rules.current().version in versions
 
 
-def test_finished_clocks_keep_the_rule_they_were_judged_by(app, client, runtime, clock, rules_path):
+def test_finished_clocks_keep_the_rule_they_were_judged_by(
+    app, client, runtime, clock, rules_path, event, post_signed, run_worker
+):
     start = clock()
     post_signed(
         client,
@@ -102,7 +102,9 @@ def test_finished_clocks_keep_the_rule_they_were_judged_by(app, client, runtime,
     assert after.stopped_at > after.due_at  # still a missed SLA
 
 
-def test_a_clock_whose_rule_is_gone_ends_with_the_reason(app, client, runtime, clock, rules_path):
+def test_a_clock_whose_rule_is_gone_ends_with_the_reason(
+    app, client, runtime, clock, rules_path, event, post_signed, run_worker
+):
     post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
     run_worker(runtime)
     text = rules_path.read_text()

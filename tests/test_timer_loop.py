@@ -17,8 +17,6 @@ from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
 from sla_guard.timers import arming as timers
 from sla_guard.timers.loop import dispatch_due, fire_batch, timer_loop, wait_for_timers
 
-from .helpers import event, post_signed, run_worker
-
 HOT = {"source": "website", "priority": "hot", "owner": "anna", "team": "inbound"}
 
 
@@ -44,19 +42,23 @@ def rows(runtime, model) -> list:
         return list(session.execute(select(model)).scalars())
 
 
-def create_leads(client, runtime, clock, count: int) -> list[ClockRow]:
-    start = clock()
-    events = [event(f"e{n}", "lead.created", start, lead_id=f"L-{n}", lead=HOT) for n in range(count)]
-    assert post_signed(client, events, start).status_code == 202
-    run_worker(runtime)
-    return clocks(runtime)
+@pytest.fixture
+def create_leads(event, post_signed, run_worker):
+    def create_leads(client, runtime, clock, count: int) -> list[ClockRow]:
+        start = clock()
+        events = [event(f"e{n}", "lead.created", start, lead_id=f"L-{n}", lead=HOT) for n in range(count)]
+        assert post_signed(client, events, start).status_code == 202
+        run_worker(runtime)
+        return clocks(runtime)
+
+    return create_leads
 
 
 def timer_jobs(runtime) -> Queue:
     return Queue(timers.timer_queue_name(runtime.queue_name), connection=runtime.redis)
 
 
-def test_each_clock_is_armed_at_its_exact_instant(sink, app, client, runtime, clock):
+def test_each_clock_is_armed_at_its_exact_instant(sink, app, client, runtime, clock, create_leads):
     clock.advance(microseconds=250_000)  # deadlines that are not on a whole second stay exact
     [row] = create_leads(client, runtime, clock, 1)
     assert row.next_fire_at == clock() + timedelta(minutes=12)
@@ -64,7 +66,7 @@ def test_each_clock_is_armed_at_its_exact_instant(sink, app, client, runtime, cl
     assert timers.next_due(runtime.redis, runtime.queue_name) == row.next_fire_at.timestamp()
 
 
-def test_a_clock_is_claimed_only_once_its_instant_has_come(sink, app, client, runtime, clock):
+def test_a_clock_is_claimed_only_once_its_instant_has_come(sink, app, client, runtime, clock, create_leads):
     [row] = create_leads(client, runtime, clock, 1)
     clock.current = row.next_fire_at - timedelta(milliseconds=1)
     assert dispatch_due(runtime) == 0
@@ -75,7 +77,7 @@ def test_a_clock_is_claimed_only_once_its_instant_has_come(sink, app, client, ru
     assert dispatch_due(runtime) == 0  # claimed: leased to the job, not handed out again
 
 
-def test_due_clocks_go_out_in_batches_and_each_fires_once(sink, app, client, runtime, clock):
+def test_due_clocks_go_out_in_batches_and_each_fires_once(sink, app, client, runtime, clock, run_worker, create_leads):
     rows_ = create_leads(client, runtime, clock, 7)
     clock.advance(minutes=12)
     assert dispatch_due(runtime, batch=3) == 7
@@ -93,7 +95,9 @@ def test_due_clocks_go_out_in_batches_and_each_fires_once(sink, app, client, run
     assert len(received(sink)) == 7
 
 
-def test_a_timer_whose_job_died_is_claimed_again_when_its_lease_ends(sink, app, client, runtime, clock):
+def test_a_timer_whose_job_died_is_claimed_again_when_its_lease_ends(
+    sink, app, client, runtime, clock, run_worker, create_leads
+):
     [row] = create_leads(client, runtime, clock, 1)
     clock.advance(minutes=12)
     assert dispatch_due(runtime) == 1
@@ -106,7 +110,7 @@ def test_a_timer_whose_job_died_is_claimed_again_when_its_lease_ends(sink, app, 
     assert [(alert["lead_id"], alert["level"]) for alert in received(sink)] == [("L-0", 0)]
 
 
-def test_a_stale_timer_changes_nothing_and_is_settled_to_the_database(sink, app, client, runtime, clock):
+def test_a_stale_timer_changes_nothing_and_is_settled_to_the_database(sink, app, client, runtime, clock, create_leads):
     [row] = create_leads(client, runtime, clock, 1)
     early = {row.id: clock() + timedelta(minutes=1)}  # armed earlier than the database says
     timers.arm(runtime.redis, runtime.queue_name, early)
@@ -117,7 +121,7 @@ def test_a_stale_timer_changes_nothing_and_is_settled_to_the_database(sink, app,
     assert timers.armed_at(runtime.redis, runtime.queue_name, [row.id]) == {row.id: row.next_fire_at.timestamp()}
 
 
-def test_settling_never_overwrites_a_timer_moved_while_the_job_ran(sink, app, client, runtime, clock):
+def test_settling_never_overwrites_a_timer_moved_while_the_job_ran(sink, app, client, runtime, clock, create_leads):
     [row] = create_leads(client, runtime, clock, 1)
     clock.advance(minutes=12)
     [claimed], lease = timers.claim_due(runtime.redis, runtime.queue_name, clock().timestamp(), 10)
@@ -130,7 +134,7 @@ def test_settling_never_overwrites_a_timer_moved_while_the_job_ran(sink, app, cl
 
 
 def test_a_touched_lead_loses_its_timer_and_a_far_deadline_waits_in_the_database(
-    sink, app, client, runtime, clock, settings
+    sink, app, client, runtime, clock, settings, event, post_signed, run_worker, create_leads
 ):
     [row] = create_leads(client, runtime, clock, 1)
     clock.advance(minutes=1)
@@ -146,7 +150,7 @@ def test_a_touched_lead_loses_its_timer_and_a_far_deadline_waits_in_the_database
     assert timers.count_armed(runtime.redis, runtime.queue_name) == 0
 
 
-def test_the_timer_loop_thread_dispatches_due_clocks(sink, app, client, runtime, clock):
+def test_the_timer_loop_thread_dispatches_due_clocks(sink, app, client, runtime, clock, run_worker, create_leads):
     [row] = create_leads(client, runtime, clock, 1)
     clock.advance(minutes=12)
     stop = threading.Event()
@@ -169,7 +173,9 @@ def test_the_timer_loop_thread_dispatches_due_clocks(sink, app, client, runtime,
     assert {a.status for a in rows(runtime, AlertRow)} == {"delivered"}
 
 
-def test_timer_work_waiting_is_what_the_pump_steps_aside_for(sink, app, client, runtime, clock):
+def test_timer_work_waiting_is_what_the_pump_steps_aside_for(
+    sink, app, client, runtime, clock, run_worker, create_leads
+):
     [row] = create_leads(client, runtime, clock, 1)
     now = row.next_fire_at.timestamp()
     assert not timers.timer_work_waiting(runtime.redis, runtime.queue_name, now - 0.001)
@@ -181,7 +187,9 @@ def test_timer_work_waiting_is_what_the_pump_steps_aside_for(sink, app, client, 
     assert not timers.timer_work_waiting(runtime.redis, runtime.queue_name, now)
 
 
-def test_the_pump_applies_new_events_after_due_timers(sink, app, client, runtime, clock):
+def test_the_pump_applies_new_events_after_due_timers(
+    sink, app, client, runtime, clock, event, post_signed, create_leads
+):
     """With a timer due (by the wall clock) the pump waits for it, up to its limit."""
     [row] = create_leads(client, runtime, clock, 1)
     timers.arm(runtime.redis, runtime.queue_name, {row.id: clock() - timedelta(seconds=1)})
@@ -192,7 +200,9 @@ def test_the_pump_applies_new_events_after_due_timers(sink, app, client, runtime
     assert wait_for_timers(runtime, most_s=5) < 5
 
 
-def test_new_events_are_applied_in_batches_and_one_bad_lead_spares_the_others(sink, app, client, runtime, clock):
+def test_new_events_are_applied_in_batches_and_one_bad_lead_spares_the_others(
+    sink, app, client, runtime, clock, event, post_signed
+):
     from sla_guard.ingest.pending import apply_batch
     from sla_guard.store.models import EventRow, LeadRow
 

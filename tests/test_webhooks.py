@@ -8,16 +8,13 @@ from sqlalchemy import func, select
 from sla_guard import create_app
 from sla_guard.store.models import EventRow
 
-from .conftest import SECRET
-from .helpers import event, post_signed
-
 
 def stored(app):
     with app.extensions["sla_guard.db"].session() as session:
         return session.execute(select(func.count()).select_from(EventRow)).scalar()
 
 
-def test_a_signed_event_is_stored_and_acknowledged(app, client, clock):
+def test_a_signed_event_is_stored_and_acknowledged(app, client, clock, event, post_signed):
     response = post_signed(client, event("evt-1", "lead.created", clock(), lead={"source": "website"}), clock())
     assert response.status_code == 202
     assert response.get_json() == {"accepted": ["evt-1"], "duplicates": []}
@@ -28,7 +25,7 @@ def test_a_signed_event_is_stored_and_acknowledged(app, client, clock):
     assert row.processed_at is None
 
 
-def test_a_batch_and_its_duplicates(app, client, clock):
+def test_a_batch_and_its_duplicates(app, client, clock, event, post_signed):
     batch = [
         event("a", "lead.created", clock()),
         event("b", "lead.touched", clock(), touch={"channel": "call"}),
@@ -42,7 +39,7 @@ def test_a_batch_and_its_duplicates(app, client, clock):
     assert stored(app) == 2
 
 
-def test_the_same_event_id_from_another_source_is_not_a_duplicate(app, client, clock):
+def test_the_same_event_id_from_another_source_is_not_a_duplicate(app, client, clock, event, post_signed):
     from sla_guard.core.events import parse_events
     from sla_guard.store.repository import insert_events
 
@@ -63,13 +60,13 @@ def test_the_same_event_id_from_another_source_is_not_a_duplicate(app, client, c
         (lambda h, b, now: (h, b + b" "), 401, "X-SLA-Guard-Signature"),
     ],
 )
-def test_bad_signatures_are_refused_and_store_nothing(app, client, clock, mutate, status, field):
+def test_bad_signatures_are_refused_and_store_nothing(app, client, clock, mutate, status, field, event, webhook_secret):
     import json
 
     from sla_guard.security import sign
 
     body = json.dumps(event("e", "lead.created", clock())).encode()
-    headers = {"X-SLA-Guard-Signature": sign(SECRET, body, int(clock().timestamp()))}
+    headers = {"X-SLA-Guard-Signature": sign(webhook_secret, body, int(clock().timestamp()))}
     headers, body = mutate(headers, body, clock())
     response = client.post("/webhooks/generic", data=body, content_type="application/json", headers=headers)
     assert response.status_code == status
@@ -77,7 +74,7 @@ def test_bad_signatures_are_refused_and_store_nothing(app, client, clock, mutate
     assert stored(app) == 0
 
 
-def test_a_stale_signature_is_refused(app, client, clock):
+def test_a_stale_signature_is_refused(app, client, clock, event, post_signed):
     response = post_signed(client, event("e", "lead.created", clock()), clock() - timedelta(seconds=301))
     assert response.status_code == 401
     assert "too old" in response.get_json()["error"]
@@ -101,14 +98,14 @@ def test_a_stale_signature_is_refused(app, client, clock):
         ),
     ],
 )
-def test_invalid_events_are_refused_whole_and_name_the_field(app, client, clock, payload, field):
+def test_invalid_events_are_refused_whole_and_name_the_field(app, client, clock, payload, field, post_signed):
     response = post_signed(client, payload, clock())
     assert response.status_code == 400
     assert response.get_json()["field"] == field
     assert stored(app) == 0
 
 
-def test_malformed_json(app, client, clock):
+def test_malformed_json(app, client, clock, webhook_secret):
     from sla_guard.security import sign
 
     body = b'{"event_id": "e", '
@@ -116,7 +113,7 @@ def test_malformed_json(app, client, clock):
         "/webhooks/generic",
         data=body,
         content_type="application/json",
-        headers={"X-SLA-Guard-Signature": sign(SECRET, body, int(clock().timestamp()))},
+        headers={"X-SLA-Guard-Signature": sign(webhook_secret, body, int(clock().timestamp()))},
     )
     assert response.status_code == 400
     assert response.get_json()["field"] == "body"
@@ -129,7 +126,7 @@ def test_wrong_content_type(app, client, clock):
     assert stored(app) == 0
 
 
-def test_body_over_the_limit(settings, clock):
+def test_body_over_the_limit(settings, clock, event, post_signed):
     app = create_app({**settings, "TESTING": True, "CLOCK": clock, "SLA_GUARD_MAX_BODY_BYTES": 2048})
     payload = event("big", "lead.created", clock(), lead={"name": "x" * 1500, "url": "y" * 1500})
     response = post_signed(app.test_client(), payload, clock())
@@ -138,7 +135,7 @@ def test_body_over_the_limit(settings, clock):
     assert stored(app) == 0
 
 
-def test_disabled_without_a_secret(settings, clock, monkeypatch):
+def test_disabled_without_a_secret(settings, clock, monkeypatch, event, post_signed):
     monkeypatch.delenv("SLA_GUARD_WEBHOOK_SECRET", raising=False)
     app = create_app({**settings, "TESTING": True, "CLOCK": clock, "SLA_GUARD_WEBHOOK_SECRET": None})
     response = post_signed(app.test_client(), event("e", "lead.created", clock()), clock())
@@ -146,7 +143,7 @@ def test_disabled_without_a_secret(settings, clock, monkeypatch):
     assert "SLA_GUARD_WEBHOOK_SECRET" in response.get_json()["error"]
 
 
-def test_database_down_gives_503_so_the_crm_retries(settings, clock):
+def test_database_down_gives_503_so_the_crm_retries(settings, clock, event, post_signed):
     app = create_app(
         {
             **settings,
@@ -159,7 +156,7 @@ def test_database_down_gives_503_so_the_crm_retries(settings, clock):
     assert response.status_code == 503
 
 
-def test_redis_down_still_acknowledges_and_keeps_the_event(settings, clock):
+def test_redis_down_still_acknowledges_and_keeps_the_event(settings, clock, event, post_signed):
     app = create_app({**settings, "TESTING": True, "CLOCK": clock, "REDIS_URL": "redis://127.0.0.1:9/0"})
     response = post_signed(app.test_client(), event("e", "lead.created", clock()), clock())
     assert response.status_code == 202

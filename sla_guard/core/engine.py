@@ -197,14 +197,55 @@ def _apply_sla(state: LeadState, event: LeadEvent, rules: RuleSet) -> LeadState:
 def replay(lead_id: str, events: list[LeadEvent], rules: RuleSet) -> LeadState:
     """Fold a lead's events, oldest first, into its state and clocks.
 
-    ``events`` must be sorted by ``occurred_at`` (ties by arrival). A lead whose creation
+    ``events`` are taken in ``occurred_at`` order, whatever order they are given in (ties keep
+    the order given: the order of arrival). A lead whose creation
     sla-guard never saw (its first event is a touch or an update) is tracked, but gets no
     first-touch clock: when it was created is unknown, so no deadline can be honest.
     """
     state = LeadState(lead_id=lead_id)
-    for event in events:
+    for event in sorted(events, key=lambda event: event.occurred_at):
         state = apply_event(state, event, rules)
     return state
+
+
+def without_own_task_echoes(events: list[LeadEvent], closed_by_us: dict[str, datetime]) -> list[LeadEvent]:
+    """Drop touches that only report a follow-up task sla-guard itself closed (``closed_by_us``:
+    CRM task id → when sla-guard closed it): the CRM echoes the completion back, and it must
+    not count as the manager's touch. A task the manager completed before sla-guard closed it
+    is a real touch and is kept."""
+
+    def echo(event: LeadEvent) -> bool:
+        closed_at = closed_by_us.get(event.touch.task_id) if event.type == "lead.touched" and event.touch else None
+        return closed_at is not None and event.occurred_at >= closed_at
+
+    return [event for event in events if not echo(event)]
+
+
+def task_touches(events: list[LeadEvent]) -> set[str]:
+    """The CRM task ids that touches among ``events`` report as completed."""
+    return {e.touch.task_id for e in events if e.type == "lead.touched" and e.touch and e.touch.task_id}
+
+
+@dataclass(frozen=True)
+class ClockPlan:
+    """What the store needs decided while it writes a lead's clocks, under one rules version."""
+
+    rules: RuleSet
+
+    @property
+    def version(self) -> str:
+        return self.rules.version
+
+    def next_fire(self, clock: ClockState, fired: set[int]) -> datetime | None:
+        """When the clock's timer must next fire (None: nothing more is owed, or its rule is gone)."""
+        rule = self.rules.rule(clock.rule_name)
+        if rule is None:
+            return None
+        return next_fire_at(clock, clock_steps(clock, rule, self.rules), fired)
+
+    def dropped_reason(self, rule_name: str | None) -> str:
+        """Why a running clock the replay no longer produces stops."""
+        return "superseded" if self.rules.rule(rule_name) else "rule_removed"
 
 
 def clock_steps(clock: ClockState, rule: Rule, rules: RuleSet) -> list[Step]:

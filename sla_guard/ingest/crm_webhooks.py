@@ -31,8 +31,9 @@ from sla_guard.core.events import LeadEvent
 from sla_guard.exceptions import ConfigError, InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters import ADAPTERS, RawRequest, amocrm, bitrix24, hubspot, pipedrive
 from sla_guard.ingest.adapters.base import parse_form
-from sla_guard.ingest.webhooks import _now, _reject, ingest, log, read_body
+from sla_guard.ingest.webhooks import ingest, log, read_body, reject
 from sla_guard.outbox.crm_sync import record_loss_reasons
+from sla_guard.web.context import clock_now
 from sla_guard.web.errors import error
 
 bp = Blueprint("crm", __name__, url_prefix="/webhooks")
@@ -79,28 +80,28 @@ def _receive(crm: str):
         return error(404, f"the {NAMES[crm]} webhook is not enabled: set {' and '.join(REQUIRED[crm])}")
     body = read_body()
     if body is None:
-        return _reject(crm, "too_large", 413, "request body is over the size limit", "body")
+        return reject(crm, "too_large", 413, "request body is over the size limit", "body")
     raw = _raw_request(body)
-    now = _now()
+    now = clock_now()
     if crm == "amocrm":  # its secret is in the path: checked before the body is even decoded
         try:
             amocrm.verify_token(raw, settings)
         except Unauthorized as exc:
-            return _reject(crm, "signature", 401, exc.reason, AUTH_FIELD[crm])
+            return reject(crm, "signature", 401, exc.reason, AUTH_FIELD[crm])
     try:
         if crm in FORM_BODIES:
             parse_form(raw)
     except InvalidEvent as exc:
-        return _reject(crm, "malformed", 400, exc.message, exc.field)
+        return reject(crm, "malformed", 400, exc.message, exc.field)
     try:
         adapter.verify(raw, settings, now)
     except Unauthorized as exc:
         field = "account[id]" if crm == "amocrm" and "account" in exc.reason else AUTH_FIELD[crm]
-        return _reject(crm, "signature", 401, exc.reason, field)
+        return reject(crm, "signature", 401, exc.reason, field)
     try:
         result = adapter.parse(raw, settings, received_at=now) if crm == "amocrm" else adapter.parse(raw, settings)
     except InvalidEvent as exc:
-        return _reject(crm, "invalid", 400, exc.message, exc.field)
+        return reject(crm, "invalid", 400, exc.message, exc.field)
     except ConfigError as exc:
         log.error("CRM webhook not read: a setting is invalid", extra={"source": crm, "error": str(exc)})
         return error(503, f"sla-guard cannot read {NAMES[crm]} webhooks until a setting is fixed: {exc}")

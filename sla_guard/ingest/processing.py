@@ -10,19 +10,19 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from sla_guard.core.bounds import clean_text
-from sla_guard.core.engine import replay
+from sla_guard.core.engine import ClockPlan, replay, task_touches, without_own_task_echoes
 from sla_guard.core.stays import stage_stays
 from sla_guard.outbox.follow_up_tasks import queue_closes
 from sla_guard.runtime import Runtime
 from sla_guard.store.quarantine import quarantine, release
 from sla_guard.store.repository import (
     TimerChange,
+    closed_task_times,
     events_of_leads,
     lock_leads,
     mark_processed,
     save_state,
     save_stays,
-    without_own_task_echoes,
 )
 from sla_guard.timers import arming as timers
 
@@ -46,9 +46,9 @@ def process_leads(runtime: Runtime, lead_ids: list[str]) -> list[TimerChange]:
         applied: list[int] = []
         for lead_id in ordered:
             event_ids, events = events_by_lead[lead_id]
-            events = without_own_task_echoes(session, lead_id, events)
+            events = without_own_task_echoes(events, closed_task_times(session, lead_id, task_touches(events)))
             state = replay(lead_id, events, rules)
-            lead_changes = save_state(session, leads[lead_id], state, rules, now)
+            lead_changes = save_state(session, leads[lead_id], state, ClockPlan(rules), now)
             save_stays(session, lead_id, stage_stays(events))
             changes += lead_changes
             applied += event_ids

@@ -32,6 +32,7 @@ from sla_guard.outbox.crm_sync import LOOKUPS, insert_lookups
 from sla_guard.security import SIGNATURE_HEADER, verify_signature
 from sla_guard.store.db import get_db
 from sla_guard.store.repository import insert_events
+from sla_guard.web.context import clock_now
 from sla_guard.web.errors import error
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -48,10 +49,6 @@ def inbox(app) -> GroupCommit:
         with _INBOX_LOCK:
             committer = app.extensions.setdefault("sla_guard.inbox", GroupCommit(get_db(app)))
     return committer
-
-
-def _now():
-    return current_app.extensions["sla_guard.clock"]()
 
 
 def ingest(
@@ -72,7 +69,7 @@ def ingest(
     outbox items they call for (queued once committed).
     """
     queue_name = of_app(current_app).queue
-    now = _now()
+    now = clock_now()
     try:
         check_events(events, now)
         for index, lookup in enumerate(lookups):
@@ -80,7 +77,7 @@ def ingest(
             check_text(lookup.event, f"lookups[{index}].event", ID_MAX)
             check_moment(lookup.ts, f"lookups[{index}].ts", now)
     except InvalidEvent as exc:
-        return _reject(source, "invalid", 400, exc.message, exc.field)
+        return reject(source, "invalid", 400, exc.message, exc.field)
     try:
         if lookups or also_store is not None:  # with their look-ups and outbox items: a transaction of their own
             with get_db(current_app).session() as session:
@@ -93,7 +90,7 @@ def ingest(
             accepted, duplicates = inbox(current_app).store(source, events, now)
             new_lookups, repeated, items = [], [], []
     except DataError:
-        return _reject(source, "invalid", 400, "an event holds a value the database cannot store", "body")
+        return reject(source, "invalid", 400, "an event holds a value the database cannot store", "body")
     except (SQLAlchemyError, CommitTimeout) as exc:
         metrics.EVENTS_REJECTED.labels(source, "database").inc()
         log.error("events not stored: database unavailable", extra={"source": source, "error": type(exc).__name__})
@@ -155,7 +152,8 @@ def read_body() -> bytes | None:
     return body
 
 
-def _reject(source: str, reason: str, status: int, message: str, field: str | None = None):
+def reject(source: str, reason: str, status: int, message: str, field: str | None = None):
+    """Count and log a refused webhook; the error answer naming ``field``."""
     metrics.EVENTS_REJECTED.labels(source, reason).inc()
     log.info("webhook refused", extra={"source": source, "reason": reason, "status": status, "field": field})
     return error(status, message, field=field)
@@ -168,29 +166,29 @@ def generic():
     if not secret:
         return error(404, "the generic webhook is not enabled: set SLA_GUARD_WEBHOOK_SECRET")
     if request.mimetype != "application/json":
-        return _reject("generic", "content_type", 415, "Content-Type must be application/json", "Content-Type")
+        return reject("generic", "content_type", 415, "Content-Type must be application/json", "Content-Type")
     body = read_body()
     if body is None:
-        return _reject("generic", "too_large", 413, "request body is over the size limit", "body")
+        return reject("generic", "too_large", 413, "request body is over the size limit", "body")
     try:
         verify_signature(
             request.headers.get(SIGNATURE_HEADER),
             body,
             secret,
-            _now().timestamp(),
+            clock_now().timestamp(),
             of_app(current_app).signature_max_age_s,
         )
     except Unauthorized as exc:
-        return _reject("generic", "signature", 401, exc.reason, SIGNATURE_HEADER)
+        return reject("generic", "signature", 401, exc.reason, SIGNATURE_HEADER)
     try:
         check_depth(body)
         payload = json.loads(body)
     except InvalidEvent as exc:
-        return _reject("generic", "malformed", 400, exc.message, exc.field)
+        return reject("generic", "malformed", 400, exc.message, exc.field)
     except (ValueError, UnicodeDecodeError) as exc:
-        return _reject("generic", "malformed", 400, f"body is not valid JSON: {exc}", "body")
+        return reject("generic", "malformed", 400, f"body is not valid JSON: {exc}", "body")
     try:
-        events = parse_events(payload, _now())
+        events = parse_events(payload, clock_now())
     except InvalidEvent as exc:
-        return _reject("generic", "invalid", 400, exc.message, exc.field)
+        return reject("generic", "invalid", 400, exc.message, exc.field)
     return ingest("generic", events, started)

@@ -50,7 +50,7 @@ from sla_guard.outbox.notify.messages import texts
 from sla_guard.queueing import enqueue, job, job_id
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import OutboxItemRow
-from sla_guard.store.repository import _insert
+from sla_guard.store.repository import dialect_insert
 
 log = logging.getLogger("sla_guard.outbox")
 
@@ -288,7 +288,7 @@ class ItemKind(OutboxKind):
     def add(self, session: Session, key: str, args: dict, now: datetime, *, not_before: datetime | None = None):
         """Record one item, once per ``key``; its id, or ``None`` when the key was recorded before."""
         return session.execute(
-            _insert(session, OutboxItemRow)
+            dialect_insert(session, OutboxItemRow)
             .values(
                 kind=self.name,
                 item_key=key[:300],

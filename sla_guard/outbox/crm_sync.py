@@ -41,7 +41,7 @@ from sla_guard.outbox.http import Http, is_transient_status, json_object
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import CrmLookupRow, CrmRecordRow, EventRow
-from sla_guard.store.repository import _insert, insert_events
+from sla_guard.store.repository import dialect_insert, insert_events
 
 log = logging.getLogger("sla_guard.outbox.crm_sync")
 
@@ -81,7 +81,7 @@ def insert_lookups(session: Session, crm: str, lookups: Iterable[Lookup], receiv
     if not rows:
         return [], repeated
     statement = (
-        _insert(session, CrmLookupRow)
+        dialect_insert(session, CrmLookupRow)
         .values(rows)
         .on_conflict_do_nothing(index_elements=["crm", "lookup_key"])
         .returning(CrmLookupRow.id, CrmLookupRow.lookup_key)
@@ -208,7 +208,7 @@ def _last_known(session: Session, kind: str, record_id: str) -> dict | None:
 def _save_state(session: Session, kind: str, record_id: str, state: dict, now: datetime) -> None:
     data = json.dumps(state, ensure_ascii=False)
     session.execute(
-        _insert(session, CrmRecordRow)
+        dialect_insert(session, CrmRecordRow)
         .values(crm=bitrix24.CRM, kind=kind, record_id=record_id, data=data, updated_at=now)
         .on_conflict_do_update(index_elements=["crm", "kind", "record_id"], set_={"data": data, "updated_at": now})
     )

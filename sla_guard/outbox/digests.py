@@ -38,7 +38,7 @@ from sla_guard.reports import sla as sla_report
 from sla_guard.reports.query import ReportQuery, Visibility
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import ClockRow, DigestRow, EscalationRow, LeadRow
-from sla_guard.store.repository import LEAD_FIELDS, _insert
+from sla_guard.store.repository import LEAD_FIELDS, dialect_insert
 
 log = logging.getLogger("sla_guard.outbox.digests")
 
@@ -174,7 +174,7 @@ def prepare(runtime: Runtime, now: datetime) -> list[int]:
             rows = [] if recorded else _rows(runtime, session, period, now)
             for row in rows:
                 digest_id = session.execute(
-                    _insert(session, DigestRow)
+                    dialect_insert(session, DigestRow)
                     .values(
                         kind=period.kind,
                         period=period.key,

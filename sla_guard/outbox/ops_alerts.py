@@ -16,7 +16,7 @@ from sqlalchemy import update
 from sla_guard.outbox.notify.messages import texts
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import AlertRow
-from sla_guard.store.repository import _insert
+from sla_guard.store.repository import dialect_insert
 
 log = logging.getLogger("sla_guard.ops")
 
@@ -67,7 +67,7 @@ def raise_ops_alert(runtime: Runtime, failed: AlertRow, error: str) -> list[int]
     with runtime.db.session() as session:
         for channel in dict.fromkeys(rules.spec.ops.notify):
             alert_id = session.execute(
-                _insert(session, AlertRow)
+                dialect_insert(session, AlertRow)
                 .values(
                     escalation_id=failed.escalation_id,
                     lead_id=failed.lead_id,

@@ -1,17 +1,18 @@
-"""Queries and writes the app and the workers need; thin, no decisions of their own."""
+"""Queries and writes the app and the workers need; thin, no decisions of their own (the core
+makes them: :func:`save_state` asks a :class:`ClockPlanner` when a clock fires next)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from sla_guard.core.engine import ClockState, LeadState, clock_steps, next_fire_at
+from sla_guard.core.clocks import ClockState, LeadState
 from sla_guard.core.events import LeadEvent
-from sla_guard.core.rules.schema import RuleSet
 from sla_guard.core.stays import Stay
 from sla_guard.store.models import (
     ClockRow,
@@ -27,7 +28,8 @@ LEAD_FIELDS = ("name", "source", "pipeline", "stage", "owner", "team", "priority
 """Lead attributes copied from the CRM's events onto the lead row."""
 
 
-def _insert(session: Session, model):
+def dialect_insert(session: Session, model):
+    """``INSERT`` for the session's database (PostgreSQL or SQLite), with ``on_conflict_*``."""
     return (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)(model)
 
 
@@ -90,7 +92,7 @@ def lock_lead(session: Session, lead_id: str, now: datetime) -> LeadRow:
     """The lead's row, created if new, locked for this transaction (PostgreSQL row lock;
     SQLite transactions are already serialised by ``BEGIN IMMEDIATE``)."""
     upsert = (
-        _insert(session, LeadRow)
+        dialect_insert(session, LeadRow)
         .values(lead_id=lead_id, status="open", known=False, updated_at=now)
         .on_conflict_do_update(index_elements=["lead_id"], set_={"updated_at": now})  # takes the row lock
         .returning(LeadRow)
@@ -106,7 +108,7 @@ def lock_leads(session: Session, lead_ids: list[str], now: datetime) -> dict[str
     if not lead_ids:
         return {}
     upsert = (
-        _insert(session, LeadRow)
+        dialect_insert(session, LeadRow)
         .values([{"lead_id": lead_id, "status": "open", "known": False, "updated_at": now} for lead_id in lead_ids])
         .on_conflict_do_update(index_elements=["lead_id"], set_={"updated_at": now})  # takes the row locks
         .returning(LeadRow)
@@ -184,11 +186,14 @@ def clock_state(row: ClockRow) -> ClockState:
     )
 
 
-def compute_next_fire(row: ClockRow, rules: RuleSet, fired: set[int]) -> datetime | None:
-    rule = rules.rule(row.rule_name)
-    if rule is None:
-        return None
-    return next_fire_at(clock_state(row), clock_steps(clock_state(row), rule, rules), fired)
+class ClockPlanner(Protocol):
+    """The decisions :func:`save_state` asks for (made by the core: :class:`sla_guard.core.engine.ClockPlan`)."""
+
+    version: str
+
+    def next_fire(self, clock: ClockState, fired: set[int]) -> datetime | None: ...
+
+    def dropped_reason(self, rule_name: str | None) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -201,7 +206,9 @@ class TimerChange:
     previous: datetime | None
 
 
-def save_state(session: Session, lead: LeadRow, state: LeadState, rules: RuleSet, now: datetime) -> list[TimerChange]:
+def save_state(
+    session: Session, lead: LeadRow, state: LeadState, plan: ClockPlanner, now: datetime
+) -> list[TimerChange]:
     """Write the replayed state onto the lead and its clocks; return the timers to change."""
     for name in LEAD_FIELDS:
         setattr(lead, name, state.fields.get(name))
@@ -213,7 +220,7 @@ def save_state(session: Session, lead: LeadRow, state: LeadState, rules: RuleSet
     lead.outcome = state.outcome
     lead.reason = state.reason
     if state.rule_name != lead.rule_name or lead.rule_version is None:
-        lead.rule_version = rules.version if state.rule_name else None
+        lead.rule_version = plan.version if state.rule_name else None
     lead.rule_name = state.rule_name
     lead.last_event_at = state.last_event_at
     lead.updated_at = now
@@ -229,7 +236,7 @@ def save_state(session: Session, lead: LeadRow, state: LeadState, rules: RuleSet
     for key, row in existing.items():
         if key not in wanted and row.stopped_at is None:
             row.stopped_at = now
-            row.stop_reason = "superseded" if rules.rule(row.rule_name) else "rule_removed"
+            row.stop_reason = plan.dropped_reason(row.rule_name)
     rows = list(existing.values())
     for key, clock in wanted.items():
         row = existing.get(key)
@@ -244,14 +251,14 @@ def save_state(session: Session, lead: LeadRow, state: LeadState, rules: RuleSet
             clock.started_at,
             clock.due_at,
         ):
-            row.rule_version = rules.version
+            row.rule_version = plan.version
         row.rule_name, row.started_at, row.due_at = clock.rule_name, clock.started_at, clock.due_at
         row.stopped_at, row.stop_reason = clock.stopped_at, clock.stop_reason
         row.paused_at, row.resumed_at = clock.paused_at, clock.resumed_at
         row.budget_used_s = clock.budget_used.total_seconds()
     moved = []
     for row in rows:
-        fire_at = compute_next_fire(row, rules, fired.get(row.id, set()) if row.id is not None else set())
+        fire_at = plan.next_fire(clock_state(row), fired.get(row.id, set()) if row.id is not None else set())
         if fire_at != row.next_fire_at:
             moved.append((row, fire_at, row.next_fire_at))
             row.next_fire_at = fire_at
@@ -259,14 +266,25 @@ def save_state(session: Session, lead: LeadRow, state: LeadState, rules: RuleSet
     return [TimerChange(row.id, row.lead_id, fire_at, previous) for row, fire_at, previous in moved]
 
 
-def record_rule_version(session: Session, rules: RuleSet, now: datetime) -> bool:
-    """Remember a loaded rules version; True when it was new."""
+def record_rule_version(session: Session, version: str, text: str, now: datetime) -> bool:
+    """Remember a loaded rules version (its hash and file text); True when it was new."""
     result = session.execute(
-        _insert(session, RuleVersionRow)
-        .values(version=rules.version, loaded_at=now, text=rules.text)
+        dialect_insert(session, RuleVersionRow)
+        .values(version=version, loaded_at=now, text=text)
         .on_conflict_do_nothing(index_elements=["version"])
     )
     return bool(result.rowcount)
+
+
+def rule_versions(session: Session, limit: int = 50) -> list[tuple[str, datetime]]:
+    """The rules versions loaded so far, newest first: ``(version, loaded_at)``."""
+    return list(
+        session.execute(
+            select(RuleVersionRow.version, RuleVersionRow.loaded_at)
+            .order_by(RuleVersionRow.loaded_at.desc())
+            .limit(limit)
+        ).all()
+    )
 
 
 def clocks_to_arm(session: Session, until: datetime, limit: int = 50_000) -> list[tuple[int, str, datetime]]:
@@ -295,29 +313,21 @@ def leads_on_other_rules(session: Session, version: str, limit: int = 100_000) -
     )
 
 
-def without_own_task_echoes(session: Session, lead_id: str, events: list[LeadEvent]) -> list[LeadEvent]:
-    """Drop touches that only report a follow-up task sla-guard itself closed: the CRM echoes the
-    completion back, and it must not count as the manager's touch."""
+def closed_task_times(session: Session, lead_id: str, task_ids: set[str]) -> dict[str, datetime]:
+    """CRM task id → when sla-guard closed that follow-up task, for those of ``task_ids`` it closed."""
     from sla_guard.store.models import FollowUpTaskRow
 
-    task_touches = {e.touch.task_id for e in events if e.type == "lead.touched" and e.touch and e.touch.task_id}
-    if not task_touches:
-        return events
-    closed_by_us = dict(
+    if not task_ids:
+        return {}
+    return dict(
         session.execute(
             select(FollowUpTaskRow.crm_task_id, FollowUpTaskRow.updated_at).where(
                 FollowUpTaskRow.lead_id == lead_id,
                 FollowUpTaskRow.status == "closed",
-                FollowUpTaskRow.crm_task_id.in_(task_touches),
+                FollowUpTaskRow.crm_task_id.in_(task_ids),
             )
         ).all()
     )
-
-    def echo(event: LeadEvent) -> bool:
-        closed_at = closed_by_us.get(event.touch.task_id) if event.type == "lead.touched" and event.touch else None
-        return closed_at is not None and event.occurred_at >= closed_at  # completed by the manager before: kept
-
-    return [event for event in events if not echo(event)]
 
 
 def next_fire_times(session: Session, clock_ids: list[int]) -> dict[int, datetime | None]:

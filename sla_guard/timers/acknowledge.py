@@ -2,8 +2,7 @@
 
 A token is ``<escalation id>.<expiry epoch>.<recipient, base64url>.<signature>``; the signature
 is HMAC-SHA256 under ``SLA_GUARD_ACK_SECRET``, cut to 128 bits. Signing and checking are pure
-(the clock is passed in); :func:`acknowledge` and :func:`clock_acknowledged` read and write the
-database. An acknowledged escalation stops its clock's ladder: no further level fires.
+(the clock is passed in); :func:`acknowledge` records a click through the store. An acknowledged escalation stops its clock's ladder: no further level fires.
 """
 
 from __future__ import annotations
@@ -14,11 +13,10 @@ import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from sla_guard.config import Settings
-from sla_guard.store.models import EscalationRow
+from sla_guard.store import escalations
 
 SIGNATURE_BYTES = 16
 """Bytes of the HMAC kept in a token (128 bits)."""
@@ -134,24 +132,7 @@ class AckOutcome:
 
 def acknowledge(session: Session, claim: AckClaim, now: datetime) -> AckOutcome:
     """Mark the escalation acknowledged by the claim's recipient, once; later clicks change nothing."""
-    changed = session.execute(
-        update(EscalationRow)
-        .where(EscalationRow.id == claim.escalation_id, EscalationRow.acknowledged_at.is_(None))
-        .values(acknowledged_at=now, acknowledged_by=claim.recipient or None)
-    ).rowcount
-    row = session.execute(select(EscalationRow).where(EscalationRow.id == claim.escalation_id)).scalar()
+    changed, row = escalations.acknowledge(session, claim.escalation_id, claim.recipient or None, now)
     if row is None:
         return AckOutcome("unknown")
     return AckOutcome("acknowledged" if changed else "already", row.lead_id, row.acknowledged_by, row.acknowledged_at)
-
-
-def clock_acknowledged(session: Session, clock_id: int) -> bool:
-    """True once any level of the clock has been acknowledged: its ladder climbs no further."""
-    return (
-        session.execute(
-            select(EscalationRow.id)
-            .where(EscalationRow.clock_id == clock_id, EscalationRow.acknowledged_at.is_not(None))
-            .limit(1)
-        ).first()
-        is not None
-    )

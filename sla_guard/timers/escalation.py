@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-from sqlalchemy import select
-
 from sla_guard.core.engine import ClockState, Step, clock_steps, due_steps, next_fire_at, next_owner
 from sla_guard.core.events import Lead, LeadEvent
 from sla_guard.core.follow_ups import TASK_KIND
@@ -25,17 +23,16 @@ from sla_guard.outbox.follow_up_tasks import create_task, plan_task
 from sla_guard.outbox.notify.context import clock_facts, person_zone
 from sla_guard.outbox.notify.routing import route
 from sla_guard.runtime import Runtime
-from sla_guard.store.models import ClockRow, EscalationRow, LeadRow
-from sla_guard.store.repository import (
-    LEAD_FIELDS,
-    TimerChange,
-    _insert,
-    clock_state,
-    fired_levels,
-    insert_events,
-    lock_lead,
+from sla_guard.store.escalations import (
+    clock_acknowledged,
+    clock_lead_id,
+    record_escalation,
+    reload_clock,
+    set_reassigned,
 )
-from sla_guard.timers.acknowledge import ack_url, clock_acknowledged, press_value
+from sla_guard.store.models import ClockRow, LeadRow
+from sla_guard.store.repository import LEAD_FIELDS, TimerChange, clock_state, fired_levels, insert_events, lock_lead
+from sla_guard.timers.acknowledge import ack_url, press_value
 
 log = logging.getLogger("sla_guard.timers.escalation")
 
@@ -66,20 +63,7 @@ def _record_step(
     session, runtime: Runtime, clock: ClockRow, lead: LeadRow, step: Step, now: datetime, result: FireResult
 ) -> None:
     rules = runtime.rules.current()
-    escalation_id = session.execute(
-        _insert(session, EscalationRow)
-        .values(
-            clock_id=clock.id,
-            lead_id=lead.lead_id,
-            level=step.level,
-            kind=step.kind,
-            due_at=step.at,
-            fired_at=now,
-            owner=lead.owner,
-        )
-        .on_conflict_do_nothing(index_elements=["clock_id", "level"])
-        .returning(EscalationRow.id)
-    ).scalar()
+    escalation_id = record_escalation(session, clock.id, lead.lead_id, step.level, step.kind, step.at, now, lead.owner)
     if escalation_id is None:
         return
     result.escalation_ids.append(escalation_id)
@@ -129,9 +113,7 @@ def _record_step(
                 previous_owner=lead.owner,
             )
             insert_events(session, REASSIGN_SOURCE, [event], now)
-            session.execute(
-                select(EscalationRow).where(EscalationRow.id == escalation_id)
-            ).scalar_one().reassigned_to = new_owner
+            set_reassigned(session, escalation_id, new_owner)
             result.reassigned = True
             result.reassignments.append((lead.lead_id, new_owner, escalation_id))
             REASSIGNMENTS.record(session, lead.lead_id, new_owner, escalation_id, now)  # kept until the CRM knows
@@ -152,14 +134,12 @@ def fire_clock(runtime: Runtime, clock_id: int) -> FireResult:
     result = FireResult()
     rules = runtime.rules.current()
     with runtime.db.session() as session:
-        lead_id = session.execute(select(ClockRow.lead_id).where(ClockRow.id == clock_id)).scalar()
+        lead_id = clock_lead_id(session, clock_id)
         if lead_id is None:
             return result
         now = runtime.now()
         lead = lock_lead(session, lead_id, now)
-        clock = session.execute(
-            select(ClockRow).where(ClockRow.id == clock_id).execution_options(populate_existing=True)
-        ).scalar_one()
+        clock = reload_clock(session, clock_id)
         rule = rules.rule(clock.rule_name)
         if rule is None:
             if clock.stopped_at is None:
@@ -219,7 +199,7 @@ def run_timer(runtime: Runtime, clock_id: int, fire_epoch: int | None = None) ->
     if result.reassigned:
         lead_id = None
         with runtime.db.session() as session:
-            lead_id = session.execute(select(ClockRow.lead_id).where(ClockRow.id == clock_id)).scalar()
+            lead_id = clock_lead_id(session, clock_id)
         if lead_id:
             process_lead(runtime, lead_id)
     for lead_id, new_owner, escalation_id in result.reassignments:

@@ -77,7 +77,7 @@ def apply_rules_version(runtime: Runtime) -> int:
     if applied is not None and applied.decode() == rules.version:
         return 0
     with runtime.db.session() as session:
-        record_rule_version(session, rules, runtime.now())
+        record_rule_version(session, rules.version, rules.text, runtime.now())
         leads = leads_on_other_rules(session, rules.version)
     for start in range(0, len(leads), 1000):
         push(runtime.redis, runtime.queue_name, leads[start : start + 1000])

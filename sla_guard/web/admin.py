@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
-from sqlalchemy import select
 
 from sla_guard.core.rules.lint import lint
 from sla_guard.store.db import get_db
-from sla_guard.store.models import RuleVersionRow
-from sla_guard.store.repository import record_rule_version
-from sla_guard.web.api import _iso, _now, require_token
+from sla_guard.store.repository import record_rule_version, rule_versions
+from sla_guard.web.context import clock_now, iso, require_token
 from sla_guard.web.errors import error
 
 bp = Blueprint("admin", __name__, url_prefix="/api/rules")
@@ -24,15 +22,13 @@ def _holder():
 def rules_in_force():
     rules = _holder().current()
     with get_db(current_app).session() as session:
-        versions = session.execute(
-            select(RuleVersionRow.version, RuleVersionRow.loaded_at).order_by(RuleVersionRow.loaded_at.desc()).limit(50)
-        ).all()
+        versions = rule_versions(session)
     return jsonify(
         {
             "version": rules.version,
             "path": _holder().path,
             "rules": [rule.name for rule in rules.rules],
-            "history": [{"version": version, "loaded_at": _iso(loaded_at)} for version, loaded_at in versions],
+            "history": [{"version": version, "loaded_at": iso(loaded_at)} for version, loaded_at in versions],
         }
     )
 
@@ -52,7 +48,7 @@ def reload_rules():
         )
         return response
     with get_db(current_app).session() as session:
-        record_rule_version(session, rules, _now())
+        record_rule_version(session, rules.version, rules.text, clock_now())
     return jsonify(
         {
             "version": rules.version,

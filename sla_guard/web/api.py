@@ -6,43 +6,22 @@ import json
 from datetime import datetime
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy import exists, select
 
-from sla_guard.config import of_app
-from sla_guard.exceptions import InvalidReportQuery, Unauthorized
+from sla_guard.exceptions import InvalidReportQuery
 from sla_guard.reports import Report, Visibility, parse_query, run_report
 from sla_guard.reports.spend import parse_spend
-from sla_guard.security import verify_bearer
 from sla_guard.store.db import get_db
 from sla_guard.store.insight import upsert_spend
-from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, FollowUpTaskRow, LeadRow
+from sla_guard.store.leads import LEAD_STATUSES, lead_history, leads_by_status
+from sla_guard.store.models import ClockRow, LeadRow
 from sla_guard.store.repository import LEAD_FIELDS, clock_state
+from sla_guard.web.context import clock_now, iso, require_token
 from sla_guard.web.errors import error
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-LEAD_STATUSES = ("overdue", "open", "closed")
-"""Values of ``GET /api/leads?status=``."""
 
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def _now() -> datetime:
-    return current_app.extensions["sla_guard.clock"]()
-
-
-@bp.before_request
-def require_token():
-    """Refuse the request (401) unless it carries the API's bearer token."""
-    try:
-        verify_bearer(request.headers.get("Authorization"), of_app(current_app).api_token)
-    except Unauthorized as exc:
-        response = error(401, exc.reason, field="Authorization")
-        response.headers["WWW-Authenticate"] = 'Bearer realm="sla-guard"'
-        return response
-    return None
+bp.before_request(require_token)
 
 
 def _lead_json(lead: LeadRow) -> dict:
@@ -51,14 +30,14 @@ def _lead_json(lead: LeadRow) -> dict:
         **{name: getattr(lead, name) for name in LEAD_FIELDS},
         "status": lead.status,
         "known": lead.known,
-        "created_at": _iso(lead.created_at),
-        "first_touch_at": _iso(lead.first_touch_at),
-        "closed_at": _iso(lead.closed_at),
+        "created_at": iso(lead.created_at),
+        "first_touch_at": iso(lead.first_touch_at),
+        "closed_at": iso(lead.closed_at),
         "outcome": lead.outcome,
         "reason": lead.reason,
         "rule": lead.rule_name,
         "rule_version": lead.rule_version,
-        "last_event_at": _iso(lead.last_event_at),
+        "last_event_at": iso(lead.last_event_at),
     }
 
 
@@ -71,13 +50,13 @@ def _clock_json(clock: ClockRow, now: datetime) -> dict:
         "rule": clock.rule_name,
         "rule_version": clock.rule_version,
         "status": state.status(now),
-        "started_at": _iso(clock.started_at),
-        "due_at": _iso(clock.due_at),
-        "stopped_at": _iso(clock.stopped_at),
+        "started_at": iso(clock.started_at),
+        "due_at": iso(clock.due_at),
+        "stopped_at": iso(clock.stopped_at),
         "stop_reason": clock.stop_reason,
-        "paused_at": _iso(clock.paused_at),
+        "paused_at": iso(clock.paused_at),
         "paused_budget_used_s": clock.budget_used_s or 0.0,
-        "next_fire_at": _iso(clock.next_fire_at),
+        "next_fire_at": iso(clock.next_fire_at),
     }
 
 
@@ -105,76 +84,25 @@ def list_leads():
     offset, problem = _int_arg("offset", 0, 0, 10**9)
     if problem:
         return problem
-    now = _now()
-    statement = select(LeadRow)
-    overdue_clock = exists().where(
-        ClockRow.lead_id == LeadRow.lead_id, ClockRow.stopped_at.is_(None), ClockRow.due_at <= now
-    )
-    if status == "overdue":
-        statement = statement.where(overdue_clock)
-    elif status == "open":
-        statement = statement.where(LeadRow.status == "open")
-    else:
-        statement = statement.where(LeadRow.status != "open")
-    statement = statement.order_by(LeadRow.created_at.desc(), LeadRow.lead_id).limit(limit).offset(offset)
+    now = clock_now()
     with get_db(current_app).session() as session:
-        leads = session.execute(statement).scalars().all()
-        clocks = (
-            session.execute(
-                select(ClockRow).where(
-                    ClockRow.lead_id.in_([lead.lead_id for lead in leads]), ClockRow.stopped_at.is_(None)
-                )
-            )
-            .scalars()
-            .all()
-        )
-    open_clocks: dict[str, list] = {}
-    for clock in clocks:
-        open_clocks.setdefault(clock.lead_id, []).append(_clock_json(clock, now))
-    items = [{**_lead_json(lead), "open_clocks": open_clocks.get(lead.lead_id, [])} for lead in leads]
+        leads, running = leads_by_status(session, status, now, limit, offset)
+    items = [
+        {**_lead_json(lead), "open_clocks": [_clock_json(clock, now) for clock in running.get(lead.lead_id, [])]}
+        for lead in leads
+    ]
     return jsonify({"status": status, "count": len(items), "limit": limit, "offset": offset, "leads": items})
 
 
 @bp.get("/leads/<path:lead_id>")
 def get_lead(lead_id: str):
-    now = _now()
+    now = clock_now()
     with get_db(current_app).session() as session:
-        lead = session.get(LeadRow, lead_id)
-        if lead is None:
-            return error(404, f"no lead {lead_id!r}", field="lead_id")
-        events = (
-            session.execute(
-                select(EventRow).where(EventRow.lead_id == lead_id).order_by(EventRow.occurred_at, EventRow.id)
-            )
-            .scalars()
-            .all()
-        )
-        clocks = (
-            session.execute(
-                select(ClockRow).where(ClockRow.lead_id == lead_id).order_by(ClockRow.started_at, ClockRow.id)
-            )
-            .scalars()
-            .all()
-        )
-        escalations = (
-            session.execute(
-                select(EscalationRow)
-                .where(EscalationRow.lead_id == lead_id)
-                .order_by(EscalationRow.fired_at, EscalationRow.id)
-            )
-            .scalars()
-            .all()
-        )
-        alerts = (
-            session.execute(select(AlertRow).where(AlertRow.lead_id == lead_id).order_by(AlertRow.id)).scalars().all()
-        )
-        tasks = (
-            session.execute(
-                select(FollowUpTaskRow).where(FollowUpTaskRow.lead_id == lead_id).order_by(FollowUpTaskRow.id)
-            )
-            .scalars()
-            .all()
-        )
+        history = lead_history(session, lead_id)
+    if history is None:
+        return error(404, f"no lead {lead_id!r}", field="lead_id")
+    lead, events, clocks = history.lead, history.events, history.clocks
+    escalations, alerts, tasks = history.escalations, history.alerts, history.tasks
     clock_names = {clock.id: clock.name for clock in clocks}
     body = {
         **_lead_json(lead),
@@ -184,9 +112,9 @@ def get_lead(lead_id: str):
                 "event_id": e.event_id,
                 "source": e.source,
                 "type": e.type,
-                "occurred_at": _iso(e.occurred_at),
-                "received_at": _iso(e.received_at),
-                "processed_at": _iso(e.processed_at),
+                "occurred_at": iso(e.occurred_at),
+                "received_at": iso(e.received_at),
+                "processed_at": iso(e.processed_at),
                 "data": json.loads(e.payload),
             }
             for e in events
@@ -197,12 +125,12 @@ def get_lead(lead_id: str):
                 "clock": clock_names.get(x.clock_id),
                 "level": x.level,
                 "kind": x.kind,
-                "due_at": _iso(x.due_at),
-                "fired_at": _iso(x.fired_at),
+                "due_at": iso(x.due_at),
+                "fired_at": iso(x.fired_at),
                 "late_by_s": round((x.fired_at - x.due_at).total_seconds(), 3),
                 "owner": x.owner,
                 "reassigned_to": x.reassigned_to,
-                "acknowledged_at": _iso(x.acknowledged_at),
+                "acknowledged_at": iso(x.acknowledged_at),
                 "acknowledged_by": x.acknowledged_by,
             }
             for x in escalations
@@ -217,8 +145,8 @@ def get_lead(lead_id: str):
                 "status": a.status,
                 "attempts": a.attempts,
                 "last_error": a.last_error,
-                "created_at": _iso(a.created_at),
-                "delivered_at": _iso(a.delivered_at),
+                "created_at": iso(a.created_at),
+                "delivered_at": iso(a.delivered_at),
             }
             for a in alerts
         ],
@@ -234,10 +162,10 @@ def get_lead(lead_id: str):
             "crm_task_id": t.crm_task_id,
             "owner": t.owner,
             "text": t.text,
-            "due_at": _iso(t.due_at),
+            "due_at": iso(t.due_at),
             "attempts": t.attempts,
             "last_error": t.last_error,
-            "updated_at": _iso(t.updated_at),
+            "updated_at": iso(t.updated_at),
         }
         for t in tasks
     ]
@@ -286,7 +214,7 @@ def report_response(report: Report, csv_wanted: bool):
 def compute_report(name: str, args, visibility: Visibility | None = None) -> Report:
     """Run report ``name`` for request ``args`` in the app's rules time zone."""
     rules = current_app.extensions["sla_guard.rules"].current()
-    query = parse_query(args, _now(), rules.spec.timezone, visibility)
+    query = parse_query(args, clock_now(), rules.spec.timezone, visibility)
     with get_db(current_app).engine.connect() as connection:
         return run_report(name, connection, query, args, rules)
 
@@ -312,5 +240,5 @@ def post_spend():
     except InvalidReportQuery as exc:
         return error(400, exc.message, field=exc.field)
     with get_db(current_app).session() as session:
-        stored = upsert_spend(session, rows, _now())
+        stored = upsert_spend(session, rows, clock_now())
     return jsonify({"upserted": stored})

@@ -32,6 +32,7 @@ from sla_guard.exceptions import ConfigError, TaskError, TaskNotFound
 from sla_guard.outbox.crm_tasks.base import (
     CLOSE_NOTE,
     DEFAULT_TIMEOUT,
+    RestTasks,
     TaskRequest,
     crm_http,
     has_marker,
@@ -53,7 +54,7 @@ _RATE_WAIT_S = 1.0
 """amoCRM's limit is per second; without ``Retry-After`` wait one second."""
 
 
-class AmoCrmTasks:
+class AmoCrmTasks(RestTasks):
     """Task client for one amoCRM / Kommo account."""
 
     def __init__(
@@ -127,28 +128,15 @@ class AmoCrmTasks:
 
     def close(self, task_id: str) -> None:
         number = numeric_id(task_id, CRM, "the task id")
-        what = f"completing task {number}"
-        response = self._send(
-            "PATCH", f"/api/v4/tasks/{number}", what, json={"is_completed": True, "result": {"text": CLOSE_NOTE}}
-        )
-        if response.status_code in (200, 204, 404):
-            return
-        error = self._error(response, what)
-        if not isinstance(error, TaskNotFound):
-            raise error
+        body = {"is_completed": True, "result": {"text": CLOSE_NOTE}}
+        self._complete("PATCH", f"/api/v4/tasks/{number}", f"completing task {number}", done=(200, 204, 404), json=body)
 
     def status(self, task_id: str) -> str:
         number = numeric_id(task_id, CRM, "the task id")
-        what = f"reading task {number}"
-        response = self._send("GET", f"/api/v4/tasks/{number}", what)
-        if response.status_code in (204, 404):
+        task = self._read(f"/api/v4/tasks/{number}", f"reading task {number}", gone=(204, 404), thing="a task")
+        if task is None:
             return "gone"
-        if response.status_code != 200:
-            raise self._error(response, what)
-        body = json_body(response)
-        if not isinstance(body, dict):
-            raise self.http.fail(f"{what}: the answer is not a task", transient=False, status=200)
-        return "done" if body.get("is_completed") is True else "open"
+        return "done" if task.get("is_completed") is True else "open"
 
     def assign_owner(self, lead_id: str, owner: str, kind: str = "deal") -> None:
         lead = numeric_id(lead_id, CRM, "the lead id")

@@ -29,7 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 import requests
 
 from sla_guard.exceptions import TaskError, TaskNotFound
-from sla_guard.outbox.http import Http
+from sla_guard.outbox.http import Http, json_body
 
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 20.0)
 """(connect, read) seconds for every CRM call; well under the 60 s job timeout."""
@@ -153,6 +153,49 @@ def setting(settings: Mapping[str, Any], key: str) -> str | None:
 
 
 # --- HTTP ---------------------------------------------------------------------------------
+
+
+class RestTasks:
+    """What the REST task clients share: completing a task, and reading one. Each client sends
+    its calls (``_send``) and reads its CRM's error bodies (``_error``)."""
+
+    http: Http
+
+    def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
+        raise NotImplementedError
+
+    def _error(self, response: requests.Response, what: str) -> TaskError:
+        raise NotImplementedError
+
+    def _complete(self, method: str, path: str, what: str, *, done: tuple[int, ...], **kwargs: Any) -> None:
+        """Complete a task: ``done`` statuses are success, and so is a task already gone."""
+        response = self._send(method, path, what, **kwargs)
+        if response.status_code in done:
+            return
+        error = self._error(response, what)
+        if not isinstance(error, TaskNotFound):
+            raise error
+
+    def _read(
+        self,
+        path: str,
+        what: str,
+        *,
+        gone: tuple[int, ...],
+        thing: str,
+        unwrap: Callable[[Any], Any] = lambda body: body,
+        **kwargs: Any,
+    ) -> dict | None:
+        """A task as the CRM answers it (``unwrap`` takes it out of an envelope), ``None`` when gone."""
+        response = self._send("GET", path, what, **kwargs)
+        if response.status_code in gone:
+            return None
+        if response.status_code != 200:
+            raise self._error(response, what)
+        body = unwrap(json_body(response))
+        if not isinstance(body, dict):
+            raise self.http.fail(f"{what}: the answer is not {thing}", transient=False, status=200)
+        return body
 
 
 def crm_http(

@@ -29,9 +29,10 @@ from typing import Any
 
 import requests
 
-from sla_guard.exceptions import TaskError, TaskNotFound
+from sla_guard.exceptions import TaskError
 from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
+    RestTasks,
     TaskRequest,
     crm_http,
     has_marker,
@@ -59,7 +60,7 @@ PRIORITY = "MEDIUM"
 _DAILY_WAIT_S = 3600.0
 
 
-class HubSpotTasks:
+class HubSpotTasks(RestTasks):
     """Task client for one HubSpot account (a private app's access token)."""
 
     def __init__(
@@ -145,30 +146,23 @@ class HubSpotTasks:
 
     def close(self, task_id: str) -> None:
         number = numeric_id(task_id, CRM, "the task id")
-        what = f"completing task {number}"
-        response = self._send(
-            "PATCH", f"/crm/v3/objects/tasks/{number}", what, json={"properties": {"hs_task_status": "COMPLETED"}}
+        body = {"properties": {"hs_task_status": "COMPLETED"}}
+        self._complete(
+            "PATCH", f"/crm/v3/objects/tasks/{number}", f"completing task {number}", done=(200, 204), json=body
         )
-        if response.status_code in (200, 204):
-            return
-        error = self._error(response, what)
-        if not isinstance(error, TaskNotFound):
-            raise error
 
     def status(self, task_id: str) -> str:
         number = numeric_id(task_id, CRM, "the task id")
-        what = f"reading task {number}"
-        response = self._send("GET", f"/crm/v3/objects/tasks/{number}", what, params={"properties": "hs_task_status"})
-        if response.status_code in (404, 410):
+        task = self._read(
+            f"/crm/v3/objects/tasks/{number}",
+            f"reading task {number}",
+            gone=(404, 410),
+            thing="a task",
+            params={"properties": "hs_task_status"},
+        )
+        if task is None or task.get("archived") is True:
             return "gone"
-        if response.status_code != 200:
-            raise self._error(response, what)
-        body = json_body(response)
-        if not isinstance(body, dict):
-            raise self.http.fail(f"{what}: the answer is not a task", transient=False, status=200)
-        if body.get("archived") is True:
-            return "gone"
-        properties = body.get("properties") if isinstance(body.get("properties"), dict) else {}
+        properties = task.get("properties") if isinstance(task.get("properties"), dict) else {}
         return "done" if properties.get("hs_task_status") == "COMPLETED" else "open"
 
     def assign_owner(self, lead_id: str, owner: str, kind: str = "deal") -> None:

@@ -33,9 +33,10 @@ from typing import Any
 
 import requests
 
-from sla_guard.exceptions import TaskError, TaskNotFound
+from sla_guard.exceptions import TaskError
 from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
+    RestTasks,
     TaskRequest,
     crm_http,
     has_marker,
@@ -71,7 +72,7 @@ def token_cost(method: str, url: str) -> int:
     return 2 if last.isdigit() or len(last) == 36 else 20
 
 
-class PipedriveTasks:
+class PipedriveTasks(RestTasks):
     """Task client for one Pipedrive company (an API token)."""
 
     def __init__(
@@ -157,25 +158,13 @@ class PipedriveTasks:
     def close(self, task_id: str) -> None:
         number = numeric_id(task_id, CRM, "the activity id")
         what = f"marking activity {number} done"
-        response = self._send("PATCH", f"/v2/activities/{number}", what, json={"done": True})
-        if response.status_code == 200:
-            return
-        error = self._error(response, what)
-        if not isinstance(error, TaskNotFound):
-            raise error
+        self._complete("PATCH", f"/v2/activities/{number}", what, done=(200,), json={"done": True})
 
     def status(self, task_id: str) -> str:
         number = numeric_id(task_id, CRM, "the activity id")
         what = f"reading activity {number}"
-        response = self._send("GET", f"/v2/activities/{number}", what)
-        if response.status_code in (404, 410):
-            return "gone"
-        if response.status_code != 200:
-            raise self._error(response, what)
-        data = _data(json_body(response))
-        if not isinstance(data, dict):
-            raise self.http.fail(f"{what}: the answer is not an activity", transient=False, status=200)
-        if data.get("is_deleted") is True:
+        data = self._read(f"/v2/activities/{number}", what, gone=(404, 410), thing="an activity", unwrap=_data)
+        if data is None or data.get("is_deleted") is True:
             return "gone"
         return "done" if data.get("done") in (True, 1, "1") else "open"
 

@@ -1,0 +1,64 @@
+"""Queries on escalations: recording one per (clock, level), reassignments, acknowledgements."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from sla_guard.store.models import ClockRow, EscalationRow
+from sla_guard.store.repository import dialect_insert
+
+
+def record_escalation(
+    session: Session, clock_id: int, lead_id: str, level: int, kind: str, due_at: datetime, now: datetime, owner
+) -> int | None:
+    """Record that the clock reached ``level``; its id, or None when that level was already recorded."""
+    return session.execute(
+        dialect_insert(session, EscalationRow)
+        .values(clock_id=clock_id, lead_id=lead_id, level=level, kind=kind, due_at=due_at, fired_at=now, owner=owner)
+        .on_conflict_do_nothing(index_elements=["clock_id", "level"])
+        .returning(EscalationRow.id)
+    ).scalar()
+
+
+def set_reassigned(session: Session, escalation_id: int, new_owner: str) -> None:
+    session.execute(update(EscalationRow).where(EscalationRow.id == escalation_id).values(reassigned_to=new_owner))
+
+
+def acknowledge(
+    session: Session, escalation_id: int, by: str | None, now: datetime
+) -> tuple[bool, EscalationRow | None]:
+    """Mark the escalation acknowledged by ``by`` unless it already was: ``(changed now, its row)``."""
+    changed = session.execute(
+        update(EscalationRow)
+        .where(EscalationRow.id == escalation_id, EscalationRow.acknowledged_at.is_(None))
+        .values(acknowledged_at=now, acknowledged_by=by)
+    ).rowcount
+    row = session.execute(select(EscalationRow).where(EscalationRow.id == escalation_id)).scalar()
+    return bool(changed), row
+
+
+def clock_acknowledged(session: Session, clock_id: int) -> bool:
+    """True once any level of the clock has been acknowledged."""
+    return (
+        session.execute(
+            select(EscalationRow.id)
+            .where(EscalationRow.clock_id == clock_id, EscalationRow.acknowledged_at.is_not(None))
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
+def clock_lead_id(session: Session, clock_id: int) -> str | None:
+    """The lead a clock belongs to (None when there is no such clock)."""
+    return session.execute(select(ClockRow.lead_id).where(ClockRow.id == clock_id)).scalar()
+
+
+def reload_clock(session: Session, clock_id: int) -> ClockRow:
+    """The clock's row as the database holds it now (call it after locking its lead)."""
+    return session.execute(
+        select(ClockRow).where(ClockRow.id == clock_id).execution_options(populate_existing=True)
+    ).scalar_one()

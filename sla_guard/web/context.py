@@ -1,0 +1,33 @@
+"""What the API's views share: the app's clock, the bearer-token check, times as ISO 8601."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import current_app, request
+
+from sla_guard.config import of_app
+from sla_guard.exceptions import Unauthorized
+from sla_guard.security import verify_bearer
+from sla_guard.web.errors import error
+
+
+def iso(value: datetime | None) -> str | None:
+    """An aware time as ISO 8601 with ``Z`` (None stays None)."""
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def clock_now() -> datetime:
+    """The app's clock: the aware UTC time now (tests inject their own)."""
+    return current_app.extensions["sla_guard.clock"]()
+
+
+def require_token():
+    """A blueprint's ``before_request``: 401 unless the request carries the API's bearer token."""
+    try:
+        verify_bearer(request.headers.get("Authorization"), of_app(current_app).api_token)
+    except Unauthorized as exc:
+        response = error(401, exc.reason, field="Authorization")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="sla-guard"'
+        return response
+    return None

@@ -1,0 +1,111 @@
+"""Fixtures for driving sla-guard as a sender and an operator would: the secrets of the test
+app, signed generic webhooks, events, a burst run of the real RQ worker, an injectable clock."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from rq import Queue, SimpleWorker
+
+from sla_guard.ingest.pending import drain
+from sla_guard.runtime import activated
+from sla_guard.security import sign
+from sla_guard.timers.arming import timer_queue_name
+from sla_guard.timers.loop import dispatch_due
+
+WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+API_TOKEN = "test-api-token-0123456789abcdef"
+
+
+class FakeClock:
+    """An injectable clock: starts at a fixed aware UTC instant and moves only when told."""
+
+    def __init__(self, start: datetime):
+        self.current = start
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta) -> datetime:
+        self.current += timedelta(**delta)
+        return self.current
+
+
+@pytest.fixture
+def webhook_secret() -> str:
+    """``SLA_GUARD_WEBHOOK_SECRET`` of the test app and stacks."""
+    return WEBHOOK_SECRET
+
+
+@pytest.fixture
+def api_token() -> str:
+    """``SLA_GUARD_API_TOKEN`` of the test app and stacks."""
+    return API_TOKEN
+
+
+@pytest.fixture
+def auth(api_token) -> dict:
+    """The headers of an API client holding the token."""
+    return {"Authorization": f"Bearer {api_token}"}
+
+
+@pytest.fixture
+def make_clock():
+    """``make_clock(start)``: a :class:`FakeClock` starting at ``start``."""
+    return FakeClock
+
+
+@pytest.fixture
+def clock(make_clock):
+    return make_clock(datetime.now(UTC).replace(microsecond=0))
+
+
+def make_event(event_id: str, kind: str, at: datetime, lead_id: str = "L-1001", **extra) -> dict:
+    """A generic event: ``make_event(event_id, type, at, lead_id="L-1001", lead={...}, **fields)``."""
+    lead = {"id": lead_id, **extra.pop("lead", {})}
+    return {"event_id": event_id, "type": kind, "occurred_at": at.isoformat(), "lead": lead, **extra}
+
+
+def sign_and_post(client, payload, now: datetime, secret: str = WEBHOOK_SECRET, headers: dict | None = None):
+    """POST the payload to the generic webhook, signed at ``now`` as a sender holding the secret would."""
+    body = json.dumps(payload).encode()
+    return client.post(
+        "/webhooks/generic",
+        data=body,
+        content_type="application/json",
+        headers={"X-SLA-Guard-Signature": sign(secret, body, int(now.timestamp())), **(headers or {})},
+    )
+
+
+def work_until_idle(runtime) -> None:
+    """Do what `sla-guard worker` does, in this process, until nothing is left: apply the leads
+    the web reported (the pump), hand the clocks due by the runtime's clock to the timer queue
+    (the timer loop) and run the real RQ worker over everything queued, timers first."""
+    queues = [
+        Queue(timer_queue_name(runtime.queue_name), connection=runtime.redis),
+        Queue(runtime.queue_name, connection=runtime.redis),
+    ]
+    with activated(runtime):
+        while drain(runtime) + dispatch_due(runtime) or any(queue.count for queue in queues):
+            SimpleWorker(queues, connection=runtime.redis).work(burst=True, logging_level="WARNING")
+
+
+@pytest.fixture
+def event():
+    """``event(event_id, type, at, lead_id="L-1001", lead={...}, **fields)``: a generic event."""
+    return make_event
+
+
+@pytest.fixture
+def post_signed(webhook_secret):
+    """``post_signed(client, payload, now, secret=…, headers=…)``: POST the payload to the generic
+    webhook, signed at ``now`` as a sender holding the secret would."""
+    return sign_and_post
+
+
+@pytest.fixture
+def run_worker():
+    """``run_worker(runtime)``: :func:`work_until_idle`, the worker's work done in this process."""
+    return work_until_idle

@@ -1,0 +1,106 @@
+"""`sla-guard dev`: the web app and a worker from one command, with generated secrets printed;
+a lead sent to it gets its clock, and Ctrl-C (SIGTERM) stops everything it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+
+from sla_guard.security import sign
+
+from .stack import free_port, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_dev_runs_web_and_worker_with_generated_secrets(tmp_path, rules_path, redis_url, queue_name):
+    port = free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("SLA_GUARD_WEBHOOK_SECRET", "SLA_GUARD_API_TOKEN")
+    }
+    env.update(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'dev.db'}",
+            "REDIS_URL": redis_url,
+            "SLA_GUARD_RULES": str(rules_path),
+            "SLA_GUARD_QUEUE": queue_name,
+        }
+    )
+    output = tmp_path / "dev.log"
+    with open(output, "wb") as log:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "sla_guard.cli", "dev", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            try:
+                return requests.get(base + "/readyz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        assert wait_for(ready), output.read_text()
+        printed = output.read_text()
+        secret = re.search(r"^SLA_GUARD_WEBHOOK_SECRET=(\S+)", printed, re.M).group(1)
+        token = re.search(r"^SLA_GUARD_API_TOKEN=(\S+)", printed, re.M).group(1)
+        assert f"sla-guard is running on http://127.0.0.1:{port}" in printed
+
+        at = datetime.now(UTC).replace(microsecond=0)
+        body = json.dumps(
+            {
+                "event_id": "dev-1",
+                "type": "lead.created",
+                "occurred_at": at.isoformat(),
+                "lead": {"id": "L-dev", "source": "website", "owner": "anna"},
+            }
+        ).encode()
+        answer = requests.post(
+            base + "/webhooks/generic",
+            data=body,
+            headers={"Content-Type": "application/json", "X-SLA-Guard-Signature": sign(secret, body, int(time.time()))},
+            timeout=5,
+        )
+        assert answer.status_code == 202, answer.text
+
+        def clock_due():
+            lead = requests.get(base + "/api/leads/L-dev", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+            clocks = lead.json().get("clocks") if lead.status_code == 200 else None
+            return clocks[0]["due_at"] if clocks else None
+
+        due = wait_for(clock_due)  # the worker applied the event
+        assert due == (at + timedelta(hours=2)).isoformat().replace("+00:00", "Z"), output.read_text()
+    finally:
+        if dev.poll() is None:
+            os.kill(dev.pid, signal.SIGTERM)  # to `sla-guard dev` alone: it must stop its children
+        try:
+            dev.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(dev.pid, signal.SIGKILL)
+            raise
+    assert dev.returncode == 0
+
+    def group_gone() -> bool:
+        try:
+            os.killpg(dev.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    assert wait_for(group_gone, 20), "the web or worker process outlived `sla-guard dev`"
