@@ -161,6 +161,22 @@ def test_amocrm_checks_its_path_token_before_reading_the_body(app, client, caplo
     assert AMO_TOKEN not in logged(caplog)
 
 
+def test_an_unexpected_error_logs_the_route_never_the_path_with_its_token(app, client, caplog):
+    """A fault nobody foresaw, behind a path that carries a secret like amoCRM's: the log line
+    names the route pattern, the answer is a bare 500, and the token appears nowhere."""
+
+    def crash(token):
+        raise RuntimeError("a fault nobody foresaw")
+
+    app.add_url_rule("/webhooks/amocrm/<token>/crash", "crash_for_the_test", crash, methods=["POST"])
+    with caplog.at_level(logging.DEBUG):
+        response = client.post(f"/webhooks/amocrm/{AMO_TOKEN}/crash")
+    assert response.status_code == 500
+    assert AMO_TOKEN not in response.get_data(as_text=True)
+    assert AMO_TOKEN not in logged(caplog)
+    assert "/webhooks/amocrm/<token>/crash" in logged(caplog)
+
+
 @pytest.mark.parametrize(
     "query", ["from=0001-01-01T00:00:00%2B01:00", "from=9999-12-31T23:59:59", "to=0001-01-01", "from=1999-01-01"]
 )
