@@ -1,6 +1,6 @@
 """The four CRM endpoints on SQLite and PostgreSQL: every fixture as sent, refusals, duplicates.
 
-Every request in ``../shared/fixtures`` is posted byte for byte with its headers through the
+Every request in ``tests/fixtures`` is posted byte for byte with its headers through the
 Flask test client. Bitrix24's portal is a local HTTP server answering ``crm.lead.get`` /
 ``crm.deal.get`` with the fixtures' replies.
 """
