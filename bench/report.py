@@ -144,7 +144,7 @@ def ingest_section(ingest: dict) -> list[str]:
     lines = [
         "## 1. Ingest: signed generic webhooks",
         "",
-        f"gunicorn sync workers: {s['web_workers']} for both targets, with the options of `sla-guard serve` "
+        f"gunicorn workers (threaded, as `sla-guard serve` runs them): {s['web_workers']} for both targets, with the options of `sla-guard serve` "
         f"(`sla_guard.web.server.gunicorn_options`). Load: one generator process (`bench/load.py`), "
         f"{s['concurrency']} concurrent connections, a new TCP connection per request (`Connection: close`), "
         f"{s['warmup_s']:g} s warm-up (sent, not counted), then {s['duration_s']:g} s measured. Each request is a "
