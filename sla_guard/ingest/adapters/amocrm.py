@@ -40,7 +40,6 @@ from sla_guard.ingest.adapters.base import (
     AdapterResult,
     RawRequest,
     configured,
-    crm_settings,
     field_settings,
     form_to_verify,
     group,
@@ -48,13 +47,14 @@ from sla_guard.ingest.adapters.base import (
     ordered,
     outcome_in,
     parse_form,
+    setting_names,
     text,
     unique,
     word_set,
     zone,
 )
 
-SETTINGS = crm_settings(
+SETTINGS = setting_names(
     CRM,
     "TOKEN",
     "ACCOUNT_ID",

@@ -165,32 +165,38 @@ def _lead_responsible(entity, action, item, where, context):
     return _lead_event("responsible", "lead.assigned", item, where, moment, lead, previous_owner=previous)
 
 
-def _lead_deleted(entity, action, item, where, context):
-    moment = _moment(item, where, _LEAD_TIMES, context.zone) or context.received_at
-    if moment is None:
-        return None
+def _untimed(kind: str, type: str, lead: Callable[[dict, str, Context], dict[str, Any]], **facts) -> Handler:
+    """The handler of a kind amoCRM may send without a time (dated by the request's arrival,
+    or ignored when that is not known either)."""
+
+    def handle(entity, action, item, where, context):
+        moment = _moment(item, where, _LEAD_TIMES, context.zone) or context.received_at
+        if moment is None:
+            return None
+        fields = lead(item, where, context)
+        return make_event(
+            where,
+            event_id=f"amocrm-leads-{kind}-{text(item.get('id'))}-{int(moment.timestamp())}",
+            type=type,
+            occurred_at=moment,
+            lead=fields,
+            **facts,
+        )
+
+    return handle
+
+
+def _deleted_lead(item, where, context) -> dict[str, Any]:
     native = require(item.get("id"), f"{where}[id]")
-    return make_event(
-        where,
-        event_id=f"amocrm-leads-delete-{native}-{int(moment.timestamp())}",
-        type="lead.closed",
-        occurred_at=moment,
-        reason="deleted",
-        lead={"id": lead_id(native), "stage": text(item.get("status_id")), "pipeline": text(item.get("pipeline_id"))},
-    )
+    return {"id": lead_id(native), "stage": text(item.get("status_id")), "pipeline": text(item.get("pipeline_id"))}
 
 
-def _lead_restored(entity, action, item, where, context):
-    moment = _moment(item, where, _LEAD_TIMES, context.zone) or context.received_at
-    if moment is None:
-        return None
-    return make_event(
-        where,
-        event_id=f"amocrm-leads-restore-{text(item.get('id'))}-{int(moment.timestamp())}",
-        type="lead.stage_changed",
-        occurred_at=moment,
-        lead=_lead(item, where, context, stage=True),
-    )
+def _restored_lead(item, where, context) -> dict[str, Any]:
+    return _lead(item, where, context, stage=True)
+
+
+_lead_deleted = _untimed("delete", "lead.closed", _deleted_lead, reason="deleted")
+_lead_restored = _untimed("restore", "lead.stage_changed", _restored_lead)
 
 
 def _call_seconds(note: dict[str, Any]) -> int | None:

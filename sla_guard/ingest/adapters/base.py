@@ -252,8 +252,8 @@ def word_set(settings: Mapping[str, Any], key: str, default: Iterable[str]) -> f
     return frozenset(str(part) for part in value)
 
 
-def crm_settings(crm: str, *names: str) -> tuple[str, ...]:
-    """The environment names of a CRM's settings: ``crm_settings("amocrm", "TOKEN")`` is
+def setting_names(crm: str, *names: str) -> tuple[str, ...]:
+    """The environment names of a CRM's settings: ``setting_names("amocrm", "TOKEN")`` is
     ``("SLA_GUARD_AMOCRM_TOKEN",)``."""
     return tuple(f"SLA_GUARD_{crm.upper()}_{name}" for name in names)
 

@@ -41,7 +41,6 @@ from sla_guard.ingest.adapters.base import (
     RawRequest,
     amount,
     configured,
-    crm_settings,
     customer_id,
     field_settings,
     form_to_verify,
@@ -53,13 +52,14 @@ from sla_guard.ingest.adapters.base import (
     ordered,
     parse_form,
     require,
+    setting_names,
     text,
     word_set,
 )
 from sla_guard.outbox.http import Http, json_object
 
 CRM = "bitrix24"
-SETTINGS = crm_settings(
+SETTINGS = setting_names(
     CRM,
     "APP_TOKEN",
     "REST_URL",

@@ -44,7 +44,6 @@ from sla_guard.ingest.adapters.base import (
     RawRequest,
     amount,
     configured,
-    crm_settings,
     customer_id,
     from_unix,
     header,
@@ -53,13 +52,14 @@ from sla_guard.ingest.adapters.base import (
     outcome_in,
     parse_json,
     require,
+    setting_names,
     text,
     unique,
     word_set,
 )
 
 CRM = "hubspot"
-SETTINGS = crm_settings(
+SETTINGS = setting_names(
     CRM,
     "CLIENT_SECRET",
     "PUBLIC_URL",

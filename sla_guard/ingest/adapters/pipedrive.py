@@ -42,7 +42,6 @@ from sla_guard.ingest.adapters.base import (
     RawRequest,
     amount,
     configured,
-    crm_settings,
     customer_id,
     field_settings,
     from_iso,
@@ -55,12 +54,13 @@ from sla_guard.ingest.adapters.base import (
     outcome_in,
     parse_json,
     require,
+    setting_names,
     text,
     word_set,
 )
 
 CRM = "pipedrive"
-SETTINGS = crm_settings(
+SETTINGS = setting_names(
     CRM,
     "USER",
     "PASSWORD",

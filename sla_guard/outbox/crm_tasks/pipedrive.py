@@ -198,7 +198,7 @@ class PipedriveTasks(RestTasks):
     def _error(self, response: requests.Response, what: str) -> TaskError:
         body = json_body(response)
         detail = str(body.get("error") or "").strip() if isinstance(body, dict) else ""
-        return self.http.error(response, what, detail or None, retry_after_s=_rate_wait(response))
+        return self.http.error(response, what, detail or None, retry_after_s=rate_wait(response))
 
 
 def _record(task: TaskRequest) -> tuple[str, int | str]:
@@ -224,7 +224,7 @@ def _data(body: Any) -> Any:
     return body.get("data") if isinstance(body, dict) else None
 
 
-def _rate_wait(response: requests.Response) -> float | None:
+def rate_wait(response: requests.Response) -> float | None:
     """How long a 429 asks to wait without ``Retry-After``: the window, or the day's end (UTC)."""
     if response.status_code != 429:
         return None
