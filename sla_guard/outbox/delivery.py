@@ -29,6 +29,7 @@ from sla_guard.outbox.ops_alerts import OPS_ROLE, delivery_failed
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import AlertRow
+from sla_guard.store.outbox import insert_alert
 
 log = logging.getLogger("sla_guard.outbox.delivery")
 
@@ -107,20 +108,16 @@ def record_alert(
     apply) with its payload (:func:`alert_payload` of ``facts``, then ``text`` on top); its id.
 
     ``press_for`` makes the signed value of the chat's "Take it" button from the new alert's id."""
-    alert = AlertRow(
+    alert = insert_alert(
+        session,
         escalation_id=escalation_id,
         lead_id=lead["lead_id"],
         channel=target.channel,
-        recipient=target.recipient or "",
+        recipient=target.recipient,
         role=target.role,
-        payload="{}",
-        status="pending",
-        attempts=0,
-        created_at=now,
-        claimed_until=target.not_before,
+        now=now,
+        not_before=target.not_before,
     )
-    session.add(alert)
-    session.flush()
     if press_for is not None:
         facts["press"] = press_for(alert.id)
     payload = alert_payload(
