@@ -20,7 +20,6 @@ from sla_guard.exceptions import TaskNotFound
 from sla_guard.outbox.base import OutboxKind
 from sla_guard.outbox.crm_tasks import TaskRequest, client_for
 from sla_guard.outbox.delivery import deliver, record_alert
-from sla_guard.outbox.notify.context import clock_facts, person_zone
 from sla_guard.outbox.notify.routing import route
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
@@ -66,7 +65,6 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
         fields = lead_fields(lead_row(session, row.lead_id))
         clock = reload_clock(session, row.clock_id)
         escalation = first_escalation(session, row.clock_id)
-        facts = clock_facts(rules, clock.rule_name, clock.name, fields)
         for target in route(("owner",), fields, rules, now):  # quiet hours and the person's language apply
             if alert_exists(session, escalation.id, target.channel, target.recipient):
                 continue
@@ -74,19 +72,15 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
                 session,
                 target,
                 now,
+                rules=rules,
+                clock=clock,
                 escalation_id=escalation.id,
                 lead=fields,
                 text={"task": row.text},
                 kind="follow_up.task",
                 level=0,
-                rule=clock.rule_name,
-                clock=clock.name,
                 due_at=row.due_at,
                 deadline_at=row.due_at,
-                sla=facts.sla,
-                business=facts.business,
-                zone=person_zone(rules, target.recipient),
-                team_zone=rules.spec.timezone,
                 task=row.text,
             )
             alert_ids.append(alert_id)

@@ -294,6 +294,18 @@ def derive_events(
             "result", event_id=f"bitrix24-{entity}-{record_id}-{suffix}", type=kind, occurred_at=at, **extra
         )
 
+    def closed(previous_stage: str | None = None) -> LeadEvent:
+        reason = now["reason"] if result == "lost" else None
+        return event(
+            "lead.closed",
+            f"closed-{stamp}",
+            modified,
+            lead=staged,
+            outcome=result,
+            previous_stage=previous_stage,
+            reason=reason,
+        )
+
     if last_known is None:
         if lookup.event.endswith("ADD"):
             created = _time(record.get("DATE_CREATE"), modified, "result.DATE_CREATE")
@@ -303,32 +315,13 @@ def derive_events(
         else:
             events = []
         if result:
-            events.append(
-                event(
-                    "lead.closed",
-                    f"closed-{stamp}",
-                    modified,
-                    lead=staged,
-                    outcome=result,
-                    reason=now["reason"] if result == "lost" else None,
-                )
-            )
+            events.append(closed())
         return ordered(events)
     events = []
     was = outcome(last_known, mapping)
     before_stage = text(last_known.get("stage"))
     if result and (not was or before_stage != now["stage"]):
-        events.append(
-            event(
-                "lead.closed",
-                f"closed-{stamp}",
-                modified,
-                lead=staged,
-                outcome=result,
-                previous_stage=before_stage,
-                reason=now["reason"] if result == "lost" else None,
-            )
-        )
+        events.append(closed(before_stage))
     elif before_stage != now["stage"] or (was and not result):
         events.append(event("lead.stage_changed", f"stage-{stamp}", modified, lead=staged, previous_stage=before_stage))
     elif result == "lost" and now["reason"] and now["reason"] != text(last_known.get("reason")):

@@ -34,7 +34,7 @@ from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     RestTasks,
     TaskRequest,
-    has_marker,
+    marked_task,
     setting,
     with_marker,
 )
@@ -121,10 +121,7 @@ class AmoCrmTasks(RestTasks):
             return None
         if response.status_code != 200:
             raise self._error(response, what)
-        for item in _embedded(json_body(response)):
-            if has_marker(item.get("text"), task.idempotency_key) and item.get("id") is not None:
-                return str(item["id"])
-        return None
+        return marked_task(_embedded(json_body(response)), task.idempotency_key, lambda item: item.get("text"))
 
     def close(self, task_id: str) -> None:
         number = self.number(task_id, "the task id")

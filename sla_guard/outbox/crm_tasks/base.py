@@ -120,6 +120,24 @@ def has_marker(text: Any, key: str) -> bool:
     return isinstance(text, str) and marker(key) in text
 
 
+def marked_task(
+    items: Any,
+    key: str,
+    text: Callable[[dict], Any],
+    *,
+    id_field: str = "id",
+    also: Callable[[dict], bool] | None = None,
+) -> str | None:
+    """The id of the first task in ``items`` (the CRM's list of task objects) whose ``text``
+    carries the marker of ``key`` (and that meets ``also``, when given); ``None`` when none does."""
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or item.get(id_field) is None or (also is not None and not also(item)):
+            continue
+        if has_marker(text(item), key):
+            return str(item[id_field])
+    return None
+
+
 def subject(text: str, limit: int = 200) -> str:
     """A one-line title: the first non-empty line of the text, shortened to ``limit`` characters."""
     first = next((line.strip() for line in text.splitlines() if line.strip()), "Follow-up")

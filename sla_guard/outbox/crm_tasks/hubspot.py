@@ -34,8 +34,8 @@ from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     RestTasks,
     TaskRequest,
-    has_marker,
     html_with_marker,
+    marked_task,
     setting,
     subject,
 )
@@ -133,15 +133,7 @@ class HubSpotTasks(RestTasks):
             raise self._error(response, what)
         found = json_body(response)
         results = found.get("results") if isinstance(found, dict) else None
-        for item in results if isinstance(results, list) else []:
-            properties = item.get("properties") if isinstance(item, dict) else None
-            if (
-                isinstance(properties, dict)
-                and item.get("id") is not None
-                and has_marker(properties.get("hs_task_body"), task.idempotency_key)
-            ):
-                return str(item["id"])
-        return None
+        return marked_task(results, task.idempotency_key, _task_body)
 
     def close(self, task_id: str) -> None:
         number = self.number(task_id, "the task id")
@@ -199,6 +191,11 @@ class HubSpotTasks(RestTasks):
         body = body if isinstance(body, dict) else {}
         detail = " ".join(str(body[key]) for key in ("category", "message") if body.get(key)) or None
         return self.http.error(response, what, detail, retry_after_s=_rate_wait(response, body))
+
+
+def _task_body(task: dict) -> Any:
+    properties = task.get("properties")
+    return properties.get("hs_task_body") if isinstance(properties, dict) else None
 
 
 def _object(kind: str) -> str:

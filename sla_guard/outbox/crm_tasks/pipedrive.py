@@ -38,8 +38,8 @@ from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     RestTasks,
     TaskRequest,
-    has_marker,
     html_with_marker,
+    marked_task,
     numeric_id,
     setting,
     subject,
@@ -140,14 +140,14 @@ class PipedriveTasks(RestTasks):
                 raise self._error(response, what)
             body = json_body(response)
             items = _data(body)
-            for item in items if isinstance(items, list) else []:
-                if (
-                    isinstance(item, dict)
-                    and item.get("id") is not None
-                    and _same(item.get(field), record)
-                    and has_marker(item.get("note"), task.idempotency_key)
-                ):
-                    return str(item["id"])
+            found = marked_task(
+                items,
+                task.idempotency_key,
+                lambda item: item.get("note"),
+                also=lambda item: _same(item.get(field), record),
+            )
+            if found is not None:
+                return found
             more = body.get("additional_data") if isinstance(body, dict) else None
             cursor = more.get("next_cursor") if isinstance(more, dict) else None
             if not cursor:
