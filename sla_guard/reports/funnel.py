@@ -20,10 +20,11 @@ from sqlalchemy.engine import Connection
 
 from sla_guard.reports.query import (
     ReportQuery,
+    clamped,
     count_where,
     lead_conditions,
     ratio,
-    seconds_between,
+    signed_seconds,
     with_percentiles,
 )
 from sla_guard.reports.report import Report
@@ -50,7 +51,7 @@ def _moves(connection: Connection, ours, where, stays):
     """One pass over the window's stays per (stage, next stage): when the stage was first entered,
     the moves along that pair, and the bulk moves among them."""
     moved = stays.c.left_how == "moved"
-    bulk = and_(stays.c.seq > 0, moved, seconds_between(stays.c.entered_at, stays.c.left_at) < BULK_S)
+    bulk = and_(stays.c.seq > 0, moved, signed_seconds(stays.c.entered_at, stays.c.left_at) < BULK_S)
     return connection.execute(
         select(
             stays.c.stage,
@@ -79,7 +80,8 @@ def _per_stage(connection: Connection, ours, where, stays, order: list[str]) -> 
             stays.c.left_how,
             index.label("position"),
             furthest_later.label("furthest_later"),
-            case((stays.c.left_at.is_not(None), seconds_between(stays.c.entered_at, stays.c.left_at))).label("v"),
+            # clamped at 0 after the percentile
+            case((stays.c.left_at.is_not(None), signed_seconds(stays.c.entered_at, stays.c.left_at))).label("v"),
         )
         .select_from(ours)
         .where(*where)
@@ -140,8 +142,8 @@ def run(connection: Connection, query: ReportQuery, args: Mapping[str, str], rul
                 "advanced": moved_on,
                 "conversion": ratio(moved_on, entered),
                 "lost_here": int(row.lost_here) if row else 0,
-                "time_in_stage_p50_s": _seconds(row.p50 if row else None),
-                "time_in_stage_p90_s": _seconds(row.p90 if row else None),
+                "time_in_stage_p50_s": clamped(row.p50) if row else None,
+                "time_in_stage_p90_s": clamped(row.p90) if row else None,
             }
         )
     position = {stage: i for i, stage in enumerate(order)}
@@ -160,10 +162,6 @@ def run(connection: Connection, query: ReportQuery, args: Mapping[str, str], rul
         "bulk_moves": sum(int(p.bulk) for p in pairs),
     }
     return Report(NAME, query, ("stage", *FIELDS), rows, meta={"pipeline": pipeline}, extra=extra)
-
-
-def _seconds(value) -> float | None:
-    return None if value is None else round(float(value), 1)
 
 
 __all__ = ["NAME", "run"]
