@@ -22,6 +22,7 @@ from sla_guard.reports.query import (
     ReportQuery,
     clamped,
     count_where,
+    evaluated_once,
     lead_conditions,
     ratio,
     signed_seconds,
@@ -69,24 +70,25 @@ def _moves(connection: Connection, ours, where, stays):
 def _per_stage(connection: Connection, ours, where, stays, order: list[str]) -> dict:
     """Per stage: leads that entered it, advanced from it and were lost in it, and percentiles of
     finished stays -- counted per (lead, stage) by window functions, without DISTINCT."""
-    index = _index(stays.c.stage, order)
-    # the furthest stage the lead entered after this stay
-    furthest_later = func.max(index).over(partition_by=stays.c.lead_id, order_by=stays.c.seq, rows=(1, None))
-    stay = (
+    # each stay's position in the order once (a CASE over the stages), then the windows over it
+    placed = evaluated_once(
         select(
             stays.c.stage,
             stays.c.lead_id,
             stays.c.seq,
             stays.c.left_how,
-            index.label("position"),
-            furthest_later.label("furthest_later"),
+            _index(stays.c.stage, order).label("position"),
             # clamped at 0 after the percentile
             case((stays.c.left_at.is_not(None), signed_seconds(stays.c.entered_at, stays.c.left_at))).label("v"),
         )
         .select_from(ours)
         .where(*where)
-        .subquery()
     )
+    # the furthest stage the lead entered after this stay
+    furthest_later = func.max(placed.c.position).over(
+        partition_by=placed.c.lead_id, order_by=placed.c.seq, rows=(1, None)
+    )
+    stay = select(placed, furthest_later.label("furthest_later")).subquery()
     advanced = case((or_(stay.c.left_how == "won", stay.c.furthest_later > stay.c.position), 1), else_=0)
     lost = case((stay.c.left_how == "lost", 1), else_=0)
     lead_in_stage = [stay.c.lead_id, stay.c.stage]
