@@ -27,7 +27,6 @@ Europe/Moscow) while tasks carry UTC, as observed in amoCRM's traffic.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -47,6 +46,8 @@ from sla_guard.ingest.adapters.base import (
     ordered,
     outcome_in,
     parse_form,
+    same_secret,
+    secrets_to_verify,
     setting_names,
     text,
     unique,
@@ -126,11 +127,9 @@ def enabled(settings: Mapping[str, Any]) -> bool:
 
 def verify_token(raw: RawRequest, settings: Mapping[str, Any]) -> None:
     """Check the path token (last path segment) alone: possible before the body is decoded."""
-    expected = text(settings.get(TOKEN))
-    if not expected:
-        raise Unauthorized("amoCRM is not configured")
+    [expected] = secrets_to_verify(settings, "amoCRM", TOKEN)
     token = unquote(raw.path.rstrip("/").rsplit("/", 1)[-1])
-    if not hmac.compare_digest(token.encode("utf-8", "replace"), expected.encode()):
+    if not same_secret(token, expected):
         raise Unauthorized("wrong amoCRM webhook token")
 
 
@@ -141,10 +140,8 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     body (``account[id]`` and each entity's ``account_id``) must be ours; a body without
     ``account[id]`` is accepted when its ``account[subdomain]`` is ours (:func:`account_subdomain`).
     """
-    account = text(settings.get(ACCOUNT_ID))
     verify_token(raw, settings)
-    if not account:
-        raise Unauthorized("amoCRM is not configured")
+    [account] = secrets_to_verify(settings, "amoCRM", ACCOUNT_ID)
     form = form_to_verify(raw, "the body does not name an amoCRM account")
     account_group = group(form, "account")
     said = text(account_group.get("id"))
@@ -154,13 +151,13 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
         subdomain, ours = (text(account_group.get("subdomain")) or "").lower(), account_subdomain(settings)
         if not subdomain or not ours:
             raise Unauthorized("the body does not name an amoCRM account")
-        if not hmac.compare_digest(subdomain.encode(), ours.encode()):
+        if not same_secret(subdomain, ours):
             raise Unauthorized("the webhook comes from another amoCRM account")
-    elif not hmac.compare_digest(said.encode(), account.encode()):
+    elif not same_secret(said, account):
         raise Unauthorized("the webhook comes from another amoCRM account")
     for item in _all_items(form):
         other = text(item.get("account_id"))
-        if other is not None and not hmac.compare_digest(other.encode(), account.encode()):
+        if other is not None and not same_secret(other, account):
             raise Unauthorized("an entity in the webhook belongs to another amoCRM account")
 
 

@@ -14,6 +14,7 @@ Nothing here does I/O. Every datetime is timezone-aware and normalised to UTC.
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -283,6 +284,20 @@ def group(values: Mapping[str, Any], key: str) -> dict[str, Any]:
     """The nested object under ``key`` (``form["account"]``), or an empty one."""
     found = values.get(key)
     return found if isinstance(found, dict) else {}
+
+
+def secrets_to_verify(settings: Mapping[str, Any], crm: str, *keys: str) -> tuple[str, ...]:
+    """The values of the settings a ``verify`` checks against; a CRM missing one of them accepts
+    nothing (:class:`Unauthorized`: ``<crm> is not configured``)."""
+    values = tuple(text(settings.get(key)) for key in keys)
+    if not all(values):
+        raise Unauthorized(f"{crm} is not configured")
+    return values
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Whether a secret given in a request is ours, compared in constant time."""
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8", "replace"))
 
 
 def form_to_verify(raw: RawRequest, refusal: str) -> dict[str, Any]:

@@ -24,7 +24,6 @@ gives the same ids. Event names arrive in any letter case. Bitrix24 never retrie
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -52,6 +51,8 @@ from sla_guard.ingest.adapters.base import (
     ordered,
     parse_form,
     require,
+    same_secret,
+    secrets_to_verify,
     setting_names,
     text,
     word_set,
@@ -157,15 +158,13 @@ def enabled(settings: Mapping[str, Any]) -> bool:
 def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     """Check ``auth[application_token]`` (constant time) and, when the body names a portal
     (``auth[domain]``), that it is the portal of ``SLA_GUARD_BITRIX24_REST_URL``."""
-    expected = text(settings.get(APP_TOKEN))
-    if not expected:
-        raise Unauthorized("Bitrix24 is not configured")
+    [expected] = secrets_to_verify(settings, "Bitrix24", APP_TOKEN)
     form = form_to_verify(raw, "the body carries no Bitrix24 application token")
     auth = group(form, "auth")
     token = text(auth.get("application_token"))
     if token is None:
         raise Unauthorized("the body carries no Bitrix24 application token")
-    if not hmac.compare_digest(token.encode(), expected.encode()):
+    if not same_secret(token, expected):
         raise Unauthorized("wrong Bitrix24 application token")
     portal = (urlsplit(text(settings.get(REST_URL)) or "").hostname or "").lower()
     domain = (text(auth.get("domain")) or "").lower()

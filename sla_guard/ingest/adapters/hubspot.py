@@ -52,6 +52,8 @@ from sla_guard.ingest.adapters.base import (
     outcome_in,
     parse_json,
     require,
+    same_secret,
+    secrets_to_verify,
     setting_names,
     text,
     unique,
@@ -179,9 +181,7 @@ def signature(secret: str, method: str, uri: str, body: bytes, timestamp: str) -
 def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     """Check ``X-HubSpot-Signature-v3`` and that the request is at most five minutes old
     (or early) relative to ``now``. Older signature versions are refused."""
-    secret = text(settings.get(CLIENT_SECRET))
-    if not secret:
-        raise Unauthorized("HubSpot is not configured")
+    [secret] = secrets_to_verify(settings, "HubSpot", CLIENT_SECRET)
     given = header(raw, "X-HubSpot-Signature-v3")
     stamp = header(raw, "X-HubSpot-Request-Timestamp")
     if not given or not stamp:
@@ -195,7 +195,7 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     if abs(now - sent) > MAX_AGE:
         raise Unauthorized("stale HubSpot request: the timestamp is more than 5 minutes away")
     expected = signature(secret, raw.method, signed_uri(raw, settings), raw.body, stamp.strip())
-    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+    if not same_secret(given.strip(), expected):
         raise Unauthorized("bad HubSpot signature")
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,6 +53,8 @@ from sla_guard.ingest.adapters.base import (
     outcome_in,
     parse_json,
     require,
+    same_secret,
+    secrets_to_verify,
     setting_names,
     text,
     word_set,
@@ -133,9 +134,7 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
 
     Pipedrive signs nothing and its timestamp is not authenticated, so ``now`` is unused.
     """
-    user, password = text(settings.get(USER)), text(settings.get(PASSWORD))
-    if not user or not password:
-        raise Unauthorized("Pipedrive is not configured")
+    user, password = secrets_to_verify(settings, "Pipedrive", USER, PASSWORD)
     given = header(raw, "Authorization") or ""
     scheme, _, encoded = given.strip().partition(" ")
     if scheme.lower() != "basic" or not encoded:
@@ -145,8 +144,8 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     except (binascii.Error, UnicodeDecodeError):
         raise Unauthorized("malformed basic auth") from None
     given_user, _, given_password = decoded.partition(":")
-    user_ok = hmac.compare_digest(given_user.encode(), user.encode())
-    password_ok = hmac.compare_digest(given_password.encode(), password.encode())
+    user_ok = same_secret(given_user, user)
+    password_ok = same_secret(given_password, password)
     if not (user_ok and password_ok):
         raise Unauthorized("wrong Pipedrive basic auth")
 
