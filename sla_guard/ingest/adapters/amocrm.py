@@ -34,28 +34,20 @@ from urllib.parse import unquote, urlsplit
 
 from sla_guard.core.events import LeadEvent
 from sla_guard.exceptions import InvalidEvent, Unauthorized
+from sla_guard.ingest.adapters import access
 from sla_guard.ingest.adapters.amocrm_events import CRM, HANDLERS, Context
 from sla_guard.ingest.adapters.base import (
     AdapterResult,
     RawRequest,
-    configured,
-    field_settings,
-    form_to_verify,
     group,
     indexed,
     ordered,
-    outcome_in,
     parse_form,
-    same_secret,
-    secrets_to_verify,
-    setting_names,
     text,
     unique,
-    word_set,
-    zone,
 )
 
-SETTINGS = setting_names(
+SETTINGS = access.setting_names(
     CRM,
     "TOKEN",
     "ACCOUNT_ID",
@@ -106,20 +98,15 @@ def mapping_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     holding the lead's source, priority or team.
     """
     mapping = dict(DEFAULT_MAPPING)
-    mapping["won"] = word_set(settings, WON_STATUSES, DEFAULT_MAPPING["won"])
-    mapping["lost"] = word_set(settings, LOST_STATUSES, DEFAULT_MAPPING["lost"])
-    mapping["fields"] = field_settings(settings, source=FIELD_SOURCE, priority=FIELD_PRIORITY, team=FIELD_TEAM)
+    mapping["won"] = access.word_set(settings, WON_STATUSES, DEFAULT_MAPPING["won"])
+    mapping["lost"] = access.word_set(settings, LOST_STATUSES, DEFAULT_MAPPING["lost"])
+    mapping["fields"] = access.field_settings(settings, source=FIELD_SOURCE, priority=FIELD_PRIORITY, team=FIELD_TEAM)
     return mapping
-
-
-def outcome(status_id: str | None, mapping: Mapping[str, Any] = DEFAULT_MAPPING) -> str | None:
-    """``"won"``, ``"lost"`` or ``None`` (still open) for an amoCRM status id."""
-    return outcome_in(status_id, mapping)
 
 
 def enabled(settings: Mapping[str, Any]) -> bool:
     """amoCRM is on when the path token and the account id are set."""
-    return configured(settings, TOKEN, ACCOUNT_ID)
+    return access.configured(settings, TOKEN, ACCOUNT_ID)
 
 
 # --- authenticity -------------------------------------------------------------------------
@@ -127,9 +114,9 @@ def enabled(settings: Mapping[str, Any]) -> bool:
 
 def verify_token(raw: RawRequest, settings: Mapping[str, Any]) -> None:
     """Check the path token (last path segment) alone: possible before the body is decoded."""
-    [expected] = secrets_to_verify(settings, "amoCRM", TOKEN)
+    [expected] = access.secrets_to_verify(settings, "amoCRM", TOKEN)
     token = unquote(raw.path.rstrip("/").rsplit("/", 1)[-1])
-    if not same_secret(token, expected):
+    if not access.same_secret(token, expected):
         raise Unauthorized("wrong amoCRM webhook token")
 
 
@@ -141,8 +128,8 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     ``account[id]`` is accepted when its ``account[subdomain]`` is ours (:func:`account_subdomain`).
     """
     verify_token(raw, settings)
-    [account] = secrets_to_verify(settings, "amoCRM", ACCOUNT_ID)
-    form = form_to_verify(raw, "the body does not name an amoCRM account")
+    [account] = access.secrets_to_verify(settings, "amoCRM", ACCOUNT_ID)
+    form = access.form_to_verify(raw, "the body does not name an amoCRM account")
     account_group = group(form, "account")
     said = text(account_group.get("id"))
     if said is None:
@@ -151,13 +138,13 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
         subdomain, ours = (text(account_group.get("subdomain")) or "").lower(), account_subdomain(settings)
         if not subdomain or not ours:
             raise Unauthorized("the body does not name an amoCRM account")
-        if not same_secret(subdomain, ours):
+        if not access.same_secret(subdomain, ours):
             raise Unauthorized("the webhook comes from another amoCRM account")
-    elif not same_secret(said, account):
+    elif not access.same_secret(said, account):
         raise Unauthorized("the webhook comes from another amoCRM account")
     for item in _all_items(form):
         other = text(item.get("account_id"))
-        if other is not None and not same_secret(other, account):
+        if other is not None and not access.same_secret(other, account):
             raise Unauthorized("an entity in the webhook belongs to another amoCRM account")
 
 
@@ -197,7 +184,7 @@ def parse(raw: RawRequest, settings: Mapping[str, Any], *, received_at: datetime
     links = group(group(form, "account"), "_links")
     context = Context(
         mapping=mapping_from_settings(settings),
-        zone=zone(settings, TIMEZONE, "Europe/Moscow"),
+        zone=access.zone(settings, TIMEZONE, "Europe/Moscow"),
         base_url=(text(links.get("self")) or "").rstrip("/") or None,
         received_at=received_at,
     )
