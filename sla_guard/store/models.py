@@ -118,7 +118,16 @@ class LeadRow(Base):
     updated_at: Mapped[datetime | None]
     customer: Mapped[str | None] = mapped_column(String(2000))
     """The company or contact the lead is for (``lead.customer``): a customer's LTV sums its leads."""
-    __table_args__ = (Index("ix_leads_created_at", "created_at"),)
+    __table_args__ = (
+        Index("ix_leads_created_at", "created_at"),
+        # the marketing report finds a customer's won leads by it
+        Index(
+            "ix_leads_won_customer",
+            "customer",
+            postgresql_where=text("status = 'won'"),
+            sqlite_where=text("status = 'won'"),
+        ),
+    )
 
 
 FIRST_TOUCH_COLUMNS = ["id", "rule_name", "due_at", "stopped_at", "stop_reason", "paused_at"]
