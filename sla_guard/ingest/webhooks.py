@@ -28,8 +28,9 @@ from sla_guard.ingest.adapters.base import Lookup
 from sla_guard.ingest.group_commit import CommitTimeout, GroupCommit
 from sla_guard.ingest.pending import push
 from sla_guard.outbox.base import OutboxKind
-from sla_guard.outbox.crm_sync import LOOKUPS, insert_lookups
+from sla_guard.outbox.crm_sync import LOOKUPS
 from sla_guard.security import SIGNATURE_HEADER, verify_signature
+from sla_guard.store.crm import insert_lookups
 from sla_guard.store.db import get_db
 from sla_guard.store.repository import insert_events
 from sla_guard.web.context import clock_now

@@ -62,3 +62,10 @@ def reload_clock(session: Session, clock_id: int) -> ClockRow:
     return session.execute(
         select(ClockRow).where(ClockRow.id == clock_id).execution_options(populate_existing=True)
     ).scalar_one()
+
+
+def first_escalation(session: Session, clock_id: int) -> EscalationRow:
+    """The level-0 escalation of a clock (a follow-up step's own)."""
+    return session.execute(
+        select(EscalationRow).where(EscalationRow.clock_id == clock_id, EscalationRow.level == 0)
+    ).scalar_one()

@@ -3,9 +3,10 @@ makes them: :func:`save_state` asks a :class:`ClockPlanner` when a clock fires n
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -25,6 +26,8 @@ from sla_guard.store.models import (
     StageStayRow,
 )
 
+T = TypeVar("T")
+
 LEAD_FIELDS = ("name", "source", "pipeline", "stage", "owner", "team", "priority", "amount", "url", "tags", "customer")
 """Lead attributes copied from the CRM's events onto the lead row."""
 
@@ -37,26 +40,42 @@ def dialect_insert(session: Session, model):
 _INSERT_EVENTS: dict = {}
 
 
+def first_of_each(items: Iterable[T], key: Callable[[T], str]) -> tuple[list[T], list[str]]:
+    """The first item of each key, in order, and the keys of the items repeated after it (a batch
+    is stored once per key: the repeats are duplicates)."""
+    firsts, seen, repeated = [], set(), []
+    for item in items:
+        if key(item) in seen:
+            repeated.append(key(item))
+        else:
+            seen.add(key(item))
+            firsts.append(item)
+    return firsts, repeated
+
+
 def event_rows(source: str, events: list[LeadEvent], received_at: datetime) -> tuple[list[dict], list[str]]:
     """Inbox rows for ``events``, and the ids of events repeated within them (duplicates)."""
-    rows, seen, duplicates = [], set(), []
-    for event in events:
-        if event.event_id in seen:
-            duplicates.append(event.event_id)
-            continue
-        seen.add(event.event_id)
-        rows.append(
-            {
-                "source": source,
-                "event_id": event.event_id,
-                "lead_id": event.lead.id,
-                "type": event.type,
-                "occurred_at": event.occurred_at,
-                "received_at": received_at,
-                "payload": event.to_json(),
-            }
-        )
+    firsts, duplicates = first_of_each(events, lambda event: event.event_id)
+    rows = [
+        {
+            "source": source,
+            "event_id": event.event_id,
+            "lead_id": event.lead.id,
+            "type": event.type,
+            "occurred_at": event.occurred_at,
+            "received_at": received_at,
+            "payload": event.to_json(),
+        }
+        for event in firsts
+    ]
     return rows, duplicates
+
+
+def event_time(session: Session, source: str, event_id: str) -> datetime | None:
+    """When a stored event happened (``None``: no such event)."""
+    return session.execute(
+        select(EventRow.occurred_at).where(EventRow.source == source, EventRow.event_id == event_id)
+    ).scalar()
 
 
 def store_event_rows(session: Session, rows: list[dict]) -> set[tuple[str, str]]:
