@@ -112,8 +112,8 @@ def record_alert(
     apply) with its payload (:func:`alert_payload` of ``facts``, then ``text`` on top); its id.
 
     What the ``clock`` says goes into every alert (its rule and name, its deadline, the SLA and
-    whether it counts business time, a follow-up's task), and so do the recipient's and the
-    team's time zones; ``facts`` add to it or override it. ``press_for`` makes the signed value
+    whether it counts business time, a follow-up's task), and so do the target's address and
+    language and the recipient's and the team's time zones; ``facts`` add to it or override it. ``press_for`` makes the signed value
     of the chat's "Take it" button from the new alert's id."""
     known = clock_facts(rules, clock.rule_name, clock.name, lead)
     facts = {
@@ -125,6 +125,10 @@ def record_alert(
         "task": known.task,
         "zone": person_zone(rules, target.recipient),
         "team_zone": rules.spec.timezone,
+        "recipient": target.recipient,
+        "role": target.role,
+        "channel": target.channel,
+        "locale": target.locale,
         **facts,
     }
     alert = insert_alert(
@@ -139,17 +143,7 @@ def record_alert(
     )
     if press_for is not None:
         facts["press"] = press_for(alert.id)
-    payload = alert_payload(
-        alert_id=alert.id,
-        escalation_id=escalation_id,
-        lead=lead,
-        fired_at=now,
-        recipient=target.recipient,
-        role=target.role,
-        channel=target.channel,
-        locale=target.locale,
-        **facts,
-    )
+    payload = alert_payload(alert_id=alert.id, escalation_id=escalation_id, lead=lead, fired_at=now, **facts)
     alert.payload = json.dumps({**payload, **(text or {})}, ensure_ascii=False)
     return alert.id
 

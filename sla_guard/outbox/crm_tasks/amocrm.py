@@ -66,10 +66,9 @@ class AmoCrmTasks(RestTasks):
         task_type_id: int = FOLLOW_UP_TYPE,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     ):
-        self.base_url = base_url.rstrip("/")
         self.task_type_id = task_type_id
-        self.http = self.connect(session, timeout, [access_token], ACCESS_TOKEN, self.base_url)
-        self.headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+        bearer = {"Authorization": f"Bearer {access_token}"}
+        self._open(session, timeout, base_url, access_token, ACCESS_TOKEN, account=base_url.rstrip("/"), auth=bearer)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> AmoCrmTasks | None:
@@ -157,9 +156,6 @@ class AmoCrmTasks(RestTasks):
         if owner is None:
             raise self.http.fail(f"{what}: the lead has no responsible user", transient=False, status=200)
         return self.number(str(owner), "responsible_user_id")
-
-    def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        return self.http.request(method, f"{self.base_url}{path}", what, headers=self.headers, **kwargs)
 
     def _error(self, response: requests.Response, what: str) -> TaskError:
         return self.http.error(response, what, _problem(json_body(response)), retry_after_s=_RATE_WAIT_S)

@@ -203,11 +203,32 @@ class CrmTasks:
 
 
 class RestTasks(CrmTasks):
-    """What the REST task clients share: completing a task, and reading one. Each client sends
-    its calls (``_send``) and reads its CRM's error bodies (``_error``)."""
+    """What the REST task clients share: one API address and token, sending a call, completing a
+    task and reading one. Each client reads its CRM's error bodies (``_error``)."""
+
+    api_url: str
+    headers: dict[str, str]
+
+    def _open(
+        self,
+        session: requests.Session,
+        timeout: float | tuple[float, float],
+        api_url: str,
+        token: str,
+        token_setting: str,
+        *,
+        account: str,
+        auth: Mapping[str, str],
+        **pacing: Any,
+    ) -> None:
+        """Set the client up: its API's address, its HTTP layer (``token`` blanked out of every
+        error, calls paced per ``account``) and the headers that carry the token (``auth``)."""
+        self.api_url = api_url.rstrip("/")
+        self.http = self.connect(session, timeout, [token], token_setting, account, **pacing)
+        self.headers = {**auth, "Accept": "application/json"}
 
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        raise NotImplementedError
+        return self.http.request(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)
 
     def _error(self, response: requests.Response, what: str) -> TaskError:
         raise NotImplementedError

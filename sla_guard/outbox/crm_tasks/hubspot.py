@@ -70,9 +70,10 @@ class HubSpotTasks(RestTasks):
         api_url: str = DEFAULT_API_URL,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     ):
-        self.api_url = api_url.rstrip("/")
-        self.http = self.connect(session, timeout, [access_token], ACCESS_TOKEN, account_key(access_token))
-        self.headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+        bearer = {"Authorization": f"Bearer {access_token}"}
+        self._open(
+            session, timeout, api_url, access_token, ACCESS_TOKEN, account=account_key(access_token), auth=bearer
+        )
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> HubSpotTasks | None:
@@ -182,9 +183,6 @@ class HubSpotTasks(RestTasks):
         if not owner:
             raise self.http.fail(f"{what}: the record has no owner", transient=False, status=200)
         return str(owner)
-
-    def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        return self.http.request(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)
 
     def _error(self, response: requests.Response, what: str) -> TaskError:
         body = json_body(response)

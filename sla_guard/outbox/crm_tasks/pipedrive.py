@@ -84,12 +84,13 @@ class PipedriveTasks(RestTasks):
         task_type: str = DEFAULT_TASK_TYPE,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     ):
-        self.api_url = api_url.rstrip("/")
-        if not self.api_url.endswith("/api"):
-            self.api_url += "/api"
         self.task_type = task_type
-        self.http = self.connect(session, timeout, [api_token], API_TOKEN, account_key(api_token), cost=token_cost)
-        self.headers = {"x-api-token": api_token, "Accept": "application/json"}
+        base = api_url.rstrip("/")
+        base = base if base.endswith("/api") else f"{base}/api"
+        auth = {"x-api-token": api_token}
+        self._open(
+            session, timeout, base, api_token, API_TOKEN, account=account_key(api_token), auth=auth, cost=token_cost
+        )
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> PipedriveTasks | None:
@@ -191,9 +192,6 @@ class PipedriveTasks(RestTasks):
         if owner in (None, "", 0):
             raise self.http.fail(f"{what}: the record has no owner", transient=False, status=200)
         return self.number(str(owner), "owner_id")
-
-    def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        return self.http.request(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)
 
     def _error(self, response: requests.Response, what: str) -> TaskError:
         body = json_body(response)
