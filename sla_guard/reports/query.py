@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Float, and_, case, cast, func, literal, or_, select
+from sqlalchemy import Float, and_, bindparam, case, cast, func, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
@@ -243,7 +243,10 @@ def first_touch_clocks():
 
 
 def join_first_touch(leads, clocks):
-    return leads.outerjoin(clocks, and_(clocks.c.lead_id == leads.c.lead_id, clocks.c.name == FIRST_TOUCH))
+    # the clock name is written into the SQL, so PostgreSQL can match the partial index
+    # ix_clocks_first_touch whatever plan it caches
+    name = bindparam("first_touch_name", FIRST_TOUCH, literal_execute=True)
+    return leads.outerjoin(clocks, and_(clocks.c.lead_id == leads.c.lead_id, clocks.c.name == name))
 
 
 def count_where(condition) -> ColumnElement:

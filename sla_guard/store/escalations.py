@@ -68,3 +68,15 @@ def reload_clocks(session: Session, clock_ids: list[int]) -> dict[int, ClockRow]
         select(ClockRow).where(ClockRow.id.in_(clock_ids)).execution_options(populate_existing=True)
     ).scalars()
     return {row.id: row for row in rows}
+
+
+def reload_clock(session: Session, clock_id: int) -> ClockRow:
+    """The clock's row as the database holds it now (call it after locking its lead)."""
+    return reload_clocks(session, [clock_id])[clock_id]
+
+
+def first_escalation(session: Session, clock_id: int) -> EscalationRow:
+    """The level-0 escalation of a clock (a follow-up step's own)."""
+    return session.execute(
+        select(EscalationRow).where(EscalationRow.clock_id == clock_id, EscalationRow.level == 0)
+    ).scalar_one()

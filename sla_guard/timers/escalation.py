@@ -20,7 +20,6 @@ from sla_guard.ingest.processing import apply_timer_changes, process_lead
 from sla_guard.outbox import delivery
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS, queue_attempt, tell_crm
 from sla_guard.outbox.follow_up_tasks import create_task, plan_task
-from sla_guard.outbox.notify.context import clock_facts, person_zone
 from sla_guard.outbox.notify.routing import route
 from sla_guard.runtime import Runtime
 from sla_guard.store.escalations import (
@@ -80,7 +79,6 @@ def _record_step(
     new_owner = next_owner(lead_fields, rules) if step.reassign else None
     if new_owner == lead.owner:
         new_owner = None
-    facts = clock_facts(rules, clock.rule_name, clock.name, lead_fields)
     for target in route(step.notify, lead_fields, rules, now):
         # an alert held by quiet hours waits with its claim set to the morning; delivery and the
         # reconciler take it up from then on
@@ -88,23 +86,17 @@ def _record_step(
             session,
             target,
             now,
+            rules=rules,
+            clock=clock,
             escalation_id=escalation_id,
             lead=lead_fields,
             kind=step.kind,
             level=step.level,
-            rule=clock.rule_name,
-            clock=clock.name,
             due_at=step.at,
             ack_url=ack_url(runtime.settings, escalation_id, target.recipient, max(now, target.not_before or now)),
             instead_of=target.instead_of,
-            deadline_at=clock.due_at,
-            sla=facts.sla,
-            business=facts.business,
-            zone=person_zone(rules, target.recipient),
-            team_zone=rules.spec.timezone,
             press_for=partial(press_value, runtime.settings, now=max(now, target.not_before or now)),
             new_owner=new_owner,
-            task=facts.task,
         )
         result.alert_ids.append(alert_id)
     if step.reassign:

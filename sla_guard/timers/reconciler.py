@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from redis.exceptions import RedisError
 
 from sla_guard.ingest.pending import push
-from sla_guard.ingest.processing import apply_lead
+from sla_guard.ingest.processing import apply_leads, batch_size
 from sla_guard.outbox.base import OPS_ALERTS
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS
 from sla_guard.outbox.crm_sync import LOOKUPS, LOSS_REASONS
@@ -101,9 +101,9 @@ def _step(report: ReconcileReport, name: str, run) -> None:
 def _apply_lost_events(runtime: Runtime, report: ReconcileReport) -> None:
     with runtime.db.session() as session:
         lost_leads = unprocessed_leads(session, runtime.now() - EVENT_GRACE)
-    for lead_id in lost_leads:  # a lead that cannot be applied is quarantined, never stops the pass
-        if apply_lead(runtime, lead_id):
-            report.events_applied += 1
+    size = batch_size(runtime)
+    for start in range(0, len(lost_leads), size):  # a lead that cannot be applied is quarantined, never stops the pass
+        report.events_applied += apply_leads(runtime, lost_leads[start : start + size])
 
 
 REARM_CHUNK = 10_000

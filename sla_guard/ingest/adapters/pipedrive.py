@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +36,7 @@ from typing import Any
 from sla_guard.core.events import LeadEvent
 from sla_guard.core.record_ids import lead_id as record_lead_id
 from sla_guard.exceptions import InvalidEvent, Unauthorized
+from sla_guard.ingest.adapters import access
 from sla_guard.ingest.adapters.base import (
     AdapterResult,
     RawRequest,
@@ -44,28 +44,42 @@ from sla_guard.ingest.adapters.base import (
     customer_id,
     from_iso,
     from_unix,
+    group,
     header,
     lead_fields,
     make_event,
     ordered,
+    outcome_in,
     parse_json,
     require,
     text,
-    word_set,
 )
 
 CRM = "pipedrive"
-USER = "SLA_GUARD_PIPEDRIVE_USER"
-PASSWORD = "SLA_GUARD_PIPEDRIVE_PASSWORD"
-APP_URL = "SLA_GUARD_PIPEDRIVE_APP_URL"
-TOUCH_TYPES = "SLA_GUARD_PIPEDRIVE_TOUCH_TYPES"
-FIELD_SOURCE = "SLA_GUARD_PIPEDRIVE_FIELD_SOURCE"
-FIELD_PRIORITY = "SLA_GUARD_PIPEDRIVE_FIELD_PRIORITY"
-FIELD_TEAM = "SLA_GUARD_PIPEDRIVE_FIELD_TEAM"
-API_TOKEN = "SLA_GUARD_PIPEDRIVE_API_TOKEN"
-API_URL = "SLA_GUARD_PIPEDRIVE_API_URL"
-SETTINGS = (USER, PASSWORD, APP_URL, TOUCH_TYPES, FIELD_SOURCE, FIELD_PRIORITY, FIELD_TEAM, API_TOKEN, API_URL)
+SETTINGS = access.setting_names(
+    CRM,
+    "USER",
+    "PASSWORD",
+    "APP_URL",
+    "TOUCH_TYPES",
+    "FIELD_SOURCE",
+    "FIELD_PRIORITY",
+    "FIELD_TEAM",
+    "API_TOKEN",
+    "API_URL",
+)
 """Every setting of Pipedrive (the REST ones are read by the workers, not by this module)."""
+(
+    USER,
+    PASSWORD,
+    APP_URL,
+    TOUCH_TYPES,
+    FIELD_SOURCE,
+    FIELD_PRIORITY,
+    FIELD_TEAM,
+    API_TOKEN,
+    API_URL,
+) = SETTINGS
 
 DEFAULT_MAPPING: dict[str, Any] = {
     "won": frozenset({"won"}),
@@ -92,24 +106,14 @@ def mapping_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     types that are touches, default ``call,email,meeting``) and ``SLA_GUARD_PIPEDRIVE_FIELD_SOURCE``
     / ``_PRIORITY`` / ``_TEAM`` (custom field keys holding those lead fields)."""
     mapping = dict(DEFAULT_MAPPING)
-    mapping["touch_types"] = word_set(settings, TOUCH_TYPES, DEFAULT_MAPPING["touch_types"])
-    fields = {"source": FIELD_SOURCE, "priority": FIELD_PRIORITY, "team": FIELD_TEAM}
-    mapping["fields"] = {ours: text(settings.get(key)) for ours, key in fields.items() if text(settings.get(key))}
+    mapping["touch_types"] = access.word_set(settings, TOUCH_TYPES, DEFAULT_MAPPING["touch_types"])
+    mapping["fields"] = access.field_settings(settings, source=FIELD_SOURCE, priority=FIELD_PRIORITY, team=FIELD_TEAM)
     return mapping
-
-
-def outcome(status: str | None, mapping: Mapping[str, Any] = DEFAULT_MAPPING) -> str | None:
-    """``"won"``, ``"lost"`` or ``None`` for a Pipedrive deal status."""
-    if status in mapping["won"]:
-        return "won"
-    if status in mapping["lost"]:
-        return "lost"
-    return None
 
 
 def enabled(settings: Mapping[str, Any]) -> bool:
     """Pipedrive is on when the webhook's basic-auth user and password are set."""
-    return bool(text(settings.get(USER)) and text(settings.get(PASSWORD)))
+    return access.configured(settings, USER, PASSWORD)
 
 
 # --- authenticity -------------------------------------------------------------------------
@@ -120,9 +124,7 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
 
     Pipedrive signs nothing and its timestamp is not authenticated, so ``now`` is unused.
     """
-    user, password = text(settings.get(USER)), text(settings.get(PASSWORD))
-    if not user or not password:
-        raise Unauthorized("Pipedrive is not configured")
+    user, password = access.secrets_to_verify(settings, "Pipedrive", USER, PASSWORD)
     given = header(raw, "Authorization") or ""
     scheme, _, encoded = given.strip().partition(" ")
     if scheme.lower() != "basic" or not encoded:
@@ -132,8 +134,8 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     except (binascii.Error, UnicodeDecodeError):
         raise Unauthorized("malformed basic auth") from None
     given_user, _, given_password = decoded.partition(":")
-    user_ok = hmac.compare_digest(given_user.encode(), user.encode())
-    password_ok = hmac.compare_digest(given_password.encode(), password.encode())
+    user_ok = access.same_secret(given_user, user)
+    password_ok = access.same_secret(given_password, password)
     if not (user_ok and password_ok):
         raise Unauthorized("wrong Pipedrive basic auth")
 
@@ -176,12 +178,12 @@ def _normalise(payload: dict[str, Any]) -> _Change:
     meta = payload.get("meta")
     if not isinstance(meta, dict):
         raise InvalidEvent("meta", "is missing")
-    previous = payload.get("previous") if isinstance(payload.get("previous"), dict) else {}
+    previous = group(payload, "previous")
     if "current" in payload or "object" in meta or str(meta.get("v", "")) == "1":
         event_name = text(payload.get("event")) or ""
         action = text(meta.get("action")) or event_name.partition(".")[0]
         entity = require(meta.get("object") or event_name.partition(".")[2], "meta.object")
-        data = payload.get("current") if isinstance(payload.get("current"), dict) else {}
+        data = group(payload, "current")
         micro = text(meta.get("timestamp_micro"))
         if micro and micro.isdigit():
             moment = from_unix(int(micro) / 1_000_000, "meta.timestamp_micro")
@@ -193,7 +195,7 @@ def _normalise(payload: dict[str, Any]) -> _Change:
         return _Change(entity, _V1_ACTIONS.get(action, action), data, previous, event_id, moment, meta)
     entity = require(meta.get("entity"), "meta.entity")
     action = require(meta.get("action"), "meta.action")
-    data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
+    data = group(payload, "data")
     moment = from_iso(require(meta.get("timestamp"), "meta.timestamp"), "meta.timestamp")
     event_id = f"pipedrive-{require(meta.get('id'), 'meta.id')}"
     return _Change(entity, action, data, previous, event_id, moment, meta)
@@ -250,9 +252,9 @@ def _deal(change: _Change, mapping: Mapping[str, Any], app_url: str | None) -> l
     status, before = text(change.data.get("status")), text(change.previous.get("status"))
     stage_moved = change.changed("stage_id")
     previous_stage = text(change.previous.get("stage_id")) if stage_moved else None
-    closing = change.changed("status") and (outcome(status, mapping) or status == "deleted")
+    closing = change.changed("status") and (outcome_in(status, mapping) or status == "deleted")
     if closing:
-        result = outcome(status, mapping)
+        result = outcome_in(status, mapping)
         events.append(
             make_event(
                 "data",
@@ -273,7 +275,7 @@ def _deal(change: _Change, mapping: Mapping[str, Any], app_url: str | None) -> l
     if change.changed("owner_id") or change.changed("user_id"):
         previous_owner = _user(change.previous.get("owner_id")) or _user(change.previous.get("user_id"))
         events.append(make_event("data", type="lead.assigned", lead=lead, previous_owner=previous_owner, **common))
-    if not events and change.changed("lost_reason") and outcome(status, mapping) == "lost":
+    if not events and change.changed("lost_reason") and outcome_in(status, mapping) == "lost":
         events.append(
             make_event("data", type="lead.updated", lead=lead, reason=text(change.data.get("lost_reason")), **common)
         )
