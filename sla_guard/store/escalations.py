@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
-from sla_guard.store.repository import dialect_insert
+from sla_guard.store.statements import dialect_insert
 
 
 def record_escalation(

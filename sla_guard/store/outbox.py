@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from sla_guard.store.models import ClockRow, FollowUpTaskRow, OutboxItemRow
-from sla_guard.store.repository import dialect_insert
+from sla_guard.store.statements import dialect_insert
 
 ITEM_KEY_MAX = 300
 """Longest key of an ``outbox_items`` row."""

@@ -3,13 +3,11 @@ makes them: :func:`save_state` asks a :class:`ClockPlanner` when a clock fires n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from sqlalchemy import bindparam, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from sla_guard.core.clocks import ClockState, LeadState
@@ -25,32 +23,13 @@ from sla_guard.store.models import (
     RuleVersionRow,
     StageStayRow,
 )
-
-T = TypeVar("T")
+from sla_guard.store.statements import dialect_insert, first_of_each, insert_for
 
 LEAD_FIELDS = ("name", "source", "pipeline", "stage", "owner", "team", "priority", "amount", "url", "tags", "customer")
 """Lead attributes copied from the CRM's events onto the lead row."""
 
 
-def dialect_insert(session: Session, model):
-    """``INSERT`` for the session's database (PostgreSQL or SQLite), with ``on_conflict_*``."""
-    return (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)(model)
-
-
 _INSERT_EVENTS: dict = {}
-
-
-def first_of_each(items: Iterable[T], key: Callable[[T], str]) -> tuple[list[T], list[str]]:
-    """The first item of each key, in order, and the keys of the items repeated after it (a batch
-    is stored once per key: the repeats are duplicates)."""
-    firsts, seen, repeated = [], set(), []
-    for item in items:
-        if key(item) in seen:
-            repeated.append(key(item))
-        else:
-            seen.add(key(item))
-            firsts.append(item)
-    return firsts, repeated
 
 
 def event_rows(source: str, events: list[LeadEvent], received_at: datetime) -> tuple[list[dict], list[str]]:
@@ -88,7 +67,7 @@ def store_event_rows(session: Session, rows: list[dict]) -> set[tuple[str, str]]
     if statement is None:  # built once: a constant statement keeps its compiled form cached
         table = EventRow.__table__
         statement = _INSERT_EVENTS[dialect] = (
-            (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+            insert_for(dialect, table)
             .on_conflict_do_nothing(index_elements=["source", "event_id"])
             .returning(table.c.source, table.c.event_id)
         )
