@@ -15,7 +15,7 @@ from sqlalchemy import and_
 
 from sla_guard import runtime as runtime_module
 from sla_guard.core.follow_ups import find_cadence, parse_clock_name, task_text
-from sla_guard.core.record_ids import crm_record
+from sla_guard.core.record_ids import crm_of, crm_record
 from sla_guard.exceptions import TaskNotFound
 from sla_guard.outbox.base import OutboxKind
 from sla_guard.outbox.crm_tasks import TaskRequest, client_for
@@ -31,12 +31,6 @@ from sla_guard.store.outbox import alert_exists, insert_follow_up_task, of_ended
 log = logging.getLogger("sla_guard.core.follow_ups")
 
 
-def lead_crm(lead_id: str) -> str | None:
-    """The CRM whose record the lead is, as its id says (``None`` for a bare generic id)."""
-    record = crm_record(lead_id)
-    return record.crm if record else None
-
-
 def plan_task(session, rules, clock: ClockRow, lead: LeadRow, now: datetime) -> int | None:
     """Write the task row of a follow-up step that just became due; return its id."""
     rule = rules.rule(clock.rule_name)
@@ -47,7 +41,7 @@ def plan_task(session, rules, clock: ClockRow, lead: LeadRow, now: datetime) -> 
         session,
         clock_id=clock.id,
         lead_id=lead.lead_id,
-        crm=lead_crm(lead.lead_id),
+        crm=crm_of(lead.lead_id),
         owner=lead.owner,
         text=task_text(cadence, lead_fields(lead)),
         due_at=clock.due_at,
