@@ -13,12 +13,7 @@ T = TypeVar("T")
 
 def dialect_insert(session: Session, model):
     """``INSERT`` for the session's database (PostgreSQL or SQLite), with ``on_conflict_*``."""
-    return insert_for(session.bind.dialect.name, model)
-
-
-def insert_for(dialect: str, model):
-    """``INSERT`` with ``on_conflict_*`` for the database named ``dialect`` (``postgresql`` or ``sqlite``)."""
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+    return (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)(model)
 
 
 def first_of_each(items: Iterable[T], key: Callable[[T], str]) -> tuple[list[T], list[str]]:
