@@ -111,18 +111,22 @@ FROM bench_dice ORDER BY g
 """
 
 # one stay per position walked: 0..furthest, with position 1 left out when the lead skipped it and
-# one extra stay (back to the previous stage, then forward again) when it went back
+# one extra stay (back to the previous stage, then forward again) when it went back; the last stay
+# is in the furthest stage, so a closed lead was won or lost there
 STAYS_SQL = """
-INSERT INTO stage_stays (lead_id, seq, stage, entered_at, left_at, left_how, next_stage)
+INSERT INTO stage_stays (lead_id, seq, stage, entered_at, left_at, left_how, next_stage,
+                         first_visit, won_here, lost_here)
 SELECT 'B-' || g, seq, stages[pos + 1], entered,
        CASE WHEN seq < last_seq THEN next_entered WHEN status <> 'open' THEN GREATEST(closed_at, entered) END,
        CASE WHEN seq < last_seq THEN 'moved' WHEN status <> 'open' THEN status END,
-       CASE WHEN seq < last_seq THEN stages[next_pos + 1] END
+       CASE WHEN seq < last_seq THEN stages[next_pos + 1] END,
+       visit = 1, status = 'won' AND pos = furthest, status = 'lost' AND pos = furthest
 FROM (
-  SELECT g, stages, status, closed_at, pos, seq, last_seq, entered,
-         lead(pos) OVER w AS next_pos, lead(entered) OVER w AS next_entered
+  SELECT g, stages, status, closed_at, furthest, pos, seq, last_seq, entered,
+         lead(pos) OVER w AS next_pos, lead(entered) OVER w AS next_entered,
+         row_number() OVER (PARTITION BY g, pos ORDER BY seq) AS visit
   FROM (
-    SELECT d.g, d.stages, d.status, d.closed_at, p.pos,
+    SELECT d.g, d.stages, d.status, d.closed_at, d.furthest, p.pos,
            row_number() OVER (PARTITION BY d.g ORDER BY p.step) - 1 AS seq,
            count(*) OVER (PARTITION BY d.g) - 1 AS last_seq,
            d.created + p.step * CASE WHEN d.bulk THEN interval '20 seconds' ELSE interval '2 days' END AS entered

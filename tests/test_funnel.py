@@ -40,11 +40,28 @@ def test_stays_follow_moves_closures_and_reopening():
         )
     )
     assert stays == [
-        Stay(0, "new", T, T + 2 * H, "moved", "qualification"),
-        Stay(1, "qualification", T + 2 * H, T + 3 * H, "lost"),
-        Stay(2, "qualification", T + 5 * H),
+        Stay(0, "new", T, T + 2 * H, "moved", "qualification", first_visit=True),
+        # lost from qualification, reopened into it: both stays know the lead was lost there
+        Stay(1, "qualification", T + 2 * H, T + 3 * H, "lost", first_visit=True, lost_here=True),
+        Stay(2, "qualification", T + 5 * H, first_visit=False, lost_here=True),
     ]
     assert stage_stays(_events(event("a", "lead.created", T, lead={"owner": "anna"}))) == []
+
+
+def test_stays_know_the_lead_was_won_from_a_stage_it_was_in_before():
+    stays = stage_stays(
+        _events(
+            event("a", "lead.created", T, lead={"stage": "proposal"}),
+            event("b", "lead.stage_changed", T + H, lead={"stage": "new"}),
+            event("c", "lead.stage_changed", T + 2 * H, lead={"stage": "proposal"}),
+            event("d", "lead.closed", T + 3 * H, outcome="won"),
+        )
+    )
+    assert [(s.stage, s.first_visit, s.won_here, s.lost_here) for s in stays] == [
+        ("proposal", True, True, False),
+        ("new", True, False, False),
+        ("proposal", False, True, False),
+    ]
 
 
 @pytest.fixture
@@ -94,6 +111,38 @@ def funnel(client, runtime, clock):
     ]
     assert post_signed(client, events, clock()).status_code == 202
     run_worker(runtime)
+
+
+def test_funnel_counts_a_lead_once_per_stage_over_revisits(client, runtime, clock):
+    """G1 is lost from qualification, reopened into it and lost again (lost there once); G2 goes
+    new -> proposal -> new -> proposal and is won on its second visit (advanced from proposal)."""
+    c = clock() - timedelta(days=5)
+
+    def move(eid, lead, at, stage):
+        return event(eid, "lead.stage_changed", at, lead_id=lead, lead={"stage": stage})
+
+    events = [
+        event("g1c", "lead.created", c, lead_id="G1", lead={"stage": "new", "pipeline": "b2b"}),
+        move("g1a", "G1", c + H, "qualification"),
+        event("g1l", "lead.closed", c + 2 * H, lead_id="G1", outcome="lost", reason="price"),
+        move("g1r", "G1", c + 3 * H, "qualification"),
+        event("g1m", "lead.closed", c + 4 * H, lead_id="G1", outcome="lost", reason="price"),
+        event("g2c", "lead.created", c, lead_id="G2", lead={"stage": "new", "pipeline": "b2b"}),
+        move("g2a", "G2", c + H, "proposal"),
+        move("g2b", "G2", c + 2 * H, "new"),
+        move("g2d", "G2", c + 3 * H, "proposal"),
+        event("g2w", "lead.closed", c + 4 * H, lead_id="G2", outcome="won"),
+    ]
+    assert post_signed(client, events, clock()).status_code == 202
+    run_worker(runtime)
+    report = client.get("/api/reports/funnel?pipeline=b2b", headers=AUTH).get_json()
+    assert [(r["stage"], r["entered"], r["advanced"], r["lost_here"]) for r in report["rows"]] == [
+        ("new", 2, 2, 0),
+        ("qualification", 1, 0, 1),
+        ("proposal", 1, 1, 0),
+        ("negotiation", 0, 0, 0),
+    ]
+    assert report["backward_moves"] == 1
 
 
 def test_funnel_every_field(client, funnel):

@@ -2,14 +2,17 @@
 
 A stay begins when the lead is seen in a stage (created in it, or moved to it by any event that
 names a new stage) and ends when the lead moves on (``moved``, to ``next_stage``) or is closed
-(``won``, ``lost`` or ``closed``). A lead reopened by a stage change starts a new stay. The
-funnel report reads these rows; the worker recomputes a lead's stays whenever it applies the
+(``won``, ``lost`` or ``closed``). A lead reopened by a stage change starts a new stay. Each
+stay also carries facts of the lead in its stage that do not depend on any stage order: whether
+it is the lead's first stay there, and whether the lead was won or lost from that stage (at this
+or another of its stays there); the funnel counts leads per stage by them. The funnel report reads
+these rows; the worker recomputes a lead's stays whenever it applies the
 lead's events, and a migration fills them in for events stored before.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sla_guard.core.events import LeadEvent
@@ -26,6 +29,12 @@ class Stay:
     left_at: datetime | None = None
     left_how: str | None = None
     next_stage: str | None = None
+    first_visit: bool = True
+    """This is the lead's first stay in this stage."""
+    won_here: bool = False
+    """The lead was won from this stage (at this or another of its stays in it)."""
+    lost_here: bool = False
+    """The lead was lost from this stage (at this or another of its stays in it)."""
 
 
 def stage_stays(events: list[LeadEvent]) -> list[Stay]:
@@ -59,4 +68,25 @@ def stage_stays(events: list[LeadEvent]) -> list[Stay]:
         last_stage, closed = stage, False
     if current is not None:
         stays.append(current)
-    return stays
+    return _with_stage_facts(stays)
+
+
+def _with_stage_facts(stays: list[Stay]) -> list[Stay]:
+    first: dict[str, int] = {}
+    won: set[str] = set()
+    lost: set[str] = set()
+    for stay in stays:
+        first.setdefault(stay.stage, stay.seq)
+        if stay.left_how == "won":
+            won.add(stay.stage)
+        elif stay.left_how == "lost":
+            lost.add(stay.stage)
+    return [
+        replace(
+            stay,
+            first_visit=first[stay.stage] == stay.seq,
+            won_here=stay.stage in won,
+            lost_here=stay.stage in lost,
+        )
+        for stay in stays
+    ]

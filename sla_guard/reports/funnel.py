@@ -22,7 +22,6 @@ from sla_guard.reports.query import (
     ReportQuery,
     clamped,
     count_where,
-    evaluated_once,
     lead_conditions,
     ratio,
     signed_seconds,
@@ -69,46 +68,37 @@ def _moves(connection: Connection, ours, where, stays):
 
 def _per_stage(connection: Connection, ours, where, stays, order: list[str]) -> dict:
     """Per stage: leads that entered it, advanced from it and were lost in it, and percentiles of
-    finished stays -- counted per (lead, stage) by window functions, without DISTINCT."""
-    # each stay's position in the order once (a CASE over the stages), then the windows over it
-    placed = evaluated_once(
+    finished stays. A lead's first stay in a stage counts it (``first_visit``; whether it was won
+    or lost there is a fact of that stay too); it advanced when it was won there or entered a
+    later stage after its first stay there -- one window over the lead's stays in the order they
+    are stored (lead, seq), so PostgreSQL reads them in index order without sorting them."""
+    position = _index(stays.c.stage, order)
+    # the furthest stage the lead entered after this stay (later stays only ever look further
+    # back, so the first stay in a stage has the furthest of all the lead's stays in it)
+    furthest_later = func.max(position).over(partition_by=stays.c.lead_id, order_by=stays.c.seq, rows=(1, None))
+    base = (
         select(
             stays.c.stage,
-            stays.c.lead_id,
-            stays.c.seq,
-            stays.c.left_how,
-            _index(stays.c.stage, order).label("position"),
+            stays.c.first_visit,
+            stays.c.lost_here,
+            or_(stays.c.won_here, furthest_later > position).label("advanced"),
             # clamped at 0 after the percentile
             case((stays.c.left_at.is_not(None), signed_seconds(stays.c.entered_at, stays.c.left_at))).label("v"),
         )
         .select_from(ours)
         .where(*where)
+        .subquery()
     )
-    # the furthest stage the lead entered after this stay
-    furthest_later = func.max(placed.c.position).over(
-        partition_by=placed.c.lead_id, order_by=placed.c.seq, rows=(1, None)
-    )
-    stay = select(placed, furthest_later.label("furthest_later")).subquery()
-    advanced = case((or_(stay.c.left_how == "won", stay.c.furthest_later > stay.c.position), 1), else_=0)
-    lost = case((stay.c.left_how == "lost", 1), else_=0)
-    lead_in_stage = [stay.c.lead_id, stay.c.stage]
-    base = select(
-        stay.c.stage,
-        func.row_number().over(partition_by=lead_in_stage, order_by=stay.c.seq).label("nth"),
-        func.max(advanced).over(partition_by=lead_in_stage).label("advanced"),
-        func.max(lost).over(partition_by=lead_in_stage).label("lost"),
-        stay.c.v,
-    ).subquery()
     source, percentiles = with_percentiles(base, ["stage"], {"p50": 50, "p90": 90}, connection.dialect.name)
-    first = source.c.nth == 1
+    first = source.c.first_visit
     return {
         row.stage: row
         for row in connection.execute(
             select(
                 source.c.stage,
                 count_where(first).label("entered"),
-                count_where(and_(first, source.c.advanced == 1)).label("advanced"),
-                count_where(and_(first, source.c.lost == 1)).label("lost_here"),
+                count_where(and_(first, source.c.advanced)).label("advanced"),
+                count_where(and_(first, source.c.lost_here)).label("lost_here"),
                 *percentiles,
             ).group_by(source.c.stage)
         )

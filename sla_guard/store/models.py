@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -315,6 +316,10 @@ class StageStayRow(Base):
     left_at: Mapped[datetime | None]
     left_how: Mapped[str | None] = mapped_column(String(20))
     next_stage: Mapped[str | None] = mapped_column(String(2000))
+    # facts of the lead in this stage, whatever the stage order (sla_guard.core.stays.Stay)
+    first_visit: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    won_here: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    lost_here: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class SpendRow(Base):

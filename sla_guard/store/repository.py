@@ -351,7 +351,17 @@ def next_fire_times(session: Session, clock_ids: list[int]) -> dict[int, datetim
     return {clock_id: found.get(clock_id) for clock_id in clock_ids}
 
 
-STAY_COLUMNS = ("seq", "stage", "entered_at", "left_at", "left_how", "next_stage")
+STAY_COLUMNS = (
+    "seq",
+    "stage",
+    "entered_at",
+    "left_at",
+    "left_how",
+    "next_stage",
+    "first_visit",
+    "won_here",
+    "lost_here",
+)
 
 
 def save_stays(session: Session, stays: dict[str, list[Stay]]) -> None:
@@ -371,7 +381,7 @@ def save_stays(session: Session, stays: dict[str, list[Stay]]) -> None:
     cuts, rows = [], []
     for lead_id, lead_stays in stays.items():
         old = stored[lead_id]
-        new = [(s.seq, s.stage, s.entered_at, s.left_at, s.left_how, s.next_stage) for s in lead_stays]
+        new = [tuple(getattr(stay, name) for name in STAY_COLUMNS) for stay in lead_stays]
         first = next((i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), min(len(old), len(new)))
         if first < len(old):
             cuts.append({"cut_lead": lead_id, "cut_seq": first})
