@@ -20,10 +20,12 @@ from sqlalchemy.engine import Connection
 
 from sla_guard.reports.query import (
     ReportQuery,
+    clamped,
     count_where,
+    evaluated_once,
     lead_conditions,
     ratio,
-    seconds_between,
+    signed_seconds,
     with_percentiles,
 )
 from sla_guard.reports.report import Report
@@ -50,7 +52,7 @@ def _moves(connection: Connection, ours, where, stays):
     """One pass over the window's stays per (stage, next stage): when the stage was first entered,
     the moves along that pair, and the bulk moves among them."""
     moved = stays.c.left_how == "moved"
-    bulk = and_(stays.c.seq > 0, moved, seconds_between(stays.c.entered_at, stays.c.left_at) < BULK_S)
+    bulk = and_(stays.c.seq > 0, moved, signed_seconds(stays.c.entered_at, stays.c.left_at) < BULK_S)
     return connection.execute(
         select(
             stays.c.stage,
@@ -68,23 +70,25 @@ def _moves(connection: Connection, ours, where, stays):
 def _per_stage(connection: Connection, ours, where, stays, order: list[str]) -> dict:
     """Per stage: leads that entered it, advanced from it and were lost in it, and percentiles of
     finished stays -- counted per (lead, stage) by window functions, without DISTINCT."""
-    index = _index(stays.c.stage, order)
-    # the furthest stage the lead entered after this stay
-    furthest_later = func.max(index).over(partition_by=stays.c.lead_id, order_by=stays.c.seq, rows=(1, None))
-    stay = (
+    # each stay's position in the order once (a CASE over the stages), then the windows over it
+    placed = evaluated_once(
         select(
             stays.c.stage,
             stays.c.lead_id,
             stays.c.seq,
             stays.c.left_how,
-            index.label("position"),
-            furthest_later.label("furthest_later"),
-            case((stays.c.left_at.is_not(None), seconds_between(stays.c.entered_at, stays.c.left_at))).label("v"),
+            _index(stays.c.stage, order).label("position"),
+            # clamped at 0 after the percentile
+            case((stays.c.left_at.is_not(None), signed_seconds(stays.c.entered_at, stays.c.left_at))).label("v"),
         )
         .select_from(ours)
         .where(*where)
-        .subquery()
     )
+    # the furthest stage the lead entered after this stay
+    furthest_later = func.max(placed.c.position).over(
+        partition_by=placed.c.lead_id, order_by=placed.c.seq, rows=(1, None)
+    )
+    stay = select(placed, furthest_later.label("furthest_later")).subquery()
     advanced = case((or_(stay.c.left_how == "won", stay.c.furthest_later > stay.c.position), 1), else_=0)
     lost = case((stay.c.left_how == "lost", 1), else_=0)
     lead_in_stage = [stay.c.lead_id, stay.c.stage]
@@ -140,8 +144,8 @@ def run(connection: Connection, query: ReportQuery, args: Mapping[str, str], rul
                 "advanced": moved_on,
                 "conversion": ratio(moved_on, entered),
                 "lost_here": int(row.lost_here) if row else 0,
-                "time_in_stage_p50_s": _seconds(row.p50 if row else None),
-                "time_in_stage_p90_s": _seconds(row.p90 if row else None),
+                "time_in_stage_p50_s": clamped(row.p50) if row else None,
+                "time_in_stage_p90_s": clamped(row.p90) if row else None,
             }
         )
     position = {stage: i for i, stage in enumerate(order)}
@@ -160,10 +164,6 @@ def run(connection: Connection, query: ReportQuery, args: Mapping[str, str], rul
         "bulk_moves": sum(int(p.bulk) for p in pairs),
     }
     return Report(NAME, query, ("stage", *FIELDS), rows, meta={"pipeline": pipeline}, extra=extra)
-
-
-def _seconds(value) -> float | None:
-    return None if value is None else round(float(value), 1)
 
 
 __all__ = ["NAME", "run"]

@@ -22,6 +22,7 @@ from sla_guard.reports.query import (
     ReportQuery,
     calendar_periods,
     count_where,
+    evaluated_once,
     lead_conditions,
     period_label,
     ratio,
@@ -83,16 +84,17 @@ def run(connection: Connection, query: ReportQuery, args: Mapping[str, str], rul
     leads, spend = LeadRow.__table__, SpendRow.__table__
     months = calendar_periods(query.start, query.end, query.timezone, "month")
     month = period_label(leads.c.created_at, months).label("month")
+    dated = evaluated_once(
+        select(leads.c.source, month, leads.c.status, leads.c.amount).where(*lead_conditions(query, leads.c))
+    )
     counted = connection.execute(
         select(
-            leads.c.source,
-            month,
+            dated.c.source,
+            dated.c.month,
             func.count().label("leads"),
-            count_where(leads.c.status == "won").label("won"),
-            sum_where(leads.c.status == "won", leads.c.amount).label("revenue"),
-        )
-        .where(*lead_conditions(query, leads.c))
-        .group_by(leads.c.source, month)
+            count_where(dated.c.status == "won").label("won"),
+            sum_where(dated.c.status == "won", dated.c.amount).label("revenue"),
+        ).group_by(dated.c.source, dated.c.month)
     ).all()
     spent_where = [spend.c.month.in_([label for label, _, _ in months])]
     if "source" in query.filters:

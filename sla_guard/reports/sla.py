@@ -18,14 +18,16 @@ from sla_guard.reports.query import (
     CLOCK_STATUSES,
     ReportQuery,
     calendar_periods,
+    clamped,
     clock_status,
     count_where,
+    evaluated_once,
     first_touch_clocks,
     join_first_touch,
     lead_conditions,
     period_label,
     ratio,
-    seconds_between,
+    signed_seconds,
     with_percentiles,
 )
 from sla_guard.reports.report import Report
@@ -60,12 +62,11 @@ def _stays(query: ReportQuery, by: str | None):
     """One row per lead of the window: its group ``g``, first-touch clock ``status`` and touch seconds ``v``."""
     leads, clocks = LeadRow.__table__, first_touch_clocks()
     key = _group_key(by, query, leads, clocks).label("g")
-    touch_s = seconds_between(leads.c.created_at, leads.c.first_touch_at)
-    return (
+    touch_s = signed_seconds(leads.c.created_at, leads.c.first_touch_at)  # clamped at 0 after the percentile
+    return evaluated_once(
         select(key, clock_status(clocks, query.now).label("status"), touch_s.label("v"))
         .select_from(join_first_touch(leads, clocks))
         .where(*lead_conditions(query, leads.c))
-        .subquery()
     )
 
 
@@ -103,8 +104,8 @@ def _figures(row) -> dict:
         "leads": int(row.leads),
         **counts,
         "compliance": ratio(counts["met"], counts["met"] + counts["missed"] + counts["overdue"]),
-        "first_touch_p50_s": _seconds(row.p50),
-        "first_touch_p90_s": _seconds(row.p90),
+        "first_touch_p50_s": clamped(row.p50),
+        "first_touch_p90_s": clamped(row.p90),
     }
 
 
@@ -132,10 +133,6 @@ def compute(connection: Connection, query: ReportQuery, by: str | None) -> list[
     if by is None:
         return [total] if total["leads"] else []
     return rows
-
-
-def _seconds(value) -> float | None:
-    return None if value is None else round(float(value), 1)
 
 
 def run(connection: Connection, query: ReportQuery, args: Mapping[str, str], rules=None) -> Report:
