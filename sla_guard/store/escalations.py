@@ -1,26 +1,42 @@
-"""Queries on escalations: recording one per (clock, level), reassignments, acknowledgements."""
+"""Queries on escalations and their alerts: recording one escalation per (clock, level) and its
+alerts, reassignments, acknowledgements."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from sla_guard.store.models import ClockRow, EscalationRow
-from sla_guard.store.repository import dialect_insert
+from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
+from sla_guard.store.statements import dialect_insert
 
 
-def record_escalation(
-    session: Session, clock_id: int, lead_id: str, level: int, kind: str, due_at: datetime, now: datetime, owner
-) -> int | None:
-    """Record that the clock reached ``level``; its id, or None when that level was already recorded."""
-    return session.execute(
+class NewEscalation(NamedTuple):
+    """An escalation to record: the clock reached ``level`` (its step was due at ``due_at``)."""
+
+    clock_id: int
+    lead_id: str
+    level: int
+    kind: str
+    due_at: datetime
+    fired_at: datetime
+    owner: str | None
+
+
+def record_escalations(session: Session, escalations: list[NewEscalation]) -> dict[tuple[int, int], int]:
+    """Record each (clock, level) not recorded before, with one statement; the ids of those
+    recorded now, by ``(clock_id, level)`` (a level already recorded is left out)."""
+    if not escalations:
+        return {}
+    rows = session.execute(
         dialect_insert(session, EscalationRow)
-        .values(clock_id=clock_id, lead_id=lead_id, level=level, kind=kind, due_at=due_at, fired_at=now, owner=owner)
+        .values([escalation._asdict() for escalation in escalations])
         .on_conflict_do_nothing(index_elements=["clock_id", "level"])
-        .returning(EscalationRow.id)
-    ).scalar()
+        .returning(EscalationRow.id, EscalationRow.clock_id, EscalationRow.level)
+    )
+    return {(row.clock_id, row.level): row.id for row in rows}
 
 
 def set_reassigned(session: Session, escalation_id: int, new_owner: str) -> None:
@@ -80,3 +96,46 @@ def first_escalation(session: Session, clock_id: int) -> EscalationRow:
     return session.execute(
         select(EscalationRow).where(EscalationRow.clock_id == clock_id, EscalationRow.level == 0)
     ).scalar_one()
+
+
+def insert_alert(
+    session: Session,
+    *,
+    escalation_id: int,
+    lead_id: str,
+    channel: str,
+    recipient: str | None,
+    role: str | None,
+    now: datetime,
+    not_before: datetime | None = None,
+) -> AlertRow:
+    """A new pending alert row (its payload written once its id is known), flushed for its id."""
+    alert = AlertRow(
+        escalation_id=escalation_id,
+        lead_id=lead_id,
+        channel=channel,
+        recipient=recipient or "",
+        role=role,
+        payload="{}",
+        status="pending",
+        attempts=0,
+        created_at=now,
+        claimed_until=not_before,
+    )
+    session.add(alert)
+    session.flush()
+    return alert
+
+
+def alert_exists(session: Session, escalation_id: int, channel: str, recipient: str | None) -> bool:
+    """Whether the escalation has its alert on ``channel`` for ``recipient`` already."""
+    return (
+        session.execute(
+            select(AlertRow.id).where(
+                AlertRow.escalation_id == escalation_id,
+                AlertRow.channel == channel,
+                AlertRow.recipient == (recipient or ""),
+            )
+        ).scalar()
+        is not None
+    )

@@ -3,13 +3,11 @@ makes them: :func:`save_state` asks a :class:`ClockPlanner` when a clock fires n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-from sqlalchemy import bindparam, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -23,33 +21,13 @@ from sla_guard.store.models import (
     FollowUpTaskRow,
     LeadRow,
     QuarantinedLeadRow,
-    RuleVersionRow,
     StageStayRow,
     UTCDateTime,
 )
-
-T = TypeVar("T")
+from sla_guard.store.statements import dialect_insert, first_of_each
 
 LEAD_FIELDS = ("name", "source", "pipeline", "stage", "owner", "team", "priority", "amount", "url", "tags", "customer")
 """Lead attributes copied from the CRM's events onto the lead row."""
-
-
-def dialect_insert(session: Session, model):
-    """``INSERT`` for the session's database (PostgreSQL or SQLite), with ``on_conflict_*``."""
-    return (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)(model)
-
-
-def first_of_each(items: Iterable[T], key: Callable[[T], str]) -> tuple[list[T], list[str]]:
-    """The first item of each key, in order, and the keys of the items repeated after it (a batch
-    is stored once per key: the repeats are duplicates)."""
-    firsts, seen, repeated = [], set(), []
-    for item in items:
-        if key(item) in seen:
-            repeated.append(key(item))
-        else:
-            seen.add(key(item))
-            firsts.append(item)
-    return firsts, repeated
 
 
 def event_rows(source: str, events: list[LeadEvent], received_at: datetime) -> tuple[list[dict], list[str]]:
@@ -336,27 +314,6 @@ def _write_clocks(
     return moved
 
 
-def record_rule_version(session: Session, version: str, text: str, now: datetime) -> bool:
-    """Remember a loaded rules version (its hash and file text); True when it was new."""
-    result = session.execute(
-        dialect_insert(session, RuleVersionRow)
-        .values(version=version, loaded_at=now, text=text)
-        .on_conflict_do_nothing(index_elements=["version"])
-    )
-    return bool(result.rowcount)
-
-
-def rule_versions(session: Session, limit: int = 50) -> list[tuple[str, datetime]]:
-    """The rules versions loaded so far, newest first: ``(version, loaded_at)``."""
-    return list(
-        session.execute(
-            select(RuleVersionRow.version, RuleVersionRow.loaded_at)
-            .order_by(RuleVersionRow.loaded_at.desc())
-            .limit(limit)
-        ).all()
-    )
-
-
 def clocks_to_arm(session: Session, until: datetime, limit: int = 50_000) -> list[tuple[int, str, datetime]]:
     """Open clocks whose timer fires before ``until``: ``(clock_id, lead_id, next_fire_at)``."""
     return list(
@@ -366,20 +323,6 @@ def clocks_to_arm(session: Session, until: datetime, limit: int = 50_000) -> lis
             .order_by(ClockRow.next_fire_at)
             .limit(limit)
         ).all()
-    )
-
-
-def leads_on_other_rules(session: Session, version: str, limit: int = 100_000) -> list[str]:
-    """Leads with a running clock computed under another rules version than ``version``."""
-    return list(
-        session.execute(
-            select(ClockRow.lead_id)
-            .where(
-                ClockRow.stopped_at.is_(None), or_(ClockRow.rule_version.is_(None), ClockRow.rule_version != version)
-            )
-            .group_by(ClockRow.lead_id)
-            .limit(limit)
-        ).scalars()
     )
 
 
