@@ -69,8 +69,9 @@ def make_event(event_id: str, kind: str, at: datetime, lead_id: str = "L-1001", 
 
 
 def sign_and_post(client, payload, now: datetime, secret: str = WEBHOOK_SECRET, headers: dict | None = None):
-    """POST the payload to the generic webhook, signed at ``now`` as a sender holding the secret would."""
-    body = json.dumps(payload).encode()
+    """POST the payload (JSON, or a body of bytes sent as they are) to the generic webhook,
+    signed at ``now`` as a sender holding the secret would."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     return client.post(
         "/webhooks/generic",
         data=body,
@@ -100,8 +101,9 @@ def event():
 
 @pytest.fixture
 def post_signed(webhook_secret):
-    """``post_signed(client, payload, now, secret=…, headers=…)``: POST the payload to the generic
-    webhook, signed at ``now`` as a sender holding the secret would."""
+    """``post_signed(client, payload, now, secret=…, headers=…)``: POST the payload (JSON, or
+    bytes sent as they are) to the generic webhook, signed at ``now`` as a sender holding the
+    secret would."""
     return sign_and_post
 
 
