@@ -12,18 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, settings are fixtures)
-    PIPEDRIVE_PASSWORD,
-    PIPEDRIVE_USER,
-    amo_rest,
-    crm_config,
-    hubspot_signed,
-    load,
-    nothing_stored,
-    post,
-    rules_text,
-    settings,
-)
+from tests.support.crm_payloads import load
+from tests.support.crm_requests import PIPEDRIVE_PASSWORD, PIPEDRIVE_USER, hubspot_signed, nothing_stored, post
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 

@@ -15,28 +15,21 @@ import pytest
 from sla_guard import create_app, metrics
 from sla_guard.ingest.adapters import hubspot
 from sla_guard.store.models import CrmLookupRow, CrmRecordRow, EventRow, LeadRow
-
-from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, settings are fixtures)
+from tests.support.crm_payloads import assert_means, fixtures_of, load
+from tests.support.crm_requests import (
     B24_APP_TOKEN,
     B24_KEY,
     CRM_PREFIXES,
     HUBSPOT_SECRET,
     HUBSPOT_URL,
-    amo_rest,
-    assert_means,
-    crm_config,
     expect_portal,
-    fixtures_of,
     hubspot_signed,
-    load,
     local_portal,
     nothing_stored,
     post,
     rest_calls,
     rows,
-    rules_text,
     sent_at,
-    settings,
     stored,
 )
 

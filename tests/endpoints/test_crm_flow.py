@@ -19,23 +19,17 @@ from sla_guard.outbox import crm_sync
 from sla_guard.store.models import ClockRow, CrmLookupRow, CrmRecordRow, EventRow, LeadRow
 from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
-
-from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, settings, sink are fixtures)
+from tests.support.crm_payloads import load
+from tests.support.crm_requests import (
     AMO_ACCESS_TOKEN,
     B24_KEY,
-    amo_rest,
-    crm_config,
     expect_portal,
     hubspot_signed,
-    load,
     local_portal,
     post,
     received,
     rows,
-    rules_text,
     sent_at,
-    settings,
-    sink,
     stored,
 )
 
@@ -452,19 +446,19 @@ E2E = [
 
 @pytest.mark.parametrize("crm, create, created, lead_id, owner, link", E2E, ids=[row[0] for row in E2E])
 def test_an_untouched_crm_lead_alerts_its_owner(
-    sink, app, client, runtime, clock, crm, create, created, lead_id, owner, link, run_worker
+    alert_sink, app, client, runtime, clock, crm, create, created, lead_id, owner, link, run_worker
 ):
     clock.current = created + timedelta(seconds=4)
-    response = create(client, sink, created)
+    response = create(client, alert_sink, created)
     assert response.status_code == 202, response.get_json()
     run_worker(runtime)
     [clock_row] = rows(app, ClockRow, ClockRow.lead_id == lead_id)
     assert (clock_row.started_at, clock_row.due_at) == (created, created + timedelta(hours=2))
-    assert received(sink) == []
+    assert received(alert_sink) == []
 
     clock.current = created + timedelta(hours=2, seconds=1)
     run_timer(runtime, clock_row.id)
-    [alert] = received(sink)
+    [alert] = received(alert_sink)
     expected = {
         "kind": "first_touch.breach",
         "level": 1,

@@ -20,19 +20,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from sla_guard.store.models import CrmLookupRow, EventRow
-
-from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, settings are fixtures)
-    AMO_TOKEN,
-    B24_APP_TOKEN,
-    PIPEDRIVE_PASSWORD,
-    PIPEDRIVE_USER,
-    amo_rest,
-    crm_config,
-    hubspot_signed,
-    load,
-    rules_text,
-    settings,
-)
+from tests.support.crm_payloads import load
+from tests.support.crm_requests import AMO_TOKEN, B24_APP_TOKEN, PIPEDRIVE_PASSWORD, PIPEDRIVE_USER, hubspot_signed
 
 EXAMPLES = hypothesis_settings(
     max_examples=40,

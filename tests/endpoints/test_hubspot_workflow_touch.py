@@ -16,18 +16,10 @@ import pytest
 from werkzeug.serving import make_server
 
 from sla_guard.store.models import EventRow, LeadRow
+from tests.support.crm_requests import hubspot_signed, rows
 from tests.support.processes import free_port
 
-from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, settings are fixtures)
-    amo_rest,
-    crm_config,
-    hubspot_signed,
-    rows,
-    rules_text,
-    settings,
-)
-
-SNIPPET = Path(__file__).resolve().parent.parent / "docs" / "crm" / "hubspot-workflow-touch.js"
+SNIPPET = Path(__file__).resolve().parents[2] / "docs" / "crm" / "hubspot-workflow-touch.js"
 NODE = shutil.which("node")
 
 RUN = """

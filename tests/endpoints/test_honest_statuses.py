@@ -17,19 +17,14 @@ import pytest
 from sla_guard import create_app
 from sla_guard.config import of_app
 from sla_guard.security import sign
-
-from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, settings are fixtures)
+from tests.support.crm_payloads import load
+from tests.support.crm_requests import (
     AMO_TOKEN,
     B24_APP_TOKEN,
     PIPEDRIVE_PASSWORD,
     PIPEDRIVE_USER,
-    amo_rest,
-    crm_config,
-    load,
     nothing_stored,
     post,
-    rules_text,
-    settings,
 )
 
 
