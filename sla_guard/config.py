@@ -127,23 +127,23 @@ def _env_name(name: str) -> str:
     return Settings.__dataclass_fields__[name].metadata["env"]
 
 
-def _whole(settings: Settings, name: str) -> int:
+def _number(settings: Settings, name: str, kind: type[int] | type[float], what: str) -> Any:
     value = getattr(settings, name)
     try:
-        number = int(value)
+        return kind(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{_env_name(name)}={value!r} is not a whole number") from None
+        raise ConfigError(f"{_env_name(name)}={value!r} is not {what}") from None
+
+
+def _whole(settings: Settings, name: str) -> int:
+    number = _number(settings, name, int, "a whole number")
     if number <= 0:
         raise ConfigError(f"{_env_name(name)} must be greater than 0")
     return number
 
 
 def _seconds(settings: Settings, name: str) -> float:
-    value = getattr(settings, name)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{_env_name(name)}={value!r} is not a number") from None
+    number = _number(settings, name, float, "a number")
     if not 0 < number <= 30:
         raise ConfigError(f"{_env_name(name)} must be between 0 and 30 seconds")
     return number

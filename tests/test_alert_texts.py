@@ -24,8 +24,8 @@ from sla_guard.outbox.notify.smtp import build_message
 from sla_guard.outbox.notify.spoken import local_time, sla_length, spoken_duration
 from sla_guard.outbox.notify.teams import card_message
 from sla_guard.outbox.notify.telegram import message_body as telegram_body
-from sla_guard.outbox.ops_alerts import ops_payload
-from sla_guard.store.models import AlertRow
+from sla_guard.outbox.ops_alerts import delivery_failed, work_failed
+from sla_guard.store.models import AlertRow, FollowUpTaskRow
 
 from .fakes import SmtpSink
 
@@ -102,28 +102,20 @@ def digest_payloads(locale: str) -> list[dict]:
 
 
 def ops(locale: str) -> dict:
+    """The ops alert about an alert that could not be delivered, as the outbox writes it."""
     failed = AlertRow(id=9, escalation_id=3, lead_id="L-1001", channel="tg", recipient="anna", attempts=8)
-    return ops_payload(
-        alert_id=11, failed=failed, channel="ops", error="telegram: HTTP 403", locale=locale, fired_at=""
-    )
+    return {**delivery_failed(failed, "telegram: HTTP 403", locale), "channel": "ops", "fired_at": ""}
 
 
-def work_failed(locale: str) -> dict:
-    """The ops alert about given-up outgoing work, as the outbox writes it."""
-    words = texts(locale)
-    text = words["ops"]["work_failed"].format(what="CRM task", item_id=4, attempts=8, error="amoCRM: HTTP 403")
-    return {
-        "kind": "ops.work_failed",
-        "alert_id": None,
-        "lead_id": "L-1001",
-        "text": text,
-        "subject": words["subject"]["ops.work_failed"],
-    }
+def given_up(locale: str) -> dict:
+    """The ops alert about other given-up outgoing work, as the outbox writes it."""
+    task = FollowUpTaskRow(id=4, lead_id="L-1001", attempts=8)
+    return {**work_failed("CRM task", "task", task, "amoCRM: HTTP 403", locale), "channel": "ops", "fired_at": ""}
 
 
 def every_payload(locale: str) -> list[dict]:
     alerts = [an_alert(*kind, locale) for kind in ALERT_KINDS]
-    return alerts + digest_payloads(locale) + [ops(locale), work_failed(locale)]
+    return alerts + digest_payloads(locale) + [ops(locale), given_up(locale)]
 
 
 def rendered(payload: dict, channel: str) -> str:

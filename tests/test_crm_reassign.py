@@ -18,6 +18,7 @@ from werkzeug import Response
 
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS, tell_crm
 from sla_guard.outbox.crm_tasks import AmoCrmTasks, Bitrix24Tasks, HubSpotTasks, PipedriveTasks, TaskNotFound
+from sla_guard.outbox.legacy_jobs import carry_over
 from sla_guard.store.models import ClockRow, EscalationRow, LeadRow, OutboxItemRow
 from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
@@ -553,3 +554,30 @@ def test_killing_redis_with_a_reassignment_pending_loses_it_not(
     assert patches(crm) == [{"responsible_user_id": 11087456}] * 2
     assert statuses(outcomes) == ["retrying", "assigned"]
     assert reconcile(runtime).crm_pushes_retried == 0
+
+
+def test_jobs_an_older_version_queued_by_dotted_path_are_carried_over_on_upgrade(
+    crm, runtime, clock, outcomes, run_worker, db_rows, store_events, event
+):
+    crm.expect_request(AMO_PATH, method="PATCH").respond_with_json({"id": int(NATIVE), "updated_at": 1795420900})
+    store_events(runtime, "amocrm", event("c", "lead.created", clock(), lead_id=LEAD, lead={"owner": "11087456"}))
+    queue = Queue(runtime.queue_name, connection=runtime.redis)
+    # what an older sla-guard left in Redis: a reassignment push waiting for its retry, a loss-reason
+    # read and a delivery queued under workers.jobs.*, names this version no longer has
+    queue.enqueue_at(clock() + timedelta(seconds=30), "workers.jobs.reassign_in_crm", LEAD, "11087456", 77, 2)
+    queue.enqueue("workers.jobs.amocrm_loss_reason", LEAD, "amocrm-leads-status-15318175-1795420900")
+    queue.enqueue("workers.jobs.deliver_alert", 5)
+    found = carry_over(runtime, [runtime.queue_name])
+    assert found == {"reassign_in_crm": 1, "amocrm_loss_reason": 1, "deliver_alert": 1}
+    assert queue.count == 0 and scheduled(runtime) == {}  # no job this version cannot run is left
+    items = {row.kind: json.loads(row.args) for row in db_rows(runtime, OutboxItemRow)}
+    assert items == {
+        "reassign": {"lead_id": LEAD, "owner": "11087456", "escalation_id": 77},
+        "loss-reason": {"lead_id": LEAD, "event_id": "amocrm-leads-status-15318175-1795420900"},
+    }
+    assert carry_over(runtime, [runtime.queue_name]) == {}  # a second start finds nothing more
+    clock.advance(seconds=6)
+    reconcile(runtime)
+    run_worker(runtime)
+    assert patches(crm) == [{"responsible_user_id": 11087456}]  # the reassignment reached the CRM
+    assert statuses(outcomes) == ["assigned"]

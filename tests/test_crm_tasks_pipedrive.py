@@ -12,7 +12,7 @@ import pytest
 import time_machine
 
 from sla_guard.outbox.crm_tasks import PipedriveTasks, TaskNotFound
-from sla_guard.outbox.crm_tasks.pipedrive import _rate_wait
+from sla_guard.outbox.crm_tasks.pipedrive import rate_wait
 
 TOKEN = "659c9fddb16335e48cc67114694b52074e812e03"
 AUTH = {"x-api-token": TOKEN}
@@ -207,7 +207,7 @@ def test_rate_limit_is_transient_with_a_wait(
 )
 def test_spent_daily_budget_waits_for_midnight_utc(now, seconds, http_answer):
     with time_machine.travel(now, tick=False):
-        wait = _rate_wait(http_answer(429, {"x-daily-requests-left": "0", "x-ratelimit-reset": "2"}))
+        wait = rate_wait(http_answer(429, {"x-daily-requests-left": "0", "x-ratelimit-reset": "2"}))
     assert wait == seconds
 
 

@@ -69,6 +69,12 @@ def alerts(runtime) -> list[AlertRow]:
         return list(session.execute(select(AlertRow).order_by(AlertRow.id)).scalars())
 
 
+def ops_items(runtime) -> list[OutboxItemRow]:
+    """The ops alerts: outbox items of kind ``ops``, as for every kind's permanent failure."""
+    with runtime.db.session() as session:
+        return list(session.execute(select(OutboxItemRow).order_by(OutboxItemRow.id)).scalars())
+
+
 @pytest.fixture
 def untouched_lead(event, post_signed, run_worker):
     def untouched_lead(client, runtime, clock) -> int:
@@ -161,7 +167,7 @@ def test_backoff_grows_then_the_alert_fails_and_ops_hear_of_it_once(
     run_timer(runtime, clock_id)
     waits = []
     for _ in range(4):
-        pending = [a for a in alerts(runtime) if a.status == "pending" and a.role != "ops"]
+        pending = [a for a in alerts(runtime) if a.status == "pending"]
         waits.extend((a.claimed_until - clock()).total_seconds() for a in pending)
         clock.advance(seconds=60)
         reconcile(runtime)
@@ -171,12 +177,13 @@ def test_backoff_grows_then_the_alert_fails_and_ops_hear_of_it_once(
     assert waits == [2.0, 4.0]  # exponential backoff between attempts
     assert len(failed) == 1 and (failed[0].recipient, failed[0].attempts) == ("ivan", 3)
     assert failed[0].last_error == "telegram: HTTP 500 Internal Server Error"
-    assert sum(a.status == "delivered" for a in rows if a.role != "ops") == 3
+    assert sum(a.status == "delivered" for a in rows) == 3 and len(rows) == 4  # ops alerts are no alert rows
     [ops] = hooked(httpserver, "/ops")
     assert ops["kind"] == "ops.delivery_failed" and ops["failed_alert_id"] == failed[0].id
+    assert (ops["failed_kind"], ops["failed_id"]) == ("alert", failed[0].id)
     assert "HTTP 500" in ops["text"] and "3 attempt" in ops["text"] and TELEGRAM_TOKEN not in json.dumps(ops)
-    assert [(a.role, a.recipient, a.status) for a in rows if a.role == "ops"] == [
-        ("ops", f"ops:{failed[0].id}", "delivered")
+    assert [(item.kind, item.item_key, item.status) for item in ops_items(runtime)] == [
+        ("ops", f"alert:{failed[0].id}:ops-hook", "done")
     ]
     reconcile(runtime)
     run_worker(runtime)
@@ -212,15 +219,18 @@ def test_a_failing_ops_alert_raises_no_other(services, app, client, runtime, clo
     clock_id = untouched_lead(client, runtime, clock)
     clock.advance(minutes=15)
     run_timer(runtime, clock_id)
-    ops = [a for a in alerts(runtime) if a.role == "ops"]
-    assert sorted(a.recipient for a in ops) == sorted(f"ops:{a.id}" for a in alerts(runtime) if a.channel == "tg")
-    assert {(a.status, a.last_error) for a in ops} == {("failed", "HTTP 410")}
+    failed = [a for a in alerts(runtime) if a.channel == "tg"]
+    assert {(a.status, a.role) for a in failed} == {("failed", "owner"), ("failed", "manager"), ("failed", "head")}
+    ops = ops_items(runtime)
+    assert sorted(item.item_key for item in ops) == sorted(f"alert:{a.id}:ops-hook" for a in failed)
+    assert {(item.kind, item.status, item.attempts, item.last_error) for item in ops} == {
+        ("ops", "failed", 1, "HTTP 410")
+    }
     clock.advance(minutes=5)
     reconcile(runtime)
     run_worker(runtime)
-    assert len([a for a in alerts(runtime) if a.role == "ops"]) == 3 and len(hooked(httpserver, "/ops")) == 3
-    with runtime.db.session() as session:
-        assert session.execute(select(OutboxItemRow)).first() is None
+    assert len(ops_items(runtime)) == 3 and len(hooked(httpserver, "/ops")) == 3
+    assert len(alerts(runtime)) == 4  # the failing ops alerts raised no alert either
 
 
 def test_one_channel_crashing_never_holds_up_the_others(

@@ -20,6 +20,7 @@ from rq.scheduler import RQScheduler
 from sla_guard import runtime as runtime_module
 from sla_guard.ingest.pending import pump
 from sla_guard.outbox.http import install_pacer
+from sla_guard.outbox.legacy_jobs import carry_over
 from sla_guard.outbox.pacing import crm_pacer
 from sla_guard.runtime import Runtime
 from sla_guard.timers.arming import timer_queue_name
@@ -127,6 +128,10 @@ def run(runtime: Runtime, burst: bool = False) -> None:
     install_pacer(crm_pacer(runtime.settings))  # every worker's CRM calls share each account's pace
     runtime.record_rules()
     signal.signal(signal.SIGHUP, runtime.rules.request_reload)
+    try:  # before any job is taken: jobs an older version queued by dotted path
+        carry_over(runtime, [timer_queue_name(runtime.queue_name), runtime.queue_name])
+    except Exception:  # never fatal: an old job that fails meanwhile is carried over at the next start
+        log.exception("jobs of an older version not carried over")
     stop = threading.Event()
     thread = threading.Thread(target=reconciler_loop, args=(runtime, stop), name="sla-guard-reconciler", daemon=True)
     thread.start()

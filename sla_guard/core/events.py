@@ -6,7 +6,7 @@ The shape is the contract of ``POST /webhooks/generic`` (see the README). Pure: 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -22,16 +22,6 @@ from pydantic import (
 from sla_guard.core.bounds import ID_MAX, TEXT_MAX, moment_problem, plain_text, web_url
 from sla_guard.exceptions import InvalidEvent
 
-EVENT_TYPES = (
-    "lead.created",
-    "lead.updated",
-    "lead.stage_changed",
-    "lead.assigned",
-    "lead.touched",
-    "lead.closed",
-)
-"""Every event type sla-guard understands, in the order a lead usually sees them."""
-
 EventType = Literal[
     "lead.created",
     "lead.updated",
@@ -40,6 +30,9 @@ EventType = Literal[
     "lead.touched",
     "lead.closed",
 ]
+
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+"""Every event type sla-guard understands, in the order a lead usually sees them."""
 
 Id = Annotated[str, Field(min_length=1, max_length=ID_MAX), AfterValidator(plain_text)]
 """An id: 1 to 200 characters, NUL-free (see :mod:`sla_guard.core.bounds`)."""

@@ -46,7 +46,7 @@ from sla_guard import runtime as runtime_module
 from sla_guard.exceptions import DeliveryError
 from sla_guard.outbox.http import redact
 from sla_guard.outbox.notify.channels import channel_secrets, send
-from sla_guard.outbox.notify.messages import texts
+from sla_guard.outbox.ops_alerts import work_failed
 from sla_guard.queueing import enqueue, job, job_id
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import OutboxItemRow
@@ -139,6 +139,11 @@ class OutboxKind:
         """Log, and tell the ops channels (every kind but the ops alert itself)."""
         log.error(f"{self.what} given up", extra={**context, "error": error})
         OPS_ALERTS.raise_for(runtime, self, row, error)
+
+    def ops_alert(self, row: Any, error: str, locale: str) -> dict | None:
+        """What the ops channels hear when ``row`` is given up (:mod:`sla_guard.outbox.ops_alerts`);
+        ``None``: nothing."""
+        return work_failed(self.what, self.name, row, error, locale)
 
     # --- the table -------------------------------------------------------------------------
 
@@ -324,10 +329,11 @@ class ItemKind(OutboxKind):
 
 
 class OpsAlerts(ItemKind):
-    """An ops alert: the channels under ``ops.notify`` hear that an item was given up.
+    """Ops alerts: the channels under ``ops.notify`` hear that an item of any kind was given up.
 
-    One per (kind, item, channel); the text says what was given up and why (free of secrets).
-    An ops alert that fails for good raises no other.
+    One item per (kind, item, channel), delivered and retried like any outgoing work; the text
+    is the failed kind's (:meth:`OutboxKind.ops_alert`) and free of secrets. An ops alert that
+    fails for good raises no other.
     """
 
     name = "ops"
@@ -338,37 +344,26 @@ class OpsAlerts(ItemKind):
         rules = runtime.rules.current()
         if kind is self or not rules.spec.ops.notify:
             return []
+        payload = kind.ops_alert(row, error, rules.spec.locale)
+        if payload is None:
+            return []
         now = runtime.now()
-        template = texts(rules.spec.locale)
-        what = getattr(kind, "what", kind.name)
-        text = template["ops"]["work_failed"].format(what=what, item_id=row.id, attempts=row.attempts, error=error)
+        fired_at = now.isoformat().replace("+00:00", "Z")
         created = []
         with runtime.db.session() as session:
             for channel in dict.fromkeys(rules.spec.ops.notify):
-                payload = {
-                    "alert_id": None,
-                    "kind": "ops.work_failed",
-                    "failed_kind": kind.name,
-                    "failed_id": row.id,
-                    "attempts": row.attempts,
-                    "error": error,
-                    "lead_id": getattr(row, "lead_id", None)
-                    or json.loads(getattr(row, "args", None) or "{}").get("lead_id"),
-                    "recipient": None,
-                    "role": "ops",
-                    "channel": channel,
-                    "fired_at": now.isoformat().replace("+00:00", "Z"),
-                    "text": text,
-                    "subject": template["subject"]["ops.work_failed"],
-                }
-                item_id = self.add(
-                    session, f"{kind.name}:{row.id}:{channel}", {"channel": channel, "payload": payload}, now
-                )
+                args = {"channel": channel, "payload": {**payload, "channel": channel, "fired_at": fired_at}}
+                item_id = self.add(session, f"{kind.name}:{row.id}:{channel}", args, now)
                 if item_id is not None:
                     created.append(item_id)
+        if created:
+            log.warning("ops alert raised", extra={"kind": kind.name, "item_id": row.id, "ops_alerts": created})
         for item_id in created:
             self.run(runtime, item_id)
         return created
+
+    def ops_alert(self, row: Any, error: str, locale: str) -> None:
+        return None  # a failing ops alert raises no other
 
     def attempt(self, runtime: Runtime, row: Any) -> str:
         args = json.loads(row.args)

@@ -3,8 +3,9 @@
 An alert held by its recipient's quiet hours is created with its claim set to the morning, so
 nothing takes it before then. Claims, retries with backoff (or after the wait the service
 asked for) and giving up are the outbox's (:mod:`sla_guard.outbox.base`); an alert that fails
-for good raises an ops alert on the same escalation (:mod:`sla_guard.outbox.ops_alerts`), and
-an ops alert that fails raises no other. Errors are stored and logged with the channel's
+for good raises an ops alert, as every kind's permanent failure does (the ``ops`` kind, with
+the words of :func:`sla_guard.outbox.ops_alerts.delivery_failed`), and an ops alert that fails
+raises no other. Errors are stored and logged with the channel's
 secrets blanked out.
 """
 
@@ -20,11 +21,11 @@ from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from sla_guard import runtime as runtime_module
-from sla_guard.outbox.base import OutboxKind
+from sla_guard.outbox.base import OPS_ALERTS, OutboxKind
 from sla_guard.outbox.notify.channels import channel_secrets, send
 from sla_guard.outbox.notify.messages import alert_payload
 from sla_guard.outbox.notify.routing import Delivery, address_for
-from sla_guard.outbox.ops_alerts import raise_ops_alert
+from sla_guard.outbox.ops_alerts import OPS_ROLE, delivery_failed
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
 from sla_guard.store.models import AlertRow
@@ -74,8 +75,12 @@ class Alerts(ChannelDelivery):
 
     def on_give_up(self, runtime: Runtime, row: AlertRow, error: str, context: dict) -> None:
         log.error("alert delivery failed for good", extra={**context, "error": error})
-        for ops_alert_id in raise_ops_alert(runtime, row, error):
-            self.run(runtime, ops_alert_id)
+        OPS_ALERTS.raise_for(runtime, self, row, error)
+
+    def ops_alert(self, row: AlertRow, error: str, locale: str) -> dict | None:
+        if row.role == OPS_ROLE:
+            return None  # an ops alert an older version kept as an alert row raises no other
+        return delivery_failed(row, error, locale)
 
 
 @job()

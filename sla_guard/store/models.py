@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 from sqlalchemy import (
     JSON,
@@ -44,22 +45,43 @@ class UTCDateTime(TypeDecorator):
 
 
 class Base(DeclarativeBase):
-    pass
+    type_annotation_map = {datetime: UTCDateTime()}
+    """Every ``Mapped[datetime]`` column keeps aware UTC datetimes."""
+
+
+Serial = Annotated[int, mapped_column(ID, primary_key=True, autoincrement=True)]
+"""A table's own numbered primary key."""
+
+
+class Attempts:
+    """The columns of outgoing work tried until it succeeds (:mod:`sla_guard.outbox.base`): how
+    many attempts were made, the last error, and until when the item is claimed or waits."""
+
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(2000))
+    claimed_until: Mapped[datetime | None]
+
+
+class OutboxColumns(Attempts):
+    """:class:`Attempts` of an item with a status and a creation time."""
+
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    created_at: Mapped[datetime]
 
 
 class EventRow(Base):
     """The inbox: every accepted webhook event, once per (source, event_id)."""
 
     __tablename__ = "events"
-    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    id: Mapped[Serial]
     source: Mapped[str] = mapped_column(String(32))
     event_id: Mapped[str] = mapped_column(String(200))
     lead_id: Mapped[str] = mapped_column(String(200))
     type: Mapped[str] = mapped_column(String(40))
-    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime]
     payload: Mapped[str] = mapped_column(Text)
-    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    processed_at: Mapped[datetime | None]
     __table_args__ = (
         UniqueConstraint("source", "event_id", name="uq_events_source_event_id"),
         Index("ix_events_lead_occurred", "lead_id", "occurred_at"),
@@ -84,15 +106,15 @@ class LeadRow(Base):
     tags: Mapped[list | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(20), default="open")
     known: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    first_touch_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime | None]
+    first_touch_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
     outcome: Mapped[str | None] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(String(2000))
     rule_name: Mapped[str | None] = mapped_column(String(200))
     rule_version: Mapped[str | None] = mapped_column(String(40))
-    last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_event_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime | None]
     customer: Mapped[str | None] = mapped_column(String(2000))
     """The company or contact the lead is for (``lead.customer``): a customer's LTV sums its leads."""
     __table_args__ = (Index("ix_leads_created_at", "created_at"),)
@@ -102,20 +124,20 @@ class ClockRow(Base):
     """One cycle of one SLA clock of a lead; ``next_fire_at`` is when its timer must fire."""
 
     __tablename__ = "clocks"
-    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    id: Mapped[Serial]
     lead_id: Mapped[str] = mapped_column(ForeignKey("leads.lead_id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
     cycle: Mapped[int] = mapped_column(Integer, default=0)
     rule_name: Mapped[str] = mapped_column(String(200))
     rule_version: Mapped[str | None] = mapped_column(String(40))
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime]
+    due_at: Mapped[datetime]
+    stopped_at: Mapped[datetime | None]
     stop_reason: Mapped[str | None] = mapped_column(String(40))
-    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    resumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    paused_at: Mapped[datetime | None]
+    resumed_at: Mapped[datetime | None]
     budget_used_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
-    next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    next_fire_at: Mapped[datetime | None]
     __table_args__ = (
         UniqueConstraint("lead_id", "name", "cycle", name="uq_clocks_lead_name_cycle"),
         Index("ix_clocks_next_fire_at", "next_fire_at"),
@@ -127,37 +149,32 @@ class EscalationRow(Base):
     """A warning or ladder rung that fired, recorded once per (clock, level)."""
 
     __tablename__ = "escalations"
-    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    id: Mapped[Serial]
     clock_id: Mapped[int] = mapped_column(ForeignKey("clocks.id", ondelete="CASCADE"))
     lead_id: Mapped[str] = mapped_column(String(200), index=True)
     level: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(60))
-    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    fired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime]
+    fired_at: Mapped[datetime]
     owner: Mapped[str | None] = mapped_column(String(2000))
     reassigned_to: Mapped[str | None] = mapped_column(String(2000))
-    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    acknowledged_at: Mapped[datetime | None]
     acknowledged_by: Mapped[str | None] = mapped_column(String(2000))
     __table_args__ = (UniqueConstraint("clock_id", "level", name="uq_escalations_clock_level"),)
 
 
-class AlertRow(Base):
+class AlertRow(OutboxColumns, Base):
     """One delivery of an escalation to one channel for one recipient, with its outcome."""
 
     __tablename__ = "alerts"
-    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    id: Mapped[Serial]
     escalation_id: Mapped[int] = mapped_column(ForeignKey("escalations.id", ondelete="CASCADE"))
     lead_id: Mapped[str] = mapped_column(String(200), index=True)
     channel: Mapped[str] = mapped_column(String(200))
     recipient: Mapped[str] = mapped_column(String(2000), default="")
     role: Mapped[str | None] = mapped_column(String(20))
     payload: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20), default="pending")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(String(2000))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None]
     __table_args__ = (
         UniqueConstraint("escalation_id", "channel", "recipient", name="uq_alerts_delivery"),
         Index("ix_alerts_status", "status"),
@@ -169,7 +186,7 @@ class RuleVersionRow(Base):
 
     __tablename__ = "rule_versions"
     version: Mapped[str] = mapped_column(String(40), primary_key=True)
-    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    loaded_at: Mapped[datetime]
     text: Mapped[str] = mapped_column(Text)
 
 
@@ -181,90 +198,72 @@ class CrmRecordRow(Base):
     kind: Mapped[str] = mapped_column(String(32), primary_key=True)
     record_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     data: Mapped[str] = mapped_column(Text)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime]
 
 
-class CrmLookupRow(Base):
+class CrmLookupRow(Attempts, Base):
     """A CRM notification whose details must be fetched over the CRM's REST API (Bitrix24)."""
 
     __tablename__ = "crm_lookups"
-    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    id: Mapped[Serial]
     crm: Mapped[str] = mapped_column(String(32))
     lookup_key: Mapped[str] = mapped_column(String(300))
     method: Mapped[str] = mapped_column(String(100))
     record_id: Mapped[str] = mapped_column(String(200))
     event: Mapped[str] = mapped_column(String(100))
-    sent_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(String(2000))
-    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    done_at: Mapped[datetime | None]
     __table_args__ = (
         UniqueConstraint("crm", "lookup_key", name="uq_crm_lookups_key"),
         Index("ix_crm_lookups_done_received", "done_at", "received_at"),
     )
 
 
-class FollowUpTaskRow(Base):
+class FollowUpTaskRow(OutboxColumns, Base):
     """The task a follow-up step created for the lead's owner: in the CRM, or as an alert."""
 
     __tablename__ = "follow_up_tasks"
-    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    id: Mapped[Serial]
     clock_id: Mapped[int] = mapped_column(ForeignKey("clocks.id", ondelete="CASCADE"), unique=True)
     lead_id: Mapped[str] = mapped_column(String(200), index=True)
     crm: Mapped[str | None] = mapped_column(String(32))
     crm_task_id: Mapped[str | None] = mapped_column(String(200))
     owner: Mapped[str | None] = mapped_column(String(2000))
     text: Mapped[str] = mapped_column(Text)
-    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    status: Mapped[str] = mapped_column(String(20), default="pending")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(String(2000))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    due_at: Mapped[datetime]
+    updated_at: Mapped[datetime | None]
     __table_args__ = (Index("ix_follow_up_tasks_status", "status"),)
 
 
-class DigestRow(Base):
+class DigestRow(OutboxColumns, Base):
     """A daily digest or weekly SLA summary for one recipient on one channel: once per period."""
 
     __tablename__ = "digests"
-    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    id: Mapped[Serial]
     kind: Mapped[str] = mapped_column(String(20))
     period: Mapped[str] = mapped_column(String(20))
     recipient: Mapped[str] = mapped_column(String(200), default="")
     channel: Mapped[str] = mapped_column(String(200))
     payload: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20), default="pending")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(String(2000))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None]
     __table_args__ = (
         UniqueConstraint("kind", "period", "recipient", "channel", name="uq_digests_period"),
         Index("ix_digests_status", "status"),
     )
 
 
-class OutboxItemRow(Base):
+class OutboxItemRow(OutboxColumns, Base):
     """Outgoing work with no table of its own (a reassignment pushed to a CRM, an amoCRM loss-reason
     read, an ops alert): once per (kind, key), with its arguments, attempts and outcome."""
 
     __tablename__ = "outbox_items"
-    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    id: Mapped[Serial]
     kind: Mapped[str] = mapped_column(String(40))
     item_key: Mapped[str] = mapped_column(String(300))
     args: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20), default="pending")
     outcome: Mapped[str | None] = mapped_column(String(40))
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(String(2000))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    done_at: Mapped[datetime | None]
     __table_args__ = (
         UniqueConstraint("kind", "item_key", name="uq_outbox_items_key"),
         Index("ix_outbox_items_kind_status", "kind", "status"),
@@ -279,8 +278,8 @@ class QuarantinedLeadRow(Base):
     error: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(String(2000))
     failures: Mapped[int] = mapped_column(Integer, default=1)
-    first_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    first_failed_at: Mapped[datetime]
+    last_failed_at: Mapped[datetime]
 
 
 class StageStayRow(Base):
@@ -290,8 +289,8 @@ class StageStayRow(Base):
     lead_id: Mapped[str] = mapped_column(ForeignKey("leads.lead_id", ondelete="CASCADE"), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     stage: Mapped[str] = mapped_column(String(2000))
-    entered_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    left_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    entered_at: Mapped[datetime]
+    left_at: Mapped[datetime | None]
     left_how: Mapped[str | None] = mapped_column(String(20))
     next_stage: Mapped[str | None] = mapped_column(String(2000))
 
@@ -303,19 +302,19 @@ class SpendRow(Base):
     month: Mapped[str] = mapped_column(String(7), primary_key=True)
     source: Mapped[str] = mapped_column(String(1000), primary_key=True)
     amount: Mapped[float] = mapped_column(Float)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime]
 
 
 class UserRow(Base):
     """A person who signs in to the dashboard, with a role and (for managers) a team."""
 
     __tablename__ = "users"
-    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    id: Mapped[Serial]
     name: Mapped[str] = mapped_column(String(200), unique=True)
     password_hash: Mapped[str] = mapped_column(String(500))
     role: Mapped[str] = mapped_column(String(20))
     team: Mapped[str | None] = mapped_column(String(2000))
     locale: Mapped[str] = mapped_column(String(5), default="en")
     failed_sign_ins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    locked_until: Mapped[datetime | None]
+    created_at: Mapped[datetime]

@@ -28,50 +28,48 @@ Europe/Moscow) while tasks carry UTC, as observed in amoCRM's traffic.
 from __future__ import annotations
 
 import hmac
-import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
-from zoneinfo import ZoneInfo
 
 from sla_guard.core.events import LeadEvent
-from sla_guard.core.record_ids import lead_id as record_lead_id
 from sla_guard.exceptions import InvalidEvent, Unauthorized
+from sla_guard.ingest.adapters.amocrm_events import CRM, HANDLERS, Context
 from sla_guard.ingest.adapters.base import (
     AdapterResult,
     RawRequest,
-    amount,
-    customer_id,
-    from_iso,
-    from_unix,
+    configured,
+    field_settings,
+    form_to_verify,
+    group,
     indexed,
-    lead_fields,
-    make_event,
     ordered,
+    outcome_in,
     parse_form,
-    require,
+    setting_names,
     text,
     unique,
     word_set,
     zone,
 )
 
-CRM = "amocrm"
-TOKEN = "SLA_GUARD_AMOCRM_TOKEN"
-ACCOUNT_ID = "SLA_GUARD_AMOCRM_ACCOUNT_ID"
-TIMEZONE = "SLA_GUARD_AMOCRM_TIMEZONE"
-WON_STATUSES = "SLA_GUARD_AMOCRM_WON_STATUSES"
-LOST_STATUSES = "SLA_GUARD_AMOCRM_LOST_STATUSES"
-FIELD_SOURCE = "SLA_GUARD_AMOCRM_FIELD_SOURCE"
-FIELD_PRIORITY = "SLA_GUARD_AMOCRM_FIELD_PRIORITY"
-FIELD_TEAM = "SLA_GUARD_AMOCRM_FIELD_TEAM"
-BASE_URL = "SLA_GUARD_AMOCRM_BASE_URL"
-ACCESS_TOKEN = "SLA_GUARD_AMOCRM_ACCESS_TOKEN"
-SUBDOMAIN = "SLA_GUARD_AMOCRM_SUBDOMAIN"
-_AMO_DOMAINS = ("amocrm.ru", "amocrm.com", "kommo.com")
-SETTINGS = (
+SETTINGS = setting_names(
+    CRM,
+    "TOKEN",
+    "ACCOUNT_ID",
+    "TIMEZONE",
+    "WON_STATUSES",
+    "LOST_STATUSES",
+    "FIELD_SOURCE",
+    "FIELD_PRIORITY",
+    "FIELD_TEAM",
+    "BASE_URL",
+    "ACCESS_TOKEN",
+    "SUBDOMAIN",
+)
+"""Every setting of amoCRM (the REST ones are read by the workers, not by this module)."""
+(
     TOKEN,
     ACCOUNT_ID,
     TIMEZONE,
@@ -83,11 +81,9 @@ SETTINGS = (
     BASE_URL,
     ACCESS_TOKEN,
     SUBDOMAIN,
-)
-"""Every setting of amoCRM (the REST ones are read by the workers, not by this module)."""
-
-LEAD_ELEMENT = "2"
-"""amoCRM's element type of a lead (1 contact, 3 company, 12 customer)."""
+) = SETTINGS
+AMO_DOMAINS = ("amocrm.ru", "amocrm.com", "kommo.com")
+"""The domains amoCRM and Kommo accounts live under."""
 
 DEFAULT_MAPPING: dict[str, Any] = {
     "won": frozenset({"142"}),
@@ -111,23 +107,18 @@ def mapping_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     mapping = dict(DEFAULT_MAPPING)
     mapping["won"] = word_set(settings, WON_STATUSES, DEFAULT_MAPPING["won"])
     mapping["lost"] = word_set(settings, LOST_STATUSES, DEFAULT_MAPPING["lost"])
-    fields = {"source": FIELD_SOURCE, "priority": FIELD_PRIORITY, "team": FIELD_TEAM}
-    mapping["fields"] = {ours: text(settings.get(key)) for ours, key in fields.items() if text(settings.get(key))}
+    mapping["fields"] = field_settings(settings, source=FIELD_SOURCE, priority=FIELD_PRIORITY, team=FIELD_TEAM)
     return mapping
 
 
 def outcome(status_id: str | None, mapping: Mapping[str, Any] = DEFAULT_MAPPING) -> str | None:
     """``"won"``, ``"lost"`` or ``None`` (still open) for an amoCRM status id."""
-    if status_id in mapping["won"]:
-        return "won"
-    if status_id in mapping["lost"]:
-        return "lost"
-    return None
+    return outcome_in(status_id, mapping)
 
 
 def enabled(settings: Mapping[str, Any]) -> bool:
     """amoCRM is on when the path token and the account id are set."""
-    return bool(text(settings.get(TOKEN)) and text(settings.get(ACCOUNT_ID)))
+    return configured(settings, TOKEN, ACCOUNT_ID)
 
 
 # --- authenticity -------------------------------------------------------------------------
@@ -154,11 +145,8 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     verify_token(raw, settings)
     if not account:
         raise Unauthorized("amoCRM is not configured")
-    try:
-        form = parse_form(raw)
-    except InvalidEvent:
-        raise Unauthorized("the body does not name an amoCRM account") from None
-    account_group = form.get("account") if isinstance(form.get("account"), dict) else {}
+    form = form_to_verify(raw, "the body does not name an amoCRM account")
+    account_group = group(form, "account")
     said = text(account_group.get("id"))
     if said is None:
         # Some hooks name the account by subdomain only. Refusing them would make amoCRM switch
@@ -184,7 +172,7 @@ def account_subdomain(settings: Mapping[str, Any]) -> str | None:
         return named.lower()
     host = (urlsplit(text(settings.get(BASE_URL)) or "").hostname or "").lower()
     label, _, rest = host.partition(".")
-    return label if rest in _AMO_DOMAINS and label else None
+    return label if rest in AMO_DOMAINS and label else None
 
 
 def _all_items(form: dict[str, Any]):
@@ -202,17 +190,6 @@ def _all_items(form: dict[str, Any]):
 # --- parsing ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Context:
-    mapping: Mapping[str, Any]
-    zone: ZoneInfo
-    base_url: str | None
-    received_at: datetime | None
-
-
-Handler = Callable[[str, str, dict[str, Any], str, _Context], "LeadEvent | None"]
-
-
 def parse(raw: RawRequest, settings: Mapping[str, Any], *, received_at: datetime | None = None) -> AdapterResult:
     """Every lead event the request carries, oldest first.
 
@@ -220,9 +197,8 @@ def parse(raw: RawRequest, settings: Mapping[str, Any], *, received_at: datetime
     lead); without it such items are acknowledged in ``ignored``.
     """
     form = parse_form(raw)
-    account = form.get("account") if isinstance(form.get("account"), dict) else {}
-    links = account.get("_links") if isinstance(account.get("_links"), dict) else {}
-    context = _Context(
+    links = group(group(form, "account"), "_links")
+    context = Context(
         mapping=mapping_from_settings(settings),
         zone=zone(settings, TIMEZONE, "Europe/Moscow"),
         base_url=(text(links.get("self")) or "").rstrip("/") or None,
@@ -239,7 +215,7 @@ def parse(raw: RawRequest, settings: Mapping[str, Any], *, received_at: datetime
         for action, items in actions.items():
             if not isinstance(items, dict):
                 raise InvalidEvent(f"{entity}[{action}]", "expected a list of items")
-            handler = _HANDLERS.get((entity, action))
+            handler = HANDLERS.get((entity, action))
             for index, item in indexed(items):
                 where = f"{entity}[{action}][{index}]"
                 if not isinstance(item, dict):
@@ -250,254 +226,3 @@ def parse(raw: RawRequest, settings: Mapping[str, Any], *, received_at: datetime
                 else:
                     events.append(event)
     return AdapterResult(events=ordered(unique(events)), ignored=ignored)
-
-
-def _moment(item: dict[str, Any], where: str, keys: tuple[str, ...], text_zone: ZoneInfo | None) -> datetime | None:
-    """The first of ``keys`` present: unix seconds, or a text time in ``text_zone``."""
-    for key in keys:
-        value = text(item.get(key))
-        if value is None:
-            continue
-        if value.isdigit():
-            return from_unix(value, f"{where}[{key}]")
-        return from_iso(value.replace(" ", "T", 1), f"{where}[{key}]", tz=text_zone or UTC)
-    return None
-
-
-def _stamp(item: dict[str, Any], moment: datetime) -> str:
-    return text(item.get("updated_at")) or text(item.get("last_modified")) or str(int(moment.timestamp()))
-
-
-def _lead(item: dict[str, Any], where: str, context: _Context, *, stage: bool) -> dict[str, Any]:
-    lead_id = require(item.get("id"), f"{where}[id]")
-    custom = {}
-    for _, field in indexed(item.get("custom_fields")):
-        if isinstance(field, dict):
-            values = [text(value.get("value")) for _, value in indexed(field.get("values")) if isinstance(value, dict)]
-            first = next((value for value in values if value), None)
-            for name in (text(field.get("id")), text(field.get("name")), text(field.get("code"))):
-                if name and first:
-                    custom[name] = first
-    tags = [
-        text(tag.get("name")) for _, tag in indexed(item.get("tags")) if isinstance(tag, dict) and text(tag.get("name"))
-    ]
-    return {
-        "id": _lead_id(lead_id),
-        "name": text(item.get("name")),
-        "stage": text(item.get("status_id")) if stage else None,
-        "pipeline": text(item.get("pipeline_id")),
-        "owner": text(item.get("responsible_user_id")),
-        "amount": amount(item.get("price")),
-        "url": f"{context.base_url}/leads/detail/{lead_id}" if context.base_url else None,
-        "tags": tags or None,
-        "customer": customer_id("amocrm", "company", item.get("linked_company_id")),
-        **lead_fields(context.mapping.get("fields", {}), custom),
-    }
-
-
-def _lead_id(native: str) -> str:
-    """sla-guard's id of an amoCRM lead (``amocrm:lead:<id>``)."""
-    return record_lead_id(CRM, "lead", native)
-
-
-_LEAD_TIMES = ("updated_at", "last_modified", "created_at", "date_create")
-
-
-def _lead_added(entity, action, item, where, context):
-    moment = _moment(item, where, ("created_at", "date_create", "updated_at", "last_modified"), context.zone)
-    if moment is None:
-        raise InvalidEvent(f"{where}[created_at]", "is missing")
-    lead = _lead(item, where, context, stage=True)
-    return make_event(
-        where,
-        event_id=f"amocrm-leads-add-{text(item.get('id'))}-{_stamp(item, moment)}",
-        type="lead.created",
-        occurred_at=moment,
-        lead=lead,
-    )
-
-
-def _required_moment(item, where, context):
-    moment = _moment(item, where, _LEAD_TIMES, context.zone)
-    if moment is None:
-        raise InvalidEvent(f"{where}[updated_at]", "is missing")
-    return moment
-
-
-def _lead_updated(entity, action, item, where, context):
-    moment = _required_moment(item, where, context)
-    lead = _lead(item, where, context, stage=False)
-    return make_event(
-        where,
-        event_id=f"amocrm-leads-update-{text(item.get('id'))}-{_stamp(item, moment)}",
-        type="lead.updated",
-        occurred_at=moment,
-        lead=lead,
-    )
-
-
-def _lead_status(entity, action, item, where, context):
-    moment = _required_moment(item, where, context)
-    lead = _lead(item, where, context, stage=True)
-    status = require(item.get("status_id"), f"{where}[status_id]")
-    result = outcome(status, context.mapping)
-    common = dict(
-        event_id=f"amocrm-leads-status-{text(item.get('id'))}-{_stamp(item, moment)}",
-        occurred_at=moment,
-        lead=lead,
-        previous_stage=text(item.get("old_status_id")),
-    )
-    if result:
-        return make_event(where, type="lead.closed", outcome=result, **common)
-    return make_event(where, type="lead.stage_changed", **common)
-
-
-def _lead_responsible(entity, action, item, where, context):
-    moment = _required_moment(item, where, context)
-    lead = _lead(item, where, context, stage=False)
-    require(item.get("responsible_user_id"), f"{where}[responsible_user_id]")
-    return make_event(
-        where,
-        event_id=f"amocrm-leads-responsible-{text(item.get('id'))}-{_stamp(item, moment)}",
-        type="lead.assigned",
-        occurred_at=moment,
-        lead=lead,
-        previous_owner=text(item.get("old_responsible_user_id")),
-    )
-
-
-def _lead_deleted(entity, action, item, where, context):
-    moment = _moment(item, where, _LEAD_TIMES, context.zone) or context.received_at
-    if moment is None:
-        return None
-    lead_id = require(item.get("id"), f"{where}[id]")
-    return make_event(
-        where,
-        event_id=f"amocrm-leads-delete-{lead_id}-{int(moment.timestamp())}",
-        type="lead.closed",
-        occurred_at=moment,
-        reason="deleted",
-        lead={"id": _lead_id(lead_id), "stage": text(item.get("status_id")), "pipeline": text(item.get("pipeline_id"))},
-    )
-
-
-def _lead_restored(entity, action, item, where, context):
-    moment = _moment(item, where, _LEAD_TIMES, context.zone) or context.received_at
-    if moment is None:
-        return None
-    lead = _lead(item, where, context, stage=True)
-    return make_event(
-        where,
-        event_id=f"amocrm-leads-restore-{text(item.get('id'))}-{int(moment.timestamp())}",
-        type="lead.stage_changed",
-        occurred_at=moment,
-        lead=lead,
-    )
-
-
-def _call_seconds(note: dict[str, Any]) -> int | None:
-    """The call's duration from the note text (JSON with DURATION), when it says."""
-    params = note.get("params") if isinstance(note.get("params"), dict) else None
-    if params is None:
-        try:
-            params = json.loads(note.get("text") or "")
-        except (TypeError, ValueError):
-            return None
-    if not isinstance(params, dict):
-        return None
-    value = params.get("DURATION", params.get("duration"))
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _lead_note(entity, action, item, where, context):
-    note = item.get("note") if isinstance(item.get("note"), dict) else item
-    where = f"{where}[note]" if note is not item else where
-    kind = text(note.get("note_type"))
-    channel = context.mapping["touch_notes"].get(kind)
-    if channel is None or text(note.get("element_type")) not in (None, LEAD_ELEMENT):
-        return None
-    seconds = _call_seconds(note) if channel == "call" else None
-    missed = seconds == 0
-    if missed and kind in context.mapping["incoming_notes"]:
-        return None  # the client called and nobody answered: still waiting for a touch
-    moment = _moment(note, where, ("created_at", "date_create", "updated_at", "timestamp_x"), context.zone)
-    if moment is None:
-        raise InvalidEvent(f"{where}[created_at]", "is missing")
-    note_id = require(note.get("id"), f"{where}[id]")
-    lead_id = require(note.get("element_id"), f"{where}[element_id]")
-    by = text(note.get("main_user_id")) or text(note.get("created_by"))
-    return make_event(
-        where,
-        event_id=f"amocrm-leads-note-{note_id}",
-        type="lead.touched",
-        occurred_at=moment,
-        lead={"id": _lead_id(lead_id)},
-        touch={"channel": channel, "by": by, "outcome": "no_answer" if missed else None},
-    )
-
-
-def _task(entity, action, item, where, context):
-    if text(item.get("element_type")) != LEAD_ELEMENT or text(item.get("status")) != "1":
-        return None
-    if text(item.get("action_close")) not in (None, "1"):
-        return None
-    task_id = require(item.get("id"), f"{where}[id]")
-    lead_id = require(item.get("element_id"), f"{where}[element_id]")
-    moment = _moment(item, where, ("updated_at", "last_modified"), UTC)
-    if moment is None:
-        raise InvalidEvent(f"{where}[updated_at]", "is missing")
-    by = text(item.get("responsible_user_id")) or text(item.get("created_user_id"))
-    return make_event(
-        where,
-        event_id=f"amocrm-task-{action}-{task_id}-{_stamp(item, moment)}",
-        type="lead.touched",
-        occurred_at=moment,
-        lead={"id": _lead_id(lead_id)},
-        touch={"channel": "task", "by": by, "task_id": task_id},
-    )
-
-
-def _message(entity, action, item, where, context):
-    if text(item.get("type")) != "outgoing":
-        return None  # the client wrote: that starts a conversation, it does not answer one
-    author = item.get("author") if isinstance(item.get("author"), dict) else {}
-    if text(author.get("type")) == "bot":
-        return None
-    if text(item.get("element_type")) == LEAD_ELEMENT:
-        lead_id = text(item.get("element_id"))
-    elif text(item.get("entity_type")) == "lead":
-        lead_id = text(item.get("entity_id"))
-    else:
-        return None
-    if lead_id is None:
-        return None
-    message_id = require(item.get("id"), f"{where}[id]")
-    moment = _moment(item, where, ("created_at",), context.zone)
-    if moment is None:
-        raise InvalidEvent(f"{where}[created_at]", "is missing")
-    by = text(author.get("id"))
-    return make_event(
-        where,
-        event_id=f"amocrm-message-{message_id}",
-        type="lead.touched",
-        occurred_at=moment,
-        lead={"id": _lead_id(lead_id)},
-        touch={"channel": "message", "by": by if by and by.isdigit() else None},
-    )
-
-
-_HANDLERS: dict[tuple[str, str], Handler] = {
-    ("leads", "add"): _lead_added,
-    ("leads", "update"): _lead_updated,
-    ("leads", "status"): _lead_status,
-    ("leads", "responsible"): _lead_responsible,
-    ("leads", "delete"): _lead_deleted,
-    ("leads", "restore"): _lead_restored,
-    ("leads", "note"): _lead_note,
-    ("task", "add"): _task,
-    ("task", "update"): _task,
-    ("message", "add"): _message,
-}

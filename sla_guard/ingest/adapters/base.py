@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from sla_guard.core.bounds import DEPTH_MAX, check_depth, check_moment, excerpt
 from sla_guard.core.events import EVENT_TYPES, LeadEvent
-from sla_guard.exceptions import ConfigError, InvalidEvent
+from sla_guard.exceptions import ConfigError, InvalidEvent, Unauthorized
 
 
 @dataclass(frozen=True)
@@ -250,6 +250,48 @@ def word_set(settings: Mapping[str, Any], key: str, default: Iterable[str]) -> f
     if isinstance(value, str):
         return frozenset(part.strip() for part in value.split(",") if part.strip())
     return frozenset(str(part) for part in value)
+
+
+def setting_names(crm: str, *names: str) -> tuple[str, ...]:
+    """The environment names of a CRM's settings: ``setting_names("amocrm", "TOKEN")`` is
+    ``("SLA_GUARD_AMOCRM_TOKEN",)``."""
+    return tuple(f"SLA_GUARD_{crm.upper()}_{name}" for name in names)
+
+
+def configured(settings: Mapping[str, Any], *keys: str) -> bool:
+    """Whether every one of the settings ``keys`` holds a value (a CRM's ``enabled``)."""
+    return all(text(settings.get(key)) for key in keys)
+
+
+def field_settings(settings: Mapping[str, Any], **keys: str) -> dict[str, str]:
+    """The CRM fields named by settings, by lead field: ``field_settings(settings,
+    source="SLA_GUARD_AMOCRM_FIELD_SOURCE")`` is ``{"source": "<its value>"}`` when it is set."""
+    return {ours: text(settings.get(key)) for ours, key in keys.items() if text(settings.get(key))}
+
+
+def outcome_in(value: str | None, mapping: Mapping[str, Any]) -> str | None:
+    """``"won"``, ``"lost"`` or ``None`` (still open) for a status or stage, by the mapping's
+    ``won`` and ``lost`` sets."""
+    if value in mapping["won"]:
+        return "won"
+    if value in mapping["lost"]:
+        return "lost"
+    return None
+
+
+def group(values: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The nested object under ``key`` (``form["account"]``), or an empty one."""
+    found = values.get(key)
+    return found if isinstance(found, dict) else {}
+
+
+def form_to_verify(raw: RawRequest, refusal: str) -> dict[str, Any]:
+    """The form body read by a ``verify``: a body that cannot be read is refused as unauthentic
+    with ``refusal``."""
+    try:
+        return parse_form(raw)
+    except InvalidEvent:
+        raise Unauthorized(refusal) from None
 
 
 def lead_fields(mapping: Mapping[str, str], values: Mapping[str, Any]) -> dict[str, Any]:

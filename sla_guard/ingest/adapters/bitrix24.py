@@ -40,30 +40,47 @@ from sla_guard.ingest.adapters.base import (
     Lookup,
     RawRequest,
     amount,
+    configured,
     customer_id,
+    field_settings,
+    form_to_verify,
     from_iso,
     from_unix,
+    group,
     lead_fields,
     make_event,
     ordered,
     parse_form,
     require,
+    setting_names,
     text,
     word_set,
 )
 from sla_guard.outbox.http import Http, json_object
 
 CRM = "bitrix24"
-APP_TOKEN = "SLA_GUARD_BITRIX24_APP_TOKEN"
-REST_URL = "SLA_GUARD_BITRIX24_REST_URL"
-WON_STATUSES = "SLA_GUARD_BITRIX24_WON_STATUSES"
-LOST_STATUSES = "SLA_GUARD_BITRIX24_LOST_STATUSES"
-REASON_FIELD = "SLA_GUARD_BITRIX24_REASON_FIELD"
-FIELD_SOURCE = "SLA_GUARD_BITRIX24_FIELD_SOURCE"
-FIELD_PRIORITY = "SLA_GUARD_BITRIX24_FIELD_PRIORITY"
-FIELD_TEAM = "SLA_GUARD_BITRIX24_FIELD_TEAM"
-SETTINGS = (APP_TOKEN, REST_URL, WON_STATUSES, LOST_STATUSES, REASON_FIELD, FIELD_SOURCE, FIELD_PRIORITY, FIELD_TEAM)
+SETTINGS = setting_names(
+    CRM,
+    "APP_TOKEN",
+    "REST_URL",
+    "WON_STATUSES",
+    "LOST_STATUSES",
+    "REASON_FIELD",
+    "FIELD_SOURCE",
+    "FIELD_PRIORITY",
+    "FIELD_TEAM",
+)
 """Every setting of Bitrix24."""
+(
+    APP_TOKEN,
+    REST_URL,
+    WON_STATUSES,
+    LOST_STATUSES,
+    REASON_FIELD,
+    FIELD_SOURCE,
+    FIELD_PRIORITY,
+    FIELD_TEAM,
+) = SETTINGS
 
 METHODS = {"LEAD": "crm.lead.get", "DEAL": "crm.deal.get", "ACTIVITY": "crm.activity.get"}
 """The REST method that reads each kind of record."""
@@ -112,8 +129,7 @@ def mapping_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     mapping["won_statuses"] = word_set(settings, WON_STATUSES, DEFAULT_MAPPING["won_statuses"])
     mapping["lost_statuses"] = word_set(settings, LOST_STATUSES, DEFAULT_MAPPING["lost_statuses"])
     mapping["reason_field"] = text(settings.get(REASON_FIELD)) or DEFAULT_MAPPING["reason_field"]
-    fields = {"source": FIELD_SOURCE, "priority": FIELD_PRIORITY, "team": FIELD_TEAM}
-    mapping["fields"] = {ours: text(settings.get(key)) for ours, key in fields.items() if text(settings.get(key))}
+    mapping["fields"] = field_settings(settings, source=FIELD_SOURCE, priority=FIELD_PRIORITY, team=FIELD_TEAM)
     return mapping
 
 
@@ -132,7 +148,7 @@ def outcome(fields: Mapping[str, Any], mapping: Mapping[str, Any] = DEFAULT_MAPP
 
 def enabled(settings: Mapping[str, Any]) -> bool:
     """Bitrix24 is on when the application token and the REST URL are set."""
-    return bool(text(settings.get(APP_TOKEN)) and text(settings.get(REST_URL)))
+    return configured(settings, APP_TOKEN, REST_URL)
 
 
 # --- authenticity -------------------------------------------------------------------------
@@ -144,11 +160,8 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     expected = text(settings.get(APP_TOKEN))
     if not expected:
         raise Unauthorized("Bitrix24 is not configured")
-    try:
-        form = parse_form(raw)
-    except InvalidEvent:
-        raise Unauthorized("the body carries no Bitrix24 application token") from None
-    auth = form.get("auth") if isinstance(form.get("auth"), dict) else {}
+    form = form_to_verify(raw, "the body carries no Bitrix24 application token")
+    auth = group(form, "auth")
     token = text(auth.get("application_token"))
     if token is None:
         raise Unauthorized("the body carries no Bitrix24 application token")
@@ -167,8 +180,8 @@ def parse(raw: RawRequest, settings: Mapping[str, Any]) -> AdapterResult:
     """The look-up a notification needs (or, for a deletion, its event)."""
     form = parse_form(raw)
     event = require(form.get("event"), "event").upper()
-    data = form.get("data") if isinstance(form.get("data"), dict) else {}
-    fields = data.get("FIELDS") if isinstance(data.get("FIELDS"), dict) else {}
+    data = group(form, "data")
+    fields = group(data, "FIELDS")
     record_id = require(fields.get("ID"), "data[FIELDS][ID]")
     ts = from_unix(require(form.get("ts"), "ts"), "ts")
     entity = _entity(event)

@@ -43,29 +43,44 @@ from sla_guard.ingest.adapters.base import (
     AdapterResult,
     RawRequest,
     amount,
+    configured,
     customer_id,
     from_unix,
     header,
     make_event,
     ordered,
+    outcome_in,
     parse_json,
     require,
+    setting_names,
     text,
     unique,
     word_set,
 )
 
 CRM = "hubspot"
-CLIENT_SECRET = "SLA_GUARD_HUBSPOT_CLIENT_SECRET"
-PUBLIC_URL = "SLA_GUARD_HUBSPOT_PUBLIC_URL"
-APP_URL = "SLA_GUARD_HUBSPOT_APP_URL"
-WON_STAGES = "SLA_GUARD_HUBSPOT_WON_STAGES"
-LOST_STAGES = "SLA_GUARD_HUBSPOT_LOST_STAGES"
-TOUCH_OBJECTS = "SLA_GUARD_HUBSPOT_TOUCH_OBJECTS"
-ACCESS_TOKEN = "SLA_GUARD_HUBSPOT_ACCESS_TOKEN"
-API_URL = "SLA_GUARD_HUBSPOT_API_URL"
-SETTINGS = (CLIENT_SECRET, PUBLIC_URL, APP_URL, WON_STAGES, LOST_STAGES, TOUCH_OBJECTS, ACCESS_TOKEN, API_URL)
+SETTINGS = setting_names(
+    CRM,
+    "CLIENT_SECRET",
+    "PUBLIC_URL",
+    "APP_URL",
+    "WON_STAGES",
+    "LOST_STAGES",
+    "TOUCH_OBJECTS",
+    "ACCESS_TOKEN",
+    "API_URL",
+)
 """Every setting of HubSpot (the REST ones are read by the workers, not by this module)."""
+(
+    CLIENT_SECRET,
+    PUBLIC_URL,
+    APP_URL,
+    WON_STAGES,
+    LOST_STAGES,
+    TOUCH_OBJECTS,
+    ACCESS_TOKEN,
+    API_URL,
+) = SETTINGS
 MAX_AGE = timedelta(minutes=5)
 
 OBJECT_TYPES = {
@@ -135,16 +150,12 @@ def mapping_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 def outcome(stage: str | None, mapping: Mapping[str, Any] = DEFAULT_MAPPING) -> str | None:
     """``"won"``, ``"lost"`` or ``None`` for a HubSpot stage id."""
-    if stage in mapping["won"]:
-        return "won"
-    if stage in mapping["lost"]:
-        return "lost"
-    return None
+    return outcome_in(stage, mapping)
 
 
 def enabled(settings: Mapping[str, Any]) -> bool:
     """HubSpot is on when the app's client secret is set."""
-    return bool(text(settings.get(CLIENT_SECRET)))
+    return configured(settings, CLIENT_SECRET)
 
 
 # --- authenticity -------------------------------------------------------------------------

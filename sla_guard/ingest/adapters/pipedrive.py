@@ -41,31 +41,49 @@ from sla_guard.ingest.adapters.base import (
     AdapterResult,
     RawRequest,
     amount,
+    configured,
     customer_id,
+    field_settings,
     from_iso,
     from_unix,
+    group,
     header,
     lead_fields,
     make_event,
     ordered,
+    outcome_in,
     parse_json,
     require,
+    setting_names,
     text,
     word_set,
 )
 
 CRM = "pipedrive"
-USER = "SLA_GUARD_PIPEDRIVE_USER"
-PASSWORD = "SLA_GUARD_PIPEDRIVE_PASSWORD"
-APP_URL = "SLA_GUARD_PIPEDRIVE_APP_URL"
-TOUCH_TYPES = "SLA_GUARD_PIPEDRIVE_TOUCH_TYPES"
-FIELD_SOURCE = "SLA_GUARD_PIPEDRIVE_FIELD_SOURCE"
-FIELD_PRIORITY = "SLA_GUARD_PIPEDRIVE_FIELD_PRIORITY"
-FIELD_TEAM = "SLA_GUARD_PIPEDRIVE_FIELD_TEAM"
-API_TOKEN = "SLA_GUARD_PIPEDRIVE_API_TOKEN"
-API_URL = "SLA_GUARD_PIPEDRIVE_API_URL"
-SETTINGS = (USER, PASSWORD, APP_URL, TOUCH_TYPES, FIELD_SOURCE, FIELD_PRIORITY, FIELD_TEAM, API_TOKEN, API_URL)
+SETTINGS = setting_names(
+    CRM,
+    "USER",
+    "PASSWORD",
+    "APP_URL",
+    "TOUCH_TYPES",
+    "FIELD_SOURCE",
+    "FIELD_PRIORITY",
+    "FIELD_TEAM",
+    "API_TOKEN",
+    "API_URL",
+)
 """Every setting of Pipedrive (the REST ones are read by the workers, not by this module)."""
+(
+    USER,
+    PASSWORD,
+    APP_URL,
+    TOUCH_TYPES,
+    FIELD_SOURCE,
+    FIELD_PRIORITY,
+    FIELD_TEAM,
+    API_TOKEN,
+    API_URL,
+) = SETTINGS
 
 DEFAULT_MAPPING: dict[str, Any] = {
     "won": frozenset({"won"}),
@@ -93,23 +111,18 @@ def mapping_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     / ``_PRIORITY`` / ``_TEAM`` (custom field keys holding those lead fields)."""
     mapping = dict(DEFAULT_MAPPING)
     mapping["touch_types"] = word_set(settings, TOUCH_TYPES, DEFAULT_MAPPING["touch_types"])
-    fields = {"source": FIELD_SOURCE, "priority": FIELD_PRIORITY, "team": FIELD_TEAM}
-    mapping["fields"] = {ours: text(settings.get(key)) for ours, key in fields.items() if text(settings.get(key))}
+    mapping["fields"] = field_settings(settings, source=FIELD_SOURCE, priority=FIELD_PRIORITY, team=FIELD_TEAM)
     return mapping
 
 
 def outcome(status: str | None, mapping: Mapping[str, Any] = DEFAULT_MAPPING) -> str | None:
     """``"won"``, ``"lost"`` or ``None`` for a Pipedrive deal status."""
-    if status in mapping["won"]:
-        return "won"
-    if status in mapping["lost"]:
-        return "lost"
-    return None
+    return outcome_in(status, mapping)
 
 
 def enabled(settings: Mapping[str, Any]) -> bool:
     """Pipedrive is on when the webhook's basic-auth user and password are set."""
-    return bool(text(settings.get(USER)) and text(settings.get(PASSWORD)))
+    return configured(settings, USER, PASSWORD)
 
 
 # --- authenticity -------------------------------------------------------------------------
@@ -176,12 +189,12 @@ def _normalise(payload: dict[str, Any]) -> _Change:
     meta = payload.get("meta")
     if not isinstance(meta, dict):
         raise InvalidEvent("meta", "is missing")
-    previous = payload.get("previous") if isinstance(payload.get("previous"), dict) else {}
+    previous = group(payload, "previous")
     if "current" in payload or "object" in meta or str(meta.get("v", "")) == "1":
         event_name = text(payload.get("event")) or ""
         action = text(meta.get("action")) or event_name.partition(".")[0]
         entity = require(meta.get("object") or event_name.partition(".")[2], "meta.object")
-        data = payload.get("current") if isinstance(payload.get("current"), dict) else {}
+        data = group(payload, "current")
         micro = text(meta.get("timestamp_micro"))
         if micro and micro.isdigit():
             moment = from_unix(int(micro) / 1_000_000, "meta.timestamp_micro")
@@ -193,7 +206,7 @@ def _normalise(payload: dict[str, Any]) -> _Change:
         return _Change(entity, _V1_ACTIONS.get(action, action), data, previous, event_id, moment, meta)
     entity = require(meta.get("entity"), "meta.entity")
     action = require(meta.get("action"), "meta.action")
-    data = payload.get("data") if isinstance(payload.get("data"), dict) else {}
+    data = group(payload, "data")
     moment = from_iso(require(meta.get("timestamp"), "meta.timestamp"), "meta.timestamp")
     event_id = f"pipedrive-{require(meta.get('id'), 'meta.id')}"
     return _Change(entity, action, data, previous, event_id, moment, meta)

@@ -34,9 +34,7 @@ from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     RestTasks,
     TaskRequest,
-    crm_http,
     has_marker,
-    numeric_id,
     setting,
     with_marker,
 )
@@ -57,6 +55,8 @@ _RATE_WAIT_S = 1.0
 class AmoCrmTasks(RestTasks):
     """Task client for one amoCRM / Kommo account."""
 
+    crm = CRM
+
     def __init__(
         self,
         base_url: str,
@@ -68,7 +68,7 @@ class AmoCrmTasks(RestTasks):
     ):
         self.base_url = base_url.rstrip("/")
         self.task_type_id = task_type_id
-        self.http = crm_http(CRM, session, timeout, [access_token], ACCESS_TOKEN, self.base_url)
+        self.http = self.connect(session, timeout, [access_token], ACCESS_TOKEN, self.base_url)
         self.headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
 
     @classmethod
@@ -85,8 +85,8 @@ class AmoCrmTasks(RestTasks):
     # --- TaskClient -----------------------------------------------------------------------
 
     def create(self, task: TaskRequest) -> str:
-        lead = numeric_id(task.lead_id, CRM, "the lead id")
-        owner = numeric_id(task.owner, CRM, "the owner") if task.owner else self._responsible(lead)
+        lead = self.number(task.lead_id, "the lead id")
+        owner = self.number(task.owner, "the owner") if task.owner else self._responsible(lead)
         what = f"creating the task for lead {lead}"
         body = [
             {
@@ -108,7 +108,7 @@ class AmoCrmTasks(RestTasks):
         return str(tasks[0]["id"])
 
     def find(self, task: TaskRequest) -> str | None:
-        lead = numeric_id(task.lead_id, CRM, "the lead id")
+        lead = self.number(task.lead_id, "the lead id")
         what = f"listing the tasks of lead {lead}"
         params = {
             "filter[entity_type]": "leads",
@@ -127,20 +127,20 @@ class AmoCrmTasks(RestTasks):
         return None
 
     def close(self, task_id: str) -> None:
-        number = numeric_id(task_id, CRM, "the task id")
+        number = self.number(task_id, "the task id")
         body = {"is_completed": True, "result": {"text": CLOSE_NOTE}}
         self._complete("PATCH", f"/api/v4/tasks/{number}", f"completing task {number}", done=(200, 204, 404), json=body)
 
     def status(self, task_id: str) -> str:
-        number = numeric_id(task_id, CRM, "the task id")
+        number = self.number(task_id, "the task id")
         task = self._read(f"/api/v4/tasks/{number}", f"reading task {number}", gone=(204, 404), thing="a task")
         if task is None:
             return "gone"
         return "done" if task.get("is_completed") is True else "open"
 
     def assign_owner(self, lead_id: str, owner: str, kind: str = "deal") -> None:
-        lead = numeric_id(lead_id, CRM, "the lead id")
-        user = numeric_id(owner, CRM, "the new owner")
+        lead = self.number(lead_id, "the lead id")
+        user = self.number(owner, "the new owner")
         what = f"setting the responsible user of lead {lead} to {user}"
         response = self._send("PATCH", f"/api/v4/leads/{lead}", what, json={"responsible_user_id": user})
         if response.status_code != 200:
@@ -159,7 +159,7 @@ class AmoCrmTasks(RestTasks):
         owner = body.get("responsible_user_id") if isinstance(body, dict) else None
         if owner is None:
             raise self.http.fail(f"{what}: the lead has no responsible user", transient=False, status=200)
-        return numeric_id(str(owner), CRM, "responsible_user_id")
+        return self.number(str(owner), "responsible_user_id")
 
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
         return self.http.request(method, f"{self.base_url}{path}", what, headers=self.headers, **kwargs)

@@ -24,7 +24,7 @@ import html
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import requests
 
@@ -155,11 +155,38 @@ def setting(settings: Mapping[str, Any], key: str) -> str | None:
 # --- HTTP ---------------------------------------------------------------------------------
 
 
-class RestTasks:
+class CrmTasks:
+    """What every task client shares: the CRM's name in its errors, the checks of the ids it is
+    given, and its connection through the one HTTP layer."""
+
+    crm: ClassVar[str]
+    """The CRM's name as people read it (``"amoCRM"``), at the head of every error."""
+    http: Http
+
+    def number(self, value: str, what: str) -> int:
+        """:func:`numeric_id` of this CRM."""
+        return numeric_id(value, self.crm, what)
+
+    def record_kind(self, kind: str) -> str:
+        """:func:`record_kind` of this CRM."""
+        return record_kind(kind, self.crm)
+
+    def connect(
+        self,
+        session: requests.Session,
+        timeout: float | tuple[float, float],
+        secrets: Iterable[str | None],
+        credentials: str,
+        account: str,
+        **pacing: Any,
+    ) -> Http:
+        """:func:`crm_http` of this CRM."""
+        return crm_http(self.crm, session, timeout, secrets, credentials, account, **pacing)
+
+
+class RestTasks(CrmTasks):
     """What the REST task clients share: completing a task, and reading one. Each client sends
     its calls (``_send``) and reads its CRM's error bodies (``_error``)."""
-
-    http: Http
 
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
         raise NotImplementedError

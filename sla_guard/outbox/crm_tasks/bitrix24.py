@@ -38,11 +38,9 @@ from sla_guard.exceptions import TaskError, TaskNotFound
 from sla_guard.ingest.adapters.bitrix24 import query_limit_exceeded
 from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
+    CrmTasks,
     TaskRequest,
-    crm_http,
     has_marker,
-    numeric_id,
-    record_kind,
     setting,
     subject,
     with_marker,
@@ -64,8 +62,10 @@ _AUTH = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "EXPIRED_TOKEN", "INVALID_TOKEN
 _NOT_FOUND = {"NOT_FOUND", "ERROR_NOT_FOUND"}
 
 
-class Bitrix24Tasks:
+class Bitrix24Tasks(CrmTasks):
     """Task client for one Bitrix24 portal (its incoming webhook)."""
+
+    crm = CRM
 
     def __init__(
         self,
@@ -76,8 +76,8 @@ class Bitrix24Tasks:
     ):
         self.rest_url = rest_url.rstrip("/")
         key = urlsplit(self.rest_url).path.rstrip("/").rsplit("/", 1)[-1]
-        self.http = crm_http(
-            CRM, session, timeout, [self.rest_url, key], REST_URL, self.rest_url, limited=query_limit_exceeded
+        self.http = self.connect(
+            session, timeout, [self.rest_url, key], REST_URL, self.rest_url, limited=query_limit_exceeded
         )
 
     @classmethod
@@ -89,8 +89,8 @@ class Bitrix24Tasks:
     # --- TaskClient -----------------------------------------------------------------------
 
     def create(self, task: TaskRequest) -> str:
-        owner_id = numeric_id(task.lead_id, CRM, f"the {task.kind} id")
-        responsible = numeric_id(task.owner, CRM, "the owner") if task.owner else self._responsible(task.kind, owner_id)
+        owner_id = self.number(task.lead_id, f"the {task.kind} id")
+        responsible = self.number(task.owner, "the owner") if task.owner else self._responsible(task.kind, owner_id)
         params = {
             "ownerTypeId": OWNER_TYPES[task.kind],
             "ownerId": owner_id,
@@ -106,7 +106,7 @@ class Bitrix24Tasks:
         return str(result["id"])
 
     def find(self, task: TaskRequest) -> str | None:
-        owner_id = numeric_id(task.lead_id, CRM, f"the {task.kind} id")
+        owner_id = self.number(task.lead_id, f"the {task.kind} id")
         params = {
             "filter": {"OWNER_TYPE_ID": OWNER_TYPES[task.kind], "OWNER_ID": owner_id, "PROVIDER_ID": "CRM_TODO"},
             "select": ["ID", "DESCRIPTION", "COMPLETED"],
@@ -123,7 +123,7 @@ class Bitrix24Tasks:
         return None
 
     def close(self, task_id: str) -> None:
-        number = numeric_id(task_id, CRM, "the activity id")
+        number = self.number(task_id, "the activity id")
         try:
             self._call(
                 "crm.activity.update",
@@ -134,7 +134,7 @@ class Bitrix24Tasks:
             return
 
     def status(self, task_id: str) -> str:
-        number = numeric_id(task_id, CRM, "the activity id")
+        number = self.number(task_id, "the activity id")
         try:
             result = self._call("crm.activity.get", {"id": number}, f"crm.activity.get of activity {number}")
         except TaskNotFound:
@@ -146,9 +146,9 @@ class Bitrix24Tasks:
         return "done" if str(result.get("COMPLETED")).upper() == "Y" else "open"
 
     def assign_owner(self, lead_id: str, owner: str, kind: str = "deal") -> None:
-        method = UPDATE_METHODS[record_kind(kind, CRM)]
-        record = numeric_id(lead_id, CRM, f"the {kind} id")
-        user = numeric_id(owner, CRM, "the new owner")
+        method = UPDATE_METHODS[self.record_kind(kind)]
+        record = self.number(lead_id, f"the {kind} id")
+        user = self.number(owner, "the new owner")
         params = {"id": record, "fields": {"ASSIGNED_BY_ID": user}, "params": {"REGISTER_SONET_EVENT": "Y"}}
         what = f"{method} of {kind} {record} to user {user}"
         if self._call(method, params, what) is not True:
@@ -162,7 +162,7 @@ class Bitrix24Tasks:
         assigned = result.get("ASSIGNED_BY_ID") if isinstance(result, dict) else None
         if assigned in (None, "", "0", 0):
             raise self.http.fail(f"{method} of {kind} {owner_id}: the record has no responsible user", transient=False)
-        return numeric_id(str(assigned), CRM, "ASSIGNED_BY_ID")
+        return self.number(str(assigned), "ASSIGNED_BY_ID")
 
     def _call(self, method: str, params: dict[str, Any], what: str) -> Any:
         """POST the method with a JSON body and return ``result``, or raise what the error means."""

@@ -34,11 +34,8 @@ from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     RestTasks,
     TaskRequest,
-    crm_http,
     has_marker,
     html_with_marker,
-    numeric_id,
-    record_kind,
     setting,
     subject,
 )
@@ -63,6 +60,8 @@ _DAILY_WAIT_S = 3600.0
 class HubSpotTasks(RestTasks):
     """Task client for one HubSpot account (a private app's access token)."""
 
+    crm = CRM
+
     def __init__(
         self,
         access_token: str,
@@ -72,7 +71,7 @@ class HubSpotTasks(RestTasks):
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     ):
         self.api_url = api_url.rstrip("/")
-        self.http = crm_http(CRM, session, timeout, [access_token], ACCESS_TOKEN, account_key(access_token))
+        self.http = self.connect(session, timeout, [access_token], ACCESS_TOKEN, account_key(access_token))
         self.headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
 
     @classmethod
@@ -87,8 +86,8 @@ class HubSpotTasks(RestTasks):
 
     def create(self, task: TaskRequest) -> str:
         _object(task.kind)
-        record = str(numeric_id(task.lead_id, CRM, f"the {task.kind} id"))
-        owner = str(numeric_id(task.owner, CRM, "the owner")) if task.owner else self._owner(task.kind, record)
+        record = str(self.number(task.lead_id, f"the {task.kind} id"))
+        owner = str(self.number(task.owner, "the owner")) if task.owner else self._owner(task.kind, record)
         body = {
             "properties": {
                 "hs_timestamp": str(int(task.due_at.timestamp() * 1000)),
@@ -119,7 +118,7 @@ class HubSpotTasks(RestTasks):
 
     def find(self, task: TaskRequest) -> str | None:
         _object(task.kind)
-        record = str(numeric_id(task.lead_id, CRM, f"the {task.kind} id"))
+        record = str(self.number(task.lead_id, f"the {task.kind} id"))
         body = {
             "filterGroups": [
                 {"filters": [{"propertyName": SEARCH_KEYS[task.kind], "operator": "EQ", "value": record}]}
@@ -145,14 +144,14 @@ class HubSpotTasks(RestTasks):
         return None
 
     def close(self, task_id: str) -> None:
-        number = numeric_id(task_id, CRM, "the task id")
+        number = self.number(task_id, "the task id")
         body = {"properties": {"hs_task_status": "COMPLETED"}}
         self._complete(
             "PATCH", f"/crm/v3/objects/tasks/{number}", f"completing task {number}", done=(200, 204), json=body
         )
 
     def status(self, task_id: str) -> str:
-        number = numeric_id(task_id, CRM, "the task id")
+        number = self.number(task_id, "the task id")
         task = self._read(
             f"/crm/v3/objects/tasks/{number}",
             f"reading task {number}",
@@ -166,9 +165,9 @@ class HubSpotTasks(RestTasks):
         return "done" if properties.get("hs_task_status") == "COMPLETED" else "open"
 
     def assign_owner(self, lead_id: str, owner: str, kind: str = "deal") -> None:
-        objects = _object(record_kind(kind, CRM))
-        record = numeric_id(lead_id, CRM, f"the {kind} id")
-        user = numeric_id(owner, CRM, "the new owner")
+        objects = _object(self.record_kind(kind))
+        record = self.number(lead_id, f"the {kind} id")
+        user = self.number(owner, "the new owner")
         what = f"setting the owner of {kind} {record} to {user}"
         response = self._send(
             "PATCH", f"/crm/v3/objects/{objects}/{record}", what, json={"properties": {"hubspot_owner_id": str(user)}}

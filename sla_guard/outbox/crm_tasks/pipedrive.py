@@ -38,11 +38,9 @@ from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     RestTasks,
     TaskRequest,
-    crm_http,
     has_marker,
     html_with_marker,
     numeric_id,
-    record_kind,
     setting,
     subject,
 )
@@ -75,6 +73,8 @@ def token_cost(method: str, url: str) -> int:
 class PipedriveTasks(RestTasks):
     """Task client for one Pipedrive company (an API token)."""
 
+    crm = CRM
+
     def __init__(
         self,
         api_token: str,
@@ -88,7 +88,7 @@ class PipedriveTasks(RestTasks):
         if not self.api_url.endswith("/api"):
             self.api_url += "/api"
         self.task_type = task_type
-        self.http = crm_http(CRM, session, timeout, [api_token], API_TOKEN, account_key(api_token), cost=token_cost)
+        self.http = self.connect(session, timeout, [api_token], API_TOKEN, account_key(api_token), cost=token_cost)
         self.headers = {"x-api-token": api_token, "Accept": "application/json"}
 
     @classmethod
@@ -108,7 +108,7 @@ class PipedriveTasks(RestTasks):
 
     def create(self, task: TaskRequest) -> str:
         field, record = _record(task)
-        owner = numeric_id(task.owner, CRM, "the owner") if task.owner else self._owner(task.kind, record)
+        owner = self.number(task.owner, "the owner") if task.owner else self._owner(task.kind, record)
         body = {
             "subject": subject(task.text, 255),
             "type": self.task_type,
@@ -156,12 +156,12 @@ class PipedriveTasks(RestTasks):
         return None
 
     def close(self, task_id: str) -> None:
-        number = numeric_id(task_id, CRM, "the activity id")
+        number = self.number(task_id, "the activity id")
         what = f"marking activity {number} done"
         self._complete("PATCH", f"/v2/activities/{number}", what, done=(200,), json={"done": True})
 
     def status(self, task_id: str) -> str:
-        number = numeric_id(task_id, CRM, "the activity id")
+        number = self.number(task_id, "the activity id")
         what = f"reading activity {number}"
         data = self._read(f"/v2/activities/{number}", what, gone=(404, 410), thing="an activity", unwrap=_data)
         if data is None or data.get("is_deleted") is True:
@@ -169,9 +169,9 @@ class PipedriveTasks(RestTasks):
         return "done" if data.get("done") in (True, 1, "1") else "open"
 
     def assign_owner(self, lead_id: str, owner: str, kind: str = "deal") -> None:
-        kind = record_kind(kind, CRM)
+        kind = self.record_kind(kind)
         record = _record_id(kind, lead_id)
-        user = numeric_id(owner, CRM, "the new owner")
+        user = self.number(owner, "the new owner")
         what = f"setting the owner of {kind} {record} to {user}"
         path = f"/v2/deals/{record}" if kind == "deal" else f"/v1/leads/{record}"
         response = self._send("PATCH", path, what, json={"owner_id": user})
@@ -190,7 +190,7 @@ class PipedriveTasks(RestTasks):
         owner = data.get("owner_id") if isinstance(data, dict) else None
         if owner in (None, "", 0):
             raise self.http.fail(f"{what}: the record has no owner", transient=False, status=200)
-        return numeric_id(str(owner), CRM, "owner_id")
+        return self.number(str(owner), "owner_id")
 
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
         return self.http.request(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)
@@ -198,7 +198,7 @@ class PipedriveTasks(RestTasks):
     def _error(self, response: requests.Response, what: str) -> TaskError:
         body = json_body(response)
         detail = str(body.get("error") or "").strip() if isinstance(body, dict) else ""
-        return self.http.error(response, what, detail or None, retry_after_s=_rate_wait(response))
+        return self.http.error(response, what, detail or None, retry_after_s=rate_wait(response))
 
 
 def _record(task: TaskRequest) -> tuple[str, int | str]:
@@ -224,7 +224,7 @@ def _data(body: Any) -> Any:
     return body.get("data") if isinstance(body, dict) else None
 
 
-def _rate_wait(response: requests.Response) -> float | None:
+def rate_wait(response: requests.Response) -> float | None:
     """How long a 429 asks to wait without ``Retry-After``: the window, or the day's end (UTC)."""
     if response.status_code != 429:
         return None
