@@ -10,39 +10,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.support.processes import Stack, wait_for
+from tests.support.processes import Stack, lead_created, seconds_rules, wait_for
 
 pytestmark = pytest.mark.e2e
 
 FIRST_TOUCH_S = 3
 
-E2E_RULES = textwrap.dedent(f"""
-    timezone: UTC
-    channels:
-      sink: {{type: webhook, url: "${{SINK_URL}}"}}
-    people:
-      anna: {{manager: olga, channels: [sink]}}
-      olga: {{channels: [sink]}}
-    rules:
-      - name: hot leads
-        first_touch:
-          within: {FIRST_TOUCH_S}s
-          escalate: [{{after: 0s, notify: [owner]}}]
-""")
-
 
 @pytest.fixture
 def stack(start_stack, alert_sink):
-    return start_stack(E2E_RULES)
+    return start_stack(seconds_rules(FIRST_TOUCH_S))
 
 
 def created(lead_id: str, at: datetime) -> dict:
-    return {
-        "event_id": f"{lead_id}-created",
-        "type": "lead.created",
-        "occurred_at": at.isoformat(),
-        "lead": {"id": lead_id, "owner": "anna", "source": "website"},
-    }
+    return lead_created(lead_id, at, source="website")
 
 
 def alerts_for(httpserver, lead_id: str) -> list[dict]:

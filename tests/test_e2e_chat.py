@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import textwrap
 import time
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import pytest
 import requests
 
 from sla_guard.security import slack_signature
-from tests.support.processes import Stack, wait_for
+from tests.support.processes import Stack, lead_created, wait_for
 
 from .fakes import SLACK_BOT_TOKEN, TELEGRAM_TOKEN, FakeSlack, FakeTelegram
 
@@ -61,13 +60,7 @@ def stack(start_stack, httpserver):
 
 
 def post_lead(stack: Stack, lead_id: str) -> None:
-    event = {
-        "event_id": f"{lead_id}-created",
-        "type": "lead.created",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "lead": {"id": lead_id, "name": f"Lead {lead_id}", "owner": "anna", "source": "website"},
-    }
-    response = stack.post(event)
+    response = stack.post(lead_created(lead_id, name=f"Lead {lead_id}", source="website"))
     assert response.status_code == 202, response.text
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.support.processes import Stack, wait_for
+from tests.support.processes import Stack, lead_created, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -37,13 +37,7 @@ def stack(start_stack, alert_sink):
 
 def create_lead(stack: Stack, lead_id: str) -> datetime:
     at = datetime.now(UTC).replace(microsecond=0)
-    event = {
-        "event_id": f"{lead_id}-created",
-        "type": "lead.created",
-        "occurred_at": at.isoformat(),
-        "lead": {"id": lead_id, "owner": "anna"},
-    }
-    assert stack.post(event).status_code == 202
+    assert stack.post(lead_created(lead_id, at)).status_code == 202
     return at
 
 

@@ -8,7 +8,6 @@ stopped). SLAs are seconds long; the managers' hook is a local HTTP server.
 from __future__ import annotations
 
 import json
-import textwrap
 import time
 from datetime import UTC, datetime
 
@@ -16,26 +15,13 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.support.processes import PATIENCE_S, Stack, wait_for
+from tests.support.processes import PATIENCE_S, Stack, lead_created, seconds_rules, wait_for
 
 from .faults import CuttableProxy, SlowSink
 
 pytestmark = pytest.mark.e2e
 
 FIRST_TOUCH_S = 3
-
-RULES = textwrap.dedent(f"""
-    timezone: UTC
-    channels:
-      sink: {{type: webhook, url: "${{SINK_URL}}"}}
-    people:
-      anna: {{channels: [sink]}}
-    rules:
-      - name: every lead
-        first_touch:
-          within: {FIRST_TOUCH_S}s
-          escalate: [{{after: 0s, notify: [owner]}}]
-""")
 
 
 @pytest.fixture
@@ -45,7 +31,7 @@ def start_faulty_stack(start_stack, alert_sink):
 
     def start(database_url: str, redis_url: str, sink_url: str | None = None) -> Stack:
         env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
-        return start_stack(RULES, **env, **({"SINK_URL": sink_url} if sink_url else {}))
+        return start_stack(seconds_rules(FIRST_TOUCH_S), **env, **({"SINK_URL": sink_url} if sink_url else {}))
 
     return start
 
@@ -56,15 +42,6 @@ def pg_proxy(db_url):
     proxy = CuttableProxy(5432)
     yield proxy, db_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
     proxy.close()
-
-
-def created(lead_id: str) -> dict:
-    return {
-        "event_id": f"{lead_id}-created",
-        "type": "lead.created",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "lead": {"id": lead_id, "owner": "anna"},
-    }
 
 
 def alerts_by_lead(httpserver) -> dict[str, int]:
@@ -110,9 +87,9 @@ def test_a_poison_event_among_good_ones_never_stops_escalations(start_faulty_sta
     still escalated on time, by the pump and by the reconciler (Redis lost the doorbell)."""
     stack = start_faulty_stack(db_url, redis_url)
     good = [f"good-{n}" for n in range(6)]
-    assert stack.post([created(lead_id) for lead_id in good[:3]]).status_code == 202
+    assert stack.post([lead_created(lead_id) for lead_id in good[:3]]).status_code == 202
     store_poison(db_url, "poison")  # no doorbell: the reconciler finds it
-    assert stack.post([created(lead_id) for lead_id in good[3:]]).status_code == 202
+    assert stack.post([lead_created(lead_id) for lead_id in good[3:]]).status_code == 202
 
     every_lead_alerted_once(httpserver, stack, good)
     assert wait_for(lambda: stack.api("/api/quarantine").json()["count"] == 1)
@@ -120,7 +97,7 @@ def test_a_poison_event_among_good_ones_never_stops_escalations(start_faulty_sta
     assert (quarantined["lead_id"], quarantined["error"]) == ("poison", "OverflowError")
     assert "sla_guard_quarantined_leads 1.0" in requests.get(stack.base_url + "/metrics", timeout=10).text
     assert stack.worker.poll() is None  # the worker still runs
-    later = created("after-the-poison")
+    later = lead_created("after-the-poison")
     assert stack.post(later).status_code == 202
     every_lead_alerted_once(httpserver, stack, ["after-the-poison"])
 
@@ -136,15 +113,15 @@ def test_redis_stopped_and_restarted_during_ingest_loses_no_lead(
     during = [f"during-{n}" for n in range(3)]
     after = [f"after-{n}" for n in range(3)]
     for lead_id in before:
-        assert stack.post(created(lead_id)).status_code == 202
+        assert stack.post(lead_created(lead_id)).status_code == 202
     killable_redis.kill()
     for lead_id in during:
-        assert stack.post(created(lead_id)).status_code == 202
+        assert stack.post(lead_created(lead_id)).status_code == 202
     assert requests.get(stack.base_url + "/readyz", timeout=10).status_code == 503
     time.sleep(6)  # long enough for RQ's own loop to give up on Redis
     killable_redis.start()
     for lead_id in after:
-        assert stack.post(created(lead_id)).status_code == 202
+        assert stack.post(lead_created(lead_id)).status_code == 202
     every_lead_alerted_once(httpserver, stack, before + during + after)
     assert stack.worker.poll() is None  # the worker outlived the outage
 
@@ -160,9 +137,9 @@ def test_postgresql_cut_during_ingest_answers_503_and_loses_nothing(
     before = [f"before-{n}" for n in range(3)]
     retried = [f"retried-{n}" for n in range(3)]
     for lead_id in before:
-        assert stack.post(created(lead_id)).status_code == 202
+        assert stack.post(lead_created(lead_id)).status_code == 202
     proxy.cut()
-    events = [created(lead_id) for lead_id in retried]
+    events = [lead_created(lead_id) for lead_id in retried]
     for event in events:
         assert stack.post(event).status_code == 503
     assert requests.get(stack.base_url + "/metrics", timeout=10).status_code == 503
@@ -187,7 +164,7 @@ def test_postgresql_cut_during_alert_delivery_loses_no_alert_and_sends_no_duplic
     stack = start_faulty_stack(database_url, redis_url)
     leads = [f"lead-{n}" for n in range(5)]
     accepted_at = time.monotonic()
-    assert stack.post([created(lead_id) for lead_id in leads]).status_code == 202
+    assert stack.post([lead_created(lead_id) for lead_id in leads]).status_code == 202
     assert wait_for(lambda: stack.api("/api/leads?status=open").json().get("leads"))
     time.sleep(max(0.0, FIRST_TOUCH_S - 0.5 - (time.monotonic() - accepted_at)))
     proxy.cut()  # the deadlines fall due while the database is away
@@ -203,7 +180,7 @@ def test_a_worker_killed_mid_delivery_loses_no_alert(start_faulty_stack, db_url,
     sink = SlowSink(slow=1, delay_s=5)
     try:
         stack = start_faulty_stack(db_url, redis_url, sink.url)
-        assert stack.post(created("mid-send")).status_code == 202
+        assert stack.post(lead_created("mid-send")).status_code == 202
         assert sink.started.wait(PATIENCE_S), stack.logs("worker")[-3000:]
         stack.kill_worker()  # while the hook is still answering
         stack.start_worker()

@@ -14,8 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -30,6 +32,34 @@ CLI = [sys.executable, "-m", "sla_guard.cli"]
 PATIENCE_S = 60.0
 """How long a condition is waited for unless a test says otherwise: far longer than anything
 takes on a quiet machine, so that only a broken promise runs out of it."""
+
+
+def seconds_rules(first_touch_s: int) -> str:
+    """Rules where anna's every lead must be touched within ``first_touch_s`` seconds, or she is
+    alerted at the local sink (``SINK_URL``); olga is her manager."""
+    return textwrap.dedent(f"""
+        timezone: UTC
+        channels:
+          sink: {{type: webhook, url: "${{SINK_URL}}"}}
+        people:
+          anna: {{manager: olga, channels: [sink]}}
+          olga: {{channels: [sink]}}
+        rules:
+          - name: every lead
+            first_touch:
+              within: {first_touch_s}s
+              escalate: [{{after: 0s, notify: [owner]}}]
+    """)
+
+
+def lead_created(lead_id: str, at: datetime | None = None, **lead) -> dict:
+    """A generic ``lead.created`` event of anna's lead, at ``at`` (default: now)."""
+    return {
+        "event_id": f"{lead_id}-created",
+        "type": "lead.created",
+        "occurred_at": (at or datetime.now(UTC)).isoformat(),
+        "lead": {"id": lead_id, "owner": "anna", **lead},
+    }
 
 
 def free_port() -> int:
