@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import requests
@@ -75,21 +76,49 @@ def test_dev_runs_web_and_worker_with_generated_secrets(tmp_path, rules_path, re
 
         due = wait_for(clock_due)  # the worker applied the event
         assert due == (at + timedelta(hours=2)).isoformat().replace("+00:00", "Z"), output.read_text()
+        started = descendants(dev.pid)
+        assert len(started) >= 3, started  # the worker, the web server and its workers (and the scheduler)
     finally:
         if dev.poll() is None:
             os.kill(dev.pid, signal.SIGTERM)  # to `sla-guard dev` alone: it must stop its children
         try:
-            dev.wait(timeout=30)
+            dev.wait(timeout=PATIENCE_S)
         except subprocess.TimeoutExpired:
             os.killpg(dev.pid, signal.SIGKILL)
             raise
     assert dev.returncode == 0
+    assert wait_for(lambda: not any(alive(pid) for pid in started)), (
+        f"these processes outlived `sla-guard dev`: {[command(pid) for pid in started if alive(pid)]}"
+    )
 
-    def group_gone() -> bool:
+
+def descendants(pid: int) -> list[int]:
+    """Every process ``pid`` started, and the processes they started, down the tree."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            os.killpg(dev.pid, 0)
-        except ProcessLookupError:
-            return True
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """The process runs (a zombie waiting to be reaped has stopped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
         return False
 
-    assert wait_for(group_gone), "the web or worker process outlived `sla-guard dev`"
+
+def command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "?"

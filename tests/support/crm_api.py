@@ -76,16 +76,6 @@ def _expect(
     server.expect_ordered_request(path, **matcher_kwargs).respond_with_handler(respond)
 
 
-def _expect_hang(server: HTTPServer, method: str, path: str, release: threading.Event) -> None:
-    """Expect one request and answer it only once ``release`` is set (a CRM that hangs)."""
-
-    def respond(_request: Request) -> Response:
-        release.wait(5)
-        return Response("{}", status=200, content_type="application/json")
-
-    server.expect_ordered_request(path, method=method).respond_with_handler(respond)
-
-
 def _verify(server: HTTPServer) -> None:
     """Every expected request came, and nothing else did."""
     server.check()
@@ -124,10 +114,27 @@ def expect():
     return _expect
 
 
+def _unanswered(server: HTTPServer, method: str, path: str, call: Callable[[], Any]) -> TaskError:
+    """The :class:`TaskError` ``call`` raises when the CRM takes its one request and does not
+    answer in time (it answers once the call has given up)."""
+    release = threading.Event()
+
+    def respond(_request: Request) -> Response:
+        release.wait(5)
+        return Response("{}", status=200, content_type="application/json")
+
+    server.expect_ordered_request(path, method=method).respond_with_handler(respond)
+    try:
+        return _raises_task_error(call)
+    finally:
+        release.set()
+
+
 @pytest.fixture
-def expect_hang():
-    """``expect_hang(server, method, path, release)``: a CRM that answers once ``release`` is set."""
-    return _expect_hang
+def unanswered():
+    """``unanswered(server, method, path, call)``: the :class:`TaskError` ``call`` raises when
+    the CRM takes the request and does not answer in time."""
+    return _unanswered
 
 
 @pytest.fixture
