@@ -1,15 +1,15 @@
 """``python -m bench reports``: every report over 1,000,000 leads (about 5 million events) in PostgreSQL.
 
-The data is made inside PostgreSQL (``INSERT … SELECT`` over ``generate_series``, seeded with
-``setseed`` so a run is reproducible): leads over the last 365 days from four sources, forty
-managers in four teams, first-touch clocks, stage stays along the ``b2b`` pipeline, won and lost
-leads with reasons, repeat customers, monthly spend, and five inbox events per lead. Events are
-loaded with the inbox's indexes dropped and rebuilt after.
+The data is made inside PostgreSQL, set-based (``bench/reports_seed.py``). The reports are asked
+over HTTP of a real ``sla-guard serve`` (one gunicorn worker), as the dashboard asks them: each
+with the default window (30 days) and a year, without filters, with ``team`` and ``source``, and
+with ``owner``. The same is done at 100,000 leads first (a database of its own): the ratio of the
+web worker's peak memory at 1M to that at 100k says whether memory grows with the data (it must
+not).
 
-The reports are asked over HTTP of a real ``sla-guard serve`` (one gunicorn worker), as the
-dashboard asks them: each with the default window (30 days) and a year, without and with
-filters. The same is done at 100,000 leads first: the ratio of the web worker's peak memory at
-1M to that at 100k says whether memory grows with the data (it must not).
+``--reuse`` keeps the seeded databases and uses them again when they hold the asked number of
+leads; ``--explain DIR`` writes ``EXPLAIN (ANALYZE, BUFFERS)`` of every query of every case
+(each filter on its own as well) into DIR instead of timing over HTTP.
 """
 
 from __future__ import annotations
@@ -21,24 +21,18 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
+from .reports_seed import RULES, seed, seeded
 from .services import base_env, drop_database, free_port, reset_database
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "bench-reports-token-0123456789"
 MARK_BEGIN, MARK_END = "<!-- reports benchmark: begin -->", "<!-- reports benchmark: end -->"
-RULES = """timezone: Europe/Moscow
-pipelines:
-  b2b: [new, qualification, proposal, negotiation]
-rules:
-  - name: all
-    first_touch: {within: 15m}
-"""
 CASES = [
     ("sla", "by=owner"),
     ("sla", "by=week"),
@@ -47,115 +41,10 @@ CASES = [
     ("losses", "by=reason"),
     ("marketing", ""),
 ]
-FILTER = "team=t1&source=ads"
+FILTERS = ("team=t1&source=ads", "owner=m7")
+"""Filter sets timed besides none."""
 
-LEADS_SQL = """
-INSERT INTO leads (lead_id, name, source, pipeline, stage, owner, team, priority, amount, url, status, known,
-                   created_at, first_touch_at, closed_at, outcome, reason, rule_name, rule_version,
-                   last_event_at, updated_at, customer)
-SELECT 'B-' || g, 'Lead ' || g, (ARRAY['website','ads','referral','exhibition'])[1 + g % 4], 'b2b',
-       CASE WHEN status = 'won' THEN 'negotiation' ELSE (ARRAY['new','qualification','proposal','negotiation'])[1 + k] END,
-       'm' || (g % 40), 't' || (g % 40 / 10), CASE WHEN g % 3 = 0 THEN 'hot' ELSE 'normal' END,
-       round((1000 + r2 * 300000)::numeric, -2), 'https://crm.example/leads/' || g, status, true,
-       created, CASE WHEN r1 < 0.9 THEN created + (r1 * r1 * 20000) * interval '1 second' END,
-       CASE WHEN status <> 'open' THEN created + (5 + r2 * 10) * interval '1 day' END,
-       CASE WHEN status <> 'open' THEN status END,
-       CASE WHEN status = 'lost' THEN (ARRAY['price','no_budget','competitor','no_answer',NULL])[1 + g % 5] END,
-       'all', 'bench', created, CAST(:now AS timestamptz), CASE WHEN g % 3 = 0 THEN 'c' || (g % 50000) END
-FROM (
-  SELECT g, r1, r2, k, CAST(:now AS timestamptz) - (r3 * 365) * interval '1 day' AS created,
-         CASE WHEN r4 < 0.3 THEN 'won' WHEN r4 < 0.6 THEN 'lost' ELSE 'open' END AS status
-  FROM (SELECT g, random() AS r1, random() AS r2, random() AS r3, random() AS r4, floor(random() * 4)::int AS k
-        FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS g) AS dice
-) AS lead
-"""
-
-CLOCKS_SQL = """
-INSERT INTO clocks (lead_id, name, cycle, rule_name, rule_version, started_at, due_at, stopped_at, stop_reason,
-                    budget_used_s)
-SELECT l.lead_id, 'first_touch', 0, 'all', 'bench', l.created_at, l.created_at + interval '15 minutes',
-       COALESCE(l.first_touch_at, l.closed_at),
-       CASE WHEN l.first_touch_at IS NOT NULL THEN 'touched' WHEN l.closed_at IS NOT NULL THEN 'closed' END, 0
-FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS g JOIN leads l ON l.lead_id = 'B-' || g
-"""
-
-STAYS_SQL = """
-INSERT INTO stage_stays (lead_id, seq, stage, entered_at, left_at, left_how, next_stage)
-SELECT l.lead_id, s, p[s + 1], l.created_at + s * interval '1 day',
-       CASE WHEN s < k THEN l.created_at + (s + 1) * interval '1 day' WHEN l.status <> 'open' THEN l.closed_at END,
-       CASE WHEN s < k THEN 'moved' WHEN l.status <> 'open' THEN l.status END,
-       CASE WHEN s < k THEN p[s + 2] END
-FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS g
-JOIN leads l ON l.lead_id = 'B-' || g
-CROSS JOIN LATERAL (SELECT ARRAY['new','qualification','proposal','negotiation'] AS p,
-                           array_position(ARRAY['new','qualification','proposal','negotiation'], l.stage) - 1 AS k) AS o
-CROSS JOIN LATERAL generate_series(0, o.k) AS s
-"""
-
-EVENTS_SQL = """
-INSERT INTO events (source, event_id, lead_id, type, occurred_at, received_at, payload, processed_at)
-SELECT 'generic', l.lead_id || '-' || n, l.lead_id, t, l.created_at + n * interval '1 hour',
-       l.created_at + n * interval '1 hour',
-       json_build_object('event_id', l.lead_id || '-' || n, 'type', t,
-                         'occurred_at', to_char(l.created_at + n * interval '1 hour', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-                         'lead', json_build_object('id', l.lead_id, 'source', l.source, 'owner', l.owner))::text,
-       :now
-FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS g
-JOIN leads l ON l.lead_id = 'B-' || g
-CROSS JOIN LATERAL (VALUES (0, 'lead.created'), (1, 'lead.touched'), (2, 'lead.stage_changed'),
-                           (3, 'lead.stage_changed'), (4, 'lead.closed')) AS e(n, t)
-"""
-
-EVENT_INDEXES = {
-    "uq_events_source_event_id": "CREATE UNIQUE INDEX uq_events_source_event_id ON events (source, event_id)",
-    "ix_events_lead_occurred": "CREATE INDEX ix_events_lead_occurred ON events (lead_id, occurred_at)",
-    "ix_events_processed_received": "CREATE INDEX ix_events_processed_received ON events (processed_at, received_at)",
-}
-
-
-def seed(engine, first: int, last: int, now: datetime) -> dict[str, float]:
-    """Leads ``first``..``last`` with their clocks, stays and events; seconds per table."""
-    took = {}
-    params = {"first": first, "last": last, "now": now}
-    with engine.begin() as connection:
-        connection.execute(text("SELECT setseed(:s)"), {"s": (first % 1000) / 1000})
-        for name, sql in (("leads", LEADS_SQL), ("clocks", CLOCKS_SQL), ("stage_stays", STAYS_SQL)):
-            began = time.monotonic()
-            connection.execute(text(sql), params)
-            took[name] = time.monotonic() - began
-    began = time.monotonic()
-    with engine.begin() as connection:
-        connection.execute(text("ALTER TABLE events DROP CONSTRAINT IF EXISTS uq_events_source_event_id"))
-        for name in EVENT_INDEXES:
-            connection.execute(text(f"DROP INDEX IF EXISTS {name}"))
-        connection.execute(text(EVENTS_SQL), params)
-    with engine.begin() as connection:
-        for sql in EVENT_INDEXES.values():
-            connection.execute(text(sql))
-        connection.execute(
-            text(
-                "ALTER TABLE events ADD CONSTRAINT uq_events_source_event_id UNIQUE USING INDEX uq_events_source_event_id"
-            )
-        )
-    took["events"] = time.monotonic() - began
-    began = time.monotonic()
-    with engine.begin() as connection:
-        months = [
-            row[0] for row in connection.execute(text("SELECT DISTINCT to_char(created_at, 'YYYY-MM') FROM leads"))
-        ]
-        for month in months:
-            for source, amount in (("website", 3e6), ("ads", 4e6), ("referral", 4e5), ("exhibition", 2e6)):
-                connection.execute(
-                    text(
-                        "INSERT INTO spend (month, source, amount, updated_at) VALUES (:m, :s, :a, :now)"
-                        " ON CONFLICT (month, source) DO UPDATE SET amount = excluded.amount"
-                    ),
-                    {"m": month, "s": source, "a": amount, "now": now},
-                )
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.execute(text("VACUUM ANALYZE"))
-    took["spend, vacuum analyze"] = time.monotonic() - began
-    return took
+EXPLAIN_FILTERS = ("team=t1", "source=ads", "owner=m7", "pipeline=smb", "team=t1&source=ads")
 
 
 class Web:
@@ -218,26 +107,83 @@ class Web:
         self.log.close()
 
 
-def time_reports(web: Web, now: datetime, runs: int) -> list[dict]:
-    year = f"from={(now.replace(year=now.year - 1)).strftime('%Y-%m-%d')}"
-    out = []
+def _year(now: datetime) -> str:
+    return f"from={(now - timedelta(days=365)).strftime('%Y-%m-%d')}"
+
+
+def cases(now: datetime, filter_sets: tuple[str, ...]):
+    """``(report, args, window, filters, query string)`` of every timed request."""
     for name, args in CASES:
-        for window, extra in (("30 days", ""), ("365 days", year)):
-            for filtered in (False, True):
-                query = "&".join(part for part in (args, extra, FILTER if filtered else "") if part)
-                path = f"/api/reports/{name}?{query}"
-                web.get(path)  # warm-up: plans and pages cached, as on a dashboard in use
-                times = [web.get(path) for _ in range(runs)]
-                out.append(
-                    {
-                        "report": f"{name} {args}".strip(),
-                        "window": window,
-                        "filters": FILTER if filtered else "none",
-                        "median_s": statistics.median(times),
-                        "max_s": max(times),
-                    }
-                )
+        for window, extra in (("30 days", ""), ("365 days", _year(now))):
+            for filters in ("", *filter_sets):
+                query = "&".join(part for part in (args, extra, filters) if part)
+                yield name, args, window, filters or "none", query
+
+
+def time_reports(web: Web, now: datetime, runs: int) -> list[dict]:
+    out = []
+    for name, args, window, filters, query in cases(now, FILTERS):
+        path = f"/api/reports/{name}?{query}"
+        web.get(path)  # warm-up: plans and pages cached, as on a dashboard in use
+        times = [web.get(path) for _ in range(runs)]
+        out.append(
+            {
+                "report": f"{name} {args}".strip(),
+                "window": window,
+                "filters": filters,
+                "median_s": statistics.median(times),
+                "max_s": max(times),
+            }
+        )
+        print(f"{name} {query}: {statistics.median(times) * 1000:.0f} ms", file=sys.stderr)
     return out
+
+
+def explain_reports(url: str, now: datetime, folder: Path, only: str | None = None) -> None:
+    """EXPLAIN (ANALYZE, BUFFERS) of every statement each case runs, one file per case, plus a summary."""
+    from urllib.parse import parse_qsl
+
+    from sla_guard.core.rules.loading import load_rules_file
+    from sla_guard.reports import parse_query, run_report
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rules_path = folder / "rules.yaml"
+    rules_path.write_text(RULES)
+    rules = load_rules_file(str(rules_path))
+    engine = create_engine(url)
+    captured: list[tuple[str, object]] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _capture(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT"):
+            captured.append((statement, parameters))
+
+    summary = []
+    try:
+        for name, args, window, filters, query in cases(now, EXPLAIN_FILTERS):
+            if only and only != name:
+                continue
+            params = dict(parse_qsl(query))
+            report_query = parse_query(params, datetime.now(UTC), rules.spec.timezone)
+            captured.clear()
+            with engine.connect() as connection:
+                began = time.monotonic()
+                run_report(name, connection, report_query, params, rules)
+                took = time.monotonic() - began
+                statements = list(captured)
+                plans = []
+                for statement, parameters in statements:
+                    plan = connection.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters).all()
+                    plans.append(statement + "\n\n" + "\n".join(row[0] for row in plan))
+                connection.rollback()
+            slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{name}_{args}_{window}_{filters}").strip("_")
+            (folder / f"{slug}.txt").write_text("\n\n----\n\n".join(plans))
+            line = f"{took * 1000:8.0f} ms  {name} {args} | {window} | {filters} | {len(statements)} queries"
+            summary.append(line)
+            print(line, file=sys.stderr)
+    finally:
+        engine.dispose()
+    (folder / "summary.txt").write_text("\n".join(summary) + "\n")
 
 
 def render(results: dict) -> str:
@@ -247,18 +193,19 @@ def render(results: dict) -> str:
         "",
         f"Run on {results['at']} with `{results['command']}`; PostgreSQL on this machine, reports asked over HTTP "
         "of `sla-guard serve` with one gunicorn worker (JSON), one warm-up then the median and maximum of "
-        f"{results['runs']} requests. Goal: under 1 s each; web memory not growing with the leads.",
+        f"{results['runs']} requests. Goal: under 1 s each; web memory not growing with the leads. Load average "
+        f"(1/5/15 min) before: {_load(results['load_before'])}, after: {_load(results['load_after'])}.",
         "",
         "| data | leads | events | stage stays | seeding |",
         "| --- | --- | --- | --- | --- |",
     ]
     for stage in results["stages"]:
-        took = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in stage["seed_s"].items())
+        took = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in stage["seed_s"].items()) or "reused"
         lines.append(f"| {stage['label']} | {stage['leads']:,} | {stage['events']:,} | {stage['stays']:,} | {took} |")
     big = results["stages"][-1]
     lines += [
         "",
-        f"Times at {big['leads']:,} leads (filters: `{FILTER}`):",
+        f"Times at {big['leads']:,} leads:",
         "",
         "| report | window | filters | median | max | under 1 s |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -285,6 +232,10 @@ def render(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _load(values) -> str:
+    return " / ".join(f"{value:.1f}" for value in values)
+
+
 def write_section(path: Path, section: str) -> None:
     """Put the section into RESULTS.md, replacing an earlier one; the rest of the file is kept."""
     current = path.read_text() if path.exists() else ""
@@ -297,6 +248,39 @@ def write_section(path: Path, section: str) -> None:
     path.write_text(current)
 
 
+def prepare(admin_url: str, name: str, leads: int, reuse: bool) -> tuple[str, dict, datetime]:
+    """The URL of database ``name`` holding ``leads`` seeded leads: reused when asked and it does,
+    else made afresh; with the seconds each part of seeding took ({} when reused) and its ``now``."""
+    from sla_guard.store.migrate import upgrade
+
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    if reuse:
+        try:
+            engine = create_engine(url)
+            found = seeded(engine)
+        except Exception:  # noqa: BLE001 -- no such database yet
+            found = None
+        else:
+            if found and found[0] == leads:
+                upgrade(url)  # a newer schema (indexes) applies to the kept data
+                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                    connection.execute(text("ANALYZE"))
+                engine.dispose()
+                print(f"reusing {name}: {leads:,} leads seeded at {found[1]:%Y-%m-%d %H:%M}", file=sys.stderr)
+                return url, {}, found[1]
+            engine.dispose()
+    now = datetime.now(UTC).replace(microsecond=0)
+    url = reset_database(admin_url, name)
+    upgrade(url)
+    engine = create_engine(url)
+    try:
+        print(f"seeding {leads:,} leads into {name}", file=sys.stderr)
+        took = seed(engine, leads, now)
+    finally:
+        engine.dispose()
+    return url, took, now
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench reports", description=__doc__.split("\n")[0])
     parser.add_argument("--leads", type=int, default=1_000_000)
@@ -306,32 +290,38 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--db-name", default="sla_guard_bench_reports")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "RESULTS.md")
-    parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument("--reuse", action="store_true", help="keep the seeded databases and reuse them when they fit")
+    parser.add_argument("--explain", type=Path, metavar="DIR", help="write query plans at --leads to DIR, time nothing")
+    parser.add_argument("--only", choices=[name for name, _ in CASES], help="with --explain: this report only")
     args = parser.parse_args(argv)
-    from sla_guard.store.migrate import upgrade
 
-    now = datetime.now(UTC).replace(microsecond=0)
-    url = reset_database(args.pg, args.db_name)
-    upgrade(url)
-    engine = create_engine(url)
-    results = {"at": now.strftime("%Y-%m-%d %H:%M UTC"), "runs": args.runs, "stages": []}
+    if args.explain:
+        url, _took, now = prepare(args.pg, args.db_name, args.leads, args.reuse)
+        explain_reports(url, now, args.explain, args.only)
+        return 0
+    results = {"at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "runs": args.runs, "stages": []}
     results["command"] = " ".join(["python -m bench reports", *argv])
+    results["load_before"] = os.getloadavg()
     folder = Path(tempfile.mkdtemp(prefix="sla-guard-bench-reports-"))
+    made = []
     try:
-        done = 0
-        for label, target in (("baseline", args.baseline), ("full", args.leads)):
-            print(f"seeding leads {done + 1:,}..{target:,}", file=sys.stderr)
-            took = seed(engine, done + 1, target, now)
-            done = target
+        for label, target, name in (
+            ("baseline", args.baseline, f"{args.db_name}_baseline"),
+            ("full", args.leads, args.db_name),
+        ):
+            url, took, now = prepare(args.pg, name, target, args.reuse)
+            made.append(name)
+            engine = create_engine(url)
             with engine.connect() as connection:
                 counts = {
                     table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
                     for table in ("leads", "events", "stage_stays")
                 }
+            engine.dispose()
             web = Web(url, args.redis, folder)
             try:
                 print(f"timing every report at {target:,} leads", file=sys.stderr)
-                times = time_reports(web, now, args.runs)
+                times = time_reports(web, datetime.now(UTC), args.runs)
                 peak = web.peak_rss_mb()
             finally:
                 web.stop()
@@ -347,9 +337,10 @@ def main(argv: list[str]) -> int:
                 }
             )
     finally:
-        engine.dispose()
-        if not args.keep_db:
-            drop_database(args.pg, args.db_name)
+        if not args.reuse:
+            for name in made:
+                drop_database(args.pg, name)
+    results["load_after"] = os.getloadavg()
     section = render(results)
     write_section(args.output, section)
     print(section)

@@ -113,4 +113,28 @@ def render(database, redis=None, namespace: str = "sla-guard") -> bytes:
     db_registry.register(DatabaseCollector(database))
     if redis is not None:
         db_registry.register(PaceCollector(redis, namespace))
+        db_registry.register(TimerCollector(redis, namespace))
     return process_part + generate_latest(db_registry)
+
+
+class TimerCollector:
+    """Clocks set aside because their firing kept failing (read from Redis at scrape time)."""
+
+    def __init__(self, redis, queue_name: str):
+        self.redis = redis
+        self.queue_name = queue_name
+
+    def collect(self):
+        from redis.exceptions import RedisError
+
+        from sla_guard.timers.arming import set_aside_count
+
+        try:
+            count = set_aside_count(self.redis, self.queue_name)
+        except RedisError:
+            return
+        yield GaugeMetricFamily(
+            "sla_guard_timers_set_aside",
+            "Clocks whose firing kept failing, set aside with their lead in quarantine until it is retried",
+            value=count,
+        )

@@ -9,7 +9,7 @@ import pytest
 
 from sla_guard.exceptions import ConfigError, InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters import amocrm
-from sla_guard.ingest.adapters.base import RawRequest
+from sla_guard.ingest.adapters.base import RawRequest, outcome_in
 from tests.support.crm_payloads import assert_means, fixtures_of, load, raw_request
 
 TOKEN = "k3Jd9sLq0pX7vB2n"
@@ -228,8 +228,8 @@ def test_won_and_lost_statuses_are_configurable():
         ("amocrm:lead:1", "lead.closed", "won"),
         ("amocrm:lead:2", "lead.closed", "lost"),
     ]
-    assert amocrm.outcome("7001", amocrm.mapping_from_settings(settings)) == "won"
-    assert amocrm.outcome("7001") is None
+    assert outcome_in("7001", amocrm.mapping_from_settings(settings)) == "won"
+    assert outcome_in("7001", amocrm.DEFAULT_MAPPING) is None
 
 
 def test_update_refreshes_the_lead_but_never_moves_its_stage():

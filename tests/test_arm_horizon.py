@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from sla_guard.store.models import ClockRow
 from sla_guard.timers import arming as timers
-from sla_guard.timers.loop import dispatch_due
+from sla_guard.timers.loop import fire_due
 from sla_guard.timers.reconciler import reconcile
 
 HORIZON = timedelta(minutes=15)  # SLA_GUARD_ARM_HORIZON_S's default
@@ -57,9 +57,9 @@ def test_a_far_deadline_is_armed_once_it_comes_within_the_horizon(
     assert armed(runtime, row.id) == {row.id: due.timestamp()}  # armed at the exact deadline
 
     clock.current = due - timedelta(milliseconds=1)
-    assert dispatch_due(runtime) == 0  # not a moment early
+    assert fire_due(runtime) == 0  # not a moment early
     clock.current = due
-    assert dispatch_due(runtime) == 1
+    assert fire_due(runtime) == 1
     run_worker(runtime)
     alerts = [json.loads(request.data) for request, _ in sink.log]
     assert [(a["lead_id"], a["kind"]) for a in alerts] == [("L-far", "first_touch.breach")]

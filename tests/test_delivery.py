@@ -233,6 +233,36 @@ def test_a_failing_ops_alert_raises_no_other(services, app, client, runtime, clo
     assert len(alerts(runtime)) == 4  # the failing ops alerts raised no alert either
 
 
+def test_an_ops_alert_an_older_version_kept_as_an_alert_raises_no_other(
+    services, app, client, runtime, clock, untouched_lead
+):
+    telegram, httpserver = services
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    httpserver.expect_request("/ops").respond_with_data("gone", status=410)
+    clock_id = untouched_lead(client, runtime, clock)
+    clock.advance(minutes=15)
+    run_timer(runtime, clock_id)
+    [first, *_] = alerts(runtime)
+    with runtime.db.session() as session:  # as versions before ops alerts were outbox items stored them
+        legacy = AlertRow(
+            escalation_id=first.escalation_id,
+            lead_id=first.lead_id,
+            channel="ops-hook",
+            recipient=f"ops:{first.id}",
+            role="ops",
+            payload=json.dumps({"kind": "ops.delivery_failed", "text": "alert #1 failed", "alert_id": None}),
+            status="pending",
+            attempts=0,
+            created_at=clock(),
+        )
+        session.add(legacy)
+        session.flush()
+        legacy_id = legacy.id
+    assert deliver(runtime, legacy_id) == "failed"
+    assert [a.status for a in alerts(runtime) if a.id == legacy_id] == ["failed"]
+    assert ops_items(runtime) == [] and len(hooked(httpserver, "/ops")) == 1
+
+
 def test_one_channel_crashing_never_holds_up_the_others(
     services, app, client, runtime, clock, monkeypatch, untouched_lead
 ):

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from sla_guard.core.events import parse_events
 from sla_guard.ingest.group_commit import GroupCommit, Handover
+from sla_guard.ingest.pending import push, take
 from sla_guard.store.db import Database
 from sla_guard.store.models import EventRow
 
@@ -94,3 +95,33 @@ def test_the_webhook_answers_202_only_for_committed_events(app, client, clock, e
     assert stored(app.extensions["sla_guard.db"]) == [("generic", "w1")]
     again = post_signed(client, body[:1], clock())
     assert again.get_json() == {"accepted": [], "duplicates": ["w1"]}
+
+
+def test_a_committed_batch_rings_the_doorbell_once_for_its_new_leads(database, created, redis_conn, queue_name):
+    """The workers hear of a whole batch in one push: each lead with a newly stored event once,
+    none for an event that was a duplicate."""
+    GroupCommit(database).commit([Handover.of("generic", created("old", lead_id="L-old"), datetime.now(UTC))])
+    rung: list[list[str]] = []
+
+    def ring(lead_ids: list[str]) -> None:
+        rung.append(lead_ids)
+        push(redis_conn, queue_name, lead_ids)
+
+    now = datetime.now(UTC)
+    batch = [
+        Handover.of("generic", created("n1", "n2", lead_id="L-1"), now),
+        Handover.of("generic", created("n3", lead_id="L-2"), now),
+        Handover.of("generic", created("old", lead_id="L-old"), now),  # already stored: no new event
+        Handover.of("generic", created("n4", lead_id="L-1"), now),
+    ]
+    GroupCommit(database, doorbell=ring).commit(batch)
+    assert all(handover.done.is_set() for handover in batch)
+    assert rung == [["L-1", "L-2"]]
+    assert take(redis_conn, queue_name, 0) == ["L-1", "L-2"]
+
+
+def test_the_doorbell_rings_before_the_requests_are_answered(database, created, redis_conn, queue_name):
+    committer = GroupCommit(database, doorbell=lambda lead_ids: push(redis_conn, queue_name, lead_ids))
+    accepted, _duplicates = committer.store("generic", created("d1", lead_id="L-7"), datetime.now(UTC))
+    assert accepted == ["d1"]
+    assert take(redis_conn, queue_name, 0) == ["L-7"]

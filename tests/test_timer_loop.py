@@ -1,6 +1,6 @@
-"""The timer loop: clocks armed in a Redis sorted set, claimed when due, fired by RQ jobs on
-the timer queue, settled afterwards. Real Redis, both databases, the real RQ worker; time is
-the injected clock."""
+"""The timer loop: clocks armed in a Redis sorted set, claimed when due, fired a batch per
+transaction by the loop itself, settled afterwards. Real Redis, both databases, the real RQ
+worker; time is the injected clock."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sla_guard.ingest.pending import drain
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
 from sla_guard.timers import arming as timers
-from sla_guard.timers.loop import dispatch_due, fire_batch, timer_loop, wait_for_timers
+from sla_guard.timers.loop import fire_batch, fire_due, timer_loop, wait_for_timers
 
 HOT = {"source": "website", "priority": "hot", "owner": "anna", "team": "inbound"}
 
@@ -66,23 +66,32 @@ def test_each_clock_is_armed_at_its_exact_instant(sink, app, client, runtime, cl
     assert timers.next_due(runtime.redis, runtime.queue_name) == row.next_fire_at.timestamp()
 
 
-def test_a_clock_is_claimed_only_once_its_instant_has_come(sink, app, client, runtime, clock, create_leads):
+def test_a_clock_is_fired_only_once_its_instant_has_come(sink, app, client, runtime, clock, create_leads):
     [row] = create_leads(client, runtime, clock, 1)
     clock.current = row.next_fire_at - timedelta(milliseconds=1)
-    assert dispatch_due(runtime) == 0
-    assert timer_jobs(runtime).count == 0
+    assert fire_due(runtime) == 0
+    assert received(sink) == [] and rows(runtime, EscalationRow) == []
     clock.current = row.next_fire_at
-    assert dispatch_due(runtime) == 1
-    assert timer_jobs(runtime).count == 1
-    assert dispatch_due(runtime) == 0  # claimed: leased to the job, not handed out again
+    assert fire_due(runtime) == 1
+    assert [alert["kind"] for alert in received(sink)] == ["first_touch.warning"]
+    assert timer_jobs(runtime).count == 0  # fired by the loop itself: no job slot to wait for
+    assert fire_due(runtime) == 0  # settled at the next step: not fired again
 
 
-def test_due_clocks_go_out_in_batches_and_each_fires_once(sink, app, client, runtime, clock, run_worker, create_leads):
+def test_due_clocks_fire_in_batches_and_each_fires_once(sink, app, client, runtime, clock, run_worker, create_leads):
     rows_ = create_leads(client, runtime, clock, 7)
     clock.advance(minutes=12)
-    assert dispatch_due(runtime, batch=3) == 7
-    assert timer_jobs(runtime).count == 3  # 3 + 3 + 1
-    run_worker(runtime)
+    fired = []
+    assert fire_due(runtime, then=lambda clock_id, result: fired.append((clock_id, result)), batch=3) == 7
+    assert sorted(clock_id for clock_id, _ in fired) == sorted(row.id for row in rows_)
+    assert received(sink) == []  # handed on: the alerts are recorded, their delivery is the caller's
+    assert {a.status for a in rows(runtime, AlertRow)} == {"pending"} and len(rows(runtime, AlertRow)) == 7
+    run_worker(runtime)  # nothing fires twice; the alerts not yet sent are the reconciler's to send
+    assert [e.level for e in rows(runtime, EscalationRow)] == [0] * 7
+    from sla_guard.timers.escalation import after_firing
+
+    for clock_id, result in fired:
+        after_firing(runtime, clock_id, result)
     warnings = received(sink)
     assert sorted(alert["lead_id"] for alert in warnings) == sorted(f"L-{n}" for n in range(7))
     assert {alert["kind"] for alert in warnings} == {"first_touch.warning"}
@@ -90,22 +99,112 @@ def test_due_clocks_go_out_in_batches_and_each_fires_once(sink, app, client, run
     breach = (clock() + timedelta(minutes=3)).timestamp()
     armed = timers.armed_at(runtime.redis, runtime.queue_name, [row.id for row in rows_])
     assert armed == {row.id: breach for row in rows_}
-    assert dispatch_due(runtime) == 0
+    assert fire_due(runtime) == 0
     run_worker(runtime)
     assert len(received(sink)) == 7
 
 
-def test_a_timer_whose_job_died_is_claimed_again_when_its_lease_ends(
+def test_a_batch_of_due_stale_and_stopped_clocks_fires_only_what_the_database_says(
+    sink, app, client, runtime, clock, event, post_signed, run_worker, create_leads
+):
+    rows_ = create_leads(client, runtime, clock, 4)
+    by_lead = {row.lead_id: row.id for row in rows_}
+    clock.advance(minutes=1)
+    post_signed(client, event("t1", "lead.touched", clock(), lead_id="L-1", touch={"channel": "call"}), clock())
+    run_worker(runtime)  # L-1 was touched: its clock stopped
+    clock.advance(minutes=11)  # L-0 and L-3 are due
+    later = clock() + timedelta(minutes=5)
+    with runtime.db.session() as session:  # L-2's clock was moved 5 minutes later meanwhile
+        moved = session.get(ClockRow, by_lead["L-2"])
+        moved.started_at += timedelta(minutes=5)
+        moved.due_at += timedelta(minutes=5)
+        moved.next_fire_at = later
+    timers.arm(runtime.redis, runtime.queue_name, dict.fromkeys(by_lead.values(), clock()))  # stale timers too
+    ids, lease = timers.claim_due(runtime.redis, runtime.queue_name, clock().timestamp(), 10)
+    assert sorted(ids) == sorted(by_lead.values())
+    assert fire_batch(runtime, ids, lease) == 4
+    assert sorted(alert["lead_id"] for alert in received(sink)) == ["L-0", "L-3"]
+    armed = timers.armed_at(runtime.redis, runtime.queue_name, ids)
+    assert by_lead["L-1"] not in armed  # stopped: nothing more to fire
+    assert armed[by_lead["L-2"]] == later.timestamp()  # never early: armed at the database's instant
+    breach = (clock() + timedelta(minutes=3)).timestamp()
+    assert armed[by_lead["L-0"]] == armed[by_lead["L-3"]] == breach
+    assert fire_batch(runtime, ids, lease) == 4  # the same batch again (a repeated, stale timer) adds nothing
+    assert len(received(sink)) == 2 and len(rows(runtime, EscalationRow)) == 2
+
+
+def test_a_clock_that_cannot_fire_spares_its_batch_then_is_set_aside_with_its_lead_quarantined(
+    sink, app, client, runtime, clock, run_worker, create_leads
+):
+    from sla_guard.metrics import render
+    from sla_guard.store.quarantine import quarantined_ids, release
+    from sla_guard.timers import failures
+    from sla_guard.timers.reconciler import reconcile
+
+    rows_ = create_leads(client, runtime, clock, 3)
+    broken = rows_[1]
+    with runtime.db.session() as session:  # a stored clock the rules can no longer read
+        session.get(ClockRow, broken.id).name = "follow_up:call back:first"
+    clock.advance(minutes=12)
+    assert fire_due(runtime) == 3
+    assert sorted(alert["lead_id"] for alert in received(sink)) == ["L-0", "L-2"]  # the others fired
+    retry_at = clock() + timedelta(seconds=failures.RETRY_WAITS[0])
+    assert timers.armed_at(runtime.redis, runtime.queue_name, [broken.id]) == {broken.id: retry_at.timestamp()}
+    for failure in range(2, failures.MOST_FAILURES + 1):  # tried again a bounded number of times
+        wait = failures.RETRY_WAITS[min(failure - 1, len(failures.RETRY_WAITS)) - 1]
+        clock.advance(seconds=wait - 0.5)
+        assert fire_due(runtime) == 0  # not before its next try
+        clock.advance(seconds=0.5)
+        assert fire_due(runtime) == 1, failure
+    with runtime.db.session() as session:
+        assert quarantined_ids(session) == ["L-1"]
+    set_aside = timers.SET_ASIDE_AT.timestamp()
+    assert timers.armed_at(runtime.redis, runtime.queue_name, [broken.id]) == {broken.id: set_aside}
+    assert b"sla_guard_timers_set_aside 1.0" in render(runtime.db, runtime.redis, runtime.queue_name)
+    clock.advance(seconds=10)
+    reconcile(runtime)  # set aside: the reconciler does not arm it again while its lead is held
+    assert fire_due(runtime) == 0
+    assert timers.armed_at(runtime.redis, runtime.queue_name, [broken.id]) == {broken.id: set_aside}
+    with runtime.db.session() as session:  # the operator repairs the clock and retries the lead
+        session.get(ClockRow, broken.id).name = "first_touch"
+        release(session, ["L-1"])
+    reconcile(runtime)
+    assert fire_due(runtime) == 1
+    assert sorted(alert["lead_id"] for alert in received(sink)) == ["L-0", "L-1", "L-2"]
+    assert b"sla_guard_timers_set_aside 0.0" in render(runtime.db, runtime.redis, runtime.queue_name)
+
+
+def test_two_loops_firing_the_same_due_clocks_fire_each_once(sink, app, client, runtime, clock, create_leads):
+    rows_ = create_leads(client, runtime, clock, 6)
+    clock.advance(minutes=12)
+    start = threading.Barrier(2)
+    counts = []
+
+    def loop():
+        start.wait()
+        counts.append(fire_due(runtime, batch=2))
+
+    workers = [threading.Thread(target=loop) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert sum(counts) == 6
+    assert sorted(alert["lead_id"] for alert in received(sink)) == sorted(row.lead_id for row in rows_)
+    assert len(rows(runtime, EscalationRow)) == 6
+
+
+def test_a_timer_whose_worker_died_is_claimed_again_when_its_lease_ends(
     sink, app, client, runtime, clock, run_worker, create_leads
 ):
     [row] = create_leads(client, runtime, clock, 1)
     clock.advance(minutes=12)
-    assert dispatch_due(runtime) == 1
-    timer_jobs(runtime).empty()  # the worker holding the job was killed before it ran
+    claimed, _lease = timers.claim_due(runtime.redis, runtime.queue_name, clock().timestamp(), 10)
+    assert claimed == [row.id]  # the worker that claimed it was killed before it committed
     clock.advance(seconds=timers.LEASE_S - 1)
-    assert dispatch_due(runtime) == 0
+    assert fire_due(runtime) == 0
     clock.advance(seconds=1)
-    assert dispatch_due(runtime) == 1
+    assert fire_due(runtime) == 1
     run_worker(runtime)
     assert [(alert["lead_id"], alert["level"]) for alert in received(sink)] == [("L-0", 0)]
 
@@ -150,24 +249,20 @@ def test_a_touched_lead_loses_its_timer_and_a_far_deadline_waits_in_the_database
     assert timers.count_armed(runtime.redis, runtime.queue_name) == 0
 
 
-def test_the_timer_loop_thread_dispatches_due_clocks(sink, app, client, runtime, clock, run_worker, create_leads):
+def test_the_timer_loop_thread_fires_due_clocks(sink, app, client, runtime, clock, run_worker, create_leads):
     [row] = create_leads(client, runtime, clock, 1)
     clock.advance(minutes=12)
     stop = threading.Event()
     loop = threading.Thread(target=timer_loop, args=(runtime, stop), daemon=True)
     loop.start()
     try:
-        queue = timer_jobs(runtime)
-        deadline = threading.Event()
         for _ in range(200):
-            if queue.count:
+            if received(sink):
                 break
-            deadline.wait(0.05)
-        assert queue.count == 1
+            stop.wait(0.05)
     finally:
         stop.set()
         loop.join(timeout=5)
-    run_worker(runtime)
     assert [alert["kind"] for alert in received(sink)] == ["first_touch.warning"]
     assert [e.level for e in rows(runtime, EscalationRow)] == [0]
     assert {a.status for a in rows(runtime, AlertRow)} == {"delivered"}
@@ -180,10 +275,14 @@ def test_timer_work_waiting_is_what_the_pump_steps_aside_for(
     now = row.next_fire_at.timestamp()
     assert not timers.timer_work_waiting(runtime.redis, runtime.queue_name, now - 0.001)
     assert timers.timer_work_waiting(runtime.redis, runtime.queue_name, now)  # due
-    clock.current = row.next_fire_at
-    dispatch_due(runtime)
-    assert timers.timer_work_waiting(runtime.redis, runtime.queue_name, now)  # queued
-    run_worker(runtime)
+    timers.claim_due(runtime.redis, runtime.queue_name, now, 10)
+    assert not timers.timer_work_waiting(runtime.redis, runtime.queue_name, now)  # claimed, not yet firing
+    timers.mark_firing(runtime.redis, runtime.queue_name, "loop-1", now + 30)
+    assert timers.timer_work_waiting(runtime.redis, runtime.queue_name, now)  # being fired
+    assert not timers.timer_work_waiting(
+        runtime.redis, runtime.queue_name, now + 31
+    )  # a mark left by a dead loop lapses
+    timers.unmark_firing(runtime.redis, runtime.queue_name, "loop-1")
     assert not timers.timer_work_waiting(runtime.redis, runtime.queue_name, now)
 
 

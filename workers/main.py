@@ -1,8 +1,9 @@
 """``sla-guard worker``: an RQ worker with the scheduler, the timer loop, the pump that applies
 new events, and the periodic reconciler.
 
-The RQ worker takes jobs from the timer queue before the main queue, and the pump steps aside
-while timer work is waiting, so a backlog of events never delays an alert."""
+The timer loop fires due clocks in a thread of its own, never waiting for an RQ job slot, and
+the pumps step aside while timers are due or being fired, so a backlog of events never delays
+an alert."""
 
 from __future__ import annotations
 

@@ -52,3 +52,9 @@ def crm_record(lead_id: str) -> CrmRecord | None:
     if entity in ENTITIES.get(crm, ()) and native.strip():
         return CrmRecord(crm, entity, native)
     return None
+
+
+def crm_of(lead_id: str) -> str | None:
+    """The CRM whose record the lead is, as its id says (``None`` for a bare generic id)."""
+    record = crm_record(lead_id)
+    return record.crm if record else None

@@ -109,6 +109,17 @@ def _compute(name: str):
         return run_report(name, connection, query, args, rules)
 
 
+def _computed(name: str):
+    """``(report, None)``, or ``(None, the problem)`` with the reader's query; 404 for a report
+    that does not exist."""
+    if name not in REPORTS:
+        abort(404)
+    try:
+        return _compute(name), None
+    except InvalidReportQuery as exc:
+        return None, exc
+
+
 def _chart(name: str, report) -> dict:
     key = report.columns[0]
     labels = [
@@ -125,12 +136,9 @@ def _chart(name: str, report) -> dict:
 @bp.get("/<name>")
 @login_required
 def report_page(name: str):
-    if name not in REPORTS:
-        abort(404)
-    try:
-        report = _compute(name)
-    except InvalidReportQuery as exc:
-        return render_template("report.html", page=name, problem=exc, args=request.args, zone=_zone()), 400
+    report, problem = _computed(name)
+    if problem is not None:
+        return render_template("report.html", page=name, problem=problem, args=request.args, zone=_zone()), 400
     zone = ZoneInfo(_zone())
     last_day = (report.query.end - timedelta(microseconds=1)).astimezone(zone).date()
     return render_template(
@@ -153,12 +161,9 @@ def report_page(name: str):
 @bp.get("/<name>.csv")
 @login_required
 def report_csv(name: str):
-    if name not in REPORTS:
-        abort(404)
-    try:
-        report = _compute(name)
-    except InvalidReportQuery as exc:
-        return Response(f"{exc.field}: {exc.message}\n", status=400, mimetype="text/plain")
+    report, problem = _computed(name)
+    if problem is not None:
+        return Response(f"{problem.field}: {problem.message}\n", status=400, mimetype="text/plain")
     return Response(
         report.as_csv(),
         mimetype="text/csv",

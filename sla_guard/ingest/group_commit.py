@@ -5,7 +5,9 @@ writer thread takes everything handed over since its last commit, stores it with
 multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING`` in one transaction, commits, and wakes
 every waiting request with its own accepted and duplicate event ids. While the writer commits,
 new requests gather for the next batch, so under load one commit (one fsync) serves many
-requests, and with a single request in flight nothing waits longer than its own commit.
+requests, and with a single request in flight nothing waits longer than its own commit. Once a
+batch is committed, the writer rings the workers' doorbell for all its new leads in one Redis
+round trip (``doorbell``), before it wakes the requests.
 
 A 202 still means committed: a request is woken only after the commit of the transaction that
 holds its events. When a batch fails, its requests are stored one by one, so one request's bad
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -47,6 +50,7 @@ class Handover:
     rows: list[dict] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)
+    accepted_leads: list[str] = field(default_factory=list)
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -60,8 +64,10 @@ class Handover:
 class GroupCommit:
     """One writer per process for the inbox (see the module's description)."""
 
-    def __init__(self, database: Database):
+    def __init__(self, database: Database, doorbell: Callable[[list[str]], None] | None = None):
         self.database = database
+        self.doorbell = doorbell
+        """Called once per committed batch with the leads that have new events (never raises)."""
         self._ready = threading.Condition()
         self._pending: list[Handover] = []
         self._writer: threading.Thread | None = None
@@ -127,6 +133,9 @@ class GroupCommit:
             for ticket in batch:
                 self.commit([ticket])
             return
+        if self.doorbell is not None:
+            leads = [ticket.accepted_leads for ticket in batch]
+            self.doorbell(list(dict.fromkeys(lead_id for lead_ids in leads for lead_id in lead_ids)))
         for ticket in batch:
             ticket.done.set()
 
@@ -141,8 +150,12 @@ class GroupCommit:
         with self.database.session() as session:
             stored = store_event_rows(session, rows)
         for ticket in batch:
-            ticket.accepted, extra = [], []
+            ticket.accepted, ticket.accepted_leads, extra = [], [], []
             for row in ticket.rows:
                 key = (row["source"], row["event_id"])
-                (ticket.accepted if key in stored and owner.get(key) is ticket else extra).append(row["event_id"])
+                if key in stored and owner.get(key) is ticket:
+                    ticket.accepted.append(row["event_id"])
+                    ticket.accepted_leads.append(row["lead_id"])
+                else:
+                    extra.append(row["event_id"])
             ticket.duplicates = ticket.duplicates + extra

@@ -15,7 +15,7 @@ import time
 from redis import Redis
 from redis.exceptions import RedisError
 
-from sla_guard.ingest.processing import apply_lead, process_leads
+from sla_guard.ingest.processing import apply_leads, batch_size
 from sla_guard.runtime import Runtime
 from sla_guard.timers.loop import wait_for_timers
 
@@ -26,10 +26,6 @@ PENDING_KEY = "sla-guard:{queue}:pending-leads"
 
 BATCH = 100
 """Most lead ids a pump takes at once."""
-
-APPLY_BATCH = 20
-"""Leads applied per transaction: one commit for many leads, short enough that timers (which
-need the same rows, and on SQLite the one write lock) never wait long."""
 
 TIMER_CHECK_S = 0.02
 """How often the pump asks whether timer work is waiting (it then steps aside)."""
@@ -66,24 +62,18 @@ def drain(runtime: Runtime, wait_s: float = 0, yield_to_timers: bool = False) ->
         lead_ids = take(runtime.redis, runtime.queue_name, wait_s if done == 0 else 0)
         if not lead_ids:
             return done
-        for start in range(0, len(lead_ids), APPLY_BATCH):
+        size = batch_size(runtime)
+        for start in range(0, len(lead_ids), size):
             if yield_to_timers and time.monotonic() - checked >= TIMER_CHECK_S:
                 wait_for_timers(runtime, MOST_YIELD_S)
                 checked = time.monotonic()
-            done += apply_batch(runtime, lead_ids[start : start + APPLY_BATCH])
+            done += apply_batch(runtime, lead_ids[start : start + size])
 
 
 def apply_batch(runtime: Runtime, lead_ids: list[str]) -> int:
-    """Apply the leads in one transaction; if that fails, one by one, so that one lead's trouble
-    never holds up the others (a lead that still fails is quarantined, or retried by the
-    reconciler when the database or Redis failed)."""
-    try:
-        process_leads(runtime, lead_ids)
-        return len(lead_ids)
-    except Exception:
-        log.warning("batch not applied; applying its leads one by one", exc_info=True)
-    for lead_id in lead_ids:
-        apply_lead(runtime, lead_id)  # never raises: a lead that cannot be applied is quarantined
+    """Apply the leads (see :func:`apply_leads`); return how many were processed, applied or
+    set aside."""
+    apply_leads(runtime, lead_ids)
     return len(lead_ids)
 
 

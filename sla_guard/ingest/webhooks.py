@@ -28,8 +28,9 @@ from sla_guard.ingest.adapters.base import Lookup
 from sla_guard.ingest.group_commit import CommitTimeout, GroupCommit
 from sla_guard.ingest.pending import push
 from sla_guard.outbox.base import OutboxKind
-from sla_guard.outbox.crm_sync import LOOKUPS, insert_lookups
+from sla_guard.outbox.crm_sync import LOOKUPS
 from sla_guard.security import SIGNATURE_HEADER, verify_signature
+from sla_guard.store.crm import insert_lookups
 from sla_guard.store.db import get_db
 from sla_guard.store.repository import insert_events
 from sla_guard.web.context import clock_now
@@ -43,12 +44,32 @@ _INBOX_LOCK = threading.Lock()
 
 
 def inbox(app) -> GroupCommit:
-    """The web process's inbox writer (one per app and process)."""
+    """The web process's inbox writer (one per app and process); it rings the workers' doorbell
+    once per committed batch."""
     committer = app.extensions.get("sla_guard.inbox")
     if committer is None:
         with _INBOX_LOCK:
-            committer = app.extensions.setdefault("sla_guard.inbox", GroupCommit(get_db(app)))
+            committer = app.extensions.get("sla_guard.inbox")
+            if committer is None:
+                committer = app.extensions["sla_guard.inbox"] = GroupCommit(get_db(app), doorbell(app))
     return committer
+
+
+def doorbell(app) -> Callable[[list[str]], None]:
+    """Tell the workers these leads have new events (Redis being down only defers them: the
+    reconciler applies whatever is stored and not yet applied)."""
+    redis, queue_name = app.extensions["sla_guard.redis"], of_app(app).queue
+
+    def ring(lead_ids: list[str]) -> None:
+        try:
+            push(redis, queue_name, lead_ids)
+        except RedisError as exc:
+            log.warning(
+                "events stored, processing deferred to the reconciler",
+                extra={"error": type(exc).__name__, "lead_ids": lead_ids},
+            )
+
+    return ring
 
 
 def ingest(
@@ -68,7 +89,6 @@ def ingest(
     ``also_store``, called in that transaction with the newly accepted events to record the
     outbox items they call for (queued once committed).
     """
-    queue_name = of_app(current_app).queue
     now = clock_now()
     try:
         check_events(events, now)
@@ -79,7 +99,8 @@ def ingest(
     except InvalidEvent as exc:
         return reject(source, "invalid", 400, exc.message, exc.field)
     try:
-        if lookups or also_store is not None:  # with their look-ups and outbox items: a transaction of their own
+        own_transaction = bool(lookups) or also_store is not None
+        if own_transaction:  # with their look-ups and outbox items: a transaction of their own
             with get_db(current_app).session() as session:
                 accepted, duplicates = insert_events(session, source, events, now)
                 new_lookups, repeated = insert_lookups(session, source, lookups, now) if lookups else ([], [])
@@ -102,16 +123,14 @@ def ingest(
         metrics.EVENTS_IGNORED.labels(source, kind).inc()
     accepted_set = set(accepted)
     leads = list(dict.fromkeys(event.lead.id for event in events if event.event_id in accepted_set))
-    redis = current_app.extensions["sla_guard.redis"]
-    try:
-        push(redis, queue_name, leads)
-        for kind, item_id in items:
-            kind.schedule(redis, queue_name, item_id, 1)
-    except RedisError as exc:
-        log.warning(
-            "events stored, processing deferred to the reconciler",
-            extra={"source": source, "error": type(exc).__name__, "lead_ids": leads},
-        )
+    if own_transaction:  # the group commit's writer rings the doorbell for its batches itself
+        redis, queue_name = current_app.extensions["sla_guard.redis"], of_app(current_app).queue
+        doorbell(current_app)(leads)
+        try:
+            for kind, item_id in items:
+                kind.schedule(redis, queue_name, item_id, 1)
+        except RedisError as exc:
+            log.warning("outbox items stored, queued later by the reconciler", extra={"error": type(exc).__name__})
     if accepted:
         log.info(
             "events accepted",

@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 from redis.exceptions import RedisError
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_
 from sqlalchemy.orm import Session
 
 from sla_guard import runtime as runtime_module
@@ -49,8 +49,8 @@ from sla_guard.outbox.notify.channels import channel_secrets, send
 from sla_guard.outbox.ops_alerts import work_failed
 from sla_guard.queueing import enqueue, job, job_id
 from sla_guard.runtime import Runtime
+from sla_guard.store import outbox as store
 from sla_guard.store.models import OutboxItemRow
-from sla_guard.store.repository import dialect_insert
 
 log = logging.getLogger("sla_guard.outbox")
 
@@ -162,8 +162,7 @@ class OutboxKind:
     def due(self, session: Session, now: datetime, limit: int = 500, *where) -> list[tuple[int, int]]:
         """The one "due for retry" query: ``(id, attempts so far)`` of the rows to try now
         (narrowed by the conditions ``where``)."""
-        statement = select(self.model.id, self.model.attempts).where(self.due_clause(now), *where)
-        return [tuple(row) for row in session.execute(statement.order_by(self.model.id).limit(limit))]
+        return store.due_items(session, self.model, (self.due_clause(now), *where), limit)
 
     def claim(self, runtime: Runtime, item_id: int) -> Any | None:
         """Count one more attempt of an open, unclaimed row and hold it; the row, or ``None``."""
@@ -172,19 +171,11 @@ class OutboxKind:
         if self.claimed_status is not None:
             values["status"] = self.claimed_status
         with runtime.db.session() as session:
-            return session.execute(
-                select(self.model).from_statement(
-                    update(self.model)
-                    .where(self.model.id == item_id, self.is_open(), self.is_free(now))
-                    .values(**values)
-                    .returning(self.model)
-                ),
-                execution_options={"populate_existing": True},
-            ).scalar_one_or_none()
+            return store.claim_item(session, self.model, item_id, (self.is_open(), self.is_free(now)), values)
 
     def update(self, runtime: Runtime, item_id: int, **values) -> None:
         with runtime.db.session() as session:
-            session.execute(update(self.model).where(self.model.id == item_id).values(**values))
+            store.set_item(session, self.model, item_id, **values)
 
     # --- Redis -----------------------------------------------------------------------------
 
@@ -292,33 +283,16 @@ class ItemKind(OutboxKind):
 
     def add(self, session: Session, key: str, args: dict, now: datetime, *, not_before: datetime | None = None):
         """Record one item, once per ``key``; its id, or ``None`` when the key was recorded before."""
-        return session.execute(
-            dialect_insert(session, OutboxItemRow)
-            .values(
-                kind=self.name,
-                item_key=key[:300],
-                args=json.dumps(args, ensure_ascii=False),
-                status="pending",
-                attempts=0,
-                created_at=now,
-                claimed_until=not_before,
-            )
-            .on_conflict_do_nothing(index_elements=["kind", "item_key"])
-            .returning(OutboxItemRow.id)
-        ).scalar()
+        return store.add_item(session, self.name, key, json.dumps(args, ensure_ascii=False), now, not_before)
 
     def ensure(self, session: Session, key: str, args: dict, now: datetime) -> int:
         """The id of the item of ``key``, recorded now if it was not."""
         item_id = self.add(session, key, args, now)
-        if item_id is None:
-            item_id = session.execute(
-                select(OutboxItemRow.id).where(OutboxItemRow.kind == self.name, OutboxItemRow.item_key == key[:300])
-            ).scalar_one()
-        return item_id
+        return store.item_id(session, self.name, key) if item_id is None else item_id
 
     def outcome_of(self, runtime: Runtime, item_id: int) -> str | None:
         with runtime.db.session() as session:
-            row = session.get(OutboxItemRow, item_id)
+            row = store.item(session, item_id)
             return row.outcome or row.status if row else None
 
     def done(self, runtime: Runtime, item_id: int, outcome: str) -> None:

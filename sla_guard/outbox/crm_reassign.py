@@ -30,7 +30,6 @@ import logging
 from datetime import datetime
 
 from redis.exceptions import RedisError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sla_guard import runtime as runtime_module
@@ -39,7 +38,7 @@ from sla_guard.outbox.base import OPS_ALERTS, ItemKind
 from sla_guard.outbox.crm_tasks import client_for
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
-from sla_guard.store.models import LeadRow
+from sla_guard.store.leads import lead_owner
 
 log = logging.getLogger("sla_guard.outbox.crm_reassign")
 
@@ -55,7 +54,7 @@ def crm_user(runtime: Runtime, owner: str) -> str:
 def _current_owner(runtime: Runtime, lead_id: str) -> str | None:
     """The lead's owner now."""
     with runtime.db.session() as session:
-        return session.execute(select(LeadRow.owner).where(LeadRow.lead_id == lead_id)).scalar()
+        return lead_owner(session, lead_id)
 
 
 class Reassignments(ItemKind):

@@ -1,7 +1,7 @@
 """CRM work done after a webhook is acknowledged: REST read-backs and enrichment.
 
 Bitrix24's notifications say only which record changed. The webhook stores one look-up row
-per notification (:func:`insert_lookups`, in the transaction that acknowledges it) and queues
+per notification (:func:`sla_guard.store.crm.insert_lookups`, in the transaction that acknowledges it) and queues
 the job :func:`crm_lookup`; :func:`run_lookup` then reads the record over the portal's REST API,
 compares it with the last state read (a ``crm_records`` row), stores the events that follow in
 the inbox, saves the new state, marks the look-up done and applies the leads' events. Look-ups
@@ -24,7 +24,6 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from sla_guard import runtime as runtime_module
@@ -40,8 +39,9 @@ from sla_guard.outbox.base import ItemKind, OutboxKind, Retry, doubling
 from sla_guard.outbox.http import Http, is_transient_status, json_object
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
-from sla_guard.store.models import CrmLookupRow, CrmRecordRow, EventRow
-from sla_guard.store.repository import dialect_insert, insert_events
+from sla_guard.store.crm import last_known, lookup_done, save_record
+from sla_guard.store.models import CrmLookupRow
+from sla_guard.store.repository import event_time, insert_events
 
 log = logging.getLogger("sla_guard.outbox.crm_sync")
 
@@ -55,41 +55,7 @@ BACKOFF_CAP_S = 600.0
 """Longest wait between two attempts of a look-up."""
 
 
-# --- look-ups: storing and scheduling -------------------------------------------------------
-
-
-def insert_lookups(session: Session, crm: str, lookups: Iterable[Lookup], received_at: datetime):
-    """Store look-ups, once per ``(crm, key)``; return ``([(row id, key)] new, [key] repeated)``."""
-    rows, seen, repeated = [], set(), []
-    for lookup in lookups:
-        if lookup.key in seen:
-            repeated.append(lookup.key)
-            continue
-        seen.add(lookup.key)
-        rows.append(
-            {
-                "crm": crm,
-                "lookup_key": lookup.key,
-                "method": lookup.method,
-                "record_id": lookup.id,
-                "event": lookup.event,
-                "sent_at": lookup.ts,
-                "received_at": received_at,
-                "attempts": 0,
-            }
-        )
-    if not rows:
-        return [], repeated
-    statement = (
-        dialect_insert(session, CrmLookupRow)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["crm", "lookup_key"])
-        .returning(CrmLookupRow.id, CrmLookupRow.lookup_key)
-    )
-    stored = {key: row_id for row_id, key in session.execute(statement).all()}
-    new = [(stored[row["lookup_key"]], row["lookup_key"]) for row in rows if row["lookup_key"] in stored]
-    repeated.extend(row["lookup_key"] for row in rows if row["lookup_key"] not in stored)
-    return new, repeated
+# --- look-ups -------------------------------------------------------------------------------
 
 
 class Lookups(OutboxKind):
@@ -165,9 +131,9 @@ def _read_back(runtime: Runtime, row: CrmLookupRow, context: dict) -> str:
     kind = lookup.method.split(".")[1]
     now = runtime.now()
     with runtime.db.session() as session:
-        last_known = _last_known(session, kind, lookup.id) if kind != "activity" else None
+        known = last_known(session, bitrix24.CRM, kind, lookup.id) if kind != "activity" else None
         state = bitrix24.snapshot(record, mapping) if kind != "activity" else None
-        stale = _stale(last_known, state or {})
+        stale = _stale(known, state or {})
         # A creation is read as one even when an UPDATE of the record was read first (the ADD's
         # read failed and was retried): its event id is fixed, so it is never recorded twice.
         adding = lookup.event.endswith("ADD")
@@ -175,43 +141,20 @@ def _read_back(runtime: Runtime, row: CrmLookupRow, context: dict) -> str:
             events = (
                 []
                 if stale and not adding
-                else bitrix24.derive_events(lookup, record, None if adding else last_known, mapping)
+                else bitrix24.derive_events(lookup, record, None if adding else known, mapping)
             )
             check_events(events, now, "result")  # the portal's dates are held to the input bounds too
         except InvalidEvent as exc:
             raise DeliveryError(f"the portal's reply is not usable: {exc}") from None
         accepted, _ = insert_events(session, bitrix24.CRM, events, now)
         if state is not None and not stale:
-            _save_state(session, kind, state.get("id") or lookup.id, state, now)
-        session.execute(
-            update(CrmLookupRow)
-            .where(CrmLookupRow.id == row.id)
-            .values(done_at=now, last_error=None, claimed_until=None)
-        )
+            save_record(session, bitrix24.CRM, kind, state.get("id") or lookup.id, state, now)
+        lookup_done(session, row.id, now)
     log.info("Bitrix24 look-up done", extra={**context, "events": accepted})
     stored = set(accepted)
     for lead_id in dict.fromkeys(event.lead.id for event in events if event.event_id in stored):
         process_lead(runtime, lead_id)
     return "done"
-
-
-def _last_known(session: Session, kind: str, record_id: str) -> dict | None:
-    statement = select(CrmRecordRow).where(
-        CrmRecordRow.crm == bitrix24.CRM, CrmRecordRow.kind == kind, CrmRecordRow.record_id == record_id
-    )
-    if session.bind.dialect.name == "postgresql":
-        statement = statement.with_for_update()
-    row = session.execute(statement).scalar_one_or_none()
-    return json.loads(row.data) if row else None
-
-
-def _save_state(session: Session, kind: str, record_id: str, state: dict, now: datetime) -> None:
-    data = json.dumps(state, ensure_ascii=False)
-    session.execute(
-        dialect_insert(session, CrmRecordRow)
-        .values(crm=bitrix24.CRM, kind=kind, record_id=record_id, data=data, updated_at=now)
-        .on_conflict_do_update(index_elements=["crm", "kind", "record_id"], set_={"data": data, "updated_at": now})
-    )
 
 
 # --- amoCRM loss reasons --------------------------------------------------------------------
@@ -247,9 +190,7 @@ def read_loss_reason(runtime: Runtime, lead_id: str, closed_event_id: str) -> st
     if not (base_url and token):
         return None
     with runtime.db.session() as session:
-        closed_at = session.execute(
-            select(EventRow.occurred_at).where(EventRow.source == amocrm.CRM, EventRow.event_id == closed_event_id)
-        ).scalar()
+        closed_at = event_time(session, amocrm.CRM, closed_event_id)
     if closed_at is None:
         return None
     http = Http(

@@ -21,14 +21,17 @@ from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from sla_guard import runtime as runtime_module
+from sla_guard.core.rules.schema import RuleSet
 from sla_guard.outbox.base import OPS_ALERTS, OutboxKind
 from sla_guard.outbox.notify.channels import channel_secrets, send
+from sla_guard.outbox.notify.context import clock_facts, person_zone
 from sla_guard.outbox.notify.messages import alert_payload
 from sla_guard.outbox.notify.routing import Delivery, address_for
 from sla_guard.outbox.ops_alerts import OPS_ROLE, delivery_failed
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
-from sla_guard.store.models import AlertRow
+from sla_guard.store.models import AlertRow, ClockRow
+from sla_guard.store.outbox import insert_alert
 
 log = logging.getLogger("sla_guard.outbox.delivery")
 
@@ -97,6 +100,8 @@ def record_alert(
     target: Delivery,
     now: datetime,
     *,
+    rules: RuleSet,
+    clock: ClockRow,
     escalation_id: int,
     lead: dict,
     text: dict | None = None,
@@ -106,34 +111,39 @@ def record_alert(
     """Write the alert of one routed ``target`` (held until ``target.not_before`` when quiet hours
     apply) with its payload (:func:`alert_payload` of ``facts``, then ``text`` on top); its id.
 
-    ``press_for`` makes the signed value of the chat's "Take it" button from the new alert's id."""
-    alert = AlertRow(
+    What the ``clock`` says goes into every alert (its rule and name, its deadline, the SLA and
+    whether it counts business time, a follow-up's task), and so do the target's address and
+    language and the recipient's and the team's time zones; ``facts`` add to it or override it. ``press_for`` makes the signed value
+    of the chat's "Take it" button from the new alert's id."""
+    known = clock_facts(rules, clock.rule_name, clock.name, lead)
+    facts = {
+        "rule": clock.rule_name,
+        "clock": clock.name,
+        "deadline_at": clock.due_at,
+        "sla": known.sla,
+        "business": known.business,
+        "task": known.task,
+        "zone": person_zone(rules, target.recipient),
+        "team_zone": rules.spec.timezone,
+        "recipient": target.recipient,
+        "role": target.role,
+        "channel": target.channel,
+        "locale": target.locale,
+        **facts,
+    }
+    alert = insert_alert(
+        session,
         escalation_id=escalation_id,
         lead_id=lead["lead_id"],
         channel=target.channel,
-        recipient=target.recipient or "",
-        role=target.role,
-        payload="{}",
-        status="pending",
-        attempts=0,
-        created_at=now,
-        claimed_until=target.not_before,
-    )
-    session.add(alert)
-    session.flush()
-    if press_for is not None:
-        facts["press"] = press_for(alert.id)
-    payload = alert_payload(
-        alert_id=alert.id,
-        escalation_id=escalation_id,
-        lead=lead,
-        fired_at=now,
         recipient=target.recipient,
         role=target.role,
-        channel=target.channel,
-        locale=target.locale,
-        **facts,
+        now=now,
+        not_before=target.not_before,
     )
+    if press_for is not None:
+        facts["press"] = press_for(alert.id)
+    payload = alert_payload(alert_id=alert.id, escalation_id=escalation_id, lead=lead, fired_at=now, **facts)
     alert.payload = json.dumps({**payload, **(text or {})}, ensure_ascii=False)
     return alert.id
 

@@ -12,12 +12,10 @@ overdue is recorded as ``skipped`` and not sent.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timedelta
 
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
 
 from sla_guard import runtime as runtime_module
 from sla_guard.outbox.delivery import ChannelDelivery
@@ -37,8 +35,9 @@ from sla_guard.queueing import job
 from sla_guard.reports import sla as sla_report
 from sla_guard.reports.query import ReportQuery, Visibility
 from sla_guard.runtime import Runtime
-from sla_guard.store.models import ClockRow, DigestRow, EscalationRow, LeadRow
-from sla_guard.store.repository import LEAD_FIELDS, dialect_insert
+from sla_guard.store.digests import escalated_owners, insert_digest, overdue_clocks, period_recorded
+from sla_guard.store.leads import lead_fields
+from sla_guard.store.models import DigestRow
 
 log = logging.getLogger("sla_guard.outbox.digests")
 
@@ -53,32 +52,14 @@ def _channels_of(runtime: Runtime, person: str) -> tuple[str, ...]:
 
 
 def _overdue(session, now: datetime) -> list[Overdue]:
-    rows = session.execute(
-        select(ClockRow, LeadRow)
-        .join(LeadRow, LeadRow.lead_id == ClockRow.lead_id)
-        .where(ClockRow.stopped_at.is_(None), ClockRow.due_at <= now, LeadRow.status == "open")
-    ).all()
     return [
-        Overdue(
-            {"lead_id": lead.lead_id, **{name: getattr(lead, name) for name in LEAD_FIELDS}},
-            clock.name,
-            clock.rule_name,
-            clock.due_at,
-        )
-        for clock, lead in rows
-        if getattr(clock, "paused_at", None) is None
+        Overdue(lead_fields(lead), clock.name, clock.rule_name, clock.due_at)
+        for clock, lead in overdue_clocks(session, now)
     ]
 
 
 def _week(session, period: Period, now: datetime):
-    escalations = [
-        tuple(row)
-        for row in session.execute(
-            select(EscalationRow.owner, LeadRow.team)
-            .join(LeadRow, LeadRow.lead_id == EscalationRow.lead_id)
-            .where(EscalationRow.fired_at >= period.start, EscalationRow.fired_at < period.at, EscalationRow.level > 0)
-        )
-    ]
+    escalations = escalated_owners(session, period.start, period.at)
     overdue_now = [(item.lead.get("owner"), item.lead.get("team")) for item in _overdue(session, now)]
     return escalations, overdue_now
 
@@ -168,36 +149,21 @@ def prepare(runtime: Runtime, now: datetime) -> list[int]:
         if (period.kind, period.key) in done:
             continue
         with runtime.db.session() as session:
-            recorded = session.execute(
-                select(DigestRow.id).where(DigestRow.kind == period.kind, DigestRow.period == period.key).limit(1)
-            ).first()
+            recorded = period_recorded(session, period.kind, period.key)
             rows = [] if recorded else _rows(runtime, session, period, now)
             for row in rows:
-                digest_id = session.execute(
-                    dialect_insert(session, DigestRow)
-                    .values(
-                        kind=period.kind,
-                        period=period.key,
-                        recipient=row["recipient"],
-                        channel=row["channel"],
-                        payload="{}",
-                        status=row["status"],
-                        attempts=0,
-                        created_at=now,
-                        claimed_until=row["claimed_until"],
-                    )
-                    .on_conflict_do_nothing(index_elements=["kind", "period", "recipient", "channel"])
-                    .returning(DigestRow.id)
-                ).scalar()
-                if digest_id is None:
-                    continue
-                payload = {**row["payload"], "digest_id": digest_id}
-                session.execute(
-                    update(DigestRow)
-                    .where(DigestRow.id == digest_id)
-                    .values(payload=json.dumps(payload, ensure_ascii=False))
+                digest_id = insert_digest(
+                    session,
+                    kind=period.kind,
+                    period=period.key,
+                    recipient=row["recipient"],
+                    channel=row["channel"],
+                    payload=row["payload"],
+                    status=row["status"],
+                    now=now,
+                    not_before=row["claimed_until"],
                 )
-                if row["status"] == "pending":
+                if digest_id is not None and row["status"] == "pending":
                     created.append(digest_id)
         done.add((period.kind, period.key))
         if rows:

@@ -11,29 +11,24 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_
 
 from sla_guard import runtime as runtime_module
 from sla_guard.core.follow_ups import find_cadence, parse_clock_name, task_text
-from sla_guard.core.record_ids import crm_record
+from sla_guard.core.record_ids import crm_of, crm_record
 from sla_guard.exceptions import TaskNotFound
 from sla_guard.outbox.base import OutboxKind
 from sla_guard.outbox.crm_tasks import TaskRequest, client_for
 from sla_guard.outbox.delivery import deliver, record_alert
-from sla_guard.outbox.notify.context import clock_facts, person_zone
 from sla_guard.outbox.notify.routing import route
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
-from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, FollowUpTaskRow, LeadRow
-from sla_guard.store.repository import LEAD_FIELDS
+from sla_guard.store.escalations import first_escalation, reload_clock
+from sla_guard.store.leads import lead_fields, lead_row
+from sla_guard.store.models import ClockRow, FollowUpTaskRow, LeadRow
+from sla_guard.store.outbox import alert_exists, insert_follow_up_task, of_ended_clocks
 
 log = logging.getLogger("sla_guard.core.follow_ups")
-
-
-def lead_crm(lead_id: str) -> str | None:
-    """The CRM whose record the lead is, as its id says (``None`` for a bare generic id)."""
-    record = crm_record(lead_id)
-    return record.crm if record else None
 
 
 def plan_task(session, rules, clock: ClockRow, lead: LeadRow, now: datetime) -> int | None:
@@ -42,22 +37,17 @@ def plan_task(session, rules, clock: ClockRow, lead: LeadRow, now: datetime) -> 
     cadence = find_cadence(rule, parse_clock_name(clock.name)[0]) if rule else None
     if cadence is None:
         return None
-    fields = {"lead_id": lead.lead_id, **{name: getattr(lead, name) for name in LEAD_FIELDS}}
-    row = FollowUpTaskRow(
+    return insert_follow_up_task(
+        session,
         clock_id=clock.id,
         lead_id=lead.lead_id,
-        crm=lead_crm(lead.lead_id),
+        crm=crm_of(lead.lead_id),
         owner=lead.owner,
-        text=task_text(cadence, fields),
+        text=task_text(cadence, lead_fields(lead)),
         due_at=clock.due_at,
-        status="pending",
-        attempts=0,
         created_at=now,
         updated_at=now,
     )
-    session.add(row)
-    session.flush()
-    return row.id
 
 
 def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
@@ -66,40 +56,25 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
     rules = runtime.rules.current()
     alert_ids = []
     with runtime.db.session() as session:
-        lead = session.get(LeadRow, row.lead_id)
-        clock = session.get(ClockRow, row.clock_id)
-        escalation = session.execute(
-            select(EscalationRow).where(EscalationRow.clock_id == row.clock_id, EscalationRow.level == 0)
-        ).scalar_one()
-        fields = {"lead_id": lead.lead_id, **{name: getattr(lead, name) for name in LEAD_FIELDS}}
-        facts = clock_facts(rules, clock.rule_name, clock.name, fields)
+        fields = lead_fields(lead_row(session, row.lead_id))
+        clock = reload_clock(session, row.clock_id)
+        escalation = first_escalation(session, row.clock_id)
         for target in route(("owner",), fields, rules, now):  # quiet hours and the person's language apply
-            exists = session.execute(
-                select(AlertRow.id).where(
-                    AlertRow.escalation_id == escalation.id,
-                    AlertRow.channel == target.channel,
-                    AlertRow.recipient == (target.recipient or ""),
-                )
-            ).scalar()
-            if exists:
+            if alert_exists(session, escalation.id, target.channel, target.recipient):
                 continue
             alert_id = record_alert(
                 session,
                 target,
                 now,
+                rules=rules,
+                clock=clock,
                 escalation_id=escalation.id,
                 lead=fields,
                 text={"task": row.text},
                 kind="follow_up.task",
                 level=0,
-                rule=clock.rule_name,
-                clock=clock.name,
                 due_at=row.due_at,
                 deadline_at=row.due_at,
-                sla=facts.sla,
-                business=facts.business,
-                zone=person_zone(rules, target.recipient),
-                team_zone=rules.spec.timezone,
                 task=row.text,
             )
             alert_ids.append(alert_id)
@@ -172,8 +147,7 @@ class FollowUpCloses(_TaskKind):
     grace = timedelta(0)
 
     def due_clause(self, now: datetime):
-        ended = select(ClockRow.id).where(ClockRow.stopped_at.is_not(None))
-        return and_(super().due_clause(now), FollowUpTaskRow.clock_id.in_(ended))
+        return and_(super().due_clause(now), of_ended_clocks())
 
     def attempt(self, runtime: Runtime, row: FollowUpTaskRow) -> str:
         client = self.client(runtime, row)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import bindparam, func, select, union_all
 from sqlalchemy.engine import Connection
 
 from sla_guard.exceptions import InvalidReportQuery
@@ -22,6 +22,7 @@ from sla_guard.reports.query import (
     ReportQuery,
     calendar_periods,
     count_where,
+    evaluated_once,
     lead_conditions,
     period_label,
     ratio,
@@ -35,37 +36,44 @@ GROUPS = ("source",)
 FIELDS = ("leads", "won", "revenue", "conversion", "spend", "cpl", "cac", "roi", "ltv", "ltv_cac")
 
 
-def customer_key(leads):
-    """Who a lead's revenue belongs to: its customer, else the lead (prefixed apart)."""
-    return func.coalesce(literal("c:") + leads.c.customer, literal("l:") + leads.c.lead_id)
+WON = bindparam("won_status", "won", literal_execute=True)
+"""``status = 'won'`` written into the SQL, so PostgreSQL can match the partial index ix_leads_won_customer."""
 
 
 def _first_wins(query: ReportQuery, month):
     """Per (source, month): customers first won on a lead of that row, and their mean lifetime revenue."""
     leads = LeadRow.__table__
-    key = customer_key(leads)
+    # a lead without a customer is its own customer: first won on itself, its lifetime its amount
+    alone = select(leads.c.source, leads.c.created_at, func.coalesce(leads.c.amount, 0.0).label("lifetime")).where(
+        leads.c.status == WON, leads.c.customer.is_(None), *lead_conditions(query, leads.c)
+    )
     # only customers with a won lead in the window can be first won in it: rank just their leads
     other = leads.alias("candidate")
-    candidates = select(customer_key(other)).where(other.c.status == "won", *lead_conditions(query, other.c))
-    won = (
+    candidates = select(other.c.customer).where(
+        other.c.status == WON, other.c.customer.is_not(None), *lead_conditions(query, other.c)
+    )
+    ranked = (
         select(
-            leads.c.lead_id,
             leads.c.source,
             leads.c.team,
             leads.c.owner,
             leads.c.pipeline,
             leads.c.created_at,
-            func.row_number().over(partition_by=key, order_by=(leads.c.closed_at, leads.c.lead_id)).label("rn"),
-            func.sum(func.coalesce(leads.c.amount, 0.0)).over(partition_by=key).label("lifetime"),
+            func.row_number()
+            .over(partition_by=leads.c.customer, order_by=(leads.c.closed_at, leads.c.lead_id))
+            .label("rn"),
+            func.sum(func.coalesce(leads.c.amount, 0.0)).over(partition_by=leads.c.customer).label("lifetime"),
         )
-        .where(leads.c.status == "won", key.in_(candidates))
+        .where(leads.c.status == WON, leads.c.customer.in_(candidates))
         .subquery()
     )
-    label = period_label(won.c.created_at, month).label("month")
-    return (
-        select(won.c.source, label, func.avg(won.c.lifetime).label("ltv"))
-        .where(won.c.rn == 1, *lead_conditions(query, won.c))
-        .group_by(won.c.source, label)
+    shared = select(ranked.c.source, ranked.c.created_at, ranked.c.lifetime).where(
+        ranked.c.rn == 1, *lead_conditions(query, ranked.c)
+    )
+    first_won = union_all(alone, shared).subquery()
+    label = period_label(first_won.c.created_at, month).label("month")
+    return select(first_won.c.source, label, func.avg(first_won.c.lifetime).label("ltv")).group_by(
+        first_won.c.source, label
     )
 
 
@@ -76,16 +84,17 @@ def run(connection: Connection, query: ReportQuery, args: Mapping[str, str], rul
     leads, spend = LeadRow.__table__, SpendRow.__table__
     months = calendar_periods(query.start, query.end, query.timezone, "month")
     month = period_label(leads.c.created_at, months).label("month")
+    dated = evaluated_once(
+        select(leads.c.source, month, leads.c.status, leads.c.amount).where(*lead_conditions(query, leads.c))
+    )
     counted = connection.execute(
         select(
-            leads.c.source,
-            month,
+            dated.c.source,
+            dated.c.month,
             func.count().label("leads"),
-            count_where(leads.c.status == "won").label("won"),
-            sum_where(leads.c.status == "won", leads.c.amount).label("revenue"),
-        )
-        .where(*lead_conditions(query, leads.c))
-        .group_by(leads.c.source, month)
+            count_where(dated.c.status == "won").label("won"),
+            sum_where(dated.c.status == "won", dated.c.amount).label("revenue"),
+        ).group_by(dated.c.source, dated.c.month)
     ).all()
     spent_where = [spend.c.month.in_([label for label, _, _ in months])]
     if "source" in query.filters:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Float, and_, case, cast, func, literal, or_, select
+from sqlalchemy import Float, Subquery, and_, bindparam, case, cast, func, literal, literal_column, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
@@ -122,7 +122,9 @@ class epoch_s(FunctionElement):
 
 @compiles(epoch_s)
 def _epoch_default(element, compiler, **kw):
-    return f"CAST(EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)}) AS DOUBLE PRECISION)"
+    # date_part computes in double precision: the same value as EXTRACT(EPOCH ...) cast to double
+    # (both the nearest double to the exact microseconds), without a numeric per row
+    return f"date_part('epoch', {compiler.process(element.clauses, **kw)})"
 
 
 @compiles(epoch_s, "sqlite")
@@ -135,10 +137,25 @@ def _epoch_sqlite(element, compiler, **kw):
     )
 
 
-def seconds_between(earlier, later) -> ColumnElement:
-    """Wall seconds from ``earlier`` to ``later`` (never negative)."""
-    diff = epoch_s(later) - epoch_s(earlier)
-    return case((diff < 0, literal(0.0)), else_=diff)
+def signed_seconds(earlier, later) -> ColumnElement:
+    """Wall seconds from ``earlier`` to ``later``, negative when ``later`` is earlier. A duration
+    shown is never negative: the reports compare this only to positive bounds, and clamp its
+    percentiles at zero afterwards (:func:`clamped`; clamping is monotone, so the percentile of
+    clamped values is the clamped percentile)."""
+    return epoch_s(later) - epoch_s(earlier)
+
+
+def clamped(seconds) -> float | None:
+    """A percentile of :func:`signed_seconds` as shown: at least zero, to 0.1 s."""
+    return None if seconds is None else round(max(float(seconds), 0.0), 1)
+
+
+def evaluated_once(statement) -> Subquery:
+    """``statement`` as a subquery the database computes before the query around it: ``OFFSET 0``
+    keeps PostgreSQL from merging it in, so its computed columns (a bucket, a month) are
+    evaluated once per row, and a GROUP BY on them is planned as a few groups (hashed) rather
+    than one group per row (sorted)."""
+    return statement.offset(literal_column("0")).subquery()
 
 
 def ratio(numerator, denominator):
@@ -243,7 +260,10 @@ def first_touch_clocks():
 
 
 def join_first_touch(leads, clocks):
-    return leads.outerjoin(clocks, and_(clocks.c.lead_id == leads.c.lead_id, clocks.c.name == FIRST_TOUCH))
+    # the clock name is written into the SQL, so PostgreSQL can match the partial index
+    # ix_clocks_first_touch whatever plan it caches
+    name = bindparam("first_touch_name", FIRST_TOUCH, literal_execute=True)
+    return leads.outerjoin(clocks, and_(clocks.c.lead_id == leads.c.lead_id, clocks.c.name == name))
 
 
 def count_where(condition) -> ColumnElement:

@@ -12,7 +12,15 @@ from collections.abc import Mapping
 from sqlalchemy import case, func, literal, select
 from sqlalchemy.engine import Connection
 
-from sla_guard.reports.query import ReportQuery, count_where, lead_conditions, ratio, seconds_between, sum_where
+from sla_guard.reports.query import (
+    ReportQuery,
+    count_where,
+    evaluated_once,
+    lead_conditions,
+    ratio,
+    signed_seconds,
+    sum_where,
+)
 from sla_guard.reports.report import Report
 from sla_guard.store.models import LeadRow
 
@@ -23,18 +31,23 @@ BUCKETS = (("<5m", 300), ("5m-30m", 1800), ("30m-2h", 7200), ("2h-1d", 86400), (
 FIELDS = ("leads", "won", "lost", "open", "conversion", "revenue")
 
 
-def bucket_of(leads) -> object:
-    seconds = seconds_between(leads.c.created_at, leads.c.first_touch_at)
+def bucket_of(seconds) -> object:
+    """The bucket of a lead first touched ``seconds`` after creation (null: never; negative: 0)."""
     bounded = [(seconds < limit, literal(name)) for name, limit in BUCKETS if limit is not None]
-    return case((leads.c.first_touch_at.is_(None), literal("never")), *bounded, else_=literal(">1d"))
+    return case((seconds.is_(None), literal("never")), *bounded, else_=literal(">1d"))
 
 
 def run(connection: Connection, query: ReportQuery, args: Mapping[str, str], rules=None) -> Report:
     leads = LeadRow.__table__
-    base = select(bucket_of(leads).label("bucket"), leads.c.status, leads.c.amount).where(
-        *lead_conditions(query, leads.c)
+    # seconds to first touch once per lead, then its bucket from that column
+    timed = evaluated_once(
+        select(
+            signed_seconds(leads.c.created_at, leads.c.first_touch_at).label("s"),
+            leads.c.status,
+            leads.c.amount,
+        ).where(*lead_conditions(query, leads.c))
     )
-    base = base.subquery()
+    base = select(bucket_of(timed.c.s).label("bucket"), timed.c.status, timed.c.amount).subquery()
     statement = select(
         base.c.bucket,
         func.count().label("leads"),

@@ -40,25 +40,43 @@ def acknowledge(
     return bool(changed), row
 
 
-def clock_acknowledged(session: Session, clock_id: int) -> bool:
-    """True once any level of the clock has been acknowledged."""
-    return (
+def acknowledged_clocks(session: Session, clock_ids: list[int]) -> set[int]:
+    """Those of ``clock_ids`` of which any level has been acknowledged."""
+    if not clock_ids:
+        return set()
+    return set(
         session.execute(
-            select(EscalationRow.id)
-            .where(EscalationRow.clock_id == clock_id, EscalationRow.acknowledged_at.is_not(None))
-            .limit(1)
-        ).first()
-        is not None
+            select(EscalationRow.clock_id)
+            .where(EscalationRow.clock_id.in_(clock_ids), EscalationRow.acknowledged_at.is_not(None))
+            .distinct()
+        ).scalars()
     )
 
 
-def clock_lead_id(session: Session, clock_id: int) -> str | None:
-    """The lead a clock belongs to (None when there is no such clock)."""
-    return session.execute(select(ClockRow.lead_id).where(ClockRow.id == clock_id)).scalar()
+def clock_leads(session: Session, clock_ids: list[int]) -> dict[int, str]:
+    """The lead each of ``clock_ids`` belongs to (clocks that do not exist are left out)."""
+    if not clock_ids:
+        return {}
+    return dict(session.execute(select(ClockRow.id, ClockRow.lead_id).where(ClockRow.id.in_(clock_ids))).all())
+
+
+def reload_clocks(session: Session, clock_ids: list[int]) -> dict[int, ClockRow]:
+    """The clocks' rows as the database holds them now (call it after locking their leads)."""
+    if not clock_ids:
+        return {}
+    rows = session.execute(
+        select(ClockRow).where(ClockRow.id.in_(clock_ids)).execution_options(populate_existing=True)
+    ).scalars()
+    return {row.id: row for row in rows}
 
 
 def reload_clock(session: Session, clock_id: int) -> ClockRow:
     """The clock's row as the database holds it now (call it after locking its lead)."""
+    return reload_clocks(session, [clock_id])[clock_id]
+
+
+def first_escalation(session: Session, clock_id: int) -> EscalationRow:
+    """The level-0 escalation of a clock (a follow-up step's own)."""
     return session.execute(
-        select(ClockRow).where(ClockRow.id == clock_id).execution_options(populate_existing=True)
+        select(EscalationRow).where(EscalationRow.clock_id == clock_id, EscalationRow.level == 0)
     ).scalar_one()

@@ -1,4 +1,5 @@
-"""Queries the read API makes on leads: lists by status, one lead with everything that happened to it."""
+"""Queries on leads: a lead's fields and owner, the read API's lists by status, one lead with
+everything that happened to it."""
 
 from __future__ import annotations
 
@@ -10,10 +11,26 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, FollowUpTaskRow, LeadRow
+from sla_guard.store.repository import LEAD_FIELDS
 
 LEAD_STATUSES = ("overdue", "open", "closed")
 """The lists :func:`leads_by_status` makes: leads with a running clock past its deadline,
 open leads, closed leads."""
+
+
+def lead_fields(lead: LeadRow) -> dict:
+    """The lead as routing, rules and alert texts read it: ``lead_id`` and every field of
+    :data:`~sla_guard.store.repository.LEAD_FIELDS`."""
+    return {"lead_id": lead.lead_id, **{name: getattr(lead, name) for name in LEAD_FIELDS}}
+
+
+def lead_row(session: Session, lead_id: str) -> LeadRow | None:
+    return session.get(LeadRow, lead_id)
+
+
+def lead_owner(session: Session, lead_id: str) -> str | None:
+    """The lead's owner now."""
+    return session.execute(select(LeadRow.owner).where(LeadRow.lead_id == lead_id)).scalar()
 
 
 def leads_by_status(

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -117,7 +118,20 @@ class LeadRow(Base):
     updated_at: Mapped[datetime | None]
     customer: Mapped[str | None] = mapped_column(String(2000))
     """The company or contact the lead is for (``lead.customer``): a customer's LTV sums its leads."""
-    __table_args__ = (Index("ix_leads_created_at", "created_at"),)
+    __table_args__ = (
+        Index("ix_leads_created_at", "created_at"),
+        # the marketing report finds a customer's won leads by it
+        Index(
+            "ix_leads_won_customer",
+            "customer",
+            postgresql_where=text("status = 'won'"),
+            sqlite_where=text("status = 'won'"),
+        ),
+    )
+
+
+FIRST_TOUCH_COLUMNS = ["id", "rule_name", "due_at", "stopped_at", "stop_reason", "paused_at"]
+"""What the reports read of a first-touch clock (``ix_clocks_first_touch`` carries them)."""
 
 
 class ClockRow(Base):
@@ -142,6 +156,14 @@ class ClockRow(Base):
         UniqueConstraint("lead_id", "name", "cycle", name="uq_clocks_lead_name_cycle"),
         Index("ix_clocks_next_fire_at", "next_fire_at"),
         Index("ix_clocks_due_open", "stopped_at", "due_at"),
+        # reports join each lead's first-touch clock and read only these columns
+        Index(
+            "ix_clocks_first_touch",
+            "lead_id",
+            postgresql_include=FIRST_TOUCH_COLUMNS,
+            postgresql_where=text("name = 'first_touch'"),
+            sqlite_where=text("name = 'first_touch'"),
+        ),
     )
 
 

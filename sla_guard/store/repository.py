@@ -3,11 +3,12 @@ makes them: :func:`save_state` asks a :class:`ClockPlanner` when a clock fires n
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -18,11 +19,14 @@ from sla_guard.store.models import (
     ClockRow,
     EscalationRow,
     EventRow,
+    FollowUpTaskRow,
     LeadRow,
     QuarantinedLeadRow,
     RuleVersionRow,
     StageStayRow,
 )
+
+T = TypeVar("T")
 
 LEAD_FIELDS = ("name", "source", "pipeline", "stage", "owner", "team", "priority", "amount", "url", "tags", "customer")
 """Lead attributes copied from the CRM's events onto the lead row."""
@@ -36,26 +40,42 @@ def dialect_insert(session: Session, model):
 _INSERT_EVENTS: dict = {}
 
 
+def first_of_each(items: Iterable[T], key: Callable[[T], str]) -> tuple[list[T], list[str]]:
+    """The first item of each key, in order, and the keys of the items repeated after it (a batch
+    is stored once per key: the repeats are duplicates)."""
+    firsts, seen, repeated = [], set(), []
+    for item in items:
+        if key(item) in seen:
+            repeated.append(key(item))
+        else:
+            seen.add(key(item))
+            firsts.append(item)
+    return firsts, repeated
+
+
 def event_rows(source: str, events: list[LeadEvent], received_at: datetime) -> tuple[list[dict], list[str]]:
     """Inbox rows for ``events``, and the ids of events repeated within them (duplicates)."""
-    rows, seen, duplicates = [], set(), []
-    for event in events:
-        if event.event_id in seen:
-            duplicates.append(event.event_id)
-            continue
-        seen.add(event.event_id)
-        rows.append(
-            {
-                "source": source,
-                "event_id": event.event_id,
-                "lead_id": event.lead.id,
-                "type": event.type,
-                "occurred_at": event.occurred_at,
-                "received_at": received_at,
-                "payload": event.to_json(),
-            }
-        )
+    firsts, duplicates = first_of_each(events, lambda event: event.event_id)
+    rows = [
+        {
+            "source": source,
+            "event_id": event.event_id,
+            "lead_id": event.lead.id,
+            "type": event.type,
+            "occurred_at": event.occurred_at,
+            "received_at": received_at,
+            "payload": event.to_json(),
+        }
+        for event in firsts
+    ]
     return rows, duplicates
+
+
+def event_time(session: Session, source: str, event_id: str) -> datetime | None:
+    """When a stored event happened (``None``: no such event)."""
+    return session.execute(
+        select(EventRow.occurred_at).where(EventRow.source == source, EventRow.event_id == event_id)
+    ).scalar()
 
 
 def store_event_rows(session: Session, rows: list[dict]) -> set[tuple[str, str]]:
@@ -206,10 +226,29 @@ class TimerChange:
     previous: datetime | None
 
 
-def save_state(
-    session: Session, lead: LeadRow, state: LeadState, plan: ClockPlanner, now: datetime
+def save_states(
+    session: Session, states: list[tuple[LeadRow, LeadState]], plan: ClockPlanner, now: datetime
 ) -> list[TimerChange]:
-    """Write the replayed state onto the lead and its clocks; return the timers to change."""
+    """Write each replayed state onto its lead and the lead's clocks; return the timers to change.
+
+    Set-based: the clocks of all these leads, and the levels they already fired, are read in one
+    statement each, and everything is written in one flush (batched by the ORM)."""
+    lead_ids = [lead.lead_id for lead, _state in states]
+    with session.no_autoflush:
+        existing: dict[str, dict[tuple[str, int], ClockRow]] = {lead_id: {} for lead_id in lead_ids}
+        for row in session.execute(select(ClockRow).where(ClockRow.lead_id.in_(lead_ids))).scalars():
+            existing[row.lead_id][(row.name, row.cycle)] = row
+        known = [row.id for rows in existing.values() for row in rows.values()]
+        fired = fired_levels(session, known) if known else {}
+    moved = []
+    for lead, state in states:
+        _write_lead(lead, state, plan, now)
+        moved += _write_clocks(session, lead.lead_id, state, plan, now, existing[lead.lead_id], fired)
+    session.flush()
+    return [TimerChange(row.id, row.lead_id, fire_at, previous) for row, fire_at, previous in moved]
+
+
+def _write_lead(lead: LeadRow, state: LeadState, plan: ClockPlanner, now: datetime) -> None:
     for name in LEAD_FIELDS:
         setattr(lead, name, state.fields.get(name))
     lead.status = state.status
@@ -225,13 +264,18 @@ def save_state(
     lead.last_event_at = state.last_event_at
     lead.updated_at = now
 
-    with session.no_autoflush:  # one flush at the end: every row written in one go
-        existing = {
-            (row.name, row.cycle): row
-            for row in session.execute(select(ClockRow).where(ClockRow.lead_id == lead.lead_id)).scalars()
-        }
-        known = [row.id for row in existing.values()]
-        fired = fired_levels(session, known) if known else {}
+
+def _write_clocks(
+    session: Session,
+    lead_id: str,
+    state: LeadState,
+    plan: ClockPlanner,
+    now: datetime,
+    existing: dict[tuple[str, int], ClockRow],
+    fired: dict[int, set[int]],
+) -> list[tuple[ClockRow, datetime | None, datetime | None]]:
+    """Bring the lead's clock rows in line with ``state`` (unflushed); return the rows whose next
+    firing moved, with the new and the previous time."""
     wanted = {clock.key: clock for clock in state.clocks}
     for key, row in existing.items():
         if key not in wanted and row.stopped_at is None:
@@ -243,7 +287,7 @@ def save_state(
         if row is not None and row.stopped_at is not None and row.stopped_at == clock.stopped_at:
             continue  # a finished clock keeps the rule and deadline it was judged by
         if row is None:
-            row = ClockRow(lead_id=lead.lead_id, name=clock.name, cycle=clock.cycle)
+            row = ClockRow(lead_id=lead_id, name=clock.name, cycle=clock.cycle)
             session.add(row)
             rows.append(row)
         if clock.stopped_at is None or (row.rule_name, row.started_at, row.due_at) != (
@@ -262,8 +306,7 @@ def save_state(
         if fire_at != row.next_fire_at:
             moved.append((row, fire_at, row.next_fire_at))
             row.next_fire_at = fire_at
-    session.flush()
-    return [TimerChange(row.id, row.lead_id, fire_at, previous) for row, fire_at, previous in moved]
+    return moved
 
 
 def record_rule_version(session: Session, version: str, text: str, now: datetime) -> bool:
@@ -313,21 +356,23 @@ def leads_on_other_rules(session: Session, version: str, limit: int = 100_000) -
     )
 
 
-def closed_task_times(session: Session, lead_id: str, task_ids: set[str]) -> dict[str, datetime]:
-    """CRM task id → when sla-guard closed that follow-up task, for those of ``task_ids`` it closed."""
-    from sla_guard.store.models import FollowUpTaskRow
-
-    if not task_ids:
+def closed_task_times(session: Session, task_ids: dict[str, set[str]]) -> dict[str, dict[str, datetime]]:
+    """Lead id → CRM task id → when sla-guard closed that follow-up task, for the tasks of
+    ``task_ids`` (by lead) it closed; one query for all the leads."""
+    wanted = {lead_id: ids for lead_id, ids in task_ids.items() if ids}
+    if not wanted:
         return {}
-    return dict(
-        session.execute(
-            select(FollowUpTaskRow.crm_task_id, FollowUpTaskRow.updated_at).where(
-                FollowUpTaskRow.lead_id == lead_id,
-                FollowUpTaskRow.status == "closed",
-                FollowUpTaskRow.crm_task_id.in_(task_ids),
-            )
-        ).all()
-    )
+    out: dict[str, dict[str, datetime]] = {}
+    for lead_id, task_id, closed_at in session.execute(
+        select(FollowUpTaskRow.lead_id, FollowUpTaskRow.crm_task_id, FollowUpTaskRow.updated_at).where(
+            FollowUpTaskRow.lead_id.in_(wanted),
+            FollowUpTaskRow.status == "closed",
+            FollowUpTaskRow.crm_task_id.in_(set().union(*wanted.values())),
+        )
+    ):
+        if task_id in wanted[lead_id]:
+            out.setdefault(lead_id, {})[task_id] = closed_at
+    return out
 
 
 def next_fire_times(session: Session, clock_ids: list[int]) -> dict[int, datetime | None]:
@@ -336,23 +381,34 @@ def next_fire_times(session: Session, clock_ids: list[int]) -> dict[int, datetim
     return {clock_id: found.get(clock_id) for clock_id in clock_ids}
 
 
-def save_stays(session: Session, lead_id: str, stays: list[Stay]) -> None:
-    """Make the lead's stored stage stays equal ``stays``, rewriting only from the first difference."""
+STAY_COLUMNS = ("seq", "stage", "entered_at", "left_at", "left_how", "next_stage")
+
+
+def save_stays(session: Session, stays: dict[str, list[Stay]]) -> None:
+    """Make each lead's stored stage stays equal its ``stays``, rewriting only from the first
+    difference: the leads' rows are read in one query and written in one statement per kind."""
+    if not stays:
+        return
     table = StageStayRow.__table__
-    columns = ("seq", "stage", "entered_at", "left_at", "left_how", "next_stage")
-    stored = [
-        tuple(row)
-        for row in session.connection().execute(
-            select(*[table.c[name] for name in columns]).where(table.c.lead_id == lead_id).order_by(table.c.seq)
+    connection = session.connection()
+    stored: dict[str, list[tuple]] = {lead_id: [] for lead_id in stays}
+    for row in connection.execute(
+        select(table.c.lead_id, *[table.c[name] for name in STAY_COLUMNS])
+        .where(table.c.lead_id.in_(list(stays)))
+        .order_by(table.c.lead_id, table.c.seq)
+    ):
+        stored[row[0]].append(tuple(row[1:]))
+    cuts, rows = [], []
+    for lead_id, lead_stays in stays.items():
+        old = stored[lead_id]
+        new = [(s.seq, s.stage, s.entered_at, s.left_at, s.left_how, s.next_stage) for s in lead_stays]
+        first = next((i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), min(len(old), len(new)))
+        if first < len(old):
+            cuts.append({"cut_lead": lead_id, "cut_seq": first})
+        rows += [{"lead_id": lead_id, **dict(zip(STAY_COLUMNS, row, strict=True))} for row in new[first:]]
+    if cuts:
+        connection.execute(
+            table.delete().where(table.c.lead_id == bindparam("cut_lead"), table.c.seq >= bindparam("cut_seq")), cuts
         )
-    ]
-    wanted = [(s.seq, s.stage, s.entered_at, s.left_at, s.left_how, s.next_stage) for s in stays]
-    first = next(
-        (i for i, (a, b) in enumerate(zip(stored, wanted, strict=False)) if a != b), min(len(stored), len(wanted))
-    )
-    if first < len(stored):
-        session.connection().execute(table.delete().where(table.c.lead_id == lead_id, table.c.seq >= first))
-    if first < len(wanted):
-        session.connection().execute(
-            table.insert(), [{"lead_id": lead_id, **dict(zip(columns, row, strict=True))} for row in wanted[first:]]
-        )
+    if rows:
+        connection.execute(table.insert(), rows)

@@ -17,7 +17,7 @@ reconciler arms the others as they come near and re-arms anything Redis lost.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 from redis import Redis
 from rq import Queue
@@ -28,6 +28,13 @@ TIMERS_KEY = "sla-guard:{queue}:timers"
 
 LEASE_S = 120.0
 """How long a claimed clock is left to its job before it is claimed again (a job that died)."""
+
+FIRING_KEY = "sla-guard:{queue}:timers-firing"
+"""Sorted set of batches being fired now: member = the firing loop, score = when the mark lapses."""
+
+SET_ASIDE_AT = datetime(9000, 1, 1, tzinfo=UTC)
+"""The instant a clock set aside (its firing kept failing) is armed at: never, until released.
+Its timer stays in the set, so the reconciler sees it armed and leaves it alone."""
 
 _CLAIM = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -139,12 +146,27 @@ def count_armed(connection: Redis, queue_name: str) -> int:
     return int(connection.zcard(timers_key(queue_name)))
 
 
+def set_aside_count(connection: Redis, queue_name: str) -> int:
+    """How many clocks are set aside because their firing kept failing."""
+    return int(connection.zcount(timers_key(queue_name), score_of(SET_ASIDE_AT), "+inf"))
+
+
+def mark_firing(connection: Redis, queue_name: str, firer: str, until: float) -> None:
+    """Say that ``firer`` is firing a batch of clocks (until it unmarks, or ``until`` at most)."""
+    connection.zadd(FIRING_KEY.format(queue=queue_name), {firer: until})
+
+
+def unmark_firing(connection: Redis, queue_name: str, firer: str) -> None:
+    connection.zrem(FIRING_KEY.format(queue=queue_name), firer)
+
+
 def timer_work_waiting(connection: Redis, queue_name: str, now: float) -> bool:
-    """True while timers are due, timer jobs are queued, or a timer job is running: the moment
-    for everything else (applying a backlog of events) to step aside."""
+    """True while timers are due or being fired, or timer jobs are queued or running: the
+    moment for everything else (applying a backlog of events) to step aside."""
     timer_queue = timer_queue_name(queue_name)
     pipe = connection.pipeline(transaction=False)
     pipe.zcount(timers_key(queue_name), "-inf", now)
+    pipe.zcount(FIRING_KEY.format(queue=queue_name), now, "+inf")
     pipe.llen(Queue.redis_queue_namespace_prefix + timer_queue)
     pipe.zcount(StartedJobRegistry.key_template.format(timer_queue), now, "+inf")
     return any(pipe.execute())

@@ -20,18 +20,17 @@ from sla_guard.ingest.processing import apply_timer_changes, process_lead
 from sla_guard.outbox import delivery
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS, queue_attempt, tell_crm
 from sla_guard.outbox.follow_up_tasks import create_task, plan_task
-from sla_guard.outbox.notify.context import clock_facts, person_zone
 from sla_guard.outbox.notify.routing import route
 from sla_guard.runtime import Runtime
 from sla_guard.store.escalations import (
-    clock_acknowledged,
-    clock_lead_id,
+    acknowledged_clocks,
+    clock_leads,
     record_escalation,
-    reload_clock,
+    reload_clocks,
     set_reassigned,
 )
 from sla_guard.store.models import ClockRow, LeadRow
-from sla_guard.store.repository import LEAD_FIELDS, TimerChange, clock_state, fired_levels, insert_events, lock_lead
+from sla_guard.store.repository import LEAD_FIELDS, TimerChange, clock_state, fired_levels, insert_events, lock_leads
 from sla_guard.timers.acknowledge import ack_url, press_value
 
 log = logging.getLogger("sla_guard.timers.escalation")
@@ -53,6 +52,10 @@ class FireResult:
     """``(lead_id, new_owner, escalation_id)`` of each reassignment, for the lead's CRM."""
     early_by: timedelta | None = None
     change: TimerChange | None = None
+    found: bool = False
+    """False when the clock no longer exists."""
+    fire_at: datetime | None = None
+    """The clock's ``next_fire_at`` after this firing (None: nothing more to fire)."""
 
 
 def _lead_dict(lead: LeadRow) -> dict:
@@ -76,7 +79,6 @@ def _record_step(
     new_owner = next_owner(lead_fields, rules) if step.reassign else None
     if new_owner == lead.owner:
         new_owner = None
-    facts = clock_facts(rules, clock.rule_name, clock.name, lead_fields)
     for target in route(step.notify, lead_fields, rules, now):
         # an alert held by quiet hours waits with its claim set to the morning; delivery and the
         # reconciler take it up from then on
@@ -84,23 +86,17 @@ def _record_step(
             session,
             target,
             now,
+            rules=rules,
+            clock=clock,
             escalation_id=escalation_id,
             lead=lead_fields,
             kind=step.kind,
             level=step.level,
-            rule=clock.rule_name,
-            clock=clock.name,
             due_at=step.at,
             ack_url=ack_url(runtime.settings, escalation_id, target.recipient, max(now, target.not_before or now)),
             instead_of=target.instead_of,
-            deadline_at=clock.due_at,
-            sla=facts.sla,
-            business=facts.business,
-            zone=person_zone(rules, target.recipient),
-            team_zone=rules.spec.timezone,
             press_for=partial(press_value, runtime.settings, now=max(now, target.not_before or now)),
             new_owner=new_owner,
-            task=facts.task,
         )
         result.alert_ids.append(alert_id)
     if step.reassign:
@@ -129,40 +125,79 @@ def _record_step(
     )
 
 
-def fire_clock(runtime: Runtime, clock_id: int) -> FireResult:
-    """Record what the clock owes now; return the new escalations and alerts."""
-    result = FireResult()
+def fire_clocks(runtime: Runtime, clock_ids: list[int]) -> dict[int, FireResult]:
+    """Record what each clock owes now, all in one transaction; the new escalations and alerts
+    of each (a clock that no longer exists gets an empty result).
+
+    The clocks, their leads (locked in sorted order, as applying events locks them), the levels
+    already recorded and the acknowledgements are read with one query each; the core decides
+    per clock. Raises if any clock fails: nothing of the batch is stored then, and the caller
+    fires the clocks one by one.
+    """
+    results = {clock_id: FireResult() for clock_id in clock_ids}
     rules = runtime.rules.current()
     with runtime.db.session() as session:
-        lead_id = clock_lead_id(session, clock_id)
-        if lead_id is None:
-            return result
+        owners = clock_leads(session, list(results))
+        if not owners:
+            return results
         now = runtime.now()
-        lead = lock_lead(session, lead_id, now)
-        clock = reload_clock(session, clock_id)
-        rule = rules.rule(clock.rule_name)
-        if rule is None:
-            if clock.stopped_at is None:
-                clock.stopped_at, clock.stop_reason = now, "rule_removed"
-            previous, clock.next_fire_at = clock.next_fire_at, None
-            result.change = TimerChange(clock.id, lead_id, None, previous)
-            log.warning("clock ended: its rule is gone", extra={"lead_id": lead_id, "clock_id": clock_id})
-            return result
-        state: ClockState = clock_state(clock)
-        steps = clock_steps(state, rule, rules)
-        fired = fired_levels(session, [clock_id])[clock_id]
-        if clock_acknowledged(session, clock_id):
-            steps = []  # someone took the lead: the ladder climbs no further
-        for step in due_steps(state, steps, fired, now):
-            _record_step(session, runtime, clock, lead, step, now, result)
-            fired.add(step.level)
-        following = next_fire_at(state, steps, fired)
-        if following is not None and following > now and not result.escalation_ids:
-            result.early_by = following - now
-        if following != clock.next_fire_at:
-            result.change = TimerChange(clock.id, lead_id, following, clock.next_fire_at)
-            clock.next_fire_at = following
-    return result
+        leads = lock_leads(session, sorted(set(owners.values())), now)
+        clocks = reload_clocks(session, list(owners))
+        fired = fired_levels(session, list(clocks))
+        acknowledged = acknowledged_clocks(session, list(clocks))
+        for clock_id, clock in sorted(clocks.items()):
+            _fire(
+                session,
+                runtime,
+                rules,
+                clock,
+                leads[clock.lead_id],
+                fired[clock_id],
+                clock_id in acknowledged,
+                now,
+                results[clock_id],
+            )
+    return results
+
+
+def _fire(
+    session,
+    runtime: Runtime,
+    rules,
+    clock: ClockRow,
+    lead: LeadRow,
+    fired: set[int],
+    acknowledged: bool,
+    now: datetime,
+    result: FireResult,
+) -> None:
+    """Decide one locked clock: record the steps due now, and move its next firing time."""
+    result.found = True
+    rule = rules.rule(clock.rule_name)
+    if rule is None:
+        if clock.stopped_at is None:
+            clock.stopped_at, clock.stop_reason = now, "rule_removed"
+        previous, clock.next_fire_at = clock.next_fire_at, None
+        result.change = TimerChange(clock.id, lead.lead_id, None, previous)
+        log.warning("clock ended: its rule is gone", extra={"lead_id": lead.lead_id, "clock_id": clock.id})
+        return
+    state: ClockState = clock_state(clock)
+    steps = [] if acknowledged else clock_steps(state, rule, rules)  # someone took the lead: no further
+    for step in due_steps(state, steps, fired, now):
+        _record_step(session, runtime, clock, lead, step, now, result)
+        fired.add(step.level)
+    following = next_fire_at(state, steps, fired)
+    if following is not None and following > now and not result.escalation_ids:
+        result.early_by = following - now
+    if following != clock.next_fire_at:
+        result.change = TimerChange(clock.id, lead.lead_id, following, clock.next_fire_at)
+        clock.next_fire_at = following
+    result.fire_at = following
+
+
+def fire_clock(runtime: Runtime, clock_id: int) -> FireResult:
+    """Record what the clock owes now; return the new escalations and alerts."""
+    return fire_clocks(runtime, [clock_id])[clock_id]
 
 
 INLINE_DELIVERY_S = 20.0
@@ -171,7 +206,8 @@ channels never push the job past its timeout."""
 
 
 def run_timer(runtime: Runtime, clock_id: int, fire_epoch: int | None = None) -> FireResult:
-    """What a timer job does: fire, wait out a slightly early start, deliver, re-arm."""
+    """Fire one clock and do what follows at once: wait out a slightly early start, deliver,
+    re-arm (the timer loop fires whole batches: :func:`fire_clocks`, :func:`after_firing`)."""
     if fire_epoch is not None:
         early = datetime.fromtimestamp(fire_epoch, UTC) - runtime.now()
         if timedelta(0) < early <= EARLY_WAIT_LIMIT:
@@ -180,9 +216,24 @@ def run_timer(runtime: Runtime, clock_id: int, fire_epoch: int | None = None) ->
     if result.early_by is not None and result.early_by <= EARLY_WAIT_LIMIT and result.change is None:
         time.sleep(result.early_by.total_seconds())
         result = fire_clock(runtime, clock_id)
+    if result.change is not None:
+        apply_timer_changes(runtime, [result.change])
+    after_firing(runtime, clock_id, result)
+    return result
+
+
+def after_firing(runtime: Runtime, clock_id: int, result: FireResult, inline: bool = True) -> None:
+    """What follows a committed firing: deliver its alerts, create its follow-up tasks, apply
+    and report a reassignment. Alerts go out here for :data:`INLINE_DELIVERY_S` (none when
+    ``inline`` is False); the rest become delivery jobs. Never raises for one item's trouble:
+    every item is a row the reconciler retries."""
     started = time.monotonic()
+
+    def in_time() -> bool:
+        return inline and time.monotonic() - started <= INLINE_DELIVERY_S
+
     for alert_id in result.alert_ids:
-        if time.monotonic() - started > INLINE_DELIVERY_S:
+        if not in_time():
             delivery.queue_delivery(runtime, alert_id)  # slow channels: the rest go out as jobs of their own
             continue
         try:
@@ -194,17 +245,11 @@ def run_timer(runtime: Runtime, clock_id: int, fire_epoch: int | None = None) ->
             create_task(runtime, task_id)
         except Exception:  # the reconciler retries the task; the timer's other work goes on
             log.exception("follow-up task creation crashed", extra={"task_id": task_id, "clock_id": clock_id})
-    if result.change is not None:
-        apply_timer_changes(runtime, [result.change])
-    if result.reassigned:
-        lead_id = None
-        with runtime.db.session() as session:
-            lead_id = clock_lead_id(session, clock_id)
-        if lead_id:
-            process_lead(runtime, lead_id)
+    for lead_id in dict.fromkeys(lead_id for lead_id, _owner, _escalation in result.reassignments):
+        process_lead(runtime, lead_id)
     for lead_id, new_owner, escalation_id in result.reassignments:
         try:
-            if time.monotonic() - started <= INLINE_DELIVERY_S:
+            if in_time():
                 tell_crm(runtime, lead_id, new_owner, escalation_id)
             elif not queue_attempt(runtime, lead_id, new_owner, escalation_id):  # slow CRMs: a job tells it
                 log.error(
@@ -216,4 +261,3 @@ def run_timer(runtime: Runtime, clock_id: int, fire_epoch: int | None = None) ->
                 "telling the CRM of a reassignment crashed",
                 extra={"lead_id": lead_id, "escalation_id": escalation_id, "clock_id": clock_id},
             )
-    return result

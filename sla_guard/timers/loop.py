@@ -1,19 +1,29 @@
-"""The timer loop: hands clocks whose timer has come to RQ, a fraction of a second after.
+"""The timer loop: fires clocks whose timer has come, a fraction of a second after.
 
-Every worker process runs :func:`timer_loop` in a thread. It sleeps until the earliest armed
-timer (at most ``SLA_GUARD_TIMER_POLL_S``), claims the due clocks from the sorted set (see
-:mod:`sla_guard.timers.arming`) in batches, and enqueues one :func:`fire_due_clocks` job per
-batch on the timer queue, which workers take before any other queue. The job fires each clock
-(reloading it from the database: a timer may be stale, early or repeated, the database
-decides) and settles its timer. Several loops on several workers claim atomically, so each
-batch goes to exactly one job; a job that dies is redone when its lease runs out.
+Every worker process runs :func:`timer_loop` in a thread of its own. It sleeps until the
+earliest armed timer (at most ``SLA_GUARD_TIMER_POLL_S``), claims the due clocks from the
+sorted set (see :mod:`sla_guard.timers.arming`) in batches, and fires each batch itself, in one
+transaction (:func:`~sla_guard.timers.escalation.fire_clocks`: reloaded from the database, a
+timer may be stale, early or repeated, the database decides). It then settles the batch's
+timers and hands the alerts to a few delivery threads, so the next batch is claimed while the
+last one's alerts are on their way. Nothing else a worker does (RQ jobs, applying a backlog of
+events) stands in front of a timer: the loop never waits for a job slot, and while it fires
+the event pumps of every worker step aside (:func:`wait_for_timers`).
+
+Several loops on several workers claim atomically, so each clock goes to exactly one of them;
+a worker that dies mid-batch leaves its lease behind and the clocks are claimed again when it
+runs out. A clock that fails for a reason of its own is tried again a few times, then set
+aside with its lead in quarantine (:mod:`sla_guard.timers.failures`); one that fails because
+the database or Redis is away is tried again shortly, as often as it takes.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -21,123 +31,176 @@ from redis.exceptions import RedisError
 
 from sla_guard import runtime as runtime_module
 from sla_guard.ingest.processing import TRANSIENT
-from sla_guard.queueing import enqueue, job, job_id
+from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
-from sla_guard.store.repository import next_fire_times
 from sla_guard.timers import arming as timers
-from sla_guard.timers.escalation import run_timer
+from sla_guard.timers import failures
+from sla_guard.timers.escalation import FireResult, after_firing, fire_clocks
 
 log = logging.getLogger("sla_guard.timers.loop")
 
-BATCH = 20
-"""Most clocks one timer job fires: small enough that due clocks spread over the workers."""
+BATCH = 50
+"""Most clocks fired in one transaction."""
 
 UNAVAILABLE_RETRY_S = 2.0
 """When a clock that could not be fired because the database or Redis was away is tried again."""
 
-FIRE_THREADS = 4
-"""Clocks of one batch fired at the same time."""
+DELIVERY_THREADS = 4
+"""Threads of a worker delivering the alerts of fired clocks (a delivery mostly waits on the channel)."""
+
+MOST_WAITING_DELIVERIES = 500
+"""Fired clocks whose alerts may wait for the delivery threads; beyond, alerts become RQ jobs."""
 
 MOST_PER_PASS = 2000
-"""Most clocks one pass of the loop claims before it looks at the clock again."""
+"""Most clocks one pass of the loop fires before it looks at the clock again."""
+
+FIRING_MARK_S = 30.0
+"""How long a batch being fired holds the event pumps back at most (a worker that died mid-batch)."""
+
+AfterFiring = Callable[[int, FireResult], None]
+"""What is done with each fired clock once its batch is committed (its alerts delivered …)."""
 
 
-def dispatch_due(runtime: Runtime, batch: int = BATCH) -> int:
-    """Claim every clock due now and enqueue the jobs that fire them; return how many."""
-    now = runtime.now().timestamp()
+def fire_batch(runtime: Runtime, clock_ids: list[int], lease: float, then: AfterFiring | None = None) -> int:
+    """Fire the claimed clocks in one transaction, settle their timers, and hand each fired
+    clock to ``then`` (default: deliver its alerts here and now); return how many fired.
+
+    If the batch fails, its clocks are fired one by one, so one clock's trouble never holds up
+    the others. A clock the database or Redis kept from firing is tried again in
+    :data:`UNAVAILABLE_RETRY_S`; one that failed on its own is retried a few times, then set
+    aside (:func:`sla_guard.timers.failures.failed`).
+    """
+    unavailable: list[int] = []
+    failed: dict[int, Exception] = {}
+    try:
+        results = fire_clocks(runtime, clock_ids)
+    except TRANSIENT:  # the database or Redis is away: try again soon, not after the lease
+        log.warning("clocks not fired yet, the database or Redis is unavailable", extra={"clocks": len(clock_ids)})
+        results, unavailable = {}, list(clock_ids)
+    except Exception:
+        log.warning("timer batch not fired; firing its clocks one by one", exc_info=True)
+        results = {}
+        for clock_id in clock_ids:
+            try:
+                results.update(fire_clocks(runtime, [clock_id]))
+            except TRANSIENT:
+                unavailable.append(clock_id)
+            except Exception as exc:  # one clock's trouble must not hold up the others
+                log.exception("clock not fired", extra={"clock_id": clock_id})
+                failed[clock_id] = exc
+    now = runtime.now()
+    horizon = now + timedelta(seconds=runtime.settings.arm_horizon_s)
+    settle = {
+        clock_id: result.fire_at if result.fire_at is not None and result.fire_at <= horizon else None
+        for clock_id, result in results.items()
+    }
+    settle.update(dict.fromkeys(unavailable, now + timedelta(seconds=UNAVAILABLE_RETRY_S)))
+    try:
+        settle.update(failures.failed(runtime, lease, failed))
+        if results:
+            failures.forget(runtime, list(results))
+        timers.settle(runtime.redis, runtime.queue_name, lease, settle)
+    except RedisError:  # the lease runs out and the clocks are claimed again
+        log.warning("timers not settled, the database decides when their lease ends", extra={"clocks": len(settle)})
+    for clock_id, result in results.items():
+        if result.alert_ids or result.task_ids or result.reassignments:
+            if then is None:
+                after_firing(runtime, clock_id, result)
+            else:
+                then(clock_id, result)
+    return len(results)
+
+
+def fire_due(runtime: Runtime, then: AfterFiring | None = None, batch: int = BATCH) -> int:
+    """Claim every clock due now and fire it, batch by batch; return how many were claimed.
+
+    While a batch is being fired it is marked in Redis, so that every worker's event pump steps
+    aside (:func:`sla_guard.timers.arming.timer_work_waiting`)."""
     claimed = 0
+    token = f"{os.getpid()}-{threading.get_ident()}"
     while claimed < MOST_PER_PASS:
-        clock_ids, lease = timers.claim_due(runtime.redis, runtime.queue_name, now, batch)
+        clock_ids, lease = timers.claim_due(runtime.redis, runtime.queue_name, runtime.now().timestamp(), batch)
         if not clock_ids:
             break
-        enqueue(
-            runtime.redis,
-            fire_due_clocks,
-            clock_ids,
-            lease,
-            job_id=job_id(runtime.queue_name, "fire", int(lease * 1000), clock_ids[0]),
-            retry=None,  # the lease is the retry: unsettled clocks are claimed again
-            queue_name=timers.timer_queue_name(runtime.queue_name),
-        )
+        timers.mark_firing(runtime.redis, runtime.queue_name, token, time.time() + FIRING_MARK_S)
+        try:
+            fire_batch(runtime, clock_ids, lease, then)
+        finally:
+            timers.unmark_firing(runtime.redis, runtime.queue_name, token)
         claimed += len(clock_ids)
     return claimed
 
 
-def fire_batch(runtime: Runtime, clock_ids: list[int], lease: float) -> int:
-    """Fire the claimed clocks and settle their timers; return how many fired without error.
-
-    The clocks fire side by side on :data:`FIRE_THREADS` threads (each in its own transaction
-    under its lead's lock): a firing mostly waits on the database and the channel, so a batch
-    takes little longer than its slowest clock. A clock whose firing raised keeps its lease and
-    is tried again when the lease runs out.
-    """
-
-    def fire(clock_id: int) -> tuple[int, str]:
-        try:
-            run_timer(runtime, clock_id)
-            return clock_id, "done"
-        except TRANSIENT:  # the database or Redis is away: try again soon, not after the lease
-            log.warning("clock not fired yet, the database or Redis is unavailable", extra={"clock_id": clock_id})
-            return clock_id, "unavailable"
-        except Exception:  # one clock's trouble must not hold up the others
-            log.exception("clock not fired; retried when its lease ends", extra={"clock_id": clock_id})
-            return clock_id, "failed"
-
-    if len(clock_ids) == 1:
-        outcomes = [fire(clock_ids[0])]
-    else:
-        with ThreadPoolExecutor(min(FIRE_THREADS, len(clock_ids)), thread_name_prefix="sla-guard-fire") as pool:
-            outcomes = list(pool.map(fire, clock_ids))
-    done = [clock_id for clock_id, outcome in outcomes if outcome == "done"]
-    unavailable = [clock_id for clock_id, outcome in outcomes if outcome == "unavailable"]
-    if unavailable:
-        retry_at = runtime.now() + timedelta(seconds=UNAVAILABLE_RETRY_S)
-        try:
-            timers.settle(runtime.redis, runtime.queue_name, lease, dict.fromkeys(unavailable, retry_at))
-        except RedisError:  # the lease runs out and the clocks are claimed again
-            pass
-    if done:
-        horizon = runtime.now() + timedelta(seconds=runtime.settings.arm_horizon_s)
-        with runtime.db.session() as session:
-            fire_at = next_fire_times(session, done)
-        timers.settle(
-            runtime.redis,
-            runtime.queue_name,
-            lease,
-            {clock_id: at if at is not None and at <= horizon else None for clock_id, at in fire_at.items()},
-        )
-    return len(done)
-
-
 @job()
 def fire_due_clocks(clock_ids: list[int], lease: float) -> None:
-    """RQ job: fire a batch of clocks the timer loop claimed."""
-    fired = fire_batch(runtime_module.current(), clock_ids, lease)
-    log.debug("timer batch fired", extra={"clocks": len(clock_ids), "fired": fired})
+    """RQ job: fire a batch of claimed clocks (the timer loop fires them itself; a job of this
+    kind left in the queue by an earlier version still does its work)."""
+    fire_batch(runtime_module.current(), clock_ids, lease)
+
+
+class Deliveries:
+    """The delivery threads of one timer loop: alerts of fired clocks go out here while the loop
+    fires the next batch. When too many wait, their alerts become RQ jobs instead."""
+
+    def __init__(self, runtime: Runtime, threads: int = DELIVERY_THREADS):
+        self.runtime = runtime
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="sla-guard-alerts")
+        self.waiting = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, clock_id: int, result: FireResult) -> None:
+        with self.lock:
+            busy = self.waiting >= MOST_WAITING_DELIVERIES
+            if not busy:
+                self.waiting += 1
+        if busy:
+            self._run(clock_id, result, inline=False)
+            return
+        self.pool.submit(self._deliver, clock_id, result)
+
+    def _deliver(self, clock_id: int, result: FireResult) -> None:
+        try:
+            self._run(clock_id, result, inline=True)
+        finally:
+            with self.lock:
+                self.waiting -= 1
+
+    def _run(self, clock_id: int, result: FireResult, inline: bool) -> None:
+        try:
+            after_firing(self.runtime, clock_id, result, inline=inline)
+        except Exception:  # every alert is a row: the reconciler sends what this missed
+            log.exception("alerts of a fired clock not handed on", extra={"clock_id": clock_id})
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
 
 
 def timer_loop(runtime: Runtime, stop: threading.Event) -> None:
-    """Run until ``stop`` is set: dispatch due clocks as soon as their timers come."""
+    """Run until ``stop`` is set: fire due clocks as soon as their timers come."""
     poll_s = runtime.settings.timer_poll_s
-    while not stop.is_set():
-        try:
-            if dispatch_due(runtime):
-                continue
-            upcoming = timers.next_due(runtime.redis, runtime.queue_name)
-            wait = poll_s if upcoming is None else min(poll_s, max(0.0, upcoming - runtime.now().timestamp()))
-        except RedisError as exc:
-            log.warning("timer loop waits for Redis", extra={"error": type(exc).__name__})
-            wait = 1.0
-        except Exception:  # the loop must outlive any one bad pass
-            log.exception("timer loop pass failed")
-            wait = 1.0
-        if wait > 0:
-            stop.wait(wait)
+    deliveries = Deliveries(runtime)
+    try:
+        while not stop.is_set():
+            try:
+                if fire_due(runtime, deliveries):
+                    continue
+                upcoming = timers.next_due(runtime.redis, runtime.queue_name)
+                wait = poll_s if upcoming is None else min(poll_s, max(0.0, upcoming - runtime.now().timestamp()))
+            except RedisError as exc:
+                log.warning("timer loop waits for Redis", extra={"error": type(exc).__name__})
+                wait = 1.0
+            except Exception:  # the loop must outlive any one bad pass
+                log.exception("timer loop pass failed")
+                wait = 1.0
+            if wait > 0:
+                stop.wait(wait)
+    finally:
+        deliveries.close()
 
 
 def wait_for_timers(runtime: Runtime, most_s: float) -> float:
-    """Block while timer work is waiting anywhere (due, queued or running), up to ``most_s``;
-    return the seconds waited. What calls this steps aside for timers."""
+    """Block while timer work is waiting anywhere (due, being fired, queued or running), up to
+    ``most_s``; return the seconds waited. What calls this steps aside for timers."""
     started = time.monotonic()
     while time.monotonic() - started < most_s:
         if not timers.timer_work_waiting(runtime.redis, runtime.queue_name, time.time()):

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from redis.exceptions import RedisError
 
 from sla_guard.ingest.pending import push
-from sla_guard.ingest.processing import apply_lead
+from sla_guard.ingest.processing import apply_leads, batch_size
 from sla_guard.outbox.base import OPS_ALERTS
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS
 from sla_guard.outbox.crm_sync import LOOKUPS, LOSS_REASONS
@@ -28,6 +28,7 @@ from sla_guard.outbox.delivery import ALERTS
 from sla_guard.outbox.digests import queue_digests
 from sla_guard.outbox.follow_up_tasks import CLOSES, TASKS
 from sla_guard.runtime import Runtime
+from sla_guard.store.quarantine import quarantined_ids
 from sla_guard.store.repository import clocks_to_arm, leads_on_other_rules, record_rule_version, unprocessed_leads
 from sla_guard.timers import arming as timers
 
@@ -100,9 +101,9 @@ def _step(report: ReconcileReport, name: str, run) -> None:
 def _apply_lost_events(runtime: Runtime, report: ReconcileReport) -> None:
     with runtime.db.session() as session:
         lost_leads = unprocessed_leads(session, runtime.now() - EVENT_GRACE)
-    for lead_id in lost_leads:  # a lead that cannot be applied is quarantined, never stops the pass
-        if apply_lead(runtime, lead_id):
-            report.events_applied += 1
+    size = batch_size(runtime)
+    for start in range(0, len(lost_leads), size):  # a lead that cannot be applied is quarantined, never stops the pass
+        report.events_applied += apply_leads(runtime, lost_leads[start : start + size])
 
 
 REARM_CHUNK = 10_000
@@ -114,13 +115,15 @@ def rearm_timers(runtime: Runtime) -> tuple[int, int]:
     timer armed later than its clock's ``next_fire_at``; returns ``(armed, due already)``.
 
     A timer that is present (or leased to a running job) at the right time or earlier is left
-    alone: firing early changes nothing, the job reloads the clock and settles the timer.
+    alone: firing early changes nothing, the job reloads the clock and settles the timer. A clock
+    set aside (:mod:`sla_guard.timers.failures`) is armed again once its lead left quarantine.
     """
     now = runtime.now()
     horizon = now + timedelta(seconds=runtime.settings.arm_horizon_s)
     with runtime.db.session() as session:
         wanted = clocks_to_arm(session, horizon)
     armed = due = 0
+    set_aside = timers.score_of(timers.SET_ASIDE_AT)
     for start in range(0, len(wanted), REARM_CHUNK):
         chunk = wanted[start : start + REARM_CHUNK]
         scores = timers.armed_at(runtime.redis, runtime.queue_name, [clock_id for clock_id, _lead, _at in chunk])
@@ -128,13 +131,29 @@ def rearm_timers(runtime: Runtime) -> tuple[int, int]:
         later = {
             clock_id: at
             for clock_id, _lead, at in chunk
-            if clock_id in scores and at > now and scores[clock_id] > at.timestamp() + 0.001
+            if clock_id in scores and at > now and at.timestamp() + 0.001 < scores[clock_id] < set_aside
         }
+        released = _released(
+            runtime,
+            [(clock_id, lead_id, at) for clock_id, lead_id, at in chunk if scores.get(clock_id, 0) >= set_aside],
+        )
         timers.arm_missing(runtime.redis, runtime.queue_name, missing)
         timers.bring_forward(runtime.redis, runtime.queue_name, later)
+        timers.arm(runtime.redis, runtime.queue_name, released)
+        missing.update(released)
         due += sum(1 for at in missing.values() if at <= now)
         armed += len(missing) - sum(1 for at in missing.values() if at <= now) + len(later)
     return armed, due
+
+
+def _released(runtime: Runtime, set_aside: list[tuple[int, str, datetime]]) -> dict[int, datetime]:
+    """Of the clocks set aside (their firing kept failing), those whose lead is out of
+    quarantine again (retried, or a new event applied): armed again at their instant."""
+    if not set_aside:
+        return {}
+    with runtime.db.session() as session:
+        held = set(quarantined_ids(session))
+    return {clock_id: at for clock_id, lead_id, at in set_aside if lead_id not in held}
 
 
 def _arm_timers(runtime: Runtime, report: ReconcileReport) -> None:

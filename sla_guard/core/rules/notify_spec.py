@@ -113,15 +113,21 @@ def _http_url(value: str | None) -> str | None:
     return value.rstrip("/") if value else value
 
 
-class WebhookChannel(_ChannelSpec):
-    """POSTs the alert JSON to ``url``."""
+class _SecretUrlChannel(_ChannelSpec):
+    """A channel posting to an http(s) ``url`` that is itself the credential (whoever knows it
+    may post), so the URL is kept out of logs like a token."""
 
-    type: Literal["webhook"]
     url: str
     _url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
 
     def secrets(self) -> tuple[str, ...]:
         return (self.url,)
+
+
+class WebhookChannel(_SecretUrlChannel):
+    """POSTs the alert JSON to ``url``."""
+
+    type: Literal["webhook"]
 
 
 class LogChannel(_ChannelSpec):
@@ -188,15 +194,10 @@ class EmailChannel(_ChannelSpec):
         return tuple(value for value in (self.password,) if value)
 
 
-class TeamsChannel(_ChannelSpec):
+class TeamsChannel(_SecretUrlChannel):
     """A Microsoft Teams incoming webhook (Workflows or a legacy connector): posts an Adaptive Card."""
 
     type: Literal["teams"]
-    url: str
-    _url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
-
-    def secrets(self) -> tuple[str, ...]:
-        return (self.url,)
 
 
 class CrmChannel(_ChannelSpec):

@@ -27,7 +27,6 @@ Europe/Moscow) while tasks carry UTC, as observed in amoCRM's traffic.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -35,26 +34,20 @@ from urllib.parse import unquote, urlsplit
 
 from sla_guard.core.events import LeadEvent
 from sla_guard.exceptions import InvalidEvent, Unauthorized
+from sla_guard.ingest.adapters import access
 from sla_guard.ingest.adapters.amocrm_events import CRM, HANDLERS, Context
 from sla_guard.ingest.adapters.base import (
     AdapterResult,
     RawRequest,
-    configured,
-    field_settings,
-    form_to_verify,
     group,
     indexed,
     ordered,
-    outcome_in,
     parse_form,
-    setting_names,
     text,
     unique,
-    word_set,
-    zone,
 )
 
-SETTINGS = setting_names(
+SETTINGS = access.setting_names(
     CRM,
     "TOKEN",
     "ACCOUNT_ID",
@@ -105,20 +98,15 @@ def mapping_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     holding the lead's source, priority or team.
     """
     mapping = dict(DEFAULT_MAPPING)
-    mapping["won"] = word_set(settings, WON_STATUSES, DEFAULT_MAPPING["won"])
-    mapping["lost"] = word_set(settings, LOST_STATUSES, DEFAULT_MAPPING["lost"])
-    mapping["fields"] = field_settings(settings, source=FIELD_SOURCE, priority=FIELD_PRIORITY, team=FIELD_TEAM)
+    mapping["won"] = access.word_set(settings, WON_STATUSES, DEFAULT_MAPPING["won"])
+    mapping["lost"] = access.word_set(settings, LOST_STATUSES, DEFAULT_MAPPING["lost"])
+    mapping["fields"] = access.field_settings(settings, source=FIELD_SOURCE, priority=FIELD_PRIORITY, team=FIELD_TEAM)
     return mapping
-
-
-def outcome(status_id: str | None, mapping: Mapping[str, Any] = DEFAULT_MAPPING) -> str | None:
-    """``"won"``, ``"lost"`` or ``None`` (still open) for an amoCRM status id."""
-    return outcome_in(status_id, mapping)
 
 
 def enabled(settings: Mapping[str, Any]) -> bool:
     """amoCRM is on when the path token and the account id are set."""
-    return configured(settings, TOKEN, ACCOUNT_ID)
+    return access.configured(settings, TOKEN, ACCOUNT_ID)
 
 
 # --- authenticity -------------------------------------------------------------------------
@@ -126,11 +114,9 @@ def enabled(settings: Mapping[str, Any]) -> bool:
 
 def verify_token(raw: RawRequest, settings: Mapping[str, Any]) -> None:
     """Check the path token (last path segment) alone: possible before the body is decoded."""
-    expected = text(settings.get(TOKEN))
-    if not expected:
-        raise Unauthorized("amoCRM is not configured")
+    [expected] = access.secrets_to_verify(settings, "amoCRM", TOKEN)
     token = unquote(raw.path.rstrip("/").rsplit("/", 1)[-1])
-    if not hmac.compare_digest(token.encode("utf-8", "replace"), expected.encode()):
+    if not access.same_secret(token, expected):
         raise Unauthorized("wrong amoCRM webhook token")
 
 
@@ -141,11 +127,9 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     body (``account[id]`` and each entity's ``account_id``) must be ours; a body without
     ``account[id]`` is accepted when its ``account[subdomain]`` is ours (:func:`account_subdomain`).
     """
-    account = text(settings.get(ACCOUNT_ID))
     verify_token(raw, settings)
-    if not account:
-        raise Unauthorized("amoCRM is not configured")
-    form = form_to_verify(raw, "the body does not name an amoCRM account")
+    [account] = access.secrets_to_verify(settings, "amoCRM", ACCOUNT_ID)
+    form = access.form_to_verify(raw, "the body does not name an amoCRM account")
     account_group = group(form, "account")
     said = text(account_group.get("id"))
     if said is None:
@@ -154,13 +138,13 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
         subdomain, ours = (text(account_group.get("subdomain")) or "").lower(), account_subdomain(settings)
         if not subdomain or not ours:
             raise Unauthorized("the body does not name an amoCRM account")
-        if not hmac.compare_digest(subdomain.encode(), ours.encode()):
+        if not access.same_secret(subdomain, ours):
             raise Unauthorized("the webhook comes from another amoCRM account")
-    elif not hmac.compare_digest(said.encode(), account.encode()):
+    elif not access.same_secret(said, account):
         raise Unauthorized("the webhook comes from another amoCRM account")
     for item in _all_items(form):
         other = text(item.get("account_id"))
-        if other is not None and not hmac.compare_digest(other.encode(), account.encode()):
+        if other is not None and not access.same_secret(other, account):
             raise Unauthorized("an entity in the webhook belongs to another amoCRM account")
 
 
@@ -200,7 +184,7 @@ def parse(raw: RawRequest, settings: Mapping[str, Any], *, received_at: datetime
     links = group(group(form, "account"), "_links")
     context = Context(
         mapping=mapping_from_settings(settings),
-        zone=zone(settings, TIMEZONE, "Europe/Moscow"),
+        zone=access.zone(settings, TIMEZONE, "Europe/Moscow"),
         base_url=(text(links.get("self")) or "").rstrip("/") or None,
         received_at=received_at,
     )

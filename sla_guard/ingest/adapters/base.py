@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
 from sla_guard.core.bounds import DEPTH_MAX, check_depth, check_moment, excerpt
 from sla_guard.core.events import EVENT_TYPES, LeadEvent
-from sla_guard.exceptions import ConfigError, InvalidEvent, Unauthorized
+from sla_guard.exceptions import InvalidEvent
 
 
 @dataclass(frozen=True)
@@ -233,42 +233,6 @@ def from_iso(value: Any, where: str, *, tz: ZoneInfo | None = None) -> datetime:
     return check_moment(parsed, where)
 
 
-def zone(settings: Mapping[str, Any], key: str, default: str) -> ZoneInfo:
-    """The IANA time zone held by setting ``key``; a bad name raises :class:`ConfigError`."""
-    name = text(settings.get(key)) or default
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"{key}={name!r} is not an IANA time zone (e.g. Europe/Moscow)") from None
-
-
-def word_set(settings: Mapping[str, Any], key: str, default: Iterable[str]) -> frozenset[str]:
-    """A comma-separated setting as a set of words; an absent setting gives ``default``."""
-    value = settings.get(key)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return frozenset(default)
-    if isinstance(value, str):
-        return frozenset(part.strip() for part in value.split(",") if part.strip())
-    return frozenset(str(part) for part in value)
-
-
-def setting_names(crm: str, *names: str) -> tuple[str, ...]:
-    """The environment names of a CRM's settings: ``setting_names("amocrm", "TOKEN")`` is
-    ``("SLA_GUARD_AMOCRM_TOKEN",)``."""
-    return tuple(f"SLA_GUARD_{crm.upper()}_{name}" for name in names)
-
-
-def configured(settings: Mapping[str, Any], *keys: str) -> bool:
-    """Whether every one of the settings ``keys`` holds a value (a CRM's ``enabled``)."""
-    return all(text(settings.get(key)) for key in keys)
-
-
-def field_settings(settings: Mapping[str, Any], **keys: str) -> dict[str, str]:
-    """The CRM fields named by settings, by lead field: ``field_settings(settings,
-    source="SLA_GUARD_AMOCRM_FIELD_SOURCE")`` is ``{"source": "<its value>"}`` when it is set."""
-    return {ours: text(settings.get(key)) for ours, key in keys.items() if text(settings.get(key))}
-
-
 def outcome_in(value: str | None, mapping: Mapping[str, Any]) -> str | None:
     """``"won"``, ``"lost"`` or ``None`` (still open) for a status or stage, by the mapping's
     ``won`` and ``lost`` sets."""
@@ -283,15 +247,6 @@ def group(values: Mapping[str, Any], key: str) -> dict[str, Any]:
     """The nested object under ``key`` (``form["account"]``), or an empty one."""
     found = values.get(key)
     return found if isinstance(found, dict) else {}
-
-
-def form_to_verify(raw: RawRequest, refusal: str) -> dict[str, Any]:
-    """The form body read by a ``verify``: a body that cannot be read is refused as unauthentic
-    with ``refusal``."""
-    try:
-        return parse_form(raw)
-    except InvalidEvent:
-        raise Unauthorized(refusal) from None
 
 
 def lead_fields(mapping: Mapping[str, str], values: Mapping[str, Any]) -> dict[str, Any]:

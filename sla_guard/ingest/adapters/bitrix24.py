@@ -24,7 +24,6 @@ gives the same ids. Event names arrive in any letter case. Bitrix24 never retrie
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -35,15 +34,13 @@ import requests
 from sla_guard.core.events import LeadEvent
 from sla_guard.core.record_ids import lead_id as record_lead_id
 from sla_guard.exceptions import CrmReadError, InvalidEvent, Unauthorized
+from sla_guard.ingest.adapters import access
 from sla_guard.ingest.adapters.base import (
     AdapterResult,
     Lookup,
     RawRequest,
     amount,
-    configured,
     customer_id,
-    field_settings,
-    form_to_verify,
     from_iso,
     from_unix,
     group,
@@ -52,14 +49,12 @@ from sla_guard.ingest.adapters.base import (
     ordered,
     parse_form,
     require,
-    setting_names,
     text,
-    word_set,
 )
 from sla_guard.outbox.http import Http, json_object
 
 CRM = "bitrix24"
-SETTINGS = setting_names(
+SETTINGS = access.setting_names(
     CRM,
     "APP_TOKEN",
     "REST_URL",
@@ -126,10 +121,10 @@ def mapping_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     ``..._LOST_STATUSES`` (lead statuses), ``SLA_GUARD_BITRIX24_REASON_FIELD`` and
     ``SLA_GUARD_BITRIX24_FIELD_PRIORITY`` / ``_TEAM`` / ``_SOURCE`` (field codes)."""
     mapping = dict(DEFAULT_MAPPING)
-    mapping["won_statuses"] = word_set(settings, WON_STATUSES, DEFAULT_MAPPING["won_statuses"])
-    mapping["lost_statuses"] = word_set(settings, LOST_STATUSES, DEFAULT_MAPPING["lost_statuses"])
+    mapping["won_statuses"] = access.word_set(settings, WON_STATUSES, DEFAULT_MAPPING["won_statuses"])
+    mapping["lost_statuses"] = access.word_set(settings, LOST_STATUSES, DEFAULT_MAPPING["lost_statuses"])
     mapping["reason_field"] = text(settings.get(REASON_FIELD)) or DEFAULT_MAPPING["reason_field"]
-    mapping["fields"] = field_settings(settings, source=FIELD_SOURCE, priority=FIELD_PRIORITY, team=FIELD_TEAM)
+    mapping["fields"] = access.field_settings(settings, source=FIELD_SOURCE, priority=FIELD_PRIORITY, team=FIELD_TEAM)
     return mapping
 
 
@@ -148,7 +143,7 @@ def outcome(fields: Mapping[str, Any], mapping: Mapping[str, Any] = DEFAULT_MAPP
 
 def enabled(settings: Mapping[str, Any]) -> bool:
     """Bitrix24 is on when the application token and the REST URL are set."""
-    return configured(settings, APP_TOKEN, REST_URL)
+    return access.configured(settings, APP_TOKEN, REST_URL)
 
 
 # --- authenticity -------------------------------------------------------------------------
@@ -157,15 +152,13 @@ def enabled(settings: Mapping[str, Any]) -> bool:
 def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     """Check ``auth[application_token]`` (constant time) and, when the body names a portal
     (``auth[domain]``), that it is the portal of ``SLA_GUARD_BITRIX24_REST_URL``."""
-    expected = text(settings.get(APP_TOKEN))
-    if not expected:
-        raise Unauthorized("Bitrix24 is not configured")
-    form = form_to_verify(raw, "the body carries no Bitrix24 application token")
+    [expected] = access.secrets_to_verify(settings, "Bitrix24", APP_TOKEN)
+    form = access.form_to_verify(raw, "the body carries no Bitrix24 application token")
     auth = group(form, "auth")
     token = text(auth.get("application_token"))
     if token is None:
         raise Unauthorized("the body carries no Bitrix24 application token")
-    if not hmac.compare_digest(token.encode(), expected.encode()):
+    if not access.same_secret(token, expected):
         raise Unauthorized("wrong Bitrix24 application token")
     portal = (urlsplit(text(settings.get(REST_URL)) or "").hostname or "").lower()
     domain = (text(auth.get("domain")) or "").lower()
@@ -294,6 +287,18 @@ def derive_events(
             "result", event_id=f"bitrix24-{entity}-{record_id}-{suffix}", type=kind, occurred_at=at, **extra
         )
 
+    def closed(previous_stage: str | None = None) -> LeadEvent:
+        reason = now["reason"] if result == "lost" else None
+        return event(
+            "lead.closed",
+            f"closed-{stamp}",
+            modified,
+            lead=staged,
+            outcome=result,
+            previous_stage=previous_stage,
+            reason=reason,
+        )
+
     if last_known is None:
         if lookup.event.endswith("ADD"):
             created = _time(record.get("DATE_CREATE"), modified, "result.DATE_CREATE")
@@ -303,32 +308,13 @@ def derive_events(
         else:
             events = []
         if result:
-            events.append(
-                event(
-                    "lead.closed",
-                    f"closed-{stamp}",
-                    modified,
-                    lead=staged,
-                    outcome=result,
-                    reason=now["reason"] if result == "lost" else None,
-                )
-            )
+            events.append(closed())
         return ordered(events)
     events = []
     was = outcome(last_known, mapping)
     before_stage = text(last_known.get("stage"))
     if result and (not was or before_stage != now["stage"]):
-        events.append(
-            event(
-                "lead.closed",
-                f"closed-{stamp}",
-                modified,
-                lead=staged,
-                outcome=result,
-                previous_stage=before_stage,
-                reason=now["reason"] if result == "lost" else None,
-            )
-        )
+        events.append(closed(before_stage))
     elif before_stage != now["stage"] or (was and not result):
         events.append(event("lead.stage_changed", f"stage-{stamp}", modified, lead=staged, previous_stage=before_stage))
     elif result == "lost" and now["reason"] and now["reason"] != text(last_known.get("reason")):

@@ -39,11 +39,11 @@ from typing import Any
 from sla_guard.core.events import LeadEvent
 from sla_guard.core.record_ids import lead_id as record_lead_id
 from sla_guard.exceptions import InvalidEvent, Unauthorized
+from sla_guard.ingest.adapters import access
 from sla_guard.ingest.adapters.base import (
     AdapterResult,
     RawRequest,
     amount,
-    configured,
     customer_id,
     from_unix,
     header,
@@ -52,14 +52,12 @@ from sla_guard.ingest.adapters.base import (
     outcome_in,
     parse_json,
     require,
-    setting_names,
     text,
     unique,
-    word_set,
 )
 
 CRM = "hubspot"
-SETTINGS = setting_names(
+SETTINGS = access.setting_names(
     CRM,
     "CLIENT_SECRET",
     "PUBLIC_URL",
@@ -140,22 +138,17 @@ def mapping_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     ``SLA_GUARD_HUBSPOT_TOUCH_OBJECTS`` (engagements that count as touches, default
     ``call,meeting``; ``email`` and ``communication`` may be added)."""
     mapping = dict(DEFAULT_MAPPING)
-    mapping["won"] = word_set(settings, WON_STAGES, DEFAULT_MAPPING["won"])
-    mapping["lost"] = word_set(settings, LOST_STAGES, DEFAULT_MAPPING["lost"])
+    mapping["won"] = access.word_set(settings, WON_STAGES, DEFAULT_MAPPING["won"])
+    mapping["lost"] = access.word_set(settings, LOST_STAGES, DEFAULT_MAPPING["lost"])
     known = {**DEFAULT_MAPPING["touches"], **DEFAULT_MAPPING["optional_touches"]}
-    chosen = word_set(settings, TOUCH_OBJECTS, DEFAULT_MAPPING["touches"])
+    chosen = access.word_set(settings, TOUCH_OBJECTS, DEFAULT_MAPPING["touches"])
     mapping["touches"] = {name: known.get(name, name) for name in chosen}
     return mapping
 
 
-def outcome(stage: str | None, mapping: Mapping[str, Any] = DEFAULT_MAPPING) -> str | None:
-    """``"won"``, ``"lost"`` or ``None`` for a HubSpot stage id."""
-    return outcome_in(stage, mapping)
-
-
 def enabled(settings: Mapping[str, Any]) -> bool:
     """HubSpot is on when the app's client secret is set."""
-    return configured(settings, CLIENT_SECRET)
+    return access.configured(settings, CLIENT_SECRET)
 
 
 # --- authenticity -------------------------------------------------------------------------
@@ -179,9 +172,7 @@ def signature(secret: str, method: str, uri: str, body: bytes, timestamp: str) -
 def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     """Check ``X-HubSpot-Signature-v3`` and that the request is at most five minutes old
     (or early) relative to ``now``. Older signature versions are refused."""
-    secret = text(settings.get(CLIENT_SECRET))
-    if not secret:
-        raise Unauthorized("HubSpot is not configured")
+    [secret] = access.secrets_to_verify(settings, "HubSpot", CLIENT_SECRET)
     given = header(raw, "X-HubSpot-Signature-v3")
     stamp = header(raw, "X-HubSpot-Request-Timestamp")
     if not given or not stamp:
@@ -195,7 +186,7 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     if abs(now - sent) > MAX_AGE:
         raise Unauthorized("stale HubSpot request: the timestamp is more than 5 minutes away")
     expected = signature(secret, raw.method, signed_uri(raw, settings), raw.body, stamp.strip())
-    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+    if not access.same_secret(given.strip(), expected):
         raise Unauthorized("bad HubSpot signature")
 
 
@@ -261,7 +252,7 @@ def _event(item: dict[str, Any], kind: str, where: str, mapping: Mapping[str, An
         if value is None:
             return None
         lead["stage"] = value
-        result = outcome(value, mapping)
+        result = outcome_in(value, mapping)
         if result:
             return make_event(where, type="lead.closed", outcome=result, lead=lead, **common)
         return make_event(where, type="lead.stage_changed", lead=lead, **common)

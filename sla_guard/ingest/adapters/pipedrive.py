@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,13 +36,12 @@ from typing import Any
 from sla_guard.core.events import LeadEvent
 from sla_guard.core.record_ids import lead_id as record_lead_id
 from sla_guard.exceptions import InvalidEvent, Unauthorized
+from sla_guard.ingest.adapters import access
 from sla_guard.ingest.adapters.base import (
     AdapterResult,
     RawRequest,
     amount,
-    configured,
     customer_id,
-    field_settings,
     from_iso,
     from_unix,
     group,
@@ -54,13 +52,11 @@ from sla_guard.ingest.adapters.base import (
     outcome_in,
     parse_json,
     require,
-    setting_names,
     text,
-    word_set,
 )
 
 CRM = "pipedrive"
-SETTINGS = setting_names(
+SETTINGS = access.setting_names(
     CRM,
     "USER",
     "PASSWORD",
@@ -110,19 +106,14 @@ def mapping_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     types that are touches, default ``call,email,meeting``) and ``SLA_GUARD_PIPEDRIVE_FIELD_SOURCE``
     / ``_PRIORITY`` / ``_TEAM`` (custom field keys holding those lead fields)."""
     mapping = dict(DEFAULT_MAPPING)
-    mapping["touch_types"] = word_set(settings, TOUCH_TYPES, DEFAULT_MAPPING["touch_types"])
-    mapping["fields"] = field_settings(settings, source=FIELD_SOURCE, priority=FIELD_PRIORITY, team=FIELD_TEAM)
+    mapping["touch_types"] = access.word_set(settings, TOUCH_TYPES, DEFAULT_MAPPING["touch_types"])
+    mapping["fields"] = access.field_settings(settings, source=FIELD_SOURCE, priority=FIELD_PRIORITY, team=FIELD_TEAM)
     return mapping
-
-
-def outcome(status: str | None, mapping: Mapping[str, Any] = DEFAULT_MAPPING) -> str | None:
-    """``"won"``, ``"lost"`` or ``None`` for a Pipedrive deal status."""
-    return outcome_in(status, mapping)
 
 
 def enabled(settings: Mapping[str, Any]) -> bool:
     """Pipedrive is on when the webhook's basic-auth user and password are set."""
-    return configured(settings, USER, PASSWORD)
+    return access.configured(settings, USER, PASSWORD)
 
 
 # --- authenticity -------------------------------------------------------------------------
@@ -133,9 +124,7 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
 
     Pipedrive signs nothing and its timestamp is not authenticated, so ``now`` is unused.
     """
-    user, password = text(settings.get(USER)), text(settings.get(PASSWORD))
-    if not user or not password:
-        raise Unauthorized("Pipedrive is not configured")
+    user, password = access.secrets_to_verify(settings, "Pipedrive", USER, PASSWORD)
     given = header(raw, "Authorization") or ""
     scheme, _, encoded = given.strip().partition(" ")
     if scheme.lower() != "basic" or not encoded:
@@ -145,8 +134,8 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     except (binascii.Error, UnicodeDecodeError):
         raise Unauthorized("malformed basic auth") from None
     given_user, _, given_password = decoded.partition(":")
-    user_ok = hmac.compare_digest(given_user.encode(), user.encode())
-    password_ok = hmac.compare_digest(given_password.encode(), password.encode())
+    user_ok = access.same_secret(given_user, user)
+    password_ok = access.same_secret(given_password, password)
     if not (user_ok and password_ok):
         raise Unauthorized("wrong Pipedrive basic auth")
 
@@ -263,9 +252,9 @@ def _deal(change: _Change, mapping: Mapping[str, Any], app_url: str | None) -> l
     status, before = text(change.data.get("status")), text(change.previous.get("status"))
     stage_moved = change.changed("stage_id")
     previous_stage = text(change.previous.get("stage_id")) if stage_moved else None
-    closing = change.changed("status") and (outcome(status, mapping) or status == "deleted")
+    closing = change.changed("status") and (outcome_in(status, mapping) or status == "deleted")
     if closing:
-        result = outcome(status, mapping)
+        result = outcome_in(status, mapping)
         events.append(
             make_event(
                 "data",
@@ -286,7 +275,7 @@ def _deal(change: _Change, mapping: Mapping[str, Any], app_url: str | None) -> l
     if change.changed("owner_id") or change.changed("user_id"):
         previous_owner = _user(change.previous.get("owner_id")) or _user(change.previous.get("user_id"))
         events.append(make_event("data", type="lead.assigned", lead=lead, previous_owner=previous_owner, **common))
-    if not events and change.changed("lost_reason") and outcome(status, mapping) == "lost":
+    if not events and change.changed("lost_reason") and outcome_in(status, mapping) == "lost":
         events.append(
             make_event("data", type="lead.updated", lead=lead, reason=text(change.data.get("lost_reason")), **common)
         )

@@ -34,7 +34,7 @@ from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     RestTasks,
     TaskRequest,
-    has_marker,
+    marked_task,
     setting,
     with_marker,
 )
@@ -66,10 +66,9 @@ class AmoCrmTasks(RestTasks):
         task_type_id: int = FOLLOW_UP_TYPE,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     ):
-        self.base_url = base_url.rstrip("/")
         self.task_type_id = task_type_id
-        self.http = self.connect(session, timeout, [access_token], ACCESS_TOKEN, self.base_url)
-        self.headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+        bearer = {"Authorization": f"Bearer {access_token}"}
+        self._open(session, timeout, base_url, access_token, ACCESS_TOKEN, account=base_url.rstrip("/"), auth=bearer)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> AmoCrmTasks | None:
@@ -121,10 +120,7 @@ class AmoCrmTasks(RestTasks):
             return None
         if response.status_code != 200:
             raise self._error(response, what)
-        for item in _embedded(json_body(response)):
-            if has_marker(item.get("text"), task.idempotency_key) and item.get("id") is not None:
-                return str(item["id"])
-        return None
+        return marked_task(_embedded(json_body(response)), task.idempotency_key, lambda item: item.get("text"))
 
     def close(self, task_id: str) -> None:
         number = self.number(task_id, "the task id")
@@ -160,9 +156,6 @@ class AmoCrmTasks(RestTasks):
         if owner is None:
             raise self.http.fail(f"{what}: the lead has no responsible user", transient=False, status=200)
         return self.number(str(owner), "responsible_user_id")
-
-    def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        return self.http.request(method, f"{self.base_url}{path}", what, headers=self.headers, **kwargs)
 
     def _error(self, response: requests.Response, what: str) -> TaskError:
         return self.http.error(response, what, _problem(json_body(response)), retry_after_s=_RATE_WAIT_S)

@@ -120,6 +120,24 @@ def has_marker(text: Any, key: str) -> bool:
     return isinstance(text, str) and marker(key) in text
 
 
+def marked_task(
+    items: Any,
+    key: str,
+    text: Callable[[dict], Any],
+    *,
+    id_field: str = "id",
+    also: Callable[[dict], bool] | None = None,
+) -> str | None:
+    """The id of the first task in ``items`` (the CRM's list of task objects) whose ``text``
+    carries the marker of ``key`` (and that meets ``also``, when given); ``None`` when none does."""
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or item.get(id_field) is None or (also is not None and not also(item)):
+            continue
+        if has_marker(text(item), key):
+            return str(item[id_field])
+    return None
+
+
 def subject(text: str, limit: int = 200) -> str:
     """A one-line title: the first non-empty line of the text, shortened to ``limit`` characters."""
     first = next((line.strip() for line in text.splitlines() if line.strip()), "Follow-up")
@@ -185,11 +203,32 @@ class CrmTasks:
 
 
 class RestTasks(CrmTasks):
-    """What the REST task clients share: completing a task, and reading one. Each client sends
-    its calls (``_send``) and reads its CRM's error bodies (``_error``)."""
+    """What the REST task clients share: one API address and token, sending a call, completing a
+    task and reading one. Each client reads its CRM's error bodies (``_error``)."""
+
+    api_url: str
+    headers: dict[str, str]
+
+    def _open(
+        self,
+        session: requests.Session,
+        timeout: float | tuple[float, float],
+        api_url: str,
+        token: str,
+        token_setting: str,
+        *,
+        account: str,
+        auth: Mapping[str, str],
+        **pacing: Any,
+    ) -> None:
+        """Set the client up: its API's address, its HTTP layer (``token`` blanked out of every
+        error, calls paced per ``account``) and the headers that carry the token (``auth``)."""
+        self.api_url = api_url.rstrip("/")
+        self.http = self.connect(session, timeout, [token], token_setting, account, **pacing)
+        self.headers = {**auth, "Accept": "application/json"}
 
     def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        raise NotImplementedError
+        return self.http.request(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)
 
     def _error(self, response: requests.Response, what: str) -> TaskError:
         raise NotImplementedError

@@ -40,7 +40,7 @@ from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     CrmTasks,
     TaskRequest,
-    has_marker,
+    marked_task,
     setting,
     subject,
     with_marker,
@@ -60,6 +60,20 @@ _RATE_WAIT_S = 1.0
 _TRANSIENT = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT", "INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER"}
 _AUTH = {"NO_AUTH_FOUND", "INVALID_CREDENTIALS", "EXPIRED_TOKEN", "INVALID_TOKEN", "WRONG_AUTH_TYPE", "INVALID_REQUEST"}
 _NOT_FOUND = {"NOT_FOUND", "ERROR_NOT_FOUND"}
+_REFUSALS = {
+    "OVERLOAD_LIMIT": "Bitrix24 blocked this webhook for overload; only Bitrix24 support can lift the block",
+    "INSUFFICIENT_SCOPE": "the incoming webhook lacks the CRM (crm) permission",
+    "METHOD_NOT_FOUND": "the portal does not know this method (is the portal up to date?)",
+    "PAYMENT_REQUIRED": "the portal's plan does not include the REST API",
+}
+"""Error codes retrying cannot fix, and what each means for the person setting the portal up."""
+
+
+def _refusal(code: str) -> str | None:
+    """What a permanent error code means (``None``: not one of them)."""
+    if code in _AUTH:
+        return f"the portal refused the incoming webhook ({code}): check {REST_URL}"
+    return _REFUSALS.get("METHOD_NOT_FOUND" if code.startswith("ERROR_METHOD_NOT_FOUND") else code)
 
 
 class Bitrix24Tasks(CrmTasks):
@@ -113,14 +127,7 @@ class Bitrix24Tasks(CrmTasks):
             "order": {"ID": "DESC"},
         }
         result = self._call("crm.activity.list", params, f"crm.activity.list on {task.kind} {owner_id}")
-        for item in result if isinstance(result, list) else []:
-            if (
-                isinstance(item, dict)
-                and item.get("ID") is not None
-                and has_marker(item.get("DESCRIPTION"), task.idempotency_key)
-            ):
-                return str(item["ID"])
-        return None
+        return marked_task(result, task.idempotency_key, lambda item: item.get("DESCRIPTION"), id_field="ID")
 
     def close(self, task_id: str) -> None:
         number = self.number(task_id, "the activity id")
@@ -200,32 +207,9 @@ class Bitrix24Tasks(CrmTasks):
                     status=status,
                 )
             return error
-        if code == "OVERLOAD_LIMIT":
-            return self.http.fail(
-                f"{what}: Bitrix24 blocked this webhook for overload; only Bitrix24 support can lift the block",
-                transient=False,
-                status=status,
-            )
-        if code in _AUTH:
-            return self.http.fail(
-                f"{what}: the portal refused the incoming webhook ({code}): check {REST_URL}",
-                transient=False,
-                status=status,
-            )
-        if code == "INSUFFICIENT_SCOPE":
-            return self.http.fail(
-                f"{what}: the incoming webhook lacks the CRM (crm) permission", transient=False, status=status
-            )
-        if code.startswith("ERROR_METHOD_NOT_FOUND") or code == "METHOD_NOT_FOUND":
-            return self.http.fail(
-                f"{what}: the portal does not know this method (is the portal up to date?)",
-                transient=False,
-                status=status,
-            )
-        if code == "PAYMENT_REQUIRED":
-            return self.http.fail(
-                f"{what}: the portal's plan does not include the REST API", transient=False, status=status
-            )
+        refusal = _refusal(code)
+        if refusal is not None:
+            return self.http.fail(f"{what}: {refusal}", transient=False, status=status)
         if status < 400:
             return self.http.fail(f"{what}: {detail}", transient=False, status=status)
         if status in (404, 410) and not code:

@@ -34,8 +34,8 @@ from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     RestTasks,
     TaskRequest,
-    has_marker,
     html_with_marker,
+    marked_task,
     setting,
     subject,
 )
@@ -70,9 +70,10 @@ class HubSpotTasks(RestTasks):
         api_url: str = DEFAULT_API_URL,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     ):
-        self.api_url = api_url.rstrip("/")
-        self.http = self.connect(session, timeout, [access_token], ACCESS_TOKEN, account_key(access_token))
-        self.headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
+        bearer = {"Authorization": f"Bearer {access_token}"}
+        self._open(
+            session, timeout, api_url, access_token, ACCESS_TOKEN, account=account_key(access_token), auth=bearer
+        )
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> HubSpotTasks | None:
@@ -133,15 +134,7 @@ class HubSpotTasks(RestTasks):
             raise self._error(response, what)
         found = json_body(response)
         results = found.get("results") if isinstance(found, dict) else None
-        for item in results if isinstance(results, list) else []:
-            properties = item.get("properties") if isinstance(item, dict) else None
-            if (
-                isinstance(properties, dict)
-                and item.get("id") is not None
-                and has_marker(properties.get("hs_task_body"), task.idempotency_key)
-            ):
-                return str(item["id"])
-        return None
+        return marked_task(results, task.idempotency_key, _task_body)
 
     def close(self, task_id: str) -> None:
         number = self.number(task_id, "the task id")
@@ -191,14 +184,16 @@ class HubSpotTasks(RestTasks):
             raise self.http.fail(f"{what}: the record has no owner", transient=False, status=200)
         return str(owner)
 
-    def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        return self.http.request(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)
-
     def _error(self, response: requests.Response, what: str) -> TaskError:
         body = json_body(response)
         body = body if isinstance(body, dict) else {}
         detail = " ".join(str(body[key]) for key in ("category", "message") if body.get(key)) or None
         return self.http.error(response, what, detail, retry_after_s=_rate_wait(response, body))
+
+
+def _task_body(task: dict) -> Any:
+    properties = task.get("properties")
+    return properties.get("hs_task_body") if isinstance(properties, dict) else None
 
 
 def _object(kind: str) -> str:

@@ -38,8 +38,8 @@ from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     RestTasks,
     TaskRequest,
-    has_marker,
     html_with_marker,
+    marked_task,
     numeric_id,
     setting,
     subject,
@@ -84,12 +84,13 @@ class PipedriveTasks(RestTasks):
         task_type: str = DEFAULT_TASK_TYPE,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     ):
-        self.api_url = api_url.rstrip("/")
-        if not self.api_url.endswith("/api"):
-            self.api_url += "/api"
         self.task_type = task_type
-        self.http = self.connect(session, timeout, [api_token], API_TOKEN, account_key(api_token), cost=token_cost)
-        self.headers = {"x-api-token": api_token, "Accept": "application/json"}
+        base = api_url.rstrip("/")
+        base = base if base.endswith("/api") else f"{base}/api"
+        auth = {"x-api-token": api_token}
+        self._open(
+            session, timeout, base, api_token, API_TOKEN, account=account_key(api_token), auth=auth, cost=token_cost
+        )
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> PipedriveTasks | None:
@@ -140,14 +141,14 @@ class PipedriveTasks(RestTasks):
                 raise self._error(response, what)
             body = json_body(response)
             items = _data(body)
-            for item in items if isinstance(items, list) else []:
-                if (
-                    isinstance(item, dict)
-                    and item.get("id") is not None
-                    and _same(item.get(field), record)
-                    and has_marker(item.get("note"), task.idempotency_key)
-                ):
-                    return str(item["id"])
+            found = marked_task(
+                items,
+                task.idempotency_key,
+                lambda item: item.get("note"),
+                also=lambda item: _same(item.get(field), record),
+            )
+            if found is not None:
+                return found
             more = body.get("additional_data") if isinstance(body, dict) else None
             cursor = more.get("next_cursor") if isinstance(more, dict) else None
             if not cursor:
@@ -191,9 +192,6 @@ class PipedriveTasks(RestTasks):
         if owner in (None, "", 0):
             raise self.http.fail(f"{what}: the record has no owner", transient=False, status=200)
         return self.number(str(owner), "owner_id")
-
-    def _send(self, method: str, path: str, what: str, **kwargs: Any) -> requests.Response:
-        return self.http.request(method, f"{self.api_url}{path}", what, headers=self.headers, **kwargs)
 
     def _error(self, response: requests.Response, what: str) -> TaskError:
         body = json_body(response)
