@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sla_guard.outbox.crm_tasks import AmoCrmTasks, TaskNotFound
-from tests.support.crm_api import KEY
+from tests.support.crm_api import KEY, TIMEOUT_S
 
 TOKEN = "amo-long-lived-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -16,7 +16,7 @@ PROBLEM = "application/problem+json"
 
 @pytest.fixture
 def amo(httpserver, session, verify):
-    yield AmoCrmTasks(httpserver.url_for("/"), TOKEN, session, timeout=0.5)
+    yield AmoCrmTasks(httpserver.url_for("/"), TOKEN, session, timeout=TIMEOUT_S)
     verify(httpserver)
 
 
@@ -182,7 +182,7 @@ def test_timeout_is_transient(httpserver, amo, unanswered, follow_up):
 
 
 def test_unreachable_account_is_transient(session, follow_up, raises_task_error):
-    client = AmoCrmTasks("http://127.0.0.1:9", TOKEN, session, timeout=0.5)
+    client = AmoCrmTasks("http://127.0.0.1:9", TOKEN, session, timeout=TIMEOUT_S)
     error = raises_task_error(lambda: client.create(follow_up()))
     assert error.transient and "cannot connect" in str(error) and TOKEN not in str(error)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sla_guard.outbox.crm_tasks import Bitrix24Tasks, TaskNotFound
+from tests.support.crm_api import TIMEOUT_S
 
 KEY_PART = "s3cr3tk3y"
 HOOK = f"/rest/1/{KEY_PART}"
@@ -22,7 +23,7 @@ TIME = {
 
 @pytest.fixture
 def b24(httpserver, session, verify):
-    yield Bitrix24Tasks(httpserver.url_for(f"{HOOK}/"), session, timeout=0.5)
+    yield Bitrix24Tasks(httpserver.url_for(f"{HOOK}/"), session, timeout=TIMEOUT_S)
     verify(httpserver)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sla_guard.outbox.crm_tasks import HubSpotTasks, TaskNotFound
+from tests.support.crm_api import TIMEOUT_S
 
 TOKEN = "pat-eu1-0123abcd-4567-89ef-0123-456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -14,7 +15,7 @@ STAMPS = {"createdAt": "2026-11-23T12:00:00.000Z", "updatedAt": "2026-11-23T12:0
 
 @pytest.fixture
 def hubspot(httpserver, session, verify):
-    yield HubSpotTasks(TOKEN, session, api_url=httpserver.url_for("/"), timeout=0.5)
+    yield HubSpotTasks(TOKEN, session, api_url=httpserver.url_for("/"), timeout=TIMEOUT_S)
     verify(httpserver)
 
 

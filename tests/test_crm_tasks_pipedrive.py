@@ -12,6 +12,7 @@ import time_machine
 
 from sla_guard.outbox.crm_tasks import PipedriveTasks, TaskNotFound
 from sla_guard.outbox.crm_tasks.pipedrive import rate_wait
+from tests.support.crm_api import TIMEOUT_S
 
 TOKEN = "659c9fddb16335e48cc67114694b52074e812e03"
 AUTH = {"x-api-token": TOKEN}
@@ -27,7 +28,7 @@ RETIRED = re.compile(r"^/api/v1/(activities|deals)(/.*)?$")
 @pytest.fixture
 def pipedrive(httpserver, session, verify):
     httpserver.expect_request(RETIRED).respond_with_json(failure_body("Gone: use API v2", 410), status=410)
-    yield PipedriveTasks(TOKEN, session, api_url=httpserver.url_for("/api"), timeout=0.5)
+    yield PipedriveTasks(TOKEN, session, api_url=httpserver.url_for("/api"), timeout=TIMEOUT_S)
     verify(httpserver)
     assert [request.path for request, _ in httpserver.log if RETIRED.match(request.path)] == []
 

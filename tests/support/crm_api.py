@@ -18,6 +18,9 @@ from werkzeug import Request, Response
 from sla_guard.outbox.crm_tasks import TaskError, TaskRequest
 
 DUE = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
+TIMEOUT_S = 2.0
+"""How long the CRM clients under test wait for the local stand-in: short enough for the tests of
+a CRM that never answers, long enough that a loaded machine never makes an answer late."""
 KEY = "sla-guard-fu-42-1"
 _ABSENT = object()
 
@@ -120,7 +123,7 @@ def _unanswered(server: HTTPServer, method: str, path: str, call: Callable[[], A
     release = threading.Event()
 
     def respond(_request: Request) -> Response:
-        release.wait(5)
+        release.wait(60)
         return Response("{}", status=200, content_type="application/json")
 
     server.expect_ordered_request(path, method=method).respond_with_handler(respond)
