@@ -18,7 +18,7 @@ FIRST_TOUCH_S = 3
 
 
 @pytest.fixture
-def stack(start_stack, alert_sink):
+def stack(start_stack, sink):
     return start_stack(seconds_rules(FIRST_TOUCH_S))
 
 
@@ -147,9 +147,7 @@ def window_rules(window_end: datetime) -> str:
     """)
 
 
-def test_a_working_window_ending_seconds_from_now_moves_the_deadline_to_the_next_window(
-    start_stack, alert_sink, httpserver
-):
+def test_a_working_window_ending_seconds_from_now_moves_the_deadline_to_the_next_window(start_stack, sink, httpserver):
     # The window must still be open once the stack has started, however long that took: a
     # start that ate too much of it is stopped and tried again with a later window.
     for _attempt in range(3):

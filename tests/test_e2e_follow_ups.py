@@ -47,7 +47,7 @@ def amo_form(entity: str, action: str, item: dict) -> bytes:
 
 
 @pytest.fixture
-def stack(start_stack, alert_sink, httpserver):
+def stack(start_stack, sink, httpserver):
     httpserver.expect_request("/api/v4/tasks", method="POST").respond_with_json(
         {"_embedded": {"tasks": [{"id": 777001, "request_id": "0"}]}}
     )

@@ -31,7 +31,7 @@ LONGER = RULES.replace("within: 1h", "within: 3h")
 
 
 @pytest.fixture
-def stack(start_stack, alert_sink):
+def stack(start_stack, sink):
     return start_stack(RULES)
 
 

@@ -25,7 +25,7 @@ FIRST_TOUCH_S = 3
 
 
 @pytest.fixture
-def start_faulty_stack(start_stack, alert_sink):
+def start_faulty_stack(start_stack, sink):
     """``start_faulty_stack(database_url, redis_url, sink_url=None)``: `serve` and `worker`
     against the given database and Redis (a proxy the test cuts, a server it kills)."""
 

@@ -27,11 +27,11 @@ from tests.support.crm_requests import (
     hubspot_signed,
     local_portal,
     post,
-    received,
     rows,
     sent_at,
     stored,
 )
+from tests.support.webhooks import received
 
 LEAD_ADD = "bitrix24_lead_add.json"
 DEAL_UPDATE = "bitrix24_deal_update.json"
@@ -446,19 +446,19 @@ E2E = [
 
 @pytest.mark.parametrize("crm, create, created, lead_id, owner, link", E2E, ids=[row[0] for row in E2E])
 def test_an_untouched_crm_lead_alerts_its_owner(
-    alert_sink, app, client, runtime, clock, crm, create, created, lead_id, owner, link, run_worker
+    sink, app, client, runtime, clock, crm, create, created, lead_id, owner, link, run_worker
 ):
     clock.current = created + timedelta(seconds=4)
-    response = create(client, alert_sink, created)
+    response = create(client, sink, created)
     assert response.status_code == 202, response.get_json()
     run_worker(runtime)
     [clock_row] = rows(app, ClockRow, ClockRow.lead_id == lead_id)
     assert (clock_row.started_at, clock_row.due_at) == (created, created + timedelta(hours=2))
-    assert received(alert_sink) == []
+    assert received(sink) == []
 
     clock.current = created + timedelta(hours=2, seconds=1)
     run_timer(runtime, clock_row.id)
-    [alert] = received(alert_sink)
+    [alert] = received(sink)
     expected = {
         "kind": "first_touch.breach",
         "level": 1,

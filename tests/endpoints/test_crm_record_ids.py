@@ -11,7 +11,8 @@ from sla_guard.core.record_ids import CrmRecord, crm_record, lead_id
 from sla_guard.store.models import ClockRow, LeadRow
 from sla_guard.timers.escalation import run_timer
 from tests.support.crm_payloads import load
-from tests.support.crm_requests import local_portal, post, received, rows
+from tests.support.crm_requests import local_portal, post, rows
+from tests.support.webhooks import received
 
 CREATED = datetime(2025, 12, 18, 8, 38, 40, tzinfo=UTC)
 
@@ -44,7 +45,7 @@ def portal_record(entity: str, number: str) -> dict:
 
 
 def test_lead_5_and_deal_5_of_one_portal_are_two_records_with_two_alerts(
-    alert_sink, app, client, runtime, clock, httpserver, run_worker
+    sink, app, client, runtime, clock, httpserver, run_worker
 ):
     fixture = load("bitrix24_lead_add.json")
     body = fixture["request"]["body"].replace("data%5BFIELDS%5D%5BID%5D=1000983", "data%5BFIELDS%5D%5BID%5D=5")
@@ -63,7 +64,7 @@ def test_lead_5_and_deal_5_of_one_portal_are_two_records_with_two_alerts(
     clock.current = CREATED + timedelta(hours=2, seconds=1)
     for clock_row in rows(app, ClockRow):
         run_timer(runtime, clock_row.id)
-    alerts = sorted((alert["lead_id"], alert["kind"]) for alert in received(alert_sink))
+    alerts = sorted((alert["lead_id"], alert["kind"]) for alert in received(sink))
     assert alerts == [("bitrix24:deal:5", "first_touch.breach"), ("bitrix24:lead:5", "first_touch.breach")]
 
 

@@ -4,7 +4,6 @@ them, and what the database and the local server saw."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -25,10 +24,6 @@ AMO_ACCESS_TOKEN = "amo-long-lived-access-token-0123"
 CRM_PREFIXES = ("SLA_GUARD_AMOCRM_", "SLA_GUARD_BITRIX24_", "SLA_GUARD_HUBSPOT_", "SLA_GUARD_PIPEDRIVE_")
 OWNERS = ("11087123", "11940747", "17", "77001", "12415231")
 """CRM user ids given a channel in the rules, so that their alerts reach the sink."""
-
-
-def received(server) -> list[dict]:
-    return [json.loads(request.data) for request, _ in server.log if request.path == "/alerts"]
 
 
 def rest_calls(server) -> list:

@@ -25,13 +25,6 @@ def stack_env(db_url, redis_url, queue_name, webhook_secret, api_token, httpserv
 
 
 @pytest.fixture
-def alert_sink(httpserver):
-    """The local server, answering every alert posted to ``/alerts`` (``SINK_URL``) with 200."""
-    httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
-    return httpserver
-
-
-@pytest.fixture
 def start_stack(tmp_path, stack_env):
     """``start_stack(rules_text, workers=1, **env)``: write the rules, upgrade the database and
     start `sla-guard serve` and ``workers`` `sla-guard worker` processes with :func:`stack_env`

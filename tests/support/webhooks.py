@@ -94,6 +94,28 @@ def work_until_idle(runtime) -> None:
 
 
 @pytest.fixture
+def sink_url(httpserver, monkeypatch) -> str:
+    """The managers' webhook the rules' `sink` channel posts to: ``SINK_URL`` is set to the local
+    server's ``/alerts`` (for the app and runtime of the test; end-to-end stacks get it too)."""
+    url = httpserver.url_for("/alerts")
+    monkeypatch.setenv("SINK_URL", url)
+    return url
+
+
+@pytest.fixture
+def sink(httpserver, sink_url):
+    """The managers' webhook at :func:`sink_url`, answering 200 and keeping what it receives
+    (read it with :func:`received`)."""
+    httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
+    return httpserver
+
+
+def received(server) -> list[dict]:
+    """The alerts the local server received at ``/alerts``, oldest first."""
+    return [json.loads(request.data) for request, _ in list(server.log) if request.path == "/alerts"]
+
+
+@pytest.fixture
 def event():
     """``event(event_id, type, at, lead_id="L-1001", lead={...}, **fields)``: a generic event."""
     return make_event
