@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.support.processes import Stack, lead_created, seconds_rules, wait_for
+from tests.support.webhooks import received
 
 pytestmark = pytest.mark.e2e
 
@@ -27,11 +28,7 @@ def created(lead_id: str, at: datetime) -> dict:
 
 
 def alerts_for(httpserver, lead_id: str) -> list[dict]:
-    return [
-        alert
-        for alert in (json.loads(request.data) for request, _ in list(httpserver.log) if request.path == "/alerts")
-        if alert["lead_id"] == lead_id
-    ]
+    return [alert for alert in received(httpserver) if alert["lead_id"] == lead_id]
 
 
 def settled(stack: Stack, lead_id: str) -> bool:

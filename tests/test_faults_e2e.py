@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
@@ -16,6 +17,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from tests.support.processes import PATIENCE_S, Stack, lead_created, seconds_rules, wait_for
+from tests.support.webhooks import received
 
 from .faults import CuttableProxy, SlowSink
 
@@ -44,13 +46,8 @@ def pg_proxy(db_url):
     proxy.close()
 
 
-def alerts_by_lead(httpserver) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for request, _response in list(httpserver.log):
-        if request.path == "/alerts":
-            lead_id = json.loads(request.data)["lead_id"]
-            out[lead_id] = out.get(lead_id, 0) + 1
-    return out
+def alerts_by_lead(httpserver) -> Counter[str]:
+    return Counter(alert["lead_id"] for alert in received(httpserver))
 
 
 def every_lead_alerted_once(httpserver, stack: Stack, lead_ids: list[str]) -> None:
