@@ -32,7 +32,7 @@ RULES = textwrap.dedent(f"""
         follow_ups:
           - name: proposal
             when: {{stage: "{PROPOSAL}"}}
-            after: [2s, 40s]
+            after: [2s, 10m]  # the second step is far enough off for a loaded machine to touch first
             grace: 2s
             until: [touch, stage_change, close]
             task: "Follow up on the proposal for {{lead.name}}"
