@@ -45,8 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ingest.add_argument(
         "--web-workers",
         type=int,
-        default=4,
-        help="gunicorn workers of both targets (default 4, sla-guard's SLA_GUARD_WEB_WORKERS default)",
+        default=2,
+        help="gunicorn workers of both targets (default 2, sla-guard's SLA_GUARD_WEB_WORKERS default)",
     )
     ingest.add_argument(
         "--max-requests", type=int, default=120_000, help="bodies prepared per target (default 120,000)"

@@ -40,7 +40,7 @@ on arrival (alerting is the lateness phase's measure)."""
 
 @dataclass
 class IngestSettings:
-    web_workers: int = 4
+    web_workers: int = 2
     concurrency: int = 16
     warmup_s: float = 3.0
     duration_s: float = 20.0

@@ -54,7 +54,7 @@ class Settings:
     scheduler_interval_s: float = field(default=0.2, metadata=_env("SLA_GUARD_SCHEDULER_INTERVAL_S"))
     alert_max_attempts: int = field(default=8, metadata=_env("SLA_GUARD_ALERT_MAX_ATTEMPTS"))
     log_level: str = field(default="INFO", metadata=_env("SLA_GUARD_LOG_LEVEL"))
-    web_workers: int = field(default=4, metadata=_env("SLA_GUARD_WEB_WORKERS"))
+    web_workers: int = field(default=2, metadata=_env("SLA_GUARD_WEB_WORKERS"))
     web_threads: int = field(default=8, metadata=_env("SLA_GUARD_WEB_THREADS"))
     ack_secret: str | None = field(default=None, metadata=_env("SLA_GUARD_ACK_SECRET"))
     public_url: str | None = field(default=None, metadata=_env("SLA_GUARD_PUBLIC_URL"))

@@ -24,7 +24,7 @@ from sla_guard.core.rules.loading import load_rules_file
 from sla_guard.core.rules.schema import RuleSet
 from sla_guard.exceptions import RulesError
 from sla_guard.store.db import Database
-from sla_guard.store.repository import record_rule_version
+from sla_guard.store.rule_versions import record_rule_version
 
 log = logging.getLogger("sla_guard.runtime")
 

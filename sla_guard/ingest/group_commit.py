@@ -147,8 +147,8 @@ class GroupCommit:
                 if key not in owner:
                     owner[key] = ticket
                     rows.append(row)
-        with self.database.session() as session:
-            stored = store_event_rows(session, rows)
+        with self.database.engine.begin() as connection:
+            stored = store_event_rows(connection, rows)
         for ticket in batch:
             ticket.accepted, ticket.accepted_leads, extra = [], [], []
             for row in ticket.rows:

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from sla_guard.store.models import CrmLookupRow, CrmRecordRow
-from sla_guard.store.repository import dialect_insert, first_of_each
+from sla_guard.store.statements import dialect_insert, first_of_each
 
 
 def insert_lookups(session: Session, crm: str, lookups: Iterable[Any], received_at: datetime):

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from sla_guard.store.models import ClockRow, DigestRow, EscalationRow, LeadRow
-from sla_guard.store.repository import dialect_insert
+from sla_guard.store.statements import dialect_insert
 
 
 def overdue_clocks(session: Session, now: datetime) -> list[tuple[ClockRow, LeadRow]]:

@@ -1,4 +1,5 @@
-"""Queries on escalations: recording one per (clock, level), reassignments, acknowledgements."""
+"""Queries on escalations and their alerts: recording one escalation per (clock, level) and its
+alerts, reassignments, acknowledgements."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from sla_guard.store.models import ClockRow, EscalationRow
-from sla_guard.store.repository import dialect_insert
+from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
+from sla_guard.store.statements import dialect_insert
 
 
 def record_escalation(
@@ -80,3 +81,46 @@ def first_escalation(session: Session, clock_id: int) -> EscalationRow:
     return session.execute(
         select(EscalationRow).where(EscalationRow.clock_id == clock_id, EscalationRow.level == 0)
     ).scalar_one()
+
+
+def insert_alert(
+    session: Session,
+    *,
+    escalation_id: int,
+    lead_id: str,
+    channel: str,
+    recipient: str | None,
+    role: str | None,
+    now: datetime,
+    not_before: datetime | None = None,
+) -> AlertRow:
+    """A new pending alert row (its payload written once its id is known), flushed for its id."""
+    alert = AlertRow(
+        escalation_id=escalation_id,
+        lead_id=lead_id,
+        channel=channel,
+        recipient=recipient or "",
+        role=role,
+        payload="{}",
+        status="pending",
+        attempts=0,
+        created_at=now,
+        claimed_until=not_before,
+    )
+    session.add(alert)
+    session.flush()
+    return alert
+
+
+def alert_exists(session: Session, escalation_id: int, channel: str, recipient: str | None) -> bool:
+    """Whether the escalation has its alert on ``channel`` for ``recipient`` already."""
+    return (
+        session.execute(
+            select(AlertRow.id).where(
+                AlertRow.escalation_id == escalation_id,
+                AlertRow.channel == channel,
+                AlertRow.recipient == (recipient or ""),
+            )
+        ).scalar()
+        is not None
+    )

@@ -1,8 +1,10 @@
 """Queries of the outbox tables: the rows of everything sla-guard sends.
 
 Every kind's table (``alerts``, ``digests``, ``follow_up_tasks``, ``crm_lookups``,
-``outbox_items``) is read and written here; which rows a kind counts as open, free or due is the
-kind's own definition (:mod:`sla_guard.outbox.base`), handed in as conditions.
+``outbox_items``) is claimed, tried and finished here; which rows a kind counts as open, free or
+due is the kind's own definition (:mod:`sla_guard.outbox.base`), handed in as conditions. A new
+alert is written with its escalation (:mod:`sla_guard.store.escalations`), a new digest with the
+digests' queries (:mod:`sla_guard.store.digests`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from sla_guard.store.models import AlertRow, ClockRow, FollowUpTaskRow, OutboxItemRow
-from sla_guard.store.repository import dialect_insert
+from sla_guard.store.models import ClockRow, FollowUpTaskRow, OutboxItemRow
+from sla_guard.store.statements import dialect_insert
 
 ITEM_KEY_MAX = 300
 """Longest key of an ``outbox_items`` row."""
@@ -76,52 +78,6 @@ def item_id(session: Session, kind: str, key: str) -> int:
 
 def item(session: Session, item_id: int) -> OutboxItemRow | None:
     return session.get(OutboxItemRow, item_id)
-
-
-# --- alerts ----------------------------------------------------------------------------------
-
-
-def insert_alert(
-    session: Session,
-    *,
-    escalation_id: int,
-    lead_id: str,
-    channel: str,
-    recipient: str | None,
-    role: str | None,
-    now: datetime,
-    not_before: datetime | None = None,
-) -> AlertRow:
-    """A new pending alert row (its payload written once its id is known), flushed for its id."""
-    alert = AlertRow(
-        escalation_id=escalation_id,
-        lead_id=lead_id,
-        channel=channel,
-        recipient=recipient or "",
-        role=role,
-        payload="{}",
-        status="pending",
-        attempts=0,
-        created_at=now,
-        claimed_until=not_before,
-    )
-    session.add(alert)
-    session.flush()
-    return alert
-
-
-def alert_exists(session: Session, escalation_id: int, channel: str, recipient: str | None) -> bool:
-    """Whether the escalation has its alert on ``channel`` for ``recipient`` already."""
-    return (
-        session.execute(
-            select(AlertRow.id).where(
-                AlertRow.escalation_id == escalation_id,
-                AlertRow.channel == channel,
-                AlertRow.recipient == (recipient or ""),
-            )
-        ).scalar()
-        is not None
-    )
 
 
 # --- follow_up_tasks -------------------------------------------------------------------------

@@ -3,13 +3,12 @@ makes them: :func:`save_state` asks a :class:`ClockPlanner` when a clock fires n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-from sqlalchemy import bindparam, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from sla_guard.core.clocks import ClockState, LeadState
@@ -22,35 +21,13 @@ from sla_guard.store.models import (
     FollowUpTaskRow,
     LeadRow,
     QuarantinedLeadRow,
-    RuleVersionRow,
     StageStayRow,
+    UTCDateTime,
 )
-
-T = TypeVar("T")
+from sla_guard.store.statements import dialect_insert, first_of_each
 
 LEAD_FIELDS = ("name", "source", "pipeline", "stage", "owner", "team", "priority", "amount", "url", "tags", "customer")
 """Lead attributes copied from the CRM's events onto the lead row."""
-
-
-def dialect_insert(session: Session, model):
-    """``INSERT`` for the session's database (PostgreSQL or SQLite), with ``on_conflict_*``."""
-    return (postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert)(model)
-
-
-_INSERT_EVENTS: dict = {}
-
-
-def first_of_each(items: Iterable[T], key: Callable[[T], str]) -> tuple[list[T], list[str]]:
-    """The first item of each key, in order, and the keys of the items repeated after it (a batch
-    is stored once per key: the repeats are duplicates)."""
-    firsts, seen, repeated = [], set(), []
-    for item in items:
-        if key(item) in seen:
-            repeated.append(key(item))
-        else:
-            seen.add(key(item))
-            firsts.append(item)
-    return firsts, repeated
 
 
 def event_rows(source: str, events: list[LeadEvent], received_at: datetime) -> tuple[list[dict], list[str]]:
@@ -78,21 +55,49 @@ def event_time(session: Session, source: str, event_id: str) -> datetime | None:
     ).scalar()
 
 
-def store_event_rows(session: Session, rows: list[dict]) -> set[tuple[str, str]]:
+INBOX_COLUMNS = ("source", "event_id", "lead_id", "type", "occurred_at", "received_at", "payload")
+
+_PG_STORE_EVENTS = (
+    f"INSERT INTO events ({', '.join(INBOX_COLUMNS)}) SELECT * FROM unnest(%s::varchar[], %s::varchar[], "
+    "%s::varchar[], %s::varchar[], %s::timestamptz[], %s::timestamptz[], %s::text[]) "
+    "ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id"
+)
+"""One constant statement whatever the batch size (one array per column), so PostgreSQL and
+the driver keep it prepared."""
+
+
+def store_event_rows(connection: Connection, rows: list[dict]) -> set[tuple[str, str]]:
     """Insert inbox rows with one multi-row ``INSERT … ON CONFLICT DO NOTHING``; return the
-    ``(source, event_id)`` of those stored now (the others were already there)."""
+    ``(source, event_id)`` of those stored now (the others were already there).
+
+    The web's hot path: plain SQL, run on the connection without statement compilation."""
     if not rows:
         return set()
-    dialect = session.bind.dialect.name
-    statement = _INSERT_EVENTS.get(dialect)
-    if statement is None:  # built once: a constant statement keeps its compiled form cached
-        table = EventRow.__table__
-        statement = _INSERT_EVENTS[dialect] = (
-            (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-            .on_conflict_do_nothing(index_elements=["source", "event_id"])
-            .returning(table.c.source, table.c.event_id)
+    if connection.dialect.name == "postgresql":
+        result = connection.exec_driver_sql(
+            _PG_STORE_EVENTS, tuple([row[name] for row in rows] for name in INBOX_COLUMNS)
         )
-    return {(row.source, row.event_id) for row in session.connection().execute(statement, rows)}
+    else:
+        stored_time = UTCDateTime().dialect_impl(connection.dialect).bind_processor(connection.dialect)
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+        result = connection.exec_driver_sql(
+            f"INSERT INTO events ({', '.join(INBOX_COLUMNS)}) VALUES {values} "
+            "ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id",
+            tuple(
+                value
+                for row in rows
+                for value in (
+                    row["source"],
+                    row["event_id"],
+                    row["lead_id"],
+                    row["type"],
+                    stored_time(row["occurred_at"]),
+                    stored_time(row["received_at"]),
+                    row["payload"],
+                )
+            ),
+        )
+    return {(source, event_id) for source, event_id in result}
 
 
 def insert_events(session: Session, source: str, events: list[LeadEvent], received_at: datetime):
@@ -102,7 +107,7 @@ def insert_events(session: Session, source: str, events: list[LeadEvent], receiv
     duplicate: acknowledged, never stored twice.
     """
     rows, duplicates = event_rows(source, events, received_at)
-    stored = store_event_rows(session, rows)
+    stored = store_event_rows(session.connection(), rows)
     accepted = [row["event_id"] for row in rows if (source, row["event_id"]) in stored]
     duplicates.extend(row["event_id"] for row in rows if (source, row["event_id"]) not in stored)
     return accepted, duplicates
@@ -309,27 +314,6 @@ def _write_clocks(
     return moved
 
 
-def record_rule_version(session: Session, version: str, text: str, now: datetime) -> bool:
-    """Remember a loaded rules version (its hash and file text); True when it was new."""
-    result = session.execute(
-        dialect_insert(session, RuleVersionRow)
-        .values(version=version, loaded_at=now, text=text)
-        .on_conflict_do_nothing(index_elements=["version"])
-    )
-    return bool(result.rowcount)
-
-
-def rule_versions(session: Session, limit: int = 50) -> list[tuple[str, datetime]]:
-    """The rules versions loaded so far, newest first: ``(version, loaded_at)``."""
-    return list(
-        session.execute(
-            select(RuleVersionRow.version, RuleVersionRow.loaded_at)
-            .order_by(RuleVersionRow.loaded_at.desc())
-            .limit(limit)
-        ).all()
-    )
-
-
 def clocks_to_arm(session: Session, until: datetime, limit: int = 50_000) -> list[tuple[int, str, datetime]]:
     """Open clocks whose timer fires before ``until``: ``(clock_id, lead_id, next_fire_at)``."""
     return list(
@@ -339,20 +323,6 @@ def clocks_to_arm(session: Session, until: datetime, limit: int = 50_000) -> lis
             .order_by(ClockRow.next_fire_at)
             .limit(limit)
         ).all()
-    )
-
-
-def leads_on_other_rules(session: Session, version: str, limit: int = 100_000) -> list[str]:
-    """Leads with a running clock computed under another rules version than ``version``."""
-    return list(
-        session.execute(
-            select(ClockRow.lead_id)
-            .where(
-                ClockRow.stopped_at.is_(None), or_(ClockRow.rule_version.is_(None), ClockRow.rule_version != version)
-            )
-            .group_by(ClockRow.lead_id)
-            .limit(limit)
-        ).scalars()
     )
 
 

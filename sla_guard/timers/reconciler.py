@@ -29,7 +29,8 @@ from sla_guard.outbox.digests import queue_digests
 from sla_guard.outbox.follow_up_tasks import CLOSES, TASKS
 from sla_guard.runtime import Runtime
 from sla_guard.store.quarantine import quarantined_ids
-from sla_guard.store.repository import clocks_to_arm, leads_on_other_rules, record_rule_version, unprocessed_leads
+from sla_guard.store.repository import clocks_to_arm, unprocessed_leads
+from sla_guard.store.rule_versions import leads_on_other_rules, record_rule_version
 from sla_guard.timers import arming as timers
 
 log = logging.getLogger("sla_guard.timers.reconciler")

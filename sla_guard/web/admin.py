@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, jsonify
 
 from sla_guard.core.rules.lint import lint
 from sla_guard.store.db import get_db
-from sla_guard.store.repository import record_rule_version, rule_versions
+from sla_guard.store.rule_versions import record_rule_version, rule_versions
 from sla_guard.web.context import clock_now, iso, require_token
 from sla_guard.web.errors import error
 
