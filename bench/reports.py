@@ -297,7 +297,11 @@ def main(argv: list[str]) -> int:
 
     if args.explain:
         url, _took, now = prepare(args.pg, args.db_name, args.leads, args.reuse)
-        explain_reports(url, now, args.explain, args.only)
+        try:
+            explain_reports(url, now, args.explain, args.only)
+        finally:
+            if not args.reuse:
+                drop_database(args.pg, args.db_name)
         return 0
     results = {"at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "runs": args.runs, "stages": []}
     results["command"] = " ".join(["python -m bench reports", *argv])
