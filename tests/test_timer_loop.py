@@ -299,6 +299,29 @@ def test_the_pump_applies_new_events_after_due_timers(
     assert wait_for_timers(runtime, most_s=5) < 5
 
 
+def test_the_reconciler_in_a_worker_applies_lost_events_after_due_timers(
+    sink, app, client, runtime, clock, event, post_signed, monkeypatch, create_leads
+):
+    """Lost events (their doorbell rang long ago) wait for due timers in a worker's reconciler,
+    as the pump's do, and still move after the limit."""
+    import time
+
+    from sla_guard.ingest.pending import PENDING_KEY
+    from sla_guard.store.models import EventRow
+    from sla_guard.timers import reconciler
+
+    [row] = create_leads(client, runtime, clock, 1)
+    post_signed(client, event("u1", "lead.updated", clock(), lead_id="L-0", lead={"amount": 5}), clock())
+    runtime.redis.delete(PENDING_KEY.format(queue=runtime.queue_name))  # its doorbell was lost
+    clock.advance(seconds=10)
+    timers.arm(runtime.redis, runtime.queue_name, {row.id: clock() - timedelta(seconds=600)})  # due by the wall clock
+    monkeypatch.setattr(reconciler, "STEP_ASIDE_S", 0.3)
+    started = time.monotonic()
+    assert reconciler.reconcile(runtime, step_aside=True).events_applied == 1
+    assert time.monotonic() - started >= 0.3  # held back while the timer was due
+    assert all(row.processed_at is not None for row in rows(runtime, EventRow))
+
+
 def test_new_events_are_applied_in_batches_and_one_bad_lead_spares_the_others(
     sink, app, client, runtime, clock, event, post_signed
 ):

@@ -44,7 +44,7 @@ def reconciler_loop(runtime: Runtime, stop: threading.Event) -> None:
     lock_ms = int(max(interval * 3, 5) * 1000)
     while not stop.is_set():
         try:
-            reconcile_once(runtime, lock_ms)
+            reconcile_once(runtime, lock_ms, step_aside=True)
         except Exception:  # the loop must outlive any one bad pass
             log.exception("reconciler pass failed")
         stop.wait(interval)

@@ -33,6 +33,9 @@ TIMER_CHECK_S = 0.02
 MOST_YIELD_S = 1.0
 """Longest the pump steps aside before applying one more lead, so events are never starved."""
 
+BUSY_BATCH = 10
+"""Leads applied per transaction while timers keep firing, so that they never wait long for it."""
+
 
 def push(redis: Redis, queue_name: str, lead_ids: list[str]) -> None:
     """Ring the doorbell for ``lead_ids`` (raises ``RedisError`` when Redis is down)."""
@@ -62,12 +65,15 @@ def drain(runtime: Runtime, wait_s: float = 0, yield_to_timers: bool = False) ->
         lead_ids = take(runtime.redis, runtime.queue_name, wait_s if done == 0 else 0)
         if not lead_ids:
             return done
-        size = batch_size(runtime)
-        for start in range(0, len(lead_ids), size):
+        start = 0
+        while start < len(lead_ids):
+            size = batch_size(runtime)
             if yield_to_timers and time.monotonic() - checked >= TIMER_CHECK_S:
-                wait_for_timers(runtime, MOST_YIELD_S)
+                if wait_for_timers(runtime, MOST_YIELD_S) >= MOST_YIELD_S:
+                    size = min(size, BUSY_BATCH)  # timers still busy: a short transaction, then ask again
                 checked = time.monotonic()
             done += apply_batch(runtime, lead_ids[start : start + size])
+            start += size
 
 
 def apply_batch(runtime: Runtime, lead_ids: list[str]) -> int:

@@ -4,6 +4,7 @@ alerts, reassignments, acknowledgements."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -12,16 +13,30 @@ from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
 from sla_guard.store.statements import dialect_insert
 
 
-def record_escalation(
-    session: Session, clock_id: int, lead_id: str, level: int, kind: str, due_at: datetime, now: datetime, owner
-) -> int | None:
-    """Record that the clock reached ``level``; its id, or None when that level was already recorded."""
-    return session.execute(
+class NewEscalation(NamedTuple):
+    """An escalation to record: the clock reached ``level`` (its step was due at ``due_at``)."""
+
+    clock_id: int
+    lead_id: str
+    level: int
+    kind: str
+    due_at: datetime
+    fired_at: datetime
+    owner: str | None
+
+
+def record_escalations(session: Session, escalations: list[NewEscalation]) -> dict[tuple[int, int], int]:
+    """Record each (clock, level) not recorded before, with one statement; the ids of those
+    recorded now, by ``(clock_id, level)`` (a level already recorded is left out)."""
+    if not escalations:
+        return {}
+    rows = session.execute(
         dialect_insert(session, EscalationRow)
-        .values(clock_id=clock_id, lead_id=lead_id, level=level, kind=kind, due_at=due_at, fired_at=now, owner=owner)
+        .values([escalation._asdict() for escalation in escalations])
         .on_conflict_do_nothing(index_elements=["clock_id", "level"])
-        .returning(EscalationRow.id)
-    ).scalar()
+        .returning(EscalationRow.id, EscalationRow.clock_id, EscalationRow.level)
+    )
+    return {(row.clock_id, row.level): row.id for row in rows}
 
 
 def set_reassigned(session: Session, escalation_id: int, new_owner: str) -> None:

@@ -23,9 +23,10 @@ from sla_guard.outbox.follow_up_tasks import create_task, plan_task
 from sla_guard.outbox.notify.routing import route
 from sla_guard.runtime import Runtime
 from sla_guard.store.escalations import (
+    NewEscalation,
     acknowledged_clocks,
     clock_leads,
-    record_escalation,
+    record_escalations,
     reload_clocks,
     set_reassigned,
 )
@@ -63,12 +64,17 @@ def _lead_dict(lead: LeadRow) -> dict:
 
 
 def _record_step(
-    session, runtime: Runtime, clock: ClockRow, lead: LeadRow, step: Step, now: datetime, result: FireResult
+    session,
+    runtime: Runtime,
+    clock: ClockRow,
+    lead: LeadRow,
+    step: Step,
+    escalation_id: int,
+    now: datetime,
+    result: FireResult,
 ) -> None:
+    """Write what a newly recorded escalation brings: its alerts, its task, its reassignment."""
     rules = runtime.rules.current()
-    escalation_id = record_escalation(session, clock.id, lead.lead_id, step.level, step.kind, step.at, now, lead.owner)
-    if escalation_id is None:
-        return
     result.escalation_ids.append(escalation_id)
     if step.kind == TASK_KIND:  # a follow-up step: its task goes to the CRM, or to the owner
         task_id = plan_task(session, rules, clock, lead, now)
@@ -131,12 +137,14 @@ def fire_clocks(runtime: Runtime, clock_ids: list[int]) -> dict[int, FireResult]
 
     The clocks, their leads (locked in sorted order, as applying events locks them), the levels
     already recorded and the acknowledgements are read with one query each; the core decides
-    per clock. Raises if any clock fails: nothing of the batch is stored then, and the caller
-    fires the clocks one by one.
+    per clock which steps are due; the escalations of the whole batch are recorded with one
+    statement (each (clock, level) once: a step another firing recorded first brings nothing).
+    Raises if any clock fails: nothing of the batch is stored then, and the caller fires the
+    clocks one by one.
     """
     results = {clock_id: FireResult() for clock_id in clock_ids}
     rules = runtime.rules.current()
-    with runtime.db.session() as session:
+    with runtime.db.session() as session, session.no_autoflush:
         owners = clock_leads(session, list(results))
         if not owners:
             return results
@@ -145,52 +153,59 @@ def fire_clocks(runtime: Runtime, clock_ids: list[int]) -> dict[int, FireResult]
         clocks = reload_clocks(session, list(owners))
         fired = fired_levels(session, list(clocks))
         acknowledged = acknowledged_clocks(session, list(clocks))
+        plans = []
         for clock_id, clock in sorted(clocks.items()):
-            _fire(
-                session,
-                runtime,
-                rules,
-                clock,
-                leads[clock.lead_id],
-                fired[clock_id],
-                clock_id in acknowledged,
-                now,
-                results[clock_id],
-            )
+            results[clock_id].found = True
+            plan = _plan(rules, clock, leads[clock.lead_id], fired[clock_id], clock_id in acknowledged, now)
+            if plan is None:
+                _end_without_rule(clock, now, results[clock_id])
+            else:
+                plans.append((clock, *plan))
+        recorded = record_escalations(
+            session,
+            [
+                NewEscalation(clock.id, clock.lead_id, step.level, step.kind, step.at, now, leads[clock.lead_id].owner)
+                for clock, _state, _steps, due in plans
+                for step in due
+            ],
+        )
+        for clock, state, steps, due in plans:
+            result = results[clock.id]
+            for step in due:
+                escalation_id = recorded.get((clock.id, step.level))
+                if escalation_id is not None:
+                    _record_step(session, runtime, clock, leads[clock.lead_id], step, escalation_id, now, result)
+                fired[clock.id].add(step.level)
+            _move_on(clock, state, steps, fired[clock.id], now, result)
+        session.flush()
     return results
 
 
-def _fire(
-    session,
-    runtime: Runtime,
-    rules,
-    clock: ClockRow,
-    lead: LeadRow,
-    fired: set[int],
-    acknowledged: bool,
-    now: datetime,
-    result: FireResult,
-) -> None:
-    """Decide one locked clock: record the steps due now, and move its next firing time."""
-    result.found = True
+def _plan(rules, clock: ClockRow, lead: LeadRow, fired: set[int], acknowledged: bool, now: datetime):
+    """``(state, steps, steps due now)`` of one locked clock, or None when its rule is gone."""
     rule = rules.rule(clock.rule_name)
     if rule is None:
-        if clock.stopped_at is None:
-            clock.stopped_at, clock.stop_reason = now, "rule_removed"
-        previous, clock.next_fire_at = clock.next_fire_at, None
-        result.change = TimerChange(clock.id, lead.lead_id, None, previous)
-        log.warning("clock ended: its rule is gone", extra={"lead_id": lead.lead_id, "clock_id": clock.id})
-        return
+        return None
     state: ClockState = clock_state(clock)
     steps = [] if acknowledged else clock_steps(state, rule, rules)  # someone took the lead: no further
-    for step in due_steps(state, steps, fired, now):
-        _record_step(session, runtime, clock, lead, step, now, result)
-        fired.add(step.level)
+    return state, steps, due_steps(state, steps, fired, now)
+
+
+def _end_without_rule(clock: ClockRow, now: datetime, result: FireResult) -> None:
+    if clock.stopped_at is None:
+        clock.stopped_at, clock.stop_reason = now, "rule_removed"
+    previous, clock.next_fire_at = clock.next_fire_at, None
+    result.change = TimerChange(clock.id, clock.lead_id, None, previous)
+    log.warning("clock ended: its rule is gone", extra={"lead_id": clock.lead_id, "clock_id": clock.id})
+
+
+def _move_on(clock: ClockRow, state: ClockState, steps, fired: set[int], now: datetime, result: FireResult) -> None:
+    """Set the clock's next firing time after the steps recorded now."""
     following = next_fire_at(state, steps, fired)
     if following is not None and following > now and not result.escalation_ids:
         result.early_by = following - now
     if following != clock.next_fire_at:
-        result.change = TimerChange(clock.id, lead.lead_id, following, clock.next_fire_at)
+        result.change = TimerChange(clock.id, clock.lead_id, following, clock.next_fire_at)
         clock.next_fire_at = following
     result.fire_at = following
 

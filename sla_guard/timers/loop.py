@@ -172,7 +172,8 @@ class Deliveries:
             log.exception("alerts of a fired clock not handed on", extra={"clock_id": clock_id})
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
+        """Stop: deliveries under way finish, waiting ones are dropped (the reconciler sends them)."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def timer_loop(runtime: Runtime, stop: threading.Event) -> None:

@@ -32,6 +32,7 @@ from sla_guard.store.quarantine import quarantined_ids
 from sla_guard.store.repository import clocks_to_arm, unprocessed_leads
 from sla_guard.store.rule_versions import leads_on_other_rules, record_rule_version
 from sla_guard.timers import arming as timers
+from sla_guard.timers.loop import wait_for_timers
 
 log = logging.getLogger("sla_guard.timers.reconciler")
 
@@ -44,6 +45,9 @@ APPLIED_KEY = "sla-guard:{queue}:rules-applied"
 
 EVENT_GRACE = timedelta(seconds=2)
 """Events younger than this are left to the job enqueued when they were accepted."""
+
+STEP_ASIDE_S = 1.0
+"""Longest the reconciler waits for due timers before it applies one more batch of lost events."""
 
 TIMER_GRACE = timedelta(seconds=2)
 """A scheduled job this late has a scheduler that is not working: queue it directly."""
@@ -99,11 +103,13 @@ def _step(report: ReconcileReport, name: str, run) -> None:
         log.exception("reconciler step failed", extra={"step": name})
 
 
-def _apply_lost_events(runtime: Runtime, report: ReconcileReport) -> None:
+def _apply_lost_events(runtime: Runtime, report: ReconcileReport, step_aside: bool = False) -> None:
     with runtime.db.session() as session:
         lost_leads = unprocessed_leads(session, runtime.now() - EVENT_GRACE)
     size = batch_size(runtime)
-    for start in range(0, len(lost_leads), size):  # a lead that cannot be applied is quarantined, never stops the pass
+    for start in range(0, len(lost_leads), size):
+        if step_aside:  # as the pumps do: due timers first, then the backlog
+            wait_for_timers(runtime, STEP_ASIDE_S)  # a lead that cannot be applied is quarantined, never stops the pass
         report.events_applied += apply_leads(runtime, lost_leads[start : start + size])
 
 
@@ -169,9 +175,10 @@ def _requeue_outbox(runtime: Runtime, report: ReconcileReport) -> None:
     report.crm_pushes_retried = sum(kind.requeue_due(runtime, overdue_before) for kind in ITEM_KINDS)
 
 
-def reconcile(runtime: Runtime) -> ReconcileReport:
+def reconcile(runtime: Runtime, step_aside: bool = False) -> ReconcileReport:
     """One pass. Every step runs whatever another step did: one bad lead, clock or outbox item
-    is logged (a lead is quarantined) and never stops the pass."""
+    is logged (a lead is quarantined) and never stops the pass. With ``step_aside`` (in a
+    worker) applying lost events waits while timers are due or being fired."""
     report = ReconcileReport()
 
     def recompute(report: ReconcileReport) -> None:
@@ -181,7 +188,7 @@ def reconcile(runtime: Runtime) -> ReconcileReport:
         report.digests_queued = queue_digests(runtime, runtime.now())
 
     _step(report, "rules version", recompute)
-    _step(report, "lost events", lambda report: _apply_lost_events(runtime, report))
+    _step(report, "lost events", lambda report: _apply_lost_events(runtime, report, step_aside))
     _step(report, "timers", lambda report: _arm_timers(runtime, report))
     _step(report, "outbox", lambda report: _requeue_outbox(runtime, report))
     _step(report, "digests", digests)
@@ -190,7 +197,7 @@ def reconcile(runtime: Runtime) -> ReconcileReport:
     return report
 
 
-def reconcile_once(runtime: Runtime, lock_ms: int) -> ReconcileReport | None:
+def reconcile_once(runtime: Runtime, lock_ms: int, step_aside: bool = False) -> ReconcileReport | None:
     """Run :func:`reconcile` unless another worker holds the lock; None when skipped."""
     try:
         if not runtime.redis.set(LOCK_KEY.format(queue=runtime.queue_name), "1", nx=True, px=lock_ms):
@@ -199,7 +206,7 @@ def reconcile_once(runtime: Runtime, lock_ms: int) -> ReconcileReport | None:
         log.warning("reconciler waits for Redis", extra={"error": type(exc).__name__})
         return None
     try:
-        return reconcile(runtime)
+        return reconcile(runtime, step_aside)
     finally:
         try:
             runtime.redis.delete(LOCK_KEY.format(queue=runtime.queue_name))
