@@ -21,7 +21,6 @@ import itertools
 import json
 import os
 import queue
-import subprocess
 import sys
 import threading
 import time
@@ -33,12 +32,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import requests
-from redis import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import create_engine, text
 
 from sla_guard.ingest.adapters import hubspot
 from sla_guard.security import SIGNATURE_HEADER, sign
+from tests.support.processes import RedisServer
 
 from .context import Bench
 from .receiver import AlertReceiver
@@ -63,41 +61,6 @@ class SoakSettings:
     redis_restart_at: float = 0.4
     worker_kill_at: float = 0.65
     drain_s: float = 120.0
-
-
-class PrivateRedis:
-    """A ``redis-server`` of the soak's own, which it stops and starts again on the same port."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            + ["--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        client = Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except RedisError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the soak's Redis did not start") from None
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
 
 
 # --- traffic ----------------------------------------------------------------------------------
@@ -282,7 +245,7 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def process_tree(processes: Processes, redis_server: PrivateRedis) -> dict[str, int]:
+def process_tree(processes: Processes, redis_server: RedisServer) -> dict[str, int]:
     """RSS (kB) of every process: each sla-guard process and the children of its group."""
     out: dict[str, int] = {}
     groups = {name: process.pid for name, process in processes.running.items()}
@@ -320,7 +283,7 @@ def database_counts(engine) -> dict:
 def run_soak(bench: Bench, settings: SoakSettings) -> dict:
     queue_name = bench.queue("soak")
     reset_database(bench.pg_admin_url, bench.db_name)
-    redis_server = PrivateRedis(bench.out_dir / "soak-redis")
+    redis_server = RedisServer(bench.out_dir / "soak-redis")
     redis_server.start()
     engine = create_engine(bench.db_url)
     port = free_port()

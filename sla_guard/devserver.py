@@ -68,6 +68,13 @@ def limits(database_url: str) -> str:
     return "\n".join(lines)
 
 
+def _signal_group(child: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(child.pid, signum)
+    except ProcessLookupError:  # the child and everything it started are gone
+        pass
+
+
 def run_dev(host: str, port: int, demo: bool = False) -> None:
     env = dict(os.environ)
     for key in ("SLA_GUARD_WEBHOOK_SECRET", "SLA_GUARD_API_TOKEN"):
@@ -87,9 +94,12 @@ def run_dev(host: str, port: int, demo: bool = False) -> None:
 
         seed_demo()
     command = [sys.executable, "-m", "sla_guard.cli"]
+    # each in a session of its own, so that stopping it stops everything it started too
     children = [
-        subprocess.Popen(command + ["worker"], env=env),
-        subprocess.Popen(command + ["serve", "--host", host, "--port", str(port), "--workers", "2"], env=env),
+        subprocess.Popen(command + ["worker"], env=env, start_new_session=True),
+        subprocess.Popen(
+            command + ["serve", "--host", host, "--port", str(port), "--workers", "2"], env=env, start_new_session=True
+        ),
     ]
     click.echo(f"sla-guard is running on http://{host}:{port} (Ctrl-C stops it)")
     click.echo(limits(settings.database_url))
@@ -97,12 +107,14 @@ def run_dev(host: str, port: int, demo: bool = False) -> None:
     def stop(*_):
         for child in children:
             if child.poll() is None:
-                child.terminate()
+                _signal_group(child, signal.SIGTERM)
         for child in children:
             try:
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                child.kill()
+                pass
+            _signal_group(child, signal.SIGKILL)  # whatever is left of it (a worker's scheduler too)
+            child.wait(timeout=15)
         if redis_process is not None:
             redis_process.terminate()
         sys.exit(0)

@@ -13,31 +13,22 @@ anybody else's Redis data; each test still gets its own queue name.
 from __future__ import annotations
 
 import os
-import subprocess
 import textwrap
-import time
 import uuid
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import create_engine, text
 
 from sla_guard import create_app
 from sla_guard.config import load_settings
 from sla_guard.runtime import RulesHolder, Runtime
 from sla_guard.store.migrate import upgrade
-from sla_guard.store.models import Base
-
-from .stack import free_port
-from .support.webhooks import API_TOKEN, FakeClock  # noqa: F401 (for modules not yet on the fixtures)
-from .support.webhooks import WEBHOOK_SECRET as SECRET  # noqa: F401
+from tests.support.databases import empty_tables
+from tests.support.processes import RedisServer
 
 PG_SERVER = os.environ.get("SLA_GUARD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-"""Real CRM payloads, copied here so the suite runs from any clone."""
 
 RULES = textwrap.dedent("""
     timezone: UTC
@@ -62,14 +53,6 @@ RULES = textwrap.dedent("""
       - name: everything else
         first_touch: {within: 2h, escalate: [{after: 0m, notify: [owner]}]}
 """)
-
-
-def _reset_schema(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
-            connection.execute(table.delete())
-    engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +81,7 @@ def sqlite_url(tmp_path_factory):
 def db_url(request):
     """Each test using it runs twice: on SQLite and on PostgreSQL, starting from empty tables."""
     url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-    _reset_schema(url)
+    empty_tables(url)
     return url
 
 
@@ -109,42 +92,9 @@ def redis_url(tmp_path_factory):
     if external:
         yield external
         return
-    folder = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-            "--logfile",
-            str(folder / "redis.log"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except RedisConnectionError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError(f"the test Redis did not start on port {port}") from None
-            time.sleep(0.05)
-    client.close()
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture
@@ -218,15 +168,3 @@ def runtime(settings, clock, redis_conn, queue_name):
     if keys:
         redis_conn.delete(*keys)
     rt.db.dispose()
-
-
-@pytest.fixture
-def killable_redis(tmp_path):
-    """A Redis of one test's own that the test may kill and start again empty (see ``KillableRedis``)."""
-    from .fakes import KillableRedis
-
-    folder = tmp_path / "killable-redis"
-    folder.mkdir()
-    server = KillableRedis(folder).start()
-    yield server
-    server.kill()

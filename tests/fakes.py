@@ -21,6 +21,8 @@ from pathlib import Path
 
 from werkzeug.wrappers import Request, Response
 
+from tests.support.processes import free_port
+
 TELEGRAM_TOKEN = "123456:AAH-test-bot-token-secret"
 SLACK_BOT_TOKEN = "xoxb-test-slack-bot-token"
 
@@ -173,12 +175,6 @@ class FakeSlack:
         return _json({"ok": True, "channel": body["channel"], "ts": "1.000001"})
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class silent_server:
     """A TCP port that accepts connections (the kernel's backlog) and never says a word."""
 
@@ -288,50 +284,3 @@ class SmtpSink:
 
     def __exit__(self, *exc) -> None:
         self.controller.stop()
-
-
-class KillableRedis:
-    """A ``redis-server`` of one test's own, that the test may kill and start again empty on the
-    same port (no persistence): what a crash of Redis does to everything only Redis held."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> KillableRedis:
-        import time
-
-        from redis import Redis
-        from redis.exceptions import ConnectionError as RedisConnectionError
-
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            + ["--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        client = Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except RedisConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
-                time.sleep(0.05)
-        client.close()
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: nothing is saved, nothing is flushed politely."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def restart_empty(self) -> None:
-        self.kill()
-        self.start()

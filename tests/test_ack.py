@@ -13,9 +13,11 @@ from sla_guard.exceptions import ConfigError
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
 from sla_guard.timers.acknowledge import BadToken, ExpiredToken, ack_url, sign_token, verify_token
 from sla_guard.timers.escalation import run_timer
+from tests.support.webhooks import received
 
 ACK_SECRET = "test-ack-secret-0123456789abcdef"
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
 HOT = {
     "source": "website",
     "priority": "hot",
@@ -81,17 +83,6 @@ def test_settings_are_checked():
 @pytest.fixture
 def settings(settings):
     return {**settings, "SLA_GUARD_ACK_SECRET": ACK_SECRET, "SLA_GUARD_PUBLIC_URL": "https://sla.example"}
-
-
-@pytest.fixture
-def sink(httpserver, monkeypatch):
-    monkeypatch.setenv("SINK_URL", httpserver.url_for("/alerts"))
-    httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
-    return httpserver
-
-
-def received(sink) -> list[dict]:
-    return [json.loads(request.data) for request, _ in sink.log]
 
 
 def rows(runtime, model):

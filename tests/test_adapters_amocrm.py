@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -12,8 +10,8 @@ import pytest
 from sla_guard.exceptions import ConfigError, InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters import amocrm
 from sla_guard.ingest.adapters.base import RawRequest, outcome_in
+from tests.support.crm_payloads import assert_means, fixtures_of, load, raw_request
 
-FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN = "k3Jd9sLq0pX7vB2n"
 SETTINGS = {"SLA_GUARD_AMOCRM_TOKEN": TOKEN, "SLA_GUARD_AMOCRM_ACCOUNT_ID": "30307558"}
 NOW = datetime(2024, 9, 17, 16, 0, tzinfo=UTC)
@@ -22,10 +20,6 @@ ACCOUNT = [
     ("account[id]", "30307558"),
     ("account[_links][self]", "https://acmesales.amocrm.ru"),
 ]
-
-
-def load(name: str) -> dict:
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 
 
 def request(
@@ -43,34 +37,11 @@ def request(
 
 
 def fixture_request(fixture: dict, *, token: str = TOKEN) -> RawRequest:
-    spec = fixture["request"]
-    path = spec["path"].replace("<token>", token)
-    return RawRequest(
-        method=spec["method"],
-        path=path,
-        url=f"https://sla.example.com{path}",
-        headers=spec["headers"],
-        body=spec["body"].encode(),
-        content_type=spec["headers"]["Content-Type"],
-    )
+    return raw_request(fixture, path=fixture["request"]["path"].replace("<token>", token))
 
 
 def form(*pairs: tuple[str, str], account: bool = True) -> str:
     return urlencode(list(pairs) + (ACCOUNT if account else []))
-
-
-def assert_means(events, means) -> None:
-    """The fields the fixture gives must match; the adapter may fill in more."""
-    assert [event.type for event in events] == [expected["type"] for expected in means]
-    for event, expected in zip(events, means, strict=True):
-        actual = event.model_dump(exclude_none=True)
-        for key, value in expected.items():
-            if key == "occurred_at":
-                assert event.occurred_at == datetime.fromisoformat(value)
-            elif isinstance(value, dict):
-                assert {k: actual[key].get(k) for k in value} == value, key
-            else:
-                assert actual[key] == value, key
 
 
 def at(text: str) -> datetime:
@@ -79,7 +50,7 @@ def at(text: str) -> datetime:
 
 # --- the shared fixtures ------------------------------------------------------------------
 
-AMOCRM_FIXTURES = sorted(path.name for path in FIXTURES.glob("amocrm_*.json"))
+AMOCRM_FIXTURES = fixtures_of("amocrm")
 
 
 def test_every_amocrm_fixture_is_covered():

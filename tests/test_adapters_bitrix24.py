@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -14,18 +13,14 @@ from werkzeug import Response
 from sla_guard.exceptions import InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters import bitrix24
 from sla_guard.ingest.adapters.base import Lookup, RawRequest
+from tests.support.crm_payloads import assert_means, fixtures_of, load, raw_request
 
-FIXTURES = Path(__file__).parent / "fixtures"
 APP_TOKEN = "jvh9y1ulvt2m6k5or90v9mg8nn32ozas"
 SETTINGS = {
     "SLA_GUARD_BITRIX24_APP_TOKEN": APP_TOKEN,
     "SLA_GUARD_BITRIX24_REST_URL": "https://acme.bitrix24.ru/rest/1/s3cr3tk3y/",
 }
 NOW = datetime(2025, 12, 18, 9, 30, tzinfo=UTC)
-
-
-def load(name: str) -> dict:
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 
 
 def request(body: str) -> RawRequest:
@@ -54,39 +49,13 @@ def notification(
     )
 
 
-def fixture_request(fixture: dict) -> RawRequest:
-    spec = fixture["request"]
-    return RawRequest(
-        spec["method"],
-        spec["path"],
-        "https://sla.example.com" + spec["path"],
-        spec["headers"],
-        spec["body"].encode(),
-        spec["headers"]["Content-Type"],
-    )
-
-
 def rest_reply(fixture: dict) -> dict:
     return next(value for key, value in fixture.items() if key.startswith("rest_reply_"))
 
 
-def assert_means(events, means) -> None:
-    """The fields the fixture gives must match; the adapter may fill in more."""
-    assert [event.type for event in events] == [expected["type"] for expected in means]
-    for event, expected in zip(events, means, strict=True):
-        actual = event.model_dump(exclude_none=True)
-        for key, value in expected.items():
-            if key == "occurred_at":
-                assert event.occurred_at == datetime.fromisoformat(value)
-            elif isinstance(value, dict):
-                assert {k: actual[key].get(k) for k in value} == value, key
-            else:
-                assert actual[key] == value, key
-
-
 # --- the shared fixtures ------------------------------------------------------------------
 
-BITRIX24_FIXTURES = sorted(path.name for path in FIXTURES.glob("bitrix24_*.json"))
+BITRIX24_FIXTURES = fixtures_of("bitrix24")
 
 
 def test_every_bitrix24_fixture_is_covered():
@@ -96,7 +65,7 @@ def test_every_bitrix24_fixture_is_covered():
 @pytest.mark.parametrize("name", BITRIX24_FIXTURES)
 def test_fixture_asks_the_right_record_and_means_what_it_says(name):
     fixture = load(name)
-    raw = fixture_request(fixture)
+    raw = raw_request(fixture)
     bitrix24.verify(raw, SETTINGS, NOW)
     result = bitrix24.parse(raw, SETTINGS)
     assert result.events == [] and result.ignored == []
@@ -109,7 +78,7 @@ def test_fixture_asks_the_right_record_and_means_what_it_says(name):
 
 def test_new_lead_from_the_fixture_in_detail():
     fixture = load("bitrix24_lead_add.json")
-    (lookup,) = bitrix24.parse(fixture_request(fixture), SETTINGS).lookups
+    (lookup,) = bitrix24.parse(raw_request(fixture), SETTINGS).lookups
     assert lookup == Lookup("crm.lead.get", "1000983", "ONCRMLEADADD", datetime(2025, 12, 18, 8, 38, 44, tzinfo=UTC))
     (created,) = bitrix24.derive_events(lookup, rest_reply(fixture), None)  # the whole reply is accepted too
     assert created.occurred_at == datetime(2025, 12, 18, 8, 38, 40, tzinfo=UTC)  # DATE_CREATE, +03:00
@@ -118,7 +87,7 @@ def test_new_lead_from_the_fixture_in_detail():
 
 def test_lost_deal_against_its_last_known_state():
     fixture = load("bitrix24_deal_update.json")
-    (lookup,) = bitrix24.parse(fixture_request(fixture), SETTINGS).lookups
+    (lookup,) = bitrix24.parse(raw_request(fixture), SETTINGS).lookups
     result = rest_reply(fixture)["result"]
     before = bitrix24.snapshot(
         {**result, "STAGE_ID": "C2:NEW", "STAGE_SEMANTIC_ID": "P", "CLOSED": "N", "UF_CRM_LOSS_REASON": ""}
@@ -386,7 +355,7 @@ def test_fetch_when_the_portal_is_unreachable():
 
 def test_the_company_else_the_contact_is_the_customer():
     fixture = load("bitrix24_lead_add.json")
-    (lookup,) = bitrix24.parse(fixture_request(fixture), SETTINGS).lookups
+    (lookup,) = bitrix24.parse(raw_request(fixture), SETTINGS).lookups
     record = rest_reply(fixture)["result"]
     with_company = {**record, "COMPANY_ID": "77", "CONTACT_ID": "5"}
     assert bitrix24.derive_events(lookup, with_company, None)[0].lead.customer == "bitrix24:company:77"

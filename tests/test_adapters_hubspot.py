@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from sla_guard.exceptions import InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters import hubspot
 from sla_guard.ingest.adapters.base import RawRequest
+from tests.support.crm_payloads import assert_means, fixtures_of, load, raw_request
 
-FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "our-own-test-secret-0123456789"
 PUBLIC = "https://hooks.example.com/webhooks/hubspot"
 SETTINGS = {"SLA_GUARD_HUBSPOT_CLIENT_SECRET": SECRET, "SLA_GUARD_HUBSPOT_PUBLIC_URL": PUBLIC}
 NOW = datetime(2024, 9, 17, 11, 33, tzinfo=UTC)
-
-
-def load(name: str) -> dict:
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 
 
 def millis(moment: datetime) -> str:
@@ -52,29 +47,7 @@ def signed(
 
 
 def fixture_request(fixture: dict) -> RawRequest:
-    spec = fixture["request"]
-    return RawRequest(
-        spec["method"],
-        spec["path"],
-        spec.get("public_url", PUBLIC),
-        spec["headers"],
-        spec["body"].encode(),
-        spec["headers"]["Content-Type"],
-    )
-
-
-def assert_means(events, means) -> None:
-    """The fields the fixture gives must match; the adapter may fill in more."""
-    assert [event.type for event in events] == [expected["type"] for expected in means]
-    for event, expected in zip(events, means, strict=True):
-        actual = event.model_dump(exclude_none=True)
-        for key, value in expected.items():
-            if key == "occurred_at":
-                assert event.occurred_at == datetime.fromisoformat(value)
-            elif isinstance(value, dict):
-                assert {k: actual[key].get(k) for k in value} == value, key
-            else:
-                assert actual[key] == value, key
+    return raw_request(fixture, url=fixture["request"].get("public_url", PUBLIC))
 
 
 def event(**fields) -> dict:
@@ -98,7 +71,7 @@ def parse(*events: dict, settings: dict = SETTINGS):
 
 # --- the shared fixtures ------------------------------------------------------------------
 
-HUBSPOT_FIXTURES = sorted(path.name for path in FIXTURES.glob("hubspot_*.json"))
+HUBSPOT_FIXTURES = fixtures_of("hubspot")
 
 
 def test_every_hubspot_fixture_is_covered():

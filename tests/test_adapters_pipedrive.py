@@ -5,22 +5,17 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from sla_guard.exceptions import InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters import pipedrive
 from sla_guard.ingest.adapters.base import RawRequest
+from tests.support.crm_payloads import assert_means, fixtures_of, load, raw_request
 
-FIXTURES = Path(__file__).parent / "fixtures"
 SETTINGS = {"SLA_GUARD_PIPEDRIVE_USER": "sla-guard", "SLA_GUARD_PIPEDRIVE_PASSWORD": "change-me"}
 AUTH = "Basic " + base64.b64encode(b"sla-guard:change-me").decode()
 NOW = datetime(2022, 11, 25, 9, 32, tzinfo=UTC)
-
-
-def load(name: str) -> dict:
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 
 
 def request(body: str | dict, *, authorization: str | None = AUTH) -> RawRequest:
@@ -36,32 +31,6 @@ def request(body: str | dict, *, authorization: str | None = AUTH) -> RawRequest
         text.encode(),
         "application/json",
     )
-
-
-def fixture_request(fixture: dict) -> RawRequest:
-    spec = fixture["request"]
-    return RawRequest(
-        spec["method"],
-        spec["path"],
-        "https://sla.example.com" + spec["path"],
-        spec["headers"],
-        spec["body"].encode(),
-        spec["headers"]["Content-Type"],
-    )
-
-
-def assert_means(events, means) -> None:
-    """The fields the fixture gives must match; the adapter may fill in more."""
-    assert [event.type for event in events] == [expected["type"] for expected in means]
-    for event, expected in zip(events, means, strict=True):
-        actual = event.model_dump(exclude_none=True)
-        for key, value in expected.items():
-            if key == "occurred_at":
-                assert event.occurred_at == datetime.fromisoformat(value)
-            elif isinstance(value, dict):
-                assert {k: actual[key].get(k) for k in value} == value, key
-            else:
-                assert actual[key] == value, key
 
 
 def v2(
@@ -104,7 +73,7 @@ def parse(payload: dict, settings: dict = SETTINGS):
 
 # --- the shared fixtures ------------------------------------------------------------------
 
-PIPEDRIVE_FIXTURES = sorted(path.name for path in FIXTURES.glob("pipedrive_*.json"))
+PIPEDRIVE_FIXTURES = fixtures_of("pipedrive")
 
 
 def test_every_pipedrive_fixture_is_covered():
@@ -114,7 +83,7 @@ def test_every_pipedrive_fixture_is_covered():
 @pytest.mark.parametrize("name", PIPEDRIVE_FIXTURES)
 def test_fixture_is_authentic_and_means_what_it_says(name):
     fixture = load(name)
-    raw = fixture_request(fixture)
+    raw = raw_request(fixture)
     pipedrive.verify(raw, SETTINGS, NOW)
     result = pipedrive.parse(raw, SETTINGS)
     assert_means(result.events, fixture["means"])
@@ -382,5 +351,5 @@ def test_missing_event_id_or_deal_id_names_the_field():
 
 def test_a_deal_carries_its_organization_as_the_customer():
     fixture = load("pipedrive_v2_deal_lost.json")
-    (closed,) = pipedrive.parse(fixture_request(fixture), SETTINGS).events
+    (closed,) = pipedrive.parse(raw_request(fixture), SETTINGS).events
     assert closed.lead.customer == "pipedrive:org:1"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 
 from sla_guard.store.models import ClockRow
@@ -17,13 +16,6 @@ from sla_guard.timers.reconciler import reconcile
 
 HORIZON = timedelta(minutes=15)  # SLA_GUARD_ARM_HORIZON_S's default
 PARTNER = {"source": "partner", "owner": "anna"}  # the rules' "everything else": first touch within 2 h
-
-
-@pytest.fixture
-def sink(httpserver, monkeypatch):
-    monkeypatch.setenv("SINK_URL", httpserver.url_for("/alerts"))
-    httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
-    return httpserver
 
 
 def far_clock(runtime) -> ClockRow:

@@ -20,13 +20,10 @@ from sla_guard.dashboard.auth import hash_password
 from sla_guard.demo import DEMO_USER, seed
 from sla_guard.store.db import get_db
 from sla_guard.store.insight import save_user
-
-from .conftest import API_TOKEN, _reset_schema
-from .helpers import event, post_signed, run_worker
-from .stack import free_port
+from tests.support.databases import empty_tables
+from tests.support.processes import free_port
 
 CHROMIUM = "/usr/bin/chromium"
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 PASSWORD = "correct horse battery"
 PAGES = ("sla", "speed", "funnel", "losses", "marketing")
 
@@ -38,7 +35,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def db_url(sqlite_url):
     """One database is enough here: the reports' SQL is tested on both elsewhere."""
-    _reset_schema(sqlite_url)
+    empty_tables(sqlite_url)
     return sqlite_url
 
 
@@ -108,7 +105,7 @@ def signed_in(browser, server, name, password=PASSWORD):
 
 
 @pytest.fixture
-def scenario(client, runtime, clock):
+def scenario(client, runtime, clock, auth, event, post_signed, run_worker):
     """B1 anna: touched at 3 min, qualification, proposal, won 100. B2 anna: touched at 20 min,
     lost for price, 200. B3 boris: never touched. B4 carl: touched at 10 min, in qualification.
     Spend this month: website 300, ads 500."""
@@ -134,7 +131,7 @@ def scenario(client, runtime, clock):
     run_worker(runtime)
     month = c.strftime("%Y-%m")
     spend = [{"month": month, "source": "website", "amount": 300}, {"month": month, "source": "ads", "amount": 500}]
-    assert client.post("/api/spend", json=spend, headers=AUTH).status_code == 200
+    assert client.post("/api/spend", json=spend, headers=auth).status_code == 200
     return month
 
 
@@ -143,10 +140,10 @@ def cells(page, key: str) -> dict[str, str]:
     return {cell.get_attribute("data-field"): cell.inner_text().strip() for cell in row.locator("td[data-field]").all()}
 
 
-def assert_page_matches_api(page, client, name: str) -> None:
+def assert_page_matches_api(page, client, auth: dict, name: str) -> None:
     """Every number in the table is the JSON report's, and the chart draws the same rows."""
     query = page.url.split("?", 1)[1] if "?" in page.url else ""
-    api = client.get(f"/api/reports/{name}?{query}", headers=AUTH).get_json()
+    api = client.get(f"/api/reports/{name}?{query}", headers=auth).get_json()
     shown = page.locator("table.report tbody tr[data-key]").all()
     assert len(shown) == len(api["rows"])
     for tr, row in zip(shown, api["rows"], strict=True):
@@ -167,7 +164,7 @@ def assert_page_matches_api(page, client, name: str) -> None:
     assert painted > 500  # bars and axes were drawn
 
 
-def test_a_head_sees_the_hand_computed_numbers(browser, server, client, scenario, tmp_path):
+def test_a_head_sees_the_hand_computed_numbers(browser, server, client, scenario, tmp_path, auth):
     page = signed_in(browser, server, "olga")
 
     page.goto(f"{server}/dashboard/sla?by=owner")
@@ -187,7 +184,7 @@ def test_a_head_sees_the_hand_computed_numbers(browser, server, client, scenario
     assert cells(page, "boris")["compliance"] == "0%" and cells(page, "boris")["overdue"] == "1"
     assert cells(page, "carl")["compliance"] == "100%" and cells(page, "carl")["first_touch_p50_s"] == "10 min"
     assert page.locator("tfoot td[data-field=compliance]").inner_text() == "50%"
-    assert_page_matches_api(page, client, "sla")
+    assert_page_matches_api(page, client, auth, "sla")
 
     page.goto(f"{server}/dashboard/speed")
     assert (cells(page, "<5m")["leads"], cells(page, "<5m")["won"], cells(page, "<5m")["revenue"]) == ("1", "1", "100")
@@ -196,13 +193,13 @@ def test_a_head_sees_the_hand_computed_numbers(browser, server, client, scenario
         "1",
         "1",
     )
-    assert_page_matches_api(page, client, "speed")
+    assert_page_matches_api(page, client, auth, "speed")
 
     page.goto(f"{server}/dashboard/funnel")
     assert [cells(page, s)["entered"] for s in ("new", "qualification", "proposal")] == ["4", "2", "1"]
     assert [cells(page, s)["conversion"] for s in ("new", "qualification", "proposal")] == ["50%", "50%", "100%"]
     assert cells(page, "new")["lost_here"] == "1"
-    assert_page_matches_api(page, client, "funnel")
+    assert_page_matches_api(page, client, auth, "funnel")
 
     page.goto(f"{server}/dashboard/losses")
     assert cells(page, "price") | {} == {
@@ -212,7 +209,7 @@ def test_a_head_sees_the_hand_computed_numbers(browser, server, client, scenario
         "amount": "200",
         "after_sla_breach": "1",
     }
-    assert_page_matches_api(page, client, "losses")
+    assert_page_matches_api(page, client, auth, "losses")
 
     page.goto(f"{server}/dashboard/marketing")
     website = cells(page, f"website {scenario}")
@@ -225,14 +222,14 @@ def test_a_head_sees_the_hand_computed_numbers(browser, server, client, scenario
     )
     assert (website["roi"], website["ltv"], website["ltv_cac"]) == ("-66.7%", "100", "0.333")
     assert cells(page, f"ads {scenario}")["cac"] == "—"
-    assert_page_matches_api(page, client, "marketing")
+    assert_page_matches_api(page, client, auth, "marketing")
 
     page.goto(f"{server}/dashboard/sla?by=owner")
     with page.expect_download() as download:
         page.click("a.csv")
     saved = tmp_path / "sla.csv"
     download.value.save_as(saved)
-    assert saved.read_bytes().decode() == client.get("/api/reports/sla?by=owner&format=csv", headers=AUTH).get_data(
+    assert saved.read_bytes().decode() == client.get("/api/reports/sla?by=owner&format=csv", headers=auth).get_data(
         as_text=True
     )
 
@@ -258,7 +255,7 @@ def test_a_manager_cannot_see_another_team(browser, server, client, scenario):
     page.context.close()
 
 
-def test_every_page_of_the_demo_month(browser, server, client, runtime, clock, tmp_path):
+def test_every_page_of_the_demo_month(browser, server, client, runtime, clock, tmp_path, run_worker, auth):
     """The seeded demo renders on every page with the API's numbers; screenshots for the README."""
     seed(runtime, clock(), leads=120)
     run_worker(runtime)  # the overdue leads escalate: the wall screen offers to acknowledge them
@@ -268,7 +265,7 @@ def test_every_page_of_the_demo_month(browser, server, client, runtime, clock, t
         page.goto(f"{server}/dashboard/{name}")
         if name != "now":
             assert page.locator("table.report tbody tr[data-key]").count() > 0
-            assert_page_matches_api(page, client, name)
+            assert_page_matches_api(page, client, auth, name)
         shot = tmp_path / f"{name}.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000

@@ -10,11 +10,6 @@ import pytest
 
 from sla_guard.cli import main
 
-from .conftest import API_TOKEN
-from .helpers import event, post_signed, run_worker
-
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
-
 
 @pytest.fixture
 def rules_text():
@@ -56,7 +51,7 @@ def sign_in(client, name, password="correct horse battery"):
 
 
 @pytest.fixture
-def leads(client, runtime, clock):
+def leads(client, runtime, clock, event, post_signed, run_worker):
     start = clock() - timedelta(hours=2)
     events = [
         event("a1", "lead.created", start, lead_id="A1", lead={"owner": "anna", "team": "inbound", "source": "web"}),
@@ -125,13 +120,13 @@ def test_an_open_redirect_is_not_followed(client, users):
     assert response.headers["Location"].endswith("/dashboard/now")
 
 
-def test_pages_show_the_reports_numbers(client, users, leads):
+def test_pages_show_the_reports_numbers(client, users, leads, auth):
     sign_in(client, "head")
     for page in ("now", "sla", "speed", "funnel", "losses", "marketing"):
         response = client.get(f"/dashboard/{page}")
         assert response.status_code == 200, page
         assert "chart.umd.min.js" in response.get_data(as_text=True) or page == "now"
-    api = client.get("/api/reports/sla?by=owner", headers=AUTH).get_json()
+    api = client.get("/api/reports/sla?by=owner", headers=auth).get_json()
     html = client.get("/dashboard/sla?by=owner").get_data(as_text=True)
     for row in api["rows"]:
         cells = _row(html, row["owner"])
@@ -139,7 +134,7 @@ def test_pages_show_the_reports_numbers(client, users, leads):
     assert _row(html, "anna")["compliance"] == "0.5"  # A1 met, A2 overdue
     assert "50%" in html
     csv_text = client.get("/dashboard/sla.csv?by=owner").get_data(as_text=True)
-    assert csv_text == client.get("/api/reports/sla?by=owner&format=csv", headers=AUTH).get_data(as_text=True)
+    assert csv_text == client.get("/api/reports/sla?by=owner&format=csv", headers=auth).get_data(as_text=True)
     now = client.get("/dashboard/now").get_data(as_text=True)
     assert 'data-lead="A2"' in now and 'data-lead="C1"' in now and 'data-lead="A1"' not in now
     assert 'href="https://crm.example/C1"' in now

@@ -57,29 +57,46 @@ def step(db_rows):
     return step
 
 
+LEAD = "amocrm:lead:15318175"
+
+
+@pytest.fixture
+def enter_proposal(runtime, clock, event, store_events):
+    """``enter_proposal(lead_id=LEAD, source="amocrm", **lead)``: the owner 11087123's lead is
+    created in the proposal stage now (its follow-up steps are planned); returns when."""
+
+    def enter(lead_id: str = LEAD, source: str = "amocrm", **lead):
+        start = clock()
+        fields = {"stage": "proposal", "owner": "11087123", **lead}
+        store_events(runtime, source, event("c", "lead.created", start, lead_id=lead_id, lead=fields))
+        return start
+
+    return enter
+
+
+@pytest.fixture
+def fire_first_step(runtime, clock, step):
+    """``fire_first_step()``: an hour passes and the first step's timer fires."""
+
+    def fire() -> None:
+        clock.advance(hours=1)
+        run_timer(runtime, step(runtime, 1).id)
+
+    return fire
+
+
 def amo_requests(crm, method, path_prefix="/api/v4/tasks"):
     return [request for request, _ in crm.log if request.method == method and request.path.startswith(path_prefix)]
 
 
 def test_a_due_step_becomes_a_crm_task_then_a_touch_closes_it_and_cancels_the_rest(
-    crm, runtime, clock, event, run_worker, db_rows, store_events, step
+    crm, runtime, clock, event, run_worker, db_rows, store_events, step, enter_proposal
 ):
     crm.expect_request("/api/v4/tasks", method="POST").respond_with_json(
         {"_embedded": {"tasks": [{"id": 9001, "request_id": "0"}]}}
     )
     crm.expect_request("/api/v4/tasks/9001", method="PATCH").respond_with_json({"id": 9001})
-    start = clock()
-    store_events(
-        runtime,
-        "amocrm",
-        event(
-            "c",
-            "lead.created",
-            start,
-            lead_id="amocrm:lead:15318175",
-            lead={"stage": "proposal", "owner": "11087123", "name": "ACME"},
-        ),
-    )
+    start = enter_proposal(name="ACME")
     first = step(runtime, 1)
     assert first.next_fire_at == start + timedelta(hours=1)
     clock.advance(hours=1)
@@ -108,16 +125,9 @@ def test_a_due_step_becomes_a_crm_task_then_a_touch_closes_it_and_cancels_the_re
     assert db_rows(runtime, FollowUpTaskRow)[0].status == "closed"
 
 
-def test_a_missed_step_escalates(crm, runtime, clock, event, db_rows, store_events, step):
+def test_a_missed_step_escalates(crm, runtime, clock, db_rows, step, enter_proposal):
     crm.expect_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 7}]}})
-    start = clock()
-    store_events(
-        runtime,
-        "amocrm",
-        event(
-            "c", "lead.created", start, lead_id="amocrm:lead:15318175", lead={"stage": "proposal", "owner": "11087123"}
-        ),
-    )
+    enter_proposal()
     first = step(runtime, 1)
     clock.advance(hours=3, seconds=1)
     run_timer(runtime, first.id)
@@ -129,16 +139,10 @@ def test_a_missed_step_escalates(crm, runtime, clock, event, db_rows, store_even
 
 
 def test_without_crm_credentials_the_owner_gets_the_follow_up_as_an_alert(
-    crm, runtime, clock, event, db_rows, store_events, step
+    crm, runtime, db_rows, enter_proposal, fire_first_step
 ):
-    start = clock()
-    store_events(
-        runtime,
-        "generic",
-        event("c", "lead.created", start, lead={"stage": "proposal", "owner": "11087123", "name": "ACME"}),
-    )
-    clock.advance(hours=1)
-    run_timer(runtime, step(runtime, 1).id)
+    enter_proposal("L-1001", "generic", name="ACME")
+    fire_first_step()
     [task] = db_rows(runtime, FollowUpTaskRow)
     assert (task.status, task.crm) == ("alerted", None)
     [alert] = [json.loads(request.data) for request, _ in crm.log if request.path == "/alerts"]
@@ -147,26 +151,15 @@ def test_without_crm_credentials_the_owner_gets_the_follow_up_as_an_alert(
 
 
 def test_a_rate_limited_crm_is_retried_after_its_wait_without_a_duplicate(
-    crm, runtime, clock, event, run_worker, db_rows, store_events, step
+    crm, runtime, clock, run_worker, db_rows, enter_proposal, fire_first_step
 ):
     crm.expect_ordered_request("/api/v4/tasks", method="POST").respond_with_data(
         "slow down", status=429, headers={"Retry-After": "7"}
     )
     crm.expect_ordered_request("/api/v4/tasks", method="GET").respond_with_data("", status=204)
     crm.expect_ordered_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 42}]}})
-    store_events(
-        runtime,
-        "amocrm",
-        event(
-            "c",
-            "lead.created",
-            clock(),
-            lead_id="amocrm:lead:15318175",
-            lead={"stage": "proposal", "owner": "11087123"},
-        ),
-    )
-    clock.advance(hours=1)
-    run_timer(runtime, step(runtime, 1).id)
+    enter_proposal()
+    fire_first_step()
     [task] = db_rows(runtime, FollowUpTaskRow)
     assert (task.status, task.attempts, task.crm_task_id) == ("pending", 1, None)
     assert "429" in task.last_error or "rate" in task.last_error.lower()
@@ -183,21 +176,10 @@ def test_a_rate_limited_crm_is_retried_after_its_wait_without_a_duplicate(
     assert len(amo_requests(crm, "POST")) == 2
 
 
-def test_the_timeline_shows_each_step(crm, app, client, runtime, clock, api_token, event, db_rows, store_events, step):
+def test_the_timeline_shows_each_step(crm, app, client, runtime, api_token, db_rows, enter_proposal, fire_first_step):
     crm.expect_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 5}]}})
-    store_events(
-        runtime,
-        "amocrm",
-        event(
-            "c",
-            "lead.created",
-            clock(),
-            lead_id="amocrm:lead:15318175",
-            lead={"stage": "proposal", "owner": "11087123"},
-        ),
-    )
-    clock.advance(hours=1)
-    run_timer(runtime, step(runtime, 1).id)
+    enter_proposal()
+    fire_first_step()
     lead = client.get("/api/leads/amocrm:lead:15318175", headers={"Authorization": f"Bearer {api_token}"}).get_json()
     [task] = lead["follow_up_tasks"]
     assert (task["step"], task["status"], task["crm_task_id"]) == ("follow_up:proposal:1", "created", "5")
@@ -209,20 +191,12 @@ def test_the_timeline_shows_each_step(crm, app, client, runtime, clock, api_toke
 
 
 def test_the_crm_echo_of_a_task_sla_guard_closed_is_not_a_touch(
-    crm, runtime, clock, event, run_worker, db_rows, store_events, step
+    crm, runtime, clock, event, run_worker, db_rows, store_events, step, enter_proposal, fire_first_step
 ):
     crm.expect_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 31}]}})
     crm.expect_request("/api/v4/tasks/31", method="PATCH").respond_with_json({"id": 31})
-    start = clock()
-    store_events(
-        runtime,
-        "amocrm",
-        event(
-            "c", "lead.created", start, lead_id="amocrm:lead:15318175", lead={"stage": "proposal", "owner": "11087123"}
-        ),
-    )
-    clock.advance(hours=1)
-    run_timer(runtime, step(runtime, 1).id)
+    enter_proposal()
+    fire_first_step()
     clock.advance(minutes=10)
     store_events(
         runtime,

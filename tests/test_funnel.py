@@ -16,10 +16,6 @@ from sla_guard.core.stays import Stay, stage_stays
 from sla_guard.store.migrate import alembic_config, upgrade
 from sla_guard.store.models import EventRow, StageStayRow
 
-from .conftest import API_TOKEN
-from .helpers import event, post_signed, run_worker
-
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 T = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 H = timedelta(hours=1)
 
@@ -28,7 +24,7 @@ def _events(*items) -> list[LeadEvent]:
     return [LeadEvent.model_validate(item) for item in items]
 
 
-def test_stays_follow_moves_closures_and_reopening():
+def test_stays_follow_moves_closures_and_reopening(event):
     stays = stage_stays(
         _events(
             event("a", "lead.created", T, lead={"stage": "new"}),
@@ -60,7 +56,7 @@ def rules_text():
 
 
 @pytest.fixture
-def funnel(client, runtime, clock):
+def funnel(client, runtime, clock, event, post_signed, run_worker):
     """F1 new→qualification→proposal→won; F2 new→proposal (skips one)→lost; F3 new→qualification→
     new (back)→qualification; F4 new→qualification→proposal within 40 s (bulk), then negotiation;
     F5 is in another pipeline."""
@@ -96,8 +92,8 @@ def funnel(client, runtime, clock):
     run_worker(runtime)
 
 
-def test_funnel_every_field(client, funnel):
-    report = client.get("/api/reports/funnel?pipeline=b2b", headers=AUTH).get_json()
+def test_funnel_every_field(client, funnel, auth):
+    report = client.get("/api/reports/funnel?pipeline=b2b", headers=auth).get_json()
     assert report["pipeline"] == "b2b"
     assert report["rows"] == [
         {
@@ -146,17 +142,17 @@ def test_funnel_every_field(client, funnel):
     ]
     assert (report["backward_moves"], report["skipped_stages"], report["bulk_moves"]) == (1, 1, 1)
     # the first pipeline of the rules file is the default; another pipeline is counted apart
-    assert client.get("/api/reports/funnel", headers=AUTH).get_json()["rows"] == report["rows"]
-    retail = client.get("/api/reports/funnel?pipeline=retail", headers=AUTH).get_json()
+    assert client.get("/api/reports/funnel", headers=auth).get_json()["rows"] == report["rows"]
+    retail = client.get("/api/reports/funnel?pipeline=retail", headers=auth).get_json()
     assert [(row["stage"], row["entered"], row["advanced"]) for row in retail["rows"]] == [
         ("new", 1, 1),
         ("qualification", 1, 0),
     ]
-    csv_text = client.get("/api/reports/funnel?pipeline=b2b&format=csv", headers=AUTH).get_data(as_text=True)
+    csv_text = client.get("/api/reports/funnel?pipeline=b2b&format=csv", headers=auth).get_data(as_text=True)
     assert csv_text.splitlines()[1] == "new,4,4,1.0,0,3600.0,7200.0"
 
 
-def test_rules_check_validates_pipelines_and_explain_shows_them(runner, tmp_path):
+def test_rules_check_validates_pipelines_and_explain_shows_them(runner, tmp_path, event):
     bad = tmp_path / "bad.yaml"
     bad.write_text("pipelines:\n  b2b: [new, won, new]\n  empty: []\nrules: []\n")
     result = runner.invoke(main, ["rules", "check", str(bad)])
@@ -174,7 +170,7 @@ def test_rules_check_validates_pipelines_and_explain_shows_them(runner, tmp_path
     assert "pipeline b2b: new → qualification → proposal (lead is in qualification, stage 2 of 3)" in result.output
 
 
-def test_the_migration_fills_in_stays_from_stored_events(db_url, funnel):
+def test_the_migration_fills_in_stays_from_stored_events(db_url, funnel, event):
     """Events stored before stage history existed get their stays when the schema is upgraded."""
     engine = create_engine(db_url)
     with engine.begin() as connection:
@@ -204,8 +200,8 @@ def test_the_migration_fills_in_stays_from_stored_events(db_url, funnel):
     engine.dispose()
 
 
-def test_a_funnel_without_stays_is_empty(client):
-    report = client.get("/api/reports/funnel?pipeline=b2b", headers=AUTH).get_json()
+def test_a_funnel_without_stays_is_empty(client, auth):
+    report = client.get("/api/reports/funnel?pipeline=b2b", headers=auth).get_json()
     assert [row["entered"] for row in report["rows"]] == [0, 0, 0, 0]
-    other = client.get("/api/reports/funnel?pipeline=none-such", headers=AUTH).get_json()
+    other = client.get("/api/reports/funnel?pipeline=none-such", headers=auth).get_json()
     assert (other["rows"], other["transitions"], other["bulk_moves"]) == ([], [], 0)

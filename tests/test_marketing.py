@@ -10,11 +10,8 @@ from sqlalchemy import create_engine, select
 
 from sla_guard.cli import main
 from sla_guard.store.models import SpendRow
+from tests.support.webhooks import make_event
 
-from .conftest import API_TOKEN
-from .helpers import event, post_signed, run_worker
-
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 WINDOW = "from=2026-09-30T21:00:00Z&to=2026-11-30T21:00:00Z"  # October and November in Moscow
 
 
@@ -34,14 +31,14 @@ def rules_text():
 
 def _lead(eid, lead_id, created, source, customer=None, amount=None, outcome=None, closed=None):
     lead = {"source": source, **({"customer": customer} if customer else {}), **({"amount": amount} if amount else {})}
-    out = [event(f"{eid}c", "lead.created", at(created), lead_id=lead_id, lead=lead)]
+    out = [make_event(f"{eid}c", "lead.created", at(created), lead_id=lead_id, lead=lead)]
     if outcome:
-        out.append(event(f"{eid}x", "lead.closed", at(closed), lead_id=lead_id, outcome=outcome))
+        out.append(make_event(f"{eid}x", "lead.closed", at(closed), lead_id=lead_id, outcome=outcome))
     return out
 
 
 @pytest.fixture
-def marketing(client, runtime, clock):
+def marketing(client, runtime, clock, auth, post_signed, run_worker):
     events = [
         *_lead("1", "M1", "2026-10-31T22:00:00", "website", "acme", 1000, "won", "2026-11-02T10:00:00"),  # Nov in MSK
         *_lead("2", "M2", "2026-11-05T10:00:00", "website", "acme", 500, "won", "2026-11-10T10:00:00"),
@@ -59,13 +56,13 @@ def marketing(client, runtime, clock):
         {"month": "2026-10", "source": "website", "amount": 100},
         {"month": "2026-11", "source": "radio", "amount": 50},
     ]
-    assert client.post("/api/spend", json=spend, headers=AUTH).get_json() == {"upserted": 4}
+    assert client.post("/api/spend", json=spend, headers=auth).get_json() == {"upserted": 4}
     fix = [{"month": "2026-11", "source": "ads", "amount": "800"}]  # a second upload corrects a row
-    assert client.post("/api/spend", json=fix, headers=AUTH).status_code == 200
+    assert client.post("/api/spend", json=fix, headers=auth).status_code == 200
 
 
-def test_marketing_every_field(client, marketing):
-    report = client.get(f"/api/reports/marketing?{WINDOW}", headers=AUTH).get_json()
+def test_marketing_every_field(client, marketing, auth):
+    report = client.get(f"/api/reports/marketing?{WINDOW}", headers=auth).get_json()
     assert report["timezone"] == "Europe/Moscow"
     assert report["rows"] == [
         {
@@ -126,10 +123,10 @@ def test_marketing_every_field(client, marketing):
         },
     ]
     # a customer's lifetime counts its won leads outside the window too: M2 (5 November) for acme
-    narrow = client.get("/api/reports/marketing?from=2026-09-30T21:00:00Z&to=2026-11-04T00:00:00Z", headers=AUTH)
+    narrow = client.get("/api/reports/marketing?from=2026-09-30T21:00:00Z&to=2026-11-04T00:00:00Z", headers=auth)
     website = {row["month"]: row for row in narrow.get_json()["rows"] if row["source"] == "website"}
     assert (website["2026-11"]["leads"], website["2026-11"]["ltv"]) == (1, 1500.0)
-    only_ads = client.get(f"/api/reports/marketing?{WINDOW}&source=ads", headers=AUTH).get_json()["rows"]
+    only_ads = client.get(f"/api/reports/marketing?{WINDOW}&source=ads", headers=auth).get_json()["rows"]
     assert [(row["source"], row["spend"]) for row in only_ads] == [("ads", 800.0)]
 
 
@@ -148,8 +145,8 @@ def test_marketing_every_field(client, marketing):
         ([{"month": "2026-11", "source": "web", "amount": True}], "[0].amount"),
     ],
 )
-def test_bad_spend_is_refused_and_stores_nothing(client, settings, body, field):
-    response = client.post("/api/spend", json=body, headers=AUTH)
+def test_bad_spend_is_refused_and_stores_nothing(client, settings, body, field, auth):
+    response = client.post("/api/spend", json=body, headers=auth)
     assert (response.status_code, response.get_json()["field"]) == (400, field)
     engine = create_engine(settings["DATABASE_URL"])
     with engine.connect() as connection:

@@ -141,16 +141,14 @@ def test_accounts_are_paced_apart_and_named_by_digest(pacer, redis_conn):
     assert token.encode() not in keys
 
 
-def test_metrics_show_the_pace_of_every_crm(client, redis_conn, queue_name):
-    from .conftest import API_TOKEN
-
+def test_metrics_show_the_pace_of_every_crm(client, redis_conn, queue_name, api_token):
     shared = Pacer(redis_conn, queue_name)
     account = account_key("https://acme.amocrm.ru")
     for _ in range(2):
         with shared.turn("amocrm", account, [Window(1, 0.2)]):
             pass
     shared.limited("bitrix24", account_key("portal.bitrix24.ru"), 0.01)
-    body = client.get("/metrics", headers={"Authorization": f"Bearer {API_TOKEN}"}).get_data(as_text=True)
+    body = client.get("/metrics", headers={"Authorization": f"Bearer {api_token}"}).get_data(as_text=True)
     assert 'sla_guard_crm_calls_total{crm="amocrm"} 2.0' in body
     assert 'sla_guard_crm_pace_waits_total{crm="amocrm"} 1.0' in body
     assert 'sla_guard_crm_rate_limited_total{crm="bitrix24"} 1.0' in body

@@ -5,10 +5,8 @@ Time is the injected clock; the RQ jobs run in the real ``SimpleWorker`` in burs
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
-import pytest
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import select
 
@@ -17,6 +15,7 @@ from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, 
 from sla_guard.timers import arming as timers
 from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
+from tests.support.webhooks import received
 
 HOT = {
     "source": "website",
@@ -26,24 +25,6 @@ HOT = {
     "name": "ACME",
     "url": "https://crm.example/leads/1001",
 }
-
-
-@pytest.fixture
-def sink_server(httpserver, monkeypatch):
-    """The managers' webhook: a local HTTP server the rules file's `sink` channel points at."""
-    monkeypatch.setenv("SINK_URL", httpserver.url_for("/alerts"))
-    return httpserver
-
-
-@pytest.fixture
-def sink(sink_server):
-    """The managers' webhook, answering 200 and recording what it receives."""
-    sink_server.expect_request("/alerts", method="POST").respond_with_data("ok")
-    return sink_server
-
-
-def received(sink) -> list[dict]:
-    return [json.loads(request.data) for request, _ in sink.log]
 
 
 def one(runtime, model, *where):
@@ -235,9 +216,8 @@ def test_an_overdue_clock_whose_timer_vanished_fires_from_the_reconciler_once(
 
 
 def test_failed_delivery_is_retried_then_recorded(
-    sink_server, app, client, runtime, clock, event, post_signed, run_worker
+    sink_url, httpserver, app, client, runtime, clock, event, post_signed, run_worker
 ):
-    httpserver = sink_server
     httpserver.expect_ordered_request("/alerts").respond_with_data("busy", status=503)
     httpserver.expect_ordered_request("/alerts").respond_with_data("ok")
     post_signed(client, event("e1", "lead.created", clock(), lead={**HOT, "owner": "ivan"}), clock())
@@ -254,8 +234,9 @@ def test_failed_delivery_is_retried_then_recorded(
     assert len(httpserver.log) == 2
 
 
-def test_permanent_failure_stops_retrying(sink_server, app, client, runtime, clock, event, post_signed, run_worker):
-    httpserver = sink_server
+def test_permanent_failure_stops_retrying(
+    sink_url, httpserver, app, client, runtime, clock, event, post_signed, run_worker
+):
     httpserver.expect_request("/alerts").respond_with_data("gone", status=404)
     post_signed(client, event("e1", "lead.created", clock(), lead={**HOT, "owner": "ivan"}), clock())
     run_worker(runtime)

@@ -15,10 +15,6 @@ from sla_guard.ingest.pending import drain, push
 from sla_guard.store.models import ClockRow, EventRow, QuarantinedLeadRow
 from sla_guard.timers.reconciler import reconcile
 
-from .conftest import API_TOKEN
-from .helpers import event, post_signed
-
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 HOT = {"source": "website", "priority": "hot", "owner": "anna"}
 
 
@@ -52,7 +48,7 @@ def clocks_of(runtime, lead_id):
     return rows(runtime, ClockRow, ClockRow.lead_id == lead_id)
 
 
-def test_the_reconciler_applies_every_good_lead_around_a_poison_one(app, client, runtime, clock):
+def test_the_reconciler_applies_every_good_lead_around_a_poison_one(app, client, runtime, clock, event, post_signed):
     """Promise: one lead's bad event never stops the reconciler (issue 9, fault 1)."""
     post_signed(client, event("g1", "lead.created", clock(), lead_id="L-1", lead=HOT), clock())
     store_poison(runtime, clock)
@@ -72,12 +68,12 @@ def test_the_reconciler_applies_every_good_lead_around_a_poison_one(app, client,
     assert rows(runtime, QuarantinedLeadRow)[0].failures == 1
 
 
-def test_quarantined_leads_are_listed_by_the_api_and_counted_in_metrics(app, client, runtime, clock):
+def test_quarantined_leads_are_listed_by_the_api_and_counted_in_metrics(app, client, runtime, clock, auth):
     store_poison(runtime, clock)
     clock.advance(seconds=3)
     reconcile(runtime)
 
-    answer = client.get("/api/quarantine", headers=AUTH)
+    answer = client.get("/api/quarantine", headers=auth)
     assert answer.status_code == 200
     body = answer.get_json()
     assert body["count"] == 1
@@ -91,7 +87,9 @@ def test_quarantined_leads_are_listed_by_the_api_and_counted_in_metrics(app, cli
     assert client.get("/api/quarantine").status_code == 401
 
 
-def test_the_pump_applies_the_good_leads_of_a_batch_and_sets_the_poison_aside(app, client, runtime, clock):
+def test_the_pump_applies_the_good_leads_of_a_batch_and_sets_the_poison_aside(
+    app, client, runtime, clock, event, post_signed
+):
     post_signed(client, event("g1", "lead.created", clock(), lead_id="L-1", lead=HOT), clock())
     store_poison(runtime, clock)
     post_signed(client, event("g2", "lead.created", clock(), lead_id="L-2", lead=HOT), clock())
@@ -112,28 +110,28 @@ def fix_the_poison(runtime, clock) -> None:
         session.execute(update(EventRow).where(EventRow.event_id == "poison-1").values(payload=payload))
 
 
-def test_a_retry_through_the_api_applies_the_lead_after_a_fix(app, client, runtime, clock):
+def test_a_retry_through_the_api_applies_the_lead_after_a_fix(app, client, runtime, clock, auth):
     store_poison(runtime, clock)
     clock.advance(seconds=3)
     reconcile(runtime)
     fix_the_poison(runtime, clock)
 
-    assert client.post("/api/quarantine/L-OTHER/retry", headers=AUTH).status_code == 404
-    answer = client.post("/api/quarantine/L-POISON/retry", headers=AUTH)
+    assert client.post("/api/quarantine/L-OTHER/retry", headers=auth).status_code == 404
+    answer = client.post("/api/quarantine/L-POISON/retry", headers=auth)
     assert answer.status_code == 202
     assert answer.get_json() == {"retried": ["L-POISON"]}
     drain(runtime)
 
     assert rows(runtime, QuarantinedLeadRow) == []
     assert len(clocks_of(runtime, "L-POISON")) == 1
-    assert client.get("/api/quarantine", headers=AUTH).get_json() == {"count": 0, "leads": []}
+    assert client.get("/api/quarantine", headers=auth).get_json() == {"count": 0, "leads": []}
 
 
-def test_a_retry_that_fails_again_keeps_the_lead_quarantined(app, client, runtime, clock):
+def test_a_retry_that_fails_again_keeps_the_lead_quarantined(app, client, runtime, clock, auth):
     store_poison(runtime, clock)
     clock.advance(seconds=3)
     reconcile(runtime)
-    client.post("/api/quarantine/L-POISON/retry", headers=AUTH)
+    client.post("/api/quarantine/L-POISON/retry", headers=auth)
     drain(runtime)
     [row] = rows(runtime, QuarantinedLeadRow)
     assert row.lead_id == "L-POISON"

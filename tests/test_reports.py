@@ -12,11 +12,8 @@ from sqlalchemy import update
 
 from sla_guard.store.db import get_db
 from sla_guard.store.models import ClockRow
+from tests.support.webhooks import make_event
 
-from .conftest import API_TOKEN
-from .helpers import event, post_signed, run_worker
-
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 HOT = {"source": "website", "priority": "hot", "team": "inbound"}
 ADS = {"source": "ads", "team": "outbound", "owner": "carl"}
 
@@ -45,16 +42,16 @@ def rules_text():
 
 
 def _touch(event_id, at, lead_id, by):
-    return event(event_id, "lead.touched", at, lead_id=lead_id, touch={"channel": "call", "by": by})
+    return make_event(event_id, "lead.touched", at, lead_id=lead_id, touch={"channel": "call", "by": by})
 
 
 def _close(event_id, at, lead_id, outcome, reason=None):
     extra = {"reason": reason} if reason else {}
-    return event(event_id, "lead.closed", at, lead_id=lead_id, outcome=outcome, **extra)
+    return make_event(event_id, "lead.closed", at, lead_id=lead_id, outcome=outcome, **extra)
 
 
 @pytest.fixture
-def scenario(client, runtime, clock):
+def scenario(client, runtime, clock, event, post_signed, run_worker):
     """Eight leads created ten days ago, an hour apart, and one created 40 days ago (outside the
     default window). Comments give each lead's first-touch time and outcome."""
     now = clock()
@@ -97,14 +94,20 @@ def scenario(client, runtime, clock):
     return c
 
 
-def _get(client, path):
-    response = client.get(path, headers=AUTH)
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()
+@pytest.fixture
+def get_report(client, auth):
+    """``get_report(path)``: the JSON answer of a report the API gives with 200."""
+
+    def get(path):
+        response = client.get(path, headers=auth)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()
+
+    return get
 
 
-def test_sla_by_owner_every_field(client, scenario):
-    report = _get(client, "/api/reports/sla?by=owner")
+def test_sla_by_owner_every_field(client, scenario, get_report):
+    report = get_report("/api/reports/sla?by=owner")
     assert report["report"] == "sla" and report["by"] == "owner"
     rows = {row["owner"]: row for row in report["rows"]}
     assert list(rows) == ["anna", "boris", "carl"]
@@ -142,27 +145,27 @@ def test_sla_by_owner_every_field(client, scenario):
     assert (total["first_touch_p50_s"], total["first_touch_p90_s"]) == (3600.0, 172800.0)
 
 
-def test_sla_groups_filters_and_window(client, scenario, clock):
-    by_rule = {row["rule"]: row["leads"] for row in _get(client, "/api/reports/sla?by=rule")["rows"]}
+def test_sla_groups_filters_and_window(client, scenario, clock, get_report):
+    by_rule = {row["rule"]: row["leads"] for row in get_report("/api/reports/sla?by=rule")["rows"]}
     assert by_rule == {"everything else": 3, "hot website leads": 5}
-    by_team = {row["team"]: row["compliance"] for row in _get(client, "/api/reports/sla?by=team")["rows"]}
+    by_team = {row["team"]: row["compliance"] for row in get_report("/api/reports/sla?by=team")["rows"]}
     assert by_team == {"inbound": 0.5, "outbound": 0.3333}
-    only = _get(client, "/api/reports/sla?by=source&team=outbound&owner=carl")
+    only = get_report("/api/reports/sla?by=source&team=outbound&owner=carl")
     assert [(row["source"], row["leads"]) for row in only["rows"]] == [("ads", 3)]
     assert only["filters"] == {"team": "outbound", "owner": "carl"}
     # the window counts leads by creation: from 60 days back, L0 (won, anna, never touched: closed in time) joins
     start = (clock() - timedelta(days=60)).isoformat()
-    wide = _get(client, f"/api/reports/sla?by=owner&from={start.replace('+00:00', 'Z')}")
+    wide = get_report(f"/api/reports/sla?by=owner&from={start.replace('+00:00', 'Z')}")
     assert {row["owner"]: row["leads"] for row in wide["rows"]}["anna"] == 4
     narrow_to = (scenario[3] + timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
-    narrow = _get(client, f"/api/reports/sla?by=owner&to={narrow_to}&from={start.replace('+00:00', 'Z')}")
+    narrow = get_report(f"/api/reports/sla?by=owner&to={narrow_to}&from={start.replace('+00:00', 'Z')}")
     assert {row["owner"]: row["leads"] for row in narrow["rows"]} == {"anna": 3, "boris": 1}
-    weeks = _get(client, "/api/reports/sla?by=week")["rows"]
+    weeks = get_report("/api/reports/sla?by=week")["rows"]
     assert sum(row["leads"] for row in weeks) == 8
     assert all(len(row["week"]) == 10 for row in weeks)
 
 
-def test_paused_and_cancelled_first_touch_clocks_answer_200(client, scenario, app):
+def test_paused_and_cancelled_first_touch_clocks_answer_200(client, scenario, app, auth, get_report):
     """A paused first-touch clock (L4 waits for the client) and a cancelled one are counted, not a 500."""
     with get_db(app).session() as session:
         session.execute(
@@ -171,14 +174,14 @@ def test_paused_and_cancelled_first_touch_clocks_answer_200(client, scenario, ap
             .values(stopped_at=scenario[3] + timedelta(minutes=1), stop_reason="cancelled")
         )
     for by in ("owner", "source", "team", "rule", "week"):
-        response = client.get(f"/api/reports/sla?by={by}", headers=AUTH)
+        response = client.get(f"/api/reports/sla?by={by}", headers=auth)
         assert response.status_code == 200
-    boris = {row["owner"]: row for row in _get(client, "/api/reports/sla")["rows"]}["boris"]
+    boris = {row["owner"]: row for row in get_report("/api/reports/sla")["rows"]}["boris"]
     assert (boris["paused"], boris["cancelled"], boris["overdue"], boris["compliance"]) == (1, 1, 0, None)
 
 
-def test_speed_buckets(client, scenario):
-    report = _get(client, "/api/reports/speed")
+def test_speed_buckets(client, scenario, get_report):
+    report = get_report("/api/reports/speed")
     assert report["rows"] == [
         {"bucket": "<5m", "leads": 1, "won": 1, "lost": 0, "open": 0, "conversion": 1.0, "revenue": 100.0},
         {"bucket": "5m-30m", "leads": 1, "won": 0, "lost": 1, "open": 0, "conversion": 0.0, "revenue": 0.0},
@@ -187,32 +190,30 @@ def test_speed_buckets(client, scenario):
         {"bucket": ">1d", "leads": 1, "won": 0, "lost": 0, "open": 1, "conversion": 0.0, "revenue": 0.0},
         {"bucket": "never", "leads": 3, "won": 0, "lost": 1, "open": 2, "conversion": 0.0, "revenue": 0.0},
     ]
-    empty = _get(client, "/api/reports/speed?source=nowhere")["rows"]
+    empty = get_report("/api/reports/speed?source=nowhere")["rows"]
     assert [row["leads"] for row in empty] == [0] * 6 and {row["conversion"] for row in empty} == {None}
 
 
-def test_losses_by_reason_and_owner(client, scenario):
-    report = _get(client, "/api/reports/losses")
+def test_losses_by_reason_and_owner(client, scenario, get_report):
+    report = get_report("/api/reports/losses")
     assert report["by"] == "reason" and report["total_lost"] == 3
     assert report["rows"] == [
         {"reason": "price", "lost": 2, "share": 0.6667, "amount": 270.0, "after_sla_breach": 1},
         {"reason": None, "lost": 1, "share": 0.3333, "amount": 50.0, "after_sla_breach": 1},
     ]
-    owners = {
-        row["owner"]: (row["lost"], row["amount"]) for row in _get(client, "/api/reports/losses?by=owner")["rows"]
-    }
+    owners = {row["owner"]: (row["lost"], row["amount"]) for row in get_report("/api/reports/losses?by=owner")["rows"]}
     assert owners == {"anna": (2, 270.0), "carl": (1, 50.0)}
-    assert _get(client, "/api/reports/losses?by=stage")["rows"][0]["stage"] is None
+    assert get_report("/api/reports/losses?by=stage")["rows"][0]["stage"] is None
 
 
-def test_csv_download(client, scenario):
-    response = client.get("/api/reports/sla?by=owner&format=csv", headers=AUTH)
+def test_csv_download(client, scenario, auth):
+    response = client.get("/api/reports/sla?by=owner&format=csv", headers=auth)
     assert response.status_code == 200 and response.mimetype == "text/csv"
     assert "attachment" in response.headers["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert [row["owner"] for row in rows] == ["anna", "boris", "carl"]
     assert rows[0]["compliance"] == "0.6667" and rows[1]["first_touch_p50_s"] == ""
-    losses = list(csv.reader(io.StringIO(client.get("/api/reports/losses?format=csv", headers=AUTH).get_data(True))))
+    losses = list(csv.reader(io.StringIO(client.get("/api/reports/losses?format=csv", headers=auth).get_data(True))))
     assert losses[0] == ["reason", "lost", "share", "amount", "after_sla_breach"]
     assert losses[2] == ["", "1", "0.3333", "50.0", "1"]
 
@@ -231,8 +232,8 @@ def test_csv_download(client, scenario):
         ("/api/reports/revenue", "name", 404),
     ],
 )
-def test_bad_parameters_name_the_field(client, path, field, status):
-    response = client.get(path, headers=AUTH)
+def test_bad_parameters_name_the_field(client, path, field, status, auth):
+    response = client.get(path, headers=auth)
     assert (response.status_code, response.get_json()["field"]) == (status, field)
 
 

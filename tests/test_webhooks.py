@@ -105,16 +105,9 @@ def test_invalid_events_are_refused_whole_and_name_the_field(app, client, clock,
     assert stored(app) == 0
 
 
-def test_malformed_json(app, client, clock, webhook_secret):
-    from sla_guard.security import sign
-
+def test_malformed_json(app, client, clock, post_signed):
     body = b'{"event_id": "e", '
-    response = client.post(
-        "/webhooks/generic",
-        data=body,
-        content_type="application/json",
-        headers={"X-SLA-Guard-Signature": sign(webhook_secret, body, int(clock().timestamp()))},
-    )
+    response = post_signed(client, body, clock())
     assert response.status_code == 400
     assert response.get_json()["field"] == "body"
     assert stored(app) == 0

@@ -1,2 +1,2 @@
-"""The test suite's pytest plugins: shared helpers handed out as fixtures (see ``addopts`` in
-pyproject.toml), never imported by the test modules."""
+"""The test suite's shared parts: pytest plugins handing out helpers as fixtures (loaded by
+``addopts`` in pyproject.toml), and plain modules of pure helpers a test module may import."""

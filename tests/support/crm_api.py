@@ -18,6 +18,9 @@ from werkzeug import Request, Response
 from sla_guard.outbox.crm_tasks import TaskError, TaskRequest
 
 DUE = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
+TIMEOUT_S = 2.0
+"""How long the CRM clients under test wait for the local stand-in: short enough for the tests of
+a CRM that never answers, long enough that a loaded machine never makes an answer late."""
 KEY = "sla-guard-fu-42-1"
 _ABSENT = object()
 
@@ -76,16 +79,6 @@ def _expect(
     server.expect_ordered_request(path, **matcher_kwargs).respond_with_handler(respond)
 
 
-def _expect_hang(server: HTTPServer, method: str, path: str, release: threading.Event) -> None:
-    """Expect one request and answer it only once ``release`` is set (a CRM that hangs)."""
-
-    def respond(_request: Request) -> Response:
-        release.wait(5)
-        return Response("{}", status=200, content_type="application/json")
-
-    server.expect_ordered_request(path, method=method).respond_with_handler(respond)
-
-
 def _verify(server: HTTPServer) -> None:
     """Every expected request came, and nothing else did."""
     server.check()
@@ -124,10 +117,27 @@ def expect():
     return _expect
 
 
+def _unanswered(server: HTTPServer, method: str, path: str, call: Callable[[], Any]) -> TaskError:
+    """The :class:`TaskError` ``call`` raises when the CRM takes its one request and does not
+    answer in time (it answers once the call has given up)."""
+    release = threading.Event()
+
+    def respond(_request: Request) -> Response:
+        release.wait(60)
+        return Response("{}", status=200, content_type="application/json")
+
+    server.expect_ordered_request(path, method=method).respond_with_handler(respond)
+    try:
+        return _raises_task_error(call)
+    finally:
+        release.set()
+
+
 @pytest.fixture
-def expect_hang():
-    """``expect_hang(server, method, path, release)``: a CRM that answers once ``release`` is set."""
-    return _expect_hang
+def unanswered():
+    """``unanswered(server, method, path, call)``: the :class:`TaskError` ``call`` raises when
+    the CRM takes the request and does not answer in time."""
+    return _unanswered
 
 
 @pytest.fixture

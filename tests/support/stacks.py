@@ -1,8 +1,11 @@
-"""Fixtures for end-to-end tests that start the real sla-guard processes."""
+"""Fixtures for end-to-end tests that start the real sla-guard processes (see
+:mod:`tests.support.processes`)."""
 
 from __future__ import annotations
 
 import pytest
+
+from tests.support.processes import RedisServer, Stack
 
 
 @pytest.fixture
@@ -19,3 +22,38 @@ def stack_env(db_url, redis_url, queue_name, webhook_secret, api_token, httpserv
         "SLA_GUARD_RECONCILE_INTERVAL_S": "1",
         "SINK_URL": httpserver.url_for("/alerts"),
     }
+
+
+@pytest.fixture
+def start_stack(tmp_path, stack_env):
+    """``start_stack(rules_text, workers=1, **env)``: write the rules, upgrade the database and
+    start `sla-guard serve` and ``workers`` `sla-guard worker` processes with :func:`stack_env`
+    plus ``env``; returns the started :class:`Stack` (its ``rules_path`` is the rules file).
+    Everything started is stopped after the test."""
+    started: list[Stack] = []
+
+    def start(rules_text: str, workers: int = 1, **env) -> Stack:
+        folder = tmp_path / f"stack-{len(started)}"
+        folder.mkdir()
+        rules_path = folder / "sla.yaml"
+        rules_path.write_text(rules_text)
+        running = Stack({**stack_env, "SLA_GUARD_RULES": str(rules_path), **env}, folder)
+        running.rules_path = rules_path
+        started.append(running)
+        running.upgrade()
+        running.start_web()
+        for _ in range(workers):
+            running.start_worker()
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def killable_redis(tmp_path):
+    """A Redis of one test's own that the test may kill and start again empty (see :class:`RedisServer`)."""
+    server = RedisServer(tmp_path / "killable-redis").start()
+    yield server
+    server.kill()

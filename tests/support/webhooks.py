@@ -69,8 +69,9 @@ def make_event(event_id: str, kind: str, at: datetime, lead_id: str = "L-1001", 
 
 
 def sign_and_post(client, payload, now: datetime, secret: str = WEBHOOK_SECRET, headers: dict | None = None):
-    """POST the payload to the generic webhook, signed at ``now`` as a sender holding the secret would."""
-    body = json.dumps(payload).encode()
+    """POST the payload (JSON, or a body of bytes sent as they are) to the generic webhook,
+    signed at ``now`` as a sender holding the secret would."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     return client.post(
         "/webhooks/generic",
         data=body,
@@ -93,6 +94,28 @@ def work_until_idle(runtime) -> None:
 
 
 @pytest.fixture
+def sink_url(httpserver, monkeypatch) -> str:
+    """The managers' webhook the rules' `sink` channel posts to: ``SINK_URL`` is set to the local
+    server's ``/alerts`` (for the app and runtime of the test; end-to-end stacks get it too)."""
+    url = httpserver.url_for("/alerts")
+    monkeypatch.setenv("SINK_URL", url)
+    return url
+
+
+@pytest.fixture
+def sink(httpserver, sink_url):
+    """The managers' webhook at :func:`sink_url`, answering 200 and keeping what it receives
+    (read it with :func:`received`)."""
+    httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
+    return httpserver
+
+
+def received(server) -> list[dict]:
+    """The alerts the local server received at ``/alerts``, oldest first."""
+    return [json.loads(request.data) for request, _ in list(server.log) if request.path == "/alerts"]
+
+
+@pytest.fixture
 def event():
     """``event(event_id, type, at, lead_id="L-1001", lead={...}, **fields)``: a generic event."""
     return make_event
@@ -100,8 +123,9 @@ def event():
 
 @pytest.fixture
 def post_signed(webhook_secret):
-    """``post_signed(client, payload, now, secret=…, headers=…)``: POST the payload to the generic
-    webhook, signed at ``now`` as a sender holding the secret would."""
+    """``post_signed(client, payload, now, secret=…, headers=…)``: POST the payload (JSON, or
+    bytes sent as they are) to the generic webhook, signed at ``now`` as a sender holding the
+    secret would."""
     return sign_and_post
 
 

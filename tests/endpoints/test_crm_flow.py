@@ -19,25 +19,19 @@ from sla_guard.outbox import crm_sync
 from sla_guard.store.models import ClockRow, CrmLookupRow, CrmRecordRow, EventRow, LeadRow
 from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
-
-from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, settings, sink are fixtures)
+from tests.support.crm_payloads import load
+from tests.support.crm_requests import (
     AMO_ACCESS_TOKEN,
     B24_KEY,
-    amo_rest,
-    crm_config,
     expect_portal,
     hubspot_signed,
-    load,
     local_portal,
     post,
-    received,
     rows,
-    rules_text,
     sent_at,
-    settings,
-    sink,
     stored,
 )
+from tests.support.webhooks import received
 
 LEAD_ADD = "bitrix24_lead_add.json"
 DEAL_UPDATE = "bitrix24_deal_update.json"

@@ -19,22 +19,9 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from sla_guard.security import sign
 from sla_guard.store.models import CrmLookupRow, EventRow
-
-from .conftest import API_TOKEN, SECRET
-from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, settings are fixtures)
-    AMO_TOKEN,
-    B24_APP_TOKEN,
-    PIPEDRIVE_PASSWORD,
-    PIPEDRIVE_USER,
-    amo_rest,
-    crm_config,
-    hubspot_signed,
-    load,
-    rules_text,
-    settings,
-)
+from tests.support.crm_payloads import load
+from tests.support.crm_requests import AMO_TOKEN, B24_APP_TOKEN, PIPEDRIVE_PASSWORD, PIPEDRIVE_USER, hubspot_signed
 
 EXAMPLES = hypothesis_settings(
     max_examples=40,
@@ -137,15 +124,10 @@ def generic_event(now: datetime) -> dict:
 
 @EXAMPLES
 @given(data=st.data())
-def test_generic_webhook_never_fails_on_signed_mutations(app, client, clock, data):
+def test_generic_webhook_never_fails_on_signed_mutations(app, client, clock, data, post_signed):
     body = data.draw(mutated_json(generic_event(clock())))
     before = counts(app)
-    response = client.post(
-        "/webhooks/generic",
-        data=body,
-        content_type="application/json",
-        headers={"X-SLA-Guard-Signature": sign(SECRET, body, int(clock().timestamp()))},
-    )
+    response = post_signed(client, body, clock())
     check(app, response, before)
 
 
@@ -231,25 +213,20 @@ url_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs
     ),
     value=url_text | moments.map(lambda moment: quote(moment.isoformat(), safe="")),
 )
-def test_the_api_never_fails_on_odd_queries(client, path, value):
-    response = client.get(path.format(value, value), headers={"Authorization": f"Bearer {API_TOKEN}"})
+def test_the_api_never_fails_on_odd_queries(client, path, value, api_token):
+    response = client.get(path.format(value, value), headers={"Authorization": f"Bearer {api_token}"})
     assert response.status_code < 500
 
 
 @pytest.mark.parametrize("lead_id", ["L\x00", "%00", "x" * 5000, "../..", "\u0661"])
-def test_quarantine_retry_of_odd_lead_ids_is_refused(client, lead_id):
-    response = client.post(f"/api/quarantine/{quote(lead_id)}/retry", headers={"Authorization": f"Bearer {API_TOKEN}"})
+def test_quarantine_retry_of_odd_lead_ids_is_refused(client, lead_id, api_token):
+    response = client.post(f"/api/quarantine/{quote(lead_id)}/retry", headers={"Authorization": f"Bearer {api_token}"})
     assert response.status_code == 404
 
 
-def test_the_fuzz_reaches_the_database(app, client, clock):
+def test_the_fuzz_reaches_the_database(app, client, clock, post_signed):
     """The generator's base event is valid: the fuzz starts from requests that are stored."""
     body = json.dumps(generic_event(clock())).encode()
-    response = client.post(
-        "/webhooks/generic",
-        data=body,
-        content_type="application/json",
-        headers={"X-SLA-Guard-Signature": sign(SECRET, body, int(clock().timestamp()))},
-    )
+    response = post_signed(client, body, clock())
     assert response.status_code == 202
     assert counts(app) == (1, 0)

@@ -12,22 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sla_guard.security import sign
-
-from .conftest import SECRET
-from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, settings are fixtures)
-    PIPEDRIVE_PASSWORD,
-    PIPEDRIVE_USER,
-    amo_rest,
-    crm_config,
-    hubspot_signed,
-    load,
-    nothing_stored,
-    post,
-    rules_text,
-    settings,
-)
-from .helpers import event, post_signed
+from tests.support.crm_payloads import load
+from tests.support.crm_requests import PIPEDRIVE_PASSWORD, PIPEDRIVE_USER, hubspot_signed, nothing_stored, post
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
@@ -42,12 +28,12 @@ def refused(response, field: str, app) -> None:
     "occurred_at",
     ["9999-12-31T23:59:59Z", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "1999-12-31T23:59:59Z"],
 )
-def test_generic_dates_outside_the_bounds_are_refused(app, client, clock, occurred_at):
+def test_generic_dates_outside_the_bounds_are_refused(app, client, clock, occurred_at, event, post_signed):
     payload = {**event("e1", "lead.created", clock()), "occurred_at": occurred_at}
     refused(post_signed(client, payload, clock()), "occurred_at", app)
 
 
-def test_generic_dates_more_than_a_day_ahead_are_refused_and_a_day_is_tolerated(app, client, clock):
+def test_generic_dates_more_than_a_day_ahead_are_refused_and_a_day_is_tolerated(app, client, clock, event, post_signed):
     batch = [event("e1", "lead.created", clock()), event("e2", "lead.updated", clock() + timedelta(days=1, seconds=1))]
     refused(post_signed(client, batch, clock()), "[1].occurred_at", app)
     batch[1] = event("e2", "lead.updated", clock() + timedelta(hours=23))
@@ -68,39 +54,31 @@ def test_generic_dates_more_than_a_day_ahead_are_refused_and_a_day_is_tolerated(
         ({"reason": "r" * 1001}, "reason"),
     ],
 )
-def test_generic_text_outside_the_bounds_is_refused_on_both_databases(app, client, clock, change, field):
+def test_generic_text_outside_the_bounds_is_refused_on_both_databases(
+    app, client, clock, change, field, event, post_signed
+):
     refused(post_signed(client, {**event("e1", "lead.created", clock()), **change}, clock()), field, app)
 
 
-def test_text_at_the_bounds_is_accepted(app, client, clock):
+def test_text_at_the_bounds_is_accepted(app, client, clock, event, post_signed):
     lead = {"id": "L" * 200, "name": "n" * 1000, "url": "https://crm.example/leads/1"}
     response = post_signed(client, {**event("e" * 200, "lead.created", clock()), "lead": lead}, clock())
     assert response.status_code == 202
 
 
-def test_generic_nan_amount_is_refused(app, client, clock):
+def test_generic_nan_amount_is_refused(app, client, clock, event, post_signed):
     body = json.dumps(event("e1", "lead.created", clock())).replace('"L-1001"', '"L-1", "amount": NaN').encode()
-    response = client.post(
-        "/webhooks/generic",
-        data=body,
-        content_type="application/json",
-        headers={"X-SLA-Guard-Signature": sign(SECRET, body, int(clock().timestamp()))},
-    )
+    response = post_signed(client, body, clock())
     refused(response, "lead.amount", app)
 
 
-def test_generic_deep_json_is_refused(app, client, clock):
-    response = client.post(
-        "/webhooks/generic",
-        data=DEEP,
-        content_type="application/json",
-        headers={"X-SLA-Guard-Signature": sign(SECRET, DEEP, int(clock().timestamp()))},
-    )
+def test_generic_deep_json_is_refused(app, client, clock, post_signed):
+    response = post_signed(client, DEEP, clock())
     refused(response, "body", app)
 
 
 @pytest.mark.parametrize("header", ["t=²,v1=00", "t=1" + "0" * 400 + ",v1=00", "t=1,v1=é", "t=\u0661,v1=00"])
-def test_odd_signature_headers_are_refused_with_401(app, client, clock, header):
+def test_odd_signature_headers_are_refused_with_401(app, client, clock, header, event):
     body = json.dumps(event("e1", "lead.created", clock())).encode()
     response = client.post(
         "/webhooks/generic", data=body, content_type="application/json", headers={"X-SLA-Guard-Signature": header}
@@ -128,32 +106,24 @@ def test_pipedrive_deep_json_is_refused(app, client):
     refused(response, "body", app)
 
 
-@pytest.mark.parametrize(
-    "stamp, field",
-    [
-        ("9999-12-31T23:59:59Z", "events[0].occurred_at"),
-        ("0001-01-01T00:00:00+01:00", "meta.timestamp"),
-        ("1999-06-01T00:00:00Z", "meta.timestamp"),
-    ],
-)
-def test_pipedrive_dates_outside_the_bounds_are_refused(app, client, stamp, field):
-    fixture = load("pipedrive_v2_deal_lost.json")
-    body = fixture["request"]["body"].replace("2022-11-25T09:02:11.724Z", stamp)
-    refused(post(client, fixture, body=body.encode()), field, app)
+PIPEDRIVE_SENT, AMOCRM_CREATED = "2022-11-25T09:02:11.724Z", "1726572752"
 
 
 @pytest.mark.parametrize(
-    "stamp, field",
+    "name, sent, stamp, field",
     [
-        ("9999-12-31+23%3A59%3A59", "events[0].occurred_at"),
-        ("0001-01-01+00%3A00%3A00", "leads[add][0][created_at]"),
-        ("253402300799", "leads[add][0][created_at]"),
-        ("946684799", "leads[add][0][created_at]"),
+        ("pipedrive_v2_deal_lost.json", PIPEDRIVE_SENT, "9999-12-31T23:59:59Z", "events[0].occurred_at"),
+        ("pipedrive_v2_deal_lost.json", PIPEDRIVE_SENT, "0001-01-01T00:00:00+01:00", "meta.timestamp"),
+        ("pipedrive_v2_deal_lost.json", PIPEDRIVE_SENT, "1999-06-01T00:00:00Z", "meta.timestamp"),
+        ("amocrm_lead_add.json", AMOCRM_CREATED, "9999-12-31+23%3A59%3A59", "events[0].occurred_at"),
+        ("amocrm_lead_add.json", AMOCRM_CREATED, "0001-01-01+00%3A00%3A00", "leads[add][0][created_at]"),
+        ("amocrm_lead_add.json", AMOCRM_CREATED, "253402300799", "leads[add][0][created_at]"),
+        ("amocrm_lead_add.json", AMOCRM_CREATED, "946684799", "leads[add][0][created_at]"),
     ],
 )
-def test_amocrm_dates_outside_the_bounds_are_refused(app, client, stamp, field):
-    fixture = load("amocrm_lead_add.json")
-    body = fixture["request"]["body"].replace("1726572752", stamp)
+def test_crm_dates_outside_the_bounds_are_refused(app, client, name, sent, stamp, field):
+    fixture = load(name)
+    body = fixture["request"]["body"].replace(sent, stamp)
     refused(post(client, fixture, body=body.encode()), field, app)
 
 

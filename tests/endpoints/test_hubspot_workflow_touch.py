@@ -16,20 +16,10 @@ import pytest
 from werkzeug.serving import make_server
 
 from sla_guard.store.models import EventRow, LeadRow
+from tests.support.crm_requests import hubspot_signed, rows
+from tests.support.processes import free_port
 
-from .conftest import SECRET
-from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, settings are fixtures)
-    amo_rest,
-    crm_config,
-    hubspot_signed,
-    rows,
-    rules_text,
-    settings,
-)
-from .helpers import run_worker
-from .stack import free_port
-
-SNIPPET = Path(__file__).resolve().parent.parent / "docs" / "crm" / "hubspot-workflow-touch.js"
+SNIPPET = Path(__file__).resolve().parents[2] / "docs" / "crm" / "hubspot-workflow-touch.js"
 NODE = shutil.which("node")
 
 RUN = """
@@ -54,14 +44,14 @@ def served(app):
     thread.join(timeout=10)
 
 
-def run_workflow_action(base_url: str, deal_id: int, contacted_at: datetime, owner: str) -> dict:
+def run_workflow_action(base_url: str, secret: str, deal_id: int, contacted_at: datetime, owner: str) -> dict:
     event = {
         "object": {"objectId": deal_id, "objectType": "DEAL"},
         "inputFields": {"notes_last_contacted": str(int(contacted_at.timestamp() * 1000)), "hubspot_owner_id": owner},
     }
     done = subprocess.run(
         [NODE, "-e", RUN, str(SNIPPET), json.dumps(event)],
-        env={"SLA_GUARD_URL": base_url + "/", "SLA_GUARD_WEBHOOK_SECRET": SECRET, "PATH": "/usr/bin:/bin"},
+        env={"SLA_GUARD_URL": base_url + "/", "SLA_GUARD_WEBHOOK_SECRET": secret, "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
         timeout=30,
@@ -71,7 +61,9 @@ def run_workflow_action(base_url: str, deal_id: int, contacted_at: datetime, own
 
 
 @pytest.mark.skipif(NODE is None, reason="Node.js runs HubSpot's custom code actions; it is not installed here")
-def test_a_call_logged_on_a_deal_reaches_its_lead_through_the_workflow_action(app, client, runtime, clock, served):
+def test_a_call_logged_on_a_deal_reaches_its_lead_through_the_workflow_action(
+    app, client, runtime, clock, served, run_worker, webhook_secret
+):
     now = datetime.now(UTC).replace(microsecond=0)
     clock.current = now
     created = now - timedelta(minutes=5)
@@ -93,8 +85,8 @@ def test_a_call_logged_on_a_deal_reaches_its_lead_through_the_workflow_action(ap
     assert response.status_code == 202, response.get_json()
 
     contacted = now - timedelta(minutes=1)
-    first = run_workflow_action(served, 9001, contacted, "77001")
-    again = run_workflow_action(served, 9001, contacted, "77001")  # re-enrolment, or HubSpot's retry
+    first = run_workflow_action(served, webhook_secret, 9001, contacted, "77001")
+    again = run_workflow_action(served, webhook_secret, 9001, contacted, "77001")  # re-enrolment, or HubSpot's retry
     assert (first, again) == ({"outputFields": {"sla_guard_status": "202"}},) * 2
     run_worker(runtime)
 

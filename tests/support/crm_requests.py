@@ -1,22 +1,17 @@
-"""Shared fixtures and helpers of the CRM endpoint tests: every CRM enabled, Bitrix24's portal
-and amoCRM's API stood in by the local HTTP server, which also plays the alert sink."""
+"""Plain helpers of the tests that drive the CRM endpoints of a test app with every CRM enabled
+(see ``tests/endpoints/conftest.py``): the CRMs' credentials, requests sent as each CRM sends
+them, and what the database and the local server saw."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 from sqlalchemy import select
 
 from sla_guard.core.events import LeadEvent
 from sla_guard.ingest.adapters import hubspot
 from sla_guard.store.models import CrmLookupRow, EventRow
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-"""Real CRM payloads, kept in the repository so the suite runs from any clone."""
 
 AMO_TOKEN = "amo-path-token-0123456789abcdef"
 AMO_ACCOUNT = "30307558"
@@ -31,71 +26,8 @@ OWNERS = ("11087123", "11940747", "17", "77001", "12415231")
 """CRM user ids given a channel in the rules, so that their alerts reach the sink."""
 
 
-def load(name: str) -> dict:
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
-
-
-def fixtures_of(crm: str) -> list[str]:
-    return sorted(path.name for path in FIXTURES.glob(f"{crm}_*.json"))
-
-
-# --- fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def rules_text(rules_text):
-    people = "".join(f"  '{owner}': {{channels: [sink]}}\n" for owner in OWNERS)
-    return rules_text.replace("people:\n", "people:\n" + people, 1)
-
-
-@pytest.fixture
-def amo_rest():
-    """Whether amoCRM's REST credentials are set (a test parametrizes it to True)."""
-    return False
-
-
-@pytest.fixture
-def crm_config(httpserver, monkeypatch, amo_rest):
-    """Every CRM enabled; Bitrix24's portal (and amoCRM's API) is the local HTTP server."""
-    monkeypatch.setenv("SINK_URL", httpserver.url_for("/alerts"))
-    config = {
-        "SLA_GUARD_AMOCRM_TOKEN": AMO_TOKEN,
-        "SLA_GUARD_AMOCRM_ACCOUNT_ID": AMO_ACCOUNT,
-        "SLA_GUARD_BITRIX24_APP_TOKEN": B24_APP_TOKEN,
-        "SLA_GUARD_BITRIX24_REST_URL": httpserver.url_for(f"/rest/1/{B24_KEY}/"),
-        "SLA_GUARD_HUBSPOT_CLIENT_SECRET": HUBSPOT_SECRET,
-        "SLA_GUARD_HUBSPOT_PUBLIC_URL": HUBSPOT_URL,
-        "SLA_GUARD_PIPEDRIVE_USER": PIPEDRIVE_USER,
-        "SLA_GUARD_PIPEDRIVE_PASSWORD": PIPEDRIVE_PASSWORD,
-    }
-    if amo_rest:
-        config.update(
-            {"SLA_GUARD_AMOCRM_BASE_URL": httpserver.url_for("/amo"), "SLA_GUARD_AMOCRM_ACCESS_TOKEN": AMO_ACCESS_TOKEN}
-        )
-    return config
-
-
-@pytest.fixture
-def settings(settings, crm_config):
-    """The shared test settings plus the CRMs' (the app and the worker runtime both use them)."""
-    return {**settings, **crm_config}
-
-
-@pytest.fixture
-def sink(httpserver):
-    httpserver.expect_request("/alerts", method="POST").respond_with_data("ok")
-    return httpserver
-
-
-def received(server) -> list[dict]:
-    return [json.loads(request.data) for request, _ in server.log if request.path == "/alerts"]
-
-
 def rest_calls(server) -> list:
     return [request for request, _ in server.log if request.path.startswith("/rest/")]
-
-
-# --- helpers ------------------------------------------------------------------------------
 
 
 def post(client, fixture: dict, *, body: bytes | None = None, headers: dict | None = None, path: str | None = None):
@@ -148,20 +80,6 @@ def stored(app, source: str | None = None) -> list[LeadEvent]:
 
 def nothing_stored(app) -> bool:
     return rows(app, EventRow) == [] and rows(app, CrmLookupRow) == []
-
-
-def assert_means(events: list[LeadEvent], means: list[dict]) -> None:
-    """The fields the fixture gives match what was stored; the adapter may fill in more."""
-    assert [event.type for event in events] == [expected["type"] for expected in means]
-    for event, expected in zip(events, means, strict=True):
-        actual = event.model_dump(exclude_none=True)
-        for key, value in expected.items():
-            if key == "occurred_at":
-                assert event.occurred_at == datetime.fromisoformat(value)
-            elif isinstance(value, dict):
-                assert {k: actual[key].get(k) for k in value} == value, key
-            else:
-                assert actual[key] == value, key
 
 
 def sent_at(fixture: dict) -> datetime:

@@ -15,53 +15,36 @@ import pytest
 from sla_guard import create_app, metrics
 from sla_guard.ingest.adapters import hubspot
 from sla_guard.store.models import CrmLookupRow, CrmRecordRow, EventRow, LeadRow
-
-from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, settings are fixtures)
+from tests.support.crm_payloads import assert_means, fixtures_of, load
+from tests.support.crm_requests import (
     B24_APP_TOKEN,
     B24_KEY,
     CRM_PREFIXES,
     HUBSPOT_SECRET,
     HUBSPOT_URL,
-    amo_rest,
-    assert_means,
-    crm_config,
     expect_portal,
-    fixtures_of,
     hubspot_signed,
-    load,
     local_portal,
     nothing_stored,
     post,
     rest_calls,
     rows,
-    rules_text,
     sent_at,
-    settings,
     stored,
 )
 
 # --- every fixture, as sent ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", fixtures_of("amocrm"))
-def test_amocrm_fixtures_are_stored_as_they_mean(app, client, clock, name):
+@pytest.mark.parametrize("name", fixtures_of("amocrm") + fixtures_of("pipedrive"))
+def test_amocrm_and_pipedrive_fixtures_are_stored_as_they_mean(app, client, clock, name):
     fixture = load(name)
     response = post(client, fixture)
     assert response.status_code == 202, response.get_json()
-    events = stored(app, "amocrm")
+    events = stored(app, name.split("_", 1)[0])
     assert response.get_json() == {"accepted": [event.event_id for event in events], "duplicates": []}
     assert_means(events, fixture["means"])
     assert all(row.received_at == clock() for row in rows(app, EventRow))
-
-
-@pytest.mark.parametrize("name", fixtures_of("pipedrive"))
-def test_pipedrive_fixtures_are_stored_as_they_mean(app, client, name):
-    fixture = load(name)
-    response = post(client, fixture)
-    assert response.status_code == 202, response.get_json()
-    events = stored(app, "pipedrive")
-    assert response.get_json() == {"accepted": [event.event_id for event in events], "duplicates": []}
-    assert_means(events, fixture["means"])
 
 
 def test_hubspot_signed_fixture_is_stored_as_it_means(app, client, clock):

@@ -17,24 +17,15 @@ import pytest
 from sla_guard import create_app
 from sla_guard.config import of_app
 from sla_guard.security import sign
-
-from .conftest import API_TOKEN, SECRET
-from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, settings are fixtures)
+from tests.support.crm_payloads import load
+from tests.support.crm_requests import (
     AMO_TOKEN,
     B24_APP_TOKEN,
     PIPEDRIVE_PASSWORD,
     PIPEDRIVE_USER,
-    amo_rest,
-    crm_config,
-    load,
     nothing_stored,
     post,
-    rules_text,
-    settings,
 )
-from .helpers import event
-
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 def chunked_post(client, path: str, body: bytes, headers: dict, content_type="application/json"):
@@ -48,19 +39,19 @@ def chunked_post(client, path: str, body: bytes, headers: dict, content_type="ap
     )
 
 
-def test_an_over_limit_chunked_body_with_a_valid_signature_gets_413(app, client, clock):
+def test_an_over_limit_chunked_body_with_a_valid_signature_gets_413(app, client, clock, webhook_secret, event):
     limit = of_app(app).max_body_bytes
     body = json.dumps(event("e1", "lead.created", clock(), lead={"name": "x" * limit})).encode()
-    headers = {"X-SLA-Guard-Signature": sign(SECRET, body, int(clock().timestamp()))}
+    headers = {"X-SLA-Guard-Signature": sign(webhook_secret, body, int(clock().timestamp()))}
     response = chunked_post(client, "/webhooks/generic", body, headers)
     assert response.status_code == 413
     assert response.get_json()["field"] == "body"
     assert nothing_stored(app)
 
 
-def test_a_chunked_body_under_the_limit_is_read_whole(app, client, clock):
+def test_a_chunked_body_under_the_limit_is_read_whole(app, client, clock, webhook_secret, event):
     body = json.dumps(event("e1", "lead.created", clock())).encode()
-    headers = {"X-SLA-Guard-Signature": sign(SECRET, body, int(clock().timestamp()))}
+    headers = {"X-SLA-Guard-Signature": sign(webhook_secret, body, int(clock().timestamp()))}
     assert chunked_post(client, "/webhooks/generic", body, headers).status_code == 202
 
 
@@ -85,25 +76,20 @@ def no_database(settings, clock):
 
 
 @pytest.mark.parametrize("path", ["/metrics", "/api/leads", "/api/leads/L-1", "/api/quarantine", "/api/reports/sla"])
-def test_every_endpoint_that_needs_the_database_answers_503_while_it_is_down(no_database, path):
-    response = no_database.test_client().get(path, headers=AUTH)
+def test_every_endpoint_that_needs_the_database_answers_503_while_it_is_down(no_database, path, auth):
+    response = no_database.test_client().get(path, headers=auth)
     assert response.status_code == 503
     assert response.headers["Retry-After"]
     assert no_database.test_client().get("/readyz").status_code == 503
 
 
-def test_webhooks_answer_503_while_the_database_is_down(no_database, clock):
+def test_webhooks_answer_503_while_the_database_is_down(no_database, clock, event, post_signed):
     body = json.dumps(event("e1", "lead.created", clock())).encode()
-    response = no_database.test_client().post(
-        "/webhooks/generic",
-        data=body,
-        content_type="application/json",
-        headers={"X-SLA-Guard-Signature": sign(SECRET, body, int(clock().timestamp()))},
-    )
+    response = post_signed(no_database.test_client(), body, clock())
     assert response.status_code == 503
 
 
-def test_readyz_fails_when_the_database_cannot_be_written(settings, clock, sqlite_url):
+def test_readyz_fails_when_the_database_cannot_be_written(settings, clock, sqlite_url, event, post_signed):
     path = Path(sqlite_url.removeprefix("sqlite:///"))
     read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
     app = create_app({**settings, "TESTING": True, "CLOCK": clock, "DATABASE_URL": read_only})
@@ -112,12 +98,7 @@ def test_readyz_fails_when_the_database_cannot_be_written(settings, clock, sqlit
     assert answer.status_code == 503
     assert answer.get_json()["checks"]["database"].startswith("unavailable")
     body = json.dumps(event("e1", "lead.created", clock())).encode()
-    webhook = client.post(
-        "/webhooks/generic",
-        data=body,
-        content_type="application/json",
-        headers={"X-SLA-Guard-Signature": sign(SECRET, body, int(clock().timestamp()))},
-    )
+    webhook = post_signed(client, body, clock())
     assert webhook.status_code == 503
     writable = create_app({**settings, "TESTING": True, "CLOCK": clock, "DATABASE_URL": sqlite_url})
     assert writable.test_client().get("/readyz").status_code == 200
@@ -180,7 +161,7 @@ def test_an_unexpected_error_logs_the_route_never_the_path_with_its_token(app, c
 @pytest.mark.parametrize(
     "query", ["from=0001-01-01T00:00:00%2B01:00", "from=9999-12-31T23:59:59", "to=0001-01-01", "from=1999-01-01"]
 )
-def test_report_dates_outside_the_bounds_are_refused(client, query):
-    response = client.get(f"/api/reports/sla?{query}", headers=AUTH)
+def test_report_dates_outside_the_bounds_are_refused(client, query, auth):
+    response = client.get(f"/api/reports/sla?{query}", headers=auth)
     assert response.status_code == 400
     assert response.get_json()["field"] == query.split("=")[0]

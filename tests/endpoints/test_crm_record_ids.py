@@ -10,20 +10,9 @@ import pytest
 from sla_guard.core.record_ids import CrmRecord, crm_record, lead_id
 from sla_guard.store.models import ClockRow, LeadRow
 from sla_guard.timers.escalation import run_timer
-
-from .crm_support import (  # noqa: F401 (amo_rest, crm_config, rules_text, settings, sink are fixtures)
-    amo_rest,
-    crm_config,
-    load,
-    local_portal,
-    post,
-    received,
-    rows,
-    rules_text,
-    settings,
-    sink,
-)
-from .helpers import post_signed, run_worker
+from tests.support.crm_payloads import load
+from tests.support.crm_requests import local_portal, post, rows
+from tests.support.webhooks import received
 
 CREATED = datetime(2025, 12, 18, 8, 38, 40, tzinfo=UTC)
 
@@ -55,7 +44,9 @@ def portal_record(entity: str, number: str) -> dict:
     return {"result": fields}
 
 
-def test_lead_5_and_deal_5_of_one_portal_are_two_records_with_two_alerts(sink, app, client, runtime, clock, httpserver):
+def test_lead_5_and_deal_5_of_one_portal_are_two_records_with_two_alerts(
+    sink, app, client, runtime, clock, httpserver, run_worker
+):
     fixture = load("bitrix24_lead_add.json")
     body = fixture["request"]["body"].replace("data%5BFIELDS%5D%5BID%5D=1000983", "data%5BFIELDS%5D%5BID%5D=5")
     clock.current = CREATED + timedelta(seconds=4)
@@ -77,7 +68,9 @@ def test_lead_5_and_deal_5_of_one_portal_are_two_records_with_two_alerts(sink, a
     assert alerts == [("bitrix24:deal:5", "first_touch.breach"), ("bitrix24:lead:5", "first_touch.breach")]
 
 
-def test_two_crms_record_5_are_two_leads_and_the_generic_endpoint_keeps_its_ids(app, client, runtime, clock):
+def test_two_crms_record_5_are_two_leads_and_the_generic_endpoint_keeps_its_ids(
+    app, client, runtime, clock, post_signed, run_worker
+):
     clock.current = datetime(2024, 9, 17, 11, 33, tzinfo=UTC)
     amo = load("amocrm_lead_add.json")
     body = amo["request"]["body"].replace("15318175", "5")
