@@ -19,8 +19,7 @@ from sla_guard.store.models import AlertRow, EscalationRow
 from sla_guard.timers.acknowledge import sign_press, verify_press
 from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.press import slack_person, telegram_person
-
-from .fakes import SLACK_BOT_TOKEN, TELEGRAM_TOKEN, FakeSlack, FakeTelegram
+from tests.support.fakes import SLACK_BOT_TOKEN, TELEGRAM_TOKEN, FakeSlack, FakeTelegram
 
 ACK_SECRET = "test-ack-secret-0123456789abcdef"
 TG_SECRET = "tg-webhook-secret-0123456789"
