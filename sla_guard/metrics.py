@@ -65,8 +65,31 @@ class DatabaseCollector:
         )
 
 
-class PaceCollector:
-    """The pace of CRM calls, per CRM, as every worker counted it in Redis (read at scrape time)."""
+class RedisCollector:
+    """Numbers every worker keeps in Redis, read at scrape time (none while Redis is away)."""
+
+    def __init__(self, redis, namespace: str):
+        self.redis = redis
+        self.namespace = namespace
+
+    def read(self):
+        raise NotImplementedError
+
+    def families(self, found):
+        raise NotImplementedError
+
+    def collect(self):
+        from redis.exceptions import RedisError
+
+        try:
+            found = self.read()
+        except RedisError:
+            return
+        yield from self.families(found)
+
+
+class PaceCollector(RedisCollector):
+    """The pace of CRM calls, per CRM, as every worker counted it in Redis."""
 
     NAMES = {
         "calls": ("sla_guard_crm_calls", "CRM REST calls made"),
@@ -76,19 +99,12 @@ class PaceCollector:
         "rate_limited": ("sla_guard_crm_rate_limited", "Answers of a CRM saying too many requests"),
     }
 
-    def __init__(self, redis, namespace: str):
-        self.redis = redis
-        self.namespace = namespace
-
-    def collect(self):
-        from redis.exceptions import RedisError
-
+    def read(self):
         from sla_guard.outbox.pacing import pace_stats
 
-        try:
-            stats = pace_stats(self.redis, self.namespace)
-        except RedisError:
-            return
+        return pace_stats(self.redis, self.namespace)
+
+    def families(self, stats):
         for key, (name, documentation) in self.NAMES.items():
             counter = CounterMetricFamily(name, documentation, labels=["crm"])
             for crm, values in sorted(stats.items()):
@@ -117,22 +133,15 @@ def render(database, redis=None, namespace: str = "sla-guard") -> bytes:
     return process_part + generate_latest(db_registry)
 
 
-class TimerCollector:
-    """Clocks set aside because their firing kept failing (read from Redis at scrape time)."""
+class TimerCollector(RedisCollector):
+    """Clocks set aside because their firing kept failing."""
 
-    def __init__(self, redis, queue_name: str):
-        self.redis = redis
-        self.queue_name = queue_name
-
-    def collect(self):
-        from redis.exceptions import RedisError
-
+    def read(self):
         from sla_guard.timers.arming import set_aside_count
 
-        try:
-            count = set_aside_count(self.redis, self.queue_name)
-        except RedisError:
-            return
+        return set_aside_count(self.redis, self.namespace)
+
+    def families(self, count):
         yield GaugeMetricFamily(
             "sla_guard_timers_set_aside",
             "Clocks whose firing kept failing, set aside with their lead in quarantine until it is retried",

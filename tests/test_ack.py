@@ -18,15 +18,6 @@ from tests.support.webhooks import received
 ACK_SECRET = "test-ack-secret-0123456789abcdef"
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
-HOT = {
-    "source": "website",
-    "priority": "hot",
-    "owner": "anna",
-    "team": "inbound",
-    "name": "ACME",
-    "url": "https://crm.example/leads/1001",
-}
-
 
 def test_a_token_round_trips_until_it_expires():
     token = sign_token(ACK_SECRET, 42, "olga", NOW + timedelta(hours=24))
@@ -90,28 +81,14 @@ def rows(runtime, model):
         return list(session.execute(select(model).order_by(model.id)).scalars())
 
 
-@pytest.fixture
-def breach(event, post_signed, run_worker):
-    def breach(client, runtime, clock) -> tuple[int, list[dict]]:
-        """A hot lead left untouched until its first ladder level fired; (clock id, alerts received)."""
-        post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
-        run_worker(runtime)
-        [clock_row] = rows(runtime, ClockRow)
-        clock.advance(minutes=16)
-        run_timer(runtime, clock_row.id)
-        return clock_row.id
-
-    return breach
-
-
 def token_of(alert: dict) -> str:
     assert alert["ack_url"].startswith("https://sla.example/ack/")
     assert alert["text"].endswith("Take it: " + alert["ack_url"])
     return alert["ack_url"].rsplit("/", 1)[1]
 
 
-def test_acknowledging_stops_the_ladder(sink, app, client, runtime, clock, api_token, breach):
-    clock_id = breach(client, runtime, clock)
+def test_acknowledging_stops_the_ladder(sink, app, client, runtime, clock, api_token, first_breach):
+    clock_id = first_breach(client, runtime, clock)
     to_olga = next(a for a in received(sink) if a["recipient"] == "olga" and a["level"] == 1)
     answer = client.get(f"/ack/{token_of(to_olga)}")
     assert answer.status_code == 200 and "olga" in answer.get_data(as_text=True)
@@ -128,8 +105,8 @@ def test_acknowledging_stops_the_ladder(sink, app, client, runtime, clock, api_t
     assert [(x["level"], x["acknowledged_by"]) for x in lead["escalations"]] == [(0, None), (1, "olga")]
 
 
-def test_a_second_click_changes_nothing(sink, app, client, runtime, clock, breach):
-    breach(client, runtime, clock)
+def test_a_second_click_changes_nothing(sink, app, client, runtime, clock, first_breach):
+    first_breach(client, runtime, clock)
     alerts = [a for a in received(sink) if a["level"] == 1]
     first, second = token_of(alerts[0]), token_of(alerts[1])
     assert client.get(f"/ack/{first}").status_code == 200
@@ -142,8 +119,8 @@ def test_a_second_click_changes_nothing(sink, app, client, runtime, clock, breac
     assert f"by {alerts[0]['recipient']} at {first_click}." in answer.get_data(as_text=True)
 
 
-def test_link_previews_and_head_requests_do_not_acknowledge(sink, app, client, runtime, clock, breach):
-    breach(client, runtime, clock)
+def test_link_previews_and_head_requests_do_not_acknowledge(sink, app, client, runtime, clock, first_breach):
+    first_breach(client, runtime, clock)
     token = token_of(next(a for a in received(sink) if a["level"] == 1))
     preview = client.get(
         f"/ack/{token}", headers={"User-Agent": "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"}
@@ -155,8 +132,8 @@ def test_link_previews_and_head_requests_do_not_acknowledge(sink, app, client, r
     assert any(e.acknowledged_at is not None for e in rows(runtime, EscalationRow))
 
 
-def test_expired_and_forged_links(sink, app, client, runtime, clock, breach):
-    breach(client, runtime, clock)
+def test_expired_and_forged_links(sink, app, client, runtime, clock, first_breach):
+    first_breach(client, runtime, clock)
     token = token_of(next(a for a in received(sink) if a["level"] == 1))
     assert client.get(f"/ack/{token[:-3]}xyz").status_code == 404
     forged = sign_token("some-other-secret-123456", 1, "olga", clock() + timedelta(hours=1))
@@ -167,8 +144,8 @@ def test_expired_and_forged_links(sink, app, client, runtime, clock, breach):
     assert all(e.acknowledged_at is None for e in rows(runtime, EscalationRow))
 
 
-def test_every_alert_row_carries_its_own_recipients_link(sink, app, client, runtime, clock, breach):
-    breach(client, runtime, clock)
+def test_every_alert_row_carries_its_own_recipients_link(sink, app, client, runtime, clock, first_breach):
+    first_breach(client, runtime, clock)
     for alert in rows(runtime, AlertRow):
         payload = json.loads(alert.payload)
         claim = verify_token(ACK_SECRET, token_of(payload), clock())

@@ -26,8 +26,7 @@ from sla_guard.outbox.notify.teams import card_message
 from sla_guard.outbox.notify.telegram import message_body as telegram_body
 from sla_guard.outbox.ops_alerts import delivery_failed, work_failed
 from sla_guard.store.models import AlertRow, FollowUpTaskRow
-
-from .fakes import SmtpSink
+from tests.support.fakes import SmtpSink
 
 AT = datetime(2026, 11, 23, 9, 15, 0, tzinfo=UTC)
 LEAD = {

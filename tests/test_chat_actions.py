@@ -15,12 +15,11 @@ from sqlalchemy import select
 
 from sla_guard.core.rules.loading import parse_rules
 from sla_guard.security import slack_signature
-from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
+from sla_guard.store.models import AlertRow, EscalationRow
 from sla_guard.timers.acknowledge import sign_press, verify_press
 from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.press import slack_person, telegram_person
-
-from .fakes import SLACK_BOT_TOKEN, TELEGRAM_TOKEN, FakeSlack, FakeTelegram
+from tests.support.fakes import SLACK_BOT_TOKEN, TELEGRAM_TOKEN, FakeSlack, FakeTelegram
 
 ACK_SECRET = "test-ack-secret-0123456789abcdef"
 TG_SECRET = "tg-webhook-secret-0123456789"
@@ -83,20 +82,6 @@ def chats(httpserver, monkeypatch):
 def rows(runtime, model):
     with runtime.db.session() as session:
         return list(session.execute(select(model).order_by(model.id)).scalars())
-
-
-@pytest.fixture
-def first_breach(event, post_signed, run_worker):
-    def first_breach(client, runtime, clock) -> int:
-        """A hot lead untouched past its deadline: level 1 went to anna and olga on both chats."""
-        post_signed(client, event("e1", "lead.created", clock(), lead=HOT), clock())
-        run_worker(runtime)
-        [clock_row] = rows(runtime, ClockRow)
-        clock.advance(minutes=16)
-        run_timer(runtime, clock_row.id)
-        return clock_row.id
-
-    return first_breach
 
 
 def telegram_button(telegram, chat_id: str) -> tuple[int, str]:
@@ -186,7 +171,7 @@ def test_pressers_are_found_by_their_chat_identity():
 
 def test_take_it_in_telegram_stops_the_ladder_and_edits_the_message(chats, client, runtime, clock, first_breach):
     telegram, _, _ = chats
-    clock_id = first_breach(client, runtime, clock)
+    clock_id = first_breach(client, runtime, clock, HOT)
     message_id, data = telegram_button(telegram, "1001")
     clock.advance(minutes=1)
     pressed_at = clock()
@@ -209,7 +194,7 @@ def test_take_it_in_telegram_stops_the_ladder_and_edits_the_message(chats, clien
 
 def test_telegram_refuses_forged_replayed_expired_and_strangers_presses(chats, client, runtime, clock, first_breach):
     telegram, _, _ = chats
-    first_breach(client, runtime, clock)
+    first_breach(client, runtime, clock, HOT)
     message_id, data = telegram_button(telegram, "1001")
 
     assert press_telegram(client, 1, 1001, data, secret="wrong-secret-0123456789").status_code == 401
@@ -229,7 +214,7 @@ def test_telegram_refuses_forged_replayed_expired_and_strangers_presses(chats, c
 
 def test_a_second_press_tells_who_took_it_first(chats, client, runtime, clock, first_breach):
     telegram, _, _ = chats
-    first_breach(client, runtime, clock)
+    first_breach(client, runtime, clock, HOT)
     _, anna = telegram_button(telegram, "1001")
     olga_message, olga = telegram_button(telegram, "2001")
     assert press_telegram(client, 1, 2001, olga, chat_id=2001, message_id=olga_message).get_json()["press"] == "taken"
@@ -262,7 +247,7 @@ def test_a_telegram_update_that_is_not_a_press_is_acknowledged_and_ignored(chats
 
 def test_take_it_in_slack_stops_the_ladder_and_replaces_the_message(chats, client, runtime, clock, first_breach):
     _, slack, httpserver = chats
-    clock_id = first_breach(client, runtime, clock)
+    clock_id = first_breach(client, runtime, clock, HOT)
     value = slack_button(slack, "U0ANNA")
     response = press_slack(client, httpserver, clock, "U0ANNA", value)
     assert response.status_code == 200
@@ -282,7 +267,7 @@ def test_take_it_in_slack_stops_the_ladder_and_replaces_the_message(chats, clien
 
 def test_slack_refuses_forged_replayed_stale_and_strangers_presses(chats, client, runtime, clock, first_breach):
     _, slack, httpserver = chats
-    first_breach(client, runtime, clock)
+    first_breach(client, runtime, clock, HOT)
     value = slack_button(slack, "U0ANNA")
     assert press_slack(client, httpserver, clock, "U0ANNA", value, secret="not-the-signing-secret").status_code == 401
     stale = clock() - timedelta(minutes=6)
@@ -320,7 +305,7 @@ def test_open_lead_clicks_need_no_answer(chats, client, clock):
 
 
 def test_alert_rows_carry_their_buttons(chats, client, runtime, clock, first_breach):
-    first_breach(client, runtime, clock)
+    first_breach(client, runtime, clock, HOT)
     for alert in rows(runtime, AlertRow):
         payload = json.loads(alert.payload)
         assert verify_press(ACK_SECRET, payload["message"]["press"], clock())[0] == alert.id

@@ -18,8 +18,7 @@ from sla_guard.outbox.delivery import deliver
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, OutboxItemRow
 from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
-
-from .fakes import TELEGRAM_TOKEN, FakeTelegram, telegram_429
+from tests.support.fakes import TELEGRAM_TOKEN, FakeTelegram, telegram_429
 
 RULES = textwrap.dedent(f"""
     timezone: UTC

@@ -13,9 +13,8 @@ import pytest
 import requests
 
 from sla_guard.security import slack_signature
+from tests.support.fakes import SLACK_BOT_TOKEN, TELEGRAM_TOKEN, FakeSlack, FakeTelegram
 from tests.support.processes import Stack, lead_created, wait_for
-
-from .fakes import SLACK_BOT_TOKEN, TELEGRAM_TOKEN, FakeSlack, FakeTelegram
 
 pytestmark = pytest.mark.e2e
 

@@ -16,10 +16,9 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
+from tests.support.faults import CuttableProxy, SlowSink
 from tests.support.processes import PATIENCE_S, Stack, lead_created, seconds_rules, wait_for
 from tests.support.webhooks import received
-
-from .faults import CuttableProxy, SlowSink
 
 pytestmark = pytest.mark.e2e
 

@@ -15,12 +15,6 @@ from tests.support.amocrm import AMO_TOKEN
 
 
 @pytest.fixture
-def crm(amocrm_api):
-    """The local amoCRM API (and alert hook) these tests talk to."""
-    return amocrm_api
-
-
-@pytest.fixture
 def settings(settings, amocrm_settings):
     return {**settings, **amocrm_settings}
 
@@ -90,18 +84,18 @@ def amo_requests(crm, method, path_prefix="/api/v4/tasks"):
 
 
 def test_a_due_step_becomes_a_crm_task_then_a_touch_closes_it_and_cancels_the_rest(
-    crm, runtime, clock, event, run_worker, db_rows, store_events, step, enter_proposal
+    amocrm_api, runtime, clock, event, run_worker, db_rows, store_events, step, enter_proposal
 ):
-    crm.expect_request("/api/v4/tasks", method="POST").respond_with_json(
+    amocrm_api.expect_request("/api/v4/tasks", method="POST").respond_with_json(
         {"_embedded": {"tasks": [{"id": 9001, "request_id": "0"}]}}
     )
-    crm.expect_request("/api/v4/tasks/9001", method="PATCH").respond_with_json({"id": 9001})
+    amocrm_api.expect_request("/api/v4/tasks/9001", method="PATCH").respond_with_json({"id": 9001})
     start = enter_proposal(name="ACME")
     first = step(runtime, 1)
     assert first.next_fire_at == start + timedelta(hours=1)
     clock.advance(hours=1)
     run_timer(runtime, first.id)
-    [create] = amo_requests(crm, "POST")
+    [create] = amo_requests(amocrm_api, "POST")
     assert create.headers["Authorization"] == f"Bearer {AMO_TOKEN}"
     [body] = json.loads(create.data)
     assert (body["entity_id"], body["entity_type"], body["responsible_user_id"]) == (15318175, "leads", 11087123)
@@ -110,7 +104,7 @@ def test_a_due_step_becomes_a_crm_task_then_a_touch_closes_it_and_cancels_the_re
     [task] = db_rows(runtime, FollowUpTaskRow)
     assert (task.status, task.crm, task.crm_task_id) == ("created", "amocrm", "9001")
     run_timer(runtime, first.id)  # a second firing creates nothing more
-    assert len(amo_requests(crm, "POST")) == 1
+    assert len(amo_requests(amocrm_api, "POST")) == 1
 
     clock.advance(minutes=30)
     store_events(
@@ -120,44 +114,46 @@ def test_a_due_step_becomes_a_crm_task_then_a_touch_closes_it_and_cancels_the_re
     )
     run_worker(runtime)
     assert (step(runtime, 1).stop_reason, step(runtime, 2).stop_reason) == ("done", "cancelled")
-    [close] = amo_requests(crm, "PATCH")
+    [close] = amo_requests(amocrm_api, "PATCH")
     assert json.loads(close.data)["is_completed"] is True
     assert db_rows(runtime, FollowUpTaskRow)[0].status == "closed"
 
 
-def test_a_missed_step_escalates(crm, runtime, clock, db_rows, step, enter_proposal):
-    crm.expect_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 7}]}})
+def test_a_missed_step_escalates(amocrm_api, runtime, clock, db_rows, step, enter_proposal):
+    amocrm_api.expect_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 7}]}})
     enter_proposal()
     first = step(runtime, 1)
     clock.advance(hours=3, seconds=1)
     run_timer(runtime, first.id)
     kinds = sorted((e.level, e.kind) for e in db_rows(runtime, EscalationRow))
     assert kinds == [(0, "follow_up.task"), (1, "follow_up.missed")]
-    alerts = [json.loads(request.data) for request, _ in crm.log if request.path == "/alerts"]
+    alerts = [json.loads(request.data) for request, _ in amocrm_api.log if request.path == "/alerts"]
     assert sorted(a["recipient"] for a in alerts) == ["11087123", "olga"]
     assert {a["kind"] for a in alerts} == {"follow_up.missed"}
 
 
 def test_without_crm_credentials_the_owner_gets_the_follow_up_as_an_alert(
-    crm, runtime, db_rows, enter_proposal, fire_first_step
+    amocrm_api, runtime, db_rows, enter_proposal, fire_first_step
 ):
     enter_proposal("L-1001", "generic", name="ACME")
     fire_first_step()
     [task] = db_rows(runtime, FollowUpTaskRow)
     assert (task.status, task.crm) == ("alerted", None)
-    [alert] = [json.loads(request.data) for request, _ in crm.log if request.path == "/alerts"]
+    [alert] = [json.loads(request.data) for request, _ in amocrm_api.log if request.path == "/alerts"]
     assert (alert["kind"], alert["recipient"]) == ("follow_up.task", "11087123")
     assert alert["text"].startswith("Follow-up for lead ACME #L-1001: Follow up on the proposal for ACME")
 
 
 def test_a_rate_limited_crm_is_retried_after_its_wait_without_a_duplicate(
-    crm, runtime, clock, run_worker, db_rows, enter_proposal, fire_first_step
+    amocrm_api, runtime, clock, run_worker, db_rows, enter_proposal, fire_first_step
 ):
-    crm.expect_ordered_request("/api/v4/tasks", method="POST").respond_with_data(
+    amocrm_api.expect_ordered_request("/api/v4/tasks", method="POST").respond_with_data(
         "slow down", status=429, headers={"Retry-After": "7"}
     )
-    crm.expect_ordered_request("/api/v4/tasks", method="GET").respond_with_data("", status=204)
-    crm.expect_ordered_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 42}]}})
+    amocrm_api.expect_ordered_request("/api/v4/tasks", method="GET").respond_with_data("", status=204)
+    amocrm_api.expect_ordered_request("/api/v4/tasks", method="POST").respond_with_json(
+        {"_embedded": {"tasks": [{"id": 42}]}}
+    )
     enter_proposal()
     fire_first_step()
     [task] = db_rows(runtime, FollowUpTaskRow)
@@ -173,11 +169,13 @@ def test_a_rate_limited_crm_is_retried_after_its_wait_without_a_duplicate(
     run_worker(runtime)
     [task] = db_rows(runtime, FollowUpTaskRow)
     assert (task.status, task.crm_task_id) == ("created", "42")
-    assert len(amo_requests(crm, "POST")) == 2
+    assert len(amo_requests(amocrm_api, "POST")) == 2
 
 
-def test_the_timeline_shows_each_step(crm, app, client, runtime, api_token, db_rows, enter_proposal, fire_first_step):
-    crm.expect_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 5}]}})
+def test_the_timeline_shows_each_step(
+    amocrm_api, app, client, runtime, api_token, db_rows, enter_proposal, fire_first_step
+):
+    amocrm_api.expect_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 5}]}})
     enter_proposal()
     fire_first_step()
     lead = client.get("/api/leads/amocrm:lead:15318175", headers={"Authorization": f"Bearer {api_token}"}).get_json()
@@ -191,10 +189,10 @@ def test_the_timeline_shows_each_step(crm, app, client, runtime, api_token, db_r
 
 
 def test_the_crm_echo_of_a_task_sla_guard_closed_is_not_a_touch(
-    crm, runtime, clock, event, run_worker, db_rows, store_events, step, enter_proposal, fire_first_step
+    amocrm_api, runtime, clock, event, run_worker, db_rows, store_events, step, enter_proposal, fire_first_step
 ):
-    crm.expect_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 31}]}})
-    crm.expect_request("/api/v4/tasks/31", method="PATCH").respond_with_json({"id": 31})
+    amocrm_api.expect_request("/api/v4/tasks", method="POST").respond_with_json({"_embedded": {"tasks": [{"id": 31}]}})
+    amocrm_api.expect_request("/api/v4/tasks/31", method="PATCH").respond_with_json({"id": 31})
     enter_proposal()
     fire_first_step()
     clock.advance(minutes=10)

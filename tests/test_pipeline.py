@@ -15,16 +15,8 @@ from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, 
 from sla_guard.timers import arming as timers
 from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
+from tests.support.webhooks import HOT_LEAD as HOT
 from tests.support.webhooks import received
-
-HOT = {
-    "source": "website",
-    "priority": "hot",
-    "owner": "anna",
-    "team": "inbound",
-    "name": "ACME",
-    "url": "https://crm.example/leads/1001",
-}
 
 
 def one(runtime, model, *where):

@@ -20,8 +20,7 @@ from sla_guard.outbox.notify.routing import Delivery, address_for, quiet_until, 
 from sla_guard.store.models import AlertRow, ClockRow
 from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
-
-from .fakes import TELEGRAM_TOKEN, FakeTelegram
+from tests.support.fakes import TELEGRAM_TOKEN, FakeTelegram
 
 ROUTING_RULES = textwrap.dedent(f"""
     timezone: Europe/Moscow

@@ -156,7 +156,7 @@ def fire_clocks(runtime: Runtime, clock_ids: list[int]) -> dict[int, FireResult]
         plans = []
         for clock_id, clock in sorted(clocks.items()):
             results[clock_id].found = True
-            plan = _plan(rules, clock, leads[clock.lead_id], fired[clock_id], clock_id in acknowledged, now)
+            plan = _plan(rules, clock, fired[clock_id], clock_id in acknowledged, now)
             if plan is None:
                 _end_without_rule(clock, now, results[clock_id])
             else:
@@ -181,7 +181,7 @@ def fire_clocks(runtime: Runtime, clock_ids: list[int]) -> dict[int, FireResult]
     return results
 
 
-def _plan(rules, clock: ClockRow, lead: LeadRow, fired: set[int], acknowledged: bool, now: datetime):
+def _plan(rules, clock: ClockRow, fired: set[int], acknowledged: bool, now: datetime):
     """``(state, steps, steps due now)`` of one locked clock, or None when its rule is gone."""
     rule = rules.rule(clock.rule_name)
     if rule is None:

@@ -97,6 +97,9 @@ def fire_batch(runtime: Runtime, clock_ids: list[int], lease: float, then: After
     settle.update(dict.fromkeys(unavailable, now + timedelta(seconds=UNAVAILABLE_RETRY_S)))
     try:
         settle.update(failures.failed(runtime, lease, failed))
+    except Exception:  # the failed clocks keep their lease and are tried again when it runs out
+        log.exception("failures of clocks not recorded", extra={"clocks": len(failed)})
+    try:
         if results:
             failures.forget(runtime, list(results))
         timers.settle(runtime.redis, runtime.queue_name, lease, settle)

@@ -8,14 +8,26 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from rq import Queue, SimpleWorker
+from sqlalchemy import select
 
 from sla_guard.ingest.pending import drain
 from sla_guard.runtime import activated
 from sla_guard.security import sign
+from sla_guard.store.models import ClockRow
 from sla_guard.timers.arming import timer_queue_name
+from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.loop import fire_due
 
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+HOT_LEAD = {
+    "source": "website",
+    "priority": "hot",
+    "owner": "anna",
+    "team": "inbound",
+    "name": "ACME",
+    "url": "https://crm.example/leads/1001",
+}
+"""A hot website lead of anna's (team inbound): the test rules give it 15 minutes to a first touch."""
 API_TOKEN = "test-api-token-0123456789abcdef"
 
 
@@ -127,6 +139,23 @@ def post_signed(webhook_secret):
     bytes sent as they are) to the generic webhook, signed at ``now`` as a sender holding the
     secret would."""
     return sign_and_post
+
+
+@pytest.fixture
+def first_breach(event, post_signed, run_worker):
+    """``first_breach(client, runtime, clock, lead=HOT_LEAD)``: a lead left untouched until the
+    first level of its first-touch ladder fired (16 minutes on); returns its clock's id."""
+
+    def breach(client, runtime, clock, lead: dict = HOT_LEAD) -> int:
+        post_signed(client, event("e1", "lead.created", clock(), lead=lead), clock())
+        run_worker(runtime)
+        with runtime.db.session() as session:
+            [clock_id] = session.execute(select(ClockRow.id)).scalars().all()
+        clock.advance(minutes=16)
+        run_timer(runtime, clock_id)
+        return clock_id
+
+    return breach
 
 
 @pytest.fixture
