@@ -253,7 +253,7 @@ def write_section(path: Path, section: str) -> None:
 def prepare(admin_url: str, name: str, leads: int, reuse: bool) -> tuple[str, dict, datetime]:
     """The URL of database ``name`` holding ``leads`` seeded leads: reused when asked and it does,
     else made afresh; with the seconds each part of seeding took ({} when reused) and its ``now``."""
-    from sla_guard.store.migrate import upgrade
+    from sla_guard.store.migrate import current, upgrade
 
     url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     if reuse:
@@ -264,9 +264,13 @@ def prepare(admin_url: str, name: str, leads: int, reuse: bool) -> tuple[str, di
             found = None
         else:
             if found and found[0] == leads:
-                upgrade(url)  # a newer schema (indexes) applies to the kept data
+                before = current(url)
+                upgrade(url)  # a newer schema (indexes, stored facts) applies to the kept data
+                # a migration that rewrote rows leaves their old versions behind: compact the
+                # tables as a fresh seed would be (the README's upgrade note), else just analyze
+                maintenance = "VACUUM (FULL, ANALYZE)" if current(url) != before else "ANALYZE"
                 with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                    connection.execute(text("ANALYZE"))
+                    connection.execute(text(maintenance))
                 engine.dispose()
                 print(f"reusing {name}: {leads:,} leads seeded at {found[1]:%Y-%m-%d %H:%M}", file=sys.stderr)
                 return url, {}, found[1]
