@@ -366,8 +366,8 @@ def render(
         "- Everything shares the machine's cores: the load generator, the server under test, PostgreSQL and "
         'Redis. The CPU tables show who used them; "other processes" is load the benchmark did not cause.',
         "- Lateness is made of the timer loop's wake-up (it sleeps until the earliest timer, at most "
-        "`SLA_GUARD_TIMER_POLL_S` = 50 ms), the timer job's wait on the timer queue, firing (a transaction per "
-        "clock) and delivery. More than a few hundred milliseconds is queueing: deadlines falling due faster than "
+        "`SLA_GUARD_TIMER_POLL_S` = 50 ms), firing in the loop's own thread (one transaction per batch of up "
+        "to 50 due clocks) and delivery. More than a few hundred milliseconds is queueing: deadlines falling due faster than "
         "the workers fire them, or CPU taken by the backlog.",
         "- `used_memory` is the whole Redis server's and moves with other clients; the key-by-key account "
         "(`MEMORY USAGE` of this run's timer keys) does not.",
