@@ -59,7 +59,11 @@ class DatabaseCollector:
         yield GaugeMetricFamily(
             "sla_guard_scheduler_lag_seconds", "Age of the oldest timer that is due but has not fired", value=lag
         )
-        yield GaugeMetricFamily("sla_guard_events_unprocessed", "Accepted events not yet applied", value=backlog)
+        yield GaugeMetricFamily(
+            "sla_guard_events_unprocessed",
+            "Accepted events waiting to be applied (a quarantined lead's are not: see sla_guard_quarantined_leads)",
+            value=backlog,
+        )
         yield GaugeMetricFamily(
             "sla_guard_quarantined_leads", "Leads set aside because their events cannot be applied", value=quarantined
         )

@@ -84,6 +84,8 @@ def test_quarantined_leads_are_listed_by_the_api_and_counted_in_metrics(app, cli
     assert lead["events_waiting"] == 1
     metrics = client.get("/metrics").get_data(as_text=True)
     assert "sla_guard_quarantined_leads 1.0" in metrics
+    # the backlog is what the workers still have to apply: a set-aside lead's event is not in it
+    assert "sla_guard_events_unprocessed 0.0" in metrics
     assert client.get("/api/quarantine").status_code == 401
 
 

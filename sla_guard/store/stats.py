@@ -20,6 +20,7 @@ class OperatingCounts:
     oldest_due_timer: datetime | None
     """``next_fire_at`` of the oldest timer that is due (None when none is)."""
     unprocessed_events: int
+    """Accepted events waiting to be applied; a quarantined lead's are counted with it instead."""
     quarantined_leads: int
 
 
@@ -38,6 +39,12 @@ def operating_counts(session: Session, now: datetime) -> OperatingCounts:
         oldest_due_timer=session.execute(
             select(func.min(ClockRow.next_fire_at)).where(ClockRow.next_fire_at <= now)
         ).scalar(),
-        unprocessed_events=session.execute(select(func.count()).where(EventRow.processed_at.is_(None))).scalar() or 0,
+        unprocessed_events=session.execute(
+            select(func.count()).where(
+                EventRow.processed_at.is_(None),
+                EventRow.lead_id.not_in(select(QuarantinedLeadRow.lead_id)),
+            )
+        ).scalar()
+        or 0,
         quarantined_leads=session.execute(select(func.count()).select_from(QuarantinedLeadRow)).scalar() or 0,
     )
