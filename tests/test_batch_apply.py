@@ -111,22 +111,11 @@ def test_applying_a_batch_again_with_new_events_updates_rows_in_place(app, clien
 
 
 def test_a_poison_lead_in_a_batch_is_quarantined_and_the_others_applied(
-    app, client, runtime, clock, event, post_signed
+    app, client, runtime, clock, event, post_signed, store_unreadable_event
 ):
     start = clock() - timedelta(minutes=6)
     a, b, c = post_story(client, post_signed, event, start, "")
-    with runtime.db.session() as session:  # a stored event that can no longer be read back
-        session.add(
-            EventRow(
-                source="generic",
-                event_id="broken",
-                lead_id="L-bad",
-                type="lead.created",
-                occurred_at=start,
-                received_at=start,
-                payload="{not json",
-            )
-        )
+    store_unreadable_event(runtime, "L-bad", start)
     assert apply_batch(runtime, [a, "L-bad", b, c]) == 4
     with runtime.db.session() as session:
         quarantined = session.execute(select(QuarantinedLeadRow.lead_id)).scalars()

@@ -323,7 +323,7 @@ def test_the_reconciler_in_a_worker_applies_lost_events_after_due_timers(
 
 
 def test_new_events_are_applied_in_batches_and_one_bad_lead_spares_the_others(
-    sink, app, client, runtime, clock, event, post_signed
+    sink, app, client, runtime, clock, event, post_signed, store_unreadable_event
 ):
     from sla_guard.ingest.pending import apply_batch
     from sla_guard.store.models import EventRow, LeadRow
@@ -331,18 +331,7 @@ def test_new_events_are_applied_in_batches_and_one_bad_lead_spares_the_others(
     start = clock()
     events = [event(f"e{n}", "lead.created", start, lead_id=f"L-{n}", lead=HOT) for n in range(3)]
     assert post_signed(client, events, start).status_code == 202
-    with runtime.db.session() as session:  # a stored event that can no longer be read back
-        session.add(
-            EventRow(
-                source="generic",
-                event_id="broken",
-                lead_id="L-bad",
-                type="lead.created",
-                occurred_at=start,
-                received_at=start,
-                payload="{not json",
-            )
-        )
+    store_unreadable_event(runtime, "L-bad", start)
     assert apply_batch(runtime, ["L-0", "L-bad", "L-1", "L-2"]) == 4
     assert sorted(lead.lead_id for lead in rows(runtime, LeadRow) if lead.known) == ["L-0", "L-1", "L-2"]
     unapplied = [row.event_id for row in rows(runtime, EventRow) if row.processed_at is None]

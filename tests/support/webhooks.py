@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sla_guard.ingest.pending import drain
 from sla_guard.runtime import activated
 from sla_guard.security import sign
-from sla_guard.store.models import ClockRow
+from sla_guard.store.models import ClockRow, EventRow
 from sla_guard.timers.arming import timer_queue_name
 from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.loop import fire_due
@@ -156,6 +156,28 @@ def first_breach(event, post_signed, run_worker):
         return clock_id
 
     return breach
+
+
+@pytest.fixture
+def store_unreadable_event():
+    """``store_unreadable_event(runtime, lead_id, at)``: an event in the inbox whose stored payload
+    can no longer be read back, as a damaged row would be; applying its lead fails."""
+
+    def store(runtime, lead_id: str, at: datetime) -> None:
+        with runtime.db.session() as session:
+            session.add(
+                EventRow(
+                    source="generic",
+                    event_id="broken",
+                    lead_id=lead_id,
+                    type="lead.created",
+                    occurred_at=at,
+                    received_at=at,
+                    payload="{not json",
+                )
+            )
+
+    return store
 
 
 @pytest.fixture
