@@ -40,7 +40,7 @@ def _key(runtime: Runtime) -> str:
     return FAILURES_KEY.format(queue=runtime.queue_name)
 
 
-def failed(runtime: Runtime, lease: float, errors: Mapping[int, Exception]) -> dict[int, datetime]:
+def failed(runtime: Runtime, errors: Mapping[int, Exception]) -> dict[int, datetime]:
     """Count one more failure of each clock in ``errors``; return the instant each one's timer
     is to be settled at: its next try, or :data:`SET_ASIDE_AT` for a clock set aside now (its
     lead is quarantined)."""

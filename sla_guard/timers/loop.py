@@ -96,7 +96,7 @@ def fire_batch(runtime: Runtime, clock_ids: list[int], lease: float, then: After
     }
     settle.update(dict.fromkeys(unavailable, now + timedelta(seconds=UNAVAILABLE_RETRY_S)))
     try:
-        settle.update(failures.failed(runtime, lease, failed))
+        settle.update(failures.failed(runtime, failed))
     except Exception:  # the failed clocks keep their lease and are tried again when it runs out
         log.exception("failures of clocks not recorded", extra={"clocks": len(failed)})
     try:
