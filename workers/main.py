@@ -19,7 +19,7 @@ from rq.exceptions import StopRequested
 from rq.scheduler import RQScheduler
 
 from sla_guard import runtime as runtime_module
-from sla_guard.ingest.pending import pump
+from sla_guard.ingest.processing import pump
 from sla_guard.outbox.http import install_pacer
 from sla_guard.outbox.legacy_jobs import carry_over
 from sla_guard.outbox.pacing import crm_pacer

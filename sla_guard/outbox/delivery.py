@@ -30,8 +30,8 @@ from sla_guard.outbox.notify.routing import Delivery, address_for
 from sla_guard.outbox.ops_alerts import OPS_ROLE, delivery_failed
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
-from sla_guard.store.escalations import insert_alert
 from sla_guard.store.models import AlertRow, ClockRow
+from sla_guard.store.outbox import insert_alert
 
 log = logging.getLogger("sla_guard.outbox.delivery")
 

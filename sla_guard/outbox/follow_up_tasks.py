@@ -23,10 +23,9 @@ from sla_guard.outbox.delivery import deliver, record_alert
 from sla_guard.outbox.notify.routing import route
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
-from sla_guard.store.escalations import alert_exists, first_escalation, reload_clock
 from sla_guard.store.leads import lead_fields, lead_row
 from sla_guard.store.models import ClockRow, FollowUpTaskRow, LeadRow
-from sla_guard.store.outbox import insert_follow_up_task, of_ended_clocks
+from sla_guard.store.outbox import alert_exists, first_escalation, insert_follow_up_task, of_ended_clocks, reload_clock
 
 log = logging.getLogger("sla_guard.core.follow_ups")
 

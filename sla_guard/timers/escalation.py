@@ -16,13 +16,14 @@ from functools import partial
 from sla_guard.core.engine import ClockState, Step, clock_steps, due_steps, next_fire_at, next_owner
 from sla_guard.core.events import Lead, LeadEvent
 from sla_guard.core.follow_ups import TASK_KIND
-from sla_guard.ingest.processing import apply_timer_changes, process_lead
+from sla_guard.ingest.processing import process_lead
 from sla_guard.outbox import delivery
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS, queue_attempt, tell_crm
 from sla_guard.outbox.follow_up_tasks import create_task, plan_task
 from sla_guard.outbox.notify.routing import route
 from sla_guard.runtime import Runtime
-from sla_guard.store.escalations import (
+from sla_guard.store.models import ClockRow, LeadRow
+from sla_guard.store.outbox import (
     NewEscalation,
     acknowledged_clocks,
     clock_leads,
@@ -30,9 +31,9 @@ from sla_guard.store.escalations import (
     reload_clocks,
     set_reassigned,
 )
-from sla_guard.store.models import ClockRow, LeadRow
 from sla_guard.store.repository import LEAD_FIELDS, TimerChange, clock_state, fired_levels, insert_events, lock_leads
 from sla_guard.timers.acknowledge import ack_url, press_value
+from sla_guard.timers.arming import apply_timer_changes
 
 log = logging.getLogger("sla_guard.timers.escalation")
 

@@ -30,7 +30,7 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 
 from sla_guard import runtime as runtime_module
-from sla_guard.ingest.processing import TRANSIENT
+from sla_guard.exceptions import TRANSIENT
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
 from sla_guard.timers import arming as timers
@@ -200,14 +200,3 @@ def timer_loop(runtime: Runtime, stop: threading.Event) -> None:
                 stop.wait(wait)
     finally:
         deliveries.close()
-
-
-def wait_for_timers(runtime: Runtime, most_s: float) -> float:
-    """Block while timer work is waiting anywhere (due, being fired, queued or running), up to
-    ``most_s``; return the seconds waited. What calls this steps aside for timers."""
-    started = time.monotonic()
-    while time.monotonic() - started < most_s:
-        if not timers.timer_work_waiting(runtime.redis, runtime.queue_name, time.time()):
-            break
-        time.sleep(0.005)
-    return time.monotonic() - started

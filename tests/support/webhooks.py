@@ -10,7 +10,7 @@ import pytest
 from rq import Queue, SimpleWorker
 from sqlalchemy import select
 
-from sla_guard.ingest.pending import drain
+from sla_guard.ingest.processing import drain
 from sla_guard.runtime import activated
 from sla_guard.security import sign
 from sla_guard.store.models import ClockRow, EventRow
