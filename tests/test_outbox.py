@@ -12,7 +12,8 @@ import pytest
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import select
 
-from sla_guard.outbox.base import OPS_ALERTS, Retry, doubling
+from sla_guard.outbox.base import Retry, doubling
+from sla_guard.outbox.delivery import OPS_ALERTS
 from sla_guard.outbox.digests import DIGESTS
 from sla_guard.queueing import enqueue, job_id
 from sla_guard.store.models import DigestRow, OutboxItemRow

@@ -16,7 +16,7 @@ from sla_guard.ingest.processing import drain
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
 from sla_guard.timers import arming as timers
 from sla_guard.timers.arming import wait_for_timers
-from sla_guard.timers.loop import fire_batch, fire_due, timer_loop
+from sla_guard.timers.firing import fire_batch, fire_due, timer_loop
 
 HOT = {"source": "website", "priority": "hot", "owner": "anna", "team": "inbound"}
 
@@ -89,10 +89,10 @@ def test_due_clocks_fire_in_batches_and_each_fires_once(sink, app, client, runti
     assert {a.status for a in rows(runtime, AlertRow)} == {"pending"} and len(rows(runtime, AlertRow)) == 7
     run_worker(runtime)  # nothing fires twice; the alerts not yet sent are the reconciler's to send
     assert [e.level for e in rows(runtime, EscalationRow)] == [0] * 7
-    from sla_guard.timers.escalation import after_firing
+    from sla_guard.outbox.base import attempt_now
 
-    for clock_id, result in fired:
-        after_firing(runtime, clock_id, result)
+    for _clock_id, result in fired:
+        attempt_now(runtime, result.items)
     warnings = received(sink)
     assert sorted(alert["lead_id"] for alert in warnings) == sorted(f"L-{n}" for n in range(7))
     assert {alert["kind"] for alert in warnings} == {"first_touch.warning"}

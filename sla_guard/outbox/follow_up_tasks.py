@@ -19,7 +19,7 @@ from sla_guard.core.record_ids import crm_of, crm_record
 from sla_guard.exceptions import TaskNotFound
 from sla_guard.outbox.base import OutboxKind
 from sla_guard.outbox.crm_tasks import TaskRequest, client_for
-from sla_guard.outbox.delivery import deliver, record_alert
+from sla_guard.outbox.delivery import OPS_ALERTS, deliver, record_alert
 from sla_guard.outbox.notify.routing import route
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
@@ -172,8 +172,8 @@ def close_follow_up_task(task_id: int) -> str:
     return CLOSES.run(runtime_module.current(), task_id)
 
 
-TASKS = FollowUpTasks(create_follow_up_task)
-CLOSES = FollowUpCloses(close_follow_up_task)
+TASKS = FollowUpTasks(create_follow_up_task, ops=OPS_ALERTS)
+CLOSES = FollowUpCloses(close_follow_up_task, ops=OPS_ALERTS)
 
 
 def create_task(runtime: Runtime, task_id: int) -> str:

@@ -2,16 +2,17 @@
 
 A clock's deadline lives in the database (``next_fire_at``). Its timer is one member of the
 sorted set ``sla-guard:<queue>:timers``: the clock id, scored with ``next_fire_at`` as epoch
-seconds (sub-second, exact: nothing is rounded). The timer loop (:mod:`sla_guard.timers.loop`)
+seconds (sub-second, exact: nothing is rounded). The timer loop (:mod:`sla_guard.timers.firing`)
 *claims* the members whose score has come: an atomic script moves them to a lease score a
-little in the future and hands them to an RQ job on the timer queue. When the job has fired
-the clocks it *settles* each one: the member gets the clock's new ``next_fire_at``, or leaves
-the set, but only if its score is still the lease (compare-and-set), so a timer re-armed by
-newer events while the job ran is never overwritten. A job that dies leaves its lease behind;
-when the lease runs out the clocks are claimed again.
+little in the future. When the loop has fired the clocks it *settles* each one: the member gets
+the clock's new ``next_fire_at``, or leaves the set, but only if its score is still the lease
+(compare-and-set), so a timer re-armed by newer events meanwhile is never overwritten. A loop
+that dies leaves its lease behind; when the lease runs out the clocks are claimed again.
 
-Only clocks due within the arming horizon are kept in Redis (about 100 bytes each); the
-reconciler arms the others as they come near and re-arms anything Redis lost.
+Only clocks due within the arming horizon are kept in Redis (about 100 bytes each); applying
+events arms them (:func:`apply_timer_changes`), the reconciler arms the others as they come
+near and re-arms anything Redis lost. Whatever else a worker does steps aside while timer work
+waits (:func:`wait_for_timers`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ TIMERS_KEY = "sla-guard:{queue}:timers"
 """Sorted set of armed clocks: member = clock id, score = epoch seconds it fires at."""
 
 LEASE_S = 120.0
-"""How long a claimed clock is left to its job before it is claimed again (a job that died)."""
+"""How long a claimed clock is left to its loop before it is claimed again (a worker that died)."""
 
 FIRING_KEY = "sla-guard:{queue}:timers-firing"
 """Sorted set of batches being fired now: member = the firing loop, score = when the mark lapses."""
