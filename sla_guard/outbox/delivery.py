@@ -20,7 +20,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import requests
 from sqlalchemy.orm import Session
@@ -271,26 +271,34 @@ def deliver_alert(alert_id: int) -> str:
 ALERTS = Alerts(deliver_alert, ops=OPS_ALERTS)
 
 
+class Escalated(NamedTuple):
+    """What an alert is about: an escalation of a lead's clock, under the rules of the day."""
+
+    rules: RuleSet
+    clock: ClockRow
+    escalation_id: int
+    lead: dict
+    """The lead's fields (:func:`sla_guard.store.leads.lead_fields`)."""
+
+
 def record_alert(
     session: Session,
+    about: Escalated,
     target: Delivery,
     now: datetime,
     *,
-    rules: RuleSet,
-    clock: ClockRow,
-    escalation_id: int,
-    lead: dict,
     text: dict | None = None,
     press_for: Callable[[int], str | None] | None = None,
     **facts,
 ) -> int:
-    """Write the alert of one routed ``target`` (held until ``target.not_before`` when quiet hours
+    """Write the alert ``about`` an escalation for one routed ``target`` (held until ``target.not_before`` when quiet hours
     apply) with its payload (:func:`alert_payload` of ``facts``, then ``text`` on top); its id.
 
     What the ``clock`` says goes into every alert (its rule and name, its deadline, the SLA and
     whether it counts business time, a follow-up's task), and so do the target's address and
     language and the recipient's and the team's time zones; ``facts`` add to it or override it. ``press_for`` makes the signed value
     of the chat's "Take it" button from the new alert's id."""
+    rules, clock, escalation_id, lead = about
     known = clock_facts(rules, clock.rule_name, clock.name, lead)
     facts = {
         "rule": clock.rule_name,

@@ -19,7 +19,7 @@ from sla_guard.core.record_ids import crm_of, crm_record
 from sla_guard.exceptions import TaskNotFound
 from sla_guard.outbox.base import OutboxKind
 from sla_guard.outbox.crm_tasks import TaskRequest, client_for
-from sla_guard.outbox.delivery import OPS_ALERTS, deliver, record_alert
+from sla_guard.outbox.delivery import OPS_ALERTS, Escalated, deliver, record_alert
 from sla_guard.outbox.notify.routing import route
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
@@ -58,17 +58,15 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
         fields = lead_fields(lead_row(session, row.lead_id))
         clock = reload_clock(session, row.clock_id)
         escalation = first_escalation(session, row.clock_id)
+        about = Escalated(rules, clock, escalation.id, fields)
         for target in route(("owner",), fields, rules, now):  # quiet hours and the person's language apply
             if alert_exists(session, escalation.id, target.channel, target.recipient):
                 continue
             alert_id = record_alert(
                 session,
+                about,
                 target,
                 now,
-                rules=rules,
-                clock=clock,
-                escalation_id=escalation.id,
-                lead=fields,
                 text={"task": row.text},
                 kind="follow_up.task",
                 level=0,

@@ -41,7 +41,7 @@ from sla_guard.exceptions import TRANSIENT
 from sla_guard.ingest.processing import apply_leads
 from sla_guard.outbox.base import FirstAttempts, Item, attempt_now
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS
-from sla_guard.outbox.delivery import ALERTS, record_alert
+from sla_guard.outbox.delivery import ALERTS, Escalated, record_alert
 from sla_guard.outbox.follow_up_tasks import TASKS, plan_task
 from sla_guard.outbox.notify.routing import route
 from sla_guard.runtime import Runtime
@@ -88,10 +88,7 @@ class FireResult:
     reassigned: bool = False
     reassignments: list[tuple[str, str, int]] = field(default_factory=list)
     """``(lead_id, new_owner, escalation_id)`` of each reassignment, for the lead's CRM."""
-    early_by: timedelta | None = None
     change: TimerChange | None = None
-    found: bool = False
-    """False when the clock no longer exists."""
     fire_at: datetime | None = None
     """The clock's ``next_fire_at`` after this firing (None: nothing more to fire)."""
 
@@ -123,17 +120,15 @@ def _record_step(
     new_owner = next_owner(fields, rules) if step.reassign else None
     if new_owner == lead.owner:
         new_owner = None
+    about = Escalated(rules, clock, escalation_id, fields)
     for target in route(step.notify, fields, rules, now):
         # an alert held by quiet hours waits with its claim set to the morning; delivery and the
         # reconciler take it up from then on
         alert_id = record_alert(
             session,
+            about,
             target,
             now,
-            rules=rules,
-            clock=clock,
-            escalation_id=escalation_id,
-            lead=fields,
             kind=step.kind,
             level=step.level,
             due_at=step.at,
@@ -195,7 +190,6 @@ def fire_clocks(runtime: Runtime, clock_ids: list[int]) -> dict[int, FireResult]
         acknowledged = acknowledged_clocks(session, list(clocks))
         plans = []
         for clock_id, clock in sorted(clocks.items()):
-            results[clock_id].found = True
             plan = _plan(rules, clock, fired[clock_id], clock_id in acknowledged, now)
             if plan is None:
                 _end_without_rule(clock, now, results[clock_id])
@@ -216,7 +210,7 @@ def fire_clocks(runtime: Runtime, clock_ids: list[int]) -> dict[int, FireResult]
                 if escalation_id is not None:
                     _record_step(session, runtime, clock, leads[clock.lead_id], step, escalation_id, now, result)
                 fired[clock.id].add(step.level)
-            _move_on(clock, state, steps, fired[clock.id], now, result)
+            _move_on(clock, state, steps, fired[clock.id], result)
         session.flush()
     return results
 
@@ -239,11 +233,9 @@ def _end_without_rule(clock: ClockRow, now: datetime, result: FireResult) -> Non
     log.warning("clock ended: its rule is gone", extra={"lead_id": clock.lead_id, "clock_id": clock.id})
 
 
-def _move_on(clock: ClockRow, state: ClockState, steps, fired: set[int], now: datetime, result: FireResult) -> None:
+def _move_on(clock: ClockRow, state: ClockState, steps, fired: set[int], result: FireResult) -> None:
     """Set the clock's next firing time after the steps recorded now."""
     following = next_fire_at(state, steps, fired)
-    if following is not None and following > now and not result.escalation_ids:
-        result.early_by = following - now
     if following != clock.next_fire_at:
         result.change = TimerChange(clock.id, clock.lead_id, following, clock.next_fire_at)
         clock.next_fire_at = following
