@@ -16,9 +16,9 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 from werkzeug import Response
 
+from sla_guard.legacy_jobs import carry_over
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS, tell_crm
 from sla_guard.outbox.crm_tasks import AmoCrmTasks, Bitrix24Tasks, HubSpotTasks, PipedriveTasks, TaskNotFound
-from sla_guard.outbox.legacy_jobs import carry_over
 from sla_guard.store.models import ClockRow, EscalationRow, LeadRow, OutboxItemRow
 from sla_guard.timers.reconciler import reconcile
 from tests.support.amocrm import AMO_TOKEN

@@ -42,9 +42,9 @@ from sla_guard.core.bounds import ID_MAX, check_depth, check_events, check_momen
 from sla_guard.core.events import LeadEvent, parse_events
 from sla_guard.exceptions import InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters.base import Lookup
+from sla_guard.ingest.crm_sync import LOOKUPS
 from sla_guard.ingest.processing import push
 from sla_guard.outbox.base import OutboxKind
-from sla_guard.outbox.crm_sync import LOOKUPS
 from sla_guard.security import SIGNATURE_HEADER, verify_signature
 from sla_guard.store.crm import insert_lookups
 from sla_guard.store.db import Database, get_db

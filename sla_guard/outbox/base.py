@@ -12,8 +12,8 @@ alert         ``alerts``                              :mod:`sla_guard.outbox.del
 ops           ``outbox_items``                        :mod:`sla_guard.outbox.delivery`
 digest        ``digests``                             :mod:`sla_guard.outbox.digests`
 task, close   ``follow_up_tasks``                     :mod:`sla_guard.outbox.follow_up_tasks`
-lookup        ``crm_lookups``                         :mod:`sla_guard.outbox.crm_sync`
-loss-reason   ``outbox_items``                        :mod:`sla_guard.outbox.crm_sync`
+lookup        ``crm_lookups``                         :mod:`sla_guard.ingest.crm_sync`
+loss-reason   ``outbox_items``                        :mod:`sla_guard.ingest.crm_sync`
 reassign      ``outbox_items``                        :mod:`sla_guard.outbox.crm_reassign`
 ============  ======================================  ================================
 

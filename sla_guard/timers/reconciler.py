@@ -19,9 +19,9 @@ from datetime import datetime, timedelta
 
 from redis.exceptions import RedisError
 
+from sla_guard.ingest.crm_sync import LOOKUPS, LOSS_REASONS
 from sla_guard.ingest.processing import apply_leads, batch_size, push
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS
-from sla_guard.outbox.crm_sync import LOOKUPS, LOSS_REASONS
 from sla_guard.outbox.delivery import ALERTS, OPS_ALERTS
 from sla_guard.outbox.digests import queue_digests
 from sla_guard.outbox.follow_up_tasks import CLOSES, TASKS

@@ -15,7 +15,7 @@ from rq.registry import ScheduledJobRegistry
 from sqlalchemy import update
 
 from sla_guard import create_app
-from sla_guard.outbox import crm_sync
+from sla_guard.ingest import crm_sync
 from sla_guard.store.models import ClockRow, CrmLookupRow, CrmRecordRow, EventRow, LeadRow
 from sla_guard.timers.reconciler import reconcile
 from tests.support.crm_payloads import load

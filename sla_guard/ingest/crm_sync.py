@@ -44,7 +44,7 @@ from sla_guard.store.crm import last_known, lookup_done, save_record
 from sla_guard.store.models import CrmLookupRow
 from sla_guard.store.repository import event_time, insert_events
 
-log = logging.getLogger("sla_guard.outbox.crm_sync")
+log = logging.getLogger("sla_guard.ingest.crm_sync")
 
 REST_TIMEOUT_S = 10.0
 """Longest wait for one CRM REST call."""

@@ -9,7 +9,7 @@ forgets them, after keeping the work that lived only in the job:
 
 - ``reassign_in_crm`` (a reassignment pushed to the CRM) and ``amocrm_loss_reason`` (a loss reason
   to read) become outbox items (:mod:`sla_guard.outbox.crm_reassign`,
-  :mod:`sla_guard.outbox.crm_sync`), once each;
+  :mod:`sla_guard.ingest.crm_sync`), once each;
 - every other old job (``process_lead``, ``fire_tick``, ``deliver_alert``, ``deliver_digest``,
   ``crm_lookup``, ``create_follow_up_task``, ``close_follow_up_task``, and any ``sla_guard.*`` job
   whose function is gone) redid work whose record is a database row: the reconciler derives it
@@ -33,8 +33,8 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from sqlalchemy.orm import Session
 
+from sla_guard.ingest.crm_sync import LOSS_REASONS
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS
-from sla_guard.outbox.crm_sync import LOSS_REASONS
 from sla_guard.runtime import Runtime
 
 log = logging.getLogger("sla_guard.upgrade")
