@@ -44,6 +44,17 @@ def test_only_jobs_are_enqueued_and_only_by_reference(redis_conn, queue_name):
     queued.delete()
 
 
+def test_every_kind_tells_the_ops_channels_when_it_gives_up_and_ops_alerts_tell_nobody():
+    from sla_guard.ingest.crm_sync import LOOKUPS, LOSS_REASONS
+    from sla_guard.outbox.crm_reassign import REASSIGNMENTS
+    from sla_guard.outbox.delivery import ALERTS
+    from sla_guard.outbox.follow_up_tasks import CLOSES, TASKS
+
+    kinds = (ALERTS, DIGESTS, TASKS, CLOSES, LOOKUPS, LOSS_REASONS, REASSIGNMENTS)
+    assert {kind.name: kind.ops for kind in kinds} == dict.fromkeys([kind.name for kind in kinds], OPS_ALERTS)
+    assert OPS_ALERTS.ops is None
+
+
 def test_backoff_is_a_value():
     assert doubling(2, 600) == (2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 600.0)
     policy = Retry(8, doubling(5, 600))
