@@ -82,7 +82,7 @@ def rules_check(file: str | None):
 def rules_explain(file: str, event_file: str):
     """Which rule matches the lead in EVENT_FILE (one event or an array) and its deadlines."""
     from sla_guard.core.events import parse_events
-    from sla_guard.core.rules.explain import explain
+    from sla_guard.core.explain import explain
     from sla_guard.exceptions import InvalidEvent
 
     ruleset = rules_or_fail(file)

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import requests
 from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from sla_guard.config import Settings
 from sla_guard.core.rules.loading import load_rules_file
@@ -25,6 +28,10 @@ from sla_guard.core.rules.schema import RuleSet
 from sla_guard.exceptions import RulesError
 from sla_guard.store.db import Database
 from sla_guard.store.rule_versions import record_rule_version
+
+TRANSIENT = (OperationalError, InterfaceError, PoolTimeout, RedisError, ConnectionError, TimeoutError)
+"""Failures of the services a runtime connects to (the database, Redis), not of the lead or the
+clock being worked on: that work is tried again later, never set aside."""
 
 log = logging.getLogger("sla_guard.runtime")
 

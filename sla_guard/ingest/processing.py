@@ -20,9 +20,8 @@ from redis.exceptions import RedisError
 from sla_guard.core.bounds import clean_text
 from sla_guard.core.engine import ClockPlan, replay, task_touches, without_own_task_echoes
 from sla_guard.core.stays import stage_stays
-from sla_guard.exceptions import TRANSIENT
 from sla_guard.outbox.follow_up_tasks import queue_closes
-from sla_guard.runtime import Runtime
+from sla_guard.runtime import TRANSIENT, Runtime
 from sla_guard.store.quarantine import quarantine, release
 from sla_guard.store.repository import (
     TimerChange,

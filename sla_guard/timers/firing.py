@@ -37,14 +37,13 @@ from redis.exceptions import RedisError
 from sla_guard.core.engine import ClockState, Step, clock_steps, due_steps, next_fire_at, next_owner
 from sla_guard.core.events import Lead, LeadEvent
 from sla_guard.core.follow_ups import TASK_KIND
-from sla_guard.exceptions import TRANSIENT
 from sla_guard.ingest.processing import apply_leads
 from sla_guard.outbox.base import FirstAttempts, Item, attempt_now
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS
 from sla_guard.outbox.delivery import ALERTS, Escalated, record_alert
 from sla_guard.outbox.follow_up_tasks import TASKS, plan_task
 from sla_guard.outbox.notify.routing import route
-from sla_guard.runtime import Runtime
+from sla_guard.runtime import TRANSIENT, Runtime
 from sla_guard.store.leads import lead_fields
 from sla_guard.store.models import ClockRow, LeadRow
 from sla_guard.store.outbox import (
