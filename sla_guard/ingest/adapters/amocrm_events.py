@@ -108,11 +108,14 @@ def _lead(item: dict[str, Any], where: str, context: Context, *, stage: bool) ->
     }
 
 
-def _lead_event(kind: str, type: str, item, where, moment: datetime, lead: dict[str, Any], **facts) -> LeadEvent:
-    """The event of a ``leads[<kind>]`` item that carries the lead's fields (``lead``)."""
+def _lead_event(
+    kind: str, type: str, item, where, moment: datetime, lead: dict[str, Any], stamp: str | None = None, **facts
+) -> LeadEvent:
+    """The event of a ``leads[<kind>]`` item that carries the lead's fields (``lead``); ``stamp``
+    tells this change of the lead from its others (by default :func:`_stamp`)."""
     return base.make_event(
         where,
-        event_id=f"amocrm-leads-{kind}-{base.text(item.get('id'))}-{_stamp(item, moment)}",
+        event_id=f"amocrm-leads-{kind}-{base.text(item.get('id'))}-{stamp or _stamp(item, moment)}",
         type=type,
         occurred_at=moment,
         lead=lead,
@@ -169,14 +172,7 @@ def _untimed(kind: str, type: str, lead: Callable[[dict, str, Context], dict[str
         if moment is None:
             return None
         fields = lead(item, where, context)
-        return base.make_event(
-            where,
-            event_id=f"amocrm-leads-{kind}-{base.text(item.get('id'))}-{int(moment.timestamp())}",
-            type=type,
-            occurred_at=moment,
-            lead=fields,
-            **facts,
-        )
+        return _lead_event(kind, type, item, where, moment, fields, stamp=str(int(moment.timestamp())), **facts)
 
     return handle
 

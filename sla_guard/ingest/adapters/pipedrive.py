@@ -210,20 +210,36 @@ def _record(change: _Change) -> dict[str, Any]:
     return change.previous
 
 
-def _deal(change: _Change, mapping: Mapping[str, Any], app_url: str | None) -> list[LeadEvent]:
+_PAGES = {"deal": "deal", "lead": "leads/inbox"}
+"""Where Pipedrive's web app shows a deal, and a lead of the Leads inbox."""
+
+
+def _lead(change: _Change, entity: str, mapping: Mapping[str, Any], app_url: str | None) -> dict[str, Any]:
+    """The lead fields of a deal or of a lead of the Leads inbox, which names its source and its
+    organization its own way (and has no pipeline)."""
     record = _record(change)
-    lead_id = base.require(record.get("id") or change.meta.get("entity_id"), "data.id")
-    lead = {
-        "id": record_lead_id(CRM, "deal", lead_id),
+    native_id = base.require(record.get("id") or change.meta.get("entity_id"), "data.id")
+    if entity == "deal":
+        own = {"pipeline": base.text(record.get("pipeline_id")), "source": base.text(record.get("origin"))}
+        organization = record.get("org_id")
+    else:
+        own = {"source": base.text(record.get("source_name")) or base.text(record.get("origin"))}
+        organization = record.get("organization_id") or record.get("org_id")
+    return {
+        "id": record_lead_id(CRM, entity, native_id),
         "name": base.text(record.get("title")),
-        "pipeline": base.text(record.get("pipeline_id")),
         "owner": _owner(record),
         "amount": base.amount(record.get("value")),
-        "source": base.text(record.get("origin")),
-        "customer": base.customer_id("pipedrive", "org", record.get("org_id")),
-        "url": f"{app_url.rstrip('/')}/deal/{lead_id}" if app_url else None,
+        "customer": base.customer_id("pipedrive", "org", organization),
+        "url": f"{app_url.rstrip('/')}/{_PAGES[entity]}/{native_id}" if app_url else None,
+        **own,
         **base.lead_fields(mapping["fields"], _custom(record)),
     }
+
+
+def _deal(change: _Change, mapping: Mapping[str, Any], app_url: str | None) -> list[LeadEvent]:
+    record = _record(change)
+    lead = _lead(change, "deal", mapping, app_url)
     staged = {**lead, "stage": base.text(record.get("stage_id"))}
     common = {"event_id": change.event_id, "occurred_at": change.moment}
     if change.action == "create":
@@ -272,18 +288,7 @@ def _deal(change: _Change, mapping: Mapping[str, Any], app_url: str | None) -> l
 
 def _lead_entity(change: _Change, mapping: Mapping[str, Any], app_url: str | None) -> list[LeadEvent]:
     """Pipedrive's Leads inbox (webhooks v2): leads have no stages, only an owner and archiving."""
-    record = _record(change)
-    lead_id = base.require(record.get("id") or change.meta.get("entity_id"), "data.id")
-    lead = {
-        "id": record_lead_id(CRM, "lead", lead_id),
-        "name": base.text(record.get("title")),
-        "owner": _owner(record),
-        "amount": base.amount(record.get("value")),
-        "source": base.text(record.get("source_name")) or base.text(record.get("origin")),
-        "customer": base.customer_id("pipedrive", "org", record.get("organization_id") or record.get("org_id")),
-        "url": f"{app_url.rstrip('/')}/leads/inbox/{lead_id}" if app_url else None,
-        **base.lead_fields(mapping["fields"], _custom(record)),
-    }
+    lead = _lead(change, "lead", mapping, app_url)
     common = {"event_id": change.event_id, "occurred_at": change.moment, "lead": lead}
     if change.action == "create":
         return [base.make_event("data", type="lead.created", **common)]
