@@ -1,5 +1,13 @@
 """Exceptions raised by sla-guard, in one place so callers can catch them by meaning."""
 
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+TRANSIENT = (OperationalError, InterfaceError, PoolTimeout, RedisError, ConnectionError, TimeoutError)
+"""Failures of the services (the database, Redis), not of the lead or the clock being worked on:
+that work is tried again later, never set aside."""
+
 
 class SlaGuardError(Exception):
     """Base class of every error sla-guard raises on purpose."""

@@ -12,7 +12,7 @@ from sla_guard.config import Settings, load_settings
 from sla_guard.exceptions import ConfigError
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
 from sla_guard.timers.acknowledge import BadToken, ExpiredToken, ack_url, sign_token, verify_token
-from sla_guard.timers.escalation import run_timer
+from tests.support.firing import run_timer
 from tests.support.webhooks import received
 
 ACK_SECRET = "test-ack-secret-0123456789abcdef"

@@ -15,7 +15,7 @@ import requests
 from sla_guard.core.rules.durations import parse_duration
 from sla_guard.core.rules.notify_spec import EmailChannel
 from sla_guard.core.rules.schema import Channel
-from sla_guard.outbox.notify.channels import send
+from sla_guard.outbox.delivery import send
 from sla_guard.outbox.notify.digest_texts import Overdue, Period, Summary, daily_text, weekly_text
 from sla_guard.outbox.notify.formats import teams_card
 from sla_guard.outbox.notify.messages import LOCALES, alert_payload, message_of, texts

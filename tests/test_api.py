@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from sla_guard.timers.escalation import run_timer
+from tests.support.firing import run_timer
 
 HOT = {"source": "website", "priority": "hot", "owner": "anna", "team": "inbound"}
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from sla_guard.store.models import ClockRow
 from sla_guard.timers import arming as timers
-from sla_guard.timers.loop import fire_due
+from sla_guard.timers.firing import fire_due
 from sla_guard.timers.reconciler import reconcile
 
 HORIZON = timedelta(minutes=15)  # SLA_GUARD_ARM_HORIZON_S's default

@@ -12,8 +12,8 @@ import requests
 
 from sla_guard.core.rules.schema import Channel
 from sla_guard.exceptions import DeliveryError
+from sla_guard.outbox.delivery import channel_secrets, send
 from sla_guard.outbox.http import redact
-from sla_guard.outbox.notify.channels import channel_secrets, send
 from sla_guard.outbox.notify.messages import alert_payload
 from sla_guard.outbox.notify.teams import card_message
 from tests.support.fakes import (

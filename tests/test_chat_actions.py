@@ -17,9 +17,9 @@ from sla_guard.core.rules.loading import parse_rules
 from sla_guard.security import slack_signature
 from sla_guard.store.models import AlertRow, EscalationRow
 from sla_guard.timers.acknowledge import sign_press, verify_press
-from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.press import slack_person, telegram_person
 from tests.support.fakes import SLACK_BOT_TOKEN, TELEGRAM_TOKEN, FakeSlack, FakeTelegram
+from tests.support.firing import run_timer
 
 ACK_SECRET = "test-ack-secret-0123456789abcdef"
 TG_SECRET = "tg-webhook-secret-0123456789"

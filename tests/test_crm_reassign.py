@@ -16,13 +16,13 @@ from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 from werkzeug import Response
 
+from sla_guard.legacy_jobs import carry_over
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS, tell_crm
 from sla_guard.outbox.crm_tasks import AmoCrmTasks, Bitrix24Tasks, HubSpotTasks, PipedriveTasks, TaskNotFound
-from sla_guard.outbox.legacy_jobs import carry_over
 from sla_guard.store.models import ClockRow, EscalationRow, LeadRow, OutboxItemRow
-from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
 from tests.support.amocrm import AMO_TOKEN
+from tests.support.firing import run_timer
 
 
 @pytest.fixture
@@ -529,7 +529,7 @@ def test_a_crashing_crm_call_does_not_break_the_timer(
     def crash(*_args, **_kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("sla_guard.timers.escalation.tell_crm", crash)
+    monkeypatch.setattr(REASSIGNMENTS, "run", crash)
     escalation = reach_the_reassigning_level(runtime, clock, crm)
     assert escalation.reassigned_to == "11087456" and db_rows(runtime, LeadRow)[0].owner == "11087456"
 
@@ -567,9 +567,21 @@ def test_jobs_an_older_version_queued_by_dotted_path_are_carried_over_on_upgrade
     queue.enqueue_at(clock() + timedelta(seconds=30), "workers.jobs.reassign_in_crm", LEAD, "11087456", 77, 2)
     queue.enqueue("workers.jobs.amocrm_loss_reason", LEAD, "amocrm-leads-status-15318175-1795420900")
     queue.enqueue("workers.jobs.deliver_alert", 5)
+    # and jobs of the package that a later version moved or dropped; a job this version has stays
+    queue.enqueue("sla_guard.timers.loop.fire_due_clocks", [3], 1795420930.0)
+    queue.enqueue("sla_guard.outbox.base.deliver_ops_alert", 4)
+    current = queue.enqueue("sla_guard.outbox.delivery.deliver_alert", 6)
     found = carry_over(runtime, [runtime.queue_name])
-    assert found == {"reassign_in_crm": 1, "amocrm_loss_reason": 1, "deliver_alert": 1}
-    assert queue.count == 0 and scheduled(runtime) == {}  # no job this version cannot run is left
+    assert found == {
+        "reassign_in_crm": 1,
+        "amocrm_loss_reason": 1,
+        "deliver_alert": 1,
+        "sla_guard.timers.loop.fire_due_clocks": 1,
+        "sla_guard.outbox.base.deliver_ops_alert": 1,
+    }
+    assert queue.get_job_ids() == [current.id]  # no job this version cannot run is left
+    current.delete()
+    assert queue.count == 0 and scheduled(runtime) == {}
     items = {row.kind: json.loads(row.args) for row in db_rows(runtime, OutboxItemRow)}
     assert items == {
         "reassign": {"lead_id": LEAD, "owner": "11087456", "escalation_id": 77},

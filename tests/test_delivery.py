@@ -16,9 +16,9 @@ from sqlalchemy import select
 
 from sla_guard.outbox.delivery import deliver
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, OutboxItemRow
-from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
 from tests.support.fakes import TELEGRAM_TOKEN, FakeTelegram, telegram_429
+from tests.support.firing import run_timer
 
 RULES = textwrap.dedent(f"""
     timezone: UTC
@@ -267,7 +267,7 @@ def test_one_channel_crashing_never_holds_up_the_others(
 ):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
-    from sla_guard.outbox.notify.channels import SENDERS
+    from sla_guard.outbox.delivery import SENDERS
 
     def explode(*args, **kwargs):
         raise RuntimeError("boom")
@@ -287,9 +287,9 @@ def test_a_delivery_that_crashes_outright_does_not_stop_the_timer(
 ):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
-    import sla_guard.outbox.delivery as delivery_module
+    from sla_guard.outbox.delivery import ALERTS
 
-    real = delivery_module.deliver
+    real = ALERTS.run
     calls = []
 
     def flaky(rt, alert_id):
@@ -298,7 +298,7 @@ def test_a_delivery_that_crashes_outright_does_not_stop_the_timer(
             raise ConnectionError("database went away")
         return real(rt, alert_id)
 
-    monkeypatch.setattr(delivery_module, "deliver", flaky)
+    monkeypatch.setattr(ALERTS, "run", flaky)
     clock_id = untouched_lead(client, runtime, clock)
     clock.advance(minutes=15)
     result = run_timer(runtime, clock_id)
@@ -312,11 +312,11 @@ def test_an_alert_whose_worker_died_mid_send_is_taken_over_once_its_claim_expire
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
     from sla_guard.outbox.delivery import ALERTS
-    from sla_guard.timers.escalation import fire_clock
+    from sla_guard.timers.firing import fire_clocks
 
     clock_id = untouched_lead(client, runtime, clock)
     clock.advance(minutes=15)
-    result = fire_clock(runtime, clock_id)  # recorded, but the worker dies before sending
+    result = fire_clocks(runtime, [clock_id])[clock_id]  # recorded, but the worker dies before sending
     first = result.alert_ids[0]
     assert ALERTS.claim(runtime, first) is not None  # ... or while sending this one
     clock.advance(seconds=6)  # the reconciler leaves alerts younger than 5 s to their own job
@@ -339,9 +339,9 @@ def test_slow_channels_hand_the_remaining_alerts_to_jobs_of_their_own(
 ):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
-    import sla_guard.timers.escalation as escalation_module
+    from sla_guard.outbox import base
 
-    monkeypatch.setattr(escalation_module, "INLINE_DELIVERY_S", -1.0)  # as if the first sends took too long
+    monkeypatch.setattr(base, "INLINE_S", -1.0)  # as if the first sends took too long
     clock_id = untouched_lead(client, runtime, clock)
     clock.advance(minutes=15)
     run_timer(runtime, clock_id)

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, FollowUpTaskRow, LeadRow
-from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
 from tests.support.amocrm import AMO_TOKEN
+from tests.support.firing import run_timer
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from sla_guard.core.events import parse_events
-from sla_guard.ingest.group_commit import GroupCommit, Handover
-from sla_guard.ingest.pending import push, take
+from sla_guard.ingest.processing import push, take
+from sla_guard.ingest.webhooks import GroupCommit, Handover
 from sla_guard.store.db import Database
 from sla_guard.store.models import EventRow
 

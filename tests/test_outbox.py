@@ -12,7 +12,8 @@ import pytest
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import select
 
-from sla_guard.outbox.base import OPS_ALERTS, Retry, doubling
+from sla_guard.outbox.base import Retry, doubling
+from sla_guard.outbox.delivery import OPS_ALERTS
 from sla_guard.outbox.digests import DIGESTS
 from sla_guard.queueing import enqueue, job_id
 from sla_guard.store.models import DigestRow, OutboxItemRow
@@ -41,6 +42,17 @@ def test_only_jobs_are_enqueued_and_only_by_reference(redis_conn, queue_name):
     assert queued.func_name == "sla_guard.outbox.digests.deliver_digest_job"
     assert (queued.result_ttl, queued.failure_ttl, queued.timeout) == (0, 7 * 24 * 3600, 60)
     queued.delete()
+
+
+def test_every_kind_tells_the_ops_channels_when_it_gives_up_and_ops_alerts_tell_nobody():
+    from sla_guard.ingest.crm_sync import LOOKUPS, LOSS_REASONS
+    from sla_guard.outbox.crm_reassign import REASSIGNMENTS
+    from sla_guard.outbox.delivery import ALERTS
+    from sla_guard.outbox.follow_up_tasks import CLOSES, TASKS
+
+    kinds = (ALERTS, DIGESTS, TASKS, CLOSES, LOOKUPS, LOSS_REASONS, REASSIGNMENTS)
+    assert {kind.name: kind.ops for kind in kinds} == dict.fromkeys([kind.name for kind in kinds], OPS_ALERTS)
+    assert OPS_ALERTS.ops is None
 
 
 def test_backoff_is_a_value():

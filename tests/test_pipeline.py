@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sla_guard.ingest.processing import process_lead
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, LeadRow
 from sla_guard.timers import arming as timers
-from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
+from tests.support.firing import run_timer
 from tests.support.webhooks import HOT_LEAD as HOT
 from tests.support.webhooks import received
 

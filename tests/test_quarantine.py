@@ -11,7 +11,7 @@ import json
 from sqlalchemy import select, update
 
 from sla_guard.cli import main
-from sla_guard.ingest.pending import drain, push
+from sla_guard.ingest.processing import drain, push
 from sla_guard.store.models import ClockRow, EventRow, QuarantinedLeadRow
 from sla_guard.timers.reconciler import reconcile
 from tests.support.webhooks import poison_payload, store_in_inbox

@@ -18,9 +18,9 @@ from sla_guard.core.rules.notify_spec import QuietHours
 from sla_guard.exceptions import RulesError
 from sla_guard.outbox.notify.routing import Delivery, address_for, quiet_until, route
 from sla_guard.store.models import AlertRow, ClockRow
-from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
 from tests.support.fakes import TELEGRAM_TOKEN, FakeTelegram
+from tests.support.firing import run_timer
 
 ROUTING_RULES = textwrap.dedent(f"""
     timezone: Europe/Moscow

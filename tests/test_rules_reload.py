@@ -6,8 +6,8 @@ from sqlalchemy import select
 
 from sla_guard.runtime import RulesHolder
 from sla_guard.store.models import ClockRow, EscalationRow, RuleVersionRow
-from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
+from tests.support.firing import run_timer
 
 HOT = {"source": "website", "priority": "hot", "owner": "anna", "team": "inbound"}
 

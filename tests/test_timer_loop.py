@@ -12,10 +12,11 @@ import pytest
 from rq import Queue
 from sqlalchemy import select
 
-from sla_guard.ingest.pending import drain
+from sla_guard.ingest.processing import drain
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow
 from sla_guard.timers import arming as timers
-from sla_guard.timers.loop import fire_batch, fire_due, timer_loop, wait_for_timers
+from sla_guard.timers.arming import wait_for_timers
+from sla_guard.timers.firing import fire_batch, fire_due, timer_loop
 
 HOT = {"source": "website", "priority": "hot", "owner": "anna", "team": "inbound"}
 
@@ -88,10 +89,10 @@ def test_due_clocks_fire_in_batches_and_each_fires_once(sink, app, client, runti
     assert {a.status for a in rows(runtime, AlertRow)} == {"pending"} and len(rows(runtime, AlertRow)) == 7
     run_worker(runtime)  # nothing fires twice; the alerts not yet sent are the reconciler's to send
     assert [e.level for e in rows(runtime, EscalationRow)] == [0] * 7
-    from sla_guard.timers.escalation import after_firing
+    from sla_guard.outbox.base import attempt_now
 
-    for clock_id, result in fired:
-        after_firing(runtime, clock_id, result)
+    for _clock_id, result in fired:
+        attempt_now(runtime, result.items)
     warnings = received(sink)
     assert sorted(alert["lead_id"] for alert in warnings) == sorted(f"L-{n}" for n in range(7))
     assert {alert["kind"] for alert in warnings} == {"first_touch.warning"}
@@ -306,7 +307,7 @@ def test_the_reconciler_in_a_worker_applies_lost_events_after_due_timers(
     as the pump's do, and still move after the limit."""
     import time
 
-    from sla_guard.ingest.pending import PENDING_KEY
+    from sla_guard.ingest.processing import PENDING_KEY
     from sla_guard.store.models import EventRow
     from sla_guard.timers import reconciler
 
@@ -325,14 +326,14 @@ def test_the_reconciler_in_a_worker_applies_lost_events_after_due_timers(
 def test_new_events_are_applied_in_batches_and_one_bad_lead_spares_the_others(
     sink, app, client, runtime, clock, event, post_signed, store_unreadable_event
 ):
-    from sla_guard.ingest.pending import apply_batch
+    from sla_guard.ingest.processing import apply_leads
     from sla_guard.store.models import EventRow, LeadRow
 
     start = clock()
     events = [event(f"e{n}", "lead.created", start, lead_id=f"L-{n}", lead=HOT) for n in range(3)]
     assert post_signed(client, events, start).status_code == 202
     store_unreadable_event(runtime, "L-bad", start)
-    assert apply_batch(runtime, ["L-0", "L-bad", "L-1", "L-2"]) == 4
+    assert apply_leads(runtime, ["L-0", "L-bad", "L-1", "L-2"]) == 3  # the poison lead is set aside
     assert sorted(lead.lead_id for lead in rows(runtime, LeadRow) if lead.known) == ["L-0", "L-1", "L-2"]
     unapplied = [row.event_id for row in rows(runtime, EventRow) if row.processed_at is None]
     assert unapplied == ["broken"]

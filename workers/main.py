@@ -19,13 +19,13 @@ from rq.exceptions import StopRequested
 from rq.scheduler import RQScheduler
 
 from sla_guard import runtime as runtime_module
-from sla_guard.ingest.pending import pump
+from sla_guard.ingest.processing import pump
+from sla_guard.legacy_jobs import carry_over
 from sla_guard.outbox.http import install_pacer
-from sla_guard.outbox.legacy_jobs import carry_over
 from sla_guard.outbox.pacing import crm_pacer
 from sla_guard.runtime import Runtime
 from sla_guard.timers.arming import timer_queue_name
-from sla_guard.timers.loop import timer_loop
+from sla_guard.timers.firing import timer_loop
 from sla_guard.timers.reconciler import reconcile_once
 
 log = logging.getLogger("sla_guard.worker")

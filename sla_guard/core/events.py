@@ -5,6 +5,7 @@ The shape is the contract of ``POST /webhooks/generic`` (see the README). Pure: 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 
@@ -19,7 +20,7 @@ from pydantic import (
     field_validator,
 )
 
-from sla_guard.core.bounds import ID_MAX, TEXT_MAX, moment_problem, plain_text, web_url
+from sla_guard.core.bounds import ID_MAX, TEXT_MAX, clean_text, moment_problem, plain_text, web_url
 from sla_guard.exceptions import InvalidEvent
 
 EventType = Literal[
@@ -112,7 +113,44 @@ class LeadEvent(_Strict):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> LeadEvent:
-        return cls.model_validate_json(text)
+        """An event as the inbox stored it.
+
+        Older versions stored texts longer than today's bounds, and links that are not http(s):
+        such an event is read as the bounds now say (a text cut at its limit with bad characters
+        replaced, a list cut at its length, the link left out), so that a lead's history never
+        fails to replay over it. Anything else a stored event gets wrong still raises."""
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            data = json.loads(text)
+            if not all(_within_bounds(data, error) for error in exc.errors()):
+                raise
+            return cls.model_validate(data)
+
+
+def _within_bounds(data: Any, error: dict) -> bool:
+    """Bring the value an older version stored at ``error["loc"]`` within today's bounds, in
+    place; False when the error is of another kind."""
+    *path, last = error["loc"]
+    try:
+        for part in path:
+            data = data[part]
+        value, kind = data[last], error["type"]
+    except (KeyError, IndexError, TypeError):  # a field that is missing, not out of bounds
+        return False
+    if kind in ("string_too_long", "too_long"):
+        data[last] = (
+            clean_text(value, error["ctx"]["max_length"])
+            if isinstance(value, str)
+            else value[: error["ctx"]["max_length"]]
+        )
+    elif kind == "value_error" and last == "url":
+        del data[last]
+    elif kind == "value_error" and isinstance(value, str) and clean_text(value, len(value)) != value:
+        data[last] = clean_text(value, len(value))
+    else:
+        return False
+    return True
 
 
 def _path(prefix: str, loc: tuple) -> str:

@@ -16,7 +16,7 @@ within 2 seconds, Bitrix24 never retries):
    sla-guard does not use are acknowledged too, counted and listed under ``ignored``.
 
 The REST reads (Bitrix24's records, amoCRM's loss reasons) are queued for the workers
-(:mod:`sla_guard.outbox.crm_sync`).
+(:mod:`sla_guard.ingest.crm_sync`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from sla_guard.core.events import LeadEvent
 from sla_guard.exceptions import ConfigError, InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters import ADAPTERS, RawRequest, amocrm, bitrix24, hubspot, pipedrive
 from sla_guard.ingest.adapters.base import parse_form
+from sla_guard.ingest.crm_sync import record_loss_reasons
 from sla_guard.ingest.webhooks import ingest, log, read_body, reject
-from sla_guard.outbox.crm_sync import record_loss_reasons
 from sla_guard.web.context import clock_now
 from sla_guard.web.errors import error
 

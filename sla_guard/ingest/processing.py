@@ -1,17 +1,26 @@
-"""Apply a lead's events: replay them, store the state and clocks, (re)arm the timers."""
+"""The workers' side of the inbox: the doorbell, the pump, and applying a lead's events.
+
+Acknowledging a webhook costs the web one ``RPUSH`` on the doorbell (:func:`push`), a Redis
+list of lead ids with new events, instead of building an RQ job. Each worker runs a
+:func:`pump` that pops lead ids and applies their events: replay them, store the state and
+clocks, (re)arm the timers. The list is only a doorbell: the events are in the database before
+anything is pushed, and the reconciler applies any whose doorbell was lost (Redis down, a
+worker killed between pop and commit).
+"""
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import threading
+import time
 
+from redis import Redis
 from redis.exceptions import RedisError
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from sla_guard.core.bounds import clean_text
 from sla_guard.core.engine import ClockPlan, replay, task_touches, without_own_task_echoes
 from sla_guard.core.stays import stage_stays
+from sla_guard.exceptions import TRANSIENT
 from sla_guard.outbox.follow_up_tasks import queue_closes
 from sla_guard.runtime import Runtime
 from sla_guard.store.quarantine import quarantine, release
@@ -24,9 +33,24 @@ from sla_guard.store.repository import (
     save_states,
     save_stays,
 )
-from sla_guard.timers import arming as timers
+from sla_guard.timers.arming import apply_timer_changes, wait_for_timers
 
 log = logging.getLogger("sla_guard.ingest.processing")
+
+PENDING_KEY = "sla-guard:{queue}:pending-leads"
+"""Redis list of lead ids whose new events wait to be applied, one list per queue."""
+
+BATCH = 100
+"""Most lead ids a pump takes at once."""
+
+TIMER_CHECK_S = 0.02
+"""How often the pump asks whether timer work is waiting (it then steps aside)."""
+
+MOST_YIELD_S = 1.0
+"""Longest the pump steps aside before applying one more lead, so events are never starved."""
+
+BUSY_BATCH = 10
+"""Leads applied per transaction while timers keep firing, so that they never wait long for it."""
 
 APPLY_BATCH = 100
 """Leads applied per transaction: one commit and about a dozen statements for the lot (a
@@ -87,10 +111,6 @@ def process_lead(runtime: Runtime, lead_id: str) -> list[TimerChange]:
     return process_leads(runtime, [lead_id])
 
 
-TRANSIENT = (OperationalError, InterfaceError, PoolTimeout, RedisError, ConnectionError, TimeoutError)
-"""Failures of the services, not of the lead: the lead is applied again later, never set aside."""
-
-
 def apply_lead(runtime: Runtime, lead_id: str) -> bool:
     """Apply ``lead_id``'s events; True when applied. Never raises.
 
@@ -139,19 +159,55 @@ def _close_finished_tasks(runtime: Runtime, lead_id: str) -> None:
         log.warning("follow-up tasks not closed yet, the reconciler will retry", extra={"error": type(exc).__name__})
 
 
-def apply_timer_changes(runtime: Runtime, changes: list[TimerChange]) -> None:
-    """Arm the timers of clocks whose ``next_fire_at`` moved into the arming horizon (one due
-    already fires at once), and remove those of clocks that stopped or moved beyond it.
+def push(redis: Redis, queue_name: str, lead_ids: list[str]) -> None:
+    """Ring the doorbell for ``lead_ids`` (raises ``RedisError`` when Redis is down)."""
+    if lead_ids:
+        redis.rpush(PENDING_KEY.format(queue=queue_name), *lead_ids)
 
-    Redis being down is not an error here: the reconciler arms every timer the database needs
-    once Redis is back.
-    """
-    if not changes:
-        return
-    horizon = runtime.now() + timedelta(seconds=runtime.settings.arm_horizon_s)
-    near = {c.clock_id: c.fire_at for c in changes if c.fire_at is not None and c.fire_at <= horizon}
-    try:
-        timers.disarm(runtime.redis, runtime.queue_name, [c.clock_id for c in changes if c.clock_id not in near])
-        timers.arm(runtime.redis, runtime.queue_name, near)
-    except RedisError as exc:
-        log.warning("timers not armed, the reconciler will retry", extra={"error": type(exc).__name__})
+
+def take(redis: Redis, queue_name: str, wait_s: float) -> list[str]:
+    """Up to :data:`BATCH` distinct lead ids, waiting up to ``wait_s`` for the first one."""
+    key = PENDING_KEY.format(queue=queue_name)
+    first = redis.blpop([key], timeout=wait_s) if wait_s > 0 else redis.lpop(key)
+    if not first:
+        return []
+    head = first[1] if isinstance(first, tuple | list) else first
+    rest = redis.lpop(key, BATCH - 1) or []
+    return list(dict.fromkeys(item.decode() for item in [head, *rest]))
+
+
+def drain(runtime: Runtime, wait_s: float = 0, yield_to_timers: bool = False) -> int:
+    """Apply the events of every lead waiting now; return how many leads were processed.
+
+    With ``yield_to_timers`` the pump pauses before a lead while timer work is waiting (due,
+    queued or running timers): alerts go first, the backlog after."""
+    done = 0
+    checked = 0.0
+    while True:
+        lead_ids = take(runtime.redis, runtime.queue_name, wait_s if done == 0 else 0)
+        if not lead_ids:
+            return done
+        start = 0
+        while start < len(lead_ids):
+            size = batch_size(runtime)
+            if yield_to_timers and time.monotonic() - checked >= TIMER_CHECK_S:
+                if wait_for_timers(runtime, MOST_YIELD_S) >= MOST_YIELD_S:
+                    size = min(size, BUSY_BATCH)  # timers still busy: a short transaction, then ask again
+                checked = time.monotonic()
+            batch = lead_ids[start : start + size]
+            apply_leads(runtime, batch)  # applied, or set aside, or left to the reconciler: done here
+            done += len(batch)
+            start += size
+
+
+def pump(runtime: Runtime, stop: threading.Event, wait_s: float = 1.0) -> None:
+    """Run until ``stop`` is set: apply new events as soon as the web reports them."""
+    while not stop.is_set():
+        try:
+            drain(runtime, wait_s, yield_to_timers=True)
+        except RedisError as exc:
+            log.warning("pump waits for Redis", extra={"error": type(exc).__name__})
+            stop.wait(1.0)
+        except Exception:  # the pump must outlive anything; what it missed, the reconciler applies
+            log.exception("pump pass failed")
+            stop.wait(1.0)

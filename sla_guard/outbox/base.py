@@ -9,12 +9,12 @@ shared behaviour and each kind is a small subclass naming its table, its job, it
 kind          table                                   module
 ============  ======================================  ================================
 alert         ``alerts``                              :mod:`sla_guard.outbox.delivery`
+ops           ``outbox_items``                        :mod:`sla_guard.outbox.delivery`
 digest        ``digests``                             :mod:`sla_guard.outbox.digests`
 task, close   ``follow_up_tasks``                     :mod:`sla_guard.outbox.follow_up_tasks`
-lookup        ``crm_lookups``                         :mod:`sla_guard.outbox.crm_sync`
-loss-reason   ``outbox_items``                        :mod:`sla_guard.outbox.crm_sync`
+lookup        ``crm_lookups``                         :mod:`sla_guard.ingest.crm_sync`
+loss-reason   ``outbox_items``                        :mod:`sla_guard.ingest.crm_sync`
 reassign      ``outbox_items``                        :mod:`sla_guard.outbox.crm_reassign`
-ops           ``outbox_items``                        this module
 ============  ======================================  ================================
 
 One attempt: :meth:`~OutboxKind.claim` the row with a conditional UPDATE (so two workers never
@@ -22,8 +22,9 @@ work on one item, and a claim expires, so a worker killed mid-send strands nothi
 attempt, then record success, or a :class:`~sla_guard.exceptions.DeliveryError`: a retryable or
 rate-limited one waits the policy's interval (or the service's wait, if longer) and is scheduled
 again; a permanent one, or one past the policy's ``max`` attempts, is given up and raises an
-ops alert (:data:`OPS_ALERTS`; a failing ops alert raises no other). Any other exception counts
-as retryable. The reconciler runs :meth:`~OutboxKind.requeue_due`, the one "due for retry"
+ops alert (through the kind's :attr:`~OutboxKind.ops`; a failing ops alert raises no other). Any
+other exception counts as retryable. New items get their first attempt at once from the process
+that wrote them (:func:`attempt_now`, or the threads of :class:`FirstAttempts`). The reconciler runs :meth:`~OutboxKind.requeue_due`, the one "due for retry"
 query, for every kind; job ids come from :func:`sla_guard.queueing.job_id`.
 """
 
@@ -31,7 +32,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -42,12 +46,10 @@ from rq.registry import ScheduledJobRegistry
 from sqlalchemy import and_, or_
 from sqlalchemy.orm import Session
 
-from sla_guard import runtime as runtime_module
 from sla_guard.exceptions import DeliveryError
 from sla_guard.outbox.http import redact
-from sla_guard.outbox.notify.channels import channel_secrets, send
 from sla_guard.outbox.ops_alerts import work_failed
-from sla_guard.queueing import enqueue, job, job_id
+from sla_guard.queueing import enqueue, job_id
 from sla_guard.runtime import Runtime
 from sla_guard.store import outbox as store
 from sla_guard.store.models import OutboxItemRow
@@ -106,8 +108,11 @@ class OutboxKind:
     retrying: ClassVar[str] = "pending"
     gave_up: ClassVar[str] = "failed"
 
-    def __init__(self, job_function: Callable):
+    def __init__(self, job_function: Callable, ops: OutboxKind | None = None):
         self.job = job_function
+        self.ops = ops
+        """The kind that tells the ops channels when an item of this kind is given up (the ops
+        alerts of :mod:`sla_guard.outbox.delivery`); ``None``: nobody (the ops alerts' own kind)."""
 
     # --- policy and hooks (overridden per kind) --------------------------------------------
 
@@ -136,9 +141,14 @@ class OutboxKind:
         log.warning(f"{self.what} failed, will retry", extra={**context, "error": error, "retry_in_s": wait})
 
     def on_give_up(self, runtime: Runtime, row: Any, error: str, context: dict) -> None:
-        """Log, and tell the ops channels (every kind but the ops alert itself)."""
+        """Log, and tell the ops channels."""
         log.error(f"{self.what} given up", extra={**context, "error": error})
-        OPS_ALERTS.raise_for(runtime, self, row, error)
+        self.raise_ops_alert(runtime, row, error)
+
+    def raise_ops_alert(self, runtime: Runtime, row: Any, error: str) -> None:
+        """Tell the ops channels that ``row`` was given up (through :attr:`ops`, when set)."""
+        if self.ops is not None:
+            self.ops.raise_for(runtime, self, row, error)
 
     def ops_alert(self, row: Any, error: str, locale: str) -> dict | None:
         """What the ops channels hear when ``row`` is given up (:mod:`sla_guard.outbox.ops_alerts`);
@@ -302,65 +312,59 @@ class ItemKind(OutboxKind):
         return {"item_id": row.id, "kind": self.name, "attempt": row.attempts, **json.loads(row.args)}
 
 
-class OpsAlerts(ItemKind):
-    """Ops alerts: the channels under ``ops.notify`` hear that an item of any kind was given up.
+# --- first attempts --------------------------------------------------------------------------
 
-    One item per (kind, item, channel), delivered and retried like any outgoing work; the text
-    is the failed kind's (:meth:`OutboxKind.ops_alert`) and free of secrets. An ops alert that
-    fails for good raises no other.
-    """
+INLINE_S = 20.0
+"""New items are tried at once for this long after their transaction; later ones become jobs of
+their own, so slow channels or CRMs never hold up what comes after them."""
 
-    name = "ops"
-    what = "ops alert"
-
-    def raise_for(self, runtime: Runtime, kind: OutboxKind, row: Any, error: str) -> list[int]:
-        """Record and send the ops alerts about a given-up item; their ids."""
-        rules = runtime.rules.current()
-        if kind is self or not rules.spec.ops.notify:
-            return []
-        payload = kind.ops_alert(row, error, rules.spec.locale)
-        if payload is None:
-            return []
-        now = runtime.now()
-        fired_at = now.isoformat().replace("+00:00", "Z")
-        created = []
-        with runtime.db.session() as session:
-            for channel in dict.fromkeys(rules.spec.ops.notify):
-                args = {"channel": channel, "payload": {**payload, "channel": channel, "fired_at": fired_at}}
-                item_id = self.add(session, f"{kind.name}:{row.id}:{channel}", args, now)
-                if item_id is not None:
-                    created.append(item_id)
-        if created:
-            log.warning("ops alert raised", extra={"kind": kind.name, "item_id": row.id, "ops_alerts": created})
-        for item_id in created:
-            self.run(runtime, item_id)
-        return created
-
-    def ops_alert(self, row: Any, error: str, locale: str) -> None:
-        return None  # a failing ops alert raises no other
-
-    def attempt(self, runtime: Runtime, row: Any) -> str:
-        args = json.loads(row.args)
-        rules = runtime.rules.current()
-        send(args["channel"], rules.channels.get(args["channel"]), args["payload"], runtime.http())
-        self.done(runtime, row.id, "delivered")
-        return "delivered"
-
-    def context(self, row: Any) -> dict:
-        args = json.loads(row.args)
-        return {"item_id": row.id, "kind": self.name, "channel": args["channel"], "attempt": row.attempts}
-
-    def secrets(self, runtime: Runtime, row: Any) -> Iterable[str]:
-        return channel_secrets(runtime.rules.current().channels.get(json.loads(row.args)["channel"]))
-
-    def on_give_up(self, runtime: Runtime, row: Any, error: str, context: dict) -> None:
-        log.error("ops alert given up", extra={**context, "error": error})  # and nothing more
+Item = tuple[OutboxKind, int]
+"""One outgoing work item: its kind and its row's id."""
 
 
-@job()
-def deliver_ops_alert(item_id: int) -> str:
-    """Job: one delivery attempt of an ops alert."""
-    return OPS_ALERTS.run(runtime_module.current(), item_id)
+def attempt_now(runtime: Runtime, items: Iterable[Item], inline: bool = True) -> None:
+    """Make the first attempt of new items here, for :data:`INLINE_S` (none when ``inline`` is
+    False), and queue the rest as jobs. Never raises for one item's trouble: every item is a
+    row, and the reconciler queues what this missed."""
+    started = time.monotonic()
+    for kind, item_id in items:
+        try:
+            if inline and time.monotonic() - started <= INLINE_S:
+                kind.run(runtime, item_id)
+            else:
+                kind.schedule(runtime.redis, runtime.queue_name, item_id, 1)
+        except Exception:  # one item's trouble must not hold up the others
+            log.exception(f"{kind.what} not attempted", extra={"kind": kind.name, "item_id": item_id})
 
 
-OPS_ALERTS = OpsAlerts(deliver_ops_alert)
+class FirstAttempts:
+    """A few threads making the first attempts of new items, so that the process that wrote them
+    (the timer loop) goes on at once. When too many wait, items are queued as jobs instead."""
+
+    def __init__(self, runtime: Runtime, threads: int = 4, most_waiting: int = 500):
+        self.runtime = runtime
+        self.most_waiting = most_waiting
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="sla-guard-outbox")
+        self.waiting = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, items: list[Item]) -> None:
+        with self.lock:
+            busy = self.waiting >= self.most_waiting
+            if not busy:
+                self.waiting += 1
+        if busy:
+            attempt_now(self.runtime, items, inline=False)
+        else:
+            self.pool.submit(self._attempt, items)
+
+    def _attempt(self, items: list[Item]) -> None:
+        try:
+            attempt_now(self.runtime, items)
+        finally:
+            with self.lock:
+                self.waiting -= 1
+
+    def close(self) -> None:
+        """Stop: attempts under way finish, waiting ones are dropped (the reconciler queues them)."""
+        self.pool.shutdown(wait=False, cancel_futures=True)

@@ -34,8 +34,9 @@ from sqlalchemy.orm import Session
 
 from sla_guard import runtime as runtime_module
 from sla_guard.core.record_ids import crm_record
-from sla_guard.outbox.base import OPS_ALERTS, ItemKind
+from sla_guard.outbox.base import ItemKind
 from sla_guard.outbox.crm_tasks import client_for
+from sla_guard.outbox.delivery import OPS_ALERTS
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
 from sla_guard.store.leads import lead_owner
@@ -106,7 +107,7 @@ class Reassignments(ItemKind):
 
     def on_give_up(self, runtime: Runtime, row, error: str, context: dict) -> None:
         _outcome(logging.ERROR, "reassignment refused by the CRM", context, self.gave_up, error=error)
-        OPS_ALERTS.raise_for(runtime, self, row, error)
+        self.raise_ops_alert(runtime, row, error)
 
 
 def _outcome(level: int, message: str, context: dict, crm_status: str, **fields) -> str:
@@ -120,7 +121,7 @@ def reassign_in_crm(item_id: int) -> str:
     return REASSIGNMENTS.run(runtime_module.current(), item_id)
 
 
-REASSIGNMENTS = Reassignments(reassign_in_crm)
+REASSIGNMENTS = Reassignments(reassign_in_crm, ops=OPS_ALERTS)
 
 
 def item_of(runtime: Runtime, lead_id: str, new_owner: str, escalation_id: int) -> int:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from redis.exceptions import RedisError
 
 from sla_guard import runtime as runtime_module
-from sla_guard.outbox.delivery import ChannelDelivery
+from sla_guard.outbox.delivery import OPS_ALERTS, ChannelDelivery
 from sla_guard.outbox.notify.digest_texts import (
     Overdue,
     Period,
@@ -191,7 +191,7 @@ def deliver_digest_job(digest_id: int) -> str:
     return DIGESTS.run(runtime_module.current(), digest_id)
 
 
-DIGESTS = Digests(deliver_digest_job)
+DIGESTS = Digests(deliver_digest_job, ops=OPS_ALERTS)
 
 
 def deliver_digest(runtime: Runtime, digest_id: int) -> str:

@@ -19,14 +19,13 @@ from sla_guard.core.record_ids import crm_of, crm_record
 from sla_guard.exceptions import TaskNotFound
 from sla_guard.outbox.base import OutboxKind
 from sla_guard.outbox.crm_tasks import TaskRequest, client_for
-from sla_guard.outbox.delivery import deliver, record_alert
+from sla_guard.outbox.delivery import OPS_ALERTS, Escalated, deliver, record_alert
 from sla_guard.outbox.notify.routing import route
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
-from sla_guard.store.escalations import alert_exists, first_escalation, reload_clock
 from sla_guard.store.leads import lead_fields, lead_row
 from sla_guard.store.models import ClockRow, FollowUpTaskRow, LeadRow
-from sla_guard.store.outbox import insert_follow_up_task, of_ended_clocks
+from sla_guard.store.outbox import alert_exists, first_escalation, insert_follow_up_task, of_ended_clocks, reload_clock
 
 log = logging.getLogger("sla_guard.core.follow_ups")
 
@@ -59,17 +58,15 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
         fields = lead_fields(lead_row(session, row.lead_id))
         clock = reload_clock(session, row.clock_id)
         escalation = first_escalation(session, row.clock_id)
+        about = Escalated(rules, clock, escalation.id, fields)
         for target in route(("owner",), fields, rules, now):  # quiet hours and the person's language apply
             if alert_exists(session, escalation.id, target.channel, target.recipient):
                 continue
             alert_id = record_alert(
                 session,
+                about,
                 target,
                 now,
-                rules=rules,
-                clock=clock,
-                escalation_id=escalation.id,
-                lead=fields,
                 text={"task": row.text},
                 kind="follow_up.task",
                 level=0,
@@ -173,8 +170,8 @@ def close_follow_up_task(task_id: int) -> str:
     return CLOSES.run(runtime_module.current(), task_id)
 
 
-TASKS = FollowUpTasks(create_follow_up_task)
-CLOSES = FollowUpCloses(close_follow_up_task)
+TASKS = FollowUpTasks(create_follow_up_task, ops=OPS_ALERTS)
+CLOSES = FollowUpCloses(close_follow_up_task, ops=OPS_ALERTS)
 
 
 def create_task(runtime: Runtime, task_id: int) -> str:

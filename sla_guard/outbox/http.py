@@ -122,6 +122,14 @@ def json_object(response: requests.Response) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
+def bitrix24_query_limit_exceeded(response: requests.Response) -> bool:
+    """Bitrix24 says "too many requests" as HTTP 503 with ``QUERY_LIMIT_EXCEEDED`` (or a 429)."""
+    if response.status_code == 429:
+        return True
+    body = json_object(response) if response.status_code == 503 else None
+    return body is not None and str(body.get("error") or "").upper() == "QUERY_LIMIT_EXCEEDED"
+
+
 def short(text: Any, limit: int = 200) -> str:
     """A service's reason, on one line and bounded."""
     text = " ".join(str(text or "").split())

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from sla_guard.config import Settings
-from sla_guard.store import escalations
+from sla_guard.store.outbox import acknowledge_escalation
 
 SIGNATURE_BYTES = 16
 """Bytes of the HMAC kept in a token (128 bits)."""
@@ -132,7 +132,7 @@ class AckOutcome:
 
 def acknowledge(session: Session, claim: AckClaim, now: datetime) -> AckOutcome:
     """Mark the escalation acknowledged by the claim's recipient, once; later clicks change nothing."""
-    changed, row = escalations.acknowledge(session, claim.escalation_id, claim.recipient or None, now)
+    changed, row = acknowledge_escalation(session, claim.escalation_id, claim.recipient or None, now)
     if row is None:
         return AckOutcome("unknown")
     return AckOutcome("acknowledged" if changed else "already", row.lead_id, row.acknowledged_by, row.acknowledged_at)

@@ -2,32 +2,41 @@
 
 A clock's deadline lives in the database (``next_fire_at``). Its timer is one member of the
 sorted set ``sla-guard:<queue>:timers``: the clock id, scored with ``next_fire_at`` as epoch
-seconds (sub-second, exact: nothing is rounded). The timer loop (:mod:`sla_guard.timers.loop`)
+seconds (sub-second, exact: nothing is rounded). The timer loop (:mod:`sla_guard.timers.firing`)
 *claims* the members whose score has come: an atomic script moves them to a lease score a
-little in the future and hands them to an RQ job on the timer queue. When the job has fired
-the clocks it *settles* each one: the member gets the clock's new ``next_fire_at``, or leaves
-the set, but only if its score is still the lease (compare-and-set), so a timer re-armed by
-newer events while the job ran is never overwritten. A job that dies leaves its lease behind;
-when the lease runs out the clocks are claimed again.
+little in the future. When the loop has fired the clocks it *settles* each one: the member gets
+the clock's new ``next_fire_at``, or leaves the set, but only if its score is still the lease
+(compare-and-set), so a timer re-armed by newer events meanwhile is never overwritten. A loop
+that dies leaves its lease behind; when the lease runs out the clocks are claimed again.
 
-Only clocks due within the arming horizon are kept in Redis (about 100 bytes each); the
-reconciler arms the others as they come near and re-arms anything Redis lost.
+Only clocks due within the arming horizon are kept in Redis (about 100 bytes each); applying
+events arms them (:func:`apply_timer_changes`), the reconciler arms the others as they come
+near and re-arms anything Redis lost. Whatever else a worker does steps aside while timer work
+waits (:func:`wait_for_timers`).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue
 from rq.registry import StartedJobRegistry
+
+from sla_guard.runtime import Runtime
+from sla_guard.store.repository import TimerChange
+
+log = logging.getLogger("sla_guard.timers.arming")
 
 TIMERS_KEY = "sla-guard:{queue}:timers"
 """Sorted set of armed clocks: member = clock id, score = epoch seconds it fires at."""
 
 LEASE_S = 120.0
-"""How long a claimed clock is left to its job before it is claimed again (a job that died)."""
+"""How long a claimed clock is left to its loop before it is claimed again (a worker that died)."""
 
 FIRING_KEY = "sla-guard:{queue}:timers-firing"
 """Sorted set of batches being fired now: member = the firing loop, score = when the mark lapses."""
@@ -128,6 +137,24 @@ def settle(connection: Redis, queue_name: str, lease: float, fire_at: Mapping[in
     return int(connection.eval(_SETTLE, 1, timers_key(queue_name), *args))
 
 
+def apply_timer_changes(runtime: Runtime, changes: list[TimerChange]) -> None:
+    """Arm the timers of clocks whose ``next_fire_at`` moved into the arming horizon (one due
+    already fires at once), and remove those of clocks that stopped or moved beyond it.
+
+    Redis being down is not an error here: the reconciler arms every timer the database needs
+    once Redis is back.
+    """
+    if not changes:
+        return
+    horizon = runtime.now() + timedelta(seconds=runtime.settings.arm_horizon_s)
+    near = {c.clock_id: c.fire_at for c in changes if c.fire_at is not None and c.fire_at <= horizon}
+    try:
+        disarm(runtime.redis, runtime.queue_name, [c.clock_id for c in changes if c.clock_id not in near])
+        arm(runtime.redis, runtime.queue_name, near)
+    except RedisError as exc:
+        log.warning("timers not armed, the reconciler will retry", extra={"error": type(exc).__name__})
+
+
 def armed_at(connection: Redis, queue_name: str, clock_ids: list[int]) -> dict[int, float]:
     """The scores of those of ``clock_ids`` that are armed (or leased)."""
     if not clock_ids:
@@ -170,6 +197,17 @@ def timer_work_waiting(connection: Redis, queue_name: str, now: float) -> bool:
     pipe.llen(Queue.redis_queue_namespace_prefix + timer_queue)
     pipe.zcount(StartedJobRegistry.key_template.format(timer_queue), now, "+inf")
     return any(pipe.execute())
+
+
+def wait_for_timers(runtime: Runtime, most_s: float) -> float:
+    """Block while timer work is waiting anywhere (due, being fired, queued or running), up to
+    ``most_s``; return the seconds waited. What calls this steps aside for timers."""
+    started = time.monotonic()
+    while time.monotonic() - started < most_s:
+        if not timer_work_waiting(runtime.redis, runtime.queue_name, time.time()):
+            break
+        time.sleep(0.005)
+    return time.monotonic() - started
 
 
 def armed(connection: Redis, job_ids: list[str]) -> set[str]:

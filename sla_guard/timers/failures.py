@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from sla_guard.core.bounds import clean_text
 from sla_guard.runtime import Runtime
-from sla_guard.store.escalations import clock_leads
+from sla_guard.store.outbox import clock_leads
 from sla_guard.store.quarantine import quarantine
 from sla_guard.timers.arming import SET_ASIDE_AT
 

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from sla_guard.config import of_app
 from sla_guard.core.bounds import ID_MAX, text_problem
-from sla_guard.ingest.pending import push
+from sla_guard.ingest.processing import push
 from sla_guard.store.db import get_db
 from sla_guard.store.quarantine import quarantined, release
 from sla_guard.web.api import require_token

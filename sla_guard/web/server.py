@@ -31,7 +31,7 @@ class SlaGuardServer(BaseApplication):
 
 WEB_THREADS = 8
 """Request threads per web process (``SLA_GUARD_WEB_THREADS``): concurrent webhooks of one
-process share their inbox commits (:mod:`sla_guard.ingest.group_commit`)."""
+process share their inbox commits (:mod:`sla_guard.ingest.webhooks`)."""
 
 
 def gunicorn_options(host: str, port: int, workers: int, threads: int = WEB_THREADS) -> dict:

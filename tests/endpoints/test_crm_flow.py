@@ -15,9 +15,8 @@ from rq.registry import ScheduledJobRegistry
 from sqlalchemy import update
 
 from sla_guard import create_app
-from sla_guard.outbox import crm_sync
+from sla_guard.ingest import crm_sync
 from sla_guard.store.models import ClockRow, CrmLookupRow, CrmRecordRow, EventRow, LeadRow
-from sla_guard.timers.escalation import run_timer
 from sla_guard.timers.reconciler import reconcile
 from tests.support.crm_payloads import load
 from tests.support.crm_requests import (
@@ -31,6 +30,7 @@ from tests.support.crm_requests import (
     sent_at,
     stored,
 )
+from tests.support.firing import run_timer
 from tests.support.webhooks import received
 
 LEAD_ADD = "bitrix24_lead_add.json"

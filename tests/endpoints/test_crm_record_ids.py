@@ -9,9 +9,9 @@ import pytest
 
 from sla_guard.core.record_ids import CrmRecord, crm_record, lead_id
 from sla_guard.store.models import ClockRow, LeadRow
-from sla_guard.timers.escalation import run_timer
 from tests.support.crm_payloads import load
 from tests.support.crm_requests import local_portal, post, rows
+from tests.support.firing import run_timer
 from tests.support.webhooks import received
 
 CREATED = datetime(2025, 12, 18, 8, 38, 40, tzinfo=UTC)

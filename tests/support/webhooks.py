@@ -11,13 +11,13 @@ from rq import Queue, SimpleWorker
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sla_guard.ingest.pending import drain
+from sla_guard.ingest.processing import drain
 from sla_guard.runtime import activated
 from sla_guard.security import sign
 from sla_guard.store.models import ClockRow, EventRow
 from sla_guard.timers.arming import timer_queue_name
-from sla_guard.timers.escalation import run_timer
-from sla_guard.timers.loop import fire_due
+from sla_guard.timers.firing import fire_due
+from tests.support.firing import run_timer
 
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
 HOT_LEAD = {

@@ -36,7 +36,7 @@ from sla_guard.core.record_ids import lead_id as record_lead_id
 from sla_guard.exceptions import CrmReadError, InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters import access, base
 from sla_guard.ingest.adapters.base import AdapterResult, Lookup, RawRequest
-from sla_guard.outbox.http import Http, json_object
+from sla_guard.outbox.http import Http, bitrix24_query_limit_exceeded, json_object
 
 CRM = "bitrix24"
 SETTINGS = access.setting_names(
@@ -91,14 +91,6 @@ _OUTGOING = "2"
 
 RestError = CrmReadError
 """A Bitrix24 REST read failed; ``retryable`` says whether trying later may help."""
-
-
-def query_limit_exceeded(response: requests.Response) -> bool:
-    """Bitrix24 says "too many requests" as HTTP 503 with ``QUERY_LIMIT_EXCEEDED`` (or a 429)."""
-    if response.status_code == 429:
-        return True
-    body = json_object(response) if response.status_code == 503 else None
-    return body is not None and str(body.get("error") or "").upper() == "QUERY_LIMIT_EXCEEDED"
 
 
 def mapping_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -209,7 +201,7 @@ def fetch(rest_url: str, method: str, id: str, session: requests.Session, timeou
         REST_URL,
         account=rest_url,
         error=RestError,
-        limited=query_limit_exceeded,
+        limited=bitrix24_query_limit_exceeded,
     )
     what = f"{method} failed"
     response = http.post(f"{rest_url.rstrip('/')}/{method}.json", what, params={"id": id})

@@ -35,7 +35,6 @@ from urllib.parse import urlsplit
 import requests
 
 from sla_guard.exceptions import TaskError, TaskNotFound
-from sla_guard.ingest.adapters.bitrix24 import query_limit_exceeded
 from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     CrmTasks,
@@ -46,7 +45,7 @@ from sla_guard.outbox.crm_tasks.base import (
     subject,
     with_marker,
 )
-from sla_guard.outbox.http import json_body
+from sla_guard.outbox.http import bitrix24_query_limit_exceeded, json_body
 
 CRM = "Bitrix24"
 REST_URL = "SLA_GUARD_BITRIX24_REST_URL"
@@ -92,7 +91,7 @@ class Bitrix24Tasks(CrmTasks):
         self.rest_url = rest_url.rstrip("/")
         key = urlsplit(self.rest_url).path.rstrip("/").rsplit("/", 1)[-1]
         self.http = self.connect(
-            session, timeout, [self.rest_url, key], REST_URL, self.rest_url, limited=query_limit_exceeded
+            session, timeout, [self.rest_url, key], REST_URL, self.rest_url, limited=bitrix24_query_limit_exceeded
         )
 
     @classmethod

@@ -36,6 +36,7 @@ from sla_guard.ingest.adapters import amocrm, bitrix24
 from sla_guard.ingest.adapters.base import Lookup, from_iso, text
 from sla_guard.ingest.processing import process_lead
 from sla_guard.outbox.base import ItemKind, OutboxKind, Retry, doubling
+from sla_guard.outbox.delivery import OPS_ALERTS
 from sla_guard.outbox.http import Http, is_transient_status, json_object
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
@@ -43,7 +44,7 @@ from sla_guard.store.crm import last_known, lookup_done, save_record
 from sla_guard.store.models import CrmLookupRow
 from sla_guard.store.repository import event_time, insert_events
 
-log = logging.getLogger("sla_guard.outbox.crm_sync")
+log = logging.getLogger("sla_guard.ingest.crm_sync")
 
 REST_TIMEOUT_S = 10.0
 """Longest wait for one CRM REST call."""
@@ -94,7 +95,7 @@ def crm_lookup(lookup_id: int) -> str:
     return LOOKUPS.run(runtime_module.current(), lookup_id)
 
 
-LOOKUPS = Lookups(crm_lookup)
+LOOKUPS = Lookups(crm_lookup, ops=OPS_ALERTS)
 
 
 def lookup_job_id(queue_name: str, lookup_id: int, attempt: int) -> str:
@@ -248,7 +249,7 @@ def amocrm_loss_reason(item_id: int) -> str:
     return LOSS_REASONS.run(runtime_module.current(), item_id)
 
 
-LOSS_REASONS = LossReasons(amocrm_loss_reason)
+LOSS_REASONS = LossReasons(amocrm_loss_reason, ops=OPS_ALERTS)
 
 
 def record_loss_reasons(

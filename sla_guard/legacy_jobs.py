@@ -1,17 +1,20 @@
-"""Jobs an older sla-guard queued under ``workers.jobs.*`` names, carried over on upgrade.
+"""Jobs an older sla-guard queued under names this version no longer has, carried over on upgrade.
 
 Before jobs lived inside the package they were queued by dotted path (``workers.jobs.deliver_alert``),
-and that module is gone, so a worker of this version cannot run them. Each worker, on start and
-before it takes any job, looks through the queues it serves (queued, scheduled and failed jobs)
-for those names and forgets them, after keeping the work that lived only in the job:
+and that module is gone; later versions moved some jobs inside the package, or dropped them
+(``sla_guard.timers.loop.fire_due_clocks``, ``sla_guard.outbox.base.deliver_ops_alert``). A
+worker of this version cannot run such a job. Each worker, on start and before it takes any
+job, looks through the queues it serves (queued, scheduled and failed jobs) for them and
+forgets them, after keeping the work that lived only in the job:
 
 - ``reassign_in_crm`` (a reassignment pushed to the CRM) and ``amocrm_loss_reason`` (a loss reason
   to read) become outbox items (:mod:`sla_guard.outbox.crm_reassign`,
-  :mod:`sla_guard.outbox.crm_sync`), once each;
+  :mod:`sla_guard.ingest.crm_sync`), once each;
 - every other old job (``process_lead``, ``fire_tick``, ``deliver_alert``, ``deliver_digest``,
-  ``crm_lookup``, ``create_follow_up_task``, ``close_follow_up_task``) redid work whose record is a
-  database row: the reconciler derives it again from the database (unapplied events, due clocks,
-  outbox rows due for a try), so the job is only dropped.
+  ``crm_lookup``, ``create_follow_up_task``, ``close_follow_up_task``, and any ``sla_guard.*`` job
+  whose function is gone) redid work whose record is a database row: the reconciler derives it
+  again from the database (unapplied events, due clocks, outbox rows due for a try; a clock an
+  old job had claimed is claimed again when its lease runs out), so the job is only dropped.
 
 The reconciler queues the new items like any others. Running this twice, or on two workers at
 once, carries nothing over twice: items are recorded once per key.
@@ -19,6 +22,7 @@ once, carries nothing over twice: items are recorded once per key.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -29,14 +33,16 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from sqlalchemy.orm import Session
 
+from sla_guard.ingest.crm_sync import LOSS_REASONS
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS
-from sla_guard.outbox.crm_sync import LOSS_REASONS
 from sla_guard.runtime import Runtime
 
 log = logging.getLogger("sla_guard.upgrade")
 
 LEGACY_PREFIX = "workers.jobs."
 """The dotted path under which older versions queued every job."""
+
+PACKAGE_PREFIX = "sla_guard."
 
 
 def _reassignment(session: Session, now: datetime, lead_id, new_owner, escalation_id, attempt=1, *_) -> None:
@@ -67,8 +73,20 @@ def legacy_jobs(redis, queue_name: str) -> Iterator[Job]:
             name = job.func_name if job is not None else None
         except Exception:  # a job whose data cannot be read is none of ours to judge
             continue
-        if isinstance(name, str) and name.startswith(LEGACY_PREFIX):
+        if isinstance(name, str) and (name.startswith(LEGACY_PREFIX) or is_gone(name)):
             yield job
+
+
+def is_gone(func_name: str) -> bool:
+    """Whether ``func_name`` names a function of the package that this version does not have."""
+    if not func_name.startswith(PACKAGE_PREFIX):
+        return False
+    module_name, _, function = func_name.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return True
+    return not callable(getattr(module, function, None))
 
 
 def carry_over(runtime: Runtime, queue_names: Iterable[str]) -> Counter:
@@ -78,7 +96,7 @@ def carry_over(runtime: Runtime, queue_names: Iterable[str]) -> Counter:
     for queue_name in queue_names:
         for old in legacy_jobs(runtime.redis, queue_name):
             name = old.func_name.removeprefix(LEGACY_PREFIX)
-            carry = CARRIED.get(name)
+            carry = CARRIED.get(name) if old.func_name.startswith(LEGACY_PREFIX) else None
             if carry is not None:
                 try:
                     with runtime.db.session() as session:
