@@ -22,9 +22,11 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from sla_guard.redis_server import free_port
+
 from . import cpu
 from .context import Bench
-from .services import Processes, clean_queue, free_port, redis_flushes, reset_database
+from .services import Processes, clean_queue, redis_flushes, reset_database
 
 EVENT_TYPES = ("lead.created", "lead.updated", "lead.touched", "lead.stage_changed", "lead.assigned", "lead.closed")
 OWNERS = ("anna", "boris", "olga", "ivan")

@@ -33,11 +33,12 @@ from statistics import median
 import requests
 from sqlalchemy import create_engine, text
 
+from sla_guard.redis_server import free_port
 from sla_guard.security import SIGNATURE_HEADER, sign
 
 from .context import Bench
 from .receiver import AlertReceiver, Receipt
-from .services import Processes, clean_queue, free_port, redis_flushes, reset_database
+from .services import Processes, clean_queue, redis_flushes, reset_database
 from .stats import summary
 from .supervisor import Supervisor
 

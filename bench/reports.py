@@ -27,8 +27,10 @@ from pathlib import Path
 import requests
 from sqlalchemy import create_engine, event, text
 
+from sla_guard.redis_server import free_port
+
 from .reports_seed import RULES, seed, seeded
-from .services import base_env, drop_database, free_port, reset_database
+from .services import base_env, drop_database, reset_database
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "bench-reports-token-0123456789"

@@ -35,12 +35,12 @@ import requests
 from sqlalchemy import create_engine, text
 
 from sla_guard.ingest.adapters import hubspot
+from sla_guard.redis_server import RedisServer, free_port
 from sla_guard.security import SIGNATURE_HEADER, sign
-from tests.support.processes import RedisServer
 
 from .context import Bench
 from .receiver import AlertReceiver
-from .services import Processes, drop_database, free_port, reset_database
+from .services import Processes, drop_database, reset_database
 from .stats import summary
 from .supervisor import Supervisor
 

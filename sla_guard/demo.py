@@ -13,7 +13,7 @@ import random
 from datetime import datetime, timedelta
 
 from sla_guard.core.events import LeadEvent
-from sla_guard.reports.spend import Spend
+from sla_guard.core.spend import Spend
 
 SEED = 2026
 PIPELINE = ("new", "qualification", "proposal", "negotiation")

@@ -12,6 +12,8 @@ import time
 
 import click
 
+from sla_guard.redis_server import RedisServer
+
 
 def _redis_up(url: str) -> bool:
     from redis.exceptions import RedisError
@@ -25,7 +27,7 @@ def _redis_up(url: str) -> bool:
         return False
 
 
-def _ensure_redis(url: str) -> subprocess.Popen | None:
+def _ensure_redis(url: str) -> RedisServer | None:
     """Use the Redis at ``url``, or start a local ``redis-server`` when it is installed."""
     if _redis_up(url):
         return None
@@ -38,15 +40,11 @@ def _ensure_redis(url: str) -> subprocess.Popen | None:
         )
         sys.exit(2)
     click.echo("starting a local redis-server on 127.0.0.1:6379 (nothing kept on disk)")
-    process = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", "6379", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
-    )
-    for _ in range(50):
-        if _redis_up(url):
-            return process
-        time.sleep(0.1)
-    click.echo("sla-guard: redis-server did not start", err=True)
-    sys.exit(2)
+    try:
+        return RedisServer(port=6379, binary=binary).start(timeout_s=5.0)
+    except RuntimeError:
+        click.echo("sla-guard: redis-server did not start", err=True)
+        sys.exit(2)
 
 
 def limits(database_url: str) -> str:
@@ -87,7 +85,7 @@ def run_dev(host: str, port: int, demo: bool = False) -> None:
 
     settings = settings_or_fail()
     rules_or_fail(settings.rules_path)
-    redis_process = _ensure_redis(settings.redis_url)
+    redis_server = _ensure_redis(settings.redis_url)
     upgrade(settings.database_url)
     if demo:
         from sla_guard.insight_cli import seed_demo
@@ -115,8 +113,8 @@ def run_dev(host: str, port: int, demo: bool = False) -> None:
                 pass
             _signal_group(child, signal.SIGKILL)  # whatever is left of it (a worker's scheduler too)
             child.wait(timeout=15)
-        if redis_process is not None:
-            redis_process.terminate()
+        if redis_server is not None:
+            redis_server.stop()
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)

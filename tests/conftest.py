@@ -23,10 +23,10 @@ from sqlalchemy import create_engine, text
 
 from sla_guard import create_app
 from sla_guard.config import load_settings
+from sla_guard.redis_server import RedisServer
 from sla_guard.runtime import RulesHolder, Runtime
 from sla_guard.store.migrate import upgrade
 from tests.support.databases import empty_tables
-from tests.support.processes import RedisServer
 
 PG_SERVER = os.environ.get("SLA_GUARD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 

@@ -18,10 +18,10 @@ from werkzeug.serving import make_server
 
 from sla_guard.dashboard.auth import hash_password
 from sla_guard.demo import DEMO_USER, seed
+from sla_guard.redis_server import free_port
 from sla_guard.store.db import get_db
 from sla_guard.store.insight import save_user
 from tests.support.databases import empty_tables
-from tests.support.processes import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery"

@@ -163,7 +163,7 @@ def test_a_silent_server_times_out_as_transient(http):
 
 
 def test_a_closed_port_is_transient_and_the_url_stays_secret(http):
-    from tests.support.processes import free_port
+    from sla_guard.redis_server import free_port
 
     spec = channel(type="telegram", token=TELEGRAM_TOKEN, api_url=f"http://127.0.0.1:{free_port()}")
     error = fails("tg", spec, http, address="1001")
@@ -378,7 +378,7 @@ def test_refused_recipients(certificate, http, code, transient):
 
 
 def test_smtp_connection_refused_and_timeout_are_transient(http):
-    from tests.support.processes import free_port
+    from sla_guard.redis_server import free_port
 
     closed = fails(
         "mail", channel(type="email", host="127.0.0.1", port=free_port(), **{"from": "a@b.c"}), http, address="x@y.z"

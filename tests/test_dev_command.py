@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.processes import PATIENCE_S, free_port, post_signed_over_http, wait_for
+from sla_guard.redis_server import free_port
+from tests.support.processes import PATIENCE_S, post_signed_over_http, wait_for
 
 pytestmark = pytest.mark.e2e
 

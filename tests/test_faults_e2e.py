@@ -7,18 +7,18 @@ stopped). SLAs are seconds long; the managers' hook is a local HTTP server.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
 import requests
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
 from tests.support.faults import CuttableProxy, SlowSink
 from tests.support.processes import PATIENCE_S, Stack, lead_created, seconds_rules, wait_for
-from tests.support.webhooks import received
+from tests.support.webhooks import poison_payload, received, store_in_inbox
 
 pytestmark = pytest.mark.e2e
 
@@ -62,19 +62,11 @@ def every_lead_alerted_once(httpserver, stack: Stack, lead_ids: list[str]) -> No
 
 
 def store_poison(database_url: str, lead_id: str) -> None:
-    """An event dated in year 9999, as an older sla-guard accepted it: applying it overflows."""
-    payload = {"event_id": "poison", "type": "lead.created", "occurred_at": "9999-12-31T23:59:59Z"}
-    payload["lead"] = {"id": lead_id, "owner": "anna"}
+    """An event of :func:`poison_payload` in the inbox of the stack's database."""
     engine = create_engine(database_url)
-    now = datetime.now(UTC).replace(tzinfo=None) if database_url.startswith("sqlite") else datetime.now(UTC)
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO events (source, event_id, lead_id, type, occurred_at, received_at, payload)"
-                " VALUES ('generic', 'poison', :lead, 'lead.created', :now, :now, :payload)"
-            ),
-            {"lead": lead_id, "now": now, "payload": json.dumps(payload)},
-        )
+    with Session(engine) as session, session.begin():
+        payload = poison_payload("poison", {"id": lead_id, "owner": "anna"})
+        store_in_inbox(session, lead_id, datetime.now(UTC), payload, "poison")
     engine.dispose()
 
 

@@ -14,29 +14,15 @@ from sla_guard.cli import main
 from sla_guard.ingest.processing import drain, push
 from sla_guard.store.models import ClockRow, EventRow, QuarantinedLeadRow
 from sla_guard.timers.reconciler import reconcile
+from tests.support.webhooks import poison_payload, store_in_inbox
 
 HOT = {"source": "website", "priority": "hot", "owner": "anna"}
 
 
 def store_poison(runtime, clock, lead_id: str = "L-POISON") -> None:
-    """An event stored before sla-guard bounded dates at the edge: dated in year 9999.
-
-    Written straight into the inbox, as an older version accepted it; applying it overflows.
-    """
-    payload = {"event_id": "poison-1", "type": "lead.created", "occurred_at": "9999-12-31T23:59:59Z"}
-    payload["lead"] = {"id": lead_id, **HOT}
+    """An event stored before sla-guard bounded dates at the edge (:func:`poison_payload`)."""
     with runtime.db.session() as session:
-        session.add(
-            EventRow(
-                source="generic",
-                event_id="poison-1",
-                lead_id=lead_id,
-                type="lead.created",
-                occurred_at=clock(),
-                received_at=clock(),
-                payload=json.dumps(payload),
-            )
-        )
+        store_in_inbox(session, lead_id, clock(), poison_payload("poison-1", {"id": lead_id, **HOT}), "poison-1")
 
 
 def rows(runtime, model, *where):

@@ -7,21 +7,14 @@ import csv
 import io
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from sla_guard.core.spend import Spend
 from sla_guard.exceptions import InvalidReportQuery
 
 MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 MAX_ROWS = 10_000
 """Rows accepted in one request or file."""
-
-
-@dataclass(frozen=True)
-class Spend:
-    month: str
-    source: str
-    amount: float
 
 
 def _row(item: Any, where: str) -> Spend:

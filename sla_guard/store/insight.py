@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from sla_guard.reports.spend import Spend
+from sla_guard.core.spend import Spend
 from sla_guard.store.models import SpendRow, UserRow
 
 

@@ -23,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from sla_guard.core.bounds import ID_MAX
+
 ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
@@ -54,6 +56,13 @@ class Base(DeclarativeBase):
 Serial = Annotated[int, mapped_column(ID, primary_key=True, autoincrement=True)]
 """A table's own numbered primary key."""
 
+RecordId = Annotated[str, mapped_column(String(ID_MAX))]
+"""An id a CRM or sender gave (a lead's, an event's, a CRM record's or task's): as long as
+:data:`~sla_guard.core.bounds.ID_MAX` lets an id be."""
+
+CrmName = Annotated[str, mapped_column(String(32))]
+"""The CRM or other webhook source a row came from or goes to (``bitrix24``, ``generic``)."""
+
 
 class Attempts:
     """The columns of outgoing work tried until it succeeds (:mod:`sla_guard.outbox.base`): how
@@ -76,9 +85,9 @@ class EventRow(Base):
 
     __tablename__ = "events"
     id: Mapped[Serial]
-    source: Mapped[str] = mapped_column(String(32))
-    event_id: Mapped[str] = mapped_column(String(200))
-    lead_id: Mapped[str] = mapped_column(String(200))
+    source: Mapped[CrmName]
+    event_id: Mapped[RecordId]
+    lead_id: Mapped[RecordId]
     type: Mapped[str] = mapped_column(String(40))
     occurred_at: Mapped[datetime]
     received_at: Mapped[datetime]
@@ -95,7 +104,7 @@ class LeadRow(Base):
     """A lead's current state, derived from its events."""
 
     __tablename__ = "leads"
-    lead_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    lead_id: Mapped[RecordId] = mapped_column(primary_key=True)
     name: Mapped[str | None] = mapped_column(String(2000))
     source: Mapped[str | None] = mapped_column(String(2000))
     pipeline: Mapped[str | None] = mapped_column(String(2000))
@@ -174,7 +183,7 @@ class EscalationRow(Base):
     __tablename__ = "escalations"
     id: Mapped[Serial]
     clock_id: Mapped[int] = mapped_column(ForeignKey("clocks.id", ondelete="CASCADE"))
-    lead_id: Mapped[str] = mapped_column(String(200), index=True)
+    lead_id: Mapped[RecordId] = mapped_column(index=True)
     level: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(60))
     due_at: Mapped[datetime]
@@ -192,7 +201,7 @@ class AlertRow(OutboxColumns, Base):
     __tablename__ = "alerts"
     id: Mapped[Serial]
     escalation_id: Mapped[int] = mapped_column(ForeignKey("escalations.id", ondelete="CASCADE"))
-    lead_id: Mapped[str] = mapped_column(String(200), index=True)
+    lead_id: Mapped[RecordId] = mapped_column(index=True)
     channel: Mapped[str] = mapped_column(String(200))
     recipient: Mapped[str] = mapped_column(String(2000), default="")
     role: Mapped[str | None] = mapped_column(String(20))
@@ -217,9 +226,9 @@ class CrmRecordRow(Base):
     """The last state sla-guard saw of a CRM record, for CRMs whose webhooks only say "changed"."""
 
     __tablename__ = "crm_records"
-    crm: Mapped[str] = mapped_column(String(32), primary_key=True)
+    crm: Mapped[CrmName] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(32), primary_key=True)
-    record_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    record_id: Mapped[RecordId] = mapped_column(primary_key=True)
     data: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime]
 
@@ -229,10 +238,10 @@ class CrmLookupRow(Attempts, Base):
 
     __tablename__ = "crm_lookups"
     id: Mapped[Serial]
-    crm: Mapped[str] = mapped_column(String(32))
+    crm: Mapped[CrmName]
     lookup_key: Mapped[str] = mapped_column(String(300))
     method: Mapped[str] = mapped_column(String(100))
-    record_id: Mapped[str] = mapped_column(String(200))
+    record_id: Mapped[RecordId]
     event: Mapped[str] = mapped_column(String(100))
     sent_at: Mapped[datetime]
     received_at: Mapped[datetime]
@@ -249,9 +258,9 @@ class FollowUpTaskRow(OutboxColumns, Base):
     __tablename__ = "follow_up_tasks"
     id: Mapped[Serial]
     clock_id: Mapped[int] = mapped_column(ForeignKey("clocks.id", ondelete="CASCADE"), unique=True)
-    lead_id: Mapped[str] = mapped_column(String(200), index=True)
-    crm: Mapped[str | None] = mapped_column(String(32))
-    crm_task_id: Mapped[str | None] = mapped_column(String(200))
+    lead_id: Mapped[RecordId] = mapped_column(index=True)
+    crm: Mapped[CrmName | None]
+    crm_task_id: Mapped[RecordId | None]
     owner: Mapped[str | None] = mapped_column(String(2000))
     text: Mapped[str] = mapped_column(Text)
     due_at: Mapped[datetime]
@@ -297,7 +306,7 @@ class QuarantinedLeadRow(Base):
     """A lead whose events failed to apply: set aside with the reason, so it blocks nobody else."""
 
     __tablename__ = "quarantined_leads"
-    lead_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    lead_id: Mapped[RecordId] = mapped_column(primary_key=True)
     error: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(String(2000))
     failures: Mapped[int] = mapped_column(Integer, default=1)

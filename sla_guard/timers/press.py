@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from sla_guard.core.rules.schema import RuleSet
 from sla_guard.store.models import AlertRow
-from sla_guard.timers.acknowledge import AckClaim, acknowledge
+from sla_guard.timers.acknowledge import AckClaim, AckOutcome, acknowledge
 
 
 def telegram_person(rules: RuleSet, user_id: object, username: str | None) -> str | None:
@@ -41,13 +41,10 @@ def slack_person(rules: RuleSet, member_id: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
-class PressOutcome:
-    """``taken`` now, ``already`` taken (by ``by`` at ``at``), ``not_recipient``, or ``unknown`` alert."""
+class PressOutcome(AckOutcome):
+    """An :class:`AckOutcome` of a press: ``taken`` now, ``already`` taken (by ``acknowledged_by``
+    at ``acknowledged_at``), ``not_recipient``, or ``unknown`` alert; with the alert's payload."""
 
-    status: str
-    lead_id: str | None = None
-    by: str | None = None
-    at: datetime | None = None
     payload: dict | None = None
 
 

@@ -86,17 +86,18 @@ def _reply(outcome: PressOutcome, locale: str) -> str:
     if outcome.status in ("taken", "already"):
         rules = current_app.extensions["sla_guard.rules"].current()
         zone = (outcome.payload or {}).get("timezone") or rules.spec.timezone
-        at = local_time(outcome.at, locale, zone, rules.spec.timezone, today=outcome.at) if outcome.at else "—"
-        return words[outcome.status].format(lead_id=outcome.lead_id, person=outcome.by or "—", at=at)
+        at = outcome.acknowledged_at
+        when = local_time(at, locale, zone, rules.spec.timezone, today=at) if at else "—"
+        return words[outcome.status].format(lead_id=outcome.lead_id, person=outcome.acknowledged_by or "—", at=when)
     return words.get(outcome.status, words["invalid"])
 
 
 def _taken(outcome: PressOutcome) -> dict | None:
     """The alert's message, now saying who took the lead; None when the press changed nothing."""
-    if outcome.status not in ("taken", "already") or outcome.payload is None or outcome.at is None:
+    if outcome.status not in ("taken", "already") or outcome.payload is None or outcome.acknowledged_at is None:
         return None
     rules = current_app.extensions["sla_guard.rules"].current()
-    return taken_message(outcome.payload, outcome.by or "—", outcome.at, rules.spec.timezone)
+    return taken_message(outcome.payload, outcome.acknowledged_by or "—", outcome.acknowledged_at, rules.spec.timezone)
 
 
 def _locale(outcome: PressOutcome) -> str:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
+from sla_guard.redis_server import free_port
 from sla_guard.store.models import EventRow, LeadRow
 from tests.support.crm_requests import hubspot_signed, rows
-from tests.support.processes import free_port
 
 SNIPPET = Path(__file__).resolve().parents[2] / "docs" / "crm" / "hubspot-workflow-touch.js"
 NODE = shutil.which("node")

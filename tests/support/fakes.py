@@ -21,7 +21,7 @@ from pathlib import Path
 
 from werkzeug.wrappers import Request, Response
 
-from tests.support.processes import free_port
+from sla_guard.redis_server import free_port
 
 TELEGRAM_TOKEN = "123456:AAH-test-bot-token-secret"
 SLACK_BOT_TOKEN = "xoxb-test-slack-bot-token"

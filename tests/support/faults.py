@@ -1,5 +1,5 @@
 """Faults the end-to-end tests inject: a TCP proxy to PostgreSQL they may cut, and a hook that
-answers slowly (a private Redis to kill is :class:`tests.support.processes.RedisServer`). The shared
+answers slowly (a private Redis to kill is :class:`sla_guard.redis_server.RedisServer`). The shared
 Redis and PostgreSQL are never stopped."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Real processes on 127.0.0.1 for end-to-end tests and benchmarks: a ``redis-server`` of one's
-own, and the sla-guard processes (`serve` and `worker`) driven over HTTP as senders and API
-clients drive them.
+"""Real processes on 127.0.0.1 for end-to-end tests: the sla-guard processes (`serve` and
+`worker`) driven over HTTP as senders and API clients drive them, on a ``redis-server`` of one's
+own (:class:`sla_guard.redis_server.RedisServer`).
 
 Waiting is always on a condition with a generous deadline (:func:`wait_for`), never a fixed
 sleep: a loaded machine makes a test slower, never red.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 
+from sla_guard.redis_server import free_port
 from sla_guard.security import SIGNATURE_HEADER, sign
 from sla_guard.timers.reconciler import LOCK_KEY
 
@@ -62,12 +62,6 @@ def lead_created(lead_id: str, at: datetime | None = None, **lead) -> dict:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_for(predicate, timeout_s: float = PATIENCE_S, interval_s: float = 0.1):
     """Poll ``predicate`` until it gives a true value (returned) or ``timeout_s`` is over (then
     its last value is returned, false)."""
@@ -89,58 +83,6 @@ def post_signed_over_http(base_url: str, secret: str, payload, path: str = "/web
         timeout=30,
         headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body, int(time.time()))},
     )
-
-
-class RedisServer:
-    """A ``redis-server`` of one's own on a free port, without persistence: it may be killed and
-    started again empty on the same port (what a crash of Redis does to everything only Redis held)."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout_s: float = PATIENCE_S) -> RedisServer:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            + ["--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        client = Redis.from_url(self.url)
-        try:
-
-            def answers() -> bool:
-                try:
-                    return bool(client.ping())
-                except RedisError:
-                    return self.process.poll() is not None  # exited: stop waiting, fail below
-
-            if not wait_for(answers, timeout_s, 0.05) or self.process.poll() is not None:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-        finally:
-            client.close()
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: nothing is saved, nothing is flushed politely."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def stop(self) -> None:
-        """SIGTERM, as an operator stops it."""
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-            self.process = None
-
-    def restart_empty(self) -> None:
-        self.kill()
-        self.start()
 
 
 class ReconcilerPasses:

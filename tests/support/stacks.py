@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.processes import RedisServer, Stack
+from sla_guard.redis_server import RedisServer
+from tests.support.processes import Stack
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rq import Queue, SimpleWorker
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from sla_guard.ingest.processing import drain
 from sla_guard.runtime import activated
@@ -158,6 +159,29 @@ def first_breach(event, post_signed, run_worker):
     return breach
 
 
+def store_in_inbox(session: Session, lead_id: str, at: datetime, payload: str, event_id: str) -> None:
+    """A ``lead.created`` row written straight into the inbox with ``payload`` stored as given, as
+    a damaged row or an older sla-guard's would be: nothing checks it and no doorbell rings."""
+    session.add(
+        EventRow(
+            source="generic",
+            event_id=event_id,
+            lead_id=lead_id,
+            type="lead.created",
+            occurred_at=at,
+            received_at=at,
+            payload=payload,
+        )
+    )
+
+
+def poison_payload(event_id: str, lead: dict) -> str:
+    """An event dated in year 9999, as an older sla-guard accepted it: applying it overflows."""
+    return json.dumps(
+        {"event_id": event_id, "type": "lead.created", "occurred_at": "9999-12-31T23:59:59Z", "lead": lead}
+    )
+
+
 @pytest.fixture
 def store_unreadable_event():
     """``store_unreadable_event(runtime, lead_id, at)``: an event in the inbox whose stored payload
@@ -165,17 +189,7 @@ def store_unreadable_event():
 
     def store(runtime, lead_id: str, at: datetime) -> None:
         with runtime.db.session() as session:
-            session.add(
-                EventRow(
-                    source="generic",
-                    event_id="broken",
-                    lead_id=lead_id,
-                    type="lead.created",
-                    occurred_at=at,
-                    received_at=at,
-                    payload="{not json",
-                )
-            )
+            store_in_inbox(session, lead_id, at, "{not json", "broken")
 
     return store
 

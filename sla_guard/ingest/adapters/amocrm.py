@@ -34,18 +34,9 @@ from urllib.parse import unquote, urlsplit
 
 from sla_guard.core.events import LeadEvent
 from sla_guard.exceptions import InvalidEvent, Unauthorized
-from sla_guard.ingest.adapters import access
+from sla_guard.ingest.adapters import access, base
 from sla_guard.ingest.adapters.amocrm_events import CRM, HANDLERS, Context
-from sla_guard.ingest.adapters.base import (
-    AdapterResult,
-    RawRequest,
-    group,
-    indexed,
-    ordered,
-    parse_form,
-    text,
-    unique,
-)
+from sla_guard.ingest.adapters.base import AdapterResult, RawRequest
 
 SETTINGS = access.setting_names(
     CRM,
@@ -130,12 +121,12 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     verify_token(raw, settings)
     [account] = access.secrets_to_verify(settings, "amoCRM", ACCOUNT_ID)
     form = access.form_to_verify(raw, "the body does not name an amoCRM account")
-    account_group = group(form, "account")
-    said = text(account_group.get("id"))
+    account_group = base.group(form, "account")
+    said = base.text(account_group.get("id"))
     if said is None:
         # Some hooks name the account by subdomain only. Refusing them would make amoCRM switch
         # the hook off after 100 failures in 2 hours, so the subdomain is checked instead.
-        subdomain, ours = (text(account_group.get("subdomain")) or "").lower(), account_subdomain(settings)
+        subdomain, ours = (base.text(account_group.get("subdomain")) or "").lower(), account_subdomain(settings)
         if not subdomain or not ours:
             raise Unauthorized("the body does not name an amoCRM account")
         if not access.same_secret(subdomain, ours):
@@ -143,7 +134,7 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     elif not access.same_secret(said, account):
         raise Unauthorized("the webhook comes from another amoCRM account")
     for item in _all_items(form):
-        other = text(item.get("account_id"))
+        other = base.text(item.get("account_id"))
         if other is not None and not access.same_secret(other, account):
             raise Unauthorized("an entity in the webhook belongs to another amoCRM account")
 
@@ -151,10 +142,10 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
 def account_subdomain(settings: Mapping[str, Any]) -> str | None:
     """The account's subdomain: ``SLA_GUARD_AMOCRM_SUBDOMAIN``, else the first label of
     ``SLA_GUARD_AMOCRM_BASE_URL`` (``https://acme.amocrm.ru`` → ``acme``)."""
-    named = text(settings.get(SUBDOMAIN))
+    named = base.text(settings.get(SUBDOMAIN))
     if named:
         return named.lower()
-    host = (urlsplit(text(settings.get(BASE_URL)) or "").hostname or "").lower()
+    host = (urlsplit(base.text(settings.get(BASE_URL)) or "").hostname or "").lower()
     label, _, rest = host.partition(".")
     return label if rest in AMO_DOMAINS and label else None
 
@@ -164,7 +155,7 @@ def _all_items(form: dict[str, Any]):
         if entity == "account" or not isinstance(actions, dict):
             continue
         for items in actions.values():
-            for _, item in indexed(items):
+            for _, item in base.indexed(items):
                 if isinstance(item, dict):
                     yield item
                     if isinstance(item.get("note"), dict):
@@ -180,12 +171,12 @@ def parse(raw: RawRequest, settings: Mapping[str, Any], *, received_at: datetime
     ``received_at`` (optional) dates the rare kinds amoCRM sends without a time (a deleted
     lead); without it such items are acknowledged in ``ignored``.
     """
-    form = parse_form(raw)
-    links = group(group(form, "account"), "_links")
+    form = base.parse_form(raw)
+    links = base.group(base.group(form, "account"), "_links")
     context = Context(
         mapping=mapping_from_settings(settings),
         zone=access.zone(settings, TIMEZONE, "Europe/Moscow"),
-        base_url=(text(links.get("self")) or "").rstrip("/") or None,
+        base_url=(base.text(links.get("self")) or "").rstrip("/") or None,
         received_at=received_at,
     )
     events: list[LeadEvent] = []
@@ -200,7 +191,7 @@ def parse(raw: RawRequest, settings: Mapping[str, Any], *, received_at: datetime
             if not isinstance(items, dict):
                 raise InvalidEvent(f"{entity}[{action}]", "expected a list of items")
             handler = HANDLERS.get((entity, action))
-            for index, item in indexed(items):
+            for index, item in base.indexed(items):
                 where = f"{entity}[{action}][{index}]"
                 if not isinstance(item, dict):
                     raise InvalidEvent(where, "expected an item with fields")
@@ -209,4 +200,4 @@ def parse(raw: RawRequest, settings: Mapping[str, Any], *, received_at: datetime
                     ignored.append(f"{entity}.{action}")
                 else:
                     events.append(event)
-    return AdapterResult(events=ordered(unique(events)), ignored=ignored)
+    return AdapterResult(events=base.ordered(base.unique(events)), ignored=ignored)

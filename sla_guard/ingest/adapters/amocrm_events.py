@@ -18,18 +18,7 @@ from zoneinfo import ZoneInfo
 from sla_guard.core.events import LeadEvent
 from sla_guard.core.record_ids import lead_id as record_lead_id
 from sla_guard.exceptions import InvalidEvent
-from sla_guard.ingest.adapters.base import (
-    amount,
-    customer_id,
-    from_iso,
-    from_unix,
-    indexed,
-    lead_fields,
-    make_event,
-    outcome_in,
-    require,
-    text,
-)
+from sla_guard.ingest.adapters import base
 
 CRM = "amocrm"
 
@@ -65,12 +54,12 @@ def lead_id(native: str) -> str:
 def _moment(item: dict[str, Any], where: str, keys: tuple[str, ...], text_zone: ZoneInfo | None) -> datetime | None:
     """The first of ``keys`` present: unix seconds, or a text time in ``text_zone``."""
     for key in keys:
-        value = text(item.get(key))
+        value = base.text(item.get(key))
         if value is None:
             continue
         if value.isdigit():
-            return from_unix(value, f"{where}[{key}]")
-        return from_iso(value.replace(" ", "T", 1), f"{where}[{key}]", tz=text_zone or UTC)
+            return base.from_unix(value, f"{where}[{key}]")
+        return base.from_iso(value.replace(" ", "T", 1), f"{where}[{key}]", tz=text_zone or UTC)
     return None
 
 
@@ -83,41 +72,50 @@ def _required_moment(item: dict[str, Any], where: str, keys: tuple[str, ...], te
 
 
 def _stamp(item: dict[str, Any], moment: datetime) -> str:
-    return text(item.get("updated_at")) or text(item.get("last_modified")) or str(int(moment.timestamp()))
+    return base.text(item.get("updated_at")) or base.text(item.get("last_modified")) or str(int(moment.timestamp()))
 
 
 def _lead(item: dict[str, Any], where: str, context: Context, *, stage: bool) -> dict[str, Any]:
-    native = require(item.get("id"), f"{where}[id]")
+    native = base.require(item.get("id"), f"{where}[id]")
     custom = {}
-    for _, field in indexed(item.get("custom_fields")):
+    for _, field in base.indexed(item.get("custom_fields")):
         if isinstance(field, dict):
-            values = [text(value.get("value")) for _, value in indexed(field.get("values")) if isinstance(value, dict)]
+            values = [
+                base.text(value.get("value"))
+                for _, value in base.indexed(field.get("values"))
+                if isinstance(value, dict)
+            ]
             first = next((value for value in values if value), None)
-            for name in (text(field.get("id")), text(field.get("name")), text(field.get("code"))):
+            for name in (base.text(field.get("id")), base.text(field.get("name")), base.text(field.get("code"))):
                 if name and first:
                     custom[name] = first
     tags = [
-        text(tag.get("name")) for _, tag in indexed(item.get("tags")) if isinstance(tag, dict) and text(tag.get("name"))
+        base.text(tag.get("name"))
+        for _, tag in base.indexed(item.get("tags"))
+        if isinstance(tag, dict) and base.text(tag.get("name"))
     ]
     return {
         "id": lead_id(native),
-        "name": text(item.get("name")),
-        "stage": text(item.get("status_id")) if stage else None,
-        "pipeline": text(item.get("pipeline_id")),
-        "owner": text(item.get("responsible_user_id")),
-        "amount": amount(item.get("price")),
+        "name": base.text(item.get("name")),
+        "stage": base.text(item.get("status_id")) if stage else None,
+        "pipeline": base.text(item.get("pipeline_id")),
+        "owner": base.text(item.get("responsible_user_id")),
+        "amount": base.amount(item.get("price")),
         "url": f"{context.base_url}/leads/detail/{native}" if context.base_url else None,
         "tags": tags or None,
-        "customer": customer_id("amocrm", "company", item.get("linked_company_id")),
-        **lead_fields(context.mapping.get("fields", {}), custom),
+        "customer": base.customer_id("amocrm", "company", item.get("linked_company_id")),
+        **base.lead_fields(context.mapping.get("fields", {}), custom),
     }
 
 
-def _lead_event(kind: str, type: str, item, where, moment: datetime, lead: dict[str, Any], **facts) -> LeadEvent:
-    """The event of a ``leads[<kind>]`` item that carries the lead's fields (``lead``)."""
-    return make_event(
+def _lead_event(
+    kind: str, type: str, item, where, moment: datetime, lead: dict[str, Any], stamp: str | None = None, **facts
+) -> LeadEvent:
+    """The event of a ``leads[<kind>]`` item that carries the lead's fields (``lead``); ``stamp``
+    tells this change of the lead from its others (by default :func:`_stamp`)."""
+    return base.make_event(
         where,
-        event_id=f"amocrm-leads-{kind}-{text(item.get('id'))}-{_stamp(item, moment)}",
+        event_id=f"amocrm-leads-{kind}-{base.text(item.get('id'))}-{stamp or _stamp(item, moment)}",
         type=type,
         occurred_at=moment,
         lead=lead,
@@ -127,7 +125,7 @@ def _lead_event(kind: str, type: str, item, where, moment: datetime, lead: dict[
 
 def _touch(where: str, event_id: str, moment: datetime, native_lead_id: str, **touch) -> LeadEvent:
     """A ``lead.touched`` event of an amoCRM lead."""
-    return make_event(
+    return base.make_event(
         where,
         event_id=event_id,
         type="lead.touched",
@@ -150,8 +148,8 @@ def _lead_updated(entity, action, item, where, context):
 def _lead_status(entity, action, item, where, context):
     moment = _required_moment(item, where, _LEAD_TIMES, context.zone)
     lead = _lead(item, where, context, stage=True)
-    result = outcome_in(require(item.get("status_id"), f"{where}[status_id]"), context.mapping)
-    previous = text(item.get("old_status_id"))
+    result = base.outcome_in(base.require(item.get("status_id"), f"{where}[status_id]"), context.mapping)
+    previous = base.text(item.get("old_status_id"))
     if result:
         return _lead_event("status", "lead.closed", item, where, moment, lead, outcome=result, previous_stage=previous)
     return _lead_event("status", "lead.stage_changed", item, where, moment, lead, previous_stage=previous)
@@ -160,8 +158,8 @@ def _lead_status(entity, action, item, where, context):
 def _lead_responsible(entity, action, item, where, context):
     moment = _required_moment(item, where, _LEAD_TIMES, context.zone)
     lead = _lead(item, where, context, stage=False)
-    require(item.get("responsible_user_id"), f"{where}[responsible_user_id]")
-    previous = text(item.get("old_responsible_user_id"))
+    base.require(item.get("responsible_user_id"), f"{where}[responsible_user_id]")
+    previous = base.text(item.get("old_responsible_user_id"))
     return _lead_event("responsible", "lead.assigned", item, where, moment, lead, previous_owner=previous)
 
 
@@ -174,21 +172,18 @@ def _untimed(kind: str, type: str, lead: Callable[[dict, str, Context], dict[str
         if moment is None:
             return None
         fields = lead(item, where, context)
-        return make_event(
-            where,
-            event_id=f"amocrm-leads-{kind}-{text(item.get('id'))}-{int(moment.timestamp())}",
-            type=type,
-            occurred_at=moment,
-            lead=fields,
-            **facts,
-        )
+        return _lead_event(kind, type, item, where, moment, fields, stamp=str(int(moment.timestamp())), **facts)
 
     return handle
 
 
 def _deleted_lead(item, where, context) -> dict[str, Any]:
-    native = require(item.get("id"), f"{where}[id]")
-    return {"id": lead_id(native), "stage": text(item.get("status_id")), "pipeline": text(item.get("pipeline_id"))}
+    native = base.require(item.get("id"), f"{where}[id]")
+    return {
+        "id": lead_id(native),
+        "stage": base.text(item.get("status_id")),
+        "pipeline": base.text(item.get("pipeline_id")),
+    }
 
 
 def _restored_lead(item, where, context) -> dict[str, Any]:
@@ -219,52 +214,52 @@ def _call_seconds(note: dict[str, Any]) -> int | None:
 def _lead_note(entity, action, item, where, context):
     note = item.get("note") if isinstance(item.get("note"), dict) else item
     where = f"{where}[note]" if note is not item else where
-    kind = text(note.get("note_type"))
+    kind = base.text(note.get("note_type"))
     channel = context.mapping["touch_notes"].get(kind)
-    if channel is None or text(note.get("element_type")) not in (None, LEAD_ELEMENT):
+    if channel is None or base.text(note.get("element_type")) not in (None, LEAD_ELEMENT):
         return None
     seconds = _call_seconds(note) if channel == "call" else None
     missed = seconds == 0
     if missed and kind in context.mapping["incoming_notes"]:
         return None  # the client called and nobody answered: still waiting for a touch
     moment = _required_moment(note, where, ("created_at", "date_create", "updated_at", "timestamp_x"), context.zone)
-    note_id = require(note.get("id"), f"{where}[id]")
-    native = require(note.get("element_id"), f"{where}[element_id]")
-    by = text(note.get("main_user_id")) or text(note.get("created_by"))
+    note_id = base.require(note.get("id"), f"{where}[id]")
+    native = base.require(note.get("element_id"), f"{where}[element_id]")
+    by = base.text(note.get("main_user_id")) or base.text(note.get("created_by"))
     outcome = "no_answer" if missed else None
     return _touch(where, f"amocrm-leads-note-{note_id}", moment, native, channel=channel, by=by, outcome=outcome)
 
 
 def _task(entity, action, item, where, context):
-    if text(item.get("element_type")) != LEAD_ELEMENT or text(item.get("status")) != "1":
+    if base.text(item.get("element_type")) != LEAD_ELEMENT or base.text(item.get("status")) != "1":
         return None
-    if text(item.get("action_close")) not in (None, "1"):
+    if base.text(item.get("action_close")) not in (None, "1"):
         return None
-    task_id = require(item.get("id"), f"{where}[id]")
-    native = require(item.get("element_id"), f"{where}[element_id]")
+    task_id = base.require(item.get("id"), f"{where}[id]")
+    native = base.require(item.get("element_id"), f"{where}[element_id]")
     moment = _required_moment(item, where, ("updated_at", "last_modified"), UTC)
-    by = text(item.get("responsible_user_id")) or text(item.get("created_user_id"))
+    by = base.text(item.get("responsible_user_id")) or base.text(item.get("created_user_id"))
     event_id = f"amocrm-task-{action}-{task_id}-{_stamp(item, moment)}"
     return _touch(where, event_id, moment, native, channel="task", by=by, task_id=task_id)
 
 
 def _message(entity, action, item, where, context):
-    if text(item.get("type")) != "outgoing":
+    if base.text(item.get("type")) != "outgoing":
         return None  # the client wrote: that starts a conversation, it does not answer one
     author = item.get("author") if isinstance(item.get("author"), dict) else {}
-    if text(author.get("type")) == "bot":
+    if base.text(author.get("type")) == "bot":
         return None
-    if text(item.get("element_type")) == LEAD_ELEMENT:
-        native = text(item.get("element_id"))
-    elif text(item.get("entity_type")) == "lead":
-        native = text(item.get("entity_id"))
+    if base.text(item.get("element_type")) == LEAD_ELEMENT:
+        native = base.text(item.get("element_id"))
+    elif base.text(item.get("entity_type")) == "lead":
+        native = base.text(item.get("entity_id"))
     else:
         return None
     if native is None:
         return None
-    message_id = require(item.get("id"), f"{where}[id]")
+    message_id = base.require(item.get("id"), f"{where}[id]")
     moment = _required_moment(item, where, ("created_at",), context.zone)
-    by = text(author.get("id"))
+    by = base.text(author.get("id"))
     return _touch(
         where, f"amocrm-message-{message_id}", moment, native, channel="message", by=by if by and by.isdigit() else None
     )

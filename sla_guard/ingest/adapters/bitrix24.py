@@ -34,23 +34,8 @@ import requests
 from sla_guard.core.events import LeadEvent
 from sla_guard.core.record_ids import lead_id as record_lead_id
 from sla_guard.exceptions import CrmReadError, InvalidEvent, Unauthorized
-from sla_guard.ingest.adapters import access
-from sla_guard.ingest.adapters.base import (
-    AdapterResult,
-    Lookup,
-    RawRequest,
-    amount,
-    customer_id,
-    from_iso,
-    from_unix,
-    group,
-    lead_fields,
-    make_event,
-    ordered,
-    parse_form,
-    require,
-    text,
-)
+from sla_guard.ingest.adapters import access, base
+from sla_guard.ingest.adapters.base import AdapterResult, Lookup, RawRequest
 from sla_guard.outbox.http import Http, bitrix24_query_limit_exceeded, json_object
 
 CRM = "bitrix24"
@@ -115,7 +100,7 @@ def mapping_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     mapping = dict(DEFAULT_MAPPING)
     mapping["won_statuses"] = access.word_set(settings, WON_STATUSES, DEFAULT_MAPPING["won_statuses"])
     mapping["lost_statuses"] = access.word_set(settings, LOST_STATUSES, DEFAULT_MAPPING["lost_statuses"])
-    mapping["reason_field"] = text(settings.get(REASON_FIELD)) or DEFAULT_MAPPING["reason_field"]
+    mapping["reason_field"] = base.text(settings.get(REASON_FIELD)) or DEFAULT_MAPPING["reason_field"]
     mapping["fields"] = access.field_settings(settings, source=FIELD_SOURCE, priority=FIELD_PRIORITY, team=FIELD_TEAM)
     return mapping
 
@@ -123,9 +108,11 @@ def mapping_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 def outcome(fields: Mapping[str, Any], mapping: Mapping[str, Any] = DEFAULT_MAPPING) -> str | None:
     """``"won"``, ``"lost"`` or ``None`` for a lead/deal record (or a :func:`snapshot`)."""
     semantic = (
-        text(fields.get("STAGE_SEMANTIC_ID")) or text(fields.get("STATUS_SEMANTIC_ID")) or text(fields.get("semantic"))
+        base.text(fields.get("STAGE_SEMANTIC_ID"))
+        or base.text(fields.get("STATUS_SEMANTIC_ID"))
+        or base.text(fields.get("semantic"))
     )
-    status = text(fields.get("STATUS_ID")) or text(fields.get("STAGE_ID")) or text(fields.get("stage"))
+    status = base.text(fields.get("STATUS_ID")) or base.text(fields.get("STAGE_ID")) or base.text(fields.get("stage"))
     if semantic in mapping["won_semantics"] or status in mapping["won_statuses"]:
         return "won"
     if semantic in mapping["lost_semantics"] or status in mapping["lost_statuses"]:
@@ -146,14 +133,14 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     (``auth[domain]``), that it is the portal of ``SLA_GUARD_BITRIX24_REST_URL``."""
     [expected] = access.secrets_to_verify(settings, "Bitrix24", APP_TOKEN)
     form = access.form_to_verify(raw, "the body carries no Bitrix24 application token")
-    auth = group(form, "auth")
-    token = text(auth.get("application_token"))
+    auth = base.group(form, "auth")
+    token = base.text(auth.get("application_token"))
     if token is None:
         raise Unauthorized("the body carries no Bitrix24 application token")
     if not access.same_secret(token, expected):
         raise Unauthorized("wrong Bitrix24 application token")
-    portal = (urlsplit(text(settings.get(REST_URL)) or "").hostname or "").lower()
-    domain = (text(auth.get("domain")) or "").lower()
+    portal = (urlsplit(base.text(settings.get(REST_URL)) or "").hostname or "").lower()
+    domain = (base.text(auth.get("domain")) or "").lower()
     if portal and domain and domain != portal:
         raise Unauthorized("the webhook comes from another Bitrix24 portal")
 
@@ -163,19 +150,19 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
 
 def parse(raw: RawRequest, settings: Mapping[str, Any]) -> AdapterResult:
     """The look-up a notification needs (or, for a deletion, its event)."""
-    form = parse_form(raw)
-    event = require(form.get("event"), "event").upper()
-    data = group(form, "data")
-    fields = group(data, "FIELDS")
-    record_id = require(fields.get("ID"), "data[FIELDS][ID]")
-    ts = from_unix(require(form.get("ts"), "ts"), "ts")
+    form = base.parse_form(raw)
+    event = base.require(form.get("event"), "event").upper()
+    data = base.group(form, "data")
+    fields = base.group(data, "FIELDS")
+    record_id = base.require(fields.get("ID"), "data[FIELDS][ID]")
+    ts = base.from_unix(base.require(form.get("ts"), "ts"), "ts")
     entity = _entity(event)
     if entity is None:
         return AdapterResult(events=[], ignored=[event.lower()])
     if event.endswith("DELETE"):
         if entity == "ACTIVITY":
             return AdapterResult(events=[], ignored=[event.lower()])
-        closed = make_event(
+        closed = base.make_event(
             "",
             event_id=f"bitrix24-{entity.lower()}-{record_id}-deleted",
             type="lead.closed",
@@ -238,19 +225,19 @@ def snapshot(rest_result: Mapping[str, Any], mapping: Mapping[str, Any] = DEFAUL
     """What to keep as the last known state of a lead/deal read over REST."""
     record = _unwrap(rest_result)
     return {
-        "id": text(record.get("ID")),
-        "name": text(record.get("TITLE")),
-        "stage": text(record.get("STATUS_ID")) or text(record.get("STAGE_ID")),
-        "semantic": text(record.get("STATUS_SEMANTIC_ID")) or text(record.get("STAGE_SEMANTIC_ID")),
-        "pipeline": text(record.get("CATEGORY_ID")),
-        "owner": text(record.get("ASSIGNED_BY_ID")),
-        "amount": amount(record.get("OPPORTUNITY")),
-        "source": text(record.get("SOURCE_ID")),
-        "reason": text(record.get(mapping["reason_field"])),
-        "modified": text(record.get("DATE_MODIFY")),
-        "customer": customer_id("bitrix24", "company", record.get("COMPANY_ID"))
-        or customer_id("bitrix24", "contact", record.get("CONTACT_ID")),
-        **lead_fields(mapping.get("fields", {}), record),
+        "id": base.text(record.get("ID")),
+        "name": base.text(record.get("TITLE")),
+        "stage": base.text(record.get("STATUS_ID")) or base.text(record.get("STAGE_ID")),
+        "semantic": base.text(record.get("STATUS_SEMANTIC_ID")) or base.text(record.get("STAGE_SEMANTIC_ID")),
+        "pipeline": base.text(record.get("CATEGORY_ID")),
+        "owner": base.text(record.get("ASSIGNED_BY_ID")),
+        "amount": base.amount(record.get("OPPORTUNITY")),
+        "source": base.text(record.get("SOURCE_ID")),
+        "reason": base.text(record.get(mapping["reason_field"])),
+        "modified": base.text(record.get("DATE_MODIFY")),
+        "customer": base.customer_id("bitrix24", "company", record.get("COMPANY_ID"))
+        or base.customer_id("bitrix24", "contact", record.get("CONTACT_ID")),
+        **base.lead_fields(mapping.get("fields", {}), record),
     }
 
 
@@ -265,7 +252,7 @@ def derive_events(
     if lookup.method == METHODS["ACTIVITY"]:
         return _activity_events(lookup, record)
     now = snapshot(record, mapping)
-    record_id = require(now["id"] or lookup.id, "result.ID")
+    record_id = base.require(now["id"] or lookup.id, "result.ID")
     entity = "deal" if lookup.method == METHODS["DEAL"] else "lead"
     modified = _time(record.get("DATE_MODIFY"), lookup.ts, "result.DATE_MODIFY")
     stamp = int(modified.timestamp())
@@ -275,7 +262,7 @@ def derive_events(
     result = outcome(now, mapping)
 
     def event(kind: str, suffix: str, at: datetime, **extra: Any) -> LeadEvent:
-        return make_event(
+        return base.make_event(
             "result", event_id=f"bitrix24-{entity}-{record_id}-{suffix}", type=kind, occurred_at=at, **extra
         )
 
@@ -301,56 +288,60 @@ def derive_events(
             events = []
         if result:
             events.append(closed())
-        return ordered(events)
+        return base.ordered(events)
     events = []
     was = outcome(last_known, mapping)
-    before_stage = text(last_known.get("stage"))
+    before_stage = base.text(last_known.get("stage"))
     if result and (not was or before_stage != now["stage"]):
         events.append(closed(before_stage))
     elif before_stage != now["stage"] or (was and not result):
         events.append(event("lead.stage_changed", f"stage-{stamp}", modified, lead=staged, previous_stage=before_stage))
-    elif result == "lost" and now["reason"] and now["reason"] != text(last_known.get("reason")):
+    elif result == "lost" and now["reason"] and now["reason"] != base.text(last_known.get("reason")):
         events.append(event("lead.updated", f"reason-{stamp}", modified, lead=lead, reason=now["reason"]))
-    if now["owner"] != text(last_known.get("owner")) and now["owner"]:
+    if now["owner"] != base.text(last_known.get("owner")) and now["owner"]:
         events.append(
             event(
-                "lead.assigned", f"assigned-{stamp}", modified, lead=lead, previous_owner=text(last_known.get("owner"))
+                "lead.assigned",
+                f"assigned-{stamp}",
+                modified,
+                lead=lead,
+                previous_owner=base.text(last_known.get("owner")),
             )
         )
     if not events and any(now.get(key) != last_known.get(key) for key in ("name", "amount", "source", "pipeline")):
         events.append(event("lead.updated", f"updated-{stamp}", modified, lead=lead))
-    return ordered(events)
+    return base.ordered(events)
 
 
 def _channel(record: Mapping[str, Any]) -> str | None:
     """The touch channel of an activity's kind: classic types by ``TYPE_ID``; the modern ones
     (``TYPE_ID`` 6, "provider" activities) by ``PROVIDER_ID``."""
-    type_id = text(record.get("TYPE_ID")) or ""
+    type_id = base.text(record.get("TYPE_ID")) or ""
     if type_id == _PROVIDER_TYPE:
-        return _PROVIDER_TOUCHES.get((text(record.get("PROVIDER_ID")) or "").upper())
+        return _PROVIDER_TOUCHES.get((base.text(record.get("PROVIDER_ID")) or "").upper())
     return _TOUCH_TYPES.get(type_id)
 
 
 def _activity_events(lookup: Lookup, record: Mapping[str, Any]) -> list[LeadEvent]:
     """One touch per activity: outgoing calls, e-mails and chats, completed calls, meetings,
     tasks, to-dos and open-line chats."""
-    owner_type = OWNER_TYPES.get(text(record.get("OWNER_TYPE_ID")) or "")
+    owner_type = OWNER_TYPES.get(base.text(record.get("OWNER_TYPE_ID")) or "")
     channel = _channel(record)
     if owner_type is None or channel is None:
         return []
-    completed = text(record.get("COMPLETED")) == "Y"
-    outgoing = text(record.get("DIRECTION")) == _OUTGOING
+    completed = base.text(record.get("COMPLETED")) == "Y"
+    outgoing = base.text(record.get("DIRECTION")) == _OUTGOING
     if not (completed or (outgoing and channel in ("call", "email", "message"))):
         return []
     if channel == "email" and not outgoing:
         return []  # the client wrote: that asks for an answer, it is not one
-    activity_id = require(record.get("ID") or lookup.id, "result.ID")
-    lead_id = record_lead_id(CRM, owner_type, require(record.get("OWNER_ID"), "result.OWNER_ID"))
+    activity_id = base.require(record.get("ID") or lookup.id, "result.ID")
+    lead_id = record_lead_id(CRM, owner_type, base.require(record.get("OWNER_ID"), "result.OWNER_ID"))
     # when it was logged or marked done; END_TIME may be a planned time still in the future
     at = _time(record.get("LAST_UPDATED") or record.get("CREATED"), lookup.ts, "result.LAST_UPDATED")
-    by = text(record.get("RESPONSIBLE_ID")) or text(record.get("AUTHOR_ID"))
+    by = base.text(record.get("RESPONSIBLE_ID")) or base.text(record.get("AUTHOR_ID"))
     return [
-        make_event(
+        base.make_event(
             "result",
             event_id=f"bitrix24-activity-{activity_id}-touched",
             type="lead.touched",
@@ -369,8 +360,8 @@ def _unwrap(rest_result: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _time(value: Any, fallback: datetime | None, where: str) -> datetime:
-    if text(value) is None:
+    if base.text(value) is None:
         if fallback is None:
             raise InvalidEvent(where, "is missing")
         return fallback
-    return from_iso(value, where)
+    return base.from_iso(value, where)

@@ -39,22 +39,8 @@ from typing import Any
 from sla_guard.core.events import LeadEvent
 from sla_guard.core.record_ids import lead_id as record_lead_id
 from sla_guard.exceptions import InvalidEvent, Unauthorized
-from sla_guard.ingest.adapters import access
-from sla_guard.ingest.adapters.base import (
-    AdapterResult,
-    RawRequest,
-    amount,
-    customer_id,
-    from_unix,
-    header,
-    make_event,
-    ordered,
-    outcome_in,
-    parse_json,
-    require,
-    text,
-    unique,
-)
+from sla_guard.ingest.adapters import access, base
+from sla_guard.ingest.adapters.base import AdapterResult, RawRequest
 
 CRM = "hubspot"
 SETTINGS = access.setting_names(
@@ -157,7 +143,7 @@ def enabled(settings: Mapping[str, Any]) -> bool:
 def signed_uri(raw: RawRequest, settings: Mapping[str, Any]) -> str:
     """The URI HubSpot signed: the public URL setting if given, else the URL the server saw,
     with the percent-escapes HubSpot decodes before signing decoded."""
-    uri = text(settings.get(PUBLIC_URL)) or raw.url
+    uri = base.text(settings.get(PUBLIC_URL)) or raw.url
     for escape, char in _URI_DECODE.items():
         uri = uri.replace(escape, char).replace(escape.lower(), char)
     return uri
@@ -173,14 +159,14 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     """Check ``X-HubSpot-Signature-v3`` and that the request is at most five minutes old
     (or early) relative to ``now``. Older signature versions are refused."""
     [secret] = access.secrets_to_verify(settings, "HubSpot", CLIENT_SECRET)
-    given = header(raw, "X-HubSpot-Signature-v3")
-    stamp = header(raw, "X-HubSpot-Request-Timestamp")
+    given = base.header(raw, "X-HubSpot-Signature-v3")
+    stamp = base.header(raw, "X-HubSpot-Request-Timestamp")
     if not given or not stamp:
         raise Unauthorized("missing X-HubSpot-Signature-v3 or X-HubSpot-Request-Timestamp")
     if not stamp.strip().isdigit():
         raise Unauthorized("X-HubSpot-Request-Timestamp is not a number")
     try:
-        sent = from_unix(stamp.strip(), "X-HubSpot-Request-Timestamp", millis=True)
+        sent = base.from_unix(stamp.strip(), "X-HubSpot-Request-Timestamp", millis=True)
     except InvalidEvent:
         raise Unauthorized("X-HubSpot-Request-Timestamp is out of range") from None
     if abs(now - sent) > MAX_AGE:
@@ -195,13 +181,13 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
 
 def parse(raw: RawRequest, settings: Mapping[str, Any]) -> AdapterResult:
     """The lead events of a HubSpot batch, sorted by ``occurredAt``."""
-    payload = parse_json(raw)
+    payload = base.parse_json(raw)
     if isinstance(payload, dict):
         payload = [payload]
     if not isinstance(payload, list) or not payload:
         raise InvalidEvent("body", "expected a non-empty JSON array of HubSpot events")
     mapping = mapping_from_settings(settings)
-    app_url = (text(settings.get(APP_URL)) or "https://app.hubspot.com").rstrip("/")
+    app_url = (base.text(settings.get(APP_URL)) or "https://app.hubspot.com").rstrip("/")
     notes: list[tuple[int, dict[str, Any], LeadEvent]] = []
     ignored: list[str] = []
     for index, item in enumerate(payload):
@@ -214,14 +200,14 @@ def parse(raw: RawRequest, settings: Mapping[str, Any]) -> AdapterResult:
             ignored.append(kind)
         else:
             notes.append((index, item, event))
-    return AdapterResult(events=ordered(unique(_merge_reasons(notes, mapping))), ignored=ignored)
+    return AdapterResult(events=base.ordered(base.unique(_merge_reasons(notes, mapping))), ignored=ignored)
 
 
 def _kind(item: dict[str, Any]) -> str:
     """``deal.propertyChange`` for both the legacy and the generic subscription types."""
-    kind = text(item.get("subscriptionType")) or "unknown"
+    kind = base.text(item.get("subscriptionType")) or "unknown"
     if kind.startswith("object."):
-        type_id = text(item.get("objectTypeId")) or text(item.get("fromObjectTypeId")) or "object"
+        type_id = base.text(item.get("objectTypeId")) or base.text(item.get("fromObjectTypeId")) or "object"
         name = OBJECT_TYPES.get(type_id, type_id)
         kind = f"{name}.{kind.split('.', 1)[1]}"
     return kind
@@ -233,45 +219,47 @@ def _event(item: dict[str, Any], kind: str, where: str, mapping: Mapping[str, An
         return _touch(item, where, mapping)
     if obj not in mapping["lead_objects"]:
         return None
-    event_id = f"hubspot-{require(item.get('eventId'), f'{where}.eventId')}"
-    lead_id = require(item.get("objectId"), f"{where}.objectId")
-    moment = from_unix(require(item.get("occurredAt"), f"{where}.occurredAt"), f"{where}.occurredAt", millis=True)
+    event_id = f"hubspot-{base.require(item.get('eventId'), f'{where}.eventId')}"
+    lead_id = base.require(item.get("objectId"), f"{where}.objectId")
+    moment = base.from_unix(
+        base.require(item.get("occurredAt"), f"{where}.occurredAt"), f"{where}.occurredAt", millis=True
+    )
     lead: dict[str, Any] = {"id": record_lead_id(CRM, obj, lead_id), "url": _url(item, obj, lead_id, app_url)}
     common = dict(event_id=event_id, occurred_at=moment)
     if action == "creation":
-        return make_event(where, type="lead.created", lead=lead, **common)
+        return base.make_event(where, type="lead.created", lead=lead, **common)
     if action == "deletion":
-        return make_event(where, type="lead.closed", reason="deleted", lead=lead, **common)
+        return base.make_event(where, type="lead.closed", reason="deleted", lead=lead, **common)
     if action == "restore":
-        return make_event(where, type="lead.stage_changed", lead=lead, **common)
+        return base.make_event(where, type="lead.stage_changed", lead=lead, **common)
     if action != "propertyChange":
         return None
-    prop = text(item.get("propertyName"))
-    value = text(item.get("propertyValue"))
+    prop = base.text(item.get("propertyName"))
+    value = base.text(item.get("propertyValue"))
     if prop == mapping["stage_property"].get(obj):
         if value is None:
             return None
         lead["stage"] = value
-        result = outcome_in(value, mapping)
+        result = base.outcome_in(value, mapping)
         if result:
-            return make_event(where, type="lead.closed", outcome=result, lead=lead, **common)
-        return make_event(where, type="lead.stage_changed", lead=lead, **common)
+            return base.make_event(where, type="lead.closed", outcome=result, lead=lead, **common)
+        return base.make_event(where, type="lead.stage_changed", lead=lead, **common)
     if prop == mapping["owner_property"]:
         lead["owner"] = value
-        return make_event(where, type="lead.assigned", lead=lead, **common)
+        return base.make_event(where, type="lead.assigned", lead=lead, **common)
     if prop == mapping["reason_property"]:
-        return make_event(where, type="lead.updated", reason=value, lead=lead, **common)
+        return base.make_event(where, type="lead.updated", reason=value, lead=lead, **common)
     if prop in mapping["updated_properties"]:
         field = mapping["updated_properties"][prop]
         if field == "customer":
-            value = customer_id("hubspot", "company", value)
-        lead[field] = amount(value) if field == "amount" else value
-        return make_event(where, type="lead.updated", lead=lead, **common)
+            value = base.customer_id("hubspot", "company", value)
+        lead[field] = base.amount(value) if field == "amount" else value
+        return base.make_event(where, type="lead.updated", lead=lead, **common)
     return None
 
 
 def _url(item: dict[str, Any], obj: str, object_id: str, app_url: str) -> str | None:
-    portal = text(item.get("portalId"))
+    portal = base.text(item.get("portalId"))
     type_id = {name: type_id for type_id, name in OBJECT_TYPES.items()}.get(obj)
     return f"{app_url}/contacts/{portal}/record/{type_id}/{object_id}" if portal and type_id else None
 
@@ -290,25 +278,27 @@ def _touch(item: dict[str, Any], where: str, mapping: Mapping[str, Any]) -> Lead
         channel, lead_object, lead_id = mapping["touches"][to_type], from_type, from_id
     else:
         return None
-    moment = from_unix(require(item.get("occurredAt"), f"{where}.occurredAt"), f"{where}.occurredAt", millis=True)
-    source = text(item.get("sourceId")) or ""
+    moment = base.from_unix(
+        base.require(item.get("occurredAt"), f"{where}.occurredAt"), f"{where}.occurredAt", millis=True
+    )
+    source = base.text(item.get("sourceId")) or ""
     by = source.split(":", 1)[1] if source.startswith("userId:") else None
-    return make_event(
+    return base.make_event(
         where,
-        event_id=f"hubspot-{require(item.get('eventId'), f'{where}.eventId')}",
+        event_id=f"hubspot-{base.require(item.get('eventId'), f'{where}.eventId')}",
         type="lead.touched",
         occurred_at=moment,
-        lead={"id": record_lead_id(CRM, lead_object, require(lead_id, f"{where}.toObjectId"))},
+        lead={"id": record_lead_id(CRM, lead_object, base.require(lead_id, f"{where}.toObjectId"))},
         touch={"channel": channel, "by": by},
     )
 
 
 def _association_ends(item: dict[str, Any]) -> tuple[tuple[str, Any], tuple[str, Any]] | None:
     """``((from_type, from_id), (to_type, to_id))`` of an association event, when it says."""
-    from_type = OBJECT_TYPES.get(text(item.get("fromObjectTypeId")) or "")
-    to_type = OBJECT_TYPES.get(text(item.get("toObjectTypeId")) or "")
+    from_type = OBJECT_TYPES.get(base.text(item.get("fromObjectTypeId")) or "")
+    to_type = OBJECT_TYPES.get(base.text(item.get("toObjectTypeId")) or "")
     if not (from_type and to_type):
-        named = (text(item.get("associationType")) or "").lower().split("_to_")
+        named = (base.text(item.get("associationType")) or "").lower().split("_to_")
         if len(named) != 2:
             return None
         from_type, to_type = (name.rstrip("s") for name in named)
@@ -327,7 +317,7 @@ def _merge_reasons(notes: list[tuple[int, dict[str, Any], LeadEvent]], mapping: 
     events = [event for _, _, event in notes]
     merged: set[int] = set()
     for position, (_, item, event) in enumerate(notes):
-        is_reason = event.type == "lead.updated" and text(item.get("propertyName")) == mapping["reason_property"]
+        is_reason = event.type == "lead.updated" and base.text(item.get("propertyName")) == mapping["reason_property"]
         target = closures.get(event.lead.id)
         if is_reason and target is not None and event.reason:
             events[target] = events[target].model_copy(update={"reason": event.reason})

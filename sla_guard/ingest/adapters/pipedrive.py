@@ -36,24 +36,8 @@ from typing import Any
 from sla_guard.core.events import LeadEvent
 from sla_guard.core.record_ids import lead_id as record_lead_id
 from sla_guard.exceptions import InvalidEvent, Unauthorized
-from sla_guard.ingest.adapters import access
-from sla_guard.ingest.adapters.base import (
-    AdapterResult,
-    RawRequest,
-    amount,
-    customer_id,
-    from_iso,
-    from_unix,
-    group,
-    header,
-    lead_fields,
-    make_event,
-    ordered,
-    outcome_in,
-    parse_json,
-    require,
-    text,
-)
+from sla_guard.ingest.adapters import access, base
+from sla_guard.ingest.adapters.base import AdapterResult, RawRequest
 
 CRM = "pipedrive"
 SETTINGS = access.setting_names(
@@ -125,7 +109,7 @@ def verify(raw: RawRequest, settings: Mapping[str, Any], now: datetime) -> None:
     Pipedrive signs nothing and its timestamp is not authenticated, so ``now`` is unused.
     """
     user, password = access.secrets_to_verify(settings, "Pipedrive", USER, PASSWORD)
-    given = header(raw, "Authorization") or ""
+    given = base.header(raw, "Authorization") or ""
     scheme, _, encoded = given.strip().partition(" ")
     if scheme.lower() != "basic" or not encoded:
         raise Unauthorized("missing basic auth")
@@ -161,49 +145,49 @@ class _Change:
 
 def parse(raw: RawRequest, settings: Mapping[str, Any]) -> AdapterResult:
     """The lead events of one Pipedrive notification."""
-    payload = parse_json(raw)
+    payload = base.parse_json(raw)
     if not isinstance(payload, dict):
         raise InvalidEvent("body", "expected a JSON object")
     change = _normalise(payload)
     kind = f"{change.entity}.{change.action}"
     handler = {"deal": _deal, "lead": _lead_entity, "activity": _activity}.get(change.entity)
     mapping = mapping_from_settings(settings)
-    events = handler(change, mapping, text(settings.get(APP_URL))) if handler else []
+    events = handler(change, mapping, base.text(settings.get(APP_URL))) if handler else []
     if len(events) > 1:
         events = [event.model_copy(update={"event_id": f"{event.event_id}-{_SUFFIX[event.type]}"}) for event in events]
-    return AdapterResult(events=ordered(events), ignored=[] if events else [kind])
+    return AdapterResult(events=base.ordered(events), ignored=[] if events else [kind])
 
 
 def _normalise(payload: dict[str, Any]) -> _Change:
     meta = payload.get("meta")
     if not isinstance(meta, dict):
         raise InvalidEvent("meta", "is missing")
-    previous = group(payload, "previous")
+    previous = base.group(payload, "previous")
     if "current" in payload or "object" in meta or str(meta.get("v", "")) == "1":
-        event_name = text(payload.get("event")) or ""
-        action = text(meta.get("action")) or event_name.partition(".")[0]
-        entity = require(meta.get("object") or event_name.partition(".")[2], "meta.object")
-        data = group(payload, "current")
-        micro = text(meta.get("timestamp_micro"))
+        event_name = base.text(payload.get("event")) or ""
+        action = base.text(meta.get("action")) or event_name.partition(".")[0]
+        entity = base.require(meta.get("object") or event_name.partition(".")[2], "meta.object")
+        data = base.group(payload, "current")
+        micro = base.text(meta.get("timestamp_micro"))
         if micro and micro.isdigit():
-            moment = from_unix(int(micro) / 1_000_000, "meta.timestamp_micro")
+            moment = base.from_unix(int(micro) / 1_000_000, "meta.timestamp_micro")
         else:
-            moment = from_unix(require(meta.get("timestamp"), "meta.timestamp"), "meta.timestamp")
-        object_id = text(meta.get("id")) or text(data.get("id")) or text(previous.get("id"))
-        stamp = micro if micro and micro.isdigit() else text(meta.get("timestamp"))
-        event_id = f"pipedrive-v1-{entity}-{require(object_id, 'meta.id')}-{stamp}"
+            moment = base.from_unix(base.require(meta.get("timestamp"), "meta.timestamp"), "meta.timestamp")
+        object_id = base.text(meta.get("id")) or base.text(data.get("id")) or base.text(previous.get("id"))
+        stamp = micro if micro and micro.isdigit() else base.text(meta.get("timestamp"))
+        event_id = f"pipedrive-v1-{entity}-{base.require(object_id, 'meta.id')}-{stamp}"
         return _Change(entity, _V1_ACTIONS.get(action, action), data, previous, event_id, moment, meta)
-    entity = require(meta.get("entity"), "meta.entity")
-    action = require(meta.get("action"), "meta.action")
-    data = group(payload, "data")
-    moment = from_iso(require(meta.get("timestamp"), "meta.timestamp"), "meta.timestamp")
-    event_id = f"pipedrive-{require(meta.get('id'), 'meta.id')}"
+    entity = base.require(meta.get("entity"), "meta.entity")
+    action = base.require(meta.get("action"), "meta.action")
+    data = base.group(payload, "data")
+    moment = base.from_iso(base.require(meta.get("timestamp"), "meta.timestamp"), "meta.timestamp")
+    event_id = f"pipedrive-{base.require(meta.get('id'), 'meta.id')}"
     return _Change(entity, action, data, previous, event_id, moment, meta)
 
 
 def _user(value: Any) -> str | None:
     """A user id, whether Pipedrive sends ``12`` or ``{"id": 12, "name": …}``."""
-    return text(value.get("id") if isinstance(value, dict) else value)
+    return base.text(value.get("id") if isinstance(value, dict) else value)
 
 
 def _owner(record: dict[str, Any]) -> str | None:
@@ -226,43 +210,59 @@ def _record(change: _Change) -> dict[str, Any]:
     return change.previous
 
 
+_PAGES = {"deal": "deal", "lead": "leads/inbox"}
+"""Where Pipedrive's web app shows a deal, and a lead of the Leads inbox."""
+
+
+def _lead(change: _Change, entity: str, mapping: Mapping[str, Any], app_url: str | None) -> dict[str, Any]:
+    """The lead fields of a deal or of a lead of the Leads inbox, which names its source and its
+    organization its own way (and has no pipeline)."""
+    record = _record(change)
+    native_id = base.require(record.get("id") or change.meta.get("entity_id"), "data.id")
+    if entity == "deal":
+        own = {"pipeline": base.text(record.get("pipeline_id")), "source": base.text(record.get("origin"))}
+        organization = record.get("org_id")
+    else:
+        own = {"source": base.text(record.get("source_name")) or base.text(record.get("origin"))}
+        organization = record.get("organization_id") or record.get("org_id")
+    return {
+        "id": record_lead_id(CRM, entity, native_id),
+        "name": base.text(record.get("title")),
+        "owner": _owner(record),
+        "amount": base.amount(record.get("value")),
+        "customer": base.customer_id("pipedrive", "org", organization),
+        "url": f"{app_url.rstrip('/')}/{_PAGES[entity]}/{native_id}" if app_url else None,
+        **own,
+        **base.lead_fields(mapping["fields"], _custom(record)),
+    }
+
+
 def _deal(change: _Change, mapping: Mapping[str, Any], app_url: str | None) -> list[LeadEvent]:
     record = _record(change)
-    lead_id = require(record.get("id") or change.meta.get("entity_id"), "data.id")
-    lead = {
-        "id": record_lead_id(CRM, "deal", lead_id),
-        "name": text(record.get("title")),
-        "pipeline": text(record.get("pipeline_id")),
-        "owner": _owner(record),
-        "amount": amount(record.get("value")),
-        "source": text(record.get("origin")),
-        "customer": customer_id("pipedrive", "org", record.get("org_id")),
-        "url": f"{app_url.rstrip('/')}/deal/{lead_id}" if app_url else None,
-        **lead_fields(mapping["fields"], _custom(record)),
-    }
-    staged = {**lead, "stage": text(record.get("stage_id"))}
+    lead = _lead(change, "deal", mapping, app_url)
+    staged = {**lead, "stage": base.text(record.get("stage_id"))}
     common = {"event_id": change.event_id, "occurred_at": change.moment}
     if change.action == "create":
-        return [make_event("data", type="lead.created", lead=staged, **common)]
+        return [base.make_event("data", type="lead.created", lead=staged, **common)]
     if change.action == "delete":
-        return [make_event("data", type="lead.closed", reason="deleted", lead=staged, **common)]
+        return [base.make_event("data", type="lead.closed", reason="deleted", lead=staged, **common)]
     if change.action != "change":
         return []
     events = []
-    status, before = text(change.data.get("status")), text(change.previous.get("status"))
+    status, before = base.text(change.data.get("status")), base.text(change.previous.get("status"))
     stage_moved = change.changed("stage_id")
-    previous_stage = text(change.previous.get("stage_id")) if stage_moved else None
-    closing = change.changed("status") and (outcome_in(status, mapping) or status == "deleted")
+    previous_stage = base.text(change.previous.get("stage_id")) if stage_moved else None
+    closing = change.changed("status") and (base.outcome_in(status, mapping) or status == "deleted")
     if closing:
-        result = outcome_in(status, mapping)
+        result = base.outcome_in(status, mapping)
         events.append(
-            make_event(
+            base.make_event(
                 "data",
                 type="lead.closed",
                 outcome=result,
                 lead=staged,
                 previous_stage=previous_stage,
-                reason=text(change.data.get("lost_reason"))
+                reason=base.text(change.data.get("lost_reason"))
                 if result == "lost"
                 else ("deleted" if status == "deleted" else None),
                 **common,
@@ -270,74 +270,67 @@ def _deal(change: _Change, mapping: Mapping[str, Any], app_url: str | None) -> l
         )
     elif stage_moved or (change.changed("status") and status == "open" and before):
         events.append(
-            make_event("data", type="lead.stage_changed", lead=staged, previous_stage=previous_stage, **common)
+            base.make_event("data", type="lead.stage_changed", lead=staged, previous_stage=previous_stage, **common)
         )
     if change.changed("owner_id") or change.changed("user_id"):
         previous_owner = _user(change.previous.get("owner_id")) or _user(change.previous.get("user_id"))
-        events.append(make_event("data", type="lead.assigned", lead=lead, previous_owner=previous_owner, **common))
-    if not events and change.changed("lost_reason") and outcome_in(status, mapping) == "lost":
+        events.append(base.make_event("data", type="lead.assigned", lead=lead, previous_owner=previous_owner, **common))
+    if not events and change.changed("lost_reason") and base.outcome_in(status, mapping) == "lost":
         events.append(
-            make_event("data", type="lead.updated", lead=lead, reason=text(change.data.get("lost_reason")), **common)
+            base.make_event(
+                "data", type="lead.updated", lead=lead, reason=base.text(change.data.get("lost_reason")), **common
+            )
         )
     if not events and any(change.changed(key) for key in ("value", "title", "pipeline_id")):
-        events.append(make_event("data", type="lead.updated", lead=lead, **common))
+        events.append(base.make_event("data", type="lead.updated", lead=lead, **common))
     return events
 
 
 def _lead_entity(change: _Change, mapping: Mapping[str, Any], app_url: str | None) -> list[LeadEvent]:
     """Pipedrive's Leads inbox (webhooks v2): leads have no stages, only an owner and archiving."""
-    record = _record(change)
-    lead_id = require(record.get("id") or change.meta.get("entity_id"), "data.id")
-    lead = {
-        "id": record_lead_id(CRM, "lead", lead_id),
-        "name": text(record.get("title")),
-        "owner": _owner(record),
-        "amount": amount(record.get("value")),
-        "source": text(record.get("source_name")) or text(record.get("origin")),
-        "customer": customer_id("pipedrive", "org", record.get("organization_id") or record.get("org_id")),
-        "url": f"{app_url.rstrip('/')}/leads/inbox/{lead_id}" if app_url else None,
-        **lead_fields(mapping["fields"], _custom(record)),
-    }
+    lead = _lead(change, "lead", mapping, app_url)
     common = {"event_id": change.event_id, "occurred_at": change.moment, "lead": lead}
     if change.action == "create":
-        return [make_event("data", type="lead.created", **common)]
+        return [base.make_event("data", type="lead.created", **common)]
     if change.action == "delete":
-        return [make_event("data", type="lead.closed", reason="deleted", **common)]
+        return [base.make_event("data", type="lead.closed", reason="deleted", **common)]
     if change.action != "change":
         return []
     if change.changed("is_archived"):
         if change.data.get("is_archived"):
-            return [make_event("data", type="lead.closed", reason="archived", **common)]
-        return [make_event("data", type="lead.stage_changed", **common)]
+            return [base.make_event("data", type="lead.closed", reason="archived", **common)]
+        return [base.make_event("data", type="lead.stage_changed", **common)]
     if change.changed("owner_id"):
         return [
-            make_event("data", type="lead.assigned", previous_owner=_user(change.previous.get("owner_id")), **common)
+            base.make_event(
+                "data", type="lead.assigned", previous_owner=_user(change.previous.get("owner_id")), **common
+            )
         ]
     if change.changed("title") or change.changed("value"):
-        return [make_event("data", type="lead.updated", **common)]
+        return [base.make_event("data", type="lead.updated", **common)]
     return []
 
 
 def _activity(change: _Change, mapping: Mapping[str, Any], app_url: str | None) -> list[LeadEvent]:
     """A call, e-mail or meeting marked done on a deal or lead is a touch."""
     record = change.data
-    kind = text(record.get("type"))
+    kind = base.text(record.get("type"))
     done = record.get("done") in (True, 1, "1", "true")
     newly_done = change.action == "create" or (change.action == "change" and change.changed("done"))
     if not (done and newly_done and kind in mapping["touch_types"]):
         return []
-    deal_id, pipedrive_lead_id = text(record.get("deal_id")), text(record.get("lead_id"))
+    deal_id, pipedrive_lead_id = base.text(record.get("deal_id")), base.text(record.get("lead_id"))
     if deal_id is None and pipedrive_lead_id is None:
         return []
     lead_id = record_lead_id(CRM, "deal", deal_id) if deal_id else record_lead_id(CRM, "lead", pipedrive_lead_id)
-    by = _owner(record) or text(change.meta.get("user_id"))
+    by = _owner(record) or base.text(change.meta.get("user_id"))
     return [
-        make_event(
+        base.make_event(
             "data",
             event_id=change.event_id,
             type="lead.touched",
             occurred_at=change.moment,
             lead={"id": lead_id},
-            touch={"channel": kind, "by": by, "task_id": text(record.get("id"))},
+            touch={"channel": kind, "by": by, "task_id": base.text(record.get("id"))},
         )
     ]

@@ -34,6 +34,7 @@ from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     RestTasks,
     TaskRequest,
+    Timeout,
     marked_task,
     setting,
     with_marker,
@@ -64,7 +65,7 @@ class AmoCrmTasks(RestTasks):
         session: requests.Session,
         *,
         task_type_id: int = FOLLOW_UP_TYPE,
-        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        timeout: Timeout = DEFAULT_TIMEOUT,
     ):
         self.task_type_id = task_type_id
         bearer = {"Authorization": f"Bearer {access_token}"}

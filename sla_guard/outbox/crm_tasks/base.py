@@ -24,14 +24,18 @@ import html
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import requests
 
 from sla_guard.exceptions import TaskError, TaskNotFound
 from sla_guard.outbox.http import Http, json_body
+from sla_guard.outbox.pacing import account_key
 
-DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 20.0)
+Timeout = float | tuple[float, float]
+"""Seconds a CRM call may take: one figure, or (connect, read)."""
+
+DEFAULT_TIMEOUT: Timeout = (5.0, 20.0)
 """(connect, read) seconds for every CRM call; well under the 60 s job timeout."""
 
 KINDS = ("lead", "deal", "contact")
@@ -192,7 +196,7 @@ class CrmTasks:
     def connect(
         self,
         session: requests.Session,
-        timeout: float | tuple[float, float],
+        timeout: Timeout,
         secrets: Iterable[str | None],
         credentials: str,
         account: str,
@@ -212,7 +216,7 @@ class RestTasks(CrmTasks):
     def _open(
         self,
         session: requests.Session,
-        timeout: float | tuple[float, float],
+        timeout: Timeout,
         api_url: str,
         token: str,
         token_setting: str,
@@ -264,10 +268,63 @@ class RestTasks(CrmTasks):
         return body
 
 
+class TokenTasks(RestTasks):
+    """What the clients of an account known by its API token alone share (HubSpot, Pipedrive):
+    the settings that name the token and the API's address, and how a token becomes a client
+    whose calls are paced per token. Each client says how the token is sent (:meth:`auth`)."""
+
+    token_setting: ClassVar[str]
+    """The setting that holds the API token (``SLA_GUARD_HUBSPOT_ACCESS_TOKEN``)."""
+    api_url_setting: ClassVar[str]
+    """The setting that names another API address than :attr:`default_api_url`."""
+    default_api_url: ClassVar[str]
+
+    def __init__(
+        self, token: str, session: requests.Session, *, api_url: str | None = None, timeout: Timeout = DEFAULT_TIMEOUT
+    ):
+        api_base = self.api_base(api_url or self.default_api_url)
+        account = account_key(token)
+        self._open(
+            session,
+            timeout,
+            api_base,
+            token,
+            self.token_setting,
+            account=account,
+            auth=self.auth(token),
+            **self.pacing(),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> Self | None:
+        """The client, or ``None`` unless the :attr:`token_setting` is set."""
+        token = setting(settings, cls.token_setting)
+        if not token:
+            return None
+        return cls(token, session, api_url=setting(settings, cls.api_url_setting), **cls.options(settings))
+
+    @classmethod
+    def options(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The client's own settings, as keyword arguments of its constructor."""
+        return {}
+
+    def api_base(self, api_url: str) -> str:
+        """The address the API's paths follow."""
+        return api_url
+
+    def auth(self, token: str) -> dict[str, str]:
+        """The headers that carry the token."""
+        raise NotImplementedError
+
+    def pacing(self) -> dict[str, Any]:
+        """How :func:`crm_http` paces this CRM's calls (``limited``, ``cost``), beyond the default."""
+        return {}
+
+
 def crm_http(
     crm: str,
     session: requests.Session,
-    timeout: float | tuple[float, float],
+    timeout: Timeout,
     secrets: Iterable[str | None],
     credentials: str,
     account: str,

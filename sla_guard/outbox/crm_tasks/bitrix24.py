@@ -39,6 +39,7 @@ from sla_guard.outbox.crm_tasks.base import (
     DEFAULT_TIMEOUT,
     CrmTasks,
     TaskRequest,
+    Timeout,
     marked_task,
     setting,
     subject,
@@ -85,7 +86,7 @@ class Bitrix24Tasks(CrmTasks):
         rest_url: str,
         session: requests.Session,
         *,
-        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        timeout: Timeout = DEFAULT_TIMEOUT,
     ):
         self.rest_url = rest_url.rstrip("/")
         key = urlsplit(self.rest_url).path.rstrip("/").rsplit("/", 1)[-1]

@@ -31,16 +31,13 @@ import requests
 
 from sla_guard.exceptions import TaskError
 from sla_guard.outbox.crm_tasks.base import (
-    DEFAULT_TIMEOUT,
-    RestTasks,
     TaskRequest,
+    TokenTasks,
     html_with_marker,
     marked_task,
-    setting,
     subject,
 )
 from sla_guard.outbox.http import json_body
-from sla_guard.outbox.pacing import account_key
 
 CRM = "HubSpot"
 ACCESS_TOKEN = "SLA_GUARD_HUBSPOT_ACCESS_TOKEN"
@@ -57,31 +54,16 @@ PRIORITY = "MEDIUM"
 _DAILY_WAIT_S = 3600.0
 
 
-class HubSpotTasks(RestTasks):
+class HubSpotTasks(TokenTasks):
     """Task client for one HubSpot account (a private app's access token)."""
 
     crm = CRM
+    token_setting = ACCESS_TOKEN
+    api_url_setting = API_URL
+    default_api_url = DEFAULT_API_URL
 
-    def __init__(
-        self,
-        access_token: str,
-        session: requests.Session,
-        *,
-        api_url: str = DEFAULT_API_URL,
-        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-    ):
-        bearer = {"Authorization": f"Bearer {access_token}"}
-        self._open(
-            session, timeout, api_url, access_token, ACCESS_TOKEN, account=account_key(access_token), auth=bearer
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> HubSpotTasks | None:
-        """The client, or ``None`` unless ``SLA_GUARD_HUBSPOT_ACCESS_TOKEN`` is set."""
-        token = setting(settings, ACCESS_TOKEN)
-        if not token:
-            return None
-        return cls(token, session, api_url=setting(settings, API_URL) or DEFAULT_API_URL)
+    def auth(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
 
     # --- TaskClient -----------------------------------------------------------------------
 

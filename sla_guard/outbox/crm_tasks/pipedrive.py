@@ -35,9 +35,8 @@ import requests
 
 from sla_guard.exceptions import TaskError
 from sla_guard.outbox.crm_tasks.base import (
-    DEFAULT_TIMEOUT,
-    RestTasks,
     TaskRequest,
+    TokenTasks,
     html_with_marker,
     marked_task,
     numeric_id,
@@ -45,7 +44,6 @@ from sla_guard.outbox.crm_tasks.base import (
     subject,
 )
 from sla_guard.outbox.http import json_body
-from sla_guard.outbox.pacing import account_key
 
 CRM = "Pipedrive"
 API_TOKEN = "SLA_GUARD_PIPEDRIVE_API_TOKEN"
@@ -70,40 +68,33 @@ def token_cost(method: str, url: str) -> int:
     return 2 if last.isdigit() or len(last) == 36 else 20
 
 
-class PipedriveTasks(RestTasks):
+class PipedriveTasks(TokenTasks):
     """Task client for one Pipedrive company (an API token)."""
 
     crm = CRM
+    token_setting = API_TOKEN
+    api_url_setting = API_URL
+    default_api_url = DEFAULT_API_URL
 
-    def __init__(
-        self,
-        api_token: str,
-        session: requests.Session,
-        *,
-        api_url: str = DEFAULT_API_URL,
-        task_type: str = DEFAULT_TASK_TYPE,
-        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-    ):
+    def __init__(self, api_token: str, session: requests.Session, *, task_type: str = DEFAULT_TASK_TYPE, **kwargs: Any):
+        """``kwargs``: the ``api_url`` and ``timeout`` of :class:`~.base.TokenTasks`."""
         self.task_type = task_type
-        base = api_url.rstrip("/")
-        base = base if base.endswith("/api") else f"{base}/api"
-        auth = {"x-api-token": api_token}
-        self._open(
-            session, timeout, base, api_token, API_TOKEN, account=account_key(api_token), auth=auth, cost=token_cost
-        )
+        super().__init__(api_token, session, **kwargs)
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], session: requests.Session) -> PipedriveTasks | None:
-        """The client, or ``None`` unless ``SLA_GUARD_PIPEDRIVE_API_TOKEN`` is set."""
-        token = setting(settings, API_TOKEN)
-        if not token:
-            return None
-        return cls(
-            token,
-            session,
-            api_url=setting(settings, API_URL) or DEFAULT_API_URL,
-            task_type=setting(settings, TASK_TYPE) or DEFAULT_TASK_TYPE,
-        )
+    def options(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        return {"task_type": setting(settings, TASK_TYPE) or DEFAULT_TASK_TYPE}
+
+    def api_base(self, api_url: str) -> str:
+        """The API's base always ends in ``/api``."""
+        base = api_url.rstrip("/")
+        return base if base.endswith("/api") else f"{base}/api"
+
+    def auth(self, token: str) -> dict[str, str]:
+        return {"x-api-token": token}
+
+    def pacing(self) -> dict[str, Any]:
+        return {"cost": token_cost}
 
     # --- TaskClient -----------------------------------------------------------------------
 
