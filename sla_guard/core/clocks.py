@@ -33,12 +33,17 @@ class ClockState:
     """One cycle of one SLA clock of a lead, as the events determine it."""
 
     name: str
+    """``first_touch``, ``stage:<stage>`` or a follow-up step (``follow_up:<cadence>:<step>``)."""
     cycle: int
+    """How many times the lead started this clock before (a lead back in a stage starts it anew)."""
     rule_name: str
+    """The rule that set it, by which the clock is judged even after the rules change."""
     started_at: datetime
     due_at: datetime
+    """The deadline, in business time of the rule's calendar from ``started_at``."""
     stopped_at: datetime | None = None
     stop_reason: str | None = None
+    """``touched``, ``stage_changed``, ``left_stage``, ``closed``, ``done``, ``cancelled`` …"""
     paused_at: datetime | None = None
     """Set while the lead sits in a pausing stage: the clock does not count."""
     budget_used: timedelta = timedelta(0)

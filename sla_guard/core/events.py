@@ -85,14 +85,21 @@ class LeadEvent(_Strict):
     """One thing that happened to a lead, as sla-guard records it."""
 
     event_id: Id
+    """The sender's id of the event: a repeat of it is a duplicate."""
     type: EventType
     occurred_at: AwareDatetime
+    """When it happened in the CRM (not when it arrived): events are replayed in this order."""
     lead: Lead
     previous_stage: Text | None = None
+    """The stage the lead left (``lead.stage_changed``)."""
     previous_owner: Text | None = None
+    """Who had the lead before (``lead.assigned``)."""
     touch: Touch | None = None
+    """The contact made (``lead.touched``)."""
     outcome: Literal["won", "lost"] | None = None
+    """How the lead was closed (``lead.closed``); none: closed without a verdict."""
     reason: Text | None = None
+    """Why it was lost, in the CRM's words (a structured loss, not a bare status)."""
 
     @field_validator("occurred_at")
     @classmethod

@@ -23,12 +23,18 @@ LEFT_HOW = ("moved", "won", "lost", "closed")
 
 @dataclass(frozen=True)
 class Stay:
+    """One stretch of a lead in one stage of its pipeline."""
+
     seq: int
+    """Its place in the lead's history (0, 1, …)."""
     stage: str
     entered_at: datetime
     left_at: datetime | None = None
+    """None while the lead is still in the stage."""
     left_how: str | None = None
+    """How it ended: one of :data:`LEFT_HOW`."""
     next_stage: str | None = None
+    """Where the lead went, when it moved on."""
     first_visit: bool = True
     """This is the lead's first stay in this stage."""
     won_here: bool = False

@@ -162,60 +162,31 @@ def alert_payload(
     *,
     alert_id: int | None,
     escalation_id: int,
-    kind: str,
-    level: int,
-    lead: dict,
-    rule: str,
     clock: str,
     due_at: datetime,
-    fired_at: datetime,
     recipient: str | None,
     role: str | None,
     channel: str,
-    locale: str = "en",
-    ack_url: str | None = None,
-    instead_of: str | None = None,
     deadline_at: datetime | None = None,
-    sla: timedelta | None = None,
-    business: bool = False,
-    zone: str = "UTC",
-    team_zone: str = "UTC",
-    press: str | None = None,
-    new_owner: str | None = None,
-    task: str | None = None,
+    **facts,
 ) -> dict:
-    """The alert JSON a webhook channel receives (the contract in the README).
+    """The alert JSON a webhook channel receives (the contract in the README); ``facts`` are what
+    its message says (the arguments of :func:`alert_message`: ``kind``, ``level``, ``lead``,
+    ``rule``, ``fired_at``, ``sla``, ``locale``, ``zone``, ``ack_url`` …).
 
     ``due_at`` is when this step was due, ``deadline_at`` the clock's deadline (the same for a
     breach, later for a warning); ``ack_url`` is the recipient's signed acknowledge link and
     ``press`` the signed value of the chat's "Take it" button (None when acknowledgements are
     off); ``instead_of`` names the person whose quiet hours sent this alert to the on-duty person.
     """
-    late_by_s = max(0, round((fired_at - due_at).total_seconds()))
     deadline = deadline_at or due_at
-    message = alert_message(
-        kind=kind,
-        level=level,
-        lead=lead,
-        rule=rule,
-        deadline=deadline,
-        fired_at=fired_at,
-        sla=sla,
-        business=business,
-        locale=locale,
-        zone=zone,
-        team_zone=team_zone,
-        ack_url=ack_url,
-        press=press,
-        instead_of=instead_of,
-        new_owner=new_owner,
-        task=task,
-    )
+    message = alert_message(deadline=deadline, **facts)
+    lead, fired_at, sla = facts["lead"], facts["fired_at"], facts.get("sla")
     return {
         "alert_id": alert_id,
         "escalation_id": escalation_id,
-        "kind": kind,
-        "level": level,
+        "kind": facts["kind"],
+        "level": facts["level"],
         "clock": clock,
         "lead_id": lead["lead_id"],
         "lead_name": lead.get("name"),
@@ -226,19 +197,19 @@ def alert_payload(
         "recipient": recipient,
         "role": role,
         "channel": channel,
-        "rule": rule,
+        "rule": facts["rule"],
         "due_at": due_at.isoformat().replace("+00:00", "Z"),
         "deadline_at": deadline.isoformat().replace("+00:00", "Z"),
         "fired_at": fired_at.isoformat().replace("+00:00", "Z"),
-        "late_by_s": late_by_s,
+        "late_by_s": max(0, round((fired_at - due_at).total_seconds())),
         "sla_s": round(sla.total_seconds()) if sla is not None else None,
         "lead_url": message["lead_url"],
         "text": plain_text(message),
-        "ack_url": ack_url,
-        "instead_of": instead_of,
-        "reassigned_to": new_owner,
-        "locale": locale,
-        "timezone": zone,
+        "ack_url": facts.get("ack_url"),
+        "instead_of": facts.get("instead_of"),
+        "reassigned_to": facts.get("new_owner"),
+        "locale": facts.get("locale", "en"),
+        "timezone": facts.get("zone", "UTC"),
         "subject": message["title"],
         "labels": message["labels"],
         "message": message,
