@@ -122,7 +122,7 @@ def timer_memory(redis, queue: str) -> dict:
 
     This account does not move when other clients use the same Redis, unlike ``used_memory``.
     """
-    from sla_guard.timers.arming import timers_key
+    from sla_guard.ingest.processing import timers_key
 
     registry = f"rq:scheduled:{queue}"
     job_ids = [member.decode() for member in redis.zrange(registry, 0, -1)]
@@ -187,7 +187,7 @@ def wait_until_armed(engine, redis, queue: str, clocks: int, give_up_at: float) 
     """Poll until every creation is processed: no event left unprocessed, every clock open with a
     next firing time, and no processing job queued or running (a job arms its timers before it
     ends). Gives up at ``give_up_at`` (the first deadline)."""
-    from sla_guard.timers.arming import timers_key
+    from sla_guard.ingest.processing import timers_key
 
     state = {}
     while time.time() < give_up_at:

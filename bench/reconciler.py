@@ -60,8 +60,8 @@ def fill(engine, clocks: int, spread_s: float, version: str, start_s: float = 0.
 
 def run_reconciler(bench: Bench, settings: ReconcilerSettings) -> dict:
     from sla_guard.config import load_settings
+    from sla_guard.ingest import processing as arming
     from sla_guard.runtime import RulesHolder, Runtime
-    from sla_guard.timers import arming
     from sla_guard.timers.reconciler import reconcile
 
     queue = bench.queue("reconciler")

@@ -45,6 +45,11 @@ LEGACY_PREFIX = "workers.jobs."
 PACKAGE_PREFIX = "sla_guard."
 
 
+def old_timer_queue(queue_name: str) -> str:
+    """The RQ queue older versions put timer jobs on (nothing goes there any more)."""
+    return f"{queue_name}-timers"
+
+
 def _reassignment(session: Session, now: datetime, lead_id, new_owner, escalation_id, attempt=1, *_) -> None:
     REASSIGNMENTS.record(session, str(lead_id), str(new_owner), int(escalation_id), now)
 

@@ -141,7 +141,7 @@ class TimerCollector(RedisCollector):
     """Clocks set aside because their firing kept failing."""
 
     def read(self):
-        from sla_guard.timers.arming import set_aside_count
+        from sla_guard.ingest.processing import set_aside_count
 
         return set_aside_count(self.redis, self.namespace)
 

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from sla_guard.ingest import processing as timers
 from sla_guard.store.models import ClockRow
-from sla_guard.timers import arming as timers
 from sla_guard.timers.firing import fire_due
 from sla_guard.timers.reconciler import reconcile
 

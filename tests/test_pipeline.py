@@ -10,9 +10,9 @@ from datetime import timedelta
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import select
 
+from sla_guard.ingest import processing as timers
 from sla_guard.ingest.processing import process_lead
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, EventRow, LeadRow
-from sla_guard.timers import arming as timers
 from sla_guard.timers.reconciler import reconcile
 from tests.support.firing import run_timer
 from tests.support.webhooks import HOT_LEAD as HOT

@@ -20,11 +20,10 @@ from rq.scheduler import RQScheduler
 
 from sla_guard import runtime as runtime_module
 from sla_guard.ingest.processing import pump
-from sla_guard.legacy_jobs import carry_over
+from sla_guard.legacy_jobs import carry_over, old_timer_queue
 from sla_guard.outbox.http import install_pacer
 from sla_guard.outbox.pacing import crm_pacer
 from sla_guard.runtime import Runtime
-from sla_guard.timers.arming import timer_queue_name
 from sla_guard.timers.firing import timer_loop
 from sla_guard.timers.reconciler import reconcile_once
 
@@ -130,7 +129,7 @@ def run(runtime: Runtime, burst: bool = False) -> None:
     runtime.record_rules()
     signal.signal(signal.SIGHUP, runtime.rules.request_reload)
     try:  # before any job is taken: jobs an older version queued by dotted path
-        carry_over(runtime, [timer_queue_name(runtime.queue_name), runtime.queue_name])
+        carry_over(runtime, [old_timer_queue(runtime.queue_name), runtime.queue_name])
     except Exception:  # never fatal: an old job that fails meanwhile is carried over at the next start
         log.exception("jobs of an older version not carried over")
     stop = threading.Event()
@@ -144,10 +143,7 @@ def run(runtime: Runtime, burst: bool = False) -> None:
         pump_thread.start()
     timer_thread = threading.Thread(target=timer_loop, args=(runtime, stop), name="sla-guard-timers", daemon=True)
     timer_thread.start()
-    queues = [
-        Queue(timer_queue_name(runtime.queue_name), connection=runtime.redis),  # first: timers never wait
-        Queue(runtime.queue_name, connection=runtime.redis),
-    ]
+    queues = [Queue(runtime.queue_name, connection=runtime.redis)]
     log.info("worker started", extra={"queue": runtime.queue_name, "rules_version": runtime.rules.current().version})
     try:
         while True:

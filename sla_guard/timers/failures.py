@@ -3,7 +3,7 @@
 A clock that raised while being fired (not because the database or Redis was away: that is
 retried shortly, as often as it takes) is tried again after :data:`RETRY_WAITS`. After
 :data:`MOST_FAILURES` failures in a row it is set aside: its timer is armed at
-:data:`~sla_guard.timers.arming.SET_ASIDE_AT` (never), and its lead is quarantined with the
+:data:`~sla_guard.ingest.processing.SET_ASIDE_AT` (never), and its lead is quarantined with the
 reason, like a lead whose events cannot be applied. It shows in ``GET /api/quarantine``, in
 ``sla-guard quarantine list`` and in the ``sla_guard_timers_set_aside`` metric. Retrying the
 lead (API or CLI), or a new event for it, releases it; the reconciler then arms the clock again.
@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from sla_guard.core.bounds import clean_text
+from sla_guard.ingest.processing import SET_ASIDE_AT
 from sla_guard.runtime import Runtime
 from sla_guard.store.outbox import clock_leads
 from sla_guard.store.quarantine import quarantine
-from sla_guard.timers.arming import SET_ASIDE_AT
 
 log = logging.getLogger("sla_guard.timers.failures")
 

@@ -3,7 +3,7 @@ what each owes: its escalations, their alerts, a follow-up task, a reassignment.
 
 Every worker process runs :func:`timer_loop` in a thread of its own. It sleeps until the
 earliest armed timer (at most ``SLA_GUARD_TIMER_POLL_S``), claims the due clocks from the
-sorted set (see :mod:`sla_guard.timers.arming`) in batches, and fires each batch itself, in one
+sorted set (see :mod:`sla_guard.ingest.processing`) in batches, and fires each batch itself, in one
 transaction (:func:`fire_clocks`). The timer may fire twice, late, early or after the clock
 stopped: the decision is made again from the database under the lead's lock, each (clock,
 level) is recorded once, and nothing is sent before its time. The loop then settles the
@@ -12,7 +12,7 @@ batch's timers, applies the leads a reassignment changed, and hands the new outb
 (:class:`~sla_guard.outbox.base.FirstAttempts`), so the next batch is claimed while the last
 one's alerts are on their way. Nothing else a worker does (RQ jobs, applying a backlog of
 events) stands in front of a timer: the loop never waits for a job slot, and while it fires
-the event pumps of every worker step aside (:func:`~sla_guard.timers.arming.wait_for_timers`).
+the event pumps of every worker step aside (:func:`~sla_guard.ingest.processing.wait_for_timers`).
 
 Several loops on several workers claim atomically, so each clock goes to exactly one of them;
 a worker that dies mid-batch leaves its lease behind and the clocks are claimed again when it
@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from sla_guard.core.engine import ClockState, Step, clock_steps, due_steps, next_fire_at, next_owner
 from sla_guard.core.events import Lead, LeadEvent
 from sla_guard.core.follow_ups import TASK_KIND
+from sla_guard.ingest import processing as timers
 from sla_guard.ingest.processing import apply_leads
 from sla_guard.outbox.base import FirstAttempts, Item, attempt_now
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS
@@ -55,7 +56,6 @@ from sla_guard.store.outbox import (
     set_reassigned,
 )
 from sla_guard.store.repository import TimerChange, clock_state, fired_levels, insert_events, lock_leads
-from sla_guard.timers import arming as timers
 from sla_guard.timers import failures
 from sla_guard.timers.acknowledge import ack_url, press_value
 
@@ -309,7 +309,7 @@ def fire_due(runtime: Runtime, then: AfterFiring | None = None, batch: int = BAT
     """Claim every clock due now and fire it, batch by batch; return how many were claimed.
 
     While a batch is being fired it is marked in Redis, so that every worker's event pump steps
-    aside (:func:`sla_guard.timers.arming.timer_work_waiting`)."""
+    aside (:func:`sla_guard.ingest.processing.timer_work_waiting`)."""
     claimed = 0
     token = f"{os.getpid()}-{threading.get_ident()}"
     while claimed < MOST_PER_PASS:

@@ -19,8 +19,9 @@ from datetime import datetime, timedelta
 
 from redis.exceptions import RedisError
 
+from sla_guard.ingest import processing as timers
 from sla_guard.ingest.crm_sync import LOOKUPS, LOSS_REASONS
-from sla_guard.ingest.processing import apply_leads, batch_size, push
+from sla_guard.ingest.processing import apply_leads, batch_size, push, wait_for_timers
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS
 from sla_guard.outbox.delivery import ALERTS, OPS_ALERTS
 from sla_guard.outbox.digests import queue_digests
@@ -29,8 +30,6 @@ from sla_guard.runtime import Runtime
 from sla_guard.store.quarantine import quarantined_ids
 from sla_guard.store.repository import clocks_to_arm, unprocessed_leads
 from sla_guard.store.rule_versions import leads_on_other_rules, record_rule_version
-from sla_guard.timers import arming as timers
-from sla_guard.timers.arming import wait_for_timers
 
 log = logging.getLogger("sla_guard.timers.reconciler")
 

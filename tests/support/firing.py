@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from sla_guard.ingest.processing import apply_timer_changes
 from sla_guard.runtime import Runtime
-from sla_guard.timers.arming import apply_timer_changes
 from sla_guard.timers.firing import FireResult, fire_clocks, hand_on
 
 

@@ -15,7 +15,6 @@ from sla_guard.ingest.processing import drain
 from sla_guard.runtime import activated
 from sla_guard.security import sign
 from sla_guard.store.models import ClockRow, EventRow
-from sla_guard.timers.arming import timer_queue_name
 from sla_guard.timers.firing import fire_due
 from tests.support.firing import run_timer
 
@@ -96,11 +95,8 @@ def sign_and_post(client, payload, now: datetime, secret: str = WEBHOOK_SECRET, 
 def work_until_idle(runtime) -> None:
     """Do what `sla-guard worker` does, in this process, until nothing is left: apply the leads
     the web reported (the pump), fire the clocks due by the runtime's clock (the timer loop) and
-    run the real RQ worker over everything queued, timers first."""
-    queues = [
-        Queue(timer_queue_name(runtime.queue_name), connection=runtime.redis),
-        Queue(runtime.queue_name, connection=runtime.redis),
-    ]
+    run the real RQ worker over everything queued."""
+    queues = [Queue(runtime.queue_name, connection=runtime.redis)]
     with activated(runtime):
         while drain(runtime) + fire_due(runtime) or any(queue.count for queue in queues):
             SimpleWorker(queues, connection=runtime.redis).work(burst=True, logging_level="WARNING")
