@@ -4,12 +4,14 @@ Both databases."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from sqlalchemy import select
 
 from sla_guard.ingest.processing import apply_leads, process_lead, process_leads
 from sla_guard.store.models import ClockRow, EventRow, LeadRow, QuarantinedLeadRow, StageStayRow
+from tests.support.webhooks import store_in_inbox
 
 HOT = {"source": "website", "priority": "hot", "owner": "anna", "team": "inbound", "stage": "new"}
 
@@ -123,3 +125,20 @@ def test_a_poison_lead_in_a_batch_is_quarantined_and_the_others_applied(
         assert list(unapplied) == ["broken"]
         known = session.execute(select(LeadRow.lead_id).where(LeadRow.known.is_(True)).order_by(LeadRow.lead_id))
         assert list(known.scalars()) == [a, b, c]
+
+
+def test_an_event_an_older_version_stored_beyond_todays_bounds_is_applied_not_quarantined(app, runtime, clock):
+    """Older versions stored names over 1,000 characters and links that are not http(s); the
+    lead's history replays within today's bounds instead of setting the lead aside."""
+    at = clock() - timedelta(minutes=1)
+    lead = {"id": "L-old", "name": "N" * 1500, "url": "ftp://crm.example/7", "owner": "anna", "source": "web"}
+    stored = {"event_id": "old-1", "type": "lead.created", "occurred_at": at.isoformat(), "lead": lead}
+    with runtime.db.session() as session:
+        store_in_inbox(session, "L-old", at, json.dumps(stored), "old-1")
+    assert apply_leads(runtime, ["L-old"]) == 1
+    with runtime.db.session() as session:
+        row = session.get(LeadRow, "L-old")
+        assert (row.known, row.name, row.url, row.owner) == (True, "N" * 1000, None, "anna")
+        assert session.execute(select(QuarantinedLeadRow)).all() == []
+        assert session.execute(select(EventRow.processed_at)).scalar() is not None
+        assert [clock_row.name for clock_row in session.execute(select(ClockRow)).scalars()] == ["first_touch"]
