@@ -2,7 +2,8 @@
 
 Before jobs lived inside the package they were queued by dotted path (``workers.jobs.deliver_alert``),
 and that module is gone; later versions moved some jobs inside the package, or dropped them
-(``sla_guard.timers.loop.fire_due_clocks``, ``sla_guard.outbox.base.deliver_ops_alert``). A
+(``sla_guard.timers.loop.fire_due_clocks``, ``sla_guard.outbox.base.deliver_ops_alert``,
+the CRM look-ups and loss-reason reads of ``sla_guard.outbox.crm_sync``). A
 worker of this version cannot run such a job. Each worker, on start and before it takes any
 job, looks through the queues it serves (queued, scheduled and failed jobs) for them and
 forgets them, after keeping the work that lived only in the job:
@@ -89,7 +90,7 @@ def is_gone(func_name: str) -> bool:
     module_name, _, function = func_name.rpartition(".")
     try:
         module = importlib.import_module(module_name)
-    except ImportError:
+    except Exception:  # gone, or no longer importable on its own: either way this version cannot run it
         return True
     return not callable(getattr(module, function, None))
 

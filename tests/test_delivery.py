@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from sla_guard.outbox.delivery import deliver
+from sla_guard.outbox.delivery import ALERTS
 from sla_guard.store.models import AlertRow, ClockRow, EscalationRow, OutboxItemRow
 from sla_guard.timers.reconciler import reconcile
 from tests.support.fakes import TELEGRAM_TOKEN, FakeTelegram, telegram_429
@@ -108,7 +108,7 @@ def test_concurrent_timers_and_deliveries_make_one_alert_and_one_message_each(
     for thread in threads:
         thread.join()
     ids = [a.id for a in alerts(runtime)]
-    racers = [threading.Thread(target=deliver, args=(runtime, alert_id)) for alert_id in ids for _ in range(4)]
+    racers = [threading.Thread(target=ALERTS.run, args=(runtime, alert_id)) for alert_id in ids for _ in range(4)]
     for thread in racers:
         thread.start()
     for thread in racers:
@@ -257,7 +257,7 @@ def test_an_ops_alert_an_older_version_kept_as_an_alert_raises_no_other(
         session.add(legacy)
         session.flush()
         legacy_id = legacy.id
-    assert deliver(runtime, legacy_id) == "failed"
+    assert ALERTS.run(runtime, legacy_id) == "failed"
     assert [a.status for a in alerts(runtime) if a.id == legacy_id] == ["failed"]
     assert ops_items(runtime) == [] and len(hooked(httpserver, "/ops")) == 1
 
@@ -287,7 +287,6 @@ def test_a_delivery_that_crashes_outright_does_not_stop_the_timer(
 ):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
-    from sla_guard.outbox.delivery import ALERTS
 
     real = ALERTS.run
     calls = []
@@ -311,7 +310,6 @@ def test_an_alert_whose_worker_died_mid_send_is_taken_over_once_its_claim_expire
 ):
     telegram, httpserver = services
     httpserver.expect_request("/hook").respond_with_data("ok")
-    from sla_guard.outbox.delivery import ALERTS
     from sla_guard.timers.firing import fire_clocks
 
     clock_id = untouched_lead(client, runtime, clock)

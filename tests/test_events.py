@@ -77,7 +77,13 @@ def test_an_event_an_older_version_stored_is_read_within_todays_bounds():
 
 @pytest.mark.parametrize(
     "change",
-    [{"type": "lead.exploded"}, {"lead": {"name": "no id"}}, {"occurred_at": "yesterday"}],
+    [
+        {"type": "lead.exploded"},
+        {"lead": {"name": "no id"}},
+        {"occurred_at": "yesterday"},
+        {"event_id": "e" * 300},  # an id is never cut: two events would become one
+        {"lead": {"id": "L" * 300}},
+    ],
 )
 def test_a_stored_event_wrong_in_another_way_still_fails(change):
     stored = {"event_id": "e1", "type": "lead.created", "occurred_at": "2026-01-05T10:00:00Z", "lead": {"id": "L-1"}}

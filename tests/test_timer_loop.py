@@ -76,7 +76,7 @@ def test_due_clocks_fire_in_batches_and_each_fires_once(sink, app, client, runti
     rows_ = create_leads(client, runtime, clock, 7)
     clock.advance(minutes=12)
     fired = []
-    assert fire_due(runtime, then=lambda clock_id, result: fired.append((clock_id, result)), batch=3) == 7
+    assert fire_due(runtime, then=lambda clock_id, items: fired.append((clock_id, items)), batch=3) == 7
     assert sorted(clock_id for clock_id, _ in fired) == sorted(row.id for row in rows_)
     assert received(sink) == []  # handed on: the alerts are recorded, their delivery is the caller's
     assert {a.status for a in rows(runtime, AlertRow)} == {"pending"} and len(rows(runtime, AlertRow)) == 7
@@ -84,8 +84,8 @@ def test_due_clocks_fire_in_batches_and_each_fires_once(sink, app, client, runti
     assert [e.level for e in rows(runtime, EscalationRow)] == [0] * 7
     from sla_guard.outbox.base import attempt_now
 
-    for _clock_id, result in fired:
-        attempt_now(runtime, result.items)
+    for _clock_id, items in fired:
+        attempt_now(runtime, items)
     warnings = received(sink)
     assert sorted(alert["lead_id"] for alert in warnings) == sorted(f"L-{n}" for n in range(7))
     assert {alert["kind"] for alert in warnings} == {"first_touch.warning"}
@@ -326,7 +326,7 @@ def test_new_events_are_applied_in_batches_and_one_bad_lead_spares_the_others(
     events = [event(f"e{n}", "lead.created", start, lead_id=f"L-{n}", lead=HOT) for n in range(3)]
     assert post_signed(client, events, start).status_code == 202
     store_unreadable_event(runtime, "L-bad", start)
-    assert apply_leads(runtime, ["L-0", "L-bad", "L-1", "L-2"]) == 3  # the poison lead is set aside
+    assert apply_leads(runtime, ["L-0", "L-bad", "L-1", "L-2"]) == ["L-0", "L-1", "L-2"]  # L-bad is set aside
     assert sorted(lead.lead_id for lead in rows(runtime, LeadRow) if lead.known) == ["L-0", "L-1", "L-2"]
     unapplied = [row.event_id for row in rows(runtime, EventRow) if row.processed_at is None]
     assert unapplied == ["broken"]

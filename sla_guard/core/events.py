@@ -135,9 +135,15 @@ class LeadEvent(_Strict):
             return cls.model_validate(data)
 
 
+_IDS = ("event_id", "id", "task_id")
+"""The fields that hold ids (an event's, a lead's, a CRM task's)."""
+
+
 def _within_bounds(data: Any, error: dict) -> bool:
     """Bring the value an older version stored at ``error["loc"]`` within today's bounds, in
     place; False when the error is of another kind."""
+    if not error["loc"] or error["loc"][-1] in _IDS:
+        return False  # an id is never cut: two events or leads would become one
     *path, last = error["loc"]
     try:
         for part in path:

@@ -147,16 +147,17 @@ def apply_lead(runtime: Runtime, lead_id: str) -> bool:
         return False
 
 
-def apply_leads(runtime: Runtime, lead_ids: list[str]) -> int:
+def apply_leads(runtime: Runtime, lead_ids: list[str]) -> list[str]:
     """Apply the leads in one transaction; if that fails, one by one, so that one lead's trouble
     never holds up the others (a lead that still fails is quarantined, or retried by the
-    reconciler when the database or Redis failed). Returns how many were applied; never raises."""
+    reconciler when the database or Redis failed). Returns the leads applied; never raises."""
+    wanted = list(dict.fromkeys(lead_ids))
     try:
-        process_leads(runtime, lead_ids)
-        return len(set(lead_ids))
+        process_leads(runtime, wanted)
+        return wanted
     except Exception:
         log.warning("batch not applied; applying its leads one by one", exc_info=True)
-    return sum(apply_lead(runtime, lead_id) for lead_id in dict.fromkeys(lead_ids))
+    return [lead_id for lead_id in wanted if apply_lead(runtime, lead_id)]
 
 
 def _close_finished_tasks(runtime: Runtime, lead_id: str) -> None:
@@ -187,8 +188,8 @@ def take(redis: Redis, queue_name: str, wait_s: float) -> list[str]:
 def drain(runtime: Runtime, wait_s: float = 0, yield_to_timers: bool = False) -> int:
     """Apply the events of every lead waiting now; return how many leads were processed.
 
-    With ``yield_to_timers`` the pump pauses before a lead while timer work is waiting (due,
-    queued or running timers): alerts go first, the backlog after."""
+    With ``yield_to_timers`` the pump pauses before a lead while timer work is waiting (timers
+    due or being fired): alerts go first, the backlog after."""
     done = 0
     checked = 0.0
     while True:
@@ -313,7 +314,7 @@ def claim_due(
 
 
 def settle(connection: Redis, queue_name: str, lease: float, fire_at: Mapping[int, datetime | None]) -> int:
-    """After a job fired its clocks: re-arm each at its new instant, or drop it when None, unless
+    """After the timer loop fired its clocks: re-arm each at its new instant, or drop it when None, unless
     its timer was moved meanwhile (its score is no longer ``lease``). Returns how many settled."""
     if not fire_at:
         return 0
@@ -383,7 +384,7 @@ def timer_work_waiting(connection: Redis, queue_name: str, now: float) -> bool:
 
 
 def wait_for_timers(runtime: Runtime, most_s: float) -> float:
-    """Block while timer work is waiting anywhere (due, being fired, queued or running), up to
+    """Block while timer work is waiting anywhere (timers due or being fired), up to
     ``most_s``; return the seconds waited. What calls this steps aside for timers."""
     started = time.monotonic()
     while time.monotonic() - started < most_s:

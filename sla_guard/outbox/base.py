@@ -23,9 +23,11 @@ attempt, then record success, or a :class:`~sla_guard.exceptions.DeliveryError`:
 rate-limited one waits the policy's interval (or the service's wait, if longer) and is scheduled
 again; a permanent one, or one past the policy's ``max`` attempts, is given up and raises an
 ops alert (through the kind's :attr:`~OutboxKind.ops`; a failing ops alert raises no other). Any
-other exception counts as retryable. New items get their first attempt at once from the process
-that wrote them (:func:`attempt_now`, or the threads of :class:`FirstAttempts`). The reconciler runs :meth:`~OutboxKind.requeue_due`, the one "due for retry"
-query, for every kind; job ids come from :func:`sla_guard.queueing.job_id`.
+other exception counts as retryable. What a firing writes (alerts, tasks, pushes to a CRM) gets
+its first attempt at once from the worker that wrote it (:func:`attempt_now`, or the threads of
+:class:`FirstAttempts`); other items are queued as jobs when written. The reconciler runs
+:meth:`~OutboxKind.requeue_due`, the one "due for retry" query, for every kind; job ids come
+from :func:`sla_guard.queueing.job_id`.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class OutboxKind:
     claim_s: ClassVar[float] = 60.0
     """How long a claimed row is left to the worker on it before another may take it over."""
     grace: ClassVar[timedelta] = timedelta(seconds=5)
-    """Rows younger than this are left to the job queued when they were written."""
+    """Rows younger than this are left to their first attempt, made or queued when they were written."""
     created_column: ClassVar[str] = "created_at"
     outcome_field: ClassVar[str] = "status"
     """The log field that carries each attempt's outcome."""
@@ -108,7 +110,7 @@ class OutboxKind:
     retrying: ClassVar[str] = "pending"
     gave_up: ClassVar[str] = "failed"
 
-    def __init__(self, job_function: Callable, ops: OutboxKind | None = None):
+    def __init__(self, job_function: Callable, *, ops: OutboxKind | None):
         self.job = job_function
         self.ops = ops
         """The kind that tells the ops channels when an item of this kind is given up (the ops
@@ -315,18 +317,19 @@ class ItemKind(OutboxKind):
 # --- first attempts --------------------------------------------------------------------------
 
 INLINE_S = 20.0
-"""New items are tried at once for this long after their transaction; later ones become jobs of
-their own, so slow channels or CRMs never hold up what comes after them."""
+"""New items are tried at once for this long after they were handed on; later ones become jobs
+of their own, so slow channels or CRMs never hold up what comes after them."""
 
 Item = tuple[OutboxKind, int]
 """One outgoing work item: its kind and its row's id."""
 
 
-def attempt_now(runtime: Runtime, items: Iterable[Item], inline: bool = True) -> None:
-    """Make the first attempt of new items here, for :data:`INLINE_S` (none when ``inline`` is
-    False), and queue the rest as jobs. Never raises for one item's trouble: every item is a
-    row, and the reconciler queues what this missed."""
-    started = time.monotonic()
+def attempt_now(runtime: Runtime, items: Iterable[Item], inline: bool = True, since: float | None = None) -> None:
+    """Make the first attempt of new items here, until :data:`INLINE_S` after ``since`` (a
+    ``time.monotonic()``; now if not given; none when ``inline`` is False), and queue the rest as
+    jobs. Never raises for one item's trouble: every item is a row, and the reconciler queues what
+    this missed."""
+    started = time.monotonic() if since is None else since
     for kind, item_id in items:
         try:
             if inline and time.monotonic() - started <= INLINE_S:
@@ -356,11 +359,11 @@ class FirstAttempts:
         if busy:
             attempt_now(self.runtime, items, inline=False)
         else:
-            self.pool.submit(self._attempt, items)
+            self.pool.submit(self._attempt, items, time.monotonic())
 
-    def _attempt(self, items: list[Item]) -> None:
+    def _attempt(self, items: list[Item], handed_at: float) -> None:
         try:
-            attempt_now(self.runtime, items)
+            attempt_now(self.runtime, items, since=handed_at)  # a long wait for a thread counts
         finally:
             with self.lock:
                 self.waiting -= 1

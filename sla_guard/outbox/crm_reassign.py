@@ -29,7 +29,6 @@ import json
 import logging
 from datetime import datetime
 
-from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from sla_guard import runtime as runtime_module
@@ -136,13 +135,3 @@ def tell_crm(runtime: Runtime, lead_id: str, new_owner: str, escalation_id: int)
     item_id = item_of(runtime, lead_id, new_owner, escalation_id)
     status = REASSIGNMENTS.run(runtime, item_id)
     return REASSIGNMENTS.outcome_of(runtime, item_id) if status == REASSIGNMENTS.not_claimed else status
-
-
-def queue_attempt(runtime: Runtime, lead_id: str, new_owner: str, escalation_id: int) -> bool:
-    """Queue the push as a job of its own; False when Redis is down (the reconciler queues it)."""
-    item_id = item_of(runtime, lead_id, new_owner, escalation_id)
-    try:
-        REASSIGNMENTS.schedule(runtime.redis, runtime.queue_name, item_id, 1)
-    except RedisError:
-        return False
-    return True

@@ -17,9 +17,9 @@ from sla_guard import runtime as runtime_module
 from sla_guard.core.follow_ups import find_cadence, parse_clock_name, task_text
 from sla_guard.core.record_ids import crm_of, crm_record
 from sla_guard.exceptions import TaskNotFound
-from sla_guard.outbox.base import OutboxKind
+from sla_guard.outbox.base import OutboxKind, attempt_now
 from sla_guard.outbox.crm_tasks import TaskRequest, client_for
-from sla_guard.outbox.delivery import OPS_ALERTS, Escalated, deliver, record_alert
+from sla_guard.outbox.delivery import ALERTS, OPS_ALERTS, Escalated, record_alert
 from sla_guard.outbox.notify.routing import route
 from sla_guard.queueing import job
 from sla_guard.runtime import Runtime
@@ -76,8 +76,7 @@ def alert_owner(runtime: Runtime, row: FollowUpTaskRow, why: str) -> list[int]:
             )
             alert_ids.append(alert_id)
     log.info("follow-up sent to the owner as an alert", extra={"lead_id": row.lead_id, "task_id": row.id, "why": why})
-    for alert_id in alert_ids:
-        deliver(runtime, alert_id)
+    attempt_now(runtime, [(ALERTS, alert_id) for alert_id in alert_ids])
     return alert_ids
 
 

@@ -37,8 +37,7 @@ from redis.exceptions import RedisError
 from sla_guard.core.engine import ClockState, Step, clock_steps, due_steps, next_fire_at, next_owner
 from sla_guard.core.events import Lead, LeadEvent
 from sla_guard.core.follow_ups import TASK_KIND
-from sla_guard.ingest import processing as timers
-from sla_guard.ingest.processing import apply_leads
+from sla_guard.ingest.processing import apply_leads, claim_due, mark_firing, next_due, settle, unmark_firing
 from sla_guard.outbox.base import FirstAttempts, Item, attempt_now
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS
 from sla_guard.outbox.delivery import ALERTS, Escalated, record_alert
@@ -92,8 +91,9 @@ class FireResult:
     """The clock's ``next_fire_at`` after this firing (None: nothing more to fire)."""
 
 
-AfterFiring = Callable[[int, FireResult], None]
-"""What is done with each fired clock once its batch is committed (its items' first attempts …)."""
+AfterFiring = Callable[[int, list[Item]], None]
+"""What is done with a fired clock's new outbox items once its batch is committed (by default,
+their first attempts here and now)."""
 
 
 def _record_step(
@@ -270,39 +270,42 @@ def fire_batch(runtime: Runtime, clock_ids: list[int], lease: float, then: After
                 failed[clock_id] = exc
     now = runtime.now()
     horizon = now + timedelta(seconds=runtime.settings.arm_horizon_s)
-    settle = {
+    settle_at = {
         clock_id: result.fire_at if result.fire_at is not None and result.fire_at <= horizon else None
         for clock_id, result in results.items()
     }
-    settle.update(dict.fromkeys(unavailable, now + timedelta(seconds=UNAVAILABLE_RETRY_S)))
+    settle_at.update(dict.fromkeys(unavailable, now + timedelta(seconds=UNAVAILABLE_RETRY_S)))
     try:
-        settle.update(failures.failed(runtime, failed))
+        settle_at.update(failures.failed(runtime, failed))
     except Exception:  # the failed clocks keep their lease and are tried again when it runs out
         log.exception("failures of clocks not recorded", extra={"clocks": len(failed)})
     try:
         if results:
             failures.forget(runtime, list(results))
-        timers.settle(runtime.redis, runtime.queue_name, lease, settle)
+        settle(runtime.redis, runtime.queue_name, lease, settle_at)
     except RedisError:  # the lease runs out and the clocks are claimed again
-        log.warning("timers not settled, the database decides when their lease ends", extra={"clocks": len(settle)})
+        log.warning("timers not settled, the database decides when their lease ends", extra={"clocks": len(settle_at)})
     hand_on(runtime, results, then)
     return len(results)
 
 
 def hand_on(runtime: Runtime, results: dict[int, FireResult], then: AfterFiring | None = None) -> None:
-    """What follows committed firings: apply the leads a reassignment changed (their
-    ``lead.assigned`` events are in the inbox), then hand each clock's outbox items to ``then``
-    (default: their first attempts here and now)."""
-    reassigned = list(dict.fromkeys(lead for result in results.values() for lead, _owner, _id in result.reassignments))
-    if reassigned and apply_leads(runtime, reassigned) < len(reassigned):
-        for result in results.values():  # a push must not run before its lead has its new owner here:
-            result.items = [item for item in result.items if item[0] is not REASSIGNMENTS]  # the reconciler's
+    """What follows committed firings: each clock's alerts and task go to ``then`` at once; then
+    the leads a reassignment changed are applied (their ``lead.assigned`` events are in the
+    inbox), and only then is each push of a reassignment to the CRM handed on, so the CRM never
+    hears of an owner the lead does not have here yet. A lead that could not be applied leaves
+    its push to the reconciler."""
+    send = then or (lambda _clock_id, items: attempt_now(runtime, items))
     for clock_id, result in results.items():
-        if result.items:
-            if then is None:
-                attempt_now(runtime, result.items)
-            else:
-                then(clock_id, result)
+        items = [item for item in result.items if item[0] is not REASSIGNMENTS]
+        if items:
+            send(clock_id, items)
+    reassigned = list(dict.fromkeys(lead for result in results.values() for lead, _owner, _id in result.reassignments))
+    applied = set(apply_leads(runtime, reassigned)) if reassigned else set()
+    for clock_id, result in results.items():
+        pushes = [item for item in result.items if item[0] is REASSIGNMENTS]
+        if pushes and all(lead in applied for lead, _owner, _id in result.reassignments):
+            send(clock_id, pushes)
 
 
 def fire_due(runtime: Runtime, then: AfterFiring | None = None, batch: int = BATCH) -> int:
@@ -313,14 +316,14 @@ def fire_due(runtime: Runtime, then: AfterFiring | None = None, batch: int = BAT
     claimed = 0
     token = f"{os.getpid()}-{threading.get_ident()}"
     while claimed < MOST_PER_PASS:
-        clock_ids, lease = timers.claim_due(runtime.redis, runtime.queue_name, runtime.now().timestamp(), batch)
+        clock_ids, lease = claim_due(runtime.redis, runtime.queue_name, runtime.now().timestamp(), batch)
         if not clock_ids:
             break
-        timers.mark_firing(runtime.redis, runtime.queue_name, token, time.time() + FIRING_MARK_S)
+        mark_firing(runtime.redis, runtime.queue_name, token, time.time() + FIRING_MARK_S)
         try:
             fire_batch(runtime, clock_ids, lease, then)
         finally:
-            timers.unmark_firing(runtime.redis, runtime.queue_name, token)
+            unmark_firing(runtime.redis, runtime.queue_name, token)
         claimed += len(clock_ids)
     return claimed
 
@@ -330,15 +333,15 @@ def timer_loop(runtime: Runtime, stop: threading.Event) -> None:
     poll_s = runtime.settings.timer_poll_s
     first_attempts = FirstAttempts(runtime)
 
-    def deliver(_clock_id: int, result: FireResult) -> None:
-        first_attempts(result.items)
+    def deliver(_clock_id: int, items: list[Item]) -> None:
+        first_attempts(items)
 
     try:
         while not stop.is_set():
             try:
                 if fire_due(runtime, deliver):
                     continue
-                upcoming = timers.next_due(runtime.redis, runtime.queue_name)
+                upcoming = next_due(runtime.redis, runtime.queue_name)
                 wait = poll_s if upcoming is None else min(poll_s, max(0.0, upcoming - runtime.now().timestamp()))
             except RedisError as exc:
                 log.warning("timer loop waits for Redis", extra={"error": type(exc).__name__})

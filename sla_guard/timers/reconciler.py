@@ -1,8 +1,8 @@
 """The safety net: every few seconds, make Redis agree with the database.
 
-- events accepted but never applied (their job was lost, or Redis was down) are applied;
+- events accepted but never applied (their doorbell was lost, or Redis was down) are applied;
 - clocks whose timer is missing from Redis (``FLUSHALL``, a crash) are re-armed, those already
-  due at once (a timer whose job died is claimed again by the timer loop when its lease ends);
+  due at once (a timer whose loop died is claimed again by another when its lease ends);
 - every outbox kind's items whose retry time has come, or whose worker died, are queued again
   (alerts, follow-up tasks to create or close, Bitrix24 look-ups, reassignments pushed to a CRM,
   amoCRM loss-reason reads, ops alerts: the one "due for retry" query of each);
@@ -19,9 +19,19 @@ from datetime import datetime, timedelta
 
 from redis.exceptions import RedisError
 
-from sla_guard.ingest import processing as timers
 from sla_guard.ingest.crm_sync import LOOKUPS, LOSS_REASONS
-from sla_guard.ingest.processing import apply_leads, batch_size, push, wait_for_timers
+from sla_guard.ingest.processing import (
+    SET_ASIDE_AT,
+    apply_leads,
+    arm,
+    arm_missing,
+    armed_at,
+    batch_size,
+    bring_forward,
+    push,
+    score_of,
+    wait_for_timers,
+)
 from sla_guard.outbox.crm_reassign import REASSIGNMENTS
 from sla_guard.outbox.delivery import ALERTS, OPS_ALERTS
 from sla_guard.outbox.digests import queue_digests
@@ -41,13 +51,10 @@ APPLIED_KEY = "sla-guard:{queue}:rules-applied"
 
 
 EVENT_GRACE = timedelta(seconds=2)
-"""Events younger than this are left to the job enqueued when they were accepted."""
+"""Events younger than this are left to the pump their doorbell woke when they were accepted."""
 
 STEP_ASIDE_S = 1.0
 """Longest the reconciler waits for due timers before it applies one more batch of lost events."""
-
-TIMER_GRACE = timedelta(seconds=2)
-"""A scheduled job this late has a scheduler that is not working: queue it directly."""
 
 
 @dataclass
@@ -107,7 +114,7 @@ def _apply_lost_events(runtime: Runtime, report: ReconcileReport, step_aside: bo
     for start in range(0, len(lost_leads), size):
         if step_aside:  # as the pumps do: due timers first, then the backlog
             wait_for_timers(runtime, STEP_ASIDE_S)  # a lead that cannot be applied is quarantined, never stops the pass
-        report.events_applied += apply_leads(runtime, lost_leads[start : start + size])
+        report.events_applied += len(apply_leads(runtime, lost_leads[start : start + size]))
 
 
 REARM_CHUNK = 10_000
@@ -118,8 +125,8 @@ def rearm_timers(runtime: Runtime) -> tuple[int, int]:
     """Arm every clock due within the horizon whose timer Redis lost, and bring forward any
     timer armed later than its clock's ``next_fire_at``; returns ``(armed, due already)``.
 
-    A timer that is present (or leased to a running job) at the right time or earlier is left
-    alone: firing early changes nothing, the job reloads the clock and settles the timer. A clock
+    A timer that is present (or leased to a timer loop) at the right time or earlier is left
+    alone: firing early changes nothing, the loop reloads the clock and settles the timer. A clock
     set aside (:mod:`sla_guard.timers.failures`) is armed again once its lead left quarantine.
     """
     now = runtime.now()
@@ -127,10 +134,10 @@ def rearm_timers(runtime: Runtime) -> tuple[int, int]:
     with runtime.db.session() as session:
         wanted = clocks_to_arm(session, horizon)
     armed = due = 0
-    set_aside = timers.score_of(timers.SET_ASIDE_AT)
+    set_aside = score_of(SET_ASIDE_AT)
     for start in range(0, len(wanted), REARM_CHUNK):
         chunk = wanted[start : start + REARM_CHUNK]
-        scores = timers.armed_at(runtime.redis, runtime.queue_name, [clock_id for clock_id, _lead, _at in chunk])
+        scores = armed_at(runtime.redis, runtime.queue_name, [clock_id for clock_id, _lead, _at in chunk])
         missing = {clock_id: at for clock_id, _lead, at in chunk if clock_id not in scores}
         later = {
             clock_id: at
@@ -141,9 +148,9 @@ def rearm_timers(runtime: Runtime) -> tuple[int, int]:
             runtime,
             [(clock_id, lead_id, at) for clock_id, lead_id, at in chunk if scores.get(clock_id, 0) >= set_aside],
         )
-        timers.arm_missing(runtime.redis, runtime.queue_name, missing)
-        timers.bring_forward(runtime.redis, runtime.queue_name, later)
-        timers.arm(runtime.redis, runtime.queue_name, released)
+        arm_missing(runtime.redis, runtime.queue_name, missing)
+        bring_forward(runtime.redis, runtime.queue_name, later)
+        arm(runtime.redis, runtime.queue_name, released)
         missing.update(released)
         due += sum(1 for at in missing.values() if at <= now)
         armed += len(missing) - sum(1 for at in missing.values() if at <= now) + len(later)
