@@ -15,13 +15,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     Raises :class:`~sla_guard.exceptions.ConfigError` or :class:`~sla_guard.exceptions.RulesError`
     with a message naming what is wrong.
     """
-    from sla_guard import dashboard, store
+    from sla_guard import dashboard, endpoints, store
     from sla_guard.config import APP_CONFIG_KEY, ENV_NAMES, load_settings
     from sla_guard.ingest import crm_webhooks as crm
     from sla_guard.ingest import webhooks
     from sla_guard.logs import configure_logging
     from sla_guard.runtime import RulesHolder, redis_client, utcnow
-    from sla_guard.web import ack, admin, api, chat, errors, health, quarantine
+    from sla_guard.web import ack, admin, api, chat, health, quarantine
 
     overrides = dict(test_config or {})
     clock = overrides.pop("CLOCK", utcnow)
@@ -36,7 +36,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["sla_guard.rules"] = RulesHolder(settings.rules_path)
     app.extensions["sla_guard.redis"] = redis_client(settings.redis_url)
     store.init_app(app)
-    errors.init_app(app)
+    endpoints.init_app(app)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(crm.bp)
     app.register_blueprint(api.bp)

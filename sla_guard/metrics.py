@@ -9,10 +9,14 @@ from it at scrape time, so every process reports the same numbers as the API.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from redis import Redis
+from redis.exceptions import RedisError
 
 from sla_guard.store.stats import operating_counts
 
@@ -70,30 +74,28 @@ class DatabaseCollector:
 
 
 class RedisCollector:
-    """Numbers every worker keeps in Redis, read at scrape time (none while Redis is away)."""
+    """Numbers every worker keeps in Redis, read at scrape time by ``read(redis, namespace)``
+    (none while Redis is away)."""
 
-    def __init__(self, redis, namespace: str):
+    def __init__(self, read: Callable[[Redis, str], Any], redis: Redis, namespace: str):
+        self.read = read
         self.redis = redis
         self.namespace = namespace
-
-    def read(self):
-        raise NotImplementedError
 
     def families(self, found):
         raise NotImplementedError
 
     def collect(self):
-        from redis.exceptions import RedisError
-
         try:
-            found = self.read()
+            found = self.read(self.redis, self.namespace)
         except RedisError:
             return
         yield from self.families(found)
 
 
 class PaceCollector(RedisCollector):
-    """The pace of CRM calls, per CRM, as every worker counted it in Redis."""
+    """The pace of CRM calls, per CRM, as every worker counted it in Redis (read by
+    :func:`sla_guard.outbox.pacing.pace_stats`)."""
 
     NAMES = {
         "calls": ("sla_guard_crm_calls", "CRM REST calls made"),
@@ -103,11 +105,6 @@ class PaceCollector(RedisCollector):
         "rate_limited": ("sla_guard_crm_rate_limited", "Answers of a CRM saying too many requests"),
     }
 
-    def read(self):
-        from sla_guard.outbox.pacing import pace_stats
-
-        return pace_stats(self.redis, self.namespace)
-
     def families(self, stats):
         for key, (name, documentation) in self.NAMES.items():
             counter = CounterMetricFamily(name, documentation, labels=["crm"])
@@ -116,9 +113,9 @@ class PaceCollector(RedisCollector):
             yield counter
 
 
-def render(database, redis=None, namespace: str = "sla-guard") -> bytes:
-    """The /metrics body: process counters (all gunicorn workers), database numbers, and the
-    pace of CRM calls kept in Redis (when ``redis`` is given)."""
+def render(database, redis_collectors: Iterable[RedisCollector] = ()) -> bytes:
+    """The /metrics body: process counters (all gunicorn workers), database numbers, and what
+    the workers keep in Redis (``redis_collectors``)."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
@@ -131,19 +128,14 @@ def render(database, redis=None, namespace: str = "sla-guard") -> bytes:
         process_part = generate_latest(REGISTRY)
     db_registry = CollectorRegistry()
     db_registry.register(DatabaseCollector(database))
-    if redis is not None:
-        db_registry.register(PaceCollector(redis, namespace))
-        db_registry.register(TimerCollector(redis, namespace))
+    for collector in redis_collectors:
+        db_registry.register(collector)
     return process_part + generate_latest(db_registry)
 
 
 class TimerCollector(RedisCollector):
-    """Clocks set aside because their firing kept failing."""
-
-    def read(self):
-        from sla_guard.ingest.processing import set_aside_count
-
-        return set_aside_count(self.redis, self.namespace)
+    """Clocks set aside because their firing kept failing (read by
+    :func:`sla_guard.ingest.processing.set_aside_count`)."""
 
     def families(self, count):
         yield GaugeMetricFamily(

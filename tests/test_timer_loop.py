@@ -130,7 +130,8 @@ def test_a_batch_of_due_stale_and_stopped_clocks_fires_only_what_the_database_sa
 def test_a_clock_that_cannot_fire_spares_its_batch_then_is_set_aside_with_its_lead_quarantined(
     sink, app, client, runtime, clock, run_worker, create_leads
 ):
-    from sla_guard.metrics import render
+    from sla_guard.ingest.processing import set_aside_count
+    from sla_guard.metrics import TimerCollector, render
     from sla_guard.store.quarantine import quarantined_ids, release
     from sla_guard.timers import failures
     from sla_guard.timers.reconciler import reconcile
@@ -154,7 +155,9 @@ def test_a_clock_that_cannot_fire_spares_its_batch_then_is_set_aside_with_its_le
         assert quarantined_ids(session) == ["L-1"]
     set_aside = timers.SET_ASIDE_AT.timestamp()
     assert timers.armed_at(runtime.redis, runtime.queue_name, [broken.id]) == {broken.id: set_aside}
-    assert b"sla_guard_timers_set_aside 1.0" in render(runtime.db, runtime.redis, runtime.queue_name)
+    assert b"sla_guard_timers_set_aside 1.0" in render(
+        runtime.db, [TimerCollector(set_aside_count, runtime.redis, runtime.queue_name)]
+    )
     clock.advance(seconds=10)
     reconcile(runtime)  # set aside: the reconciler does not arm it again while its lead is held
     assert fire_due(runtime) == 0
@@ -165,7 +168,9 @@ def test_a_clock_that_cannot_fire_spares_its_batch_then_is_set_aside_with_its_le
     reconcile(runtime)
     assert fire_due(runtime) == 1
     assert sorted(alert["lead_id"] for alert in received(sink)) == ["L-0", "L-1", "L-2"]
-    assert b"sla_guard_timers_set_aside 0.0" in render(runtime.db, runtime.redis, runtime.queue_name)
+    assert b"sla_guard_timers_set_aside 0.0" in render(
+        runtime.db, [TimerCollector(set_aside_count, runtime.redis, runtime.queue_name)]
+    )
 
 
 def test_two_loops_firing_the_same_due_clocks_fire_each_once(sink, app, client, runtime, clock, create_leads):

@@ -28,13 +28,12 @@ from flask import Blueprint, current_app, request
 
 from sla_guard.config import of_app
 from sla_guard.core.events import LeadEvent
+from sla_guard.endpoints import clock_now, error
 from sla_guard.exceptions import ConfigError, InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters import ADAPTERS, RawRequest, amocrm, bitrix24, hubspot, pipedrive
 from sla_guard.ingest.adapters.base import parse_form
 from sla_guard.ingest.crm_sync import record_loss_reasons
 from sla_guard.ingest.webhooks import ingest, log, read_body, reject
-from sla_guard.web.context import clock_now
-from sla_guard.web.errors import error
 
 bp = Blueprint("crm", __name__, url_prefix="/webhooks")
 

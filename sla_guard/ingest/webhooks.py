@@ -40,6 +40,7 @@ from sla_guard import metrics
 from sla_guard.config import of_app
 from sla_guard.core.bounds import ID_MAX, check_depth, check_events, check_moment, check_text
 from sla_guard.core.events import LeadEvent, parse_events
+from sla_guard.endpoints import clock_now, error
 from sla_guard.exceptions import InvalidEvent, Unauthorized
 from sla_guard.ingest.adapters.base import Lookup
 from sla_guard.ingest.crm_sync import LOOKUPS
@@ -49,8 +50,6 @@ from sla_guard.security import SIGNATURE_HEADER, verify_signature
 from sla_guard.store.crm import insert_lookups
 from sla_guard.store.db import Database, get_db
 from sla_guard.store.repository import event_rows, insert_events, store_event_rows
-from sla_guard.web.context import clock_now
-from sla_guard.web.errors import error
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 log = logging.getLogger("sla_guard.webhooks")

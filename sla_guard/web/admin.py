@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 
 from sla_guard.core.rules.lint import lint
+from sla_guard.endpoints import clock_now, error
 from sla_guard.store.db import get_db
 from sla_guard.store.rule_versions import record_rule_version, rule_versions
-from sla_guard.web.context import clock_now, iso, require_token
-from sla_guard.web.errors import error
+from sla_guard.web.context import iso, require_token
 
 bp = Blueprint("admin", __name__, url_prefix="/api/rules")
 bp.before_request(require_token)

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from sla_guard.endpoints import clock_now, error
 from sla_guard.exceptions import InvalidReportQuery
 from sla_guard.reports import Report, Visibility, parse_query, run_report
 from sla_guard.reports.spend import parse_spend
@@ -15,8 +16,7 @@ from sla_guard.store.insight import upsert_spend
 from sla_guard.store.leads import LEAD_STATUSES, lead_history, leads_by_status
 from sla_guard.store.models import ClockRow, LeadRow
 from sla_guard.store.repository import LEAD_FIELDS, clock_state
-from sla_guard.web.context import clock_now, iso, require_token
-from sla_guard.web.errors import error
+from sla_guard.web.context import iso, require_token
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

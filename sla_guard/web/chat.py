@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from sla_guard.config import of_app
 from sla_guard.core.rules.notify_spec import TelegramChannel, typed_channel
+from sla_guard.endpoints import error
 from sla_guard.exceptions import DeliveryError, Unauthorized
 from sla_guard.outbox.http import Http
 from sla_guard.outbox.notify.formats import TAKE_ACTION, slack_blocks, slack_text, telegram_content
@@ -36,7 +37,6 @@ from sla_guard.security import verify_slack, verify_telegram
 from sla_guard.store.db import get_db
 from sla_guard.timers.acknowledge import BadToken, ExpiredToken, verify_press
 from sla_guard.timers.press import PressOutcome, slack_person, take, telegram_person
-from sla_guard.web.errors import error
 
 log = logging.getLogger("sla_guard.chat")
 

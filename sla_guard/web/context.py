@@ -1,4 +1,4 @@
-"""What the API's views share: the app's clock, the bearer-token check, times as ISO 8601."""
+"""What the API's views share: the bearer-token check, times as ISO 8601."""
 
 from __future__ import annotations
 
@@ -7,19 +7,14 @@ from datetime import datetime
 from flask import current_app, request
 
 from sla_guard.config import of_app
+from sla_guard.endpoints import error
 from sla_guard.exceptions import Unauthorized
 from sla_guard.security import verify_bearer
-from sla_guard.web.errors import error
 
 
 def iso(value: datetime | None) -> str | None:
     """An aware time as ISO 8601 with ``Z`` (None stays None)."""
     return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def clock_now() -> datetime:
-    """The app's clock: the aware UTC time now (tests inject their own)."""
-    return current_app.extensions["sla_guard.clock"]()
 
 
 def require_token():

@@ -8,6 +8,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sla_guard import metrics
 from sla_guard.config import of_app
+from sla_guard.ingest.processing import set_aside_count
+from sla_guard.outbox.pacing import pace_stats
 from sla_guard.store.db import get_db
 
 bp = Blueprint("health", __name__)
@@ -37,5 +39,14 @@ def readyz():
 
 @bp.get("/metrics")
 def prometheus():
-    body = metrics.render(get_db(current_app), current_app.extensions.get("sla_guard.redis"), of_app(current_app).queue)
+    redis, namespace = current_app.extensions.get("sla_guard.redis"), of_app(current_app).queue
+    collectors = (
+        []
+        if redis is None
+        else [
+            metrics.PaceCollector(pace_stats, redis, namespace),
+            metrics.TimerCollector(set_aside_count, redis, namespace),
+        ]
+    )
+    body = metrics.render(get_db(current_app), collectors)
     return Response(body, mimetype="text/plain; version=0.0.4")

@@ -13,11 +13,11 @@ from redis.exceptions import RedisError
 
 from sla_guard.config import of_app
 from sla_guard.core.bounds import ID_MAX, text_problem
+from sla_guard.endpoints import error
 from sla_guard.ingest.processing import push
 from sla_guard.store.db import get_db
 from sla_guard.store.quarantine import quarantined, release
 from sla_guard.web.api import require_token
-from sla_guard.web.errors import error
 
 bp = Blueprint("quarantine", __name__, url_prefix="/api/quarantine")
 bp.before_request(require_token)

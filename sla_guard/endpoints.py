@@ -1,4 +1,6 @@
-"""JSON error bodies for every refusal: a status code and the field or reason.
+"""What every HTTP endpoint shares, the API's and the webhooks' alike: JSON error bodies for every
+refusal (a status code and the field or reason), the handlers that turn failures into them, and
+the app's clock.
 
 Statuses are honest: a service that is down (the database, Redis) gives ``503`` with
 ``Retry-After`` (the caller retries), a value the database refuses gives ``400``, and anything
@@ -9,8 +11,9 @@ amoCRM webhook path carries its secret token).
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
-from flask import jsonify, request
+from flask import current_app, jsonify, request
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -30,6 +33,11 @@ def error(status: int, message: str, field: str | None = None, **extra):
     if status == 503:
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
+
+
+def clock_now() -> datetime:
+    """The app's clock: the aware UTC time now (tests inject their own)."""
+    return current_app.extensions["sla_guard.clock"]()
 
 
 def route() -> str:
