@@ -272,7 +272,7 @@ def ingest(
     leads = list(dict.fromkeys(event.lead.id for event in events if event.event_id in accepted_set))
     if own_transaction:  # the group commit's writer rings the doorbell for its batches itself
         redis, queue_name = current_app.extensions["sla_guard.redis"], of_app(current_app).queue
-        doorbell(current_app)(leads)
+        inbox(current_app).doorbell(leads)
         try:
             for kind, item_id in items:
                 kind.schedule(redis, queue_name, item_id, 1)

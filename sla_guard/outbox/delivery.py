@@ -180,7 +180,6 @@ class Alerts(ChannelDelivery):
     what = "alert delivery"
     model = AlertRow
     sent_column = "delivered_at"
-    logger = log
 
     def context(self, row: AlertRow) -> dict:
         return {"lead_id": row.lead_id, "alert_id": row.id, "channel": row.channel, "attempt": row.attempts}

@@ -173,31 +173,8 @@ TASKS = FollowUpTasks(create_follow_up_task, ops=OPS_ALERTS)
 CLOSES = FollowUpCloses(close_follow_up_task, ops=OPS_ALERTS)
 
 
-def create_task(runtime: Runtime, task_id: int) -> str:
-    """Create the follow-up task in the CRM (once); return the row's status afterwards."""
-    return TASKS.run(runtime, task_id)
-
-
-def close_task(runtime: Runtime, task_id: int) -> str:
-    """Close the CRM task of a follow-up step that ended."""
-    return CLOSES.run(runtime, task_id)
-
-
-def tasks_to_close(runtime: Runtime, lead_id: str | None = None) -> list[int]:
-    """Open CRM tasks whose follow-up step has ended."""
-    with runtime.db.session() as session:
-        where = [] if lead_id is None else [FollowUpTaskRow.lead_id == lead_id]
-        return [task_id for task_id, _ in CLOSES.due(session, runtime.now(), 1000, *where)]
-
-
 def queue_closes(runtime: Runtime, lead_id: str) -> int:
     """Queue the closing of the lead's CRM tasks whose follow-up step has ended; the number queued."""
     with runtime.db.session() as session:
         due = CLOSES.due(session, runtime.now(), 1000, FollowUpTaskRow.lead_id == lead_id)
     return sum(CLOSES.schedule(runtime.redis, runtime.queue_name, task_id, attempts + 1) for task_id, attempts in due)
-
-
-def tasks_to_create(runtime: Runtime) -> list[tuple[int, int]]:
-    """Task rows still waiting for their CRM call whose wait is over: ``(task_id, attempts)``."""
-    with runtime.db.session() as session:
-        return TASKS.due(session, runtime.now(), 1000)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Float, Subquery, and_, bindparam, case, cast, func, literal, literal_column, or_, select
+from sqlalchemy import Float, Subquery, and_, bindparam, case, func, literal, literal_column, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
@@ -231,10 +231,6 @@ def period_label(column, periods: list[tuple[str, datetime, datetime]]) -> Colum
         *[(and_(column >= begin, column < finish), literal(label)) for label, begin, finish in periods],
         else_=literal(None),
     )
-
-
-def as_float(value) -> ColumnElement:
-    return cast(value, Float)
 
 
 CLOCK_STATUSES = ("met", "missed", "overdue", "running", "paused", "cancelled")

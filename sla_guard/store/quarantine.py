@@ -55,7 +55,3 @@ def quarantined(session: Session, limit: int = 1000) -> list[tuple[QuarantinedLe
 
 def quarantined_ids(session: Session) -> list[str]:
     return list(session.execute(select(QuarantinedLeadRow.lead_id).order_by(QuarantinedLeadRow.lead_id)).scalars())
-
-
-def quarantined_count(session: Session) -> int:
-    return session.execute(select(func.count()).select_from(QuarantinedLeadRow)).scalar_one()

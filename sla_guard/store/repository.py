@@ -113,23 +113,9 @@ def insert_events(session: Session, source: str, events: list[LeadEvent], receiv
     return accepted, duplicates
 
 
-def lock_lead(session: Session, lead_id: str, now: datetime) -> LeadRow:
-    """The lead's row, created if new, locked for this transaction (PostgreSQL row lock;
-    SQLite transactions are already serialised by ``BEGIN IMMEDIATE``)."""
-    upsert = (
-        dialect_insert(session, LeadRow)
-        .values(lead_id=lead_id, status="open", known=False, updated_at=now)
-        .on_conflict_do_update(index_elements=["lead_id"], set_={"updated_at": now})  # takes the row lock
-        .returning(LeadRow)
-    )
-    return session.execute(
-        select(LeadRow).from_statement(upsert), execution_options={"populate_existing": True}
-    ).scalar_one()
-
-
 def lock_leads(session: Session, lead_ids: list[str], now: datetime) -> dict[str, LeadRow]:
     """The leads' rows, created if new, locked for this transaction in the order given (one
-    statement: a multi-row upsert, as :func:`lock_lead` does for one)."""
+    statement: a multi-row upsert)."""
     if not lead_ids:
         return {}
     upsert = (
@@ -343,12 +329,6 @@ def closed_task_times(session: Session, task_ids: dict[str, set[str]]) -> dict[s
         if task_id in wanted[lead_id]:
             out.setdefault(lead_id, {})[task_id] = closed_at
     return out
-
-
-def next_fire_times(session: Session, clock_ids: list[int]) -> dict[int, datetime | None]:
-    """``next_fire_at`` of each of these clocks (None when it has nothing more to fire or is gone)."""
-    found = dict(session.execute(select(ClockRow.id, ClockRow.next_fire_at).where(ClockRow.id.in_(clock_ids))).all())
-    return {clock_id: found.get(clock_id) for clock_id in clock_ids}
 
 
 STAY_COLUMNS = (

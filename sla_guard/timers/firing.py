@@ -79,16 +79,21 @@ REASSIGN_SOURCE = "sla-guard"
 @dataclass
 class FireResult:
     escalation_ids: list[int] = field(default_factory=list)
-    alert_ids: list[int] = field(default_factory=list)
-    task_ids: list[int] = field(default_factory=list)
     items: list[Item] = field(default_factory=list)
     """The outbox items the firing wrote (alerts, a task, a push to the CRM), in that order."""
-    reassigned: bool = False
     reassignments: list[tuple[str, str, int]] = field(default_factory=list)
     """``(lead_id, new_owner, escalation_id)`` of each reassignment, for the lead's CRM."""
     change: TimerChange | None = None
     fire_at: datetime | None = None
     """The clock's ``next_fire_at`` after this firing (None: nothing more to fire)."""
+
+    @property
+    def alert_ids(self) -> list[int]:
+        return [item_id for kind, item_id in self.items if kind is ALERTS]
+
+    @property
+    def reassigned(self) -> bool:
+        return bool(self.reassignments)
 
 
 AfterFiring = Callable[[int, list[Item]], None]
@@ -112,7 +117,6 @@ def _record_step(
     if step.kind == TASK_KIND:  # a follow-up step: its task goes to the CRM, or to the owner
         task_id = plan_task(session, rules, clock, lead, now)
         if task_id is not None:
-            result.task_ids.append(task_id)
             result.items.append((TASKS, task_id))
         return
     fields = lead_fields(lead)
@@ -136,7 +140,6 @@ def _record_step(
             press_for=partial(press_value, runtime.settings, now=max(now, target.not_before or now)),
             new_owner=new_owner,
         )
-        result.alert_ids.append(alert_id)
         result.items.append((ALERTS, alert_id))
     if step.reassign:
         if new_owner:
@@ -149,7 +152,6 @@ def _record_step(
             )
             insert_events(session, REASSIGN_SOURCE, [event], now)
             set_reassigned(session, escalation_id, new_owner)
-            result.reassigned = True
             result.reassignments.append((lead.lead_id, new_owner, escalation_id))
             push = REASSIGNMENTS.record(session, lead.lead_id, new_owner, escalation_id, now)  # until the CRM knows
             result.items.append((REASSIGNMENTS, push))

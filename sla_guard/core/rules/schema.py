@@ -20,16 +20,13 @@ from pydantic import (
 )
 
 from sla_guard.core.rules.durations import parse_duration
-from sla_guard.core.rules.notify_spec import CHANNEL_MODELS, DigestSpec, OpsSpec, QuietHours, check_zone
+from sla_guard.core.rules.notify_spec import DigestSpec, OpsSpec, QuietHours, check_zone
 
 ROLES = ("owner", "manager", "head")
 """Targets of ``notify`` that name a person by their relation to the lead."""
 
 MATCH_FIELDS = ("source", "pipeline", "stage", "priority", "team", "owner", "tags", "amount", "name")
 """Lead fields a rule's ``match`` may test."""
-
-CHANNEL_TYPES = tuple(CHANNEL_MODELS)
-"""Channel types this version can deliver to."""
 
 LOG_CHANNEL = "log"
 """The built-in channel that writes the alert to sla-guard's log; always available."""
@@ -130,10 +127,6 @@ class StageRule(_Spec):
     def as_clock(self) -> ClockRule:
         ladder = self.escalate or (EscalationLevel(notify=self.notify or ("owner",)),)
         return ClockRule(within=self.max, warn_at=self.warn_at, escalate=ladder)
-
-
-FOLLOW_UP_ENDS = ("touch", "stage_change", "close")
-"""What may end a follow-up cadence early (``until``)."""
 
 
 class FollowUpTrigger(_Spec):
